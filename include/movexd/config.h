@@ -1,0 +1,77 @@
+/* config.h - the daemon's configuration (conf/movexd.conf).
+ *
+ * Format: one `key value` per line, `#` starts a comment, blank lines are
+ * ignored; per room-type settings live in blocks
+ *
+ *     room TYPE {
+ *         reducer json
+ *         ...
+ *     }
+ *
+ * and the block `room default { ... }` applies to every type the file does
+ * not name. A named block starts from the default block's values (wherever
+ * in the file the default block stands). Unknown keys, bad values and
+ * duplicate keys are errors that name file:line.
+ */
+#ifndef MOVEXD_CONFIG_H
+#define MOVEXD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MX_ROOM_TYPE_MAX 200
+
+enum mx_log_level { MX_LOG_ERROR = 0, MX_LOG_WARN, MX_LOG_INFO, MX_LOG_DEBUG };
+enum mx_fsync_policy { MX_FSYNC_ALWAYS = 0, MX_FSYNC_EVERYSEC, MX_FSYNC_NO };
+
+struct mx_room_type {
+    char name[MX_ROOM_TYPE_MAX + 1]; /* "default" for the default block */
+    char reducer[32];                /* "json" */
+    size_t history;                  /* actions kept in the log for catch-up */
+    size_t max_state_bytes;          /* serialized state bound; 0 = none */
+    int create_on_subscribe;         /* subscribe to a missing room creates it with {} */
+    size_t max_ops;                  /* operations per patch action; 0 = none */
+};
+
+struct mx_config {
+    char listen_addr[128];  /* "127.0.0.1"; "*" or "" = every address */
+    int listen_port;        /* 0 = let the kernel pick (printed at start) */
+    enum mx_log_level log_level;
+    char data_dir[1024];
+    enum mx_fsync_policy fsync;
+
+    size_t max_message_bytes;  /* one inbound WebSocket message */
+    int max_depth;             /* JSON nesting of an inbound message */
+    size_t max_queue_bytes;    /* send queue per connection before close 4008 */
+    size_t max_rooms_per_conn; /* subscriptions per connection */
+    size_t max_connections;    /* total */
+    int hello_timeout_ms;      /* hello must arrive within this */
+    size_t dedup_window;       /* outcomes remembered per (client, room), >= 1024 */
+
+    struct mx_room_type def;   /* the `room default` block (or built-in defaults) */
+    struct mx_room_type *types;/* named blocks */
+    size_t ntypes;
+};
+
+/* Fill c with built-in defaults (what an empty conf file means). */
+void mx_config_defaults(struct mx_config *c);
+
+/* Parse a conf file on top of defaults. On error returns -1 and writes
+ * "FILE:LINE: message" into err. */
+int mx_config_load(struct mx_config *c, const char *path, char *err, size_t errlen);
+
+/* The same from a string (tests); `name` stands in for the file name. */
+int mx_config_parse(struct mx_config *c, const char *text, const char *name, char *err, size_t errlen);
+
+/* Settings for a room type (the named block, or the default block). */
+const struct mx_room_type *mx_config_room_type(const struct mx_config *c, const char *type, size_t len);
+
+/* Parse "ADDR:PORT", "[v6]:PORT" or ":PORT" / "PORT" into c. 0 or -1. */
+int mx_config_set_listen(struct mx_config *c, const char *s);
+
+/* Parse a log level name ("error", "warn", "info", "debug"). 0 or -1. */
+int mx_config_parse_log_level(const char *s, enum mx_log_level *out);
+
+void mx_config_free(struct mx_config *c);
+
+#endif

@@ -1,0 +1,51 @@
+/* oplog.h - a room's bounded, ordered log of applied actions.
+ *
+ * Entries have consecutive seqs; when the log is full the oldest is dropped.
+ * Each entry keeps the checksum before (prev) and after the action, so the
+ * checksum the state had at seq s is entry(s+1).prev: catch-up from
+ * since{seq, checksum} is possible exactly when entry(since.seq+1) exists and
+ * its prev equals since.checksum (then every later entry exists too).
+ * The entry text is the pre-encoded JSON object sent in an `actions` reply,
+ * encoded once at apply time.
+ */
+#ifndef MOVEXD_OPLOG_H
+#define MOVEXD_OPLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/json.h" /* MX_DIGEST_LEN */
+
+struct mx_oplog_entry {
+    uint64_t seq;
+    uint8_t prev[MX_DIGEST_LEN];
+    uint8_t checksum[MX_DIGEST_LEN];
+    char *text; /* owned, NUL-terminated */
+    size_t len;
+};
+
+typedef struct mx_oplog mx_oplog;
+
+mx_oplog *mx_oplog_new(size_t capacity); /* capacity 0 keeps nothing */
+void mx_oplog_free(mx_oplog *l);
+
+/* Append a copy of text. seq must be exactly last seq + 1 unless the log is
+ * empty. Returns 0, -1 on allocation failure or a seq gap (log unchanged). */
+int mx_oplog_append(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
+                    const uint8_t checksum[MX_DIGEST_LEN], const char *text, size_t len);
+
+/* Entry with this seq, or NULL when not held. */
+const struct mx_oplog_entry *mx_oplog_get(const mx_oplog *l, uint64_t seq);
+
+size_t mx_oplog_count(const mx_oplog *l);
+uint64_t mx_oplog_first_seq(const mx_oplog *l); /* 0 when empty */
+uint64_t mx_oplog_last_seq(const mx_oplog *l);  /* 0 when empty */
+size_t mx_oplog_bytes(const mx_oplog *l);       /* sum of text lengths */
+
+/* Change capacity (config reload), dropping the oldest entries if needed. */
+int mx_oplog_set_capacity(mx_oplog *l, size_t capacity);
+
+/* Drop every entry (room deleted / reset). */
+void mx_oplog_clear(mx_oplog *l);
+
+#endif

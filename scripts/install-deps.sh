@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what movexd needs on Debian 12, only what is missing.
+#   scripts/install-deps.sh          build + run dependencies
+#   scripts/install-deps.sh --test   also what `make test` needs (Check,
+#                                    clang for fuzzing, Node.js + the test
+#                                    client's npm packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(check nodejs npm openssl curl python3)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  # node may come from elsewhere than Debian's package (a newer install);
+  # accept any working node >= 18 / npm.
+  case "$p" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+  esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" == "--test" ]]; then
+  # The integration tests' WebSocket client (package `ws`), pinned by the
+  # committed package-lock.json.
+  if [[ ! -d test/node_modules/ws ]]; then
+    echo "install-deps: npm ci in test/"
+    (cd test && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

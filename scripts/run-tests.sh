@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs every test of `make test` and ends with one summary line
+# "tests: N passed, M failed". Exit status is non-zero if anything failed.
+#   stages: C unit tests (release, ASan/UBSan), integration tests against the
+#   real daemon (release, ASan/UBSan), JS unit tests when present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build/logs
+passed=0
+failed=0
+status=0
+
+# Check prints "NN%: Checks: N, Failures: F, Errors: E"
+run_check() { # name binary
+  local name=$1 bin=$2 log=build/logs/$1.log
+  echo "== $name"
+  CK_VERBOSITY=normal "$bin" >"$log" 2>&1
+  local rc=$?
+  cat "$log" | grep -v '^Running suite' | tail -n 40
+  local line
+  line=$(grep -E '^[0-9]+%: Checks: ' "$log" | tail -n1)
+  if [[ -n "$line" ]]; then
+    local n f e
+    n=$(sed -E 's/.*Checks: ([0-9]+).*/\1/' <<<"$line")
+    f=$(sed -E 's/.*Failures: ([0-9]+).*/\1/' <<<"$line")
+    e=$(sed -E 's/.*Errors: ([0-9]+).*/\1/' <<<"$line")
+    passed=$((passed + n - f - e))
+    failed=$((failed + f + e))
+  fi
+  if [[ $rc -ne 0 ]]; then
+    status=1
+    [[ -z "$line" ]] && failed=$((failed + 1))
+    echo "!! $name failed (exit $rc); log: $log"
+  fi
+}
+
+# node --test prints "# pass N" / "# fail N"
+run_node() { # name env... -- args
+  local name=$1
+  shift
+  local log=build/logs/$name.log
+  echo "== $name"
+  env "$@" >"$log" 2>&1
+  local rc=$?
+  grep -E '^not ok|^# (tests|pass|fail|skipped)' "$log"
+  local p f
+  p=$(grep -E '^# pass ' "$log" | tail -n1 | awk '{print $3}')
+  f=$(grep -E '^# fail ' "$log" | tail -n1 | awk '{print $3}')
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+  if [[ $rc -ne 0 ]]; then
+    status=1
+    [[ -z "$f" || "$f" == 0 ]] && failed=$((failed + 1))
+    echo "!! $name failed (exit $rc); log: $log"
+    grep -B2 -A30 '^not ok' "$log" | head -n 120
+  fi
+}
+
+run_check unit-release build/release/unit-tests
+run_check unit-asan build/asan/unit-tests
+
+if compgen -G "test/integration/*.test.mjs" >/dev/null; then
+  run_node integration-release MOVEXD_BIN=build/release/movexd node --test --test-concurrency=1 test/integration/
+  run_node integration-asan MOVEXD_BIN=build/asan/movexd MOVEXD_ASAN=1 \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=87 \
+    node --test --test-concurrency=1 test/integration/
+fi
+if compgen -G "client/test/*.test.mjs" >/dev/null; then
+  run_node client-unit node --test client/test/
+fi
+
+echo
+echo "tests: $passed passed, $failed failed"
+exit $status

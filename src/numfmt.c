@@ -1,0 +1,116 @@
+/* numfmt.c - ECMAScript Number::toString(10) for finite doubles.
+ *
+ * Digits: the shortest decimal that reads back (strtod) as the same double,
+ * found by trying each precision from 1 to 17 digits. At each precision the
+ * correctly rounded digits are tried first, then the same digits with the
+ * last one moved by +-1: near a rounding boundary the rounded value can fall
+ * outside the double's interval while a neighbour falls inside it, and
+ * ECMAScript wants the shortest such string (the closest, when several).
+ * Layout: ECMA-262 Number::toString steps (integers up to 21 digits plainly,
+ * fixed notation down to 1e-7, exponent form with an explicit sign).
+ * Relies on the "C" locale, which the daemon never changes.
+ */
+#include "movexd/numfmt.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Parse "%.*e" output ("d.ddde+XX") into an integer mantissa and exponent. */
+static void split_e(const char *s, unsigned long long *m, int *e)
+{
+    unsigned long long v = 0;
+    const char *p = s;
+    for (; *p && *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9')
+            v = v * 10 + (unsigned long long)(*p - '0');
+    *m = v;
+    *e = *p == 'e' ? atoi(p + 1) : 0;
+}
+
+static int reads_back(unsigned long long m, int e10, double d)
+{
+    char t[48];
+    snprintf(t, sizeof(t), "%llue%d", m, e10);
+    return strtod(t, NULL) == d;
+}
+
+size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX])
+{
+    if (d == 0 || !isfinite(d)) { /* -0 prints as 0; non-finite never reaches here */
+        strcpy(out, isnan(d) ? "NaN" : d == 0 ? "0" : d > 0 ? "Infinity" : "-Infinity");
+        return strlen(out);
+    }
+    char *o = out;
+    if (d < 0) {
+        *o++ = '-';
+        d = -d;
+    }
+    unsigned long long best = 0;
+    int best_e = 0; /* value = best * 10^best_e */
+    for (int p = 1; p <= 17; p++) {
+        char buf[40];
+        unsigned long long m;
+        int e;
+        snprintf(buf, sizeof(buf), "%.*e", p - 1, d);
+        split_e(buf, &m, &e);
+        int e10 = e - (p - 1);
+        if (reads_back(m, e10, d)) {
+            best = m;
+            best_e = e10;
+            break;
+        }
+        int lo = m > 1 && reads_back(m - 1, e10, d);
+        int hi = reads_back(m + 1, e10, d);
+        if (lo && hi) {
+            long double dl = fabsl((long double)(m - 1) * powl(10, e10) - d);
+            long double dh = fabsl((long double)(m + 1) * powl(10, e10) - d);
+            best = dl <= dh ? m - 1 : m + 1;
+        } else if (lo || hi) {
+            best = lo ? m - 1 : m + 1;
+        } else {
+            continue;
+        }
+        best_e = e10;
+        break;
+    }
+    /* digits of best, trailing zeros moved into the exponent */
+    while (best % 10 == 0 && best) {
+        best /= 10;
+        best_e++;
+    }
+    char dg[24];
+    int k = snprintf(dg, sizeof(dg), "%llu", best);
+    int n = k + best_e; /* value = 0.dg * 10^n */
+    if (k <= n && n <= 21) {
+        memcpy(o, dg, (size_t)k);
+        o += k;
+        for (int i = 0; i < n - k; i++)
+            *o++ = '0';
+    } else if (0 < n && n <= 21) {
+        memcpy(o, dg, (size_t)n);
+        o += n;
+        *o++ = '.';
+        memcpy(o, dg + n, (size_t)(k - n));
+        o += k - n;
+    } else if (-6 < n && n <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -n; i++)
+            *o++ = '0';
+        memcpy(o, dg, (size_t)k);
+        o += k;
+    } else {
+        int x = n - 1;
+        *o++ = dg[0];
+        if (k > 1) {
+            *o++ = '.';
+            memcpy(o, dg + 1, (size_t)(k - 1));
+            o += k - 1;
+        }
+        o += sprintf(o, "e%c%d", x < 0 ? '-' : '+', x < 0 ? -x : x);
+    }
+    *o = '\0';
+    return (size_t)(o - out);
+}

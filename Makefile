@@ -8,6 +8,8 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 VARIANT ?= release
 BUILD := build/$(VARIANT)
+# any VARIANT whose name starts with 'asan' is a sanitizer build
+SAN := $(if $(filter asan%,$(VARIANT)),1,0)
 CC ?= cc
 CONF ?= conf/movexd.conf
 
@@ -19,7 +21,7 @@ CHECK_LIBS = $(shell pkg-config --libs check)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 STD := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
-ifeq ($(VARIANT),asan)
+ifeq ($(SAN),1)
 OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDOPT := -fsanitize=address,undefined
 else

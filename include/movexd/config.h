@@ -34,7 +34,7 @@ struct mx_room_type {
 };
 
 struct mx_config {
-    char listen_addr[128];  /* "127.0.0.1"; "*" or "" = every address */
+    char listen_addr[128];  /* "127.0.0.1", "::1", "lo"; "" = every address ("*" in the conf) */
     int listen_port;        /* 0 = let the kernel pick (printed at start) */
     enum mx_log_level log_level;
     char data_dir[1024];
@@ -56,8 +56,11 @@ struct mx_config {
 /* Fill c with built-in defaults (what an empty conf file means). */
 void mx_config_defaults(struct mx_config *c);
 
-/* Parse a conf file on top of defaults. On error returns -1 and writes
- * "FILE:LINE: message" into err. */
+/* Parse a conf file on top of the built-in defaults. c's previous contents
+ * are neither read nor freed (free them first). Returns 0, or -1 with
+ * "FILE:LINE: message" (or "FILE: message" when the file cannot be read) in
+ * err and c left holding the built-in defaults; either way mx_config_free(c)
+ * is safe afterwards. docs/CONFIG.md describes the format and every key. */
 int mx_config_load(struct mx_config *c, const char *path, char *err, size_t errlen);
 
 /* The same from a string (tests); `name` stands in for the file name. */
@@ -66,7 +69,9 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
 /* Settings for a room type (the named block, or the default block). */
 const struct mx_room_type *mx_config_room_type(const struct mx_config *c, const char *type, size_t len);
 
-/* Parse "ADDR:PORT", "[v6]:PORT" or ":PORT" / "PORT" into c. 0 or -1. */
+/* Parse "ADDR:PORT", "[v6]:PORT", "*:PORT" or ":PORT" / "PORT" into c. 0 or
+ * -1 (c unchanged). "*" and an omitted address are stored as "" (every
+ * address); IPv6 is stored without brackets. */
 int mx_config_set_listen(struct mx_config *c, const char *s);
 
 /* Parse a log level name ("error", "warn", "info", "debug"). 0 or -1. */

@@ -49,6 +49,11 @@ int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct m
 
 size_t mx_dedup_clients(const mx_dedup *d);
 
+/* Outcome slots allocated over all clients (each sizeof(struct mx_outcome),
+ * plus its message). Rings grow lazily up to the window, so this is the
+ * memory measure for metrics and for tests of that growth. */
+size_t mx_dedup_slots(const mx_dedup *d);
+
 /* Visit every remembered outcome, client by client, oldest first (for
  * snapshots). Stops and returns fn's value when fn returns non-zero. */
 int mx_dedup_foreach(const mx_dedup *d,

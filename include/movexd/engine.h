@@ -1,0 +1,79 @@
+/* engine.h - the protocol engine: turns each request of a connection into
+ * room operations and replies, and holds replies in an outbox until the
+ * storage has made the decisions behind them durable.
+ *
+ * The engine is pure: it knows connections only as struct mx_conn, whose
+ * deliver/close hooks the network edge (session.c) provides.
+ *
+ * Ordering: every message for a connection - replies and fwds alike - goes
+ * through one FIFO outbox, released in order by mx_engine_commit() after a
+ * successful storage flush. So on one connection everything about a room
+ * arrives in seq order, and a reply never overtakes a fwd of a lower seq.
+ */
+#ifndef MOVEXD_ENGINE_H
+#define MOVEXD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/config.h"
+#include "movexd/frame.h"
+#include "movexd/proto.h"
+#include "movexd/storage.h"
+
+struct mx_room;
+typedef struct mx_engine mx_engine;
+
+struct mx_conn {
+    /* Set by the edge before mx_engine_conn_open(). deliver takes its own
+     * reference to f (or drops it); close asks the edge to close the
+     * connection with a WebSocket close code. */
+    void (*deliver)(struct mx_conn *c, mx_frame *f);
+    void (*close)(struct mx_conn *c, int code, const char *reason);
+    void *edge; /* the edge's own pointer */
+
+    /* Owned by the engine. */
+    int hello;
+    char client[MX_CLIENT_ID_MAX + 1];
+    size_t clientlen;
+    struct mx_room **rooms; /* subscriptions */
+    size_t nrooms, caprooms;
+    size_t pending; /* outbox entries addressed to this connection */
+};
+
+struct mx_engine_stats {
+    uint64_t rooms, connections;
+    uint64_t actions_applied, actions_rejected, actions_duplicate;
+    uint64_t messages_in, errors_sent;
+};
+
+mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st);
+void mx_engine_free(mx_engine *e);
+
+void mx_engine_conn_open(mx_engine *e, struct mx_conn *c);
+/* The connection is gone: unsubscribe it and drop its outbox entries. */
+void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c);
+
+/* Handle one complete inbound text message. Replies are queued in the
+ * outbox; nothing is delivered until mx_engine_commit(). */
+void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len);
+
+/* Queue an error reply (used by the edge for frames it refuses itself). */
+void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *message);
+
+/* Flush storage and deliver the outbox in order. Called once per event-loop
+ * turn. Returns 0, or the storage's error (then nothing was delivered). */
+int mx_engine_commit(mx_engine *e);
+
+/* 1 when the outbox holds undelivered messages. */
+int mx_engine_has_pending(const mx_engine *e);
+
+void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out);
+
+/* Welcome limits as a JSON object text (for tests and the welcome message). */
+const struct mx_config *mx_engine_config(const mx_engine *e);
+
+/* Look a room up (tests, admin). */
+struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len);
+
+#endif

@@ -1,0 +1,21 @@
+/* log.h - one line per event, "LEVEL event key=value ...", to stderr (which
+ * journald captures) or a file. Secrets are never passed to it. */
+#ifndef MOVEXD_LOG_H
+#define MOVEXD_LOG_H
+
+#include "movexd/config.h"
+
+void mx_log_set_level(enum mx_log_level l);
+int mx_log_enabled(enum mx_log_level l);
+void mx_log(enum mx_log_level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define mx_err(...) mx_log(MX_LOG_ERROR, __VA_ARGS__)
+#define mx_warn(...) mx_log(MX_LOG_WARN, __VA_ARGS__)
+#define mx_info(...) mx_log(MX_LOG_INFO, __VA_ARGS__)
+#define mx_debug(...)                                                          \
+    do {                                                                       \
+        if (mx_log_enabled(MX_LOG_DEBUG))                                      \
+            mx_log(MX_LOG_DEBUG, __VA_ARGS__);                                 \
+    } while (0)
+
+#endif

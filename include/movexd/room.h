@@ -1,0 +1,93 @@
+/* room.h - one room: its master state, seq and checksum, the action log,
+ * the exactly-once memory and its subscribers.
+ *
+ * mx_room_decide() is the authoritative step: it answers duplicates from
+ * the exactly-once memory, applies the rejection cascade and compare-and-
+ * set, asks the room's reducer for effects, applies them atomically, checks
+ * the state-size bound, and on success advances seq, computes the new
+ * checksum (re-digesting only changed paths) and appends to the log. It
+ * neither encodes replies nor touches sockets; the engine does.
+ */
+#ifndef MOVEXD_ROOM_H
+#define MOVEXD_ROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "movexd/buf.h"
+#include "movexd/config.h"
+#include "movexd/dedup.h"
+#include "movexd/json.h"
+#include "movexd/oplog.h"
+#include "movexd/reducer.h"
+
+struct mx_conn;
+
+struct mx_room {
+    char *id;
+    size_t idlen;
+    struct mx_room_type type; /* settings copied from the config */
+    const struct mx_reducer *reducer;
+    mx_val *state;
+    uint64_t seq;
+    uint8_t checksum[MX_DIGEST_LEN];
+    mx_oplog *log;
+    mx_dedup *dedup;
+    struct mx_conn **subs;
+    size_t nsubs, capsubs;
+};
+
+/* Creates a room at seq 0 owning `state` (freed on failure). NULL on OOM or
+ * unknown reducer (*err set). */
+struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_type *t,
+                            mx_val *state, size_t dedup_window, int *err);
+void mx_room_free(struct mx_room *r);
+
+int mx_room_sub_add(struct mx_room *r, struct mx_conn *c); /* 0, -1 OOM; idempotent */
+void mx_room_sub_del(struct mx_room *r, struct mx_conn *c);
+
+struct mx_action_in {
+    const char *client;
+    size_t clientlen;
+    uint64_t n;
+    int has_base, has_dep, strict;
+    uint64_t base, dep;
+    const json_t *action;
+    int max_depth;
+};
+
+enum mx_decision {
+    MX_DECIDED_APPLIED = 1,  /* new seq; out.entry holds the log entry text */
+    MX_DECIDED_REJECTED,     /* new reject, recorded in the exactly-once memory */
+    MX_DECIDED_DUPLICATE,    /* n decided before: out.prior is its outcome */
+    MX_DECIDED_TOO_OLD,      /* n not above highest and not remembered: not recorded */
+};
+
+struct mx_action_out {
+    enum mx_decision decision;
+    int code;                /* reject code */
+    char message[200];       /* reject message */
+    const struct mx_outcome *prior; /* DUPLICATE */
+    uint64_t seq;            /* APPLIED: new seq; reject: head seq */
+    uint8_t prev[MX_DIGEST_LEN];
+    uint8_t checksum[MX_DIGEST_LEN];
+    const struct mx_oplog_entry *entry; /* APPLIED: the log entry (borrowed) */
+    char *entry_text;        /* APPLIED when history is 0: owned text */
+    size_t entry_len;
+};
+
+/* Decide one action. Returns 0 (out filled) or MX_ENOMEM (nothing changed).
+ * The caller frees out->entry_text. */
+int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out);
+
+/* 1 when the log can bring a client at `since` up to the head (then every
+ * entry from since_seq + 1 to r->seq is in the log), else 0. */
+int mx_room_can_catch_up(const struct mx_room *r, uint64_t since_seq,
+                         const uint8_t since_checksum[MX_DIGEST_LEN]);
+
+/* next_n for client in this room. */
+uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen);
+
+#endif

@@ -1,0 +1,32 @@
+/* server.h - the libwebsockets context: one listener serving WebSocket at
+ * /ws (subprotocol movex.v1, also the default for clients that offer none)
+ * and small HTTP routes (/healthz) on the same port; one event loop. */
+#ifndef MOVEXD_SERVER_H
+#define MOVEXD_SERVER_H
+
+#include <stdint.h>
+
+#include "movexd/config.h"
+#include "movexd/engine.h"
+
+struct lws_context;
+
+struct mx_server {
+    const struct mx_config *cfg;
+    mx_engine *engine;
+    struct lws_context *ctx;
+    int port; /* actual listening port */
+    uint64_t slow_closes; /* connections closed 4008 */
+    uint64_t too_large_closes;
+    volatile int stop;
+};
+
+/* Create the context and start listening. 0 or -1 (logged). */
+int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e);
+/* Serve until s->stop is set (from a signal handler via mx_server_wake). */
+int mx_server_run(struct mx_server *s);
+/* Async-signal-safe: ask the loop to look at s->stop. */
+void mx_server_wake(struct mx_server *s);
+void mx_server_destroy(struct mx_server *s);
+
+#endif

@@ -1,0 +1,41 @@
+/* session.h - one WebSocket connection at the network edge: reassembly of
+ * inbound messages under the size bound, and a byte-bounded send queue of
+ * shared frames. Only session.c and server.c know about struct lws. */
+#ifndef MOVEXD_SESSION_H
+#define MOVEXD_SESSION_H
+
+#include <stddef.h>
+
+#include "movexd/engine.h"
+#include "movexd/frame.h"
+
+struct lws;
+struct mx_server;
+
+struct mx_session {
+    struct mx_conn conn; /* engine-side state; conn.edge points back here */
+    struct lws *wsi;
+    struct mx_server *srv;
+    int is_ws;  /* this per-session area belongs to a WebSocket */
+    int opened; /* mx_engine_conn_open was called */
+
+    char *rx; /* message being reassembled */
+    size_t rxlen, rxcap;
+
+    mx_frame **q; /* ring of queued frames */
+    size_t qhead, qlen, qcap;
+    size_t qbytes;
+
+    int closing; /* no more sends; close with close_code when drained */
+    int close_code;
+    char close_reason[100];
+};
+
+void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *wsi);
+/* A piece of an inbound message; returns -1 when the connection must close now. */
+int mx_session_receive(struct mx_session *s, const void *in, size_t len);
+/* The socket can take more; returns -1 when the connection must close now. */
+int mx_session_writable(struct mx_session *s);
+void mx_session_closed(struct mx_session *s);
+
+#endif

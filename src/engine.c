@@ -1,0 +1,614 @@
+/* engine.c - request dispatch, the room registry and the outbox.
+ *
+ * Each inbound message is parsed (jansson), decoded into a typed request
+ * (proto.c), checked against the connection's state, and carried out on a
+ * room (room.c). Every reply and fwd is encoded once into a refcounted
+ * frame and appended to the outbox; mx_engine_commit() flushes storage and
+ * only then hands the frames to the connections, in order. A fwd frame is
+ * shared by all its recipients.
+ */
+#include "movexd/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "movexd/digest.h"
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/map.h"
+#include "movexd/room.h"
+#include "movexd/version.h"
+
+struct outbox_entry {
+    struct mx_conn *conn; /* NULL once the connection closed */
+    mx_frame *frame;
+};
+
+struct mx_engine {
+    const struct mx_config *cfg;
+    const struct mx_storage *st;
+    mx_map *rooms;
+    struct outbox_entry *out;
+    size_t nout, capout;
+    struct mx_engine_stats stats;
+};
+
+mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st)
+{
+    mx_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->cfg = cfg;
+    e->st = st;
+    e->rooms = mx_map_new();
+    if (!e->rooms) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void free_room(void *r) { mx_room_free(r); }
+
+void mx_engine_free(mx_engine *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->nout; i++)
+        mx_frame_unref(e->out[i].frame);
+    free(e->out);
+    mx_map_free(e->rooms, free_room);
+    free(e);
+}
+
+const struct mx_config *mx_engine_config(const mx_engine *e) { return e->cfg; }
+
+struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len)
+{
+    return mx_map_get(e->rooms, id, len);
+}
+
+void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out)
+{
+    *out = e->stats;
+    out->rooms = mx_map_len(e->rooms);
+}
+
+/* ---- outbox ---- */
+
+/* Queue frame f (one reference is taken over) for c. */
+static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
+{
+    if (!f)
+        return;
+    if (e->nout == e->capout) {
+        size_t ncap = e->capout ? e->capout * 2 : 64;
+        struct outbox_entry *n = realloc(e->out, ncap * sizeof(*n));
+        if (!n) {
+            /* cannot queue: the connection would miss a message, so it must
+             * not go on as if it had not */
+            mx_frame_unref(f);
+            c->close(c, 1011, "server out of memory");
+            return;
+        }
+        e->out = n;
+        e->capout = ncap;
+    }
+    e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f};
+    c->pending++;
+}
+
+/* Encode b into a frame and queue it for c. */
+static void push_buf(mx_engine *e, struct mx_conn *c, mx_buf *b)
+{
+    mx_frame *f = mx_frame_from_buf(b);
+    if (!f) {
+        c->close(c, 1011, "server out of memory");
+        return;
+    }
+    push(e, c, f);
+}
+
+int mx_engine_has_pending(const mx_engine *e) { return e->nout > 0; }
+
+int mx_engine_commit(mx_engine *e)
+{
+    if (!e->nout)
+        return 0;
+    int rc = e->st->flush(e->st->ctx);
+    if (rc)
+        return rc;
+    /* deliver may close a connection (send queue over its bound), which
+     * calls back into mx_engine_conn_closed and nulls its later entries; so
+     * walk by index and never cache the array */
+    for (size_t i = 0; i < e->nout; i++) {
+        struct outbox_entry *o = &e->out[i];
+        if (o->conn) {
+            struct mx_conn *c = o->conn;
+            c->pending--;
+            o->conn = NULL;
+            c->deliver(c, o->frame);
+        }
+        mx_frame_unref(o->frame);
+        o->frame = NULL;
+    }
+    e->nout = 0;
+    return 0;
+}
+
+/* ---- connections ---- */
+
+void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
+{
+    c->hello = 0;
+    c->clientlen = 0;
+    c->client[0] = '\0';
+    c->rooms = NULL;
+    c->nrooms = c->caprooms = 0;
+    c->pending = 0;
+    e->stats.connections++;
+}
+
+static int conn_subscribed(const struct mx_conn *c, const struct mx_room *r)
+{
+    for (size_t i = 0; i < c->nrooms; i++)
+        if (c->rooms[i] == r)
+            return 1;
+    return 0;
+}
+
+static void conn_forget_room(struct mx_conn *c, const struct mx_room *r)
+{
+    for (size_t i = 0; i < c->nrooms; i++) {
+        if (c->rooms[i] == r) {
+            c->rooms[i] = c->rooms[--c->nrooms];
+            return;
+        }
+    }
+}
+
+void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
+{
+    for (size_t i = 0; i < c->nrooms; i++)
+        mx_room_sub_del(c->rooms[i], c);
+    free(c->rooms);
+    c->rooms = NULL;
+    c->nrooms = c->caprooms = 0;
+    for (size_t i = 0; c->pending && i < e->nout; i++) {
+        if (e->out[i].conn == c) {
+            e->out[i].conn = NULL;
+            c->pending--;
+        }
+    }
+    if (e->stats.connections)
+        e->stats.connections--;
+}
+
+/* ---- replies ---- */
+
+static void reply_error(mx_engine *e, struct mx_conn *c, int has_id, uint64_t id, int err,
+                        const char *message)
+{
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_error(&b, has_id, id, err, message);
+    e->stats.errors_sent++;
+    mx_debug("event=error client=%s code=%s message=\"%s\"", c->clientlen ? c->client : "-",
+             mx_err_code(err), message ? message : "");
+    push_buf(e, c, &b);
+}
+
+void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *message)
+{
+    reply_error(e, c, 0, 0, err, message);
+}
+
+static void reply_snapshot(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                           struct mx_room *r)
+{
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "snapshot", q->has_id, q->id, r->id, r->idlen);
+    mx_proto_field_u64(&b, "seq", r->seq);
+    mx_proto_field_hex(&b, "checksum", r->checksum);
+    mx_proto_field_u64(&b, "next_n", mx_room_next_n(r, c->client, c->clientlen));
+    mx_buf_puts(&b, ",\"state\":");
+    mx_json_dump(r->state, &b);
+    mx_buf_putc(&b, '}');
+    push_buf(e, c, &b);
+}
+
+/* `actions` from since to head, or a snapshot when the log cannot cover it. */
+static void reply_catch_up(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                           struct mx_room *r)
+{
+    if (!mx_room_can_catch_up(r, q->since.seq, q->since.checksum)) {
+        reply_snapshot(e, c, q, r);
+        return;
+    }
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "actions", q->has_id, q->id, r->id, r->idlen);
+    mx_proto_field_u64(&b, "from", q->since.seq);
+    mx_proto_field_u64(&b, "to", r->seq);
+    mx_proto_field_u64(&b, "next_n", mx_room_next_n(r, c->client, c->clientlen));
+    mx_buf_puts(&b, ",\"actions\":[");
+    for (uint64_t s = q->since.seq + 1; s <= r->seq; s++) {
+        const struct mx_oplog_entry *en = mx_oplog_get(r->log, s);
+        if (s > q->since.seq + 1)
+            mx_buf_putc(&b, ',');
+        mx_buf_append(&b, en->text, en->len);
+    }
+    mx_buf_puts(&b, "]}");
+    push_buf(e, c, &b);
+}
+
+/* ---- requests ---- */
+
+static void do_hello(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    if (c->hello) {
+        reply_error(e, c, q->has_id, q->id, MX_EBAD_REQUEST, "hello was already received");
+        return;
+    }
+    if (q->client) {
+        memcpy(c->client, q->client, q->clientlen);
+        c->clientlen = q->clientlen;
+    } else {
+        unsigned char rnd[8];
+        randombytes_buf(rnd, sizeof(rnd));
+        memcpy(c->client, "anon-", 5);
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            snprintf(c->client + 5 + 2 * i, 3, "%02x", rnd[i]);
+        c->clientlen = strlen(c->client);
+    }
+    c->client[c->clientlen] = '\0';
+    c->hello = 1;
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "welcome", q->has_id, q->id, NULL, 0);
+    mx_proto_field_str(&b, "client", c->client, c->clientlen);
+    mx_proto_field_str(&b, "server", "movexd/" MOVEXD_VERSION, strlen("movexd/" MOVEXD_VERSION));
+    mx_buf_puts(&b, ",\"limits\":{\"max_message_bytes\":");
+    mx_buf_put_u64(&b, e->cfg->max_message_bytes);
+    mx_proto_field_u64(&b, "max_depth", (uint64_t)e->cfg->max_depth);
+    mx_proto_field_u64(&b, "max_queue_bytes", e->cfg->max_queue_bytes);
+    mx_proto_field_u64(&b, "max_rooms", e->cfg->max_rooms_per_conn);
+    mx_proto_field_u64(&b, "dedup_window", e->cfg->dedup_window);
+    mx_buf_puts(&b, "}}");
+    push_buf(e, c, &b);
+    mx_info("event=hello client=%s", c->client);
+}
+
+/* Create room q->room with `state` (taken). Returns the room or NULL after
+ * replying with an error. */
+static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                                   mx_val *state)
+{
+    char type[MX_ROOM_TYPE_MAX + 1];
+    memcpy(type, q->room, q->typelen);
+    type[q->typelen] = '\0';
+    const struct mx_room_type *t = mx_config_room_type(e->cfg, type, q->typelen);
+    if (mx_digest_refresh(state)) {
+        mx_json_free(state);
+        reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+        return NULL;
+    }
+    if (t->max_state_bytes && state->jsize > t->max_state_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "initial state is %zu bytes, over max_state_bytes %zu",
+                 state->jsize, t->max_state_bytes);
+        mx_json_free(state);
+        reply_error(e, c, q->has_id, q->id, MX_ETOO_LARGE, msg);
+        return NULL;
+    }
+    int err;
+    struct mx_room *r = mx_room_new(q->room, q->roomlen, t, state, e->cfg->dedup_window, &err);
+    if (!r) {
+        reply_error(e, c, q->has_id, q->id, err, "could not create the room");
+        return NULL;
+    }
+    if (mx_map_put(e->rooms, r->id, r->idlen, r)) {
+        mx_room_free(r);
+        reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+        return NULL;
+    }
+    int rc = e->st->room_created(e->st->ctx, r, r->state);
+    if (rc)
+        mx_err("event=storage_error op=room_created room=%s code=%s", r->id, mx_err_code(rc));
+    mx_info("event=room_created room=%s by=%s", r->id, c->client);
+    return r;
+}
+
+static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    if (mx_map_get(e->rooms, q->room, q->roomlen)) {
+        reply_error(e, c, q->has_id, q->id, MX_EROOM_EXISTS, "a room with this id already exists");
+        return;
+    }
+    const char *why = "out of memory";
+    mx_val *state = q->state ? mx_json_from_jansson(q->state, e->cfg->max_depth, &why)
+                             : mx_json_obj();
+    if (!state) {
+        reply_error(e, c, q->has_id, q->id, MX_EBAD_REQUEST, why);
+        return;
+    }
+    struct mx_room *r = create_room(e, c, q, state);
+    if (!r)
+        return;
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "created", q->has_id, q->id, r->id, r->idlen);
+    mx_proto_field_u64(&b, "seq", r->seq);
+    mx_proto_field_hex(&b, "checksum", r->checksum);
+    mx_buf_putc(&b, '}');
+    push_buf(e, c, &b);
+}
+
+static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = mx_map_get(e->rooms, q->room, q->roomlen);
+    if (!r) {
+        char type[MX_ROOM_TYPE_MAX + 1];
+        memcpy(type, q->room, q->typelen);
+        type[q->typelen] = '\0';
+        if (!mx_config_room_type(e->cfg, type, q->typelen)->create_on_subscribe) {
+            reply_error(e, c, q->has_id, q->id, MX_ENO_SUCH_ROOM, "no such room");
+            return;
+        }
+    }
+    if (!(r && conn_subscribed(c, r)) && c->nrooms >= e->cfg->max_rooms_per_conn) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "at most %zu rooms per connection", e->cfg->max_rooms_per_conn);
+        reply_error(e, c, q->has_id, q->id, MX_ELIMIT, msg);
+        return;
+    }
+    if (!r) {
+        mx_val *empty = mx_json_obj();
+        if (!empty || !(r = create_room(e, c, q, empty))) {
+            if (!empty)
+                reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+            return;
+        }
+    }
+    if (!conn_subscribed(c, r)) {
+        if (c->nrooms == c->caprooms) {
+            size_t ncap = c->caprooms ? c->caprooms * 2 : 4;
+            struct mx_room **n = realloc(c->rooms, ncap * sizeof(*n));
+            if (!n) {
+                reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+                return;
+            }
+            c->rooms = n;
+            c->caprooms = ncap;
+        }
+        if (mx_room_sub_add(r, c)) {
+            reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+            return;
+        }
+        c->rooms[c->nrooms++] = r;
+    }
+    if (q->since.present)
+        reply_catch_up(e, c, q, r);
+    else
+        reply_snapshot(e, c, q, r);
+}
+
+static struct mx_room *existing_room(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = mx_map_get(e->rooms, q->room, q->roomlen);
+    if (!r)
+        reply_error(e, c, q->has_id, q->id, MX_ENO_SUCH_ROOM, "no such room");
+    return r;
+}
+
+static void do_unsubscribe(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = existing_room(e, c, q);
+    if (!r)
+        return;
+    if (!conn_subscribed(c, r)) {
+        reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED, "not subscribed to this room");
+        return;
+    }
+    mx_room_sub_del(r, c);
+    conn_forget_room(c, r);
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "unsubscribed", q->has_id, q->id, r->id, r->idlen);
+    mx_buf_putc(&b, '}');
+    push_buf(e, c, &b);
+}
+
+static void reply_ack(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                      const struct mx_room *r, uint64_t seq, const uint8_t *prev,
+                      const uint8_t *sum, int duplicate)
+{
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "ack", q->has_id, q->id, r->id, r->idlen);
+    mx_proto_field_u64(&b, "n", q->n);
+    mx_proto_field_u64(&b, "seq", seq);
+    mx_proto_field_hex(&b, "prev", prev);
+    mx_proto_field_hex(&b, "checksum", sum);
+    if (duplicate)
+        mx_buf_puts(&b, ",\"duplicate\":true");
+    mx_buf_putc(&b, '}');
+    push_buf(e, c, &b);
+}
+
+static void reply_reject(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                         const struct mx_room *r, int code, const char *message, uint64_t seq,
+                         const uint8_t *sum, int duplicate)
+{
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "reject", q->has_id, q->id, r->id, r->idlen);
+    mx_proto_field_u64(&b, "n", q->n);
+    mx_proto_field_str(&b, "code", mx_err_code(code), strlen(mx_err_code(code)));
+    const char *m = message && *message ? message : mx_err_message(code);
+    mx_proto_field_str(&b, "message", m, strlen(m));
+    mx_proto_field_u64(&b, "seq", seq);
+    mx_proto_field_hex(&b, "checksum", sum);
+    if (duplicate)
+        mx_buf_puts(&b, ",\"duplicate\":true");
+    mx_buf_putc(&b, '}');
+    push_buf(e, c, &b);
+}
+
+static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
+                    const struct mx_action_out *o)
+{
+    if (r->nsubs <= 1 && (r->nsubs == 0 || r->subs[0] == sender))
+        return;
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "fwd", 0, 0, r->id, r->idlen);
+    mx_proto_field_hex(&b, "prev", o->prev);
+    mx_buf_putc(&b, ',');
+    mx_buf_append(&b, o->entry_text + 1, o->entry_len - 1); /* entry minus its '{' */
+    mx_frame *f = mx_frame_from_buf(&b);
+    if (!f) {
+        /* subscribers that miss a fwd would go on with a wrong state */
+        for (size_t i = 0; i < r->nsubs; i++)
+            if (r->subs[i] != sender)
+                r->subs[i]->close(r->subs[i], 1011, "server out of memory");
+        return;
+    }
+    for (size_t i = 0; i < r->nsubs; i++)
+        if (r->subs[i] != sender)
+            push(e, r->subs[i], mx_frame_ref(f));
+    mx_frame_unref(f);
+}
+
+static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = existing_room(e, c, q);
+    if (!r)
+        return;
+    if (!conn_subscribed(c, r)) {
+        reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED,
+                    "subscribe to the room before sending actions to it");
+        return;
+    }
+    struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen, .n = q->n,
+                              .has_base = q->has_base, .base = q->base, .has_dep = q->has_dep,
+                              .dep = q->dep, .strict = q->strict, .action = q->action,
+                              .max_depth = e->cfg->max_depth};
+    struct mx_action_out o;
+    if (mx_room_decide(r, &in, &o)) {
+        reply_error(e, c, q->has_id, q->id, MX_ENOMEM, "out of memory; the action was not applied");
+        return;
+    }
+    switch (o.decision) {
+    case MX_DECIDED_APPLIED: {
+        e->stats.actions_applied++;
+        struct mx_storage_action sa = {.seq = o.seq, .prev = o.prev, .checksum = o.checksum,
+                                       .client = c->client, .clientlen = c->clientlen, .n = q->n,
+                                       .entry = o.entry_text, .entrylen = o.entry_len};
+        int rc = e->st->action(e->st->ctx, r, &sa);
+        if (rc)
+            mx_err("event=storage_error op=action room=%s code=%s", r->id, mx_err_code(rc));
+        reply_ack(e, c, q, r, o.seq, o.prev, o.checksum, 0);
+        fan_out(e, c, r, &o);
+        free(o.entry_text);
+        break;
+    }
+    case MX_DECIDED_REJECTED: {
+        e->stats.actions_rejected++;
+        const struct mx_outcome *rec = NULL;
+        mx_dedup_find(r->dedup, c->client, c->clientlen, q->n, &rec);
+        if (rec) {
+            int rc = e->st->reject(e->st->ctx, r, c->client, c->clientlen, rec);
+            if (rc)
+                mx_err("event=storage_error op=reject room=%s code=%s", r->id, mx_err_code(rc));
+        }
+        reply_reject(e, c, q, r, o.code, o.message, o.seq, o.checksum, 0);
+        break;
+    }
+    case MX_DECIDED_DUPLICATE:
+        e->stats.actions_duplicate++;
+        if (o.prior->kind == MX_OUTCOME_ACK)
+            reply_ack(e, c, q, r, o.prior->seq, o.prior->prev, o.prior->checksum, 1);
+        else
+            reply_reject(e, c, q, r, o.prior->code, o.prior->message, o.prior->seq,
+                         o.prior->checksum, 1);
+        break;
+    case MX_DECIDED_TOO_OLD:
+        e->stats.actions_rejected++;
+        reply_reject(e, c, q, r, o.code, o.message, o.seq, o.checksum, 0);
+        break;
+    }
+}
+
+static void do_sync(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = existing_room(e, c, q);
+    if (r)
+        reply_catch_up(e, c, q, r);
+}
+
+static void do_get(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = existing_room(e, c, q);
+    if (r)
+        reply_snapshot(e, c, q, r);
+}
+
+static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_begin(&b, "pong", q->has_id, q->id, NULL, 0);
+    mx_buf_putc(&b, '}');
+    push_buf(e, c, &b);
+}
+
+void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
+{
+    e->stats.messages_in++;
+    json_error_t jerr;
+    json_t *j = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (!j || !json_is_object(j)) {
+        char why[220];
+        if (j)
+            snprintf(why, sizeof(why), "a message must be a JSON object");
+        else
+            snprintf(why, sizeof(why), "invalid JSON at byte %d: %s", jerr.position, jerr.text);
+        json_decref(j);
+        reply_error(e, c, 0, 0, MX_EBAD_JSON, why);
+        return;
+    }
+    struct mx_request q;
+    char why[200] = "";
+    int rc;
+    if (mx_json_depth(j, e->cfg->max_depth) > e->cfg->max_depth) {
+        snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
+        mx_proto_decode(j, &q, why + strlen(why), 0); /* only to echo a valid id */
+        reply_error(e, c, q.has_id, q.id, MX_ETOO_DEEP, why);
+        goto done;
+    }
+    if ((rc = mx_proto_decode(j, &q, why, sizeof(why)))) {
+        reply_error(e, c, q.has_id, q.id, rc, why);
+        goto done;
+    }
+    if (!c->hello && q.type != MX_REQ_HELLO) {
+        reply_error(e, c, q.has_id, q.id, MX_EHELLO_FIRST, "the first message must be hello");
+        goto done;
+    }
+    switch (q.type) {
+    case MX_REQ_HELLO: do_hello(e, c, &q); break;
+    case MX_REQ_CREATE: do_create(e, c, &q); break;
+    case MX_REQ_SUBSCRIBE: do_subscribe(e, c, &q); break;
+    case MX_REQ_UNSUBSCRIBE: do_unsubscribe(e, c, &q); break;
+    case MX_REQ_ACTION: do_action(e, c, &q); break;
+    case MX_REQ_SYNC: do_sync(e, c, &q); break;
+    case MX_REQ_GET: do_get(e, c, &q); break;
+    case MX_REQ_PING: do_ping(e, c, &q); break;
+    }
+done:
+    json_decref(j);
+}

@@ -1,0 +1,262 @@
+/* proto.c - decoding and validating protocol v1 requests; encoding replies.
+ *
+ * Numbers arrive as doubles (the parser uses JSON_DECODE_INT_AS_REAL, as the
+ * protocol treats all numbers as doubles), so every integer field is checked
+ * to be integral, non-negative and at most 2^53-1, the largest integer a
+ * JavaScript client can hold exactly.
+ */
+#include "movexd/proto.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "movexd/digest.h"
+#include "movexd/err.h"
+
+static int room_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == ':' || c == '-';
+}
+
+size_t mx_proto_room_type_len(const char *room, size_t len)
+{
+    if (len == 0 || len > MX_ROOM_ID_MAX)
+        return 0;
+    size_t type = len;
+    for (size_t i = 0; i < len; i++) {
+        if (!room_char((unsigned char)room[i]))
+            return 0;
+        if (room[i] == ':' && type == len)
+            type = i;
+    }
+    return type;
+}
+
+int mx_proto_client_ok(const char *c, size_t len)
+{
+    if (len == 0 || len > MX_CLIENT_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)c[i];
+        if (!(room_char(ch) || ch == '@'))
+            return 0;
+    }
+    return 1;
+}
+
+/* A JSON number that is a non-negative integer no larger than 2^53-1. */
+static int get_uint(const json_t *v, uint64_t *out)
+{
+    double d;
+    if (json_is_real(v))
+        d = json_real_value(v);
+    else if (json_is_integer(v))
+        d = (double)json_integer_value(v);
+    else
+        return -1;
+    if (!(d >= 0) || d > MX_MAX_SAFE_INT || floor(d) != d)
+        return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
+#define FAIL(...)                                                              \
+    do {                                                                       \
+        snprintf(why, whylen, __VA_ARGS__);                                    \
+        return MX_EBAD_REQUEST;                                                \
+    } while (0)
+
+static int decode_room(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+{
+    const json_t *r = json_object_get(msg, "room");
+    if (!json_is_string(r))
+        FAIL("\"room\" must be a string");
+    req->room = json_string_value(r);
+    req->roomlen = json_string_length(r);
+    req->typelen = mx_proto_room_type_len(req->room, req->roomlen);
+    if (!req->typelen) {
+        snprintf(why, whylen,
+                 "invalid room id: 1..200 bytes of A-Z a-z 0-9 _ . : - with a non-empty type before ':'");
+        return MX_EBAD_ROOM;
+    }
+    return 0;
+}
+
+static int decode_since(const json_t *msg, struct mx_request *req, int required, char *why,
+                        size_t whylen)
+{
+    const json_t *s = json_object_get(msg, "since");
+    if (!s || json_is_null(s)) {
+        if (required)
+            FAIL("\"since\" is required: {\"seq\": integer, \"checksum\": 32 hex}");
+        return 0;
+    }
+    if (!json_is_object(s))
+        FAIL("\"since\" must be an object {\"seq\", \"checksum\"}");
+    if (get_uint(json_object_get(s, "seq"), &req->since.seq))
+        FAIL("\"since.seq\" must be a non-negative integer");
+    const json_t *c = json_object_get(s, "checksum");
+    if (!json_is_string(c) ||
+        mx_digest_parse_hex(json_string_value(c), json_string_length(c), req->since.checksum))
+        FAIL("\"since.checksum\" must be 32 hex characters");
+    req->since.present = 1;
+    return 0;
+}
+
+static int decode_action(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+{
+    if (get_uint(json_object_get(msg, "n"), &req->n) || req->n == 0)
+        FAIL("\"n\" must be a positive integer");
+    const json_t *v = json_object_get(msg, "base");
+    if (v && !json_is_null(v)) {
+        if (get_uint(v, &req->base))
+            FAIL("\"base\" must be a non-negative integer");
+        req->has_base = 1;
+    }
+    v = json_object_get(msg, "dep");
+    if (v && !json_is_null(v)) {
+        if (get_uint(v, &req->dep) || req->dep == 0)
+            FAIL("\"dep\" must be a positive integer");
+        if (req->dep >= req->n)
+            FAIL("\"dep\" must name an earlier action (dep < n)");
+        req->has_dep = 1;
+    }
+    v = json_object_get(msg, "strict");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            FAIL("\"strict\" must be a boolean");
+        req->strict = json_is_true(v);
+        if (req->strict && !req->has_base)
+            FAIL("a strict action needs \"base\"");
+    }
+    v = json_object_get(msg, "action");
+    if (!json_is_object(v))
+        FAIL("\"action\" must be an object {\"type\": string, \"payload\": any}");
+    if (!json_is_string(json_object_get(v, "type")))
+        FAIL("\"action.type\" must be a string");
+    req->action = v;
+    return 0;
+}
+
+int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+{
+    memset(req, 0, sizeof(*req));
+    const json_t *id = json_object_get(msg, "id");
+    int id_bad = 0;
+    if (id && !json_is_null(id)) {
+        if (get_uint(id, &req->id) == 0)
+            req->has_id = 1;
+        else
+            id_bad = 1;
+    }
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!type)
+        FAIL("\"type\" must be a string");
+    if (id_bad)
+        FAIL("\"id\" must be a non-negative integer");
+    int rc;
+    if (!strcmp(type, "hello")) {
+        req->type = MX_REQ_HELLO;
+        const json_t *c = json_object_get(msg, "client");
+        if (c && !json_is_null(c)) {
+            if (!json_is_string(c) || !mx_proto_client_ok(json_string_value(c), json_string_length(c)))
+                FAIL("\"client\" must be 1..128 bytes of A-Z a-z 0-9 _ . : @ -");
+            req->client = json_string_value(c);
+            req->clientlen = json_string_length(c);
+        }
+        const json_t *t = json_object_get(msg, "token");
+        if (t && !json_is_null(t)) {
+            if (!json_is_string(t))
+                FAIL("\"token\" must be a string");
+            req->token = json_string_value(t);
+        }
+        return 0;
+    }
+    if (!strcmp(type, "ping")) {
+        req->type = MX_REQ_PING;
+        return 0;
+    }
+    if (!strcmp(type, "create"))
+        req->type = MX_REQ_CREATE;
+    else if (!strcmp(type, "subscribe"))
+        req->type = MX_REQ_SUBSCRIBE;
+    else if (!strcmp(type, "unsubscribe"))
+        req->type = MX_REQ_UNSUBSCRIBE;
+    else if (!strcmp(type, "action"))
+        req->type = MX_REQ_ACTION;
+    else if (!strcmp(type, "sync"))
+        req->type = MX_REQ_SYNC;
+    else if (!strcmp(type, "get"))
+        req->type = MX_REQ_GET;
+    else {
+        snprintf(why, whylen, "unknown message type \"%.40s\"", type);
+        return MX_EUNKNOWN_TYPE;
+    }
+    if (!req->has_id)
+        FAIL("\"id\" is required on %s", type);
+    if ((rc = decode_room(msg, req, why, whylen)))
+        return rc;
+    switch (req->type) {
+    case MX_REQ_CREATE: {
+        const json_t *s = json_object_get(msg, "state");
+        req->state = s; /* any JSON value; absent means {} */
+        return 0;
+    }
+    case MX_REQ_SUBSCRIBE:
+        return decode_since(msg, req, 0, why, whylen);
+    case MX_REQ_SYNC:
+        return decode_since(msg, req, 1, why, whylen);
+    case MX_REQ_ACTION:
+        return decode_action(msg, req, why, whylen);
+    default:
+        return 0;
+    }
+}
+
+void mx_proto_begin(mx_buf *out, const char *type, int has_id, uint64_t id, const char *room,
+                    size_t roomlen)
+{
+    mx_buf_puts(out, "{\"type\":\"");
+    mx_buf_puts(out, type);
+    mx_buf_putc(out, '"');
+    if (has_id)
+        mx_proto_field_u64(out, "id", id);
+    if (room)
+        mx_proto_field_str(out, "room", room, roomlen);
+}
+
+void mx_proto_field_u64(mx_buf *out, const char *name, uint64_t v)
+{
+    mx_buf_puts(out, ",\"");
+    mx_buf_puts(out, name);
+    mx_buf_puts(out, "\":");
+    mx_buf_put_u64(out, v);
+}
+
+void mx_proto_field_hex(mx_buf *out, const char *name, const uint8_t dig[MX_DIGEST_LEN])
+{
+    mx_buf_puts(out, ",\"");
+    mx_buf_puts(out, name);
+    mx_buf_puts(out, "\":\"");
+    mx_buf_put_hex(out, dig, MX_DIGEST_LEN);
+    mx_buf_putc(out, '"');
+}
+
+void mx_proto_field_str(mx_buf *out, const char *name, const char *s, size_t len)
+{
+    mx_buf_puts(out, ",\"");
+    mx_buf_puts(out, name);
+    mx_buf_puts(out, "\":");
+    mx_json_dump_string(s, len, out);
+}
+
+void mx_proto_error(mx_buf *out, int has_id, uint64_t id, int err, const char *message)
+{
+    mx_proto_begin(out, "error", has_id, id, NULL, 0);
+    mx_proto_field_str(out, "code", mx_err_code(err), strlen(mx_err_code(err)));
+    const char *m = message && *message ? message : mx_err_message(err);
+    mx_proto_field_str(out, "message", m, strlen(m));
+    mx_buf_putc(out, '}');
+}

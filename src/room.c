@@ -1,0 +1,285 @@
+/* room.c - the authoritative order of one room.
+ *
+ * Invariants kept here:
+ *  - r->checksum is always D(r->state) at r->seq; every applied action gets
+ *    seq = previous seq + 1 and is appended to the log with the checksums
+ *    before and after it;
+ *  - an (client, n) is decided at most once: duplicates are answered from
+ *    the exactly-once memory, and an n not above the client's highest
+ *    decided n is never applied;
+ *  - a rejected action leaves the state, seq and checksum untouched (the
+ *    patch engine's undo restores the tree; only digest caches along the
+ *    touched paths are recomputed).
+ */
+#include "movexd/room.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "movexd/digest.h"
+#include "movexd/err.h"
+#include "movexd/patch.h"
+#include "movexd/proto.h"
+
+struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_type *t,
+                            mx_val *state, size_t dedup_window, int *err)
+{
+    *err = MX_ENOMEM;
+    struct mx_room *r = calloc(1, sizeof(*r));
+    if (!r) {
+        mx_json_free(state);
+        return NULL;
+    }
+    r->type = *t;
+    r->state = state;
+    r->reducer = mx_reducer_find(t->reducer);
+    if (!r->reducer) {
+        *err = MX_EINTERNAL;
+        goto fail;
+    }
+    r->id = malloc(idlen + 1);
+    r->log = mx_oplog_new(t->history);
+    r->dedup = mx_dedup_new(dedup_window ? dedup_window : 1024);
+    if (!r->id || !r->log || !r->dedup || mx_digest_of(r->state, r->checksum))
+        goto fail;
+    memcpy(r->id, id, idlen);
+    r->id[idlen] = '\0';
+    r->idlen = idlen;
+    *err = 0;
+    return r;
+fail:
+    mx_room_free(r);
+    return NULL;
+}
+
+void mx_room_free(struct mx_room *r)
+{
+    if (!r)
+        return;
+    free(r->id);
+    mx_json_free(r->state);
+    mx_oplog_free(r->log);
+    mx_dedup_free(r->dedup);
+    free(r->subs);
+    free(r);
+}
+
+int mx_room_sub_add(struct mx_room *r, struct mx_conn *c)
+{
+    for (size_t i = 0; i < r->nsubs; i++)
+        if (r->subs[i] == c)
+            return 0;
+    if (r->nsubs == r->capsubs) {
+        size_t ncap = r->capsubs ? r->capsubs * 2 : 4;
+        struct mx_conn **n = realloc(r->subs, ncap * sizeof(*n));
+        if (!n)
+            return -1;
+        r->subs = n;
+        r->capsubs = ncap;
+    }
+    r->subs[r->nsubs++] = c;
+    return 0;
+}
+
+void mx_room_sub_del(struct mx_room *r, struct mx_conn *c)
+{
+    for (size_t i = 0; i < r->nsubs; i++) {
+        if (r->subs[i] == c) {
+            /* keep subscription order: fan-out order is then stable */
+            memmove(&r->subs[i], &r->subs[i + 1], (r->nsubs - i - 1) * sizeof(*r->subs));
+            r->nsubs--;
+            return;
+        }
+    }
+}
+
+uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen)
+{
+    return mx_dedup_highest(r->dedup, client, clen) + 1;
+}
+
+int mx_room_can_catch_up(const struct mx_room *r, uint64_t since_seq,
+                         const uint8_t since_checksum[MX_DIGEST_LEN])
+{
+    if (since_seq > r->seq)
+        return 0; /* the client claims a future the server never had */
+    if (since_seq == r->seq)
+        return memcmp(since_checksum, r->checksum, MX_DIGEST_LEN) == 0;
+    const struct mx_oplog_entry *e = mx_oplog_get(r->log, since_seq + 1);
+    if (!e || memcmp(e->prev, since_checksum, MX_DIGEST_LEN) != 0)
+        return 0;
+    /* the log holds consecutive seqs, so reaching since+1 and the head means
+     * everything in between is there too */
+    return mx_oplog_get(r->log, r->seq) != NULL;
+}
+
+/* Record a new reject in the exactly-once memory and fill out. */
+static int reject(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out,
+                  int code)
+{
+    struct mx_outcome o = {.n = in->n, .kind = MX_OUTCOME_REJECT, .code = code, .seq = r->seq,
+                           .message = out->message};
+    memcpy(o.checksum, r->checksum, MX_DIGEST_LEN);
+    if (mx_dedup_record(r->dedup, in->client, in->clientlen, &o))
+        return MX_ENOMEM;
+    out->decision = MX_DECIDED_REJECTED;
+    out->code = code;
+    out->seq = r->seq;
+    memcpy(out->checksum, r->checksum, MX_DIGEST_LEN);
+    return 0;
+}
+
+/* Answer an n that is not above the client's highest decided n. */
+static int decide_old(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
+{
+    const struct mx_outcome *prior = NULL;
+    int found = mx_dedup_find(r->dedup, in->client, in->clientlen, in->n, &prior);
+    if (found == 1) {
+        out->decision = MX_DECIDED_DUPLICATE;
+        out->prior = prior;
+        return 0;
+    }
+    out->decision = MX_DECIDED_TOO_OLD;
+    out->code = MX_ETOO_OLD;
+    out->seq = r->seq;
+    memcpy(out->checksum, r->checksum, MX_DIGEST_LEN);
+    snprintf(out->message, sizeof(out->message),
+             "n=%llu is not above the highest decided n=%llu and its outcome is not remembered",
+             (unsigned long long)in->n,
+             (unsigned long long)mx_dedup_highest(r->dedup, in->client, in->clientlen));
+    return 0;
+}
+
+/* The rejection cascade: 0 when the dep allows applying, else a reject code
+ * with out->message filled. */
+static int check_dep(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
+{
+    const struct mx_outcome *dep = NULL;
+    int found = mx_dedup_find(r->dedup, in->client, in->clientlen, in->dep, &dep);
+    if (found == 1) {
+        if (dep->kind == MX_OUTCOME_ACK)
+            return 0;
+        snprintf(out->message, sizeof(out->message), "dep n=%llu was rejected (%s)",
+                 (unsigned long long)in->dep, mx_err_code(dep->code));
+        return MX_EAFTER_REJECT;
+    }
+    if (found < 0) {
+        snprintf(out->message, sizeof(out->message),
+                 "dep n=%llu is older than the server remembers", (unsigned long long)in->dep);
+        return MX_ETOO_OLD;
+    }
+    snprintf(out->message, sizeof(out->message), "dep n=%llu was never received",
+             (unsigned long long)in->dep);
+    return MX_EBAD_DEP;
+}
+
+/* Encode the log entry: {"seq":..,"checksum":..,"action":..,"client":..,"n":..[,"effects":..]} */
+static int encode_entry(const struct mx_room *r, const struct mx_action_in *in,
+                        const json_t *effects, int effects_is_payload, mx_buf *b)
+{
+    mx_buf_puts(b, "{\"seq\":");
+    mx_buf_put_u64(b, r->seq);
+    mx_proto_field_hex(b, "checksum", r->checksum);
+    mx_buf_puts(b, ",\"action\":");
+    if (mx_json_dump_jansson(in->action, b))
+        return -1;
+    mx_proto_field_str(b, "client", in->client, in->clientlen);
+    mx_proto_field_u64(b, "n", in->n);
+    if (!effects_is_payload) {
+        mx_buf_puts(b, ",\"effects\":");
+        if (mx_json_dump_jansson(effects, b))
+            return -1;
+    }
+    mx_buf_putc(b, '}');
+    return b->oom ? -1 : 0;
+}
+
+int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (in->n <= mx_dedup_highest(r->dedup, in->client, in->clientlen))
+        return decide_old(r, in, out);
+
+    int code;
+    if (in->has_dep && (code = check_dep(r, in, out)))
+        return reject(r, in, out, code);
+    if (in->strict && in->base != r->seq) {
+        snprintf(out->message, sizeof(out->message), "strict action on base %llu, head is %llu",
+                 (unsigned long long)in->base, (unsigned long long)r->seq);
+        return reject(r, in, out, MX_ESTALE);
+    }
+
+    json_t *effects = NULL;
+    int is_payload = 0;
+    code = r->reducer->reduce(r->state, in->action, &effects, &is_payload, out->message,
+                              sizeof(out->message));
+    if (code)
+        return reject(r, in, out, code);
+
+    mx_patch_limits lim = {.max_depth = in->max_depth, .max_ops = r->type.max_ops};
+    mx_patch_undo *undo = NULL;
+    mx_patch_error perr;
+    code = mx_patch_apply(&r->state, effects, &lim, &undo, &perr);
+    if (code) {
+        json_decref(effects);
+        if (code == MX_ENOMEM)
+            return MX_ENOMEM;
+        snprintf(out->message, sizeof(out->message), "%s", perr.message);
+        return reject(r, in, out, code);
+    }
+    uint8_t newsum[MX_DIGEST_LEN];
+    if (mx_digest_of(r->state, newsum)) {
+        mx_patch_rollback(&r->state, undo);
+        json_decref(effects);
+        return MX_ENOMEM;
+    }
+    if (r->type.max_state_bytes && r->state->jsize > r->type.max_state_bytes) {
+        size_t size = r->state->jsize;
+        mx_patch_rollback(&r->state, undo);
+        json_decref(effects);
+        mx_digest_refresh(r->state);
+        snprintf(out->message, sizeof(out->message),
+                 "the state would be %zu bytes, over this room type's max_state_bytes %zu", size,
+                 r->type.max_state_bytes);
+        return reject(r, in, out, MX_ETOO_LARGE);
+    }
+
+    /* Decided: build the entry before touching seq so a failure here can
+     * still roll back. */
+    uint8_t prev[MX_DIGEST_LEN];
+    memcpy(prev, r->checksum, MX_DIGEST_LEN);
+    uint64_t oldseq = r->seq;
+    r->seq++;
+    memcpy(r->checksum, newsum, MX_DIGEST_LEN);
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    struct mx_outcome o = {.n = in->n, .kind = MX_OUTCOME_ACK, .seq = r->seq};
+    memcpy(o.prev, prev, MX_DIGEST_LEN);
+    memcpy(o.checksum, newsum, MX_DIGEST_LEN);
+    if (encode_entry(r, in, effects, is_payload, &b) ||
+        mx_oplog_append(r->log, r->seq, prev, newsum, mx_buf_data(&b), b.len) ||
+        mx_dedup_record(r->dedup, in->client, in->clientlen, &o)) {
+        /* Out of memory mid-commit: undo everything so the room is as it was. */
+        if (mx_oplog_last_seq(r->log) == r->seq) {
+            /* the log append went through; a log cannot pop, so rebuild it */
+            mx_oplog_clear(r->log);
+        }
+        r->seq = oldseq;
+        memcpy(r->checksum, prev, MX_DIGEST_LEN);
+        mx_patch_rollback(&r->state, undo);
+        mx_digest_refresh(r->state);
+        json_decref(effects);
+        mx_buf_free(&b);
+        return MX_ENOMEM;
+    }
+    mx_patch_commit(undo);
+    json_decref(effects);
+    out->decision = MX_DECIDED_APPLIED;
+    out->seq = r->seq;
+    memcpy(out->prev, prev, MX_DIGEST_LEN);
+    memcpy(out->checksum, newsum, MX_DIGEST_LEN);
+    out->entry_len = b.len;
+    out->entry_text = mx_buf_steal(&b);
+    return 0;
+}

@@ -1,0 +1,194 @@
+/* server.c - the libwebsockets edge.
+ *
+ * One protocol, "movex.v1", is protocols[0]: lws binds both plain HTTP
+ * requests and WebSocket clients that offer no subprotocol to protocols[0],
+ * so making ours the first one serves both without a dead default protocol
+ * that would swallow messages. HTTP requests are answered here (small fixed
+ * routes; everything else 404); WebSocket callbacks go to session.c.
+ *
+ * The loop: lws_service() runs one poll turn and dispatches every ready
+ * socket; then mx_engine_commit() makes the turn's decisions durable and
+ * releases their replies (group commit). Signals only set a flag and wake
+ * the loop.
+ */
+#include "movexd/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/session.h"
+#include "movexd/version.h"
+
+/* Per-connection area: lws allocates one of these for every connection of
+ * the protocol, HTTP or WebSocket. The `ws` flag tells which half is live. */
+struct pss {
+    int ws;
+    union {
+        struct mx_session sess;
+        struct {
+            char body[256];
+            size_t len;
+            size_t sent;
+        } http;
+    } u;
+};
+
+static unsigned connections;
+
+static int http_respond(struct lws *wsi, struct pss *p, unsigned status, const char *ctype,
+                        const char *body)
+{
+    unsigned char hdr[LWS_PRE + 512], *start = &hdr[LWS_PRE], *w = start, *end = &hdr[sizeof(hdr) - 1];
+    p->u.http.len = strlen(body);
+    if (p->u.http.len >= sizeof(p->u.http.body))
+        p->u.http.len = sizeof(p->u.http.body) - 1;
+    memcpy(p->u.http.body, body, p->u.http.len);
+    p->u.http.sent = 0;
+    if (lws_add_http_common_headers(wsi, status, ctype, p->u.http.len, &w, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (unsigned char *)"no-store", 8,
+                                     &w, end) ||
+        lws_finalize_write_http_header(wsi, start, &w, end))
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int http_route(struct lws *wsi, struct pss *p, const char *uri)
+{
+    if (!strcmp(uri, "/healthz"))
+        return http_respond(wsi, p, HTTP_STATUS_OK, "text/plain", "ok\n");
+    return http_respond(wsi, p, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct pss *p = user;
+    struct mx_server *srv = lws_context_user(lws_get_context(wsi));
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return http_route(wsi, p, (const char *)in);
+    case LWS_CALLBACK_HTTP_WRITEABLE: {
+        unsigned char buf[LWS_PRE + 256];
+        size_t n = p->u.http.len - p->u.http.sent;
+        memcpy(buf + LWS_PRE, p->u.http.body + p->u.http.sent, n);
+        if (lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) != (int)n)
+            return -1;
+        p->u.http.sent += n;
+        if (lws_http_transaction_completed(wsi))
+            return -1;
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+        p->ws = 1;
+        mx_session_open(&p->u.sess, srv, wsi);
+        connections++;
+        if (connections > srv->cfg->max_connections) {
+            static const char why[] = "server at max_connections; try again later";
+            lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)why, strlen(why));
+            return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        return mx_session_receive(&p->u.sess, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return mx_session_writable(&p->u.sess);
+    case LWS_CALLBACK_CLOSED:
+        if (p && p->ws) {
+            mx_session_closed(&p->u.sess);
+            p->ws = 0;
+            connections--;
+        }
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static struct lws_protocols protocols[] = {
+    {.name = "movex.v1", .callback = callback, .per_session_data_size = sizeof(struct pss)},
+    {0},
+};
+
+static void lws_log_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    mx_log(level == LLL_ERR ? MX_LOG_ERROR : level == LLL_WARN ? MX_LOG_WARN : MX_LOG_DEBUG,
+           "event=lws message=\"%.*s\"", (int)n, line);
+}
+
+int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e)
+{
+    memset(s, 0, sizeof(*s));
+    s->cfg = cfg;
+    s->engine = e;
+    lws_set_log_level(LLL_ERR | (mx_log_enabled(MX_LOG_DEBUG) ? LLL_WARN : 0), lws_log_emit);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = cfg->listen_port;
+    const char *addr = cfg->listen_addr;
+    info.iface = (addr[0] == '\0' || !strcmp(addr, "*")) ? NULL : addr;
+    info.protocols = protocols;
+    info.user = s;
+    info.gid = (gid_t)-1;
+    info.uid = (uid_t)-1;
+    info.server_string = "movexd/" MOVEXD_VERSION;
+    info.pt_serv_buf_size = 32768;
+    info.options = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+    if (info.iface && strchr(info.iface, ':') == NULL)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    s->ctx = lws_create_context(&info);
+    if (!s->ctx) {
+        mx_err("event=listen_failed addr=%s port=%d", addr, cfg->listen_port);
+        return -1;
+    }
+    struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
+    s->port = vh ? lws_get_vhost_listen_port(vh) : cfg->listen_port;
+    if (s->port <= 0) {
+        mx_err("event=listen_failed addr=%s port=%d", addr, cfg->listen_port);
+        lws_context_destroy(s->ctx);
+        s->ctx = NULL;
+        return -1;
+    }
+    mx_info("event=listening addr=%s port=%d ws=ws://%s:%d/ws", addr[0] ? addr : "*", s->port,
+            info.iface ? addr : "localhost", s->port);
+    return 0;
+}
+
+int mx_server_run(struct mx_server *s)
+{
+    while (!s->stop) {
+        if (lws_service(s->ctx, 0) < 0)
+            break;
+        int rc = mx_engine_commit(s->engine);
+        if (rc) {
+            mx_err("event=commit_failed code=%s", mx_err_code(rc));
+            return -1;
+        }
+    }
+    mx_engine_commit(s->engine);
+    return 0;
+}
+
+void mx_server_wake(struct mx_server *s)
+{
+    if (s->ctx)
+        lws_cancel_service(s->ctx);
+}
+
+void mx_server_destroy(struct mx_server *s)
+{
+    if (s->ctx)
+        lws_context_destroy(s->ctx);
+    s->ctx = NULL;
+}

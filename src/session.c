@@ -1,0 +1,199 @@
+/* session.c - per-connection edge state.
+ *
+ * Inbound: WebSocket messages arrive in chunks; they are reassembled into
+ * one buffer, refusing (close 1009) as soon as the announced or received
+ * size passes max_message_bytes, so a huge frame never gets buffered.
+ * Outbound: the engine delivers shared frames; the session keeps a ring of
+ * references and the total queued bytes. A connection whose queue would pass
+ * max_queue_bytes is closed with 4008 and its queue dropped, so one slow
+ * reader can never make the server grow without bound or slow the others.
+ */
+#include "movexd/session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/server.h"
+
+_Static_assert(MX_FRAME_PRE >= LWS_PRE, "frames need LWS_PRE bytes of headroom");
+
+static void drop_queue(struct mx_session *s)
+{
+    while (s->qlen) {
+        mx_frame_unref(s->q[s->qhead]);
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+    }
+    s->qbytes = 0;
+}
+
+/* Stop sending and close with code once the queue drains (immediately when
+ * `now`: the peer cannot be waited for). */
+static void start_close(struct mx_session *s, int code, const char *reason, int now)
+{
+    if (s->closing)
+        return;
+    s->closing = 1;
+    s->close_code = code;
+    snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
+    if (now) {
+        drop_queue(s);
+        lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)s->close_reason,
+                         strlen(s->close_reason));
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_LAGGING, LWS_TO_KILL_ASYNC);
+    } else {
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+static void conn_deliver(struct mx_conn *c, mx_frame *f)
+{
+    struct mx_session *s = c->edge;
+    if (s->closing)
+        return;
+    if (s->qbytes + f->len > s->srv->cfg->max_queue_bytes) {
+        s->srv->slow_closes++;
+        mx_warn("event=slow_consumer client=%s queued=%zu limit=%zu", c->clientlen ? c->client : "-",
+                s->qbytes, s->srv->cfg->max_queue_bytes);
+        start_close(s, 4008, "send queue over max_queue_bytes", 1);
+        return;
+    }
+    if (s->qlen == s->qcap) {
+        size_t ncap = s->qcap ? s->qcap * 2 : 16;
+        mx_frame **n = malloc(ncap * sizeof(*n));
+        if (!n) {
+            start_close(s, 1011, "server out of memory", 1);
+            return;
+        }
+        for (size_t i = 0; i < s->qlen; i++)
+            n[i] = s->q[(s->qhead + i) % s->qcap];
+        free(s->q);
+        s->q = n;
+        s->qhead = 0;
+        s->qcap = ncap;
+    }
+    s->q[(s->qhead + s->qlen) % s->qcap] = mx_frame_ref(f);
+    s->qlen++;
+    s->qbytes += f->len;
+    lws_callback_on_writable(s->wsi);
+}
+
+static void conn_close(struct mx_conn *c, int code, const char *reason)
+{
+    struct mx_session *s = c->edge;
+    start_close(s, code, reason, code == 4008 || code == 1011);
+}
+
+void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *wsi)
+{
+    memset(s, 0, sizeof(*s));
+    s->wsi = wsi;
+    s->srv = srv;
+    s->is_ws = 1;
+    s->conn.deliver = conn_deliver;
+    s->conn.close = conn_close;
+    s->conn.edge = s;
+    mx_engine_conn_open(srv->engine, &s->conn);
+    s->opened = 1;
+
+    char uri[64];
+    int n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
+    if (n <= 0 || strcmp(uri, "/ws") != 0) {
+        start_close(s, 1008, "the WebSocket endpoint is /ws", 0);
+        return;
+    }
+    int secs = (srv->cfg->hello_timeout_ms + 999) / 1000;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs > 0 ? secs : 1);
+}
+
+int mx_session_receive(struct mx_session *s, const void *in, size_t len)
+{
+    struct lws *wsi = s->wsi;
+    if (lws_is_first_fragment(wsi))
+        s->rxlen = 0;
+    size_t limit = s->srv->cfg->max_message_bytes;
+    size_t announced = lws_remaining_packet_payload(wsi);
+    if (s->rxlen + len + announced > limit) {
+        s->srv->too_large_closes++;
+        mx_warn("event=message_too_large client=%s limit=%zu", s->conn.clientlen ? s->conn.client : "-",
+                limit);
+        static const char why[] = "message larger than max_message_bytes";
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why, strlen(why));
+        s->closing = 1;
+        return -1;
+    }
+    if (s->closing)
+        return 0; /* closing: ignore what the peer still sends */
+    if (s->rxlen + len > s->rxcap) {
+        size_t ncap = s->rxcap ? s->rxcap : 4096;
+        while (ncap < s->rxlen + len)
+            ncap *= 2;
+        char *n = realloc(s->rx, ncap);
+        if (!n)
+            return -1;
+        s->rx = n;
+        s->rxcap = ncap;
+    }
+    memcpy(s->rx + s->rxlen, in, len);
+    s->rxlen += len;
+    if (!lws_is_final_fragment(wsi))
+        return 0;
+    size_t mlen = s->rxlen;
+    s->rxlen = 0;
+    if (lws_frame_is_binary(wsi)) {
+        mx_engine_send_error(s->srv->engine, &s->conn, MX_EBAD_JSON,
+                             "binary frames are not accepted; send text (UTF-8 JSON)");
+        return 0;
+    }
+    int had_hello = s->conn.hello;
+    mx_engine_handle(s->srv->engine, &s->conn, s->rx, mlen);
+    if (!had_hello && s->conn.hello)
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    /* keep big buffers from lingering on idle connections */
+    if (s->rxcap > 65536) {
+        free(s->rx);
+        s->rx = NULL;
+        s->rxcap = 0;
+    }
+    return 0;
+}
+
+int mx_session_writable(struct mx_session *s)
+{
+    while (s->qlen) {
+        mx_frame *f = s->q[s->qhead];
+        int n = lws_write(s->wsi, (unsigned char *)mx_frame_data(f), f->len, LWS_WRITE_TEXT);
+        if (n < 0 || (size_t)n < f->len)
+            return -1;
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+        s->qbytes -= f->len;
+        mx_frame_unref(f);
+        if (lws_send_pipe_choked(s->wsi) || lws_partial_buffered(s->wsi))
+            break;
+    }
+    if (s->closing && !s->qlen) {
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)s->close_reason, strlen(s->close_reason));
+        return -1;
+    }
+    if (s->qlen)
+        lws_callback_on_writable(s->wsi);
+    return 0;
+}
+
+void mx_session_closed(struct mx_session *s)
+{
+    if (s->opened)
+        mx_engine_conn_closed(s->srv->engine, &s->conn);
+    s->opened = 0;
+    drop_queue(s);
+    free(s->q);
+    s->q = NULL;
+    free(s->rx);
+    s->rx = NULL;
+}

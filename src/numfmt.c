@@ -1,11 +1,10 @@
 /* numfmt.c - ECMAScript Number::toString(10) for finite doubles.
  *
- * Digits: the shortest decimal that reads back (strtod) as the same double,
- * found by trying each precision from 1 to 17 digits. At each precision the
- * correctly rounded digits are tried first, then the same digits with the
- * last one moved by +-1: near a rounding boundary the rounded value can fall
- * outside the double's interval while a neighbour falls inside it, and
- * ECMAScript wants the shortest such string (the closest, when several).
+ * Digits: the shortest decimal that reads back (strtod) as the same double
+ * (see shortest() for the search); integers below 2^53 skip the search.
+ * Near a rounding boundary the correctly rounded digits can fall outside
+ * the double's interval while a neighbour (last digit +-1) falls inside it,
+ * and ECMAScript wants the shortest such string (the closest, when several).
  * Layout: ECMA-262 Number::toString steps (integers up to 21 digits plainly,
  * fixed notation down to 1e-7, exponent form with an explicit sign).
  * Relies on the "C" locale, which the daemon never changes.
@@ -36,6 +35,55 @@ static int reads_back(unsigned long long m, int e10, double d)
     return strtod(t, NULL) == d;
 }
 
+/* Correctly rounded p-digit mantissa and exponent of d. */
+static void rounded(double d, int p, unsigned long long *m, int *e10)
+{
+    char buf[40];
+    int e;
+    snprintf(buf, sizeof(buf), "%.*e", p - 1, d);
+    split_e(buf, m, &e);
+    *e10 = e - (p - 1);
+}
+
+/* Shortest digits that read back as d. Reading back is monotonic in p for
+ * correctly rounded digits (p + 1 digits are at least as close), so a
+ * binary search finds the least such p0. At p0 - 1 a neighbour of the
+ * rounded digits can still read back when d's rounding interval is lopsided
+ * (d a power of two); below p0 - 1 the digit spacing is too coarse for that
+ * (it would make the rounded digits at p0 - 1 read back already). */
+static void shortest(double d, unsigned long long *best, int *best_e)
+{
+    int lo = 1, hi = 17;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        unsigned long long m;
+        int e10;
+        rounded(d, mid, &m, &e10);
+        if (reads_back(m, e10, d))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    rounded(d, lo, best, best_e);
+    if (lo > 1) {
+        unsigned long long m;
+        int e10;
+        rounded(d, lo - 1, &m, &e10);
+        int dn = m > 1 && reads_back(m - 1, e10, d);
+        int up = reads_back(m + 1, e10, d);
+        if (dn && up) {
+            long double dl = fabsl((long double)(m - 1) * powl(10, e10) - d);
+            long double dh = fabsl((long double)(m + 1) * powl(10, e10) - d);
+            up = dh < dl;
+            dn = !up;
+        }
+        if (dn || up) {
+            *best = dn ? m - 1 : m + 1;
+            *best_e = e10;
+        }
+    }
+}
+
 size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX])
 {
     if (d == 0 || !isfinite(d)) { /* -0 prints as 0; non-finite never reaches here */
@@ -47,33 +95,14 @@ size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX])
         *o++ = '-';
         d = -d;
     }
-    unsigned long long best = 0;
-    int best_e = 0; /* value = best * 10^best_e */
-    for (int p = 1; p <= 17; p++) {
-        char buf[40];
-        unsigned long long m;
-        int e;
-        snprintf(buf, sizeof(buf), "%.*e", p - 1, d);
-        split_e(buf, &m, &e);
-        int e10 = e - (p - 1);
-        if (reads_back(m, e10, d)) {
-            best = m;
-            best_e = e10;
-            break;
-        }
-        int lo = m > 1 && reads_back(m - 1, e10, d);
-        int hi = reads_back(m + 1, e10, d);
-        if (lo && hi) {
-            long double dl = fabsl((long double)(m - 1) * powl(10, e10) - d);
-            long double dh = fabsl((long double)(m + 1) * powl(10, e10) - d);
-            best = dl <= dh ? m - 1 : m + 1;
-        } else if (lo || hi) {
-            best = lo ? m - 1 : m + 1;
-        } else {
-            continue;
-        }
-        best_e = e10;
-        break;
+    unsigned long long best;
+    int best_e; /* value = best * 10^best_e */
+    if (d < 9007199254740992.0 && d == (double)(unsigned long long)d) {
+        /* integers below 2^53 are exact: their digits are the shortest form */
+        best = (unsigned long long)d;
+        best_e = 0;
+    } else {
+        shortest(d, &best, &best_e);
     }
     /* digits of best, trailing zeros moved into the exponent */
     while (best % 10 == 0 && best) {

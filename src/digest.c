@@ -76,27 +76,6 @@ static size_t digest_number(double d, uint8_t out[MX_DIGEST_LEN])
     return n;
 }
 
-/* Extra bytes mx_json_dump_string writes for each byte beyond the byte
- * itself: 1 for the two-character escapes, 5 for \u00xx. */
-static const uint8_t esc_extra[256] = {
-    [0x00] = 5, [0x01] = 5, [0x02] = 5, [0x03] = 5, [0x04] = 5, [0x05] = 5,
-    [0x06] = 5, [0x07] = 5, ['\b'] = 1, ['\t'] = 1, ['\n'] = 1, [0x0b] = 5,
-    ['\f'] = 1, ['\r'] = 1, [0x0e] = 5, [0x0f] = 5, [0x10] = 5, [0x11] = 5,
-    [0x12] = 5, [0x13] = 5, [0x14] = 5, [0x15] = 5, [0x16] = 5, [0x17] = 5,
-    [0x18] = 5, [0x19] = 5, [0x1a] = 5, [0x1b] = 5, [0x1c] = 5, [0x1d] = 5,
-    [0x1e] = 5, [0x1f] = 5, ['"'] = 1, ['\\'] = 1,
-};
-
-/* Bytes of the JSON string literal for s, quotes included. */
-static size_t string_jsize(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = len + 2;
-    for (size_t i = 0; i < len; i++)
-        n += esc_extra[p[i]];
-    return n;
-}
-
 /* Streams 16-byte digests into a hash state through a block-sized buffer,
  * so a container with many children costs few update calls. */
 typedef struct {
@@ -156,7 +135,7 @@ static MX_NOINLINE void seal_object(mx_val *v)
         const struct mx_member *m = &v->u.obj.m[i];
         ds_put(&s, m->keydig);
         ds_put(&s, m->val->dig);
-        js += string_jsize(m->key, m->keylen) + m->val->jsize;
+        js += m->keyjs + m->val->jsize;
     }
     ds_final(&s, v->dig);
     v->jsize = js;
@@ -184,7 +163,7 @@ static void refresh(mx_val *v)
         break;
     case MX_STRING:
         mx_digest_string(v->u.str.s, v->u.str.len, v->dig);
-        v->jsize = string_jsize(v->u.str.s, v->u.str.len);
+        v->jsize = mx_json_string_size(v->u.str.s, v->u.str.len);
         break;
     case MX_ARRAY:
         for (size_t i = 0; i < v->u.arr.len; i++)

@@ -274,6 +274,7 @@ int mx_json_obj_set(mx_val *o, const char *k, size_t klen, mx_val *v)
     m[i].key = key;
     m[i].keylen = klen;
     mx_digest_string(k, klen, m[i].keydig);
+    m[i].keyjs = mx_json_string_size(k, klen);
     m[i].val = v;
     o->u.obj.len++;
     return 0;
@@ -461,6 +462,26 @@ json_t *mx_json_to_jansson(const mx_val *v)
     }
     }
     return NULL;
+}
+
+/* Extra bytes mx_json_dump_string writes for each byte beyond the byte
+ * itself: 1 for the two-character escapes, 5 for \u00xx. */
+static const uint8_t esc_extra[256] = {
+    [0x00] = 5, [0x01] = 5, [0x02] = 5, [0x03] = 5, [0x04] = 5, [0x05] = 5,
+    [0x06] = 5, [0x07] = 5, ['\b'] = 1, ['\t'] = 1, ['\n'] = 1, [0x0b] = 5,
+    ['\f'] = 1, ['\r'] = 1, [0x0e] = 5, [0x0f] = 5, [0x10] = 5, [0x11] = 5,
+    [0x12] = 5, [0x13] = 5, [0x14] = 5, [0x15] = 5, [0x16] = 5, [0x17] = 5,
+    [0x18] = 5, [0x19] = 5, [0x1a] = 5, [0x1b] = 5, [0x1c] = 5, [0x1d] = 5,
+    [0x1e] = 5, [0x1f] = 5, ['"'] = 1, ['\\'] = 1,
+};
+
+size_t mx_json_string_size(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = len + 2;
+    for (size_t i = 0; i < len; i++)
+        n += esc_extra[p[i]];
+    return n;
 }
 
 int mx_json_dump_string(const char *s, size_t len, mx_buf *out)

@@ -43,6 +43,7 @@ struct mx_member {
     char *key; /* NUL-terminated copy, keylen bytes */
     size_t keylen;
     uint8_t keydig[MX_DIGEST_LEN]; /* D(key as string), computed on insert */
+    size_t keyjs;                  /* bytes of the key as a JSON string literal */
     mx_val *val;
 };
 
@@ -114,6 +115,9 @@ int mx_json_dump(const mx_val *v, mx_buf *out);
  * insertion order), so wire text never shows "1.0" or 0.10000000000000001.
  * Fails (-1) on a non-finite real. */
 int mx_json_dump_jansson(const json_t *j, mx_buf *out);
+
+/* Bytes mx_json_dump_string writes for s (quotes included). */
+size_t mx_json_string_size(const char *s, size_t len);
 
 /* Append a JSON string literal (quotes and escapes) for s. */
 int mx_json_dump_string(const char *s, size_t len, mx_buf *out);

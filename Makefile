@@ -22,7 +22,7 @@ CHECK_LIBS = $(shell pkg-config --libs check)
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 STD := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 ifeq ($(SAN),1)
-OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DMX_FAULT_INJECTION
 LDOPT := -fsanitize=address,undefined
 else
 OPT := -O2 -g -DNDEBUG

@@ -93,6 +93,10 @@ static const struct key global_keys[] = {
     G("max_connections", K_COUNT, 1, 1000000, max_connections),
     G("hello_timeout_ms", K_MS, 1, 3600000, hello_timeout_ms),
     G("dedup_window", K_COUNT, 1024, 1048576, dedup_window),
+    G("snapshot_every", K_COUNT, 1, 100000000, snapshot_every),
+    G("wal_segment_bytes", K_SIZE, 64 * KiB, 4 * GiB, wal_segment_bytes),
+    G("wal_max_bytes", K_SIZE, 1 * MiB, 1024 * GiB, wal_max_bytes),
+    G("evict_idle_ms", K_MS, 0, 86400000, evict_idle_ms),
 };
 
 static const struct key room_keys[] = {
@@ -142,6 +146,10 @@ void mx_config_defaults(struct mx_config *c)
     c->max_connections = 10000;
     c->hello_timeout_ms = 10000;
     c->dedup_window = 1024;
+    c->snapshot_every = 10000;
+    c->wal_segment_bytes = 64 * MiB;
+    c->wal_max_bytes = 512 * MiB;
+    c->evict_idle_ms = 300000;
     room_defaults(&c->def);
     c->types = NULL;
     c->ntypes = 0;

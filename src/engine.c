@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -36,14 +37,14 @@ struct mx_engine {
     struct mx_engine_stats stats;
 };
 
-mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st)
+mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
 {
     mx_engine *e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
     e->cfg = cfg;
     e->st = st;
-    e->rooms = mx_map_new();
+    e->rooms = rooms ? rooms : mx_map_new();
     if (!e->rooms) {
         free(e);
         return NULL;
@@ -51,7 +52,37 @@ mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *s
     return e;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A room in memory, or brought back from storage. NULL when it does not
+ * exist (*err = MX_ENO_SUCH_ROOM) or cannot be loaded (*err set). */
+static struct mx_room *find_room(mx_engine *e, const char *id, size_t len, int *err)
+{
+    struct mx_room *r = mx_map_get(e->rooms, id, len);
+    if (!r) {
+        int rc = e->st->load(e->st->ctx, id, len, &r);
+        if (rc) {
+            *err = rc;
+            return NULL;
+        }
+        if (mx_map_put(e->rooms, r->id, r->idlen, r)) {
+            mx_room_free(r);
+            *err = MX_ENOMEM;
+            return NULL;
+        }
+        mx_debug("event=room_loaded room=%s seq=%llu", r->id, (unsigned long long)r->seq);
+    }
+    r->last_active_ms = now_ms();
+    return r;
+}
+
 static void free_room(void *r) { mx_room_free(r); }
+static void conn_forget_room(struct mx_conn *c, const struct mx_room *r);
 
 void mx_engine_free(mx_engine *e)
 {
@@ -136,6 +167,67 @@ int mx_engine_commit(mx_engine *e)
         o->frame = NULL;
     }
     e->nout = 0;
+    e->st->after_commit(e->st->ctx, e->rooms);
+    return 0;
+}
+
+int mx_engine_tick(mx_engine *e)
+{
+    int rc = e->st->tick(e->st->ctx);
+    if (rc)
+        return rc;
+    if (e->nout || e->cfg->evict_idle_ms <= 0)
+        return 0;
+    /* Evict only right after a commit (outbox empty): a room leaves memory
+     * with a snapshot, and a snapshot must not cover unwritten records. */
+    uint64_t now = now_ms(), idle = (uint64_t)e->cfg->evict_idle_ms;
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(e->rooms, &it, &key, &len, &val)) {
+        struct mx_room *r = val;
+        if (r->nsubs || now - r->last_active_ms < idle)
+            continue;
+        if (e->st->evict(e->st->ctx, r))
+            break; /* storage busy or failing: try next time */
+        mx_map_del(e->rooms, r->id, r->idlen);
+        e->stats.rooms_evicted++;
+        mx_room_free(r);
+    }
+    return 0;
+}
+
+void mx_engine_close(mx_engine *e)
+{
+    mx_engine_commit(e);
+    e->st->close(e->st->ctx, e->rooms);
+}
+
+int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
+{
+    int err = 0;
+    struct mx_room *r = find_room(e, id, len, &err);
+    if (!r)
+        return err;
+    int rc = e->st->room_deleted(e->st->ctx, r);
+    if (rc)
+        return rc;
+    /* subscribers learn that the room is gone and are unsubscribed */
+    for (size_t i = 0; i < r->nsubs; i++) {
+        struct mx_conn *c = r->subs[i];
+        mx_buf b;
+        mx_buf_init(&b, MX_FRAME_PRE);
+        mx_proto_begin(&b, "error", 0, 0, r->id, r->idlen);
+        mx_proto_field_str(&b, "code", "no_such_room", 12);
+        mx_proto_field_str(&b, "message", "the room was deleted", 20);
+        mx_buf_putc(&b, '}');
+        push_buf(e, c, &b);
+        conn_forget_room(c, r);
+    }
+    r->nsubs = 0;
+    mx_map_del(e->rooms, r->id, r->idlen);
+    mx_info("event=room_deleted room=%s", r->id);
+    mx_room_free(r);
     return 0;
 }
 
@@ -229,6 +321,16 @@ static void reply_catch_up(mx_engine *e, struct mx_conn *c, const struct mx_requ
         reply_snapshot(e, c, q, r);
         return;
     }
+    /* A catch-up bigger than the connection's whole send-queue bound would
+     * get the connection closed as a slow consumer on every retry; the
+     * snapshot carries the same state, so send it when it is smaller. */
+    size_t bytes = 0, limit = e->cfg->max_queue_bytes;
+    for (uint64_t s = q->since.seq + 1; s <= r->seq && bytes <= limit; s++)
+        bytes += mx_oplog_get(r->log, s)->len + 1;
+    if (bytes > limit && r->state->jsize < bytes) {
+        reply_snapshot(e, c, q, r);
+        return;
+    }
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
     mx_proto_begin(&b, "actions", q->has_id, q->id, r->id, r->idlen);
@@ -316,7 +418,8 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
         reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
         return NULL;
     }
-    int rc = e->st->room_created(e->st->ctx, r, r->state);
+    r->last_active_ms = now_ms();
+    int rc = e->st->room_created(e->st->ctx, r);
     if (rc)
         mx_err("event=storage_error op=room_created room=%s code=%s", r->id, mx_err_code(rc));
     mx_info("event=room_created room=%s by=%s", r->id, c->client);
@@ -325,8 +428,13 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
 
 static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
-    if (mx_map_get(e->rooms, q->room, q->roomlen)) {
+    int err = 0;
+    if (find_room(e, q->room, q->roomlen, &err)) {
         reply_error(e, c, q->has_id, q->id, MX_EROOM_EXISTS, "a room with this id already exists");
+        return;
+    }
+    if (err != MX_ENO_SUCH_ROOM) {
+        reply_error(e, c, q->has_id, q->id, err, "the room could not be loaded");
         return;
     }
     const char *why = "out of memory";
@@ -350,7 +458,12 @@ static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *
 
 static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
-    struct mx_room *r = mx_map_get(e->rooms, q->room, q->roomlen);
+    int err = 0;
+    struct mx_room *r = find_room(e, q->room, q->roomlen, &err);
+    if (!r && err != MX_ENO_SUCH_ROOM) {
+        reply_error(e, c, q->has_id, q->id, err, "the room could not be loaded");
+        return;
+    }
     if (!r) {
         char type[MX_ROOM_TYPE_MAX + 1];
         memcpy(type, q->room, q->typelen);
@@ -399,9 +512,11 @@ static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_reques
 
 static struct mx_room *existing_room(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
-    struct mx_room *r = mx_map_get(e->rooms, q->room, q->roomlen);
+    int err = 0;
+    struct mx_room *r = find_room(e, q->room, q->roomlen, &err);
     if (!r)
-        reply_error(e, c, q->has_id, q->id, MX_ENO_SUCH_ROOM, "no such room");
+        reply_error(e, c, q->has_id, q->id, err,
+                    err == MX_ENO_SUCH_ROOM ? "no such room" : "the room could not be loaded");
     return r;
 }
 
@@ -499,6 +614,16 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
                               .dep = q->dep, .strict = q->strict, .action = q->action,
                               .max_depth = e->cfg->max_depth};
     struct mx_action_out o;
+    /* Room in the log for the record first: a full disk is refused before
+     * anything is applied, and n stays unused so the client can resend. The
+     * bound covers the entry's re-encoding (numbers such as 1e20 grow). */
+    if (e->st->reserve(e->st->ctx, q->msglen * 6 + 4096)) {
+        e->stats.actions_unavailable++;
+        reply_reject(e, c, q, r, MX_EUNAVAILABLE,
+                     "the server cannot make actions durable right now (disk full?); resend later",
+                     r->seq, r->checksum, 0);
+        return;
+    }
     if (mx_room_decide(r, &in, &o)) {
         reply_error(e, c, q->has_id, q->id, MX_ENOMEM, "out of memory; the action was not applied");
         return;
@@ -567,11 +692,65 @@ static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
     push_buf(e, c, &b);
 }
 
+/* The top-level "id" of a message the parser refused (nesting past its own
+ * limit), so the error can still name the request. A plain scan: strings
+ * and depth are tracked, nothing else is interpreted. */
+static int scan_id(const char *m, size_t len, uint64_t *id)
+{
+    int depth = 0, in_str = 0, key_is_id = 0;
+    size_t str_start = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = m[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"') {
+                in_str = 0;
+                key_is_id = depth == 1 && i - str_start == 2 && m[str_start] == 'i' && m[str_start + 1] == 'd';
+            }
+            continue;
+        }
+        if (ch == '"') {
+            in_str = 1;
+            str_start = i + 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        } else if (ch == ':' && key_is_id) {
+            size_t j = i + 1;
+            while (j < len && (m[j] == ' ' || m[j] == '\t' || m[j] == '\n' || m[j] == '\r'))
+                j++;
+            uint64_t v = 0;
+            size_t digits = 0;
+            while (j < len && m[j] >= '0' && m[j] <= '9' && digits < 16) {
+                v = v * 10 + (uint64_t)(m[j++] - '0');
+                digits++;
+            }
+            if (!digits || (j < len && m[j] != ',' && m[j] != '}' && m[j] != ' '))
+                return 0;
+            *id = v;
+            return 1;
+        } else if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
+            key_is_id = 0;
+        }
+    }
+    return 0;
+}
+
 void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
 {
     e->stats.messages_in++;
     json_error_t jerr;
     json_t *j = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (!j && json_error_code(&jerr) == json_error_stack_overflow) {
+        char why[120];
+        snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
+        uint64_t id = 0;
+        int has_id = scan_id(msg, len, &id);
+        reply_error(e, c, has_id, id, MX_ETOO_DEEP, why);
+        return;
+    }
     if (!j || !json_is_object(j)) {
         char why[220];
         if (j)
@@ -591,7 +770,9 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         reply_error(e, c, q.has_id, q.id, MX_ETOO_DEEP, why);
         goto done;
     }
-    if ((rc = mx_proto_decode(j, &q, why, sizeof(why)))) {
+    rc = mx_proto_decode(j, &q, why, sizeof(why));
+    q.msglen = len;
+    if (rc) {
         reply_error(e, c, q.has_id, q.id, rc, why);
         goto done;
     }

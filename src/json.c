@@ -339,7 +339,7 @@ mx_val *mx_json_arr_replace(mx_val *a, size_t idx, mx_val *v)
 
 static mx_val *from_j(const json_t *j, int depth, int max_depth, const char **why)
 {
-    if (max_depth > 0 && depth > max_depth) {
+    if (max_depth > 0 && depth > max_depth && (json_is_array(j) || json_is_object(j))) {
         *why = "nesting too deep";
         return NULL;
     }
@@ -613,28 +613,29 @@ int mx_json_dump_jansson(const json_t *j, mx_buf *out)
 
 int mx_json_depth(const json_t *j, int limit)
 {
+    /* containers count, scalars do not: {"a":1} is 1 deep, [[1]] is 2 */
+    if (!json_is_array(j) && !json_is_object(j))
+        return 0;
     if (limit <= 0)
-        return 1; /* caller wants only to know "deeper than limit" */
-    int best = 1;
+        return 1; /* already past the limit: the caller only needs "deeper" */
+    int best = 0;
     if (json_is_array(j)) {
-        for (size_t i = 0; i < json_array_size(j); i++) {
-            int d = 1 + mx_json_depth(json_array_get(j, i), limit - 1);
+        for (size_t i = 0; i < json_array_size(j) && best < limit; i++) {
+            int d = mx_json_depth(json_array_get(j, i), limit - 1);
             if (d > best)
                 best = d;
-            if (best > limit)
-                return best;
         }
-    } else if (json_is_object(j)) {
+    } else {
         const char *k;
         json_t *c;
         json_object_foreach((json_t *)j, k, c)
         {
-            int d = 1 + mx_json_depth(c, limit - 1);
+            int d = mx_json_depth(c, limit - 1);
             if (d > best)
                 best = d;
-            if (best > limit)
-                return best;
+            if (best >= limit)
+                break;
         }
     }
-    return best;
+    return 1 + best;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -102,8 +103,14 @@ int main(int argc, char **argv)
     }
     mx_log_set_level(cfg.log_level);
 
-    const struct mx_storage *st = mx_storage_mem();
-    mx_engine *engine = mx_engine_new(&cfg, st);
+    const struct mx_storage *st = NULL;
+    mx_map *rooms = NULL;
+    if (mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof(err))) {
+        mx_err("event=start_failed reason=\"recovery failed\" error=\"%s\"", err);
+        mx_config_free(&cfg);
+        return 2;
+    }
+    mx_engine *engine = mx_engine_new(&cfg, st, rooms);
     if (!engine) {
         mx_err("event=start_failed reason=\"out of memory\"");
         return 2;
@@ -117,6 +124,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (mx_server_start(&server, &cfg, engine)) {
+        mx_engine_close(engine);
         mx_engine_free(engine);
         mx_config_free(&cfg);
         return 2;
@@ -125,8 +133,11 @@ int main(int argc, char **argv)
             conf_path ? conf_path : "(defaults)", st->name);
     int rc = mx_server_run(&server);
     mx_info("event=stopping");
+    if (rc == 0)
+        mx_engine_close(engine); /* final flush and snapshots */
     mx_server_destroy(&server);
-    st->close(st->ctx);
+    if (rc != 0)
+        _exit(3); /* durability lost: write nothing more, let recovery decide */
     mx_engine_free(engine);
     mx_config_free(&cfg);
     mx_info("event=stopped");

@@ -52,6 +52,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -587,6 +588,8 @@ static mx_val *detach(ctx *c, const loc *l, size_t idx, int owns)
  * levels down. */
 static int nests_deeper(const mx_val *v, int limit)
 {
+    if (v->type != MX_ARRAY && v->type != MX_OBJECT)
+        return limit < 0; /* scalars add no level */
     if (limit <= 0)
         return 1;
     if (v->type == MX_ARRAY) {
@@ -601,12 +604,14 @@ static int nests_deeper(const mx_val *v, int limit)
     return 0;
 }
 
-/* Levels a value placed under `depth` tokens may use; 0 = unlimited. */
+/* Container levels a value placed under `depth` tokens may use (the root
+ * container and the depth - 1 containers between count already); INT_MAX =
+ * unlimited, -1 = not even a scalar fits. */
 static int room_below(const ctx *c, size_t depth)
 {
     if (c->max_depth <= 0)
-        return 0;
-    if (depth >= (size_t)c->max_depth)
+        return INT_MAX;
+    if (depth > (size_t)c->max_depth)
         return -1;
     return c->max_depth - (int)depth;
 }
@@ -620,7 +625,7 @@ static int too_deep(ctx *c, const char *path)
 static int convert(ctx *c, const char *path, const json_t *j, size_t depth, mx_val **out)
 {
     int room = room_below(c, depth);
-    if (room < 0 || (room > 0 && mx_json_depth(j, room) > room))
+    if (room < 0 || (room != INT_MAX && mx_json_depth(j, room) > room))
         return too_deep(c, path);
     const char *why = "out of memory";
     *out = mx_json_from_jansson(j, 0, &why);

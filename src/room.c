@@ -283,3 +283,56 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
     out->entry_text = mx_buf_steal(&b);
     return 0;
 }
+
+int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
+                   const uint8_t sum[MX_DIGEST_LEN], const char *client, size_t clen, uint64_t n,
+                   const char *entry, size_t elen, char *err, size_t errlen)
+{
+    if (seq != r->seq + 1 || memcmp(prev, r->checksum, MX_DIGEST_LEN) != 0) {
+        snprintf(err, errlen, "room %s: record seq %llu does not follow seq %llu (checksum chain broken)",
+                 r->id, (unsigned long long)seq, (unsigned long long)r->seq);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *e = json_loadb(entry, elen, JSON_DECODE_INT_AS_REAL, &jerr);
+    json_t *effects = e ? json_object_get(e, "effects") : NULL;
+    if (e && !effects)
+        effects = json_object_get(json_object_get(e, "action"), "payload");
+    if (!effects) {
+        snprintf(err, errlen, "room %s seq %llu: entry has no effects (%s)", r->id,
+                 (unsigned long long)seq, e ? "no payload" : jerr.text);
+        json_decref(e);
+        return -1;
+    }
+    mx_patch_limits lim = {0};
+    mx_patch_undo *undo = NULL;
+    mx_patch_error perr;
+    uint8_t got[MX_DIGEST_LEN];
+    if (mx_patch_apply(&r->state, effects, &lim, &undo, &perr)) {
+        snprintf(err, errlen, "room %s seq %llu: logged effects do not apply: %s", r->id,
+                 (unsigned long long)seq, perr.message);
+        json_decref(e);
+        return -1;
+    }
+    json_decref(e);
+    struct mx_outcome o = {.n = n, .kind = MX_OUTCOME_ACK, .seq = seq};
+    memcpy(o.prev, prev, MX_DIGEST_LEN);
+    memcpy(o.checksum, sum, MX_DIGEST_LEN);
+    if (mx_digest_of(r->state, got) || memcmp(got, sum, MX_DIGEST_LEN) != 0 ||
+        mx_oplog_append(r->log, seq, prev, sum, entry, elen) ||
+        mx_dedup_record(r->dedup, client, clen, &o)) {
+        int chain = memcmp(got, sum, MX_DIGEST_LEN) != 0;
+        mx_patch_rollback(&r->state, undo);
+        mx_digest_refresh(r->state);
+        if (mx_oplog_last_seq(r->log) == seq)
+            mx_oplog_clear(r->log);
+        snprintf(err, errlen, "room %s seq %llu: %s", r->id, (unsigned long long)seq,
+                 chain ? "state checksum after the action differs from the logged one"
+                       : "out of memory or n not increasing");
+        return -1;
+    }
+    mx_patch_commit(undo);
+    r->seq = seq;
+    memcpy(r->checksum, sum, MX_DIGEST_LEN);
+    return 0;
+}

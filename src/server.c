@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libwebsockets.h>
 
@@ -165,19 +166,71 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
     return 0;
 }
 
+struct tick_timer {
+    lws_sorted_usec_list_t sul; /* first: the callback gets its address */
+    struct mx_server *srv;
+};
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    struct tick_timer *t = (struct tick_timer *)sul;
+    t->srv->tick_due = 1;
+    lws_sul_schedule(t->srv->ctx, 0, &t->sul, on_tick, LWS_US_PER_SEC);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A failed flush: a full disk holds acks (retried every tick) until it
+ * clears, for at most MX_DISK_FAIL_EXIT_MS; anything else means durability
+ * can no longer be promised, and the daemon stops for the supervisor. */
+static int storage_failed(struct mx_server *s, int rc)
+{
+    if (rc == MX_EUNAVAILABLE) {
+        uint64_t now = mono_ms();
+        if (!s->disk_failing_since_ms)
+            s->disk_failing_since_ms = now;
+        if (now - s->disk_failing_since_ms < MX_DISK_FAIL_EXIT_MS)
+            return 0;
+        mx_err("event=fatal reason=\"disk full for %d s with acks held; exiting for the supervisor\"",
+               MX_DISK_FAIL_EXIT_MS / 1000);
+        return -1;
+    }
+    mx_err("event=fatal reason=\"storage write or fsync failed (%s); durability cannot be guaranteed\"",
+           mx_err_code(rc));
+    return -1;
+}
+
 int mx_server_run(struct mx_server *s)
 {
+    struct tick_timer t;
+    memset(&t, 0, sizeof(t));
+    t.srv = s;
+    lws_sul_schedule(s->ctx, 0, &t.sul, on_tick, LWS_US_PER_SEC);
+    int ret = 0;
     while (!s->stop) {
         if (lws_service(s->ctx, 0) < 0)
             break;
         int rc = mx_engine_commit(s->engine);
-        if (rc) {
-            mx_err("event=commit_failed code=%s", mx_err_code(rc));
-            return -1;
+        if (s->tick_due) {
+            s->tick_due = 0;
+            /* the tick retries a failed flush; then held acks can go */
+            int trc = mx_engine_tick(s->engine);
+            rc = trc ? trc : mx_engine_commit(s->engine);
+        }
+        if (!rc) {
+            s->disk_failing_since_ms = 0;
+        } else if (storage_failed(s, rc)) {
+            ret = -1;
+            break;
         }
     }
-    mx_engine_commit(s->engine);
-    return 0;
+    lws_sul_cancel(&t.sul);
+    return ret;
 }
 
 void mx_server_wake(struct mx_server *s)

@@ -41,13 +41,13 @@ static void start_close(struct mx_session *s, int code, const char *reason, int 
     s->close_code = code;
     snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
     if (now) {
+        /* drop what is queued; the close frame goes out at the next
+         * writable callback, and a peer too stalled to ever take it is cut
+         * off by the timeout (it then sees 1006) */
         drop_queue(s);
-        lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)s->close_reason,
-                         strlen(s->close_reason));
-        lws_set_timeout(s->wsi, PENDING_TIMEOUT_LAGGING, LWS_TO_KILL_ASYNC);
-    } else {
-        lws_callback_on_writable(s->wsi);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_LAGGING, 5);
     }
+    lws_callback_on_writable(s->wsi);
 }
 
 static void conn_deliver(struct mx_conn *c, mx_frame *f)
@@ -55,7 +55,9 @@ static void conn_deliver(struct mx_conn *c, mx_frame *f)
     struct mx_session *s = c->edge;
     if (s->closing)
         return;
-    if (s->qbytes + f->len > s->srv->cfg->max_queue_bytes) {
+    /* the bound is on what accumulates: one message larger than the bound
+     * (a big snapshot) still goes to a connection that has nothing queued */
+    if (s->qlen && s->qbytes + f->len > s->srv->cfg->max_queue_bytes) {
         s->srv->slow_closes++;
         mx_warn("event=slow_consumer client=%s queued=%zu limit=%zu", c->clientlen ? c->client : "-",
                 s->qbytes, s->srv->cfg->max_queue_bytes);

@@ -48,6 +48,12 @@ struct mx_config {
     int hello_timeout_ms;      /* hello must arrive within this */
     size_t dedup_window;       /* outcomes remembered per (client, room), >= 1024 */
 
+    /* durability (storage_wal.c) */
+    size_t snapshot_every;     /* WAL records of a room between its snapshots */
+    size_t wal_segment_bytes;  /* preallocated size of one WAL segment */
+    size_t wal_max_bytes;      /* past this, dirty rooms are snapshotted and old segments deleted */
+    int evict_idle_ms;         /* rooms without subscribers idle this long leave memory; 0 = never */
+
     struct mx_room_type def;   /* the `room default` block (or built-in defaults) */
     struct mx_room_type *types;/* named blocks */
     size_t ntypes;

@@ -18,6 +18,7 @@
 
 #include "movexd/config.h"
 #include "movexd/frame.h"
+#include "movexd/map.h"
 #include "movexd/proto.h"
 #include "movexd/storage.h"
 
@@ -44,10 +45,12 @@ struct mx_conn {
 struct mx_engine_stats {
     uint64_t rooms, connections;
     uint64_t actions_applied, actions_rejected, actions_duplicate;
+    uint64_t actions_unavailable, rooms_evicted;
     uint64_t messages_in, errors_sent;
 };
 
-mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st);
+/* rooms: rooms recovered by the storage (taken over), or NULL. */
+mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms);
 void mx_engine_free(mx_engine *e);
 
 void mx_engine_conn_open(mx_engine *e, struct mx_conn *c);
@@ -64,6 +67,18 @@ void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *
 /* Flush storage and deliver the outbox in order. Called once per event-loop
  * turn. Returns 0, or the storage's error (then nothing was delivered). */
 int mx_engine_commit(mx_engine *e);
+
+/* About once a second, right after a commit: storage housekeeping (fsync
+ * everysec, retry after a full disk) and eviction of idle rooms. Returns
+ * the storage's error, as mx_engine_commit. */
+int mx_engine_tick(mx_engine *e);
+
+/* Final commit and clean storage shutdown (snapshots). */
+void mx_engine_close(mx_engine *e);
+
+/* Delete a room: logged, subscribers told (error no_such_room with the room)
+ * and unsubscribed. 0 or a negative mx_err. */
+int mx_engine_delete_room(mx_engine *e, const char *id, size_t len);
 
 /* 1 when the outbox holds undelivered messages. */
 int mx_engine_has_pending(const mx_engine *e);

@@ -102,7 +102,8 @@ mx_val *mx_json_arr_replace(mx_val *a, size_t idx, mx_val *v);
 /* Conversion from/to jansson (jansson parses the wire). from_jansson fails
  * (NULL, with *why set to a static message) on non-finite numbers, on
  * nesting deeper than max_depth (0 = unlimited), or on allocation failure.
- * A jansson integer becomes a double. */
+ * A jansson integer becomes a double. Depth counts containers (the root
+ * container is depth 1; scalars add nothing). */
 mx_val *mx_json_from_jansson(const json_t *j, int max_depth, const char **why);
 json_t *mx_json_to_jansson(const mx_val *v);
 
@@ -122,7 +123,8 @@ size_t mx_json_string_size(const char *s, size_t len);
 /* Append a JSON string literal (quotes and escapes) for s. */
 int mx_json_dump_string(const char *s, size_t len, mx_buf *out);
 
-/* Depth of a jansson value (a scalar is 1). Stops counting at limit+1. */
+/* Container nesting of a jansson value: a scalar is 0, {} or [] is 1,
+ * [[1]] is 2. Stops counting once past limit (returns at most limit + 1). */
 int mx_json_depth(const json_t *j, int limit);
 
 #endif

@@ -52,6 +52,7 @@ struct mx_request {
     int has_base, has_dep, strict;
     uint64_t base, dep;
     const json_t *action; /* action: the {type, payload} object */
+    size_t msglen;        /* bytes of the whole message */
 };
 
 /* Decode msg (a JSON object). Returns 0, or a negative mx_err with a message

@@ -37,6 +37,13 @@ struct mx_room {
     mx_dedup *dedup;
     struct mx_conn **subs;
     size_t nsubs, capsubs;
+
+    /* Kept for the storage: */
+    uint64_t disk_first_lsn; /* first WAL record not in a snapshot (0: none) */
+    uint64_t disk_records;   /* WAL records since the last snapshot */
+    uint64_t disk_snap_lsn;  /* WAL position its last snapshot covers */
+    int disk_due;            /* queued for a snapshot */
+    uint64_t last_active_ms; /* for eviction of idle rooms */
 };
 
 /* Creates a room at seq 0 owning `state` (freed on failure). NULL on OOM or
@@ -86,6 +93,15 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
  * entry from since_seq + 1 to r->seq is in the log), else 0. */
 int mx_room_can_catch_up(const struct mx_room *r, uint64_t since_seq,
                          const uint8_t since_checksum[MX_DIGEST_LEN]);
+
+/* Recovery: re-apply an action from the log. Its effects (the entry's
+ * "effects", else its action's payload) are applied without the reducer;
+ * the room must be at seq - 1 with checksum prev, and the result must have
+ * checksum sum. The entry goes to the log and the ack to the exactly-once
+ * memory. Returns 0, or -1 with err filled (the room is then unchanged). */
+int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
+                   const uint8_t sum[MX_DIGEST_LEN], const char *client, size_t clen, uint64_t n,
+                   const char *entry, size_t elen, char *err, size_t errlen);
 
 /* next_n for client in this room. */
 uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen);

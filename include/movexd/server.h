@@ -19,7 +19,13 @@ struct mx_server {
     uint64_t slow_closes; /* connections closed 4008 */
     uint64_t too_large_closes;
     volatile int stop;
+    int tick_due;
+    uint64_t disk_failing_since_ms; /* 0 while storage flushes succeed */
 };
+
+/* How long acks may stay held by a failing disk before the daemon gives up
+ * and exits (for the supervisor to restart it and recover from disk). */
+#define MX_DISK_FAIL_EXIT_MS 60000
 
 /* Create the context and start listening. 0 or -1 (logged). */
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e);

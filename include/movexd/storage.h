@@ -1,14 +1,17 @@
 /* storage.h - the seam between the engine and durable storage.
  *
  * The engine reports every decision that must survive a restart (room
- * creation, each applied action, each reject - the exactly-once memory is
- * durable state) and, once per event-loop turn, asks the storage to make
- * everything reported so far durable (group commit). Replies wait in the
- * engine's outbox until that flush succeeds, so no ack or fwd ever goes out
- * before its record is as durable as the policy says.
+ * creation and deletion, each applied action, each reject: the exactly-once
+ * memory is durable state) and, once per event-loop turn, asks the storage
+ * to make everything reported so far durable (group commit). Replies wait
+ * in the engine's outbox until that flush succeeds, so no ack or fwd ever
+ * goes out before its record is as durable as the policy says.
  *
- * The in-memory storage (storage_mem.c) does nothing; the write-ahead log
- * implements the same table.
+ * Rooms may leave memory (evict) and come back (load); the storage decides
+ * what must be written for that to be safe.
+ *
+ * Implementations: storage_mem.c (nothing survives the process; unit tests)
+ * and storage_wal.c (write-ahead log + snapshots, docs/STORAGE.md).
  */
 #ifndef MOVEXD_STORAGE_H
 #define MOVEXD_STORAGE_H
@@ -16,8 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "movexd/config.h"
 #include "movexd/dedup.h"
 #include "movexd/json.h"
+#include "movexd/map.h"
 
 struct mx_room;
 
@@ -32,21 +37,52 @@ struct mx_storage_action {
     size_t entrylen;
 };
 
+struct mx_storage_stats {
+    uint64_t wal_bytes, fsyncs, snapshots_written, snapshot_bytes;
+    uint64_t flushes, flush_failures;
+    int failed; /* 1 while the storage cannot accept writes */
+};
+
 struct mx_storage {
     void *ctx;
     const char *name;
-    /* Each returns 0 or a negative mx_err (MX_EUNAVAILABLE when it can no
-     * longer accept writes). */
-    int (*room_created)(void *ctx, const struct mx_room *r, const mx_val *state);
-    int (*action)(void *ctx, const struct mx_room *r, const struct mx_storage_action *a);
-    int (*reject)(void *ctx, const struct mx_room *r, const char *client, size_t clen,
+    /* Before deciding an action whose record may take up to `bytes`: 0, or
+     * MX_EUNAVAILABLE when it could not be made durable now (the engine then
+     * rejects with `unavailable` and does not use up n). */
+    int (*reserve)(void *ctx, size_t bytes);
+    /* Each returns 0 or a negative mx_err. */
+    int (*room_created)(void *ctx, struct mx_room *r);
+    int (*action)(void *ctx, struct mx_room *r, const struct mx_storage_action *a);
+    int (*reject)(void *ctx, struct mx_room *r, const char *client, size_t clen,
                   const struct mx_outcome *o);
-    /* Make everything reported so far durable per the fsync policy. */
+    int (*room_deleted)(void *ctx, struct mx_room *r);
+    /* Make everything reported so far durable per the fsync policy:
+     * 0, MX_EUNAVAILABLE (full disk: retry later, nothing may be acked),
+     * or MX_EINTERNAL (durability lost: the daemon must stop). */
     int (*flush)(void *ctx);
-    void (*close)(void *ctx);
+    /* A room that is not in memory: 0 with *out, MX_ENO_SUCH_ROOM, or an
+     * error (logged). */
+    int (*load)(void *ctx, const char *id, size_t len, struct mx_room **out);
+    /* r is about to leave memory: make it loadable. 0 or an error (then it
+     * stays in memory). */
+    int (*evict)(void *ctx, struct mx_room *r);
+    /* After a successful flush: write due snapshots, bound the WAL. */
+    void (*after_commit)(void *ctx, mx_map *rooms);
+    /* About once a second (everysec fsync). Returns as flush. */
+    int (*tick)(void *ctx);
+    void (*stats)(void *ctx, struct mx_storage_stats *out);
+    /* Clean shutdown: snapshot every dirty room, close files. */
+    void (*close)(void *ctx, mx_map *rooms);
 };
 
-/* Storage that keeps nothing beyond the process (tests, `data_dir none`). */
+/* Storage that keeps nothing beyond the process. */
 const struct mx_storage *mx_storage_mem(void);
+
+/* Open the write-ahead log in cfg->data_dir and recover: rooms touched by
+ * the WAL tail are rebuilt (from their snapshot plus the replayed records)
+ * into *rooms (a new map); others load on demand. Returns 0, or -1 with err
+ * naming the file and offset of what could not be recovered. */
+int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **out, mx_map **rooms,
+                        char *err, size_t errlen);
 
 #endif

@@ -35,6 +35,7 @@ export async function startDaemon({ conf = DEFAULT_CONF, args = [] } = {}) {
   let stderr = '';
   const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
   const port = await new Promise((res, rej) => {
+    proc.on('error', (e) => rej(new Error(`cannot start ${BIN}: ${e.message}`)));
     const timer = setTimeout(() => rej(new Error(`daemon did not start in time; stderr:\n${stderr}`)), TIMEOUT);
     proc.stderr.on('data', (d) => {
       stderr += d;
@@ -42,6 +43,10 @@ export async function startDaemon({ conf = DEFAULT_CONF, args = [] } = {}) {
       if (m) { clearTimeout(timer); res(Number(m[1])); }
     });
     proc.on('exit', (code) => { clearTimeout(timer); rej(new Error(`daemon exited ${code} before listening:\n${stderr}`)); });
+  }).catch((e) => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
   });
   const d = {
     proc, port, dir, confPath,
@@ -52,7 +57,13 @@ export async function startDaemon({ conf = DEFAULT_CONF, args = [] } = {}) {
     // SIGTERM and wait; asserts a clean exit (sanitizer reports make it non-zero).
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const r = await withTimeout(exited, TIMEOUT, 'daemon did not stop');
+      let r;
+      try {
+        r = await withTimeout(exited, TIMEOUT, 'daemon did not stop');
+      } catch (e) {
+        proc.kill('SIGKILL'); // never leave a hung daemon behind
+        throw new Error(`${e.message}; stderr:\n${stderr.slice(-4000)}`);
+      }
       rmSync(dir, { recursive: true, force: true });
       if (r.code !== 0) throw new Error(`daemon exited with ${r.code}/${r.signal}; stderr:\n${stderr.slice(-4000)}`);
       return r;
@@ -65,7 +76,8 @@ export function withTimeout(p, ms, what) {
   let t;
   return Promise.race([
     p.finally(() => clearTimeout(t)),
-    new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timeout: ${what}`)), ms); }),
+    // unref: a wait that lost a race must not keep the test process alive
+    new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timeout: ${what}`)), ms); t.unref?.(); }),
   ]);
 }
 
@@ -76,12 +88,14 @@ export class Client {
   constructor(url, { protocol = 'movex.v1' } = {}) {
     this.ws = new WebSocket(url, protocol ? [protocol] : []);
     this.msgs = [];
+    this.all = []; // every message received, in arrival order (never consumed)
     this.waiters = [];
     this.nextId = 1;
     this.closed = new Promise((res) => this.ws.on('close', (code, reason) => res({ code, reason: String(reason) })));
     this.ws.on('message', (data) => {
       const m = JSON.parse(String(data));
       this.msgs.push(m);
+      this.all.push(m);
       this._wake();
     });
     this.ws.on('error', () => {});
@@ -107,6 +121,9 @@ export class Client {
     return withTimeout(new Promise((res) => this.waiters.push({ pred, res })), TIMEOUT, what);
   }
   send(msg) { this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg)); }
+  // Send raw bytes/text as one message; opts as ws.send ({binary: false}
+  // sends a Buffer as a text frame, whatever its bytes).
+  sendRaw(data, opts = {}) { this.ws.send(data, opts); }
   request(msg) {
     const id = this.nextId++;
     this.send({ ...msg, id });
@@ -126,4 +143,135 @@ export async function connectHello(d, client) {
   const c = await Client.connect(d.url);
   await c.hello(client);
   return c;
+}
+
+// ---- helpers shared by the integration tests ----------------------------
+
+// A conf text: `global` lines at top level, `room` lines inside
+// `room default { ... }` (after reducer/history/create_on_subscribe, which
+// can be overridden by passing them), plus any extra raw text.
+export function makeConf({ global = [], room = [], extra = '' } = {}) {
+  const roomKeys = new Set(room.map((l) => l.trim().split(/\s+/)[0]));
+  const base = ['reducer json', 'history 1000', 'create_on_subscribe yes'].filter((l) => !roomKeys.has(l.split(' ')[0]));
+  return `log_level info\n${global.join('\n')}\nroom default {\n${[...base, ...room].map((l) => `    ${l}`).join('\n')}\n}\n${extra}\n`;
+}
+
+// Wait until cond() is truthy (polled), or fail with `what`.
+export async function waitFor(cond, what, ms = TIMEOUT) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timeout waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+// Start a daemon, run fn(d), always stop it (asserting a clean exit).
+export async function withDaemon(opts, fn) {
+  const d = await startDaemon(opts);
+  let failed = true;
+  try {
+    const r = await fn(d);
+    failed = false;
+    return r;
+  } finally {
+    try { await d.stop(); } catch (e) { if (!failed) throw e; }
+  }
+}
+
+// A JSON Patch action request body (the caller adds n/base/dep/strict).
+export function patchAction(room, n, payload, extra = {}) {
+  return { type: 'action', room, n, action: { type: 'patch', payload }, ...extra };
+}
+
+// ---- a local JSON Patch (RFC 6902 + inc), to track state independently ----
+
+function unescapeToken(t) { return t.replace(/~1/g, '/').replace(/~0/g, '~'); }
+function parsePointer(p) {
+  if (p === '') return [];
+  if (p[0] !== '/') throw new Error(`bad pointer ${p}`);
+  return p.slice(1).split('/').map(unescapeToken);
+}
+function arrIndex(arr, tok, forAdd) {
+  if (forAdd && tok === '-') return arr.length;
+  if (!/^(0|[1-9][0-9]*)$/.test(tok)) throw new Error(`bad index ${tok}`);
+  const i = Number(tok);
+  if (i > arr.length || (!forAdd && i === arr.length)) throw new Error(`index ${tok} out of range`);
+  return i;
+}
+function resolve2(doc, toks) {
+  let cur = doc;
+  for (const t of toks) {
+    if (Array.isArray(cur)) cur = cur[arrIndex(cur, t, false)];
+    else if (cur !== null && typeof cur === 'object' && Object.hasOwn(cur, t)) cur = cur[t];
+    else throw new Error(`path does not exist at ${t}`);
+  }
+  return cur;
+}
+function deepEqual(a, b) {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a), kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => Object.hasOwn(b, k) && deepEqual(a[k], b[k]));
+}
+const clone = (v) => (v === undefined ? v : JSON.parse(JSON.stringify(v)));
+
+// Apply ops to a deep copy of doc and return the new document; throws on
+// any failure (the original is untouched, so the patch is atomic).
+export function applyPatch(doc, ops) {
+  let root = clone(doc);
+  const add = (toks, value) => {
+    if (!toks.length) { root = value; return; }
+    const parent = resolve2(root, toks.slice(0, -1));
+    const last = toks[toks.length - 1];
+    if (Array.isArray(parent)) parent.splice(arrIndex(parent, last, true), 0, value);
+    else if (parent !== null && typeof parent === 'object') parent[last] = value;
+    else throw new Error('parent is not a container');
+  };
+  const remove = (toks) => {
+    if (!toks.length) throw new Error('cannot remove the root');
+    const parent = resolve2(root, toks.slice(0, -1));
+    const last = toks[toks.length - 1];
+    if (Array.isArray(parent)) { const v = parent[arrIndex(parent, last, false)]; parent.splice(Number(last), 1); return v; }
+    if (parent === null || typeof parent !== 'object' || !Object.hasOwn(parent, last)) throw new Error('no such member');
+    const v = parent[last];
+    delete parent[last];
+    return v;
+  };
+  if (!Array.isArray(ops)) throw new Error('a patch is an array');
+  for (const op of ops) {
+    if (op === null || typeof op !== 'object' || Array.isArray(op)) throw new Error('an op is an object');
+    if (typeof op.path !== 'string') throw new Error('path must be a string');
+    if (['add', 'replace', 'test', 'inc'].includes(op.op) && !Object.hasOwn(op, 'value')) throw new Error(`${op.op} needs a value`);
+    if (op.op === 'inc' && typeof op.value !== 'number') throw new Error('inc needs a number');
+    if (['move', 'copy'].includes(op.op) && typeof op.from !== 'string') throw new Error(`${op.op} needs from`);
+    if (op.op === 'move' && op.path.startsWith(`${op.from}/`)) throw new Error('move into its own child');
+    const toks = parsePointer(op.path);
+    switch (op.op) {
+      case 'add': add(toks, clone(op.value)); break;
+      case 'remove': remove(toks); break;
+      case 'replace': resolve2(root, toks); if (!toks.length) root = clone(op.value); else { remove(toks); add(toks, clone(op.value)); } break;
+      case 'move': { const v = remove(parsePointer(op.from)); add(toks, v); break; }
+      case 'copy': add(toks, clone(resolve2(root, parsePointer(op.from)))); break;
+      case 'test': if (!deepEqual(resolve2(root, toks), op.value)) throw new Error('test failed'); break;
+      case 'inc': {
+        const parent = resolve2(root, toks.slice(0, -1));
+        const last = toks[toks.length - 1];
+        if (parent !== null && typeof parent === 'object' && !Array.isArray(parent) && !Object.hasOwn(parent, last)) parent[last] = op.value;
+        else {
+          const cur = resolve2(root, toks);
+          if (typeof cur !== 'number') throw new Error('inc on a non-number');
+          const v = cur + op.value;
+          if (!Number.isFinite(v)) throw new Error('non-finite');
+          if (Array.isArray(parent)) parent[Number(last)] = v; else parent[last] = v;
+        }
+        break;
+      }
+      default: throw new Error(`unknown op ${op.op}`);
+    }
+  }
+  return root;
 }

@@ -117,12 +117,19 @@ END_TEST
 START_TEST(depth_limit)
 {
     json_t *j = json_loads("[[[[1]]]]", JSON_DECODE_ANY, NULL);
-    ck_assert_int_eq(mx_json_depth(j, 10), 5);
-    ck_assert_int_eq(mx_json_depth(j, 3), 4);
+    /* containers count, scalars do not */
+    ck_assert_int_eq(mx_json_depth(j, 10), 4);
+    ck_assert_int_eq(mx_json_depth(j, 2), 3);
+    json_t *flat = json_loads("{\"a\":1,\"b\":\"x\"}", 0, NULL);
+    ck_assert_int_eq(mx_json_depth(flat, 1), 1);
+    json_decref(flat);
+    json_t *scalar = json_loads("7", JSON_DECODE_ANY, NULL);
+    ck_assert_int_eq(mx_json_depth(scalar, 1), 0);
+    json_decref(scalar);
     const char *why = NULL;
-    ck_assert_ptr_null(mx_json_from_jansson(j, 4, &why));
+    ck_assert_ptr_null(mx_json_from_jansson(j, 3, &why));
     ck_assert_ptr_nonnull(why);
-    mx_val *v = mx_json_from_jansson(j, 5, &why);
+    mx_val *v = mx_json_from_jansson(j, 4, &why);
     ck_assert_ptr_nonnull(v);
     mx_json_free(v);
     json_decref(j);

@@ -413,27 +413,30 @@ END_TEST
 
 START_TEST(max_depth_limit)
 {
+    /* depth counts containers: the root is 1, scalars add nothing */
     const char *doc = "{\"a\":{\"b\":{}}}"; /* depth 3 */
-    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":1}]", 0);
+    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":1}]", 0);
+    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":[]}]", MX_ETOO_DEEP);
     ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":[]}]", 0);
-    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":[1]}]", MX_ETOO_DEEP);
-    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":1}]", MX_ETOO_DEEP);
-    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/x\",\"value\":{\"y\":1}}]", 0);
-    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/x\",\"value\":{\"y\":[1]}}]", MX_ETOO_DEEP);
-    ck_depth(doc, 4, "[{\"op\":\"replace\",\"path\":\"/a/b\",\"value\":{\"y\":[1]}}]",
+    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":[1]}]", 0);
+    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":[[1]]}]", MX_ETOO_DEEP);
+    ck_depth(doc, 2, "[{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":1}]", MX_ETOO_DEEP);
+    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"/a/x\",\"value\":{\"y\":1}}]", 0);
+    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"/a/x\",\"value\":{\"y\":[1]}}]", MX_ETOO_DEEP);
+    ck_depth(doc, 3, "[{\"op\":\"replace\",\"path\":\"/a/b\",\"value\":{\"y\":[1]}}]",
              MX_ETOO_DEEP);
-    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"\",\"value\":[[[1]]]}]", 0);
-    ck_depth(doc, 4, "[{\"op\":\"add\",\"path\":\"\",\"value\":[[[[1]]]]}]", MX_ETOO_DEEP);
+    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"\",\"value\":[[[1]]]}]", 0);
+    ck_depth(doc, 3, "[{\"op\":\"add\",\"path\":\"\",\"value\":[[[[1]]]]}]", MX_ETOO_DEEP);
     ck_depth(doc, 4, "[{\"op\":\"copy\",\"from\":\"/a\",\"path\":\"/a/b/c\"}]", MX_ETOO_DEEP);
     ck_depth(doc, 4, "[{\"op\":\"copy\",\"from\":\"/a\",\"path\":\"/a/c\"}]", 0);
-    ck_depth(doc, 3, "[{\"op\":\"inc\",\"path\":\"/a/b/c\",\"value\":1}]", MX_ETOO_DEEP);
-    ck_depth(doc, 4, "[{\"op\":\"inc\",\"path\":\"/a/b/c\",\"value\":1}]", 0);
+    ck_depth(doc, 2, "[{\"op\":\"inc\",\"path\":\"/a/b/c\",\"value\":1}]", MX_ETOO_DEEP);
+    ck_depth(doc, 3, "[{\"op\":\"inc\",\"path\":\"/a/b/c\",\"value\":1}]", 0);
     const char *two = "{\"p\":{\"q\":{}},\"r\":{\"s\":{}}}";
     ck_depth(two, 4, "[{\"op\":\"move\",\"from\":\"/p\",\"path\":\"/r/s/t\"}]", MX_ETOO_DEEP);
     ck_depth(two, 4, "[{\"op\":\"move\",\"from\":\"/p\",\"path\":\"/r/t\"}]", 0);
     ck_depth(two, 4, "[{\"op\":\"move\",\"from\":\"/r/s\",\"path\":\"/t\"}]", 0);
     /* a too-deep op after good ones undoes them */
-    ck_depth(doc, 4,
+    ck_depth(doc, 3,
              "[{\"op\":\"add\",\"path\":\"/z\",\"value\":1},"
              "{\"op\":\"add\",\"path\":\"/a/b/c\",\"value\":[[1]]}]",
              MX_ETOO_DEEP);

@@ -1,0 +1,25 @@
+/* snapshot.h - a room as bytes: state, seq, checksum, the action log and the
+ * exactly-once memory, plus the WAL position the snapshot covers. Pure
+ * encoding; storage_wal.c writes the bytes with mx_atomic_write. */
+#ifndef MOVEXD_SNAPSHOT_H
+#define MOVEXD_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/buf.h"
+#include "movexd/config.h"
+#include "movexd/room.h"
+
+#define MX_SNAPSHOT_MAGIC "MXSNAP01"
+
+/* Append the encoding of r (covering WAL records up to lsn) to out. 0 / -1 OOM. */
+int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out);
+
+/* Rebuild a room. The state's digest must equal the stored checksum and the
+ * log must be consecutive and end at seq; otherwise -1 with err filled.
+ * The room type's settings come from cfg (they may have changed since). */
+int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, struct mx_room **out,
+                       uint64_t *lsn, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,605 @@
+/* storage_wal.c - durable storage: the write-ahead log plus per-room
+ * snapshots, behind the storage seam (storage.h); recovery at start-up.
+ *
+ * Layout under data_dir: wal/ (segments, wal.c) and rooms/<room id>.snap
+ * (snapshot.c encoding, written with mx_atomic_write). LOCK keeps a second
+ * daemon out of the same directory.
+ *
+ * Invariants:
+ *  - every decision (create, action, reject, delete) is appended to the WAL
+ *    before the engine's outbox can release anything that depends on it;
+ *  - a snapshot is written only when everything appended so far is written
+ *    and synced (after a successful flush + mx_wal_sync), and it records the
+ *    last LSN it covers; recovery skips a room's records up to that LSN. So
+ *    a snapshot never covers a record that a crash could still take away,
+ *    and LSNs after recovery never fall below a snapshot's;
+ *  - a room's records stay in the WAL until a snapshot covers them; old
+ *    segments are deleted only when no room in memory has records in them
+ *    that no snapshot covers (rooms leave memory only with a snapshot).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "movexd/codec.h"
+#include "movexd/digest.h"
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/proto.h"
+#include "movexd/room.h"
+#include "movexd/snapshot.h"
+#include "movexd/storage.h"
+#include "movexd/wal.h"
+
+enum rec_type { REC_CREATE = 1, REC_ACTION = 2, REC_REJECT = 3, REC_DELETE = 4 };
+
+struct wal_st {
+    struct mx_storage iface;
+    const struct mx_config *cfg;
+    char waldir[1100], snapdir[1100];
+    int lockfd;
+    mx_wal *wal;
+    mx_buf rec;
+    struct mx_room **due; /* rooms whose snapshot is due */
+    size_t ndue, capdue;
+    char **unlink_after_flush; /* snapshot files of deleted rooms */
+    size_t nunlink, capunlink;
+    int failed; /* a flush failed for lack of space; cleared by the next good one */
+    struct mx_storage_stats st;
+};
+
+static void snap_name(const struct mx_room *r, char *out, size_t n)
+{
+    snprintf(out, n, "%s.snap", r->id);
+}
+
+/* ---- appending ---- */
+
+static void rec_begin(struct wal_st *s, enum rec_type t, const struct mx_room *r)
+{
+    mx_buf_reset(&s->rec);
+    mx_put_u8(&s->rec, (uint8_t)t);
+    mx_put_bytes(&s->rec, r->id, r->idlen);
+}
+
+static void queue_due(struct wal_st *s, struct mx_room *r)
+{
+    if (r->disk_due)
+        return;
+    if (s->ndue == s->capdue) {
+        size_t ncap = s->capdue ? s->capdue * 2 : 16;
+        struct mx_room **n = realloc(s->due, ncap * sizeof(*n));
+        if (!n)
+            return; /* the checkpoint will still cover it */
+        s->due = n;
+        s->capdue = ncap;
+    }
+    s->due[s->ndue++] = r;
+    r->disk_due = 1;
+}
+
+static void unqueue_due(struct wal_st *s, struct mx_room *r)
+{
+    if (!r->disk_due)
+        return;
+    for (size_t i = 0; i < s->ndue; i++) {
+        if (s->due[i] == r) {
+            s->due[i] = s->due[--s->ndue];
+            break;
+        }
+    }
+    r->disk_due = 0;
+}
+
+static int rec_end(struct wal_st *s, struct mx_room *r)
+{
+    if (s->rec.oom)
+        return MX_ENOMEM;
+    if (mx_wal_reserve(s->wal, s->rec.len))
+        mx_warn("event=wal_reserve_failed room=%s bytes=%zu note=\"appending beyond the reservation\"",
+                r->id, s->rec.len);
+    uint64_t lsn = mx_wal_append(s->wal, mx_buf_data(&s->rec), s->rec.len);
+    if (!lsn)
+        return MX_ENOMEM;
+    if (!r->disk_first_lsn)
+        r->disk_first_lsn = lsn;
+    if (++r->disk_records >= s->cfg->snapshot_every)
+        queue_due(s, r);
+    return 0;
+}
+
+static int st_reserve(void *ctx, size_t bytes)
+{
+    struct wal_st *s = ctx;
+    if (s->failed)
+        return MX_EUNAVAILABLE;
+    return mx_wal_reserve(s->wal, bytes) ? MX_EUNAVAILABLE : 0;
+}
+
+static int st_room_created(void *ctx, struct mx_room *r)
+{
+    struct wal_st *s = ctx;
+    rec_begin(s, REC_CREATE, r);
+    size_t at = s->rec.len;
+    mx_put_u32(&s->rec, 0);
+    mx_json_dump(r->state, &s->rec);
+    if (!s->rec.oom) {
+        uint32_t n = (uint32_t)(s->rec.len - at - 4);
+        unsigned char *p = (unsigned char *)mx_buf_data(&s->rec) + at;
+        p[0] = (unsigned char)n;
+        p[1] = (unsigned char)(n >> 8);
+        p[2] = (unsigned char)(n >> 16);
+        p[3] = (unsigned char)(n >> 24);
+    }
+    return rec_end(s, r);
+}
+
+static int st_action(void *ctx, struct mx_room *r, const struct mx_storage_action *a)
+{
+    struct wal_st *s = ctx;
+    rec_begin(s, REC_ACTION, r);
+    mx_put_u64(&s->rec, a->seq);
+    mx_buf_append(&s->rec, a->prev, MX_DIGEST_LEN);
+    mx_buf_append(&s->rec, a->checksum, MX_DIGEST_LEN);
+    mx_put_bytes(&s->rec, a->client, a->clientlen);
+    mx_put_u64(&s->rec, a->n);
+    mx_put_bytes(&s->rec, a->entry, a->entrylen);
+    return rec_end(s, r);
+}
+
+static int st_reject(void *ctx, struct mx_room *r, const char *client, size_t clen,
+                     const struct mx_outcome *o)
+{
+    struct wal_st *s = ctx;
+    rec_begin(s, REC_REJECT, r);
+    mx_put_bytes(&s->rec, client, clen);
+    mx_put_u64(&s->rec, o->n);
+    mx_put_u32(&s->rec, (uint32_t)o->code);
+    mx_put_u64(&s->rec, o->seq);
+    mx_buf_append(&s->rec, o->checksum, MX_DIGEST_LEN);
+    const char *m = o->message ? o->message : "";
+    mx_put_bytes(&s->rec, m, strlen(m));
+    return rec_end(s, r);
+}
+
+static int st_room_deleted(void *ctx, struct mx_room *r)
+{
+    struct wal_st *s = ctx;
+    unqueue_due(s, r);
+    rec_begin(s, REC_DELETE, r);
+    int rc = rec_end(s, r);
+    if (rc)
+        return rc;
+    /* the snapshot goes only once the DELETE record is durable */
+    char name[MX_ROOM_ID_MAX + 8];
+    snap_name(r, name, sizeof(name));
+    if (s->nunlink == s->capunlink) {
+        size_t ncap = s->capunlink ? s->capunlink * 2 : 8;
+        char **n = realloc(s->unlink_after_flush, ncap * sizeof(*n));
+        if (!n)
+            return MX_ENOMEM;
+        s->unlink_after_flush = n;
+        s->capunlink = ncap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return MX_ENOMEM;
+    s->unlink_after_flush[s->nunlink++] = copy;
+    return 0;
+}
+
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static int st_flush(void *ctx)
+{
+    struct wal_st *s = ctx;
+    s->st.flushes++;
+    int rc = mx_wal_flush(s->wal);
+    if (rc) {
+        s->st.flush_failures++;
+        if (!s->failed)
+            mx_err("event=disk_full op=flush dir=%s note=\"acks are held until the write succeeds\"",
+                   s->waldir);
+        if (rc == MX_EUNAVAILABLE)
+            s->failed = 1;
+        return rc;
+    }
+    if (s->failed) {
+        mx_warn("event=disk_recovered dir=%s", s->waldir);
+        s->failed = 0;
+    }
+    if (s->nunlink) {
+        for (size_t i = 0; i < s->nunlink; i++) {
+            char path[2400];
+            snprintf(path, sizeof(path), "%s/%s", s->snapdir, s->unlink_after_flush[i]);
+            if (unlink(path) && errno != ENOENT)
+                mx_warn("event=unlink_failed file=%s error=\"%s\"", path, strerror(errno));
+            free(s->unlink_after_flush[i]);
+        }
+        s->nunlink = 0;
+        sync_dir(s->snapdir);
+    }
+    return 0;
+}
+
+static int st_tick(void *ctx)
+{
+    struct wal_st *s = ctx;
+    if (s->failed)
+        return st_flush(s);
+    return mx_wal_tick(s->wal);
+}
+
+/* ---- snapshots ---- */
+
+/* Write r's snapshot. Only called when the WAL holds nothing unwritten. */
+static int write_snapshot(struct wal_st *s, struct mx_room *r)
+{
+    uint64_t lsn = mx_wal_next_lsn(s->wal) - 1;
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    if (mx_snapshot_encode(r, lsn, &b)) {
+        mx_buf_free(&b);
+        return MX_ENOMEM;
+    }
+    char name[MX_ROOM_ID_MAX + 8], err[300];
+    snap_name(r, name, sizeof(name));
+    int rc = mx_atomic_write(s->snapdir, name, MX_SNAPSHOT_MAGIC, mx_buf_data(&b), b.len, err, sizeof(err));
+    size_t len = b.len;
+    mx_buf_free(&b);
+    if (rc) {
+        mx_err("event=snapshot_failed room=%s error=\"%s\"", r->id, err);
+        return rc;
+    }
+    s->st.snapshots_written++;
+    s->st.snapshot_bytes += len;
+    r->disk_first_lsn = 0;
+    r->disk_records = 0;
+    r->disk_snap_lsn = lsn;
+    unqueue_due(s, r);
+    return 0;
+}
+
+/* Snapshots need every record they cover to be durable first. */
+static int ready_for_snapshots(struct wal_st *s)
+{
+    if (s->failed || mx_wal_pending_bytes(s->wal))
+        return 0;
+    return mx_wal_sync(s->wal) == 0;
+}
+
+static void st_after_commit(void *ctx, mx_map *rooms)
+{
+    struct wal_st *s = ctx;
+    int need_checkpoint = mx_wal_disk_bytes(s->wal) > s->cfg->wal_max_bytes;
+    if (!s->ndue && !need_checkpoint)
+        return;
+    if (!ready_for_snapshots(s))
+        return;
+    while (s->ndue)
+        if (write_snapshot(s, s->due[s->ndue - 1]))
+            return;
+    if (!need_checkpoint)
+        return;
+    /* WAL over its bound: snapshot every dirty room, then drop the
+     * segments no remaining record needs. */
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    uint64_t keep = mx_wal_next_lsn(s->wal);
+    while (mx_map_next(rooms, &it, &key, &len, &val)) {
+        struct mx_room *r = val;
+        if (r->disk_first_lsn && write_snapshot(s, r))
+            keep = r->disk_first_lsn < keep ? r->disk_first_lsn : keep;
+    }
+    int n = mx_wal_remove_before(s->wal, keep);
+    mx_info("event=checkpoint segments_removed=%d wal_bytes=%llu", n,
+            (unsigned long long)mx_wal_disk_bytes(s->wal));
+}
+
+static int st_evict(void *ctx, struct mx_room *r)
+{
+    struct wal_st *s = ctx;
+    if (r->disk_first_lsn || r->disk_records) {
+        if (!ready_for_snapshots(s))
+            return MX_EUNAVAILABLE;
+        int rc = write_snapshot(s, r);
+        if (rc)
+            return rc;
+    }
+    unqueue_due(s, r);
+    return 0;
+}
+
+static int st_load(void *ctx, const char *id, size_t len, struct mx_room **out)
+{
+    struct wal_st *s = ctx;
+    char name[MX_ROOM_ID_MAX + 8], err[300];
+    snprintf(name, sizeof(name), "%.*s.snap", (int)len, id);
+    void *p = NULL;
+    size_t plen = 0;
+    int rc = mx_atomic_read(s->snapdir, name, MX_SNAPSHOT_MAGIC, &p, &plen, err, sizeof(err));
+    if (rc == MX_ENO_SUCH_ROOM)
+        return rc;
+    if (rc) {
+        mx_err("event=snapshot_unreadable file=%s/%s error=\"%s\"", s->snapdir, name, err);
+        return MX_EINTERNAL;
+    }
+    uint64_t lsn;
+    rc = mx_snapshot_decode(p, plen, s->cfg, out, &lsn, err, sizeof(err));
+    free(p);
+    if (rc) {
+        mx_err("event=snapshot_invalid file=%s/%s error=\"%s\"", s->snapdir, name, err);
+        return MX_EINTERNAL;
+    }
+    (*out)->disk_snap_lsn = lsn;
+    return 0;
+}
+
+static void st_stats(void *ctx, struct mx_storage_stats *out)
+{
+    struct wal_st *s = ctx;
+    *out = s->st;
+    out->wal_bytes = mx_wal_disk_bytes(s->wal);
+    out->fsyncs = mx_wal_fsyncs(s->wal);
+    out->failed = s->failed;
+}
+
+static void st_close(void *ctx, mx_map *rooms)
+{
+    struct wal_st *s = ctx;
+    if (rooms && st_flush(s) == 0 && ready_for_snapshots(s)) {
+        size_t it = 0, len;
+        const char *key;
+        void *val;
+        while (mx_map_next(rooms, &it, &key, &len, &val)) {
+            struct mx_room *r = val;
+            if (r->disk_first_lsn)
+                write_snapshot(s, r);
+        }
+    }
+    mx_wal_close(s->wal);
+    for (size_t i = 0; i < s->nunlink; i++)
+        free(s->unlink_after_flush[i]);
+    free(s->unlink_after_flush);
+    free(s->due);
+    mx_buf_free(&s->rec);
+    if (s->lockfd >= 0)
+        close(s->lockfd);
+    free(s);
+}
+
+/* ---- recovery ---- */
+
+struct recovery {
+    struct wal_st *s;
+    mx_map *rooms;
+    uint64_t records, skipped, rooms_loaded;
+    char *err;
+    size_t errlen;
+};
+
+/* The room a record names: in memory, or loaded from its snapshot. */
+static struct mx_room *recovered_room(struct recovery *rc, const char *id, size_t len)
+{
+    struct mx_room *r = mx_map_get(rc->rooms, id, len);
+    if (r)
+        return r;
+    if (st_load(rc->s, id, len, &r))
+        return NULL;
+    if (mx_map_put(rc->rooms, r->id, r->idlen, r)) {
+        mx_room_free(r);
+        return NULL;
+    }
+    rc->rooms_loaded++;
+    return r;
+}
+
+#define RFAIL(...)                                                             \
+    do {                                                                       \
+        snprintf(rc->err, rc->errlen, __VA_ARGS__);                            \
+        return -1;                                                             \
+    } while (0)
+
+static int replay(struct recovery *rc, const void *payload, size_t plen, uint64_t lsn)
+{
+    mx_cursor c = mx_cursor_of(payload, plen);
+    uint8_t type = mx_get_u8(&c);
+    size_t idlen;
+    const char *id = mx_get_bytes(&c, &idlen);
+    size_t typelen = c.bad ? 0 : mx_proto_room_type_len(id, idlen);
+    if (!typelen)
+        RFAIL("WAL record %llu: bad header", (unsigned long long)lsn);
+    struct mx_room *r = recovered_room(rc, id, idlen);
+    if (r && lsn <= r->disk_snap_lsn) {
+        rc->skipped++;
+        return 0; /* its snapshot already holds it */
+    }
+    rc->records++;
+    if (type == REC_CREATE) {
+        if (r)
+            RFAIL("WAL record %llu: create of existing room %.*s", (unsigned long long)lsn, (int)idlen, id);
+        size_t slen;
+        const char *stext = mx_get_bytes(&c, &slen);
+        json_t *j = c.bad ? NULL : json_loadb(stext, slen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+        mx_val *state = j ? mx_json_from_jansson(j, 0, NULL) : NULL;
+        json_decref(j);
+        if (!state)
+            RFAIL("WAL record %llu: room %.*s: bad initial state", (unsigned long long)lsn, (int)idlen, id);
+        char tname[MX_ROOM_TYPE_MAX + 1];
+        memcpy(tname, id, typelen);
+        tname[typelen] = '\0';
+        int e;
+        r = mx_room_new(id, idlen, mx_config_room_type(rc->s->cfg, tname, typelen), state,
+                        rc->s->cfg->dedup_window, &e);
+        if (!r || mx_map_put(rc->rooms, r->id, r->idlen, r)) {
+            mx_room_free(r);
+            RFAIL("WAL record %llu: cannot rebuild room %.*s", (unsigned long long)lsn, (int)idlen, id);
+        }
+    } else if (!r) {
+        RFAIL("WAL record %llu: room %.*s has no create record or snapshot", (unsigned long long)lsn,
+              (int)idlen, id);
+    } else if (type == REC_ACTION) {
+        uint64_t seq = mx_get_u64(&c);
+        uint8_t prev[MX_DIGEST_LEN], sum[MX_DIGEST_LEN];
+        mx_get_raw(&c, prev, MX_DIGEST_LEN);
+        mx_get_raw(&c, sum, MX_DIGEST_LEN);
+        size_t clen, elen;
+        const char *client = mx_get_bytes(&c, &clen);
+        uint64_t n = mx_get_u64(&c);
+        const char *entry = mx_get_bytes(&c, &elen);
+        if (c.bad)
+            RFAIL("WAL record %llu: truncated action", (unsigned long long)lsn);
+        char why[300];
+        if (mx_room_replay(r, seq, prev, sum, client, clen, n, entry, elen, why, sizeof(why)))
+            RFAIL("WAL record %llu: %s", (unsigned long long)lsn, why);
+    } else if (type == REC_REJECT) {
+        size_t clen, mlen;
+        const char *client = mx_get_bytes(&c, &clen);
+        struct mx_outcome o;
+        memset(&o, 0, sizeof(o));
+        o.kind = MX_OUTCOME_REJECT;
+        o.n = mx_get_u64(&c);
+        o.code = (int)mx_get_u32(&c);
+        o.seq = mx_get_u64(&c);
+        mx_get_raw(&c, o.checksum, MX_DIGEST_LEN);
+        const char *m = mx_get_bytes(&c, &mlen);
+        if (c.bad)
+            RFAIL("WAL record %llu: truncated reject", (unsigned long long)lsn);
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%.*s", (int)mlen, m ? m : "");
+        o.message = msg;
+        if (mx_dedup_record(r->dedup, client, clen, &o))
+            RFAIL("WAL record %llu: reject n=%llu is not above the client's highest n",
+                  (unsigned long long)lsn, (unsigned long long)o.n);
+    } else if (type == REC_DELETE) {
+        mx_map_del(rc->rooms, r->id, r->idlen);
+        char path[2400];
+        snprintf(path, sizeof(path), "%s/%s.snap", rc->s->snapdir, r->id);
+        if (unlink(path) == 0)
+            sync_dir(rc->s->snapdir);
+        mx_room_free(r);
+        return 0;
+    } else {
+        RFAIL("WAL record %llu: unknown type %u", (unsigned long long)lsn, type);
+    }
+    if (!r->disk_first_lsn)
+        r->disk_first_lsn = lsn;
+    r->disk_records++;
+    return 0;
+}
+
+static int make_dir(const char *path, char *err, size_t errlen)
+{
+    if (mkdir(path, 0700) && errno != EEXIST) {
+        snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void free_room(void *r) { mx_room_free(r); }
+
+int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **out, mx_map **rooms,
+                        char *err, size_t errlen)
+{
+    struct wal_st *s = calloc(1, sizeof(*s));
+    mx_map *map = mx_map_new();
+    mx_wal_reader *rd = NULL;
+    if (!s || !map) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    s->lockfd = -1;
+    s->cfg = cfg;
+    mx_buf_init(&s->rec, 0);
+    snprintf(s->waldir, sizeof(s->waldir), "%s/wal", cfg->data_dir);
+    snprintf(s->snapdir, sizeof(s->snapdir), "%s/rooms", cfg->data_dir);
+    if (make_dir(cfg->data_dir, err, errlen) || make_dir(s->waldir, err, errlen) ||
+        make_dir(s->snapdir, err, errlen))
+        goto fail;
+    char lockpath[1100];
+    snprintf(lockpath, sizeof(lockpath), "%s/LOCK", cfg->data_dir);
+    s->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lockfd < 0 || flock(s->lockfd, LOCK_EX | LOCK_NB)) {
+        snprintf(err, errlen, "%s: %s", lockpath,
+                 s->lockfd < 0 ? strerror(errno) : "another movexd is using this data directory");
+        goto fail;
+    }
+
+    if (mx_wal_reader_open(&rd, s->waldir, err, errlen))
+        goto fail;
+    struct recovery rc = {.s = s, .rooms = map, .err = err, .errlen = errlen};
+    const void *payload;
+    size_t plen;
+    uint64_t lsn;
+    int r;
+    while ((r = mx_wal_reader_next(rd, &payload, &plen, &lsn, err, errlen)) == 1) {
+        if (replay(&rc, payload, plen, lsn))
+            goto fail;
+    }
+    if (r < 0)
+        goto fail;
+    const char *tfile;
+    uint64_t toff;
+    if (mx_wal_reader_torn(rd, &tfile, &toff)) {
+        mx_warn("event=wal_torn_tail file=%s offset=%llu note=\"a record cut by a crash was dropped; it was never acknowledged\"",
+                tfile, (unsigned long long)toff);
+        if (mx_wal_reader_truncate_tail(rd, err, errlen))
+            goto fail;
+    }
+    uint64_t next = mx_wal_reader_next_lsn(rd);
+    mx_wal_reader_close(rd);
+    rd = NULL;
+    struct mx_wal_opts o = {.dir = s->waldir, .fsync = cfg->fsync, .segment_bytes = cfg->wal_segment_bytes};
+    if (mx_wal_open(&s->wal, &o, next, err, errlen))
+        goto fail;
+    mx_info("event=recovered rooms=%zu records_replayed=%llu records_in_snapshots=%llu next_lsn=%llu",
+            mx_map_len(map), (unsigned long long)rc.records, (unsigned long long)rc.skipped,
+            (unsigned long long)next);
+    s->iface = (struct mx_storage){
+        .ctx = s,
+        .name = "wal",
+        .reserve = st_reserve,
+        .room_created = st_room_created,
+        .action = st_action,
+        .reject = st_reject,
+        .room_deleted = st_room_deleted,
+        .flush = st_flush,
+        .load = st_load,
+        .evict = st_evict,
+        .after_commit = st_after_commit,
+        .tick = st_tick,
+        .stats = st_stats,
+        .close = st_close,
+    };
+    /* rooms with records not covered by a snapshot are due one soon, so a
+     * second crash replays less */
+    *out = &s->iface;
+    *rooms = map;
+    return 0;
+fail:
+    if (rd)
+        mx_wal_reader_close(rd);
+    if (map)
+        mx_map_free(map, free_room);
+    if (s) {
+        mx_buf_free(&s->rec);
+        if (s->lockfd >= 0)
+            close(s->lockfd);
+        free(s);
+    }
+    return -1;
+}

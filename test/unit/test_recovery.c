@@ -1,0 +1,289 @@
+/* Engine + write-ahead-log storage without a network: requests go through
+ * mx_engine_handle with a fake connection, the storage is closed the way a
+ * crash leaves it (no final snapshots) or cleanly, and a new engine recovers
+ * from the same directory. The recovered rooms must have the same seq,
+ * checksum, state, log and exactly-once memory. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "movexd/digest.h"
+#include "movexd/engine.h"
+#include "movexd/map.h"
+#include "movexd/room.h"
+#include "movexd/storage.h"
+
+struct fake {
+    struct mx_conn conn;
+    char *last;   /* last message delivered */
+    int count;
+};
+
+static void fake_deliver(struct mx_conn *c, mx_frame *f)
+{
+    struct fake *fk = c->edge;
+    free(fk->last);
+    fk->last = strndup(mx_frame_data(f), f->len);
+    fk->count++;
+}
+
+static void fake_close(struct mx_conn *c, int code, const char *reason)
+{
+    (void)c;
+    ck_abort_msg("unexpected close %d %s", code, reason);
+}
+
+struct env {
+    char dir[64];
+    struct mx_config cfg;
+    const struct mx_storage *st;
+    mx_engine *e;
+    struct fake fk;
+};
+
+static void env_start(struct env *v)
+{
+    char err[512];
+    mx_map *rooms = NULL;
+    ck_assert_msg(mx_storage_wal_open(&v->cfg, &v->st, &rooms, err, sizeof(err)) == 0, "recover: %s", err);
+    v->e = mx_engine_new(&v->cfg, v->st, rooms);
+    ck_assert_ptr_nonnull(v->e);
+    memset(&v->fk, 0, sizeof(v->fk));
+    v->fk.conn.deliver = fake_deliver;
+    v->fk.conn.close = fake_close;
+    v->fk.conn.edge = &v->fk;
+    mx_engine_conn_open(v->e, &v->fk.conn);
+}
+
+static void env_init(struct env *v, size_t snapshot_every)
+{
+    strcpy(v->dir, "/tmp/mx-recovery-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(v->dir));
+    mx_config_defaults(&v->cfg);
+    snprintf(v->cfg.data_dir, sizeof(v->cfg.data_dir), "%s", v->dir);
+    v->cfg.snapshot_every = snapshot_every;
+    v->cfg.wal_segment_bytes = 64 * 1024;
+    v->cfg.def.create_on_subscribe = 1;
+    env_start(v);
+}
+
+/* Stop: `crash` leaves the files as a kill -9 would after the last flush. */
+static void env_stop(struct env *v, int crash)
+{
+    mx_engine_conn_closed(v->e, &v->fk.conn);
+    if (crash) {
+        ck_assert_int_eq(mx_engine_commit(v->e), 0);
+        v->st->close(v->st->ctx, NULL);
+    } else {
+        mx_engine_close(v->e);
+    }
+    mx_engine_free(v->e);
+    free(v->fk.last);
+    v->fk.last = NULL;
+}
+
+static void env_free(struct env *v)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", v->dir);
+    ck_assert_int_eq(system(cmd), 0);
+    mx_config_free(&v->cfg);
+}
+
+/* Send one request and return the reply text (after a commit). */
+static const char *req(struct env *v, const char *json)
+{
+    mx_engine_handle(v->e, &v->fk.conn, json, strlen(json));
+    ck_assert_int_eq(mx_engine_commit(v->e), 0);
+    ck_assert_ptr_nonnull(v->fk.last);
+    return v->fk.last;
+}
+
+#define ck_reply_has(v, json, needle)                                                              \
+    do {                                                                                           \
+        const char *r_ = req(v, json);                                                             \
+        ck_assert_msg(strstr(r_, needle) != NULL, "request %s\nreply %s\nlacks %s", json, r_, needle); \
+    } while (0)
+
+static void room_fingerprint(mx_engine *e, const char *id, char *out, size_t n)
+{
+    struct mx_room *r = mx_engine_room(e, id, strlen(id));
+    ck_assert_msg(r != NULL, "room %s not in memory", id);
+    char hex[MX_CHECKSUM_HEX];
+    mx_digest_hex(r->checksum, hex);
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_json_dump(r->state, &b);
+    snprintf(out, n, "seq=%llu sum=%s state=%s", (unsigned long long)r->seq, hex, mx_buf_data(&b));
+    mx_buf_free(&b);
+}
+
+static void workload(struct env *v)
+{
+    ck_reply_has(v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+    ck_reply_has(v, "{\"type\":\"create\",\"id\":1,\"room\":\"t:a\",\"state\":{\"n\":0,\"l\":[]}}", "\"created\"");
+    ck_reply_has(v, "{\"type\":\"subscribe\",\"id\":2,\"room\":\"t:a\"}", "\"snapshot\"");
+    char msg[256];
+    for (int i = 1; i <= 40; i++) {
+        snprintf(msg, sizeof(msg),
+                 "{\"type\":\"action\",\"id\":%d,\"room\":\"t:a\",\"n\":%d,\"action\":{\"type\":\"patch\","
+                 "\"payload\":[{\"op\":\"inc\",\"path\":\"/n\",\"value\":%d},{\"op\":\"add\",\"path\":\"/l/-\",\"value\":%d.5}]}}",
+                 10 + i, i, i, i);
+        ck_reply_has(v, msg, "\"ack\"");
+    }
+    /* a reject is durable too */
+    ck_reply_has(v,
+                 "{\"type\":\"action\",\"id\":99,\"room\":\"t:a\",\"n\":41,\"action\":{\"type\":\"patch\","
+                 "\"payload\":[{\"op\":\"test\",\"path\":\"/n\",\"value\":-1}]}}",
+                 "\"test_failed\"");
+    ck_reply_has(v, "{\"type\":\"subscribe\",\"id\":3,\"room\":\"t:b\"}", "\"snapshot\"");
+}
+
+START_TEST(crash_recovers_wal_only)
+{
+    struct env v;
+    env_init(&v, 1000000); /* no snapshots: everything from the WAL */
+    workload(&v);
+    char before[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    env_stop(&v, 1);
+    env_start(&v);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+    /* exactly-once memory survived: n=40 is a duplicate, n=41 its reject */
+    ck_reply_has(&v,
+                 "{\"type\":\"subscribe\",\"id\":1,\"room\":\"t:a\",\"since\":{\"seq\":38,\"checksum\":\"00000000000000000000000000000000\"}}",
+                 "\"next_n\":42");
+    ck_reply_has(&v,
+                 "{\"type\":\"action\",\"id\":2,\"room\":\"t:a\",\"n\":40,\"action\":{\"type\":\"patch\",\"payload\":[]}}",
+                 "\"duplicate\":true");
+    ck_reply_has(&v,
+                 "{\"type\":\"action\",\"id\":3,\"room\":\"t:a\",\"n\":41,\"action\":{\"type\":\"patch\",\"payload\":[]}}",
+                 "\"test_failed\"");
+    ck_reply_has(&v,
+                 "{\"type\":\"action\",\"id\":4,\"room\":\"t:a\",\"n\":42,\"action\":{\"type\":\"patch\",\"payload\":[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1}]}}",
+                 "\"seq\":41");
+    /* the empty room created on subscribe exists after recovery */
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":5,\"room\":\"t:b\"}", "\"seq\":0");
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+START_TEST(crash_recovers_snapshot_plus_tail)
+{
+    struct env v;
+    env_init(&v, 7); /* snapshots every 7 records, WAL tail after */
+    workload(&v);
+    char before[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    env_stop(&v, 1);
+    env_start(&v);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    /* catch-up across the restart: the log came back with the room */
+    struct mx_room *r = mx_engine_room(v.e, "t:a", 3);
+    ck_assert(mx_room_can_catch_up(r, 35, mx_oplog_get(r->log, 36)->prev));
+    env_stop(&v, 0);
+    /* clean stop wrote snapshots: nothing left to replay */
+    env_start(&v);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+START_TEST(delete_and_recreate)
+{
+    struct env v;
+    env_init(&v, 5);
+    workload(&v);
+    ck_assert_int_eq(mx_engine_delete_room(v.e, "t:a", 3), 0);
+    ck_assert_int_eq(mx_engine_commit(v.e), 0);
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":7,\"room\":\"t:a\"}", "no_such_room");
+    ck_reply_has(&v, "{\"type\":\"create\",\"id\":8,\"room\":\"t:a\",\"state\":[1]}", "\"created\"");
+    char before[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    env_stop(&v, 1);
+    env_start(&v);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    ck_assert(strstr(after, "seq=0 ") != NULL);
+    /* delete again and restart: gone for good */
+    ck_assert_int_eq(mx_engine_delete_room(v.e, "t:a", 3), 0);
+    env_stop(&v, 0);
+    env_start(&v);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":9,\"room\":\"t:a\"}", "no_such_room");
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+START_TEST(evicted_room_loads_again)
+{
+    struct env v;
+    env_init(&v, 1000);
+    v.cfg.evict_idle_ms = 1; /* everything idle is evicted on the next tick */
+    workload(&v);
+    char before[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    mx_engine_conn_closed(v.e, &v.fk.conn); /* no subscribers left */
+    usleep(5000);
+    ck_assert_int_eq(mx_engine_tick(v.e), 0);
+    ck_assert_ptr_null(mx_engine_room(v.e, "t:a", 3));
+    mx_engine_conn_open(v.e, &v.fk.conn);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":1,\"room\":\"t:a\"}", "\"seq\":40");
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    /* and survives a crash after coming back */
+    ck_reply_has(&v, "{\"type\":\"subscribe\",\"id\":2,\"room\":\"t:a\"}", "\"snapshot\"");
+    ck_reply_has(&v,
+                 "{\"type\":\"action\",\"id\":3,\"room\":\"t:a\",\"n\":42,\"action\":{\"type\":\"patch\",\"payload\":[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1}]}}",
+                 "\"seq\":41");
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    env_stop(&v, 1);
+    env_start(&v);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+START_TEST(second_daemon_locked_out)
+{
+    struct env v;
+    env_init(&v, 1000);
+    const struct mx_storage *st2;
+    mx_map *rooms2;
+    char err[512];
+    ck_assert_int_eq(mx_storage_wal_open(&v.cfg, &st2, &rooms2, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "another movexd") != NULL, "%s", err);
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+Suite *mx_suite_recovery(void)
+{
+    if (sodium_init() < 0)
+        return NULL;
+    Suite *s = suite_create("recovery");
+    TCase *tc = tcase_create("engine+wal");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, crash_recovers_wal_only);
+    tcase_add_test(tc, crash_recovers_snapshot_plus_tail);
+    tcase_add_test(tc, delete_and_recreate);
+    tcase_add_test(tc, evicted_room_loads_again);
+    tcase_add_test(tc, second_daemon_locked_out);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -39,7 +39,7 @@ UNIT_OBJ := $(patsubst test/unit/%.c,$(BUILD)/test/%.o,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps test-deps run test unit integration bench install uninstall clean check-conf
+.PHONY: all deps test-deps run test unit integration bench crash-test install uninstall clean check-conf
 all: $(BUILD)/movexd
 
 deps:
@@ -96,6 +96,12 @@ integration: test-deps
 bench: deps
 	@$(MAKE) --no-print-directory VARIANT=release all bench-bin
 	@scripts/run-bench.sh
+
+# Long crash test: N kill -9 / restart cycles under load (make test runs 20).
+N ?= 1000
+crash-test: test-deps
+	@$(MAKE) --no-print-directory VARIANT=release all
+	MOVEXD_BIN=build/release/movexd node test/integration/crash.mjs --cycles $(N)
 
 check-conf: all
 	$(BUILD)/movexd -t -c $(CONF)

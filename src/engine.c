@@ -192,6 +192,7 @@ int mx_engine_tick(mx_engine *e)
             break; /* storage busy or failing: try next time */
         mx_map_del(e->rooms, r->id, r->idlen);
         e->stats.rooms_evicted++;
+        mx_debug("event=room_evicted room=%s seq=%llu", r->id, (unsigned long long)r->seq);
         mx_room_free(r);
     }
     return 0;

@@ -59,10 +59,65 @@ static int http_respond(struct lws *wsi, struct pss *p, unsigned status, const c
     return 0;
 }
 
+/* Static files: the client library and the demo, from client_dir. Only
+ * names made of [A-Za-z0-9_.-] not starting with '.', so no path can leave
+ * the directory. */
+static const char *mime_of(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return "application/octet-stream";
+    if (!strcmp(dot, ".js") || !strcmp(dot, ".mjs"))
+        return "text/javascript; charset=utf-8";
+    if (!strcmp(dot, ".html"))
+        return "text/html; charset=utf-8";
+    if (!strcmp(dot, ".css"))
+        return "text/css; charset=utf-8";
+    if (!strcmp(dot, ".ts") || !strcmp(dot, ".json"))
+        return !strcmp(dot, ".json") ? "application/json" : "text/plain; charset=utf-8";
+    if (!strcmp(dot, ".svg"))
+        return "image/svg+xml";
+    if (!strcmp(dot, ".png"))
+        return "image/png";
+    return "application/octet-stream";
+}
+
+static int safe_name(const char *n)
+{
+    if (!*n || *n == '.' || strlen(n) > 100)
+        return 0;
+    for (; *n; n++)
+        if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
+              *n == '_' || *n == '.' || *n == '-'))
+            return 0;
+    return 1;
+}
+
+static int serve_file(struct lws *wsi, struct pss *p, const char *dir, const char *sub,
+                      const char *name)
+{
+    char path[1400];
+    snprintf(path, sizeof(path), "%s/%s%s", dir, sub, name);
+    static const char hdr[] = "cache-control: no-cache\x0d\x0a";
+    (void)p;
+    /* < 0: failed (lws already answered 404 for a missing file) and the
+     * connection closes; otherwise lws sends the file and completes the
+     * transaction itself */
+    return lws_serve_http_file(wsi, path, mime_of(name), hdr, (int)strlen(hdr)) < 0 ? -1 : 0;
+}
+
 static int http_route(struct lws *wsi, struct pss *p, const char *uri)
 {
+    struct mx_server *srv = lws_context_user(lws_get_context(wsi));
+    const char *dir = srv->cfg->client_dir;
     if (!strcmp(uri, "/healthz"))
         return http_respond(wsi, p, HTTP_STATUS_OK, "text/plain", "ok\n");
+    if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
+        return serve_file(wsi, p, dir, "demo/", "index.html");
+    if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts"))
+        return serve_file(wsi, p, dir, "", uri + 1);
+    if (!strncmp(uri, "/demo/", 6) && safe_name(uri + 6))
+        return serve_file(wsi, p, dir, "demo/", uri + 6);
     return http_respond(wsi, p, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
 }
 

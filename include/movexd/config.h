@@ -38,6 +38,7 @@ struct mx_config {
     int listen_port;        /* 0 = let the kernel pick (printed at start) */
     enum mx_log_level log_level;
     char data_dir[1024];
+    char client_dir[1024]; /* browser library and demo served over HTTP */
     enum mx_fsync_policy fsync;
 
     size_t max_message_bytes;  /* one inbound WebSocket message */

@@ -35,6 +35,7 @@ struct mx_engine {
     struct outbox_entry *out;
     size_t nout, capout;
     struct mx_engine_stats stats;
+    int storage_error; /* a decision could not be logged: nothing may be released */
 };
 
 mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
@@ -82,6 +83,17 @@ static struct mx_room *find_room(mx_engine *e, const char *id, size_t len, int *
 }
 
 static void free_room(void *r) { mx_room_free(r); }
+
+/* A decision was made in memory but its record could not be appended. Its
+ * reply must never go out (the outbox is held for good) and the daemon must
+ * stop: recovery then brings the room back to its last logged decision and
+ * the client resends. */
+static void storage_broken(mx_engine *e, const char *op, const struct mx_room *r, int rc)
+{
+    mx_err("event=storage_error op=%s room=%s code=%s note=\"decision not logged; stopping\"", op,
+           r->id, mx_err_code(rc));
+    e->storage_error = rc;
+}
 static void conn_forget_room(struct mx_conn *c, const struct mx_room *r);
 
 void mx_engine_free(mx_engine *e)
@@ -147,6 +159,8 @@ int mx_engine_has_pending(const mx_engine *e) { return e->nout > 0; }
 
 int mx_engine_commit(mx_engine *e)
 {
+    if (e->storage_error)
+        return MX_EINTERNAL;
     if (!e->nout)
         return 0;
     int rc = e->st->flush(e->st->ctx);
@@ -422,7 +436,7 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
     r->last_active_ms = now_ms();
     int rc = e->st->room_created(e->st->ctx, r);
     if (rc)
-        mx_err("event=storage_error op=room_created room=%s code=%s", r->id, mx_err_code(rc));
+        storage_broken(e, "room_created", r, rc);
     mx_info("event=room_created room=%s by=%s", r->id, c->client);
     return r;
 }
@@ -637,7 +651,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
                                        .entry = o.entry_text, .entrylen = o.entry_len};
         int rc = e->st->action(e->st->ctx, r, &sa);
         if (rc)
-            mx_err("event=storage_error op=action room=%s code=%s", r->id, mx_err_code(rc));
+            storage_broken(e, "action", r, rc);
         reply_ack(e, c, q, r, o.seq, o.prev, o.checksum, 0);
         fan_out(e, c, r, &o);
         free(o.entry_text);
@@ -650,7 +664,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         if (rec) {
             int rc = e->st->reject(e->st->ctx, r, c->client, c->clientlen, rec);
             if (rc)
-                mx_err("event=storage_error op=reject room=%s code=%s", r->id, mx_err_code(rc));
+                storage_broken(e, "reject", r, rc);
         }
         reply_reject(e, c, q, r, o.code, o.message, o.seq, o.checksum, 0);
         break;

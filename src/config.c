@@ -66,6 +66,8 @@ enum kind {
     K_PATH,     /* non-empty string -> char[size] */
     K_LISTEN,   /* ADDR:PORT */
     K_REDUCER,  /* a known reducer name -> char[size] */
+    K_AUTH,     /* none|jwt -> enum mx_auth_mode */
+    K_RIGHTS,   /* none, or a comma list of read,write,create -> unsigned bits */
 };
 
 struct key {
@@ -98,6 +100,20 @@ static const struct key global_keys[] = {
     G("wal_segment_bytes", K_SIZE, 64 * KiB, 4 * GiB, wal_segment_bytes),
     G("wal_max_bytes", K_SIZE, 1 * MiB, 1024 * GiB, wal_max_bytes),
     G("evict_idle_ms", K_MS, 0, 86400000, evict_idle_ms),
+    G("auth", K_AUTH, 0, 0, auth),
+    G("auth_hs256_secret_file", K_PATH, 0, 0, auth_hs256_secret_file),
+    G("auth_ed25519_public_key_file", K_PATH, 0, 0, auth_ed25519_public_key_file),
+    G("auth_leeway_ms", K_MS, 0, 3600000, auth_leeway_ms),
+    G("allow_insecure_listen", K_BOOL, 0, 1, allow_insecure_listen),
+    G("allowed_origins", K_PATH, 0, 0, allowed_origins),
+    G("max_connections_per_ip", K_COUNT, 1, 1000000, max_connections_per_ip),
+    G("rate_messages_per_sec", K_COUNT, 1, 1000000, rate_messages_per_sec),
+    G("rate_burst", K_COUNT, 1, 10000000, rate_burst),
+    G("rate_close_after", K_COUNT, 1, 1000000, rate_close_after),
+    G("idle_timeout_ms", K_MS, 0, 86400000, idle_timeout_ms),
+    G("tls_cert_file", K_PATH, 0, 0, tls_cert_file),
+    G("tls_key_file", K_PATH, 0, 0, tls_key_file),
+    G("tls_chain_file", K_PATH, 0, 0, tls_chain_file),
 };
 
 static const struct key room_keys[] = {
@@ -106,6 +122,8 @@ static const struct key room_keys[] = {
     R("max_state_bytes", K_SIZE, 0, 64 * GiB, max_state_bytes),
     R("create_on_subscribe", K_BOOL, 0, 1, create_on_subscribe),
     R("max_ops", K_COUNT, 0, 10000000, max_ops),
+    R("anonymous", K_RIGHTS, 0, 0, anonymous),
+    R("authenticated", K_RIGHTS, 0, 0, authenticated),
 };
 
 #define NGLOBAL (sizeof global_keys / sizeof global_keys[0])
@@ -152,6 +170,13 @@ void mx_config_defaults(struct mx_config *c)
     c->wal_segment_bytes = 64 * MiB;
     c->wal_max_bytes = 512 * MiB;
     c->evict_idle_ms = 300000;
+    c->auth = MX_AUTH_NONE;
+    c->auth_leeway_ms = 30000;
+    c->max_connections_per_ip = 256;
+    c->rate_messages_per_sec = 1000;
+    c->rate_burst = 10000;
+    c->rate_close_after = 1000;
+    c->idle_timeout_ms = 120000;
     room_defaults(&c->def);
     c->types = NULL;
     c->ntypes = 0;
@@ -484,6 +509,40 @@ static int apply_value(const struct key *k, void *base, const char *v, char *why
         struct mx_config *c = base;
         return parse_listen(v, c->listen_addr, sizeof c->listen_addr, &c->listen_port, why,
                             whylen);
+    }
+    case K_AUTH: {
+        static const char *const modes[] = { "none", "jwt" };
+        i = pick(v, modes, 2);
+        if (i < 0) {
+            snprintf(why, whylen, "'%.100s' is not one of: none, jwt", v);
+            return -1;
+        }
+        *(enum mx_auth_mode *)(void *)field = (enum mx_auth_mode)i;
+        return 0;
+    }
+    case K_RIGHTS: {
+        unsigned bits = 0;
+        if (strcmp(v, "none") != 0) {
+            const char *q = v;
+            while (*q) {
+                size_t len = strcspn(q, ", ");
+                if (len == 4 && !strncmp(q, "read", 4))
+                    bits |= MX_RIGHT_READ;
+                else if (len == 5 && !strncmp(q, "write", 5))
+                    bits |= MX_RIGHT_WRITE;
+                else if (len == 6 && !strncmp(q, "create", 6))
+                    bits |= MX_RIGHT_CREATE;
+                else if (len) {
+                    snprintf(why, whylen,
+                             "'%.100s' is not a list of rights (none, or read,write,create)", v);
+                    return -1;
+                }
+                q += len;
+                q += strspn(q, ", ");
+            }
+        }
+        *(unsigned *)(void *)field = bits;
+        return 0;
     }
     case K_REDUCER:
         if (pick(v, reducers, NREDUCERS) < 0) {

@@ -36,6 +36,7 @@ struct mx_engine {
     size_t nout, capout;
     struct mx_engine_stats stats;
     int storage_error; /* a decision could not be logged: nothing may be released */
+    struct mx_jwt_keys keys;
 };
 
 mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
@@ -52,6 +53,8 @@ mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *s
     }
     return e;
 }
+
+#define MX_EVICT_BATCH 256
 
 static uint64_t now_ms(void)
 {
@@ -108,6 +111,8 @@ void mx_engine_free(mx_engine *e)
 }
 
 const struct mx_config *mx_engine_config(const mx_engine *e) { return e->cfg; }
+
+void mx_engine_set_keys(mx_engine *e, const struct mx_jwt_keys *keys) { e->keys = *keys; }
 
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len)
 {
@@ -195,15 +200,21 @@ int mx_engine_tick(mx_engine *e)
     /* Evict only right after a commit (outbox empty): a room leaves memory
      * with a snapshot, and a snapshot must not cover unwritten records. */
     uint64_t now = now_ms(), idle = (uint64_t)e->cfg->evict_idle_ms;
-    size_t it = 0, len;
+    /* Idle rooms leave in batches of at most MX_EVICT_BATCH per tick, their
+     * snapshots written together (one sync for the batch), so a burst of
+     * idle rooms never keeps clients waiting long. */
+    struct mx_room *batch[MX_EVICT_BATCH];
+    size_t n = 0, it = 0, len;
     const char *key;
     void *val;
-    while (mx_map_next(e->rooms, &it, &key, &len, &val)) {
+    while (n < MX_EVICT_BATCH && mx_map_next(e->rooms, &it, &key, &len, &val)) {
         struct mx_room *r = val;
-        if (r->nsubs || now - r->last_active_ms < idle)
-            continue;
-        if (e->st->evict(e->st->ctx, r))
-            break; /* storage busy or failing: try next time */
+        if (!r->nsubs && now - r->last_active_ms >= idle)
+            batch[n++] = r;
+    }
+    size_t gone = n ? e->st->evict(e->st->ctx, batch, n) : 0;
+    for (size_t i = 0; i < gone; i++) {
+        struct mx_room *r = batch[i];
         mx_map_del(e->rooms, r->id, r->idlen);
         e->stats.rooms_evicted++;
         mx_debug("event=room_evicted room=%s seq=%llu", r->id, (unsigned long long)r->seq);
@@ -256,6 +267,8 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->rooms = NULL;
     c->nrooms = c->caprooms = 0;
     c->pending = 0;
+    c->authed = 0;
+    memset(&c->token, 0, sizeof(c->token));
     e->stats.connections++;
 }
 
@@ -290,6 +303,8 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
             c->pending--;
         }
     }
+    mx_token_free(&c->token);
+    c->authed = 0;
     if (e->stats.connections)
         e->stats.connections--;
 }
@@ -365,16 +380,62 @@ static void reply_catch_up(mx_engine *e, struct mx_conn *c, const struct mx_requ
 
 /* ---- requests ---- */
 
+/* Rights of c on room id (type = its prefix). */
+static unsigned rights(const mx_engine *e, const struct mx_conn *c, const struct mx_request *q)
+{
+    if (e->cfg->auth == MX_AUTH_NONE)
+        return MX_RIGHT_READ | MX_RIGHT_WRITE | MX_RIGHT_CREATE;
+    char type[MX_ROOM_TYPE_MAX + 1];
+    memcpy(type, q->room, q->typelen);
+    type[q->typelen] = '\0';
+    const struct mx_room_type *t = mx_config_room_type(e->cfg, type, q->typelen);
+    if (!c->authed)
+        return t->anonymous;
+    return t->authenticated | mx_token_rights(&c->token, q->room, q->roomlen);
+}
+
+/* 1 (after replying forbidden) when c lacks `need` on the request's room. */
+static int denied(mx_engine *e, struct mx_conn *c, const struct mx_request *q, unsigned need)
+{
+    if ((rights(e, c, q) & need) == need)
+        return 0;
+    e->stats.forbidden++;
+    const char *what = need & MX_RIGHT_CREATE ? "create" : need & MX_RIGHT_WRITE ? "write" : "read";
+    char msg[80];
+    snprintf(msg, sizeof(msg), "no %s right on this room", what);
+    reply_error(e, c, q->has_id, q->id, MX_EFORBIDDEN, msg);
+    return 1;
+}
+
 static void do_hello(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
     if (c->hello) {
         reply_error(e, c, q->has_id, q->id, MX_EBAD_REQUEST, "hello was already received");
         return;
     }
-    if (q->client) {
+    if (e->cfg->auth == MX_AUTH_JWT && q->token) {
+        char why[120];
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int rc = mx_jwt_verify(q->token, strlen(q->token), &e->keys, (int64_t)ts.tv_sec,
+                               e->cfg->auth_leeway_ms / 1000, &c->token, why, sizeof(why));
+        if (rc) {
+            e->stats.auth_failures++;
+            mx_warn("event=auth_failed reason=\"%s\"", why);
+            reply_error(e, c, q->has_id, q->id, MX_EUNAUTHORIZED, why);
+            c->close(c, MX_CLOSE_UNAUTHORIZED, "unauthorized");
+            return;
+        }
+        c->authed = 1;
+        /* the token's subject is the client id: nobody picks another's */
+        c->clientlen = strlen(c->token.sub);
+        memcpy(c->client, c->token.sub, c->clientlen);
+    } else if (q->client && e->cfg->auth == MX_AUTH_NONE) {
         memcpy(c->client, q->client, q->clientlen);
         c->clientlen = q->clientlen;
     } else {
+        /* no token under auth jwt: an anonymous connection gets an id of
+         * its own, so it cannot reach anyone's exactly-once memory */
         unsigned char rnd[8];
         randombytes_buf(rnd, sizeof(rnd));
         memcpy(c->client, "anon-", 5);
@@ -443,6 +504,8 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
 
 static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
+    if (denied(e, c, q, MX_RIGHT_CREATE))
+        return;
     int err = 0;
     if (find_room(e, q->room, q->roomlen, &err)) {
         reply_error(e, c, q->has_id, q->id, MX_EROOM_EXISTS, "a room with this id already exists");
@@ -473,6 +536,8 @@ static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *
 
 static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
+    if (denied(e, c, q, MX_RIGHT_READ))
+        return;
     int err = 0;
     struct mx_room *r = find_room(e, q->room, q->roomlen, &err);
     if (!r && err != MX_ENO_SUCH_ROOM) {
@@ -487,6 +552,8 @@ static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_reques
             reply_error(e, c, q->has_id, q->id, MX_ENO_SUCH_ROOM, "no such room");
             return;
         }
+        if (denied(e, c, q, MX_RIGHT_CREATE))
+            return;
     }
     if (!(r && conn_subscribed(c, r)) && c->nrooms >= e->cfg->max_rooms_per_conn) {
         char msg[96];
@@ -616,6 +683,8 @@ static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
 
 static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
+    if (denied(e, c, q, MX_RIGHT_WRITE))
+        return;
     struct mx_room *r = existing_room(e, c, q);
     if (!r)
         return;
@@ -686,6 +755,8 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
 
 static void do_sync(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
+    if (denied(e, c, q, MX_RIGHT_READ))
+        return;
     struct mx_room *r = existing_room(e, c, q);
     if (r)
         reply_catch_up(e, c, q, r);
@@ -693,6 +764,8 @@ static void do_sync(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 
 static void do_get(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
+    if (denied(e, c, q, MX_RIGHT_READ))
+        return;
     struct mx_room *r = existing_room(e, c, q);
     if (r)
         reply_snapshot(e, c, q, r);
@@ -753,6 +826,14 @@ static int scan_id(const char *m, size_t len, uint64_t *id)
     return 0;
 }
 
+void mx_engine_refuse(mx_engine *e, struct mx_conn *c, const char *msg, size_t len, int err,
+                      const char *message)
+{
+    uint64_t id = 0;
+    int has_id = scan_id(msg, len, &id);
+    reply_error(e, c, has_id, id, err, message);
+}
+
 void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
 {
     e->stats.messages_in++;
@@ -794,6 +875,17 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     if (!c->hello && q.type != MX_REQ_HELLO) {
         reply_error(e, c, q.has_id, q.id, MX_EHELLO_FIRST, "the first message must be hello");
         goto done;
+    }
+    if (c->authed && c->token.exp) {
+        /* checked on every request, not only at hello */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if ((int64_t)ts.tv_sec > c->token.exp + e->cfg->auth_leeway_ms / 1000) {
+            e->stats.auth_failures++;
+            reply_error(e, c, q.has_id, q.id, MX_EUNAUTHORIZED, "the token expired");
+            c->close(c, MX_CLOSE_UNAUTHORIZED, "token expired");
+            goto done;
+        }
     }
     switch (q.type) {
     case MX_REQ_HELLO: do_hello(e, c, &q); break;

@@ -18,6 +18,7 @@
 
 #include "movexd/config.h"
 #include "movexd/engine.h"
+#include "movexd/jwt.h"
 #include "movexd/log.h"
 #include "movexd/server.h"
 #include "movexd/storage.h"
@@ -103,6 +104,30 @@ int main(int argc, char **argv)
     }
     mx_log_set_level(cfg.log_level);
 
+    struct mx_jwt_keys keys;
+    memset(&keys, 0, sizeof(keys));
+    if (cfg.auth == MX_AUTH_JWT) {
+        if (!cfg.auth_hs256_secret_file[0] && !cfg.auth_ed25519_public_key_file[0]) {
+            fprintf(stderr, "movexd: auth jwt needs auth_hs256_secret_file or auth_ed25519_public_key_file\n");
+            return 1;
+        }
+        if (mx_jwt_load_keys(&keys, cfg.auth_hs256_secret_file[0] ? cfg.auth_hs256_secret_file : NULL,
+                             cfg.auth_ed25519_public_key_file[0] ? cfg.auth_ed25519_public_key_file : NULL,
+                             err, sizeof(err))) {
+            fprintf(stderr, "movexd: %s\n", err);
+            return 1;
+        }
+    } else if (!mx_server_listen_is_loopback(&cfg)) {
+        if (!cfg.allow_insecure_listen) {
+            mx_err("event=refused reason=\"auth none on a non-loopback address (%s): anyone could read "
+                   "and write every room; set auth jwt, or allow_insecure_listen yes if you really mean it\"",
+                   cfg.listen_addr[0] ? cfg.listen_addr : "*");
+            return 1;
+        }
+        mx_warn("event=insecure reason=\"auth none on a non-loopback address: anyone who can reach this "
+                "port can read and write every room\"");
+    }
+
     const struct mx_storage *st = NULL;
     mx_map *rooms = NULL;
     if (mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof(err))) {
@@ -115,6 +140,8 @@ int main(int argc, char **argv)
         mx_err("event=start_failed reason=\"out of memory\"");
         return 2;
     }
+    mx_engine_set_keys(engine, &keys);
+    sodium_memzero(&keys, sizeof(keys));
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;

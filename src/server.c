@@ -19,9 +19,11 @@
 #include <time.h>
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/map.h"
 #include "movexd/session.h"
 #include "movexd/version.h"
 
@@ -153,6 +155,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_RECEIVE:
         return mx_session_receive(&p->u.sess, in, len);
+    case LWS_CALLBACK_TIMER:
+        return p && p->ws ? mx_session_timer(&p->u.sess) : 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return mx_session_writable(&p->u.sess);
     case LWS_CALLBACK_CLOSED:
@@ -182,11 +186,22 @@ static void lws_log_emit(int level, const char *line)
            "event=lws message=\"%.*s\"", (int)n, line);
 }
 
+int mx_server_listen_is_loopback(const struct mx_config *cfg)
+{
+    const char *a = cfg->listen_addr;
+    return !strncmp(a, "127.", 4) || !strcmp(a, "::1") || !strcmp(a, "localhost") || !strcmp(a, "lo");
+}
+
+static void free_count(void *p) { free(p); }
+
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e)
 {
     memset(s, 0, sizeof(*s));
     s->cfg = cfg;
     s->engine = e;
+    s->per_ip = mx_map_new();
+    if (!s->per_ip)
+        return -1;
     lws_set_log_level(LLL_ERR | (mx_log_enabled(MX_LOG_DEBUG) ? LLL_WARN : 0), lws_log_emit);
 
     struct lws_context_creation_info info;
@@ -203,6 +218,28 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
     info.options = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
     if (info.iface && strchr(info.iface, ':') == NULL)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* dead peers: lws pings after half the idle time without traffic and
+     * hangs up after all of it (browsers answer pings by themselves) */
+    static lws_retry_bo_t idle;
+    if (cfg->idle_timeout_ms > 0) {
+        int secs = (cfg->idle_timeout_ms + 999) / 1000;
+        idle.secs_since_valid_hangup = (uint16_t)(secs > 65535 ? 65535 : secs);
+        idle.secs_since_valid_ping = (uint16_t)(idle.secs_since_valid_hangup / 2 ? idle.secs_since_valid_hangup / 2 : 1);
+        info.retry_and_idle_policy = &idle;
+    }
+    if (cfg->tls_cert_file[0]) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert_file;
+        info.ssl_private_key_filepath = cfg->tls_key_file[0] ? cfg->tls_key_file : NULL;
+        info.ssl_ca_filepath = cfg->tls_chain_file[0] ? cfg->tls_chain_file : NULL;
+        /* TLS 1.2+ with forward-secret AEAD suites only; HTTP/1.1 (no h2) */
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE;
+        info.ssl_cipher_list = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                               "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                               "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+        info.alpn = "http/1.1";
+    }
     s->ctx = lws_create_context(&info);
     if (!s->ctx) {
         mx_err("event=listen_failed addr=%s port=%d", addr, cfg->listen_port);
@@ -216,8 +253,9 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
         s->ctx = NULL;
         return -1;
     }
-    mx_info("event=listening addr=%s port=%d ws=ws://%s:%d/ws", addr[0] ? addr : "*", s->port,
-            info.iface ? addr : "localhost", s->port);
+    const char *scheme = cfg->tls_cert_file[0] ? "wss" : "ws";
+    mx_info("event=listening addr=%s port=%d tls=%s ws=%s://%s:%d/ws", addr[0] ? addr : "*", s->port,
+            cfg->tls_cert_file[0] ? "on" : "off", scheme, info.iface ? addr : "localhost", s->port);
     return 0;
 }
 
@@ -299,4 +337,7 @@ void mx_server_destroy(struct mx_server *s)
     if (s->ctx)
         lws_context_destroy(s->ctx);
     s->ctx = NULL;
+    if (s->per_ip)
+        mx_map_free(s->per_ip, free_count);
+    s->per_ip = NULL;
 }

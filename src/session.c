@@ -12,11 +12,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libwebsockets.h>
 
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/map.h"
 #include "movexd/server.h"
 
 _Static_assert(MX_FRAME_PRE >= LWS_PRE, "frames need LWS_PRE bytes of headroom");
@@ -90,6 +92,51 @@ static void conn_close(struct mx_conn *c, int code, const char *reason)
     start_close(s, code, reason, code == 4008 || code == 1011);
 }
 
+/* The page's origin as the browser sends it ("https://host:port"), checked
+ * against allowed_origins; see docs/SECURITY.md for the default policy. */
+static int origin_allowed(struct mx_session *s)
+{
+    const struct mx_config *cfg = s->srv->cfg;
+    char origin[256], host[256];
+    int n = lws_hdr_copy(s->wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
+    if (n <= 0)
+        return 1; /* not a browser: Origin cannot be trusted or required */
+    if (cfg->allowed_origins[0]) {
+        const char *p = cfg->allowed_origins;
+        size_t olen = strlen(origin);
+        while (*p) {
+            p += strspn(p, ", ");
+            size_t len = strcspn(p, ", ");
+            if ((len == 1 && *p == '*') || (len == olen && !strncmp(p, origin, len)))
+                return 1;
+            p += len;
+        }
+        return 0;
+    }
+    if (mx_server_listen_is_loopback(cfg))
+        return 1;
+    /* default off loopback: same origin only (Origin's host equals Host) */
+    if (lws_hdr_copy(s->wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+        return 0;
+    const char *h = strstr(origin, "://");
+    return h && !strcmp(h + 3, host);
+}
+
+static unsigned *ip_count(struct mx_session *s, int create)
+{
+    mx_map *m = s->srv->per_ip;
+    size_t len = strlen(s->peer);
+    unsigned *c = mx_map_get(m, s->peer, len);
+    if (!c && create) {
+        c = calloc(1, sizeof(*c));
+        if (c && mx_map_put(m, s->peer, len, c)) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
 void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *wsi)
 {
     memset(s, 0, sizeof(*s));
@@ -102,11 +149,33 @@ void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *ws
     mx_engine_conn_open(srv->engine, &s->conn);
     s->opened = 1;
 
+    s->tokens = (double)srv->cfg->rate_burst;
+    s->refill_us = (uint64_t)lws_now_usecs();
+
     char uri[64];
     int n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
     if (n <= 0 || strcmp(uri, "/ws") != 0) {
         start_close(s, 1008, "the WebSocket endpoint is /ws", 0);
         return;
+    }
+    if (!origin_allowed(s)) {
+        srv->origin_refusals++;
+        mx_warn("event=origin_refused");
+        start_close(s, 4003, "origin not allowed", 1);
+        return;
+    }
+    lws_get_peer_simple(wsi, s->peer, sizeof(s->peer));
+    unsigned *cnt = ip_count(s, 1);
+    if (cnt) {
+        (*cnt)++;
+        s->counted = 1;
+        if (*cnt > srv->cfg->max_connections_per_ip) {
+            srv->ip_refusals++;
+            mx_warn("event=too_many_connections_from_address peer=%s limit=%zu", s->peer,
+                    srv->cfg->max_connections_per_ip);
+            start_close(s, 1013, "too many connections from this address", 1);
+            return;
+        }
     }
     int secs = (srv->cfg->hello_timeout_ms + 999) / 1000;
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs > 0 ? secs : 1);
@@ -151,10 +220,39 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
                              "binary frames are not accepted; send text (UTF-8 JSON)");
         return 0;
     }
+    /* token bucket: rate_messages_per_sec, bursts up to rate_burst */
+    const struct mx_config *cfg = s->srv->cfg;
+    uint64_t now = (uint64_t)lws_now_usecs();
+    s->tokens += (double)(now - s->refill_us) * (double)cfg->rate_messages_per_sec / 1e6;
+    if (s->tokens > (double)cfg->rate_burst)
+        s->tokens = (double)cfg->rate_burst;
+    s->refill_us = now;
+    if (s->tokens < 1) {
+        s->srv->rate_limited++;
+        if (++s->limited_in_row > cfg->rate_close_after) {
+            s->srv->rate_closes++;
+            mx_warn("event=rate_limit_close client=%s", s->conn.clientlen ? s->conn.client : "-");
+            start_close(s, 4029, "message rate limit exceeded", 1);
+            return 0;
+        }
+        mx_engine_refuse(s->srv->engine, &s->conn, s->rx, mlen, MX_ERATE_LIMITED,
+                         "too many messages; slow down");
+        return 0;
+    }
+    s->tokens -= 1;
+    s->limited_in_row = 0;
     int had_hello = s->conn.hello;
     mx_engine_handle(s->srv->engine, &s->conn, s->rx, mlen);
-    if (!had_hello && s->conn.hello)
+    if (!had_hello && s->conn.hello) {
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        if (s->conn.authed && s->conn.token.exp) {
+            /* close when the token expires, even if the client goes quiet */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t left = s->conn.token.exp + cfg->auth_leeway_ms / 1000 - (int64_t)ts.tv_sec;
+            lws_set_timer_usecs(wsi, (lws_usec_t)(left > 0 ? left : 0) * LWS_US_PER_SEC + 1000);
+        }
+    }
     /* keep big buffers from lingering on idle connections */
     if (s->rxcap > 65536) {
         free(s->rx);
@@ -188,8 +286,29 @@ int mx_session_writable(struct mx_session *s)
     return 0;
 }
 
+int mx_session_timer(struct mx_session *s)
+{
+    if (s->conn.authed && s->conn.token.exp) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if ((int64_t)ts.tv_sec > s->conn.token.exp + s->srv->cfg->auth_leeway_ms / 1000) {
+            mx_info("event=token_expired client=%s", s->conn.client);
+            start_close(s, MX_CLOSE_UNAUTHORIZED, "token expired", 0);
+        } else {
+            lws_set_timer_usecs(s->wsi, LWS_US_PER_SEC); /* clock stepped: look again */
+        }
+    }
+    return 0;
+}
+
 void mx_session_closed(struct mx_session *s)
 {
+    if (s->counted) {
+        unsigned *cnt = ip_count(s, 0);
+        if (cnt && --*cnt == 0)
+            free(mx_map_del(s->srv->per_ip, s->peer, strlen(s->peer)));
+        s->counted = 0;
+    }
     if (s->opened)
         mx_engine_conn_closed(s->srv->engine, &s->conn);
     s->opened = 0;

@@ -14,7 +14,7 @@ static int mem_reject(void *ctx, struct mx_room *r, const char *c, size_t cl, co
 static int mem_deleted(void *ctx, struct mx_room *r) { return 0; }
 static int mem_flush(void *ctx) { return 0; }
 static int mem_load(void *ctx, const char *id, size_t len, struct mx_room **out) { return MX_ENO_SUCH_ROOM; }
-static int mem_evict(void *ctx, struct mx_room *r) { return MX_EUNAVAILABLE; /* nowhere to keep it */ }
+static size_t mem_evict(void *ctx, struct mx_room **r, size_t n) { return 0; /* nowhere to keep them */ }
 static void mem_after_commit(void *ctx, mx_map *rooms) {}
 static int mem_tick(void *ctx) { return 0; }
 static void mem_stats(void *ctx, struct mx_storage_stats *out) { *out = (struct mx_storage_stats){0}; }

@@ -280,6 +280,8 @@ static int ready_for_snapshots(struct wal_st *s)
     return mx_wal_sync(s->wal) == 0;
 }
 
+static uint64_t snapshot_all_dirty(struct wal_st *s, mx_map *rooms, uint64_t limit);
+
 static void st_after_commit(void *ctx, mx_map *rooms)
 {
     struct wal_st *s = ctx;
@@ -295,32 +297,106 @@ static void st_after_commit(void *ctx, mx_map *rooms)
         return;
     /* WAL over its bound: snapshot every dirty room, then drop the
      * segments no remaining record needs. */
-    size_t it = 0, len;
-    const char *key;
-    void *val;
-    uint64_t keep = mx_wal_next_lsn(s->wal);
-    while (mx_map_next(rooms, &it, &key, &len, &val)) {
-        struct mx_room *r = val;
-        if (r->disk_first_lsn && write_snapshot(s, r))
-            keep = r->disk_first_lsn < keep ? r->disk_first_lsn : keep;
-    }
+    uint64_t keep = snapshot_all_dirty(s, rooms, mx_wal_next_lsn(s->wal));
     int n = mx_wal_remove_before(s->wal, keep);
     mx_info("event=checkpoint segments_removed=%d wal_bytes=%llu", n,
             (unsigned long long)mx_wal_disk_bytes(s->wal));
 }
 
-static int st_evict(void *ctx, struct mx_room *r)
+/* Snapshot every dirty room of rooms[0..n) as one batch (the WAL must be
+ * synced: ready_for_snapshots). Returns how many, from the first on, are
+ * now loadable from disk. */
+static size_t snapshot_batch(struct wal_st *s, struct mx_room **rooms, size_t n)
+{
+    uint64_t lsn = mx_wal_next_lsn(s->wal) - 1;
+    char **names = calloc(n, sizeof(char *));
+    const void **payloads = calloc(n, sizeof(void *));
+    size_t *lens = calloc(n, sizeof(size_t));
+    mx_buf *bufs = calloc(n, sizeof(mx_buf));
+    size_t ndirty = 0, ok = 0;
+    if (!names || !payloads || !lens || !bufs)
+        goto out;
+    /* dirty rooms need a snapshot; clean ones are loadable already */
+    size_t upto = 0;
+    for (; upto < n; upto++) {
+        struct mx_room *r = rooms[upto];
+        if (!r->disk_first_lsn && !r->disk_records)
+            continue;
+        mx_buf_init(&bufs[ndirty], 0);
+        names[ndirty] = malloc(MX_ROOM_ID_MAX + 8);
+        if (!names[ndirty] || mx_snapshot_encode(r, lsn, &bufs[ndirty])) {
+            mx_buf_free(&bufs[ndirty]);
+            free(names[ndirty]);
+            names[ndirty] = NULL;
+            break;
+        }
+        snap_name(r, names[ndirty], MX_ROOM_ID_MAX + 8);
+        payloads[ndirty] = mx_buf_data(&bufs[ndirty]);
+        lens[ndirty] = bufs[ndirty].len;
+        ndirty++;
+    }
+    char err[300];
+    size_t written = ndirty ? (size_t)mx_atomic_write_many(s->snapdir, ndirty, names, MX_SNAPSHOT_MAGIC,
+                                                           payloads, lens, err, sizeof(err))
+                            : 0;
+    size_t d = 0;
+    for (; ok < upto; ok++) {
+        struct mx_room *r = rooms[ok];
+        if (!r->disk_first_lsn && !r->disk_records) {
+            unqueue_due(s, r);
+            continue;
+        }
+        if (d >= written)
+            break;
+        s->st.snapshots_written++;
+        s->st.snapshot_bytes += lens[d];
+        r->disk_first_lsn = 0;
+        r->disk_records = 0;
+        r->disk_snap_lsn = lsn;
+        unqueue_due(s, r);
+        d++;
+    }
+out:
+    for (size_t i = 0; bufs && i < ndirty; i++) {
+        mx_buf_free(&bufs[i]);
+        free(names[i]);
+    }
+    free(names);
+    free(payloads);
+    free(lens);
+    free(bufs);
+    return ok;
+}
+
+static size_t st_evict(void *ctx, struct mx_room **rooms, size_t n)
 {
     struct wal_st *s = ctx;
-    if (r->disk_first_lsn || r->disk_records) {
-        if (!ready_for_snapshots(s))
-            return MX_EUNAVAILABLE;
-        int rc = write_snapshot(s, r);
-        if (rc)
-            return rc;
+    return ready_for_snapshots(s) ? snapshot_batch(s, rooms, n) : 0;
+}
+
+/* Snapshot every dirty room in the map, in batches. Returns the lowest
+ * disk_first_lsn left among rooms that could not be written (or limit). */
+static uint64_t snapshot_all_dirty(struct wal_st *s, mx_map *rooms, uint64_t limit)
+{
+    enum { BATCH = 512 };
+    struct mx_room *batch[BATCH];
+    size_t n = 0, it = 0, len;
+    const char *key;
+    void *val;
+    uint64_t keep = limit;
+    for (int more = 1; more;) {
+        more = mx_map_next(rooms, &it, &key, &len, &val);
+        if (more && ((struct mx_room *)val)->disk_first_lsn)
+            batch[n++] = val;
+        if (n == BATCH || (!more && n)) {
+            size_t done = snapshot_batch(s, batch, n);
+            for (size_t i = done; i < n; i++)
+                if (batch[i]->disk_first_lsn && batch[i]->disk_first_lsn < keep)
+                    keep = batch[i]->disk_first_lsn;
+            n = 0;
+        }
     }
-    unqueue_due(s, r);
-    return 0;
+    return keep;
 }
 
 static int st_load(void *ctx, const char *id, size_t len, struct mx_room **out)
@@ -360,16 +436,8 @@ static void st_stats(void *ctx, struct mx_storage_stats *out)
 static void st_close(void *ctx, mx_map *rooms)
 {
     struct wal_st *s = ctx;
-    if (rooms && st_flush(s) == 0 && ready_for_snapshots(s)) {
-        size_t it = 0, len;
-        const char *key;
-        void *val;
-        while (mx_map_next(rooms, &it, &key, &len, &val)) {
-            struct mx_room *r = val;
-            if (r->disk_first_lsn)
-                write_snapshot(s, r);
-        }
-    }
+    if (rooms && st_flush(s) == 0 && ready_for_snapshots(s))
+        snapshot_all_dirty(s, rooms, 0);
     mx_wal_close(s->wal);
     for (size_t i = 0; i < s->nunlink; i++)
         free(s->unlink_after_flush[i]);

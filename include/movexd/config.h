@@ -23,6 +23,14 @@
 
 enum mx_log_level { MX_LOG_ERROR = 0, MX_LOG_WARN, MX_LOG_INFO, MX_LOG_DEBUG };
 enum mx_fsync_policy { MX_FSYNC_ALWAYS = 0, MX_FSYNC_EVERYSEC, MX_FSYNC_NO };
+enum mx_auth_mode { MX_AUTH_NONE = 0, MX_AUTH_JWT };
+
+/* Rights on a room (also used by jwt.h). */
+#ifndef MX_RIGHT_READ
+#define MX_RIGHT_READ 1u   /* subscribe, sync, get */
+#define MX_RIGHT_WRITE 2u  /* action */
+#define MX_RIGHT_CREATE 4u /* create, subscribe that creates */
+#endif
 
 struct mx_room_type {
     char name[MX_ROOM_TYPE_MAX + 1]; /* "default" for the default block */
@@ -31,6 +39,8 @@ struct mx_room_type {
     size_t max_state_bytes;          /* serialized state bound; 0 = none */
     int create_on_subscribe;         /* subscribe to a missing room creates it with {} */
     size_t max_ops;                  /* operations per patch action; 0 = none */
+    unsigned anonymous;              /* rights without a token (auth jwt) */
+    unsigned authenticated;          /* rights every valid token adds */
 };
 
 struct mx_config {
@@ -54,6 +64,22 @@ struct mx_config {
     size_t wal_segment_bytes;  /* preallocated size of one WAL segment */
     size_t wal_max_bytes;      /* past this, dirty rooms are snapshotted and old segments deleted */
     int evict_idle_ms;         /* rooms without subscribers idle this long leave memory; 0 = never */
+
+    /* security */
+    enum mx_auth_mode auth;
+    char auth_hs256_secret_file[1024];
+    char auth_ed25519_public_key_file[1024];
+    int auth_leeway_ms;          /* clock skew allowed on exp/nbf */
+    int allow_insecure_listen;   /* auth none on a non-loopback address */
+    char allowed_origins[2048];  /* space/comma separated; "" = see docs/SECURITY.md */
+    size_t max_connections_per_ip;
+    size_t rate_messages_per_sec; /* token bucket refill per connection */
+    size_t rate_burst;            /* bucket size */
+    size_t rate_close_after;      /* rate-limited messages in a row before close 4029 */
+    int idle_timeout_ms;          /* no traffic (incl. pongs) this long: close; 0 = never */
+    char tls_cert_file[1024];
+    char tls_key_file[1024];
+    char tls_chain_file[1024];
 
     struct mx_room_type def;   /* the `room default` block (or built-in defaults) */
     struct mx_room_type *types;/* named blocks */

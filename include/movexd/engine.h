@@ -18,6 +18,7 @@
 
 #include "movexd/config.h"
 #include "movexd/frame.h"
+#include "movexd/jwt.h"
 #include "movexd/map.h"
 #include "movexd/proto.h"
 #include "movexd/storage.h"
@@ -40,12 +41,17 @@ struct mx_conn {
     struct mx_room **rooms; /* subscriptions */
     size_t nrooms, caprooms;
     size_t pending; /* outbox entries addressed to this connection */
+    int authed;             /* auth jwt: hello carried a valid token */
+    struct mx_token token;  /* its claims (sub, exp, grants) */
 };
+
+/* Close codes the engine asks for. */
+#define MX_CLOSE_UNAUTHORIZED 4001 /* bad token at hello, or the token expired */
 
 struct mx_engine_stats {
     uint64_t rooms, connections;
     uint64_t actions_applied, actions_rejected, actions_duplicate;
-    uint64_t actions_unavailable, rooms_evicted;
+    uint64_t actions_unavailable, rooms_evicted, auth_failures, forbidden;
     uint64_t messages_in, errors_sent;
 };
 
@@ -60,6 +66,11 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c);
 /* Handle one complete inbound text message. Replies are queued in the
  * outbox; nothing is delivered until mx_engine_commit(). */
 void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len);
+
+/* Refuse a message without handling it (rate limit): an error reply that
+ * echoes the message's top-level id when it has one. */
+void mx_engine_refuse(mx_engine *e, struct mx_conn *c, const char *msg, size_t len, int err,
+                      const char *message);
 
 /* Queue an error reply (used by the edge for frames it refuses itself). */
 void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *message);
@@ -87,6 +98,9 @@ void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out);
 
 /* Welcome limits as a JSON object text (for tests and the welcome message). */
 const struct mx_config *mx_engine_config(const mx_engine *e);
+
+/* Keys for verifying tokens (auth jwt); copied. */
+void mx_engine_set_keys(mx_engine *e, const struct mx_jwt_keys *keys);
 
 /* Look a room up (tests, admin). */
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len);

@@ -20,12 +20,17 @@ struct mx_server {
     uint64_t too_large_closes;
     volatile int stop;
     int tick_due;
+    void *per_ip; /* mx_map: peer address -> connection count */
+    uint64_t origin_refusals, ip_refusals, rate_limited, rate_closes;
     uint64_t disk_failing_since_ms; /* 0 while storage flushes succeed */
 };
 
 /* How long acks may stay held by a failing disk before the daemon gives up
  * and exits (for the supervisor to restart it and recover from disk). */
 #define MX_DISK_FAIL_EXIT_MS 60000
+
+/* 1 when the listen address is loopback only (127.0.0.0/8, ::1, localhost). */
+int mx_server_listen_is_loopback(const struct mx_config *cfg);
 
 /* Create the context and start listening. 0 or -1 (logged). */
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e);

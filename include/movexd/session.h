@@ -26,6 +26,12 @@ struct mx_session {
     size_t qhead, qlen, qcap;
     size_t qbytes;
 
+    char peer[64];  /* remote address, for the per-address connection count */
+    int counted;    /* counted in srv->per_ip */
+    double tokens;  /* rate limit bucket */
+    uint64_t refill_us;
+    size_t limited_in_row;
+
     int closing; /* no more sends; close with close_code when drained */
     int close_code;
     char close_reason[100];
@@ -37,5 +43,7 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len);
 /* The socket can take more; returns -1 when the connection must close now. */
 int mx_session_writable(struct mx_session *s);
 void mx_session_closed(struct mx_session *s);
+/* The per-connection timer fired (token expiry). */
+int mx_session_timer(struct mx_session *s);
 
 #endif

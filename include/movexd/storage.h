@@ -63,9 +63,10 @@ struct mx_storage {
     /* A room that is not in memory: 0 with *out, MX_ENO_SUCH_ROOM, or an
      * error (logged). */
     int (*load)(void *ctx, const char *id, size_t len, struct mx_room **out);
-    /* r is about to leave memory: make it loadable. 0 or an error (then it
-     * stays in memory). */
-    int (*evict)(void *ctx, struct mx_room *r);
+    /* rooms are about to leave memory: make them loadable (one batch of
+     * snapshot writes). Returns how many of them, from the first on, may
+     * go; the others stay in memory. */
+    size_t (*evict)(void *ctx, struct mx_room **rooms, size_t n);
     /* After a successful flush: write due snapshots, bound the WAL. */
     void (*after_commit)(void *ctx, mx_map *rooms);
     /* About once a second (everysec fsync). Returns as flush. */

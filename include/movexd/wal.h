@@ -147,6 +147,13 @@ void mx_wal_reader_close(mx_wal_reader *r);
  * replaced but not known durable; retrying is safe, it writes a new file. */
 int mx_atomic_write(const char *dir, const char *name, const char magic[8], const void *payload,
                     size_t len, char *err, size_t errlen);
+/* Write n such files in DIR sharing the syncs (one syncfs, one directory
+ * fsync): for evicting many rooms at once. Returns how many were made
+ * durable, in order (all, or fewer after an error, which is logged and put
+ * in err). */
+int mx_atomic_write_many(const char *dir, size_t n, char *const names[], const char magic[8],
+                         const void *const payloads[], const size_t lens[], char *err, size_t errlen);
+
 /* Read and verify such a file. Returns 0 with *payload (malloc'd, caller
  * frees) or a negative mx_err: MX_ENO_SUCH_ROOM when the file does not
  * exist, MX_EINTERNAL on a bad magic/length/crc (err names file). */

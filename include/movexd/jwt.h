@@ -1,0 +1,82 @@
+/* jwt.h - JSON Web Tokens (RFC 7519) as movexd accepts them: compact JWS
+ * with alg HS256 (HMAC-SHA-256, shared secret) or EdDSA (Ed25519 public
+ * key). Everything else - alg "none", other algorithms, bad signatures,
+ * malformed parts - is refused. Claims used: sub (the client id), exp and
+ * nbf (with leeway), and "movex": {"rooms": [{"match": PATTERN, "rights":
+ * ["read","write","create"]}, ...]} granting rooms by pattern.
+ *
+ * Patterns: a room id where '*' matches any run of characters (possibly
+ * empty), e.g. "todo:*", "*", "chat:team-*". Rights: read (subscribe, sync,
+ * get), write (action), create (create; subscribe that creates a missing
+ * room needs create too).
+ */
+#ifndef MOVEXD_JWT_H
+#define MOVEXD_JWT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/config.h" /* MX_RIGHT_* */
+
+struct mx_grant {
+    char *pattern;   /* owned */
+    unsigned rights; /* MX_RIGHT_* bits */
+};
+
+struct mx_token {
+    char sub[129];   /* validated like a client id: 1..128 of [A-Za-z0-9_.:@-] */
+    int64_t exp;     /* seconds since the epoch; 0 = none */
+    int64_t nbf;     /* 0 = none */
+    struct mx_grant *grants;
+    size_t ngrants;
+};
+
+/* Verification keys (any may be absent). */
+struct mx_jwt_keys {
+    unsigned char hs256[128]; /* shared secret */
+    size_t hs256_len;         /* 0 = HS256 not accepted */
+    unsigned char ed25519[32];/* public key */
+    int has_ed25519;
+};
+
+/* Verify a compact token and decode its claims. The header must have alg
+ * exactly "HS256" or "EdDSA" with that alg's own key configured (never a
+ * fallback to the other), typ absent or "JWT", and no crit; base64url must
+ * be unpadded and canonical. now: seconds since the
+ * epoch; leeway: seconds allowed for exp/nbf clock skew (negative counts as
+ * 0): refused if now > exp + leeway or now + leeway < nbf. exp/nbf may be
+ * integers or reals; out->exp is stored rounded down and out->nbf rounded
+ * up, so re-checking the stored values later gives the same answer.
+ * Returns 0, or MX_EUNAUTHORIZED (MX_ENOMEM if the grant list cannot be
+ * allocated) with a short fixed reason in why ("bad signature", "expired",
+ * "alg none is not accepted", ...) that never contains the token, claim
+ * values or key material; why may be NULL. On failure *out is all zero and
+ * needs no mx_token_free; on success it must be released with mx_token_free.
+ * Tokens longer than 8 KiB are refused. Unknown claims are ignored, and so
+ * are unknown members of "movex"; an unknown right or an unknown member of
+ * a grant object refuses the token (it might be meant to narrow the grant).
+ * Nothing checks iss/aud: keys must not be shared with other services. */
+int mx_jwt_verify(const char *token, size_t len, const struct mx_jwt_keys *keys, int64_t now,
+                  int64_t leeway, struct mx_token *out, char *why, size_t whylen);
+void mx_token_free(struct mx_token *t);
+
+/* Rights the token grants on a room id (union over matching grants). */
+unsigned mx_token_rights(const struct mx_token *t, const char *room, size_t len);
+
+/* '*' glob match of a room id (len bytes) against a NUL-terminated
+ * pattern; every other byte matches itself. O(strlen(pattern) * len) at
+ * worst, never exponential. "" matches only "". */
+int mx_pattern_match(const char *pattern, const char *s, size_t len);
+
+/* Load keys from files (conf: auth_hs256_secret_file, auth_ed25519_public_key_file).
+ * Secret file: the raw secret bytes (trailing newline stripped), 32..128 bytes.
+ * Public key file: 32 raw bytes, or 64 hex characters, or base64/base64url
+ * of the 32 bytes, or a PEM "PUBLIC KEY" (SubjectPublicKeyInfo for Ed25519).
+ * Either path may be NULL. The Ed25519 key must be a valid point (not of
+ * small order). *keys is cleared first and again on error (the secret
+ * wiped), so a failed load configures nothing. Returns 0 or -1 with err
+ * naming the file. */
+int mx_jwt_load_keys(struct mx_jwt_keys *keys, const char *hs256_file, const char *ed25519_file,
+                     char *err, size_t errlen);
+
+#endif

@@ -694,10 +694,10 @@ static void suggest(char *out, size_t len, const char *key, size_t kl, const str
 
 static void key_list(char *out, size_t len, const struct key *keys, size_t n)
 {
-    const char *names[16];
-    for (size_t i = 0; i < n && i < 16; i++)
+    const char *names[64];
+    for (size_t i = 0; i < n && i < 64; i++)
         names[i] = keys[i].name;
-    join_names(out, len, names, n < 16 ? n : 16);
+    join_names(out, len, names, n < 64 ? n : 64);
 }
 
 static bool type_char(char ch) { return host_char(ch); }
@@ -731,7 +731,7 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
     enum { NONE, DEFAULT, NAMED } block = NONE;
     size_t cur = 0, block_line = 0;
 
-    char val[VALUE_MAX + 1], why[512], hint[64], list[256];
+    char val[VALUE_MAX + 1], why[512], hint[64], list[1024];
     size_t line = 0;
 
     mx_config_defaults(&tmp);

@@ -114,6 +114,26 @@ const struct mx_config *mx_engine_config(const mx_engine *e) { return e->cfg; }
 
 void mx_engine_set_keys(mx_engine *e, const struct mx_jwt_keys *keys) { e->keys = *keys; }
 
+void mx_engine_config_changed(mx_engine *e)
+{
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(e->rooms, &it, &key, &len, &val)) {
+        struct mx_room *r = val;
+        size_t tl = mx_proto_room_type_len(r->id, r->idlen);
+        char type[MX_ROOM_TYPE_MAX + 1];
+        memcpy(type, r->id, tl);
+        type[tl] = '\0';
+        const struct mx_room_type *t = mx_config_room_type(e->cfg, type, tl);
+        char reducer[sizeof(r->type.reducer)];
+        memcpy(reducer, r->type.reducer, sizeof(reducer));
+        r->type = *t;
+        memcpy(r->type.reducer, reducer, sizeof(reducer));
+        mx_oplog_set_capacity(r->log, t->history);
+    }
+}
+
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len)
 {
     return mx_map_get(e->rooms, id, len);

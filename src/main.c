@@ -1,11 +1,16 @@
-/* main.c - command line, configuration, signals and exit codes.
+/* main.c - command line, configuration, signals, reload and exit codes.
  *
  *   movexd -c FILE            run with FILE
  *   movexd -t -c FILE         check FILE and exit 0 (ok) or 1 (error)
  *   --listen ADDR:PORT, --data-dir DIR, --log-level LEVEL override the conf
  *
+ * Signals only set flags (the loop acts on them): SIGINT/SIGTERM stop,
+ * SIGHUP re-reads the conf, keys and certificates. A conf that fails to
+ * load on reload is refused with a logged reason and the running one stays.
+ *
  * Exit codes: 0 clean stop, 1 bad configuration or usage, 2 start-up
- * failure (cannot listen, storage cannot recover), 3 fatal runtime error.
+ * failure (cannot listen, storage cannot recover), 3 fatal runtime error
+ * (durability can no longer be guaranteed).
  */
 #include <getopt.h>
 #include <signal.h>
@@ -25,11 +30,23 @@
 #include "movexd/version.h"
 
 static struct mx_server server;
+static struct mx_config cfg; /* the running configuration; everything points here */
+static mx_engine *engine;
 
-static void on_signal(int sig)
+/* command line */
+static const char *conf_path, *opt_listen, *opt_data_dir, *opt_log_level;
+
+static void on_stop(int sig)
 {
     (void)sig;
     server.stop = 1;
+    mx_server_wake(&server);
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    server.reload = 1;
     mx_server_wake(&server);
 }
 
@@ -43,7 +60,94 @@ static void usage(FILE *f)
             "      --data-dir DIR     data directory, overrides `data_dir`\n"
             "      --log-level LEVEL  error|warn|info|debug, overrides `log_level`\n"
             "  -h, --help             this text\n"
-            "  -V, --version          print the version\n");
+            "  -V, --version          print the version\n"
+            "signals: SIGTERM/SIGINT stop cleanly, SIGHUP reloads the configuration\n");
+}
+
+/* Defaults, then the conf file, then the command line. 0, or -1 with err. */
+static int load_config(struct mx_config *c, char *err, size_t errlen)
+{
+    mx_config_defaults(c);
+    if (conf_path && mx_config_load(c, conf_path, err, errlen))
+        return -1;
+    if (opt_listen && mx_config_set_listen(c, opt_listen)) {
+        snprintf(err, errlen, "--listen: expected ADDR:PORT, got '%s'", opt_listen);
+        return -1;
+    }
+    if (opt_data_dir)
+        snprintf(c->data_dir, sizeof(c->data_dir), "%s", opt_data_dir);
+    if (opt_log_level && mx_config_parse_log_level(opt_log_level, &c->log_level)) {
+        snprintf(err, errlen, "--log-level: expected error|warn|info|debug, got '%s'", opt_log_level);
+        return -1;
+    }
+    return 0;
+}
+
+/* Token keys for c (auth jwt). 0, or -1 with err. */
+static int load_keys(const struct mx_config *c, struct mx_jwt_keys *keys, char *err, size_t errlen)
+{
+    memset(keys, 0, sizeof(*keys));
+    if (c->auth != MX_AUTH_JWT)
+        return 0;
+    if (!c->auth_hs256_secret_file[0] && !c->auth_ed25519_public_key_file[0]) {
+        snprintf(err, errlen, "auth jwt needs auth_hs256_secret_file or auth_ed25519_public_key_file");
+        return -1;
+    }
+    return mx_jwt_load_keys(keys, c->auth_hs256_secret_file[0] ? c->auth_hs256_secret_file : NULL,
+                            c->auth_ed25519_public_key_file[0] ? c->auth_ed25519_public_key_file : NULL,
+                            err, errlen);
+}
+
+/* Settings bound to what was set up at start (the listening socket, the
+ * data directory, the TLS context, the meaning of existing connections):
+ * a reload keeps the running values and says a restart is needed. */
+static void keep_fixed(struct mx_config *next, const struct mx_config *cur)
+{
+#define KEEP_STR(f)                                                            \
+    if (strcmp(next->f, cur->f)) {                                             \
+        mx_warn("event=reload_ignored key=" #f " note=\"needs a restart\"");   \
+        memcpy(next->f, cur->f, sizeof(next->f));                              \
+    }
+#define KEEP_VAL(f)                                                            \
+    if (next->f != cur->f) {                                                   \
+        mx_warn("event=reload_ignored key=" #f " note=\"needs a restart\"");   \
+        next->f = cur->f;                                                      \
+    }
+    KEEP_STR(listen_addr)
+    KEEP_VAL(listen_port)
+    KEEP_STR(data_dir)
+    KEEP_VAL(fsync)
+    KEEP_VAL(wal_segment_bytes)
+    KEEP_VAL(auth)
+    KEEP_STR(tls_cert_file)
+    KEEP_STR(tls_key_file)
+    KEEP_STR(tls_chain_file)
+    KEEP_VAL(dedup_window)
+#undef KEEP_STR
+#undef KEEP_VAL
+}
+
+static void reload(struct mx_server *s)
+{
+    static struct mx_config next;
+    char err[2048];
+    struct mx_jwt_keys keys;
+    mx_info("event=reload config=%s", conf_path ? conf_path : "(defaults)");
+    if (load_config(&next, err, sizeof(err)) || load_keys(&next, &keys, err, sizeof(err))) {
+        mx_err("event=reload_refused reason=\"%s\" note=\"the running configuration stays\"", err);
+        mx_config_free(&next);
+        return;
+    }
+    keep_fixed(&next, &cfg);
+    mx_config_free(&cfg);
+    cfg = next; /* the engine, server and storage read cfg through pointers */
+    memset(&next, 0, sizeof(next));
+    mx_log_set_level(cfg.log_level);
+    mx_engine_set_keys(engine, &keys);
+    sodium_memzero(&keys, sizeof(keys));
+    mx_engine_config_changed(engine);
+    mx_server_reload_tls(s);
+    mx_info("event=reloaded config=%s", conf_path ? conf_path : "(defaults)");
 }
 
 int main(int argc, char **argv)
@@ -55,15 +159,14 @@ int main(int argc, char **argv)
         {"log-level", required_argument, 0, OPT_LOG_LEVEL}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},        {0, 0, 0, 0},
     };
-    const char *conf_path = NULL, *listen = NULL, *data_dir = NULL, *log_level = NULL;
     int test_only = 0, ch;
     while ((ch = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': conf_path = optarg; break;
         case 't': test_only = 1; break;
-        case OPT_LISTEN: listen = optarg; break;
-        case OPT_DATA_DIR: data_dir = optarg; break;
-        case OPT_LOG_LEVEL: log_level = optarg; break;
+        case OPT_LISTEN: opt_listen = optarg; break;
+        case OPT_DATA_DIR: opt_data_dir = optarg; break;
+        case OPT_LOG_LEVEL: opt_log_level = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("movexd %s\n", MOVEXD_VERSION); return 0;
         default: usage(stderr); return 1;
@@ -79,54 +182,32 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    static struct mx_config cfg;
-    char err[512];
-    mx_config_defaults(&cfg);
-    if (conf_path && mx_config_load(&cfg, conf_path, err, sizeof(err))) {
+    char err[2048];
+    struct mx_jwt_keys keys;
+    if (load_config(&cfg, err, sizeof(err)) || load_keys(&cfg, &keys, err, sizeof(err))) {
         fprintf(stderr, "movexd: %s\n", err);
         mx_config_free(&cfg);
         return 1;
     }
-    if (listen && mx_config_set_listen(&cfg, listen)) {
-        fprintf(stderr, "movexd: --listen: expected ADDR:PORT, got '%s'\n", listen);
-        return 1;
-    }
-    if (data_dir)
-        snprintf(cfg.data_dir, sizeof(cfg.data_dir), "%s", data_dir);
-    if (log_level && mx_config_parse_log_level(log_level, &cfg.log_level)) {
-        fprintf(stderr, "movexd: --log-level: expected error|warn|info|debug, got '%s'\n", log_level);
+    if (cfg.auth == MX_AUTH_NONE && !mx_server_listen_is_loopback(&cfg) && !cfg.allow_insecure_listen) {
+        fprintf(stderr,
+                "movexd: refusing to listen on %s with auth none: anyone who can reach the port could "
+                "read and write every room. Set `auth jwt` (docs/SECURITY.md), or "
+                "`allow_insecure_listen yes` if you really mean it.\n",
+                cfg.listen_addr[0] ? cfg.listen_addr : "every address");
+        mx_config_free(&cfg);
         return 1;
     }
     if (test_only) {
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
+        sodium_memzero(&keys, sizeof(keys));
         mx_config_free(&cfg);
         return 0;
     }
     mx_log_set_level(cfg.log_level);
-
-    struct mx_jwt_keys keys;
-    memset(&keys, 0, sizeof(keys));
-    if (cfg.auth == MX_AUTH_JWT) {
-        if (!cfg.auth_hs256_secret_file[0] && !cfg.auth_ed25519_public_key_file[0]) {
-            fprintf(stderr, "movexd: auth jwt needs auth_hs256_secret_file or auth_ed25519_public_key_file\n");
-            return 1;
-        }
-        if (mx_jwt_load_keys(&keys, cfg.auth_hs256_secret_file[0] ? cfg.auth_hs256_secret_file : NULL,
-                             cfg.auth_ed25519_public_key_file[0] ? cfg.auth_ed25519_public_key_file : NULL,
-                             err, sizeof(err))) {
-            fprintf(stderr, "movexd: %s\n", err);
-            return 1;
-        }
-    } else if (!mx_server_listen_is_loopback(&cfg)) {
-        if (!cfg.allow_insecure_listen) {
-            mx_err("event=refused reason=\"auth none on a non-loopback address (%s): anyone could read "
-                   "and write every room; set auth jwt, or allow_insecure_listen yes if you really mean it\"",
-                   cfg.listen_addr[0] ? cfg.listen_addr : "*");
-            return 1;
-        }
-        mx_warn("event=insecure reason=\"auth none on a non-loopback address: anyone who can reach this "
-                "port can read and write every room\"");
-    }
+    if (cfg.auth == MX_AUTH_NONE && !mx_server_listen_is_loopback(&cfg))
+        mx_warn("event=insecure reason=\"auth none on a non-loopback address: anyone who can reach "
+                "this port can read and write every room\"");
 
     const struct mx_storage *st = NULL;
     mx_map *rooms = NULL;
@@ -135,19 +216,22 @@ int main(int argc, char **argv)
         mx_config_free(&cfg);
         return 2;
     }
-    mx_engine *engine = mx_engine_new(&cfg, st, rooms);
+    engine = mx_engine_new(&cfg, st, rooms);
     if (!engine) {
         mx_err("event=start_failed reason=\"out of memory\"");
         return 2;
     }
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
+
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (mx_server_start(&server, &cfg, engine)) {
@@ -156,8 +240,9 @@ int main(int argc, char **argv)
         mx_config_free(&cfg);
         return 2;
     }
-    mx_info("event=started version=%s config=%s storage=%s", MOVEXD_VERSION,
-            conf_path ? conf_path : "(defaults)", st->name);
+    server.on_reload = reload;
+    mx_info("event=started version=%s config=%s storage=%s auth=%s", MOVEXD_VERSION,
+            conf_path ? conf_path : "(defaults)", st->name, cfg.auth == MX_AUTH_JWT ? "jwt" : "none");
     int rc = mx_server_run(&server);
     mx_info("event=stopping");
     if (rc == 0)
@@ -168,5 +253,5 @@ int main(int argc, char **argv)
     mx_engine_free(engine);
     mx_config_free(&cfg);
     mx_info("event=stopped");
-    return rc ? 3 : 0;
+    return 0;
 }

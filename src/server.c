@@ -20,6 +20,7 @@
 
 #include <libwebsockets.h>
 #include <openssl/ssl.h>
+#include <sodium.h>
 
 #include "movexd/err.h"
 #include "movexd/log.h"
@@ -309,6 +310,11 @@ int mx_server_run(struct mx_server *s)
         if (lws_service(s->ctx, 0) < 0)
             break;
         int rc = mx_engine_commit(s->engine);
+        if (s->reload) {
+            s->reload = 0;
+            if (s->on_reload)
+                s->on_reload(s);
+        }
         if (s->tick_due) {
             s->tick_due = 0;
             /* the tick retries a failed flush; then held acks can go */
@@ -324,6 +330,64 @@ int mx_server_run(struct mx_server *s)
     }
     lws_sul_cancel(&t.sul);
     return ret;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (1u << 20)) { /* certificates are small */
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+int mx_server_reload_tls(struct mx_server *s)
+{
+    const struct mx_config *cfg = s->cfg;
+    if (!cfg->tls_cert_file[0])
+        return 0;
+    size_t clen = 0, klen = 0;
+    char *cert = slurp(cfg->tls_cert_file, &clen);
+    char *key = slurp(cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file, &klen);
+    int rc = -1;
+    if (cert && key)
+        rc = lws_tls_cert_updated(s->ctx, cfg->tls_cert_file,
+                                  cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file, cert,
+                                  clen, key, klen);
+    if (key)
+        sodium_memzero(key, klen);
+    free(cert);
+    free(key);
+    if (rc)
+        mx_err("event=tls_reload_failed cert=%s", cfg->tls_cert_file);
+    else
+        mx_info("event=tls_reloaded cert=%s", cfg->tls_cert_file);
+    return rc ? -1 : 0;
 }
 
 void mx_server_wake(struct mx_server *s)

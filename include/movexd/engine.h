@@ -99,6 +99,10 @@ void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out);
 /* Welcome limits as a JSON object text (for tests and the welcome message). */
 const struct mx_config *mx_engine_config(const mx_engine *e);
 
+/* The configuration changed (reload): rooms take their type's new
+ * settings (history length, limits); the reducer of a live room stays. */
+void mx_engine_config_changed(mx_engine *e);
+
 /* Keys for verifying tokens (auth jwt); copied. */
 void mx_engine_set_keys(mx_engine *e, const struct mx_jwt_keys *keys);
 

@@ -19,6 +19,8 @@ struct mx_server {
     uint64_t slow_closes; /* connections closed 4008 */
     uint64_t too_large_closes;
     volatile int stop;
+    volatile int reload;              /* SIGHUP seen */
+    void (*on_reload)(struct mx_server *s); /* main.c: re-read the conf */
     int tick_due;
     void *per_ip; /* mx_map: peer address -> connection count */
     uint64_t origin_refusals, ip_refusals, rate_limited, rate_closes;
@@ -39,5 +41,9 @@ int mx_server_run(struct mx_server *s);
 /* Async-signal-safe: ask the loop to look at s->stop. */
 void mx_server_wake(struct mx_server *s);
 void mx_server_destroy(struct mx_server *s);
+
+/* Re-read the certificate and key files named in the conf and swap them in
+ * for new connections (existing ones keep theirs). 0 or -1 (logged). */
+int mx_server_reload_tls(struct mx_server *s);
 
 #endif

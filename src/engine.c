@@ -20,12 +20,14 @@
 #include "movexd/err.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
+#include "movexd/metrics.h"
 #include "movexd/room.h"
 #include "movexd/version.h"
 
 struct outbox_entry {
     struct mx_conn *conn; /* NULL once the connection closed */
     mx_frame *frame;
+    uint64_t ack_t_us; /* an ack: when its request arrived (ack latency); else 0 */
 };
 
 struct mx_engine {
@@ -36,6 +38,8 @@ struct mx_engine {
     size_t nout, capout;
     struct mx_engine_stats stats;
     int storage_error; /* a decision could not be logged: nothing may be released */
+    uint64_t cur_t_us;  /* when the message being handled arrived */
+    uint64_t rejects_by_code[MX_ERR_COUNT];
     struct mx_jwt_keys keys;
 };
 
@@ -114,6 +118,56 @@ const struct mx_config *mx_engine_config(const mx_engine *e) { return e->cfg; }
 
 void mx_engine_set_keys(mx_engine *e, const struct mx_jwt_keys *keys) { e->keys = *keys; }
 
+void mx_engine_metrics(const mx_engine *e, mx_buf *b)
+{
+    const struct mx_engine_stats *st = &e->stats;
+    mx_metrics_gauge(b, "movexd_connections", "WebSocket connections open", (double)st->connections);
+    mx_metrics_gauge(b, "movexd_rooms_loaded", "rooms in memory", (double)mx_map_len(e->rooms));
+    struct mx_storage_stats ss;
+    e->st->stats(e->st->ctx, &ss);
+    size_t it = 0, len, unsnapped = 0;
+    const char *key;
+    void *val;
+    while (mx_map_next(e->rooms, &it, &key, &len, &val))
+        unsnapped += ((struct mx_room *)val)->disk_snap_lsn == 0;
+    mx_metrics_gauge(b, "movexd_rooms_total", "rooms that exist (in memory or on disk)",
+                     (double)(ss.rooms_on_disk + unsnapped));
+    mx_buf_puts(b, "# HELP movexd_actions_total actions decided, by outcome\n"
+                   "# TYPE movexd_actions_total counter\n");
+    mx_buf_printf(b, "movexd_actions_total{outcome=\"applied\"} %llu\n", (unsigned long long)st->actions_applied);
+    mx_buf_printf(b, "movexd_actions_total{outcome=\"rejected\"} %llu\n", (unsigned long long)st->actions_rejected);
+    mx_buf_printf(b, "movexd_actions_total{outcome=\"duplicate\"} %llu\n", (unsigned long long)st->actions_duplicate);
+    mx_buf_printf(b, "movexd_actions_total{outcome=\"unavailable\"} %llu\n",
+                  (unsigned long long)st->actions_unavailable);
+    mx_buf_puts(b, "# HELP movexd_rejects_total rejects sent, by code\n# TYPE movexd_rejects_total counter\n");
+    for (int i = 1; i < MX_ERR_COUNT; i++)
+        if (e->rejects_by_code[i])
+            mx_buf_printf(b, "movexd_rejects_total{code=\"%s\"} %llu\n", mx_err_code(-i),
+                          (unsigned long long)e->rejects_by_code[i]);
+    mx_metrics_counter(b, "movexd_messages_in_total", "WebSocket messages received", st->messages_in);
+    mx_metrics_counter(b, "movexd_errors_sent_total", "error replies sent", st->errors_sent);
+    mx_metrics_counter(b, "movexd_auth_failures_total", "refused tokens (bad or expired)", st->auth_failures);
+    mx_metrics_counter(b, "movexd_forbidden_total", "requests refused for lack of a right", st->forbidden);
+    mx_metrics_counter(b, "movexd_rooms_evicted_total", "rooms moved out of memory", st->rooms_evicted);
+    mx_metrics_hist(b, "movexd_ack_latency_seconds", "from receiving an action to releasing its durable ack",
+                    &mx_metric_ack_latency);
+    mx_metrics_hist(b, "movexd_fsync_seconds", "one fdatasync of the write-ahead log", &mx_metric_fsync_latency);
+    mx_metrics_gauge(b, "movexd_wal_bytes", "bytes of write-ahead-log segment files", (double)ss.wal_bytes);
+    mx_metrics_counter(b, "movexd_wal_fsyncs_total", "fdatasync calls on the WAL", ss.fsyncs);
+    mx_metrics_counter(b, "movexd_snapshots_written_total", "room snapshots written", ss.snapshots_written);
+    mx_metrics_counter(b, "movexd_snapshot_bytes_written_total", "bytes of room snapshots written",
+                       ss.snapshot_bytes);
+    mx_metrics_counter(b, "movexd_storage_flush_failures_total", "WAL flushes that failed", ss.flush_failures);
+    mx_metrics_gauge(b, "movexd_storage_failing", "1 while the disk refuses writes (acks held)", ss.failed);
+}
+
+int mx_engine_ready(const mx_engine *e)
+{
+    struct mx_storage_stats ss;
+    e->st->stats(e->st->ctx, &ss);
+    return !ss.failed && !e->storage_error;
+}
+
 void mx_engine_config_changed(mx_engine *e)
 {
     size_t it = 0, len;
@@ -145,6 +199,14 @@ void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out)
     out->rooms = mx_map_len(e->rooms);
 }
 
+/* Ask the edge to close c; nothing c sends from now on is handled (its
+ * replies already decided still go out first, unless the code says now). */
+static void close_conn(struct mx_conn *c, int code, const char *reason)
+{
+    c->closed = 1;
+    c->close(c, code, reason);
+}
+
 /* ---- outbox ---- */
 
 /* Queue frame f (one reference is taken over) for c. */
@@ -159,13 +221,13 @@ static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
             /* cannot queue: the connection would miss a message, so it must
              * not go on as if it had not */
             mx_frame_unref(f);
-            c->close(c, 1011, "server out of memory");
+            close_conn(c, 1011, "server out of memory");
             return;
         }
         e->out = n;
         e->capout = ncap;
     }
-    e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f};
+    e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f, .ack_t_us = 0};
     c->pending++;
 }
 
@@ -174,7 +236,7 @@ static void push_buf(mx_engine *e, struct mx_conn *c, mx_buf *b)
 {
     mx_frame *f = mx_frame_from_buf(b);
     if (!f) {
-        c->close(c, 1011, "server out of memory");
+        close_conn(c, 1011, "server out of memory");
         return;
     }
     push(e, c, f);
@@ -196,6 +258,8 @@ int mx_engine_commit(mx_engine *e)
      * walk by index and never cache the array */
     for (size_t i = 0; i < e->nout; i++) {
         struct outbox_entry *o = &e->out[i];
+        if (o->ack_t_us)
+            mx_hist_observe(&mx_metric_ack_latency, (double)(mx_now_us() - o->ack_t_us) / 1e6);
         if (o->conn) {
             struct mx_conn *c = o->conn;
             c->pending--;
@@ -288,6 +352,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->nrooms = c->caprooms = 0;
     c->pending = 0;
     c->authed = 0;
+    c->closed = 0;
     memset(&c->token, 0, sizeof(c->token));
     e->stats.connections++;
 }
@@ -443,7 +508,7 @@ static void do_hello(mx_engine *e, struct mx_conn *c, const struct mx_request *q
             e->stats.auth_failures++;
             mx_warn("event=auth_failed reason=\"%s\"", why);
             reply_error(e, c, q->has_id, q->id, MX_EUNAUTHORIZED, why);
-            c->close(c, MX_CLOSE_UNAUTHORIZED, "unauthorized");
+            close_conn(c, MX_CLOSE_UNAUTHORIZED, "unauthorized");
             return;
         }
         c->authed = 1;
@@ -654,7 +719,10 @@ static void reply_ack(mx_engine *e, struct mx_conn *c, const struct mx_request *
     if (duplicate)
         mx_buf_puts(&b, ",\"duplicate\":true");
     mx_buf_putc(&b, '}');
+    size_t before = e->nout;
     push_buf(e, c, &b);
+    if (e->nout > before)
+        e->out[e->nout - 1].ack_t_us = e->cur_t_us;
 }
 
 static void reply_reject(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
@@ -663,6 +731,8 @@ static void reply_reject(mx_engine *e, struct mx_conn *c, const struct mx_reques
 {
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
+    if (!duplicate)
+        e->rejects_by_code[-code < MX_ERR_COUNT && code < 0 ? -code : MX_ERR_COUNT - 1]++;
     mx_proto_begin(&b, "reject", q->has_id, q->id, r->id, r->idlen);
     mx_proto_field_u64(&b, "n", q->n);
     mx_proto_field_str(&b, "code", mx_err_code(code), strlen(mx_err_code(code)));
@@ -692,7 +762,7 @@ static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
         /* subscribers that miss a fwd would go on with a wrong state */
         for (size_t i = 0; i < r->nsubs; i++)
             if (r->subs[i] != sender)
-                r->subs[i]->close(r->subs[i], 1011, "server out of memory");
+                close_conn(r->subs[i], 1011, "server out of memory");
         return;
     }
     for (size_t i = 0; i < r->nsubs; i++)
@@ -856,7 +926,10 @@ void mx_engine_refuse(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
 
 void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
 {
+    if (c->closed)
+        return; /* closing: what a refused client still sends is not served */
     e->stats.messages_in++;
+    e->cur_t_us = mx_now_us();
     json_error_t jerr;
     json_t *j = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (!j && json_error_code(&jerr) == json_error_stack_overflow) {
@@ -903,7 +976,7 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         if ((int64_t)ts.tv_sec > c->token.exp + e->cfg->auth_leeway_ms / 1000) {
             e->stats.auth_failures++;
             reply_error(e, c, q.has_id, q.id, MX_EUNAUTHORIZED, "the token expired");
-            c->close(c, MX_CLOSE_UNAUTHORIZED, "token expired");
+            close_conn(c, MX_CLOSE_UNAUTHORIZED, "token expired");
             goto done;
         }
     }

@@ -245,8 +245,12 @@ int main(int argc, char **argv)
             conf_path ? conf_path : "(defaults)", st->name, cfg.auth == MX_AUTH_JWT ? "jwt" : "none");
     int rc = mx_server_run(&server);
     mx_info("event=stopping");
-    if (rc == 0)
-        mx_engine_close(engine); /* final flush and snapshots */
+    if (rc == 0) {
+        /* in-flight replies go out, clients get 1001, then the final flush
+         * and snapshots make the next start quick */
+        mx_server_shutdown(&server, 5000);
+        mx_engine_close(engine);
+    }
     mx_server_destroy(&server);
     if (rc != 0)
         _exit(3); /* durability lost: write nothing more, let recovery decide */

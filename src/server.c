@@ -25,6 +25,8 @@
 #include "movexd/err.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
+#include "movexd/metrics.h"
+#include "movexd/notify.h"
 #include "movexd/session.h"
 #include "movexd/version.h"
 
@@ -35,7 +37,7 @@ struct pss {
     union {
         struct mx_session sess;
         struct {
-            char body[256];
+            char *body; /* malloc'd response body */
             size_t len;
             size_t sent;
         } http;
@@ -44,14 +46,18 @@ struct pss {
 
 static unsigned connections;
 
-static int http_respond(struct lws *wsi, struct pss *p, unsigned status, const char *ctype,
-                        const char *body)
+/* Answer with status and body (copied). The body is written from
+ * LWS_CALLBACK_HTTP_WRITEABLE, in pieces if large. */
+static int http_respond_len(struct lws *wsi, struct pss *p, unsigned status, const char *ctype,
+                            const char *body, size_t len)
 {
     unsigned char hdr[LWS_PRE + 512], *start = &hdr[LWS_PRE], *w = start, *end = &hdr[sizeof(hdr) - 1];
-    p->u.http.len = strlen(body);
-    if (p->u.http.len >= sizeof(p->u.http.body))
-        p->u.http.len = sizeof(p->u.http.body) - 1;
-    memcpy(p->u.http.body, body, p->u.http.len);
+    free(p->u.http.body);
+    p->u.http.body = malloc(len + 1);
+    if (!p->u.http.body)
+        return -1;
+    memcpy(p->u.http.body, body, len);
+    p->u.http.len = len;
     p->u.http.sent = 0;
     if (lws_add_http_common_headers(wsi, status, ctype, p->u.http.len, &w, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (unsigned char *)"no-store", 8,
@@ -60,6 +66,38 @@ static int http_respond(struct lws *wsi, struct pss *p, unsigned status, const c
         return -1;
     lws_callback_on_writable(wsi);
     return 0;
+}
+
+static int http_respond(struct lws *wsi, struct pss *p, unsigned status, const char *ctype,
+                        const char *body)
+{
+    return http_respond_len(wsi, p, status, ctype, body, strlen(body));
+}
+
+static int http_metrics(struct lws *wsi, struct pss *p, struct mx_server *srv)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_engine_metrics(srv->engine, &b);
+    mx_metrics_counter(&b, "movexd_bytes_in_total", "WebSocket payload bytes received", mx_metric_bytes_in);
+    mx_metrics_counter(&b, "movexd_bytes_out_total", "WebSocket payload bytes sent", mx_metric_bytes_out);
+    mx_metrics_counter(&b, "movexd_slow_consumer_closes_total",
+                       "connections closed with 4008 (send queue over max_queue_bytes)", srv->slow_closes);
+    mx_metrics_counter(&b, "movexd_too_large_closes_total", "connections closed with 1009",
+                       srv->too_large_closes);
+    mx_metrics_counter(&b, "movexd_origin_refusals_total", "connections closed with 4003 (origin)",
+                       srv->origin_refusals);
+    mx_metrics_counter(&b, "movexd_address_limit_refusals_total",
+                       "connections refused by max_connections_per_ip", srv->ip_refusals);
+    mx_metrics_counter(&b, "movexd_rate_limited_total", "messages refused by the rate limit",
+                       srv->rate_limited);
+    mx_metrics_counter(&b, "movexd_rate_limit_closes_total", "connections closed with 4029",
+                       srv->rate_closes);
+    int rc = b.oom ? -1
+                   : http_respond_len(wsi, p, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8",
+                                      mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+    return rc;
 }
 
 /* Static files: the client library and the demo, from client_dir. Only
@@ -115,6 +153,14 @@ static int http_route(struct lws *wsi, struct pss *p, const char *uri)
     const char *dir = srv->cfg->client_dir;
     if (!strcmp(uri, "/healthz"))
         return http_respond(wsi, p, HTTP_STATUS_OK, "text/plain", "ok\n");
+    if (!strcmp(uri, "/readyz")) {
+        if (srv->stopping || !mx_engine_ready(srv->engine))
+            return http_respond(wsi, p, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
+                                srv->stopping ? "stopping\n" : "storage failing\n");
+        return http_respond(wsi, p, HTTP_STATUS_OK, "text/plain", "ready\n");
+    }
+    if (!strcmp(uri, "/metrics"))
+        return http_metrics(wsi, p, srv);
     if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
         return serve_file(wsi, p, dir, "demo/", "index.html");
     if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts"))
@@ -134,16 +180,33 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP:
         return http_route(wsi, p, (const char *)in);
     case LWS_CALLBACK_HTTP_WRITEABLE: {
-        unsigned char buf[LWS_PRE + 256];
+        if (!p->u.http.body)
+            return 0;
+        unsigned char buf[LWS_PRE + 16384];
         size_t n = p->u.http.len - p->u.http.sent;
+        int final = n <= 16384;
+        if (!final)
+            n = 16384;
         memcpy(buf + LWS_PRE, p->u.http.body + p->u.http.sent, n);
-        if (lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) != (int)n)
+        if (lws_write(wsi, buf + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
             return -1;
         p->u.http.sent += n;
+        if (!final) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        free(p->u.http.body);
+        p->u.http.body = NULL;
         if (lws_http_transaction_completed(wsi))
             return -1;
         return 0;
     }
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (p && !p->ws) {
+            free(p->u.http.body);
+            p->u.http.body = NULL;
+        }
+        break;
     case LWS_CALLBACK_ESTABLISHED:
         p->ws = 1;
         mx_session_open(&p->u.sess, srv, wsi);
@@ -305,6 +368,11 @@ int mx_server_run(struct mx_server *s)
     memset(&t, 0, sizeof(t));
     t.srv = s;
     lws_sul_schedule(s->ctx, 0, &t.sul, on_tick, LWS_US_PER_SEC);
+    s->watchdog_usec = mx_notify_watchdog_usec();
+    char status[160];
+    snprintf(status, sizeof(status), "READY=1\nSTATUS=serving on port %d", s->port);
+    mx_notify(status);
+    uint64_t last_watchdog = 0;
     int ret = 0;
     while (!s->stop) {
         if (lws_service(s->ctx, 0) < 0)
@@ -312,8 +380,15 @@ int mx_server_run(struct mx_server *s)
         int rc = mx_engine_commit(s->engine);
         if (s->reload) {
             s->reload = 0;
+            mx_notify("RELOADING=1");
             if (s->on_reload)
                 s->on_reload(s);
+            mx_notify("READY=1");
+        }
+        if (s->watchdog_usec && mx_now_us() - last_watchdog >= s->watchdog_usec / 2) {
+            /* from the loop itself: a stuck loop stops the keep-alives */
+            mx_notify("WATCHDOG=1");
+            last_watchdog = mx_now_us();
         }
         if (s->tick_due) {
             s->tick_due = 0;
@@ -388,6 +463,22 @@ int mx_server_reload_tls(struct mx_server *s)
     else
         mx_info("event=tls_reloaded cert=%s", cfg->tls_cert_file);
     return rc ? -1 : 0;
+}
+
+void mx_server_shutdown(struct mx_server *s, int timeout_ms)
+{
+    s->stopping = 1;
+    mx_notify("STOPPING=1\nSTATUS=closing connections");
+    for (struct mx_session *x = s->sessions; x; x = x->next)
+        mx_session_close(x, 1001, "server shutting down");
+    uint64_t end = mx_now_us() + (uint64_t)timeout_ms * 1000;
+    while (s->nsessions && mx_now_us() < end) {
+        if (lws_service(s->ctx, 0) < 0)
+            break;
+        mx_engine_commit(s->engine);
+    }
+    if (s->nsessions)
+        mx_warn("event=shutdown_timeout open_connections=%zu", s->nsessions);
 }
 
 void mx_server_wake(struct mx_server *s)

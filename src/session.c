@@ -19,6 +19,7 @@
 #include "movexd/err.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
+#include "movexd/metrics.h"
 #include "movexd/server.h"
 
 _Static_assert(MX_FRAME_PRE >= LWS_PRE, "frames need LWS_PRE bytes of headroom");
@@ -40,6 +41,7 @@ static void start_close(struct mx_session *s, int code, const char *reason, int 
     if (s->closing)
         return;
     s->closing = 1;
+    s->close_now = now;
     s->close_code = code;
     snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
     if (now) {
@@ -55,8 +57,8 @@ static void start_close(struct mx_session *s, int code, const char *reason, int 
 static void conn_deliver(struct mx_conn *c, mx_frame *f)
 {
     struct mx_session *s = c->edge;
-    if (s->closing)
-        return;
+    if (s->close_now)
+        return; /* a graceful close still sends what was decided before it */
     /* the bound is on what accumulates: one message larger than the bound
      * (a big snapshot) still goes to a connection that has nothing queued */
     if (s->qlen && s->qbytes + f->len > s->srv->cfg->max_queue_bytes) {
@@ -137,6 +139,12 @@ static unsigned *ip_count(struct mx_session *s, int create)
     return c;
 }
 
+void mx_session_close(struct mx_session *s, int code, const char *reason)
+{
+    start_close(s, code, reason, 0);
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_LAGGING, 3); /* a stalled peer is not waited for */
+}
+
 void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *wsi)
 {
     memset(s, 0, sizeof(*s));
@@ -148,6 +156,16 @@ void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *ws
     s->conn.edge = s;
     mx_engine_conn_open(srv->engine, &s->conn);
     s->opened = 1;
+    s->next = srv->sessions;
+    if (s->next)
+        s->next->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    s->linked = 1;
+    if (srv->stopping) {
+        start_close(s, 1001, "server shutting down", 0);
+        return;
+    }
 
     s->tokens = (double)srv->cfg->rate_burst;
     s->refill_us = (uint64_t)lws_now_usecs();
@@ -184,6 +202,7 @@ void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *ws
 int mx_session_receive(struct mx_session *s, const void *in, size_t len)
 {
     struct lws *wsi = s->wsi;
+    mx_metric_bytes_in += len;
     if (lws_is_first_fragment(wsi))
         s->rxlen = 0;
     size_t limit = s->srv->cfg->max_message_bytes;
@@ -272,6 +291,7 @@ int mx_session_writable(struct mx_session *s)
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qlen--;
         s->qbytes -= f->len;
+        mx_metric_bytes_out += f->len;
         mx_frame_unref(f);
         if (lws_send_pipe_choked(s->wsi) || lws_partial_buffered(s->wsi))
             break;
@@ -303,6 +323,16 @@ int mx_session_timer(struct mx_session *s)
 
 void mx_session_closed(struct mx_session *s)
 {
+    if (s->linked) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            s->srv->sessions = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        s->srv->nsessions--;
+        s->linked = 0;
+    }
     if (s->counted) {
         unsigned *cnt = ip_count(s, 0);
         if (cnt && --*cnt == 0)

@@ -18,6 +18,7 @@
  *    that no snapshot covers (rooms leave memory only with a snapshot).
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,8 +225,12 @@ static int st_flush(void *ctx)
         for (size_t i = 0; i < s->nunlink; i++) {
             char path[2400];
             snprintf(path, sizeof(path), "%s/%s", s->snapdir, s->unlink_after_flush[i]);
-            if (unlink(path) && errno != ENOENT)
+            if (unlink(path) == 0) {
+                if (s->st.rooms_on_disk)
+                    s->st.rooms_on_disk--;
+            } else if (errno != ENOENT) {
                 mx_warn("event=unlink_failed file=%s error=\"%s\"", path, strerror(errno));
+            }
             free(s->unlink_after_flush[i]);
         }
         s->nunlink = 0;
@@ -265,6 +270,8 @@ static int write_snapshot(struct wal_st *s, struct mx_room *r)
     }
     s->st.snapshots_written++;
     s->st.snapshot_bytes += len;
+    if (!r->disk_snap_lsn)
+        s->st.rooms_on_disk++;
     r->disk_first_lsn = 0;
     r->disk_records = 0;
     r->disk_snap_lsn = lsn;
@@ -350,6 +357,8 @@ static size_t snapshot_batch(struct wal_st *s, struct mx_room **rooms, size_t n)
             break;
         s->st.snapshots_written++;
         s->st.snapshot_bytes += lens[d];
+        if (!r->disk_snap_lsn)
+            s->st.rooms_on_disk++;
         r->disk_first_lsn = 0;
         r->disk_records = 0;
         r->disk_snap_lsn = lsn;
@@ -556,8 +565,11 @@ static int replay(struct recovery *rc, const void *payload, size_t plen, uint64_
         mx_map_del(rc->rooms, r->id, r->idlen);
         char path[2400];
         snprintf(path, sizeof(path), "%s/%s.snap", rc->s->snapdir, r->id);
-        if (unlink(path) == 0)
+        if (unlink(path) == 0) {
             sync_dir(rc->s->snapdir);
+            if (rc->s->st.rooms_on_disk)
+                rc->s->st.rooms_on_disk--;
+        }
         mx_room_free(r);
         return 0;
     } else {
@@ -607,6 +619,16 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
         goto fail;
     }
 
+    DIR *dh = opendir(s->snapdir);
+    if (dh) {
+        struct dirent *de;
+        while ((de = readdir(dh))) {
+            size_t l = strlen(de->d_name);
+            if (l > 5 && !strcmp(de->d_name + l - 5, ".snap"))
+                s->st.rooms_on_disk++;
+        }
+        closedir(dh);
+    }
     if (mx_wal_reader_open(&rd, s->waldir, err, errlen))
         goto fail;
     struct recovery rc = {.s = s, .rooms = map, .err = err, .errlen = errlen};

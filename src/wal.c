@@ -56,6 +56,7 @@
 
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/metrics.h"
 
 #define SEG_DEFAULT ((uint64_t)64 << 20)
 #define SEG_MIN 64
@@ -388,8 +389,10 @@ static int sync_current(mx_wal *w)
 {
     w->fsyncs++;
     int e = WAL_FAULT(w);
+    uint64_t t0 = mx_now_us();
     if (!e && fdatasync(w->fd) != 0)
         e = errno;
+    mx_hist_observe(&mx_metric_fsync_latency, (double)(mx_now_us() - t0) / 1e6);
     if (e)
         return wal_fail(w, "fdatasync", w->name, e);
     w->dirty = 0;

@@ -41,6 +41,7 @@ struct mx_conn {
     struct mx_room **rooms; /* subscriptions */
     size_t nrooms, caprooms;
     size_t pending; /* outbox entries addressed to this connection */
+    int closed;             /* the engine asked the edge to close it */
     int authed;             /* auth jwt: hello carried a valid token */
     struct mx_token token;  /* its claims (sub, exp, grants) */
 };
@@ -98,6 +99,11 @@ void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out);
 
 /* Welcome limits as a JSON object text (for tests and the welcome message). */
 const struct mx_config *mx_engine_config(const mx_engine *e);
+
+/* Append the engine's and storage's metrics (Prometheus text). */
+void mx_engine_metrics(const mx_engine *e, mx_buf *b);
+/* 1 while decisions can be made durable (for /readyz). */
+int mx_engine_ready(const mx_engine *e);
 
 /* The configuration changed (reload): rooms take their type's new
  * settings (history length, limits); the reducer of a live room stays. */

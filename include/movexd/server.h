@@ -23,6 +23,10 @@ struct mx_server {
     void (*on_reload)(struct mx_server *s); /* main.c: re-read the conf */
     int tick_due;
     void *per_ip; /* mx_map: peer address -> connection count */
+    struct mx_session *sessions; /* open WebSocket sessions */
+    size_t nsessions;
+    int stopping;                /* shutting down: refuse new connections */
+    uint64_t watchdog_usec;
     uint64_t origin_refusals, ip_refusals, rate_limited, rate_closes;
     uint64_t disk_failing_since_ms; /* 0 while storage flushes succeed */
 };
@@ -41,6 +45,10 @@ int mx_server_run(struct mx_server *s);
 /* Async-signal-safe: ask the loop to look at s->stop. */
 void mx_server_wake(struct mx_server *s);
 void mx_server_destroy(struct mx_server *s);
+
+/* Graceful stop: close every connection with 1001 once its queue is sent,
+ * serving the loop until all are gone or timeout_ms passed. */
+void mx_server_shutdown(struct mx_server *s, int timeout_ms);
 
 /* Re-read the certificate and key files named in the conf and swap them in
  * for new connections (existing ones keep theirs). 0 or -1 (logged). */

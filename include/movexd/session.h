@@ -32,7 +32,11 @@ struct mx_session {
     uint64_t refill_us;
     size_t limited_in_row;
 
+    struct mx_session *next, *prev; /* the server's list of open sessions */
+    int linked;
+
     int closing; /* no more sends; close with close_code when drained */
+    int close_now; /* closing without sending what is queued */
     int close_code;
     char close_reason[100];
 };
@@ -43,6 +47,8 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len);
 /* The socket can take more; returns -1 when the connection must close now. */
 int mx_session_writable(struct mx_session *s);
 void mx_session_closed(struct mx_session *s);
+/* Close gracefully with code (after what is queued). */
+void mx_session_close(struct mx_session *s, int code, const char *reason);
 /* The per-connection timer fired (token expiry). */
 int mx_session_timer(struct mx_session *s);
 

@@ -41,6 +41,7 @@ struct mx_storage_stats {
     uint64_t wal_bytes, fsyncs, snapshots_written, snapshot_bytes;
     uint64_t flushes, flush_failures;
     int failed; /* 1 while the storage cannot accept writes */
+    uint64_t rooms_on_disk; /* rooms with a snapshot file */
 };
 
 struct mx_storage {

@@ -1,0 +1,36 @@
+/* metrics.h - process-wide counters and latency histograms, rendered in the
+ * Prometheus text format at GET /metrics. The daemon has one event loop, so
+ * plain integers suffice (no atomics). */
+#ifndef MOVEXD_METRICS_H
+#define MOVEXD_METRICS_H
+
+#include <stdint.h>
+
+#include "movexd/buf.h"
+
+#define MX_HIST_BUCKETS 14
+
+struct mx_hist {
+    uint64_t counts[MX_HIST_BUCKETS + 1]; /* last: +Inf */
+    uint64_t n;
+    double sum; /* seconds */
+};
+
+/* Bucket upper bounds in seconds (50 us .. 5 s). */
+extern const double mx_hist_bounds[MX_HIST_BUCKETS];
+
+void mx_hist_observe(struct mx_hist *h, double seconds);
+
+/* Written by the modules that see the events. */
+extern struct mx_hist mx_metric_ack_latency;   /* request received -> ack released */
+extern struct mx_hist mx_metric_fsync_latency; /* one WAL fdatasync */
+extern uint64_t mx_metric_bytes_in, mx_metric_bytes_out;
+
+/* Append "# HELP/# TYPE" and the series of one histogram. */
+void mx_metrics_hist(mx_buf *b, const char *name, const char *help, const struct mx_hist *h);
+void mx_metrics_counter(mx_buf *b, const char *name, const char *help, uint64_t v);
+void mx_metrics_gauge(mx_buf *b, const char *name, const char *help, double v);
+
+uint64_t mx_now_us(void); /* CLOCK_MONOTONIC */
+
+#endif

@@ -114,6 +114,7 @@ static const struct key global_keys[] = {
     G("tls_cert_file", K_PATH, 0, 0, tls_cert_file),
     G("tls_key_file", K_PATH, 0, 0, tls_key_file),
     G("tls_chain_file", K_PATH, 0, 0, tls_chain_file),
+    G("admin_token_file", K_PATH, 0, 0, admin_token_file),
 };
 
 static const struct key room_keys[] = {

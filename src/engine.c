@@ -353,6 +353,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->pending = 0;
     c->authed = 0;
     c->closed = 0;
+    c->admin = 0;
     memset(&c->token, 0, sizeof(c->token));
     e->stats.connections++;
 }
@@ -468,7 +469,7 @@ static void reply_catch_up(mx_engine *e, struct mx_conn *c, const struct mx_requ
 /* Rights of c on room id (type = its prefix). */
 static unsigned rights(const mx_engine *e, const struct mx_conn *c, const struct mx_request *q)
 {
-    if (e->cfg->auth == MX_AUTH_NONE)
+    if (e->cfg->auth == MX_AUTH_NONE || c->admin)
         return MX_RIGHT_READ | MX_RIGHT_WRITE | MX_RIGHT_CREATE;
     char type[MX_ROOM_TYPE_MAX + 1];
     memcpy(type, q->room, q->typelen);
@@ -778,7 +779,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
     struct mx_room *r = existing_room(e, c, q);
     if (!r)
         return;
-    if (!conn_subscribed(c, r)) {
+    if (!c->admin && !conn_subscribed(c, r)) {
         reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED,
                     "subscribe to the room before sending actions to it");
         return;
@@ -914,6 +915,74 @@ static int scan_id(const char *m, size_t len, uint64_t *id)
         }
     }
     return 0;
+}
+
+void mx_engine_admin_action(mx_engine *e, struct mx_conn *c, const char *room, size_t roomlen,
+                            const char *key, size_t keylen, const json_t *action)
+{
+    c->admin = 1;
+    c->hello = 1;
+    c->clientlen = (size_t)snprintf(c->client, sizeof(c->client), "admin:%.*s", (int)keylen, key);
+    if (c->clientlen >= sizeof(c->client) || !mx_proto_client_ok(c->client, c->clientlen)) {
+        reply_error(e, c, 0, 0, MX_EBAD_REQUEST,
+                    "the idempotency key must be 1..122 bytes of A-Z a-z 0-9 _ . : @ -");
+        return;
+    }
+    json_t *msg = json_pack("{s:s, s:i, s:s%, s:i, s:O}", "type", "action", "id", 0, "room", room, roomlen,
+                            "n", 1, "action", action);
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    if (!msg || mx_json_dump_jansson(msg, &b)) {
+        json_decref(msg);
+        mx_buf_free(&b);
+        reply_error(e, c, 0, 0, MX_EBAD_REQUEST, "the action must be a JSON object of finite numbers");
+        return;
+    }
+    json_decref(msg);
+    mx_engine_handle(e, c, mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+}
+
+int mx_engine_room_json(mx_engine *e, const char *room, size_t roomlen, mx_buf *out)
+{
+    int err = 0;
+    if (!mx_proto_room_type_len(room, roomlen))
+        return MX_EBAD_ROOM;
+    struct mx_room *r = find_room(e, room, roomlen, &err);
+    if (!r)
+        return err;
+    mx_buf_puts(out, "{\"room\":");
+    mx_json_dump_string(r->id, r->idlen, out);
+    mx_proto_field_u64(out, "seq", r->seq);
+    mx_proto_field_hex(out, "checksum", r->checksum);
+    mx_proto_field_u64(out, "subscribers", r->nsubs);
+    mx_buf_puts(out, ",\"state\":");
+    mx_json_dump(r->state, out);
+    mx_buf_puts(out, "}\n");
+    return out->oom ? MX_ENOMEM : 0;
+}
+
+void mx_engine_rooms_json(mx_engine *e, mx_buf *out)
+{
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    int first = 1;
+    mx_buf_puts(out, "{\"loaded\":[");
+    while (mx_map_next(e->rooms, &it, &key, &len, &val)) {
+        struct mx_room *r = val;
+        mx_buf_puts(out, first ? "{\"room\":" : ",{\"room\":");
+        first = 0;
+        mx_json_dump_string(r->id, r->idlen, out);
+        mx_proto_field_u64(out, "seq", r->seq);
+        mx_proto_field_u64(out, "subscribers", r->nsubs);
+        mx_buf_putc(out, '}');
+    }
+    struct mx_storage_stats ss;
+    e->st->stats(e->st->ctx, &ss);
+    mx_buf_puts(out, "]");
+    mx_proto_field_u64(out, "on_disk", ss.rooms_on_disk);
+    mx_buf_puts(out, "}\n");
 }
 
 void mx_engine_refuse(mx_engine *e, struct mx_conn *c, const char *msg, size_t len, int err,

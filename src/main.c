@@ -146,6 +146,8 @@ static void reload(struct mx_server *s)
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
     mx_engine_config_changed(engine);
+    if (mx_server_load_admin_token(s, &cfg, err, sizeof(err)))
+        mx_err("event=reload_admin_token_failed reason=\"%s\" note=\"admin API disabled\"", err);
     mx_server_reload_tls(s);
     mx_info("event=reloaded config=%s", conf_path ? conf_path : "(defaults)");
 }
@@ -241,6 +243,14 @@ int main(int argc, char **argv)
         return 2;
     }
     server.on_reload = reload;
+    if (mx_server_load_admin_token(&server, &cfg, err, sizeof(err))) {
+        mx_err("event=start_failed reason=\"%s\"", err);
+        mx_server_destroy(&server);
+        mx_engine_close(engine);
+        mx_engine_free(engine);
+        mx_config_free(&cfg);
+        return 1;
+    }
     mx_info("event=started version=%s config=%s storage=%s auth=%s", MOVEXD_VERSION,
             conf_path ? conf_path : "(defaults)", st->name, cfg.auth == MX_AUTH_JWT ? "jwt" : "none");
     int rc = mx_server_run(&server);

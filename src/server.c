@@ -40,6 +40,14 @@ struct pss {
             char *body; /* malloc'd response body */
             size_t len;
             size_t sent;
+            /* admin API request being served */
+            char uri[256];
+            char *req; /* request body */
+            size_t reqlen;
+            int method; /* 0 GET, 1 POST, 2 DELETE */
+            struct mx_conn conn; /* the engine's view of an admin action */
+            int conn_open;
+            struct lws *wsi;
         } http;
     } u;
 };
@@ -147,6 +155,176 @@ static int serve_file(struct lws *wsi, struct pss *p, const char *dir, const cha
     return lws_serve_http_file(wsi, path, mime_of(name), hdr, (int)strlen(hdr)) < 0 ? -1 : 0;
 }
 
+static char *slurp(const char *path, size_t *len);
+
+/* ---- admin API ----
+ * /admin/rooms                    GET: rooms in memory and on disk
+ * /admin/rooms/ROOM               GET: state, seq, checksum; DELETE: delete
+ * /admin/rooms/ROOM/actions       POST {"key": K, "action": {...}}: dispatch
+ *                                 as the server, exactly once per key
+ * Every request needs "Authorization: Bearer <token from admin_token_file>".
+ */
+int mx_server_load_admin_token(struct mx_server *s, const struct mx_config *cfg, char *err,
+                               size_t errlen)
+{
+    sodium_memzero(s->admin_token, sizeof(s->admin_token));
+    s->admin_token_len = 0;
+    if (!cfg->admin_token_file[0])
+        return 0;
+    size_t len = 0;
+    char *t = slurp(cfg->admin_token_file, &len);
+    if (!t) {
+        snprintf(err, errlen, "%s: cannot read the admin token", cfg->admin_token_file);
+        return -1;
+    }
+    while (len && (t[len - 1] == '\n' || t[len - 1] == '\r'))
+        len--;
+    int ok = len >= 16 && len < sizeof(s->admin_token);
+    if (ok) {
+        memcpy(s->admin_token, t, len);
+        s->admin_token_len = len;
+    }
+    sodium_memzero(t, len);
+    free(t);
+    if (!ok)
+        snprintf(err, errlen, "%s: the admin token must be 16..255 bytes", cfg->admin_token_file);
+    return ok ? 0 : -1;
+}
+
+static int admin_authorized(struct lws *wsi, struct mx_server *srv)
+{
+    char h[300];
+    if (lws_hdr_copy(wsi, h, sizeof(h), WSI_TOKEN_HTTP_AUTHORIZATION) <= 7 || strncmp(h, "Bearer ", 7))
+        return 0;
+    size_t n = strlen(h + 7);
+    /* compare digests: constant time whatever the lengths */
+    unsigned char a[32], b[32];
+    crypto_generichash(a, sizeof(a), (unsigned char *)h + 7, n, NULL, 0);
+    crypto_generichash(b, sizeof(b), srv->admin_token, srv->admin_token_len, NULL, 0);
+    sodium_memzero(h, sizeof(h));
+    return sodium_memcmp(a, b, sizeof(a)) == 0;
+}
+
+static int http_json(struct lws *wsi, struct pss *p, unsigned status, const char *code, const char *msg)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_buf_puts(&b, "{\"code\":");
+    mx_json_dump_string(code, strlen(code), &b);
+    mx_buf_puts(&b, ",\"message\":");
+    mx_json_dump_string(msg, strlen(msg), &b);
+    mx_buf_puts(&b, "}\n");
+    int rc = http_respond_len(wsi, p, status, "application/json", mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+    return rc;
+}
+
+static unsigned status_of(int err)
+{
+    switch (err) {
+    case MX_ENO_SUCH_ROOM: return HTTP_STATUS_NOT_FOUND;
+    case MX_EBAD_ROOM: case MX_EBAD_REQUEST: case MX_EBAD_JSON: return HTTP_STATUS_BAD_REQUEST;
+    case MX_EUNAVAILABLE: return HTTP_STATUS_SERVICE_UNAVAILABLE;
+    default: return HTTP_STATUS_INTERNAL_SERVER_ERROR;
+    }
+}
+
+/* The engine's reply to an admin action (after the commit made it durable). */
+static void admin_deliver(struct mx_conn *c, mx_frame *f)
+{
+    struct pss *p = c->edge;
+    const char *t = mx_frame_data(f);
+    unsigned status = strstr(t, "\"type\":\"ack\"") ? HTTP_STATUS_OK
+                      : strstr(t, "\"type\":\"reject\"") ? HTTP_STATUS_CONFLICT
+                                                           : HTTP_STATUS_BAD_REQUEST;
+    if (strstr(t, "\"code\":\"no_such_room\""))
+        status = HTTP_STATUS_NOT_FOUND;
+    if (!p->u.http.body && p->u.http.wsi)
+        http_respond_len(p->u.http.wsi, p, status, "application/json", t, f->len);
+}
+
+static void admin_close(struct mx_conn *c, int code, const char *reason) { (void)c; (void)code; (void)reason; }
+
+static int admin_action(struct lws *wsi, struct pss *p, struct mx_server *srv, const char *room,
+                        size_t roomlen)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(p->u.http.req ? p->u.http.req : "", p->u.http.reqlen,
+                           JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    const char *key = json_string_value(json_object_get(j, "key"));
+    json_t *action = json_object_get(j, "action");
+    if (!j || !key || !json_is_object(action)) {
+        json_decref(j);
+        return http_json(wsi, p, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                         "body must be {\"key\": idempotency key, \"action\": {\"type\", \"payload\"}}");
+    }
+    if (p->u.http.conn_open)
+        mx_engine_conn_closed(srv->engine, &p->u.http.conn);
+    memset(&p->u.http.conn, 0, sizeof(p->u.http.conn));
+    p->u.http.conn.deliver = admin_deliver;
+    p->u.http.conn.close = admin_close;
+    p->u.http.conn.edge = p;
+    p->u.http.wsi = wsi;
+    mx_engine_conn_open(srv->engine, &p->u.http.conn);
+    p->u.http.conn_open = 1;
+    mx_engine_admin_action(srv->engine, &p->u.http.conn, room, roomlen, key, strlen(key), action);
+    json_decref(j);
+    mx_info("event=admin_action room=%.*s", (int)roomlen, room);
+    return 0; /* answered from admin_deliver after the commit */
+}
+
+static int admin_route(struct lws *wsi, struct pss *p, struct mx_server *srv)
+{
+    const char *uri = p->u.http.uri;
+    if (!srv->admin_token_len)
+        return http_respond(wsi, p, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
+    if (!admin_authorized(wsi, srv)) {
+        mx_warn("event=admin_unauthorized");
+        return http_json(wsi, p, HTTP_STATUS_UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+    }
+    const char *rest = uri + strlen("/admin/rooms");
+    if (!*rest) {
+        if (p->u.http.method != 0)
+            return http_json(wsi, p, HTTP_STATUS_METHOD_NOT_ALLOWED, "bad_request", "use GET");
+        mx_buf b;
+        mx_buf_init(&b, 0);
+        mx_engine_rooms_json(srv->engine, &b);
+        int rc = http_respond_len(wsi, p, HTTP_STATUS_OK, "application/json", mx_buf_data(&b), b.len);
+        mx_buf_free(&b);
+        return rc;
+    }
+    if (*rest != '/')
+        return http_respond(wsi, p, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
+    const char *room = rest + 1;
+    const char *slash = strchr(room, '/');
+    size_t roomlen = slash ? (size_t)(slash - room) : strlen(room);
+    if (slash) {
+        if (strcmp(slash, "/actions") || p->u.http.method != 1)
+            return http_json(wsi, p, HTTP_STATUS_NOT_FOUND, "bad_request", "POST /admin/rooms/ROOM/actions");
+        return admin_action(wsi, p, srv, room, roomlen);
+    }
+    if (p->u.http.method == 2) {
+        int rc = mx_engine_delete_room(srv->engine, room, roomlen);
+        if (rc)
+            return http_json(wsi, p, status_of(rc), mx_err_code(rc), mx_err_message(rc));
+        mx_info("event=admin_delete room=%.*s", (int)roomlen, room);
+        /* the body is written on the next turn, after the commit that makes
+         * the delete durable */
+        return http_respond(wsi, p, HTTP_STATUS_OK, "application/json", "{\"deleted\":true}\n");
+    }
+    if (p->u.http.method != 0)
+        return http_json(wsi, p, HTTP_STATUS_METHOD_NOT_ALLOWED, "bad_request", "use GET or DELETE");
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    int rc = mx_engine_room_json(srv->engine, room, roomlen, &b);
+    if (rc)
+        rc = http_json(wsi, p, status_of(rc), mx_err_code(rc), mx_err_message(rc));
+    else
+        rc = http_respond_len(wsi, p, HTTP_STATUS_OK, "application/json", mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+    return rc;
+}
+
 static int http_route(struct lws *wsi, struct pss *p, const char *uri)
 {
     struct mx_server *srv = lws_context_user(lws_get_context(wsi));
@@ -161,6 +339,18 @@ static int http_route(struct lws *wsi, struct pss *p, const char *uri)
     }
     if (!strcmp(uri, "/metrics"))
         return http_metrics(wsi, p, srv);
+    if (!strncmp(uri, "/admin/rooms", 12)) {
+        snprintf(p->u.http.uri, sizeof(p->u.http.uri), "%s", uri);
+        free(p->u.http.req); /* a kept-alive connection's previous request */
+        p->u.http.req = NULL;
+        p->u.http.reqlen = 0;
+        p->u.http.method = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI)     ? 1
+                           : lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI) ? 2
+                                                                               : 0;
+        if (p->u.http.method == 1)
+            return 0; /* the body comes first (LWS_CALLBACK_HTTP_BODY...) */
+        return admin_route(wsi, p, srv);
+    }
     if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
         return serve_file(wsi, p, dir, "demo/", "index.html");
     if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts"))
@@ -201,10 +391,32 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return -1;
         return 0;
     }
+    case LWS_CALLBACK_HTTP_BODY: {
+        if (p->u.http.reqlen + len > srv->cfg->max_message_bytes)
+            return -1;
+        char *n = realloc(p->u.http.req, p->u.http.reqlen + len + 1);
+        if (!n)
+            return -1;
+        p->u.http.req = n;
+        memcpy(n + p->u.http.reqlen, in, len);
+        p->u.http.reqlen += len;
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return admin_route(wsi, p, srv);
     case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (p && !p->ws) {
+            if (p->u.http.conn_open) {
+                mx_engine_conn_closed(srv->engine, &p->u.http.conn);
+                p->u.http.conn_open = 0;
+            }
+            p->u.http.wsi = NULL;
             free(p->u.http.body);
             p->u.http.body = NULL;
+            free(p->u.http.req);
+            p->u.http.req = NULL;
+            p->u.http.reqlen = 0;
         }
         break;
     case LWS_CALLBACK_ESTABLISHED:

@@ -80,6 +80,7 @@ struct mx_config {
     char tls_cert_file[1024];
     char tls_key_file[1024];
     char tls_chain_file[1024];
+    char admin_token_file[1024]; /* bearer token for /admin/ (unset: admin API off) */
 
     struct mx_room_type def;   /* the `room default` block (or built-in defaults) */
     struct mx_room_type *types;/* named blocks */

@@ -42,6 +42,7 @@ struct mx_conn {
     size_t nrooms, caprooms;
     size_t pending; /* outbox entries addressed to this connection */
     int closed;             /* the engine asked the edge to close it */
+    int admin;              /* the admin API: every right, no subscription needed */
     int authed;             /* auth jwt: hello carried a valid token */
     struct mx_token token;  /* its claims (sub, exp, grants) */
 };
@@ -111,6 +112,21 @@ void mx_engine_config_changed(mx_engine *e);
 
 /* Keys for verifying tokens (auth jwt); copied. */
 void mx_engine_set_keys(mx_engine *e, const struct mx_jwt_keys *keys);
+
+/* Admin API: dispatch `action` into room as the server. The idempotency key
+ * is the client id ("admin:" + key, n = 1), so a repeated request gets the
+ * original ack (duplicate) instead of applying twice. The reply (ack,
+ * reject or error) reaches c->deliver after the commit, like any reply.
+ * c must have been opened with mx_engine_conn_open. */
+void mx_engine_admin_action(mx_engine *e, struct mx_conn *c, const char *room, size_t roomlen,
+                            const char *key, size_t keylen, const json_t *action);
+
+/* Admin API: a room as JSON {"room","seq","checksum","state"} into out (loads
+ * it from disk if needed). 0 or a negative mx_err. */
+int mx_engine_room_json(mx_engine *e, const char *room, size_t roomlen, mx_buf *out);
+
+/* Admin API: JSON {"rooms":[{"room","seq","subscribers"}...],"on_disk":N}. */
+void mx_engine_rooms_json(mx_engine *e, mx_buf *out);
 
 /* Look a room up (tests, admin). */
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len);

@@ -27,6 +27,8 @@ struct mx_server {
     size_t nsessions;
     int stopping;                /* shutting down: refuse new connections */
     uint64_t watchdog_usec;
+    unsigned char admin_token[256]; /* bearer token of the admin API */
+    size_t admin_token_len;         /* 0: admin API disabled */
     uint64_t origin_refusals, ip_refusals, rate_limited, rate_closes;
     uint64_t disk_failing_since_ms; /* 0 while storage flushes succeed */
 };
@@ -45,6 +47,12 @@ int mx_server_run(struct mx_server *s);
 /* Async-signal-safe: ask the loop to look at s->stop. */
 void mx_server_wake(struct mx_server *s);
 void mx_server_destroy(struct mx_server *s);
+
+/* Read the admin bearer token from cfg->admin_token_file (trailing newline
+ * dropped; 16..255 bytes). 0, or -1 with err; no file configured disables
+ * the admin API. */
+int mx_server_load_admin_token(struct mx_server *s, const struct mx_config *cfg, char *err,
+                               size_t errlen);
 
 /* Graceful stop: close every connection with 1001 once its queue is sent,
  * serving the loop until all are gone or timeout_ms passed. */

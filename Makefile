@@ -106,12 +106,132 @@ crash-test: test-deps
 check-conf: all
 	$(BUILD)/movexd -t -c $(CONF)
 
+# ---------------------------------------------------------------- install --
+# `make install [PREFIX=/usr/local] [DESTDIR=]` (docs/OPERATIONS.md):
+#   $(PREFIX)/bin/movexd                     the daemon ($(BUILD)/movexd)
+#   /etc/movexd/movexd.conf                  conf/movexd.conf with data_dir
+#                                            /var/lib/movexd and client_dir
+#                                            below; an existing file is kept
+#                                            and the new one goes to .conf.new
+#   /lib/systemd/system/movexd.service       systemd/movexd.service, movexd
+#                                            path adjusted to PREFIX
+#   $(PREFIX)/share/movexd/client/           movex.js, movex.d.ts, demo/
+#   $(PREFIX)/share/man/man8/movexd.8, man5/movexd.conf.5
+#   $(PREFIX)/share/doc/movexd/              README.md, docs/*.md
+# The adjusted copies are made in $(BUILD)/dist first. `make uninstall`
+# removes all of it except /etc/movexd (and never touches /var/lib/movexd).
+SYSTEMD_UNIT_DIR ?= /lib/systemd/system
+INSTALL_DIST := $(BUILD)/dist
+SHARE_DIR = $(DESTDIR)$(PREFIX)/share
+
 install: all
+	rm -rf $(INSTALL_DIST) && mkdir -p $(INSTALL_DIST)
+	sed -e 's|^data_dir .*|data_dir /var/lib/movexd|' \
+	    -e 's|^client_dir .*|client_dir $(PREFIX)/share/movexd/client|' \
+	    conf/movexd.conf > $(INSTALL_DIST)/movexd.conf
+	@grep -qx 'data_dir /var/lib/movexd' $(INSTALL_DIST)/movexd.conf && \
+	  grep -qx 'client_dir $(PREFIX)/share/movexd/client' $(INSTALL_DIST)/movexd.conf || \
+	  { echo "install: conf/movexd.conf needs top-level data_dir and client_dir lines" >&2; exit 1; }
+	sed 's|/usr/local/bin/movexd|$(PREFIX)/bin/movexd|g' systemd/movexd.service > $(INSTALL_DIST)/movexd.service
+	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.8 > $(INSTALL_DIST)/movexd.8
+	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.conf.5 > $(INSTALL_DIST)/movexd.conf.5
 	install -D -m 0755 $(BUILD)/movexd $(DESTDIR)$(PREFIX)/bin/movexd
-	install -D -m 0644 conf/movexd.conf $(DESTDIR)/etc/movexd/movexd.conf
+	install -D -m 0644 $(INSTALL_DIST)/movexd.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service
+	install -d -m 0755 $(SHARE_DIR)/movexd/client
+	install -m 0644 client/movex.js client/movex.d.ts $(SHARE_DIR)/movexd/client/
+	@if [ -d client/demo ]; then \
+	  echo "install -m 0644 client/demo/* $(SHARE_DIR)/movexd/client/demo/"; \
+	  install -d -m 0755 $(SHARE_DIR)/movexd/client/demo && \
+	  find client/demo -maxdepth 1 -type f -exec install -m 0644 {} $(SHARE_DIR)/movexd/client/demo/ \; ; \
+	fi
+	install -D -m 0644 $(INSTALL_DIST)/movexd.8 $(SHARE_DIR)/man/man8/movexd.8
+	install -D -m 0644 $(INSTALL_DIST)/movexd.conf.5 $(SHARE_DIR)/man/man5/movexd.conf.5
+	install -d -m 0755 $(SHARE_DIR)/doc/movexd
+	install -m 0644 README.md $(wildcard docs/*.md) $(SHARE_DIR)/doc/movexd/
+	install -d -m 0755 $(DESTDIR)/etc/movexd
+	@conf=$(DESTDIR)/etc/movexd/movexd.conf; \
+	if [ ! -e $$conf ]; then \
+	  echo "install -m 0644 $(INSTALL_DIST)/movexd.conf $$conf"; \
+	  install -m 0644 $(INSTALL_DIST)/movexd.conf $$conf; \
+	elif cmp -s $(INSTALL_DIST)/movexd.conf $$conf; then \
+	  echo "install: $$conf is up to date"; \
+	else \
+	  install -m 0644 $(INSTALL_DIST)/movexd.conf $$conf.new; \
+	  echo "install: kept the existing $$conf; the new default is $$conf.new (compare and merge by hand)"; \
+	fi
+	@echo "install: done. With systemd: systemctl daemon-reload && systemctl enable --now movexd"
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/movexd
+	rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service
+	rm -rf $(SHARE_DIR)/movexd
+	rm -f $(SHARE_DIR)/man/man8/movexd.8 $(SHARE_DIR)/man/man5/movexd.conf.5
+	rm -rf $(SHARE_DIR)/doc/movexd
+	@echo "uninstall: kept $(DESTDIR)/etc/movexd (the conf) and the data in /var/lib/movexd;" \
+	  "remove them by hand if they are no longer needed. Run systemctl daemon-reload now" \
+	  "(and systemctl disable --now movexd beforehand, if the service was enabled)."
+
+# `make systemd-verify`: `systemd-analyze verify` on the unit, with its
+# movexd path pointing at $(BUILD)/movexd (the unit names /usr/local/bin,
+# which may not exist here) and the man pages of Documentation= found in
+# man/; any output at all (a warning) fails. Then the unit's exposure score
+# (`systemd-analyze security --offline=true`, systemd >= 250), failing
+# above SYSTEMD_EXPOSURE_MAX (tenths: 15 = 1.5). Full table:
+# $(BUILD)/systemd/security.txt.
+SYSTEMD_EXPOSURE_MAX ?= 15
+.PHONY: systemd-verify
+systemd-verify: all
+	@command -v systemd-analyze >/dev/null || { echo "systemd-verify: systemd-analyze not found (Debian: apt-get install systemd)" >&2; exit 1; }
+	@rm -rf $(BUILD)/systemd && mkdir -p $(BUILD)/systemd/man/man8 $(BUILD)/systemd/man/man5
+	@sed 's|/usr/local/bin/movexd|$(abspath $(BUILD))/movexd|g' systemd/movexd.service > $(BUILD)/systemd/movexd.service
+	@cp man/movexd.8 $(BUILD)/systemd/man/man8/ && cp man/movexd.conf.5 $(BUILD)/systemd/man/man5/
+	@echo "systemd-analyze verify $(BUILD)/systemd/movexd.service"
+	@MANPATH=$(abspath $(BUILD))/systemd/man systemd-analyze verify $(BUILD)/systemd/movexd.service \
+	  > $(BUILD)/systemd/verify.txt 2>&1; rc=$$?; cat $(BUILD)/systemd/verify.txt; \
+	  if [ $$rc -ne 0 ] || [ -s $(BUILD)/systemd/verify.txt ]; then \
+	    echo "systemd-verify: FAILED (exit $$rc, or warnings above)" >&2; exit 1; fi
+	@echo "systemd-verify: unit OK (no warnings)"
+	@systemd-analyze security --offline=true --no-pager --threshold=$(SYSTEMD_EXPOSURE_MAX) \
+	  $(BUILD)/systemd/movexd.service > $(BUILD)/systemd/security.txt 2>&1; rc=$$?; \
+	  grep -E '^✗' $(BUILD)/systemd/security.txt; grep -E 'Overall exposure' $(BUILD)/systemd/security.txt; \
+	  if [ $$rc -ne 0 ]; then cat $(BUILD)/systemd/security.txt | tail -n 5 >&2; \
+	    echo "systemd-verify: exposure above $(SYSTEMD_EXPOSURE_MAX)/100 (or security failed)" >&2; exit 1; fi
 
 clean:
 	rm -rf build
+
+# ---------------------------------------------------------------- fuzzing --
+# libFuzzer harnesses (test/fuzz/fuzz_*.c; docs/FUZZING.md). Built with clang
+# into build/fuzz/: the daemon's sources (all but main.c) are compiled once
+# with coverage instrumentation and the sanitizers into build/fuzz/obj, and
+# each harness links them. `make fuzz` runs every harness FUZZ_SECONDS
+# (keeping new inputs in build/fuzz/corpus/<target>); `make fuzz-smoke` runs
+# each FUZZ_SMOKE_SECONDS on the committed corpus only (part of make test).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_DIR := build/fuzz
+FUZZ_FLAGS = $(STD) -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -DMX_FAULT_INJECTION \
+	-Iinclude $(PKG_CFLAGS)
+FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst test/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
+FUZZ_OBJ := $(patsubst src/%.c,$(FUZZ_DIR)/obj/%.o,$(CORE_SRC))
+
+.PHONY: fuzz fuzz-smoke
+fuzz: $(FUZZ_BIN)
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(notdir $(FUZZ_BIN))
+
+fuzz-smoke: $(FUZZ_BIN)
+	scripts/fuzz.sh --fresh $(FUZZ_SMOKE_SECONDS) $(notdir $(FUZZ_BIN))
+
+# -Werror stays off for the daemon's sources here: a clang-only warning in
+# someone else's file must not break the fuzz build (the gcc builds enforce it).
+$(FUZZ_OBJ): $(FUZZ_DIR)/obj/%.o: src/%.c $(wildcard include/movexd/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter-out -Werror,$(WARN)) \
+	  -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+$(FUZZ_BIN): $(FUZZ_DIR)/%: test/fuzz/%.c $(FUZZ_OBJ) $(wildcard include/movexd/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer,address,undefined \
+	  -o $@ $< $(FUZZ_OBJ) $(PKG_LIBS) $(LDFLAGS)

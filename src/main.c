@@ -200,6 +200,16 @@ int main(int argc, char **argv)
         mx_config_free(&cfg);
         return 1;
     }
+    {
+        /* checked before anything listens, and by -t */
+        static struct mx_server probe;
+        if (mx_server_load_admin_token(&probe, &cfg, err, sizeof(err))) {
+            fprintf(stderr, "movexd: %s\n", err);
+            mx_config_free(&cfg);
+            return 1;
+        }
+        sodium_memzero(&probe, sizeof(probe));
+    }
     if (test_only) {
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
         sodium_memzero(&keys, sizeof(keys));

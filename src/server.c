@@ -597,7 +597,7 @@ int mx_server_run(struct mx_server *s)
                 s->on_reload(s);
             mx_notify("READY=1");
         }
-        if (s->watchdog_usec && mx_now_us() - last_watchdog >= s->watchdog_usec / 2) {
+        if (s->watchdog_usec && mx_now_us() - last_watchdog >= s->watchdog_usec / 3) {
             /* from the loop itself: a stuck loop stops the keep-alives */
             mx_notify("WATCHDOG=1");
             last_watchdog = mx_now_us();

@@ -202,8 +202,17 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         return decide_old(r, in, out);
 
     int code;
-    if (in->has_dep && (code = check_dep(r, in, out)))
-        return reject(r, in, out, code);
+    if (in->has_dep && (code = check_dep(r, in, out))) {
+        if (code != MX_EBAD_DEP)
+            return reject(r, in, out, code);
+        /* dep not decided (yet): maybe refused `unavailable` and resent
+         * later. Not recorded, so this n can still apply once the dep has. */
+        out->decision = MX_DECIDED_TOO_OLD;
+        out->code = code;
+        out->seq = r->seq;
+        memcpy(out->checksum, r->checksum, MX_DIGEST_LEN);
+        return 0;
+    }
     if (in->strict && in->base != r->seq) {
         snprintf(out->message, sizeof(out->message), "strict action on base %llu, head is %llu",
                  (unsigned long long)in->base, (unsigned long long)r->seq);

@@ -69,7 +69,7 @@ enum mx_decision {
     MX_DECIDED_APPLIED = 1,  /* new seq; out.entry holds the log entry text */
     MX_DECIDED_REJECTED,     /* new reject, recorded in the exactly-once memory */
     MX_DECIDED_DUPLICATE,    /* n decided before: out.prior is its outcome */
-    MX_DECIDED_TOO_OLD,      /* n not above highest and not remembered: not recorded */
+    MX_DECIDED_TOO_OLD,      /* refused without using up n (too_old, bad_dep): not recorded */
 };
 
 struct mx_action_out {

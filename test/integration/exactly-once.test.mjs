@@ -184,6 +184,11 @@ test('rejection cascade: test_failed -> after_reject (transitive); independent a
     const r7 = await a.request(patchAction(room, 7, [{ op: 'add', path: '/seven', value: 7 }], { dep: 6 }));
     assert.equal(r7.type, 'reject', `n=7 dep=6: ${JSON.stringify(r7)}`);
     assert.equal(r7.code, 'bad_dep');
+    // bad_dep does not use up n (the dep may still come, e.g. after an
+    // `unavailable`): a resend is refused the same way, not from memory.
+    const r7b = await a.request(patchAction(room, 7, [{ op: 'add', path: '/seven', value: 7 }], { dep: 6 }));
+    assert.equal(r7b.code, 'bad_dep');
+    assert.notEqual(r7b.duplicate, true, 'bad_dep is not an outcome remembered for n');
     // A dep on an after_reject is after_reject too; resends repeat the outcome.
     const r8 = await a.request(patchAction(room, 8, [{ op: 'add', path: '/eight', value: 8 }], { dep: 3 }));
     assert.equal(r8.code, 'after_reject');
@@ -191,7 +196,7 @@ test('rejection cascade: test_failed -> after_reject (transitive); independent a
     assert.equal(r2again.type, 'reject');
     assert.equal(r2again.code, 'after_reject', 'resend of a cascaded reject gets it again');
     const r7again = await a.request(patchAction(room, 7, [{ op: 'add', path: '/seven', value: 7 }], { dep: 6 }));
-    assert.equal(r7again.code, 'bad_dep', 'resend of a bad_dep reject gets it again');
+    assert.equal(r7again.code, 'too_old', 'once a higher n is decided, the never-applied n=7 can no longer apply');
     // dep on a rejected action that is not the latest.
     const a9 = await a.request(patchAction(room, 9, [{ op: 'add', path: '/nine', value: 9 }], { dep: 5 }));
     assert.equal(a9.type, 'ack', `n=9 dep=5: ${JSON.stringify(a9)}`);

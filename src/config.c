@@ -168,8 +168,8 @@ void mx_config_defaults(struct mx_config *c)
     c->hello_timeout_ms = 10000;
     c->dedup_window = 1024;
     c->snapshot_every = 10000;
-    c->wal_segment_bytes = 64 * MiB;
-    c->wal_max_bytes = 512 * MiB;
+    c->wal_segment_bytes = 16 * MiB;
+    c->wal_max_bytes = 64 * MiB;
     c->evict_idle_ms = 300000;
     c->auth = MX_AUTH_NONE;
     c->auth_leeway_ms = 30000;

@@ -28,6 +28,7 @@ struct outbox_entry {
     struct mx_conn *conn; /* NULL once the connection closed */
     mx_frame *frame;
     uint64_t ack_t_us; /* an ack: when its request arrived (ack latency); else 0 */
+    int free;          /* depends on no unflushed decision (pong, error, unavailable) */
 };
 
 struct mx_engine {
@@ -227,7 +228,7 @@ static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
         e->out = n;
         e->capout = ncap;
     }
-    e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f, .ack_t_us = 0};
+    e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f, .ack_t_us = 0, .free = 0};
     c->pending++;
 }
 
@@ -244,6 +245,45 @@ static void push_buf(mx_engine *e, struct mx_conn *c, mx_buf *b)
 
 int mx_engine_has_pending(const mx_engine *e) { return e->nout > 0; }
 
+/* The storage cannot flush (full disk): everything that depends on an
+ * unwritten decision stays held. Messages that depend on none (pong, errors,
+ * `unavailable` rejects) still go out, to connections that have nothing held
+ * before them, so the per-connection order is kept and clients are not left
+ * guessing whether the server is alive. */
+static void release_free(mx_engine *e)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < e->nout; i++) {
+        struct outbox_entry o = e->out[i];
+        struct mx_conn *c = o.conn;
+        if (c && o.free && !c->held) {
+            c->pending--;
+            e->out[i].conn = NULL;
+            c->deliver(c, o.frame);
+            mx_frame_unref(o.frame);
+            continue;
+        }
+        if (c && !o.free)
+            c->held = 1;
+        if (!c) {
+            mx_frame_unref(o.frame);
+            continue;
+        }
+        e->out[keep++] = e->out[i];
+    }
+    e->nout = keep;
+    for (size_t i = 0; i < e->nout; i++)
+        if (e->out[i].conn)
+            e->out[i].conn->held = 0;
+}
+
+/* Mark the entry just queued as independent of unflushed decisions. */
+static void mark_free(mx_engine *e, size_t before)
+{
+    if (e->nout > before)
+        e->out[e->nout - 1].free = 1;
+}
+
 int mx_engine_commit(mx_engine *e)
 {
     if (e->storage_error)
@@ -251,8 +291,10 @@ int mx_engine_commit(mx_engine *e)
     if (!e->nout)
         return 0;
     int rc = e->st->flush(e->st->ctx);
-    if (rc)
+    if (rc) {
+        release_free(e);
         return rc;
+    }
     /* deliver may close a connection (send queue over its bound), which
      * calls back into mx_engine_conn_closed and nulls its later entries; so
      * walk by index and never cache the array */
@@ -406,7 +448,9 @@ static void reply_error(mx_engine *e, struct mx_conn *c, int has_id, uint64_t id
     e->stats.errors_sent++;
     mx_debug("event=error client=%s code=%s message=\"%s\"", c->clientlen ? c->client : "-",
              mx_err_code(err), message ? message : "");
+    size_t before = e->nout;
     push_buf(e, c, &b);
+    mark_free(e, before);
 }
 
 void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *message)
@@ -794,9 +838,11 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
      * bound covers the entry's re-encoding (numbers such as 1e20 grow). */
     if (e->st->reserve(e->st->ctx, q->msglen * 6 + 4096)) {
         e->stats.actions_unavailable++;
+        size_t before = e->nout;
         reply_reject(e, c, q, r, MX_EUNAVAILABLE,
                      "the server cannot make actions durable right now (disk full?); resend later",
                      r->seq, r->checksum, 0);
+        mark_free(e, before);
         return;
     }
     if (mx_room_decide(r, &in, &o)) {
@@ -868,7 +914,9 @@ static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
     mx_buf_init(&b, MX_FRAME_PRE);
     mx_proto_begin(&b, "pong", q->has_id, q->id, NULL, 0);
     mx_buf_putc(&b, '}');
+    size_t before = e->nout;
     push_buf(e, c, &b);
+    mark_free(e, before);
 }
 
 /* The top-level "id" of a message the parser refused (nesting past its own

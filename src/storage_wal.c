@@ -540,7 +540,7 @@ static int replay(struct recovery *rc, const void *payload, size_t plen, uint64_
         if (c.bad)
             RFAIL("WAL record %llu: truncated action", (unsigned long long)lsn);
         char why[300];
-        if (mx_room_replay(r, seq, prev, sum, client, clen, n, entry, elen, why, sizeof(why)))
+        if (mx_room_replay(r, seq, prev, sum, client, clen, n, entry, elen, 0, why, sizeof(why)))
             RFAIL("WAL record %llu: %s", (unsigned long long)lsn, why);
     } else if (type == REC_REJECT) {
         size_t clen, mlen;
@@ -642,6 +642,25 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
     }
     if (r < 0)
         goto fail;
+    /* each replayed room's recomputed state must be the one its last
+     * record says (the chain of logged checksums was checked per record) */
+    {
+        size_t it = 0, len;
+        const char *key;
+        void *val;
+        while (mx_map_next(map, &it, &key, &len, &val)) {
+            struct mx_room *room = val;
+            uint8_t got[MX_DIGEST_LEN];
+            if (room->disk_records && (mx_digest_of(room->state, got) ||
+                                       memcmp(got, room->checksum, MX_DIGEST_LEN) != 0)) {
+                snprintf(err, errlen,
+                         "room %s: the state rebuilt from the WAL does not match the checksum of its "
+                         "last record (seq %llu)",
+                         room->id, (unsigned long long)room->seq);
+                goto fail;
+            }
+        }
+    }
     const char *tfile;
     uint64_t toff;
     if (mx_wal_reader_torn(rd, &tfile, &toff)) {

@@ -41,6 +41,7 @@ struct mx_conn {
     struct mx_room **rooms; /* subscriptions */
     size_t nrooms, caprooms;
     size_t pending; /* outbox entries addressed to this connection */
+    int held;       /* scratch: an entry for it is held by a failed flush */
     int closed;             /* the engine asked the edge to close it */
     int admin;              /* the admin API: every right, no subscription needed */
     int authed;             /* auth jwt: hello carried a valid token */

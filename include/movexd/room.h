@@ -98,10 +98,12 @@ int mx_room_can_catch_up(const struct mx_room *r, uint64_t since_seq,
  * "effects", else its action's payload) are applied without the reducer;
  * the room must be at seq - 1 with checksum prev, and the result must have
  * checksum sum. The entry goes to the log and the ack to the exactly-once
- * memory. Returns 0, or -1 with err filled (the room is then unchanged). */
+ * memory. With verify 0 the recomputed checksum is not compared here: the
+ * caller must compare mx_digest_of(state) with r->checksum after the room's
+ * last record. Returns 0, or -1 with err filled (the room is then unchanged). */
 int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
                    const uint8_t sum[MX_DIGEST_LEN], const char *client, size_t clen, uint64_t n,
-                   const char *entry, size_t elen, char *err, size_t errlen);
+                   const char *entry, size_t elen, int verify, char *err, size_t errlen);
 
 /* next_n for client in this room. */
 uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen);

@@ -2,7 +2,8 @@
 // over real WebSockets (package `ws`). Everything waits on conditions with
 // generous timeouts; nothing sleeps for a fixed time.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { request as nodeHttpRequest } from 'node:http';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import WebSocket from '../node_modules/ws/index.js';
@@ -25,31 +26,56 @@ room default {
 
 // Start a daemon. `conf` is the text of a conf file (listen is forced to
 // 127.0.0.1:0 on the command line). Resolves once it prints its port.
-export async function startDaemon({ conf = DEFAULT_CONF, args = [] } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'movexd-test-'));
+// The daemon gets `--data-dir DIR/data`. By default DIR is a fresh temporary
+// directory removed by stop(). To restart a daemon on the same data, pass
+// `dir` (an existing or new directory, e.g. the `dir` of an earlier daemon):
+// then DIR is never removed by the harness (call d.cleanup() or rmSync it
+// yourself). `keepDir: true` keeps a fresh temporary DIR past stop()/kill().
+// `env` adds environment variables for the daemon; `bin` overrides MOVEXD_BIN.
+// `port` listens on that port instead of a free one (e.g. to restart a daemon
+// where its clients will reconnect: pass the `port` of the earlier one).
+// `listenArg: false` passes no --listen at all, so the conf's `listen` is
+// used (it must then name a loopback address, e.g. `listen 127.0.0.1:0`).
+export async function startDaemon({ conf = DEFAULT_CONF, args = [], dir, keepDir = false, env, bin = BIN, port: listenPort = 0, listenArg = true } = {}) {
+  const keep = keepDir || !!dir;
+  if (dir) mkdirSync(dir, { recursive: true });
+  else dir = mkdtempSync(join(tmpdir(), 'movexd-test-'));
   const confPath = join(dir, 'movexd.conf');
   writeFileSync(confPath, conf);
-  const proc = spawn(BIN, ['-c', confPath, '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), ...args], {
+  const dataDir = join(dir, 'data');
+  const proc = spawn(bin, ['-c', confPath, ...(listenArg ? ['--listen', `127.0.0.1:${listenPort}`] : []), '--data-dir', dataDir, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(env ? { env: { ...process.env, ...env } } : {}),
   });
   let stderr = '';
-  const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
+  const logWaiters = new Set();
+  // 'close' rather than 'exit': by then stderr has been read to its end
+  const exited = new Promise((res) => proc.on('close', (code, signal) => res({ code, signal })));
   const port = await new Promise((res, rej) => {
-    proc.on('error', (e) => rej(new Error(`cannot start ${BIN}: ${e.message}`)));
+    proc.on('error', (e) => rej(new Error(`cannot start ${bin}: ${e.message}`)));
     const timer = setTimeout(() => rej(new Error(`daemon did not start in time; stderr:\n${stderr}`)), TIMEOUT);
     proc.stderr.on('data', (d) => {
       stderr += d;
+      for (const w of [...logWaiters]) w();
       const m = /event=listening .*port=(\d+)/.exec(stderr);
       if (m) { clearTimeout(timer); res(Number(m[1])); }
     });
-    proc.on('exit', (code) => { clearTimeout(timer); rej(new Error(`daemon exited ${code} before listening:\n${stderr}`)); });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const e = new Error(`daemon exited ${code}${signal ? `/${signal}` : ''} before listening:\n${stderr}`);
+      e.code = code;
+      e.signal = signal;
+      e.stderr = stderr;
+      rej(e);
+    });
   }).catch((e) => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    if (!keep) rmSync(dir, { recursive: true, force: true });
     throw e;
   });
   const d = {
-    proc, port, dir, confPath,
+    proc, port, dir, dataDir, confPath,
+    pid: proc.pid,
     url: `ws://127.0.0.1:${port}/ws`,
     http: `http://127.0.0.1:${port}`,
     get stderr() { return stderr; },
@@ -64,12 +90,76 @@ export async function startDaemon({ conf = DEFAULT_CONF, args = [] } = {}) {
         proc.kill('SIGKILL'); // never leave a hung daemon behind
         throw new Error(`${e.message}; stderr:\n${stderr.slice(-4000)}`);
       }
-      rmSync(dir, { recursive: true, force: true });
+      if (!keep) rmSync(dir, { recursive: true, force: true });
       if (r.code !== 0) throw new Error(`daemon exited with ${r.code}/${r.signal}; stderr:\n${stderr.slice(-4000)}`);
       return r;
     },
+    // Send `signal` (default SIGKILL: a crash) and wait for the exit; returns
+    // {code, signal}. Never removes DIR and asserts nothing about the exit.
+    async kill(signal = 'SIGKILL') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      try {
+        return await withTimeout(exited, TIMEOUT, `daemon did not exit on ${signal}`);
+      } catch (e) {
+        proc.kill('SIGKILL');
+        throw e;
+      }
+    },
+    // Wait for the daemon to exit on its own; returns {code, signal}.
+    waitExit(ms = TIMEOUT) { return withTimeout(exited, ms, 'daemon exit'); },
+    // Wait until the log (stderr) matches re (searched from byte `from`);
+    // resolves with the match.
+    waitLog(re, ms = TIMEOUT, from = 0) {
+      return new Promise((res, rej) => {
+        let timer;
+        const check = () => {
+          const m = re.exec(stderr.slice(from));
+          if (!m) return false;
+          logWaiters.delete(check);
+          clearTimeout(timer);
+          res(m);
+          return true;
+        };
+        if (check()) return;
+        logWaiters.add(check);
+        timer = setTimeout(() => {
+          logWaiters.delete(check);
+          rej(new Error(`timeout: log line ${re}; stderr tail:\n${stderr.slice(-2000)}`));
+        }, ms);
+        timer.unref?.();
+      });
+    },
+    // Remove DIR (for callers that passed `dir` or keepDir).
+    cleanup() { rmSync(dir, { recursive: true, force: true }); },
   };
   return d;
+}
+
+// Run the daemon on DIR (conf written to DIR/movexd.conf, data in DIR/data)
+// until it exits by itself; for start-ups that must fail. Resolves with
+// {code, signal, stderr}; kills it and rejects if it is still running
+// after `ms` (e.g. because it started listening).
+export async function runDaemonToExit({ dir, conf = DEFAULT_CONF, args = [], ms = TIMEOUT, bin = BIN } = {}) {
+  mkdirSync(dir, { recursive: true });
+  const confPath = join(dir, 'movexd.conf');
+  writeFileSync(confPath, conf);
+  const proc = spawn(bin, ['-c', confPath, '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise((res, rej) => {
+    proc.on('error', rej);
+    // 'close' (not 'exit'): stderr has been read to its end
+    proc.on('close', (code, signal) => res({ code, signal }));
+  });
+  try {
+    const r = await withTimeout(exited, ms, 'daemon was expected to exit');
+    return { ...r, stderr };
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw new Error(`${e.message}; stderr:\n${stderr.slice(-4000)}`);
+  }
 }
 
 export function withTimeout(p, ms, what) {
@@ -178,6 +268,27 @@ export async function withDaemon(opts, fn) {
   } finally {
     try { await d.stop(); } catch (e) { if (!failed) throw e; }
   }
+}
+
+// One HTTP request to the daemon `d` (or to a port number), a fresh
+// connection unless `agent` is given. `body`: a string/Buffer sent as is, or
+// any other value sent as JSON. Resolves {status, headers, body (string)}.
+export function httpRequest(d, { method = 'GET', path = '/', headers = {}, body, agent = false, ms = TIMEOUT } = {}) {
+  const port = typeof d === 'number' ? d : d.port;
+  const data = body === undefined ? undefined
+    : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+  const h = { ...headers };
+  if (data !== undefined && !Object.keys(h).some((k) => k.toLowerCase() === 'content-length')) h['content-length'] = Buffer.byteLength(data);
+  return withTimeout(new Promise((res, rej) => {
+    const req = nodeHttpRequest({ host: '127.0.0.1', port, path, method, headers: h, agent }, (r) => {
+      const chunks = [];
+      r.on('data', (c) => chunks.push(c));
+      r.on('end', () => res({ status: r.statusCode, headers: r.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      r.on('error', rej);
+    });
+    req.on('error', rej);
+    req.end(data);
+  }), ms, `${method} ${path}`);
 }
 
 // A JSON Patch action request body (the caller adds n/base/dep/strict).

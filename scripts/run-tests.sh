@@ -59,15 +59,40 @@ run_node() { # name env... -- args
 run_check unit-release build/release/unit-tests
 run_check unit-asan build/asan/unit-tests
 
+# Every node test has a time limit: a hang is a failure, never a stall of CI.
+NODE_TEST=(node --test --test-concurrency=1 --test-timeout=300000)
 if compgen -G "test/integration/*.test.mjs" >/dev/null; then
-  run_node integration-release MOVEXD_BIN=build/release/movexd node --test --test-concurrency=1 test/integration/
-  run_node integration-asan MOVEXD_BIN=build/asan/movexd MOVEXD_ASAN=1 \
+  run_node integration-release MOVEXD_BIN=build/release/movexd VARIANT=release "${NODE_TEST[@]}" test/integration/
+  run_node integration-asan MOVEXD_BIN=build/asan/movexd VARIANT=asan MOVEXD_ASAN=1 \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=87 \
-    node --test --test-concurrency=1 test/integration/
+    "${NODE_TEST[@]}" test/integration/
 fi
 if compgen -G "client/test/*.test.mjs" >/dev/null; then
-  run_node client-unit node --test client/test/
+  run_node client-unit MOVEXD_BIN=build/release/movexd "${NODE_TEST[@]}" client/test/
+fi
+if compgen -G "test/e2e/*.test.mjs" >/dev/null; then
+  run_node e2e MOVEXD_BIN=build/release/movexd "${NODE_TEST[@]}" test/e2e/
+fi
+
+# libFuzzer smoke run: every harness, briefly, on the committed corpus; each
+# harness counts as one test.
+if compgen -G "test/fuzz/fuzz_*.c" >/dev/null; then
+  echo "== fuzz-smoke"
+  log=build/logs/fuzz-smoke.log
+  make --no-print-directory fuzz-smoke >"$log" 2>&1
+  rc=$?
+  grep -E '^fuzz_' "$log" || tail -n 20 "$log"
+  # one summary line per harness: "fuzz_x  N runs ... crashes K"
+  ok=$(grep -cE '^fuzz_[a-z_]+ .* crashes 0$' "$log")
+  bad=$(grep -cE '^fuzz_[a-z_]+(: FAILED| .* crashes [1-9])' "$log")
+  passed=$((passed + ok))
+  failed=$((failed + bad))
+  if [[ $rc -ne 0 ]]; then
+    status=1
+    [[ $bad -eq 0 ]] && failed=$((failed + 1))
+    echo "!! fuzz-smoke failed (exit $rc); log: $log"
+  fi
 fi
 
 echo

@@ -3,13 +3,18 @@
 #   scripts/install-deps.sh          build + run dependencies
 #   scripts/install-deps.sh --test   also what `make test` needs (Check,
 #                                    clang for fuzzing, Node.js + the test
-#                                    client's npm packages)
+#                                    client's npm packages, and Debian's
+#                                    Chromium for the browser end-to-end
+#                                    tests in test/e2e/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(check nodejs npm openssl curl python3)
+  pkgs+=(check nodejs npm openssl curl python3 clang libclang-rt-14-dev systemd man-db)
+  # test/e2e/ drives /usr/bin/chromium through playwright-core (Playwright's
+  # own browser downloads are not used)
+  pkgs+=(chromium)
 fi
 
 missing=()
@@ -33,9 +38,10 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
-  # The integration tests' WebSocket client (package `ws`), pinned by the
-  # committed package-lock.json.
-  if [[ ! -d test/node_modules/ws ]]; then
+  # The integration tests' WebSocket client (package `ws`) and the e2e
+  # tests' browser driver (`playwright-core`), pinned by the committed
+  # package-lock.json.
+  if [[ ! -d test/node_modules/ws || ! -d test/node_modules/playwright-core ]]; then
     echo "install-deps: npm ci in test/"
     (cd test && npm ci --no-audit --no-fund --loglevel=error)
   fi

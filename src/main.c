@@ -200,6 +200,11 @@ int main(int argc, char **argv)
         mx_config_free(&cfg);
         return 1;
     }
+    if (cfg.tls_cert_file[0] && !cfg.tls_key_file[0]) {
+        fprintf(stderr, "movexd: tls_cert_file is set but tls_key_file is not: TLS needs the private key\n");
+        mx_config_free(&cfg);
+        return 1;
+    }
     {
         /* checked before anything listens, and by -t */
         static struct mx_server probe;

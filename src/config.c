@@ -86,6 +86,7 @@ struct key {
 static const struct key global_keys[] = {
     G("listen", K_LISTEN, 0, 0, listen_addr),
     G("log_level", K_LOGLEVEL, 0, 0, log_level),
+    G("log_file", K_PATH, 0, 0, log_file),
     G("data_dir", K_PATH, 0, 0, data_dir),
     G("client_dir", K_PATH, 0, 0, client_dir),
     G("fsync", K_FSYNC, 0, 0, fsync),

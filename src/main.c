@@ -143,6 +143,8 @@ static void reload(struct mx_server *s)
     cfg = next; /* the engine, server and storage read cfg through pointers */
     memset(&next, 0, sizeof(next));
     mx_log_set_level(cfg.log_level);
+    if (mx_log_open(cfg.log_file)) /* reopened: logrotate moves the old file away */
+        mx_err("event=log_file_failed file=%s note=\"logging to the previous target\"", cfg.log_file);
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
     mx_engine_config_changed(engine);
@@ -222,6 +224,11 @@ int main(int argc, char **argv)
         return 0;
     }
     mx_log_set_level(cfg.log_level);
+    if (mx_log_open(cfg.log_file)) {
+        fprintf(stderr, "movexd: log_file %s: cannot open for appending\n", cfg.log_file);
+        mx_config_free(&cfg);
+        return 1;
+    }
     if (cfg.auth == MX_AUTH_NONE && !mx_server_listen_is_loopback(&cfg))
         mx_warn("event=insecure reason=\"auth none on a non-loopback address: anyone who can reach "
                 "this port can read and write every room\"");

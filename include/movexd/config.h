@@ -47,6 +47,7 @@ struct mx_config {
     char listen_addr[128];  /* "127.0.0.1", "::1", "lo"; "" = every address ("*" in the conf) */
     int listen_port;        /* 0 = let the kernel pick (printed at start) */
     enum mx_log_level log_level;
+    char log_file[1024]; /* "" = stderr (the journal under systemd) */
     char data_dir[1024];
     char client_dir[1024]; /* browser library and demo served over HTTP */
     enum mx_fsync_policy fsync;

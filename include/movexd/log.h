@@ -6,6 +6,9 @@
 #include "movexd/config.h"
 
 void mx_log_set_level(enum mx_log_level l);
+/* Log to path (appending; reopened on SIGHUP for logrotate), or to stderr
+ * when path is NULL or empty. 0, or -1 (then the previous target stays). */
+int mx_log_open(const char *path);
 int mx_log_enabled(enum mx_log_level l);
 void mx_log(enum mx_log_level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -375,7 +375,7 @@ START_TEST(errors_keys)
     /* unknown keys name the valid ones for the context */
     ck_parse_err("max_depth 3\nfoo bar\n", "t.conf:2: ", "unknown key 'foo'");
     ck_parse_err("foo bar\n", "t.conf:1: ",
-                 "global keys are: listen, log_level, data_dir, client_dir, fsync, max_message_bytes, "
+                 "global keys are: listen, log_level, log_file, data_dir, client_dir, fsync, max_message_bytes, "
                  "max_depth, max_queue_bytes, max_rooms_per_conn, max_connections, hello_timeout_ms, "
                  "dedup_window, snapshot_every, wal_segment_bytes, wal_max_bytes, evict_idle_ms");
     ck_parse_err("max_dept 3\n", "t.conf:1: ", "unknown key 'max_dept' (did you mean 'max_depth'?)");

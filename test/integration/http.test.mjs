@@ -22,10 +22,17 @@ test('GET /healthz -> 200 ok; other paths -> 404', async () => {
     const h = await get(d, '/healthz');
     assert.equal(h.status, 200);
     assert.equal(h.body.trim(), 'ok');
-    for (const p of ['/nope', '/', '/ws', '/healthz/x', '/healthzz']) {
+    for (const p of ['/nope', '/ws', '/healthz/x', '/healthzz', '/demo/..', '/demo/.hidden', '/movex.jsx']) {
       const r = await get(d, p);
       assert.equal(r.status, 404, `GET ${p}`);
     }
+    // the client library and the demo, from client_dir (./client here)
+    const js = await get(d, '/movex.js');
+    assert.equal(js.status, 200);
+    assert.match(js.body, /export function connect/);
+    const home = await get(d, '/');
+    assert.equal(home.status, 200);
+    assert.match(home.body, /<html/i);
     // Repeated requests keep working, and WebSockets still do.
     for (let i = 0; i < 5; i++) assert.equal((await get(d, '/healthz')).status, 200);
     const c = await connectHello(d, 'after-http');

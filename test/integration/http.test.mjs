@@ -22,7 +22,7 @@ test('GET /healthz -> 200 ok; other paths -> 404', async () => {
     const h = await get(d, '/healthz');
     assert.equal(h.status, 200);
     assert.equal(h.body.trim(), 'ok');
-    for (const p of ['/nope', '/ws', '/healthz/x', '/healthzz', '/demo/..', '/demo/.hidden', '/movex.jsx']) {
+    for (const p of ['/nope', '/ws', '/healthz/x', '/healthzz', '/demo/.hidden', '/demo/nope.js', '/movex.jsx']) {
       const r = await get(d, p);
       assert.equal(r.status, 404, `GET ${p}`);
     }

@@ -40,6 +40,7 @@ struct mx_engine {
     struct mx_engine_stats stats;
     int storage_error; /* a decision could not be logged: nothing may be released */
     uint64_t cur_t_us;  /* when the message being handled arrived */
+    int unflushed;      /* records appended since the last flush (even with no reply) */
     uint64_t rejects_by_code[MX_ERR_COUNT];
     struct mx_jwt_keys keys;
 };
@@ -288,9 +289,11 @@ int mx_engine_commit(mx_engine *e)
 {
     if (e->storage_error)
         return MX_EINTERNAL;
-    if (!e->nout)
+    if (!e->nout && !e->unflushed)
         return 0;
     int rc = e->st->flush(e->st->ctx);
+    if (!rc)
+        e->unflushed = 0;
     if (rc) {
         release_free(e);
         return rc;
@@ -364,6 +367,7 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
     int rc = e->st->room_deleted(e->st->ctx, r);
     if (rc)
         return rc;
+    e->unflushed = 1;
     /* subscribers learn that the room is gone and are unsubscribed */
     for (size_t i = 0; i < r->nsubs; i++) {
         struct mx_conn *c = r->subs[i];
@@ -625,6 +629,7 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
         return NULL;
     }
     r->last_active_ms = now_ms();
+    e->unflushed = 1;
     int rc = e->st->room_created(e->st->ctx, r);
     if (rc)
         storage_broken(e, "room_created", r, rc);
@@ -855,6 +860,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         struct mx_storage_action sa = {.seq = o.seq, .prev = o.prev, .checksum = o.checksum,
                                        .client = c->client, .clientlen = c->clientlen, .n = q->n,
                                        .entry = o.entry_text, .entrylen = o.entry_len};
+        e->unflushed = 1;
         int rc = e->st->action(e->st->ctx, r, &sa);
         if (rc)
             storage_broken(e, "action", r, rc);
@@ -868,6 +874,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         const struct mx_outcome *rec = NULL;
         mx_dedup_find(r->dedup, c->client, c->clientlen, q->n, &rec);
         if (rec) {
+            e->unflushed = 1;
             int rc = e->st->reject(e->st->ctx, r, c->client, c->clientlen, rec);
             if (rc)
                 storage_broken(e, "reject", r, rc);
@@ -971,7 +978,7 @@ void mx_engine_admin_action(mx_engine *e, struct mx_conn *c, const char *room, s
     c->admin = 1;
     c->hello = 1;
     c->clientlen = (size_t)snprintf(c->client, sizeof(c->client), "admin:%.*s", (int)keylen, key);
-    if (c->clientlen >= sizeof(c->client) || !mx_proto_client_ok(c->client, c->clientlen)) {
+    if (!keylen || c->clientlen >= sizeof(c->client) || !mx_proto_client_ok(c->client, c->clientlen)) {
         reply_error(e, c, 0, 0, MX_EBAD_REQUEST,
                     "the idempotency key must be 1..122 bytes of A-Z a-z 0-9 _ . : @ -");
         return;

@@ -44,7 +44,8 @@ struct pss {
             char uri[256];
             char *req; /* request body */
             size_t reqlen;
-            int method; /* 0 GET, 1 POST, 2 DELETE */
+            int method; /* 0 GET, 1 POST, 2 DELETE, 3 other */
+            int awaiting_body; /* an admin POST waits for its body */
             struct mx_conn conn; /* the engine's view of an admin action */
             int conn_open;
             struct lws *wsi;
@@ -346,9 +347,21 @@ static int http_route(struct lws *wsi, struct pss *p, const char *uri)
         p->u.http.reqlen = 0;
         p->u.http.method = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI)     ? 1
                            : lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI) ? 2
-                                                                               : 0;
-        if (p->u.http.method == 1)
+                           : lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)    ? 0
+                                                                               : 3;
+        p->u.http.awaiting_body = 0;
+        if (p->u.http.method == 3)
+            return http_json(wsi, p, HTTP_STATUS_METHOD_NOT_ALLOWED, "bad_request",
+                             "use GET, POST or DELETE");
+        if (p->u.http.method == 1) {
+            if (!srv->admin_token_len || !admin_authorized(wsi, srv))
+                return admin_route(wsi, p, srv); /* 404 or 401 before any body */
+            if (!lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH))
+                return http_json(wsi, p, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                                 "a POST needs a Content-Length body");
+            p->u.http.awaiting_body = 1;
             return 0; /* the body comes first (LWS_CALLBACK_HTTP_BODY...) */
+        }
         return admin_route(wsi, p, srv);
     }
     if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
@@ -398,11 +411,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!n)
             return -1;
         p->u.http.req = n;
-        memcpy(n + p->u.http.reqlen, in, len);
+        if (len)
+            memcpy(n + p->u.http.reqlen, in, len);
         p->u.http.reqlen += len;
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!p->u.http.awaiting_body)
+            return 0; /* a body on a route that was answered already */
+        p->u.http.awaiting_body = 0;
         return admin_route(wsi, p, srv);
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

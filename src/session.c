@@ -297,9 +297,23 @@ int mx_session_writable(struct mx_session *s)
             break;
     }
     if (s->closing && !s->qlen) {
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code,
-                         (unsigned char *)s->close_reason, strlen(s->close_reason));
-        return -1;
+        if (s->close_sent)
+            return 0; /* waiting for the peer's close (or the timeout) */
+        /* Send the close frame ourselves and keep reading (and discarding)
+         * until the peer answers with its own close: closing the socket
+         * while the peer's last messages are still unread would make the
+         * kernel reset the connection, and the peer would lose the close
+         * code and what was sent just before it. */
+        unsigned char buf[LWS_PRE + 2 + sizeof(s->close_reason)];
+        size_t rl = strlen(s->close_reason);
+        buf[LWS_PRE] = (unsigned char)(s->close_code >> 8);
+        buf[LWS_PRE + 1] = (unsigned char)(s->close_code & 0xff);
+        memcpy(buf + LWS_PRE + 2, s->close_reason, rl);
+        if (lws_write(s->wsi, buf + LWS_PRE, 2 + rl, (enum lws_write_protocol)4 /* LWS_WRITE_CLOSE, private in 4.1 */) < 0)
+            return -1;
+        s->close_sent = 1;
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_ACK, 3);
+        return 0;
     }
     if (s->qlen)
         lws_callback_on_writable(s->wsi);

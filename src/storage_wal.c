@@ -413,6 +413,10 @@ static int st_load(void *ctx, const char *id, size_t len, struct mx_room **out)
     struct wal_st *s = ctx;
     char name[MX_ROOM_ID_MAX + 8], err[300];
     snprintf(name, sizeof(name), "%.*s.snap", (int)len, id);
+    /* deleted, its snapshot not yet unlinked (waits for the next flush) */
+    for (size_t i = 0; i < s->nunlink; i++)
+        if (!strcmp(s->unlink_after_flush[i], name))
+            return MX_ENO_SUCH_ROOM;
     void *p = NULL;
     size_t plen = 0;
     int rc = mx_atomic_read(s->snapdir, name, MX_SNAPSHOT_MAGIC, &p, &plen, err, sizeof(err));

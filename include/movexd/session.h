@@ -37,6 +37,7 @@ struct mx_session {
 
     int closing; /* no more sends; close with close_code when drained */
     int close_now; /* closing without sending what is queued */
+    int close_sent; /* our close frame is out; waiting for the peer's */
     int close_code;
     char close_reason[100];
 };

@@ -278,7 +278,10 @@ export function httpRequest(d, { method = 'GET', path = '/', headers = {}, body,
   const data = body === undefined ? undefined
     : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   const h = { ...headers };
-  if (data !== undefined && !Object.keys(h).some((k) => k.toLowerCase() === 'content-length')) h['content-length'] = Buffer.byteLength(data);
+  // a Content-Length unless the caller chose one or Transfer-Encoding
+  if (data !== undefined && !Object.keys(h).some((k) => ['content-length', 'transfer-encoding'].includes(k.toLowerCase()))) {
+    h['content-length'] = Buffer.byteLength(data);
+  }
   return withTimeout(new Promise((res, rej) => {
     const req = nodeHttpRequest({ host: '127.0.0.1', port, path, method, headers: h, agent }, (r) => {
       const chunks = [];

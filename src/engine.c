@@ -1069,7 +1069,14 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         if (j)
             snprintf(why, sizeof(why), "a message must be a JSON object");
         else
+        {
+            /* jansson quotes the offending input, which may be invalid
+             * UTF-8: keep the reply valid JSON text */
+            for (char *t = jerr.text; *t; t++)
+                if ((unsigned char)*t < 0x20 || (unsigned char)*t >= 0x7f)
+                    *t = '?';
             snprintf(why, sizeof(why), "invalid JSON at byte %d: %s", jerr.position, jerr.text);
+        }
         json_decref(j);
         reply_error(e, c, 0, 0, MX_EBAD_JSON, why);
         return;

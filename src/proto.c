@@ -191,7 +191,13 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
     else if (!strcmp(type, "get"))
         req->type = MX_REQ_GET;
     else {
-        snprintf(why, whylen, "unknown message type \"%.40s\"", type);
+        size_t tl = strlen(type);
+        if (tl > 40) { /* cut on a UTF-8 character boundary: the reply stays valid text */
+            tl = 40;
+            while (tl && ((unsigned char)type[tl] & 0xC0) == 0x80)
+                tl--;
+        }
+        snprintf(why, whylen, "unknown message type \"%.*s\"", (int)tl, type);
         return MX_EUNKNOWN_TYPE;
     }
     if (!req->has_id)

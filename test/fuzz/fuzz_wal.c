@@ -14,9 +14,10 @@
  *
  *   flags bit 0  fix CRCs: give every record that fits a correct CRC, so
  *                mutations explore lengths and payloads, not checksums
- *   flags bit 1  recovery: mx_storage_wal_open on the directory, a clean
- *                close (snapshots every room), a second recovery, and the
- *                two must agree room by room
+ *   flags bit 1  recovery: mx_storage_wal_open on the directory, an engine
+ *                on the recovered rooms runs a small workload (subscribe,
+ *                actions, create, delete), a clean shutdown (snapshots),
+ *                a second recovery, which must give the same rooms
  *   flags bit 2  atomic file: the rest of the input is a snapshot file for
  *                mx_atomic_read (bit 0 fixes its magic, length and CRC);
  *                what reads back must be written and read again intact
@@ -42,6 +43,7 @@
 
 #include "movexd/config.h"
 #include "movexd/digest.h"
+#include "movexd/engine.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/proto.h"
@@ -331,7 +333,57 @@ struct fp {
     char id[MX_ROOM_ID_MAX + 1];
     uint64_t seq;
     uint8_t sum[MX_DIGEST_LEN];
+    int gone; /* deleted by the workload */
 };
+
+static void nop_deliver(struct mx_conn *c, mx_frame *f)
+{
+    (void)c;
+    (void)f;
+}
+static void nop_close(struct mx_conn *c, int code, const char *reason)
+{
+    (void)c;
+    (void)code;
+    (void)reason;
+}
+
+static void send(mx_engine *e, struct mx_conn *c, const char *msg)
+{
+    mx_engine_handle(e, c, msg, strlen(msg));
+    CHECK(mx_engine_commit(e) == 0, "commit failed after recovery");
+}
+
+/* The daemon goes on after recovery: a client subscribes to a few of the
+ * recovered rooms and changes them, creates one and deletes one, so the
+ * writer, snapshots and deletion run on whatever state the log held. */
+static void workload(mx_engine *e, struct fp *fps, size_t nfp)
+{
+    struct mx_conn c;
+    memset(&c, 0, sizeof(c));
+    c.deliver = nop_deliver;
+    c.close = nop_close;
+    mx_engine_conn_open(e, &c);
+    char msg[512];
+    send(e, &c, "{\"type\":\"hello\",\"client\":\"fuzz-recovery\"}");
+    for (size_t i = 0; i < nfp && i < 3; i++) {
+        snprintf(msg, sizeof(msg), "{\"type\":\"subscribe\",\"id\":1,\"room\":\"%s\"}", fps[i].id);
+        send(e, &c, msg);
+        for (int n = 1; n <= 5; n++) {
+            snprintf(msg, sizeof(msg),
+                     "{\"type\":\"action\",\"id\":2,\"room\":\"%s\",\"n\":%d,\"action\":{\"type\":\"patch\","
+                     "\"payload\":[{\"op\":\"add\",\"path\":\"\",\"value\":{\"fz\":[%d,\"x\"]}}]}}",
+                     fps[i].id, n, n);
+            send(e, &c, msg);
+        }
+    }
+    send(e, &c, "{\"type\":\"create\",\"id\":3,\"room\":\"fz:new\",\"state\":[1]}");
+    if (nfp >= 2) /* the last recovered room (maybe one just changed) */
+        CHECK(mx_engine_delete_room(e, fps[nfp - 1].id, strlen(fps[nfp - 1].id)) == 0, "delete %s",
+              fps[nfp - 1].id);
+    CHECK(mx_engine_commit(e) == 0, "commit failed after recovery");
+    mx_engine_conn_closed(e, &c);
+}
 
 static void check_recovery(void)
 {
@@ -350,28 +402,44 @@ static void check_recovery(void)
         if (mx_digest_of(r->state, d) == 0)
             CHECK(!memcmp(d, r->checksum, MX_DIGEST_LEN), "recovered room %s: checksum is not D(state)",
                   r->id);
-        if (nfp < 256) {
+        if (nfp < 255) {
             snprintf(fps[nfp].id, sizeof(fps[nfp].id), "%s", r->id);
-            fps[nfp].seq = r->seq;
-            memcpy(fps[nfp].sum, r->checksum, MX_DIGEST_LEN);
             nfp++;
         }
     }
-    st->close(st->ctx, rooms); /* clean: snapshots every room with records */
-    mx_map_free(rooms, free_room);
+    snprintf(fps[nfp++].id, sizeof(fps[0].id), "fz:new");
 
-    /* a second recovery from what the clean close left */
+    mx_engine *e = mx_engine_new(&cfg, st, rooms); /* takes over the rooms */
+    CHECK(e, "engine");
+    workload(e, fps, nfp - 1);
+    for (size_t i = 0; i < nfp; i++) {
+        struct mx_room *r = mx_engine_room(e, fps[i].id, strlen(fps[i].id));
+        fps[i].gone = r == NULL;
+        if (r) {
+            fps[i].seq = r->seq;
+            memcpy(fps[i].sum, r->checksum, MX_DIGEST_LEN);
+        }
+    }
+    mx_engine_close(e); /* clean: snapshots every room with records */
+    mx_engine_free(e);
+
+    /* a second recovery from what the clean shutdown left */
     rooms = NULL;
     CHECK(mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof(err)) == 0,
-          "recovery after a clean close failed: %s", err);
+          "recovery after a clean shutdown failed: %s", err);
     for (size_t i = 0; i < nfp; i++) {
         struct mx_room *r = mx_map_get(rooms, fps[i].id, strlen(fps[i].id));
         int loaded = 0;
         if (!r) {
             int rc = st->load(st->ctx, fps[i].id, strlen(fps[i].id), &r);
-            CHECK(rc == 0, "room %s lost after a clean close (load: %d)", fps[i].id, rc);
+            if (fps[i].gone) {
+                CHECK(rc != 0, "deleted room %s came back", fps[i].id);
+                continue;
+            }
+            CHECK(rc == 0, "room %s lost after a clean shutdown (load: %d)", fps[i].id, rc);
             loaded = 1;
         }
+        CHECK(!fps[i].gone, "deleted room %s came back", fps[i].id);
         CHECK(r->seq == fps[i].seq && !memcmp(r->checksum, fps[i].sum, MX_DIGEST_LEN),
               "room %s: seq %llu after the second recovery, %llu before", fps[i].id,
               (unsigned long long)r->seq, (unsigned long long)fps[i].seq);

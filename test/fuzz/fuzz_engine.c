@@ -133,9 +133,11 @@ struct fake {
     size_t nt;
     struct sent s[NSENT];
     size_t ns, snext;
-    /* the last @y/@s request until its reply is delivered: a catch-up is
-     * applied to the model only when it starts where the model is */
-    int pend;
+    /* the @y/@s requests not yet answered (count and the last one) and
+     * whether a hand-written `since` was sent meanwhile: a catch-up is
+     * applied to the model only when it surely answers the one request
+     * and starts where the model is */
+    int pend, raw_since;
     char pend_room[MX_ROOM_ID_MAX + 1];
     uint64_t pend_seq;
     char pend_sum[MX_CHECKSUM_HEX];
@@ -306,10 +308,11 @@ static void fake_deliver(struct mx_conn *c, mx_frame *f)
                   "actions from %llu to %llu with %zu entries", (unsigned long long)from,
                   (unsigned long long)to, json_array_size(list));
             const json_t *lastent = json_array_get(list, json_array_size(list) - 1);
-            int asked = fk->pend && !strcmp(fk->pend_room, room) && fk->pend_seq == from;
-            /* the checksum at `to`, when the reply tells */
-            const char *head = lastent ? str(lastent, "checksum") : asked ? fk->pend_sum : "";
-            if (t && t->state && t->last == from && asked && !strcmp(t->sum, fk->pend_sum)) {
+            int sure = fk->pend == 1 && !fk->raw_since && !strcmp(fk->pend_room, room) &&
+                       fk->pend_seq == from;
+            /* the checksum at `to`, when it is known */
+            const char *head = lastent ? str(lastent, "checksum") : sure ? fk->pend_sum : "";
+            if (t && t->state && t->last == from && sure && !strcmp(t->sum, fk->pend_sum)) {
                 /* the client is at `from`: it catches up entry by entry */
                 for (size_t i = 0; i < json_array_size(list); i++) {
                     const json_t *en = json_array_get(list, i);
@@ -515,7 +518,7 @@ static void since_request(mx_engine *e, struct fake *fk, const char *line, size_
     char hex[MX_CHECKSUM_HEX];
     mx_digest_hex(sum, hex);
     if (rlen <= MX_ROOM_ID_MAX && !memchr(room, '\0', rlen)) {
-        fk->pend = 1;
+        fk->pend++;
         memcpy(fk->pend_room, room, rlen);
         fk->pend_room[rlen] = '\0';
         fk->pend_seq = seq;
@@ -636,13 +639,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (json_is_string(room))
                 remember_room(json_string_value(room), json_string_length(room));
             remember_sent(cur, j);
+            if (json_object_get(j, "since"))
+                cur->raw_since = 1;
             json_decref(j);
         }
         if (!batch)
             CHECK(mx_engine_commit(e) == 0, "commit failed with memory storage");
         if (!batch || (len >= 2 && line[0] == '@' && line[1] == 'c'))
             for (int i = 0; i < NCONN; i++)
-                conns[i].pend = 0; /* its reply, if any, has been delivered */
+                conns[i].pend = conns[i].raw_since = 0; /* the replies were delivered */
         for (int i = 0; i < NCONN; i++) {
             if (conns[i].closed) {
                 mx_engine_conn_closed(e, &conns[i].conn);

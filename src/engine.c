@@ -161,6 +161,14 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
                        ss.snapshot_bytes);
     mx_metrics_counter(b, "movexd_storage_flush_failures_total", "WAL flushes that failed", ss.flush_failures);
     mx_metrics_gauge(b, "movexd_storage_failing", "1 while the disk refuses writes (acks held)", ss.failed);
+    mx_metrics_gauge(b, "movexd_recovery_rooms_pending",
+                     "rooms indexed at start-up and not rebuilt yet (rebuilt on first use or in the background)",
+                     (double)ss.rooms_unreplayed);
+    mx_metrics_counter(b, "movexd_recovery_records_replayed_total", "WAL records replayed since start-up",
+                       ss.recovery_records_replayed);
+    mx_metrics_gauge(b, "movexd_rooms_unrecoverable",
+                     "rooms whose WAL records could not be replayed (refused with internal; see the log)",
+                     (double)ss.rooms_unrecoverable);
 }
 
 int mx_engine_ready(const mx_engine *e)
@@ -193,6 +201,19 @@ void mx_engine_config_changed(mx_engine *e)
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len)
 {
     return mx_map_get(e->rooms, id, len);
+}
+
+struct mx_room *mx_engine_room_load(mx_engine *e, const char *id, size_t len, int *err)
+{
+    *err = 0;
+    return find_room(e, id, len, err);
+}
+
+int mx_engine_background(mx_engine *e, uint64_t budget_us)
+{
+    if (!e->st->background || e->storage_error)
+        return 0;
+    return e->st->background(e->st->ctx, budget_us);
 }
 
 void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out)

@@ -564,6 +564,16 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(t->srv->ctx, 0, &t->sul, on_tick, LWS_US_PER_SEC);
 }
 
+/* Start-up recovery left rooms to rebuild: slices of MX_BG_SLICE_US, with a
+ * turn of the event loop (client messages first) between them. */
+#define MX_BG_SLICE_US 20000
+
+static void on_background(lws_sorted_usec_list_t *sul)
+{
+    struct tick_timer *t = (struct tick_timer *)sul;
+    t->srv->background_due = 1;
+}
+
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
@@ -597,6 +607,10 @@ int mx_server_run(struct mx_server *s)
     memset(&t, 0, sizeof(t));
     t.srv = s;
     lws_sul_schedule(s->ctx, 0, &t.sul, on_tick, LWS_US_PER_SEC);
+    struct tick_timer bg;
+    memset(&bg, 0, sizeof(bg));
+    bg.srv = s;
+    s->background_due = 1;
     s->watchdog_usec = mx_notify_watchdog_usec();
     char status[160];
     snprintf(status, sizeof(status), "READY=1\nSTATUS=serving on port %d", s->port);
@@ -619,6 +633,12 @@ int mx_server_run(struct mx_server *s)
             mx_notify("WATCHDOG=1");
             last_watchdog = mx_now_us();
         }
+        if (s->background_due && !rc) {
+            s->background_due = 0;
+            int more = mx_engine_background(s->engine, MX_BG_SLICE_US);
+            if (more) /* 2: waiting for the disk */
+                lws_sul_schedule(s->ctx, 0, &bg.sul, on_background, more == 2 ? LWS_US_PER_SEC : 1000);
+        }
         if (s->tick_due) {
             s->tick_due = 0;
             /* the tick retries a failed flush; then held acks can go */
@@ -633,6 +653,7 @@ int mx_server_run(struct mx_server *s)
         }
     }
     lws_sul_cancel(&t.sul);
+    lws_sul_cancel(&bg.sul);
     return ret;
 }
 

@@ -31,6 +31,7 @@
 #include "movexd/digest.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/metrics.h"
 #include "movexd/proto.h"
 #include "movexd/room.h"
 #include "movexd/snapshot.h"
@@ -52,6 +53,14 @@ struct wal_st {
     size_t nunlink, capunlink;
     int failed; /* a flush failed for lack of space; cleared by the next good one */
     struct mx_storage_stats st;
+    /* recovery: rooms whose WAL records are indexed but not replayed yet */
+    mx_map *pending;          /* room id -> struct pending; NULL when none is left */
+    struct pending **pq;      /* every entry, in the background pass's order */
+    size_t npq, cappq, pqpos;
+    struct pending **done;    /* rebuilt by the background pass, snapshot due */
+    size_t ndone;
+    uint64_t pending_rooms, pending_nosnap, rebuilt_rooms, recovery_start_us;
+    mx_wal_reader *rd;        /* keeps the indexed segments mapped */
 };
 
 static void snap_name(const struct mx_room *r, char *out, size_t n)
@@ -288,6 +297,9 @@ static int ready_for_snapshots(struct wal_st *s)
 }
 
 static uint64_t snapshot_all_dirty(struct wal_st *s, mx_map *rooms, uint64_t limit);
+static uint64_t pending_keep(const struct wal_st *s, uint64_t limit);
+static int flush_done(struct wal_st *s);
+static void pending_free_all(struct wal_st *s);
 
 static void st_after_commit(void *ctx, mx_map *rooms)
 {
@@ -305,6 +317,7 @@ static void st_after_commit(void *ctx, mx_map *rooms)
     /* WAL over its bound: snapshot every dirty room, then drop the
      * segments no remaining record needs. */
     uint64_t keep = snapshot_all_dirty(s, rooms, mx_wal_next_lsn(s->wal));
+    keep = pending_keep(s, keep); /* rooms not rebuilt since start-up */
     int n = mx_wal_remove_before(s->wal, keep);
     mx_info("event=checkpoint segments_removed=%d wal_bytes=%llu", n,
             (unsigned long long)mx_wal_disk_bytes(s->wal));
@@ -408,9 +421,29 @@ static uint64_t snapshot_all_dirty(struct wal_st *s, mx_map *rooms, uint64_t lim
     return keep;
 }
 
+struct pending;
+static int pending_replay(struct wal_st *s, struct pending *pe, uint64_t deadline_us);
+static void pending_consume(struct wal_st *s, struct pending *pe);
+static struct mx_room *pending_take(struct wal_st *s, struct pending *pe);
+
+static int load_snapshot(struct wal_st *s, const char *id, size_t len, struct mx_room **out);
+
 static int st_load(void *ctx, const char *id, size_t len, struct mx_room **out)
 {
     struct wal_st *s = ctx;
+    struct pending *pe = s->pending ? mx_map_get(s->pending, id, len) : NULL;
+    if (pe) {
+        /* not rebuilt since start-up: do it now */
+        if (pending_replay(s, pe, 0) < 0)
+            return MX_EINTERNAL;
+        *out = pending_take(s, pe);
+        return 0;
+    }
+    return load_snapshot(s, id, len, out);
+}
+
+static int load_snapshot(struct wal_st *s, const char *id, size_t len, struct mx_room **out)
+{
     char name[MX_ROOM_ID_MAX + 8], err[300];
     snprintf(name, sizeof(name), "%.*s.snap", (int)len, id);
     /* deleted, its snapshot not yet unlinked (waits for the next flush) */
@@ -441,6 +474,8 @@ static void st_stats(void *ctx, struct mx_storage_stats *out)
 {
     struct wal_st *s = ctx;
     *out = s->st;
+    out->rooms_on_disk += s->pending_nosnap; /* created in the WAL tail, not rebuilt yet */
+    out->rooms_unreplayed = s->pending_rooms;
     out->wal_bytes = mx_wal_disk_bytes(s->wal);
     out->fsyncs = mx_wal_fsyncs(s->wal);
     out->failed = s->failed;
@@ -449,8 +484,13 @@ static void st_stats(void *ctx, struct mx_storage_stats *out)
 static void st_close(void *ctx, mx_map *rooms)
 {
     struct wal_st *s = ctx;
-    if (rooms && st_flush(s) == 0 && ready_for_snapshots(s))
+    if (rooms && st_flush(s) == 0 && ready_for_snapshots(s)) {
         snapshot_all_dirty(s, rooms, 0);
+        if (s->pending)
+            flush_done(s); /* rooms not rebuilt yet keep their WAL records */
+    }
+    if (s->pending || s->rd)
+        pending_free_all(s);
     mx_wal_close(s->wal);
     for (size_t i = 0; i < s->nunlink; i++)
         free(s->unlink_after_flush[i]);
@@ -462,76 +502,223 @@ static void st_close(void *ctx, mx_map *rooms)
     free(s);
 }
 
-/* ---- recovery ---- */
+/* ---- recovery ----
+ *
+ * Start-up reads every WAL record once: the reader checks its framing and
+ * CRC, and the scan checks each room's chain of logged checksums (every
+ * action's seq follows the one before and its `prev` is the checksum the
+ * record before it logged). Records are not applied then: each room's
+ * records are indexed (pointers into the segments, which stay mapped), and
+ * the room is rebuilt (snapshot + its records, with the final state's digest
+ * compared to the last logged checksum) when it is first needed, or earlier
+ * by the background pass (st_background), which rebuilds rooms a slice at
+ * a time between client messages and snapshots them in batches. A room that
+ * is not rebuilt yet keeps its records: checkpoints never remove a segment
+ * one of them needs.
+ */
 
-struct recovery {
+struct prec {
+    const uint8_t *p;
+    uint32_t len;
+    uint64_t lsn;
+};
+
+enum { P_WAITING, P_DONE, P_GONE };
+
+struct pending {
+    struct prec *recs;
+    size_t n, cap, next;    /* next: replay cursor */
+    struct mx_room *room;   /* being rebuilt, or rebuilt (P_DONE) */
+    uint64_t first_lsn;     /* the WAL must keep everything from here */
+    int state, has_snap, broken;
+    int linked;             /* last_seq/last_sum are known */
+    uint64_t last_seq;
+    uint8_t last_sum[MX_DIGEST_LEN];
+    size_t idlen;
+    char id[];
+};
+
+struct scan {
     struct wal_st *s;
-    mx_map *rooms;
-    uint64_t records, skipped, rooms_loaded;
+    mx_map *snaps;  /* ids with a snapshot file at start-up */
+    uint64_t records, deleted;
     char *err;
     size_t errlen;
 };
 
-/* The room a record names: in memory, or loaded from its snapshot. */
-static struct mx_room *recovered_room(struct recovery *rc, const char *id, size_t len)
-{
-    struct mx_room *r = mx_map_get(rc->rooms, id, len);
-    if (r)
-        return r;
-    if (st_load(rc->s, id, len, &r))
-        return NULL;
-    if (mx_map_put(rc->rooms, r->id, r->idlen, r)) {
-        mx_room_free(r);
-        return NULL;
-    }
-    rc->rooms_loaded++;
-    return r;
-}
-
-#define RFAIL(...)                                                             \
+#define SFAIL(...)                                                             \
     do {                                                                       \
-        snprintf(rc->err, rc->errlen, __VA_ARGS__);                            \
+        snprintf(sc->err, sc->errlen, __VA_ARGS__);                            \
         return -1;                                                             \
     } while (0)
 
-static int replay(struct recovery *rc, const void *payload, size_t plen, uint64_t lsn)
+static struct pending *pending_get(struct scan *sc, const char *id, size_t len)
 {
+    struct wal_st *s = sc->s;
+    struct pending *pe = mx_map_get(s->pending, id, len);
+    if (pe)
+        return pe;
+    pe = calloc(1, sizeof(*pe) + len + 1);
+    if (!pe)
+        return NULL;
+    memcpy(pe->id, id, len);
+    pe->idlen = len;
+    pe->has_snap = mx_map_get(sc->snaps, id, len) != NULL;
+    if (s->npq == s->cappq) {
+        size_t ncap = s->cappq ? s->cappq * 2 : 256;
+        struct pending **n = realloc(s->pq, ncap * sizeof(*n));
+        if (!n) {
+            free(pe);
+            return NULL;
+        }
+        s->pq = n;
+        s->cappq = ncap;
+    }
+    if (mx_map_put(s->pending, id, len, pe)) {
+        free(pe);
+        return NULL;
+    }
+    s->pq[s->npq++] = pe;
+    return pe;
+}
+
+static void pending_clear(struct pending *pe)
+{
+    free(pe->recs);
+    pe->recs = NULL;
+    pe->n = pe->cap = pe->next = 0;
+    pe->first_lsn = 0;
+    pe->linked = 0;
+}
+
+/* The LSN a snapshot file covers (read in full: only for deletes). */
+static int snapshot_lsn(struct wal_st *s, const char *id, size_t len, uint64_t *lsn);
+
+/* One record of the start-up scan: check it and index it under its room. */
+static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uint64_t lsn)
+{
+    struct wal_st *s = sc->s;
     mx_cursor c = mx_cursor_of(payload, plen);
     uint8_t type = mx_get_u8(&c);
     size_t idlen;
     const char *id = mx_get_bytes(&c, &idlen);
-    size_t typelen = c.bad ? 0 : mx_proto_room_type_len(id, idlen);
-    if (!typelen)
-        RFAIL("WAL record %llu: bad header", (unsigned long long)lsn);
-    struct mx_room *r = recovered_room(rc, id, idlen);
+    if (c.bad || !mx_proto_room_type_len(id, idlen) || idlen > MX_ROOM_ID_MAX)
+        SFAIL("WAL record %llu: bad header", (unsigned long long)lsn);
+    if (type < REC_CREATE || type > REC_DELETE)
+        SFAIL("WAL record %llu: unknown type %u", (unsigned long long)lsn, type);
+    struct pending *pe = pending_get(sc, id, idlen);
+    if (!pe)
+        SFAIL("out of memory indexing the WAL (record %llu)", (unsigned long long)lsn);
+    sc->records++;
+    if (type == REC_DELETE) {
+        if (pe->has_snap) {
+            uint64_t snap = 0;
+            if (snapshot_lsn(s, id, idlen, &snap))
+                SFAIL("WAL record %llu: room %.*s: its snapshot is unreadable (see the log)",
+                      (unsigned long long)lsn, (int)idlen, id);
+            if (snap >= lsn) {
+                /* the snapshot is of a later incarnation: everything up to
+                 * here is history it replaces */
+                pending_clear(pe);
+                return 0;
+            }
+            char path[2400];
+            snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)idlen, id);
+            if (unlink(path) == 0) {
+                sync_dir(s->snapdir);
+                if (s->st.rooms_on_disk)
+                    s->st.rooms_on_disk--;
+            }
+            pe->has_snap = 0;
+            mx_map_del(sc->snaps, id, idlen);
+        }
+        pending_clear(pe);
+        sc->deleted++;
+        return 0;
+    }
+    if (type == REC_CREATE) {
+        /* a create after records of the same incarnation is impossible */
+        if (pe->n)
+            SFAIL("WAL record %llu: create of existing room %.*s", (unsigned long long)lsn,
+                  (int)idlen, id);
+        pe->linked = 0;
+    } else if (type == REC_ACTION) {
+        uint64_t seq = mx_get_u64(&c);
+        uint8_t prev[MX_DIGEST_LEN], sum[MX_DIGEST_LEN];
+        mx_get_raw(&c, prev, MX_DIGEST_LEN);
+        mx_get_raw(&c, sum, MX_DIGEST_LEN);
+        if (c.bad)
+            SFAIL("WAL record %llu: truncated action", (unsigned long long)lsn);
+        if (pe->linked && seq != pe->last_seq + 1)
+            SFAIL("WAL record %llu: room %.*s: seq %llu does not follow seq %llu",
+                  (unsigned long long)lsn, (int)idlen, id, (unsigned long long)seq,
+                  (unsigned long long)pe->last_seq);
+        if (pe->linked && memcmp(prev, pe->last_sum, MX_DIGEST_LEN) != 0)
+            SFAIL("WAL record %llu: room %.*s: seq %llu: its prev checksum is not the checksum "
+                  "logged for seq %llu (broken chain)",
+                  (unsigned long long)lsn, (int)idlen, id, (unsigned long long)seq,
+                  (unsigned long long)pe->last_seq);
+        memcpy(pe->last_sum, sum, MX_DIGEST_LEN);
+        pe->last_seq = seq;
+        pe->linked = 1;
+    }
+    if (pe->n == pe->cap) {
+        size_t ncap = pe->cap ? pe->cap * 2 : 8;
+        struct prec *n = realloc(pe->recs, ncap * sizeof(*n));
+        if (!n)
+            SFAIL("out of memory indexing the WAL (record %llu)", (unsigned long long)lsn);
+        pe->recs = n;
+        pe->cap = ncap;
+    }
+    pe->recs[pe->n++] = (struct prec){payload, (uint32_t)plen, lsn};
+    if (!pe->first_lsn)
+        pe->first_lsn = lsn;
+    return 0;
+}
+
+#define RFAIL(...)                                                             \
+    do {                                                                       \
+        snprintf(err, errlen, __VA_ARGS__);                                    \
+        return -1;                                                             \
+    } while (0)
+
+/* Apply one indexed record to pe->room (records its snapshot covers are
+ * skipped). 0, or -1 with err. */
+static int replay_record(struct wal_st *s, struct pending *pe, const struct prec *pr, char *err,
+                         size_t errlen)
+{
+    mx_cursor c = mx_cursor_of(pr->p, pr->len);
+    uint8_t type = mx_get_u8(&c);
+    size_t idlen;
+    const char *id = mx_get_bytes(&c, &idlen);
+    uint64_t lsn = pr->lsn;
+    struct mx_room *r = pe->room;
     if (r && lsn <= r->disk_snap_lsn) {
-        rc->skipped++;
+        s->st.recovery_records_skipped++;
         return 0; /* its snapshot already holds it */
     }
-    rc->records++;
     if (type == REC_CREATE) {
         if (r)
-            RFAIL("WAL record %llu: create of existing room %.*s", (unsigned long long)lsn, (int)idlen, id);
+            RFAIL("WAL record %llu: create of existing room", (unsigned long long)lsn);
         size_t slen;
         const char *stext = mx_get_bytes(&c, &slen);
         json_t *j = c.bad ? NULL : json_loadb(stext, slen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
         mx_val *state = j ? mx_json_from_jansson(j, 0, NULL) : NULL;
         json_decref(j);
         if (!state)
-            RFAIL("WAL record %llu: room %.*s: bad initial state", (unsigned long long)lsn, (int)idlen, id);
+            RFAIL("WAL record %llu: bad initial state", (unsigned long long)lsn);
+        size_t typelen = mx_proto_room_type_len(id, idlen);
         char tname[MX_ROOM_TYPE_MAX + 1];
         memcpy(tname, id, typelen);
         tname[typelen] = '\0';
         int e;
-        r = mx_room_new(id, idlen, mx_config_room_type(rc->s->cfg, tname, typelen), state,
-                        rc->s->cfg->dedup_window, &e);
-        if (!r || mx_map_put(rc->rooms, r->id, r->idlen, r)) {
-            mx_room_free(r);
-            RFAIL("WAL record %llu: cannot rebuild room %.*s", (unsigned long long)lsn, (int)idlen, id);
-        }
+        r = mx_room_new(id, idlen, mx_config_room_type(s->cfg, tname, typelen), state,
+                        s->cfg->dedup_window, &e);
+        if (!r)
+            RFAIL("WAL record %llu: cannot rebuild the room", (unsigned long long)lsn);
+        pe->room = r;
     } else if (!r) {
-        RFAIL("WAL record %llu: room %.*s has no create record or snapshot", (unsigned long long)lsn,
-              (int)idlen, id);
+        RFAIL("WAL record %llu: the room has no create record or snapshot", (unsigned long long)lsn);
     } else if (type == REC_ACTION) {
         uint64_t seq = mx_get_u64(&c);
         uint8_t prev[MX_DIGEST_LEN], sum[MX_DIGEST_LEN];
@@ -565,23 +752,219 @@ static int replay(struct recovery *rc, const void *payload, size_t plen, uint64_
         if (mx_dedup_record(r->dedup, client, clen, &o))
             RFAIL("WAL record %llu: reject n=%llu is not above the client's highest n",
                   (unsigned long long)lsn, (unsigned long long)o.n);
-    } else if (type == REC_DELETE) {
-        mx_map_del(rc->rooms, r->id, r->idlen);
-        char path[2400];
-        snprintf(path, sizeof(path), "%s/%s.snap", rc->s->snapdir, r->id);
-        if (unlink(path) == 0) {
-            sync_dir(rc->s->snapdir);
-            if (rc->s->st.rooms_on_disk)
-                rc->s->st.rooms_on_disk--;
-        }
-        mx_room_free(r);
-        return 0;
     } else {
         RFAIL("WAL record %llu: unknown type %u", (unsigned long long)lsn, type);
     }
+    s->st.recovery_records_replayed++;
     if (!r->disk_first_lsn)
         r->disk_first_lsn = lsn;
     r->disk_records++;
+    return 0;
+}
+
+static int load_snapshot(struct wal_st *s, const char *id, size_t len, struct mx_room **out);
+
+/* Rebuild pe->room: its snapshot, then its records, until deadline_us
+ * (mx_now_us; 0 = no limit). 1 when rebuilt and verified, 0 when the time
+ * ran out (call again), -1 when the room cannot be rebuilt (logged; it is
+ * marked broken and its records stay in the WAL). */
+static int pending_replay(struct wal_st *s, struct pending *pe, uint64_t deadline_us)
+{
+    if (pe->broken)
+        return -1;
+    char err[600];
+    if (pe->state == P_DONE)
+        return 1;
+    if (!pe->room && pe->next == 0 && pe->has_snap) {
+        int rc = load_snapshot(s, pe->id, pe->idlen, &pe->room);
+        if (rc && pe->n && pe->recs[0].p[0] == REC_CREATE) {
+            /* the WAL still holds the room's whole life: rebuild from it */
+            mx_warn("event=snapshot_ignored room=%.*s note=\"rebuilt from its WAL records, which "
+                    "start at its create record\"",
+                    (int)pe->idlen, pe->id);
+        } else if (rc) {
+            snprintf(err, sizeof(err), "its snapshot cannot be loaded (%s)", mx_err_code(rc));
+            goto broken;
+        }
+    }
+    while (pe->next < pe->n) {
+        if (replay_record(s, pe, &pe->recs[pe->next], err, sizeof(err)))
+            goto broken;
+        pe->next++;
+        if (deadline_us && (pe->next & 63) == 0 && pe->next < pe->n && mx_now_us() >= deadline_us)
+            return 0;
+    }
+    struct mx_room *r = pe->room;
+    if (!r) {
+        snprintf(err, sizeof(err), "no create record and no snapshot");
+        goto broken;
+    }
+    /* the recomputed state must be the one its last record says (the
+     * chain of logged checksums was checked by the scan) */
+    uint8_t got[MX_DIGEST_LEN];
+    if (r->disk_records && (mx_digest_of(r->state, got) || memcmp(got, r->checksum, MX_DIGEST_LEN) != 0)) {
+        snprintf(err, sizeof(err),
+                 "the state rebuilt from the WAL does not match the checksum of its last record (seq %llu)",
+                 (unsigned long long)r->seq);
+        goto broken;
+    }
+    pe->state = P_DONE;
+    s->rebuilt_rooms++;
+    return 1;
+broken:
+    mx_err("event=room_unrecoverable room=%.*s error=\"%s\" note=\"the room is refused with "
+           "`internal`; its WAL records are kept\"",
+           (int)pe->idlen, pe->id, err);
+    pe->broken = 1;
+    s->st.rooms_unrecoverable++;
+    mx_room_free(pe->room);
+    pe->room = NULL;
+    return -1;
+}
+
+/* The room is in memory now (handed to the engine) or snapshotted: forget
+ * its index entry. The entry itself stays in s->pq until recovery ends. */
+static void pending_consume(struct wal_st *s, struct pending *pe)
+{
+    mx_map_del(s->pending, pe->id, pe->idlen);
+    if (!pe->has_snap && s->pending_nosnap)
+        s->pending_nosnap--;
+    pending_clear(pe);
+    pe->room = NULL;
+    pe->state = P_GONE;
+    if (s->pending_rooms)
+        s->pending_rooms--;
+}
+
+/* Hand a rebuilt room over to the engine. */
+static struct mx_room *pending_take(struct wal_st *s, struct pending *pe)
+{
+    struct mx_room *r = pe->room;
+    pe->room = NULL;
+    pending_consume(s, pe);
+    return r;
+}
+
+static int snapshot_lsn(struct wal_st *s, const char *id, size_t len, uint64_t *lsn)
+{
+    struct mx_room *r = NULL;
+    int rc = load_snapshot(s, id, len, &r);
+    if (rc)
+        return rc;
+    *lsn = r->disk_snap_lsn;
+    mx_room_free(r);
+    return 0;
+}
+
+/* Lowest LSN a room not rebuilt yet needs (limit when none). */
+static uint64_t pending_keep(const struct wal_st *s, uint64_t limit)
+{
+    for (size_t i = 0; i < s->npq; i++) {
+        const struct pending *pe = s->pq[i];
+        if (pe->state == P_GONE || !pe->first_lsn)
+            continue;
+        if (pe->state == P_DONE && pe->room && !pe->room->disk_first_lsn)
+            continue; /* rebuilt from its snapshot alone */
+        if (pe->first_lsn < limit)
+            limit = pe->first_lsn;
+    }
+    return limit;
+}
+
+static void pending_free_all(struct wal_st *s)
+{
+    for (size_t i = 0; i < s->npq; i++) {
+        pending_clear(s->pq[i]);
+        mx_room_free(s->pq[i]->room);
+        free(s->pq[i]);
+    }
+    free(s->pq);
+    s->pq = NULL;
+    s->npq = s->cappq = s->pqpos = 0;
+    free(s->done);
+    s->done = NULL;
+    s->ndone = 0;
+    mx_map_free(s->pending, NULL);
+    s->pending = NULL;
+    mx_wal_reader_close(s->rd);
+    s->rd = NULL;
+}
+
+/* Snapshot the rebuilt rooms waiting in s->done (one batch). 1 when none
+ * is left waiting. */
+static int flush_done(struct wal_st *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->ndone; i++)
+        if (s->done[i]->state == P_DONE)
+            s->done[n++] = s->done[i];
+    s->ndone = n;
+    if (!n)
+        return 1;
+    if (!ready_for_snapshots(s))
+        return 0;
+    struct mx_room **rooms = malloc(n * sizeof(*rooms));
+    if (!rooms)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        rooms[i] = s->done[i]->room;
+    size_t ok = snapshot_batch(s, rooms, n);
+    free(rooms);
+    for (size_t i = 0; i < ok; i++) {
+        struct pending *pe = s->done[i];
+        struct mx_room *r = pe->room;
+        pending_consume(s, pe);
+        mx_room_free(r);
+    }
+    memmove(s->done, s->done + ok, (n - ok) * sizeof(*s->done));
+    s->ndone = n - ok;
+    return s->ndone == 0;
+}
+
+enum { DONE_BATCH = 256 };
+
+static int st_background(void *ctx, uint64_t budget_us)
+{
+    struct wal_st *s = ctx;
+    if (!s->pending)
+        return 0;
+    if (s->failed)
+        return 2; /* the tick retries the disk; nothing can be snapshotted now */
+    uint64_t deadline = mx_now_us() + (budget_us ? budget_us : 1);
+    while (s->pqpos < s->npq) {
+        if (s->ndone >= DONE_BATCH && !flush_done(s))
+            return 2;
+        struct pending *pe = s->pq[s->pqpos];
+        if (pe->state != P_WAITING || pe->broken) {
+            s->pqpos++;
+            continue;
+        }
+        int k = pending_replay(s, pe, deadline);
+        if (k == 0)
+            return 1;
+        s->pqpos++;
+        if (k > 0)
+            s->done[s->ndone++] = pe;
+        if (mx_now_us() >= deadline)
+            return 1;
+    }
+    if (!flush_done(s))
+        return 2;
+    uint64_t broken = s->st.rooms_unrecoverable;
+    mx_info("event=recovery_complete rooms_rebuilt=%llu records_replayed=%llu records_in_snapshots=%llu "
+            "rooms_unrecoverable=%llu seconds=%.3f",
+            (unsigned long long)s->rebuilt_rooms, (unsigned long long)s->st.recovery_records_replayed,
+            (unsigned long long)s->st.recovery_records_skipped, (unsigned long long)broken,
+            (double)(mx_now_us() - s->recovery_start_us) / 1e6);
+    if (!broken) {
+        pending_free_all(s);
+    } else {
+        /* broken rooms keep their entries (refused, records kept); the
+         * mapped segments are no longer read */
+        mx_wal_reader_close(s->rd);
+        s->rd = NULL;
+    }
+    s->pqpos = s->npq;
     return 0;
 }
 
@@ -602,6 +985,7 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
     struct wal_st *s = calloc(1, sizeof(*s));
     mx_map *map = mx_map_new();
     mx_wal_reader *rd = NULL;
+    mx_map *snaps = NULL;
     if (!s || !map) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -623,48 +1007,67 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
         goto fail;
     }
 
+    s->recovery_start_us = mx_now_us();
+    snaps = mx_map_new();
+    s->pending = mx_map_new();
+    if (!snaps || !s->pending) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     DIR *dh = opendir(s->snapdir);
     if (dh) {
         struct dirent *de;
         while ((de = readdir(dh))) {
             size_t l = strlen(de->d_name);
-            if (l > 5 && !strcmp(de->d_name + l - 5, ".snap"))
+            if (l > 5 && !strcmp(de->d_name + l - 5, ".snap")) {
                 s->st.rooms_on_disk++;
+                if (mx_map_put(snaps, de->d_name, l - 5, s)) {
+                    closedir(dh);
+                    snprintf(err, errlen, "out of memory");
+                    goto fail;
+                }
+            }
         }
         closedir(dh);
     }
     if (mx_wal_reader_open(&rd, s->waldir, err, errlen))
         goto fail;
-    struct recovery rc = {.s = s, .rooms = map, .err = err, .errlen = errlen};
+    mx_wal_reader_keep_maps(rd);
+    struct scan sc = {.s = s, .snaps = snaps, .err = err, .errlen = errlen};
     const void *payload;
     size_t plen;
     uint64_t lsn;
     int r;
     while ((r = mx_wal_reader_next(rd, &payload, &plen, &lsn, err, errlen)) == 1) {
-        if (replay(&rc, payload, plen, lsn))
+        if (scan_record(&sc, payload, plen, lsn))
             goto fail;
     }
     if (r < 0)
         goto fail;
-    /* each replayed room's recomputed state must be the one its last
-     * record says (the chain of logged checksums was checked per record) */
-    {
-        size_t it = 0, len;
-        const char *key;
-        void *val;
-        while (mx_map_next(map, &it, &key, &len, &val)) {
-            struct mx_room *room = val;
-            uint8_t got[MX_DIGEST_LEN];
-            if (room->disk_records && (mx_digest_of(room->state, got) ||
-                                       memcmp(got, room->checksum, MX_DIGEST_LEN) != 0)) {
-                snprintf(err, errlen,
-                         "room %s: the state rebuilt from the WAL does not match the checksum of its "
-                         "last record (seq %llu)",
-                         room->id, (unsigned long long)room->seq);
-                goto fail;
-            }
-        }
+    if (!mx_wal_reader_keep_maps_ok(rd)) {
+        snprintf(err, errlen, "out of memory keeping the WAL segments mapped");
+        goto fail;
     }
+    /* entries left without records (deleted, or covered by a later
+     * snapshot) need nothing: such rooms load from their snapshot */
+    {
+        size_t keep = 0;
+        for (size_t i = 0; i < s->npq; i++) {
+            struct pending *pe = s->pq[i];
+            if (!pe->n) {
+                mx_map_del(s->pending, pe->id, pe->idlen);
+                free(pe);
+                continue;
+            }
+            s->pq[keep++] = pe;
+            s->pending_rooms++;
+            if (!pe->has_snap)
+                s->pending_nosnap++;
+        }
+        s->npq = keep;
+    }
+    mx_map_free(snaps, NULL);
+    snaps = NULL;
     const char *tfile;
     uint64_t toff;
     if (mx_wal_reader_torn(rd, &tfile, &toff)) {
@@ -674,14 +1077,27 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
             goto fail;
     }
     uint64_t next = mx_wal_reader_next_lsn(rd);
-    mx_wal_reader_close(rd);
+    if (s->npq) {
+        s->rd = rd; /* the index points into its mapped segments */
+        s->done = malloc(DONE_BATCH * sizeof(*s->done));
+        if (!s->done) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    } else {
+        mx_wal_reader_close(rd);
+        mx_map_free(s->pending, NULL);
+        s->pending = NULL;
+    }
     rd = NULL;
     struct mx_wal_opts o = {.dir = s->waldir, .fsync = cfg->fsync, .segment_bytes = cfg->wal_segment_bytes};
     if (mx_wal_open(&s->wal, &o, next, err, errlen))
         goto fail;
-    mx_info("event=recovered rooms=%zu records_replayed=%llu records_in_snapshots=%llu next_lsn=%llu",
-            mx_map_len(map), (unsigned long long)rc.records, (unsigned long long)rc.skipped,
-            (unsigned long long)next);
+    mx_info("event=recovered rooms_to_rebuild=%llu records_indexed=%llu rooms_deleted=%llu "
+            "rooms_on_disk=%llu next_lsn=%llu seconds=%.3f",
+            (unsigned long long)s->pending_rooms, (unsigned long long)sc.records,
+            (unsigned long long)sc.deleted, (unsigned long long)s->st.rooms_on_disk,
+            (unsigned long long)next, (double)(mx_now_us() - s->recovery_start_us) / 1e6);
     s->iface = (struct mx_storage){
         .ctx = s,
         .name = "wal",
@@ -696,10 +1112,9 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
         .after_commit = st_after_commit,
         .tick = st_tick,
         .stats = st_stats,
+        .background = st_background,
         .close = st_close,
     };
-    /* rooms with records not covered by a snapshot are due one soon, so a
-     * second crash replays less */
     *out = &s->iface;
     *rooms = map;
     return 0;
@@ -708,7 +1123,12 @@ fail:
         mx_wal_reader_close(rd);
     if (map)
         mx_map_free(map, free_room);
+    if (snaps)
+        mx_map_free(snaps, NULL);
     if (s) {
+        if (s->pending || s->rd)
+            pending_free_all(s);
+        free(s->done);
         mx_buf_free(&s->rec);
         if (s->lockfd >= 0)
             close(s->lockfd);

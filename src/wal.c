@@ -848,6 +848,12 @@ struct mx_wal_reader {
     int torn, truncated;
     char *torn_path;
     uint64_t torn_off;
+    int keep; /* mx_wal_reader_keep_maps: segments stay mapped until close */
+    struct kept_map {
+        const uint8_t *map;
+        uint64_t size;
+    } *kept;
+    size_t nkept, capkept;
 };
 
 /* Decode the record at off. REC_OK sets *len; REC_BAD fills why. */
@@ -930,6 +936,23 @@ __attribute__((format(printf, 2, 3))) static int rd_fail(mx_wal_reader *r, const
 
 static void rd_unmap(mx_wal_reader *r)
 {
+    if (r->map && r->keep) {
+        if (r->nkept == r->capkept) {
+            size_t ncap = r->capkept ? r->capkept * 2 : 16;
+            struct kept_map *n = realloc(r->kept, ncap * sizeof(*n));
+            if (n) {
+                r->kept = n;
+                r->capkept = ncap;
+            }
+        }
+        if (r->nkept < r->capkept) {
+            r->kept[r->nkept].map = r->map;
+            r->kept[r->nkept++].size = r->size;
+            r->map = NULL; /* kept: not unmapped below */
+        } else {
+            r->keep = -1; /* out of memory: the caller learns it from keep_maps_ok */
+        }
+    }
     if (r->map)
         munmap((void *)r->map, (size_t)r->size);
     r->map = NULL;
@@ -1117,11 +1140,19 @@ int mx_wal_reader_truncate_tail(mx_wal_reader *r, char *err, size_t errlen)
 
 uint64_t mx_wal_reader_next_lsn(const mx_wal_reader *r) { return r->next_lsn; }
 
+void mx_wal_reader_keep_maps(mx_wal_reader *r) { r->keep = 1; }
+
+int mx_wal_reader_keep_maps_ok(const mx_wal_reader *r) { return r->keep == 1; }
+
 void mx_wal_reader_close(mx_wal_reader *r)
 {
     if (!r)
         return;
+    r->keep = 0;
     rd_unmap(r);
+    for (size_t i = 0; i < r->nkept; i++)
+        munmap((void *)r->kept[i].map, (size_t)r->kept[i].size);
+    free(r->kept);
     free(r->torn_path);
     free(r->segs);
     free(r->dir);

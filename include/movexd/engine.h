@@ -87,6 +87,11 @@ int mx_engine_commit(mx_engine *e);
  * the storage's error, as mx_engine_commit. */
 int mx_engine_tick(mx_engine *e);
 
+/* Recovery work left from start-up (storage.h `background`), for about
+ * budget_us; call between event-loop turns while it returns 1 (2: it
+ * waits for the disk, call again in a second). 0 when none is left. */
+int mx_engine_background(mx_engine *e, uint64_t budget_us);
+
 /* Final commit and clean storage shutdown (snapshots). */
 void mx_engine_close(mx_engine *e);
 
@@ -129,7 +134,9 @@ int mx_engine_room_json(mx_engine *e, const char *room, size_t roomlen, mx_buf *
 /* Admin API: JSON {"rooms":[{"room","seq","subscribers"}...],"on_disk":N}. */
 void mx_engine_rooms_json(mx_engine *e, mx_buf *out);
 
-/* Look a room up (tests, admin). */
+/* Look a room up in memory (tests, admin). */
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len);
+/* The same, loading it from storage when needed; NULL with *err set. */
+struct mx_room *mx_engine_room_load(mx_engine *e, const char *id, size_t len, int *err);
 
 #endif

@@ -22,6 +22,7 @@ struct mx_server {
     volatile int reload;              /* SIGHUP seen */
     void (*on_reload)(struct mx_server *s); /* main.c: re-read the conf */
     int tick_due;
+    int background_due; /* a slice of start-up recovery work is due */
     void *per_ip; /* mx_map: peer address -> connection count */
     struct mx_session *sessions; /* open WebSocket sessions */
     size_t nsessions;

@@ -41,7 +41,12 @@ struct mx_storage_stats {
     uint64_t wal_bytes, fsyncs, snapshots_written, snapshot_bytes;
     uint64_t flushes, flush_failures;
     int failed; /* 1 while the storage cannot accept writes */
-    uint64_t rooms_on_disk; /* rooms with a snapshot file */
+    uint64_t rooms_on_disk; /* rooms with a snapshot file, or only WAL records */
+    /* recovery: rooms indexed at start-up and not rebuilt yet; records
+     * replayed and skipped (a snapshot held them) so far; rooms whose
+     * records could not be replayed (refused with `internal`) */
+    uint64_t rooms_unreplayed, recovery_records_replayed, recovery_records_skipped;
+    uint64_t rooms_unrecoverable;
 };
 
 struct mx_storage {
@@ -73,6 +78,11 @@ struct mx_storage {
     /* About once a second (everysec fsync). Returns as flush. */
     int (*tick)(void *ctx);
     void (*stats)(void *ctx, struct mx_storage_stats *out);
+    /* Recovery work left from start-up (rebuilding rooms not yet needed),
+     * done for about budget_us. 1 while work is left, 2 when it waits for
+     * the disk (snapshots cannot be written now: try again in a second), 0
+     * when done. May be NULL (nothing to do). */
+    int (*background)(void *ctx, uint64_t budget_us);
     /* Clean shutdown: snapshot every dirty room, close files. */
     void (*close)(void *ctx, mx_map *rooms);
 };
@@ -80,10 +90,12 @@ struct mx_storage {
 /* Storage that keeps nothing beyond the process. */
 const struct mx_storage *mx_storage_mem(void);
 
-/* Open the write-ahead log in cfg->data_dir and recover: rooms touched by
- * the WAL tail are rebuilt (from their snapshot plus the replayed records)
- * into *rooms (a new map); others load on demand. Returns 0, or -1 with err
- * naming the file and offset of what could not be recovered. */
+/* Open the write-ahead log in cfg->data_dir and recover: every record is
+ * read and verified (framing, CRC, each room's chain of logged checksums)
+ * and indexed by room; rooms are rebuilt from their snapshot plus their
+ * records when first loaded, or by `background`. *rooms is a new, empty
+ * map. Returns 0, or -1 with err naming the file and offset (or record) of
+ * what could not be recovered. */
 int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **out, mx_map **rooms,
                         char *err, size_t errlen);
 

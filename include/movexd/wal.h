@@ -135,6 +135,14 @@ int mx_wal_reader_truncate_tail(mx_wal_reader *r, char *err, size_t errlen);
 /* LSN after the last good record; with no records, the first segment's LSN
  * (1 when there are no segments). */
 uint64_t mx_wal_reader_next_lsn(const mx_wal_reader *r);
+/* Call before the first next: every payload pointer stays valid until
+ * mx_wal_reader_close (segments stay mapped, read-only; recovery indexes
+ * records and replays them later). mx_wal_reader_keep_maps_ok is 0 when a
+ * segment had to be unmapped after all (out of memory): earlier payload
+ * pointers are then invalid. Truncating a torn tail keeps the records
+ * before it valid. */
+void mx_wal_reader_keep_maps(mx_wal_reader *r);
+int mx_wal_reader_keep_maps_ok(const mx_wal_reader *r);
 void mx_wal_reader_close(mx_wal_reader *r);
 
 /* ---- atomic files (snapshots) ---- */

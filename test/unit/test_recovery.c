@@ -8,8 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
 
 #include <sodium.h>
+
+#include "movexd/err.h"
+#include "movexd/wal.h"
 
 #include "movexd/digest.h"
 #include "movexd/engine.h"
@@ -111,8 +115,9 @@ static const char *req(struct env *v, const char *json)
 
 static void room_fingerprint(mx_engine *e, const char *id, char *out, size_t n)
 {
-    struct mx_room *r = mx_engine_room(e, id, strlen(id));
-    ck_assert_msg(r != NULL, "room %s not in memory", id);
+    int err;
+    struct mx_room *r = mx_engine_room_load(e, id, strlen(id), &err);
+    ck_assert_msg(r != NULL, "room %s: %d", id, err);
     char hex[MX_CHECKSUM_HEX];
     mx_digest_hex(r->checksum, hex);
     mx_buf b;
@@ -272,6 +277,222 @@ START_TEST(second_daemon_locked_out)
 }
 END_TEST
 
+
+static struct mx_storage_stats stats_of(struct env *v)
+{
+    struct mx_storage_stats ss;
+    v->st->stats(v->st->ctx, &ss);
+    return ss;
+}
+
+static int run_background(struct env *v, uint64_t budget_us)
+{
+    int turns = 0;
+    while (mx_engine_background(v->e, budget_us)) {
+        ck_assert_int_eq(mx_engine_commit(v->e), 0);
+        ck_assert_int_lt(++turns, 100000);
+    }
+    return turns;
+}
+
+/* Start-up only indexes the WAL; rooms are rebuilt on first use or by the
+ * background pass, which snapshots them so the next start replays nothing. */
+START_TEST(lazy_rebuild_on_use_and_in_background)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    workload(&v);
+    char msg[256];
+    for (int i = 0; i < 40; i++) { /* more rooms, a few records each */
+        snprintf(msg, sizeof(msg), "{\"type\":\"create\",\"id\":%d,\"room\":\"t:r%d\",\"state\":{\"i\":%d}}", 100 + i, i, i);
+        ck_reply_has(&v, msg, "\"created\"");
+    }
+    char before_a[4096], before_r7[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before_a, sizeof(before_a));
+    room_fingerprint(v.e, "t:r7", before_r7, sizeof(before_r7));
+    env_stop(&v, 1);
+
+    env_start(&v);
+    struct mx_storage_stats ss = stats_of(&v);
+    ck_assert_uint_eq(ss.rooms_unreplayed, 42); /* t:a, t:b, t:r0..39 */
+    ck_assert_uint_eq(ss.recovery_records_replayed, 0);
+    ck_assert_uint_eq(ss.rooms_on_disk, 42);
+    ck_assert_ptr_null(mx_engine_room(v.e, "t:a", 3)); /* nothing rebuilt yet */
+    /* first use rebuilds one room */
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before_a, after);
+    ss = stats_of(&v);
+    ck_assert_uint_eq(ss.rooms_unreplayed, 41);
+    ck_assert_uint_eq(ss.recovery_records_replayed, 1 + 40 + 1); /* create, actions, reject */
+    /* the rest in the background, snapshotted in batches */
+    uint64_t snaps = ss.snapshots_written;
+    ck_assert_int_ge(run_background(&v, 1), 40); /* sliced: about a room per call */
+    ss = stats_of(&v);
+    ck_assert_uint_eq(ss.rooms_unreplayed, 0);
+    ck_assert_uint_eq(ss.snapshots_written - snaps, 41);
+    ck_assert_ptr_null(mx_engine_room(v.e, "t:r7", 4)); /* snapshotted, not kept in memory */
+    room_fingerprint(v.e, "t:r7", after, sizeof(after));
+    ck_assert_str_eq(before_r7, after);
+    env_stop(&v, 1);
+
+    /* next start: the snapshots hold all but t:a's records (it was rebuilt
+     * on use, then stayed in memory unsnapshotted until the crash) */
+    env_start(&v);
+    ss = stats_of(&v);
+    ck_assert_uint_eq(ss.rooms_unreplayed, 42); /* the WAL still names them all */
+    snaps = ss.snapshots_written;
+    run_background(&v, 1000);
+    ss = stats_of(&v);
+    ck_assert_uint_eq(ss.recovery_records_replayed, 42);
+    ck_assert_uint_eq(ss.recovery_records_skipped, 41);
+    ck_assert_uint_eq(ss.snapshots_written - snaps, 1); /* only t:a was dirty */
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before_a, after);
+    room_fingerprint(v.e, "t:r7", after, sizeof(after));
+    ck_assert_str_eq(before_r7, after);
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+/* A checkpoint (WAL over wal_max_bytes) right after start-up must keep the
+ * segments that rooms not rebuilt yet still need. */
+START_TEST(checkpoint_keeps_records_of_unrebuilt_rooms)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    workload(&v);
+    char before[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    env_stop(&v, 1);
+    v.cfg.wal_max_bytes = 1; /* every commit checkpoints */
+    env_start(&v);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c2\"}", "\"welcome\"");
+    for (int i = 0; i < 600; i++) { /* fills several 64 KiB segments */
+        char msg2[512];
+        snprintf(msg2, sizeof(msg2), "{\"type\":\"create\",\"id\":%d,\"room\":\"t:x%d\",\"state\":{\"pad\":\"%0200d\"}}", 10 + i, i, i);
+        ck_reply_has(&v, msg2, "\"created\"");
+    }
+    env_stop(&v, 1);
+    env_start(&v);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
+/* Rewrite one record of the WAL in place (a new CRC, so only the meaning
+ * changes): the n-th from the end (0 = last) ACTION record of room id;
+ * the byte at off within its payload is xor-ed with 0x01. */
+static void tamper_action(struct env *v, const char *room, int from_end, size_t off)
+{
+    char wal[128];
+    snprintf(wal, sizeof(wal), "%s/wal", v->dir);
+    struct dirent **names;
+    int n = scandir(wal, &names, NULL, alphasort);
+    ck_assert_int_gt(n, 0);
+    struct hit {
+        char path[300];
+        long pos;
+        uint32_t len;
+    } hits[200];
+    int nh = 0;
+    for (int i = 0; i < n; i++) {
+        if (strncmp(names[i]->d_name, "wal-", 4)) {
+            free(names[i]);
+            continue;
+        }
+        char path[300];
+        snprintf(path, sizeof(path), "%.100s/%.100s", wal, names[i]->d_name);
+        free(names[i]);
+        FILE *f = fopen(path, "rb");
+        ck_assert_ptr_nonnull(f);
+        for (long pos = 0;;) {
+            unsigned char h[8];
+            if (fread(h, 1, 8, f) != 8)
+                break;
+            uint32_t len = h[0] | h[1] << 8 | h[2] << 16 | (uint32_t)h[3] << 24;
+            if (!len)
+                break;
+            unsigned char *p = malloc(len);
+            ck_assert_uint_eq(fread(p, 1, len, f), len);
+            uint32_t idlen = p[1] | p[2] << 8 | p[3] << 16 | (uint32_t)p[4] << 24;
+            if (p[0] == 2 && idlen == strlen(room) && !memcmp(p + 5, room, idlen) && nh < 200) {
+                snprintf(hits[nh].path, sizeof(hits[nh].path), "%s", path);
+                hits[nh].pos = pos;
+                hits[nh++].len = len;
+            }
+            free(p);
+            pos += 8 + (long)len;
+        }
+        fclose(f);
+    }
+    free(names);
+    ck_assert_int_gt(nh, from_end);
+    struct hit *h = &hits[nh - 1 - from_end];
+    FILE *f = fopen(h->path, "r+b");
+    unsigned char *rec = malloc(8 + h->len);
+    ck_assert_int_eq(fseek(f, h->pos, SEEK_SET), 0);
+    ck_assert_uint_eq(fread(rec, 1, 8 + h->len, f), 8 + h->len);
+    rec[8 + 5 + strlen(room) + off] ^= 0x01;
+    uint32_t crc = mx_crc32c(mx_crc32c(0, rec, 4), rec + 8, h->len);
+    rec[4] = (unsigned char)crc;
+    rec[5] = (unsigned char)(crc >> 8);
+    rec[6] = (unsigned char)(crc >> 16);
+    rec[7] = (unsigned char)(crc >> 24);
+    ck_assert_int_eq(fseek(f, h->pos, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(rec, 1, 8 + h->len, f), 8 + h->len);
+    fclose(f);
+    free(rec);
+}
+
+/* ACTION payload after the room id: u64 seq, prev[32], checksum[32], ... */
+#define OFF_PREV 8
+#define OFF_SUM (8 + MX_DIGEST_LEN)
+
+/* A record whose logged result is not what replaying it gives (CRC intact):
+ * start-up still succeeds, that room is refused with `internal` and keeps
+ * its records; other rooms are served. */
+START_TEST(unreplayable_room_is_refused_not_dropped)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    workload(&v);
+    env_stop(&v, 1);
+    tamper_action(&v, "t:a", 0, OFF_SUM); /* the last action's checksum */
+    for (int round = 0; round < 2; round++) {
+        env_start(&v);
+        ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+        ck_reply_has(&v, "{\"type\":\"get\",\"id\":1,\"room\":\"t:a\"}", "\"internal\"");
+        ck_reply_has(&v, "{\"type\":\"get\",\"id\":2,\"room\":\"t:b\"}", "\"seq\":0");
+        run_background(&v, 1000);
+        ck_reply_has(&v, "{\"type\":\"get\",\"id\":3,\"room\":\"t:a\"}", "\"internal\"");
+        struct mx_storage_stats ss = stats_of(&v);
+        ck_assert_uint_eq(ss.rooms_unrecoverable, 1);
+        env_stop(&v, round == 0); /* crash, then a clean stop: the records stay */
+    }
+    env_free(&v);
+}
+END_TEST
+
+/* The scan checks each room's chain: an action whose prev is not the
+ * checksum logged by the action before it stops start-up. */
+START_TEST(broken_chain_stops_startup)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    workload(&v);
+    env_stop(&v, 1);
+    tamper_action(&v, "t:a", 5, OFF_PREV);
+    char err[512];
+    mx_map *rooms = NULL;
+    ck_assert_int_eq(mx_storage_wal_open(&v.cfg, &v.st, &rooms, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "broken chain") && strstr(err, "room t:a"), "%s", err);
+    env_free(&v);
+}
+END_TEST
+
 Suite *mx_suite_recovery(void)
 {
     if (sodium_init() < 0)
@@ -284,6 +505,10 @@ Suite *mx_suite_recovery(void)
     tcase_add_test(tc, delete_and_recreate);
     tcase_add_test(tc, evicted_room_loads_again);
     tcase_add_test(tc, second_daemon_locked_out);
+    tcase_add_test(tc, lazy_rebuild_on_use_and_in_background);
+    tcase_add_test(tc, checkpoint_keeps_records_of_unrebuilt_rooms);
+    tcase_add_test(tc, unreplayable_room_is_refused_not_dropped);
+    tcase_add_test(tc, broken_chain_stops_startup);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -572,6 +572,9 @@ static void on_background(lws_sorted_usec_list_t *sul)
 {
     struct tick_timer *t = (struct tick_timer *)sul;
     t->srv->background_due = 1;
+    /* sul callbacks run inside lws_service, before it polls: wake the
+     * poll so the loop gets to the work now, not at the next event */
+    lws_cancel_service(t->srv->ctx);
 }
 
 static uint64_t mono_ms(void)
@@ -636,8 +639,14 @@ int mx_server_run(struct mx_server *s)
         if (s->background_due && !rc) {
             s->background_due = 0;
             int more = mx_engine_background(s->engine, MX_BG_SLICE_US);
-            if (more) /* 2: waiting for the disk */
-                lws_sul_schedule(s->ctx, 0, &bg.sul, on_background, more == 2 ? LWS_US_PER_SEC : 1000);
+            if (more == 1) {
+                /* the next slice after one turn of the loop: wake its poll
+                 * (it returns at once when no client has anything) */
+                s->background_due = 1;
+                lws_cancel_service(s->ctx);
+            } else if (more == 2) { /* waiting for the disk */
+                lws_sul_schedule(s->ctx, 0, &bg.sul, on_background, LWS_US_PER_SEC);
+            }
         }
         if (s->tick_due) {
             s->tick_due = 0;

@@ -17,7 +17,9 @@
 //   complete  `event=recovery_complete`: the background pass rebuilt every
 //             room (replayed all their records, verified each final state
 //             against its logged checksum) and snapshotted them
-// The daemon's CPU time and RSS at `ready` and at `complete` are reported.
+// The daemon's CPU time and anonymous RSS (RssAnon: its own memory, without
+// the page-cache pages of the mapped WAL segments) at `ready` and at
+// `complete` are reported.
 // The daemon is then stopped with SIGKILL.
 //
 // Variants (--snapshots, comma-separated snapshot_every values):
@@ -96,7 +98,9 @@ function procStat(pid) {
   const s = readFileSync(`/proc/${pid}/stat`, 'latin1');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
   const status = readFileSync(`/proc/${pid}/status`, 'latin1');
-  return { cpu_s: (Number(f[11]) + Number(f[12])) / CLK_TCK, rss_mib: Number(/VmRSS:\s+(\d+)/.exec(status)[1]) / 1024 };
+  // RssAnon: the daemon's own memory; VmRSS also counts the mapped WAL
+  // segments' page-cache pages (file-backed, reclaimable)
+  return { cpu_s: (Number(f[11]) + Number(f[12])) / CLK_TCK, rss_mib: Number(/RssAnon:\s+(\d+)/.exec(status)[1]) / 1024 };
 }
 
 // Interrupted (Ctrl-C, SIGTERM): kill the daemon being timed, remove the

@@ -1088,6 +1088,9 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
         mx_wal_reader_close(rd);
         mx_map_free(s->pending, NULL);
         s->pending = NULL;
+        free(s->pq);
+        s->pq = NULL;
+        s->cappq = 0;
     }
     rd = NULL;
     struct mx_wal_opts o = {.dir = s->waldir, .fsync = cfg->fsync, .segment_bytes = cfg->wal_segment_bytes};

@@ -115,6 +115,8 @@ check-conf: all
 #                                            and the new one goes to .conf.new
 #   /lib/systemd/system/movexd.service       systemd/movexd.service, movexd
 #                                            path adjusted to PREFIX
+#   /lib/systemd/system/movexd.socket        systemd/movexd.socket (socket
+#                                            activation; not enabled)
 #   $(PREFIX)/share/movexd/client/           movex.js, movex.d.ts, demo/
 #   $(PREFIX)/share/man/man8/movexd.8, man5/movexd.conf.5
 #   $(PREFIX)/share/doc/movexd/              README.md, docs/*.md
@@ -137,6 +139,7 @@ install: all
 	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.conf.5 > $(INSTALL_DIST)/movexd.conf.5
 	install -D -m 0755 $(BUILD)/movexd $(DESTDIR)$(PREFIX)/bin/movexd
 	install -D -m 0644 $(INSTALL_DIST)/movexd.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service
+	install -D -m 0644 systemd/movexd.socket $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.socket
 	install -d -m 0755 $(SHARE_DIR)/movexd/client
 	install -m 0644 client/movex.js client/movex.d.ts $(SHARE_DIR)/movexd/client/
 	@if [ -d client/demo ]; then \
@@ -163,7 +166,7 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/movexd
-	rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service
+	rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.socket
 	rm -rf $(SHARE_DIR)/movexd
 	rm -f $(SHARE_DIR)/man/man8/movexd.8 $(SHARE_DIR)/man/man5/movexd.conf.5
 	rm -rf $(SHARE_DIR)/doc/movexd
@@ -171,10 +174,11 @@ uninstall:
 	  "remove them by hand if they are no longer needed. Run systemctl daemon-reload now" \
 	  "(and systemctl disable --now movexd beforehand, if the service was enabled)."
 
-# `make systemd-verify`: `systemd-analyze verify` on the unit, with its
-# movexd path pointing at $(BUILD)/movexd (the unit names /usr/local/bin,
-# which may not exist here) and the man pages of Documentation= found in
-# man/; any output at all (a warning) fails. Then the unit's exposure score
+# `make systemd-verify`: `systemd-analyze verify` on the service unit and
+# the socket unit (which also checks that the socket finds its service),
+# with the movexd path pointing at $(BUILD)/movexd (the unit names
+# /usr/local/bin, which may not exist here) and the man pages of
+# Documentation= found in man/; any output at all (a warning) fails. Then the unit's exposure score
 # (`systemd-analyze security --offline=true`, systemd >= 250), failing
 # above SYSTEMD_EXPOSURE_MAX (tenths: 15 = 1.5). Full table:
 # $(BUILD)/systemd/security.txt.
@@ -184,13 +188,14 @@ systemd-verify: all
 	@command -v systemd-analyze >/dev/null || { echo "systemd-verify: systemd-analyze not found (Debian: apt-get install systemd)" >&2; exit 1; }
 	@rm -rf $(BUILD)/systemd && mkdir -p $(BUILD)/systemd/man/man8 $(BUILD)/systemd/man/man5
 	@sed 's|/usr/local/bin/movexd|$(abspath $(BUILD))/movexd|g' systemd/movexd.service > $(BUILD)/systemd/movexd.service
+	@cp systemd/movexd.socket $(BUILD)/systemd/movexd.socket
 	@cp man/movexd.8 $(BUILD)/systemd/man/man8/ && cp man/movexd.conf.5 $(BUILD)/systemd/man/man5/
-	@echo "systemd-analyze verify $(BUILD)/systemd/movexd.service"
+	@echo "systemd-analyze verify $(BUILD)/systemd/movexd.service $(BUILD)/systemd/movexd.socket"
 	@MANPATH=$(abspath $(BUILD))/systemd/man systemd-analyze verify $(BUILD)/systemd/movexd.service \
-	  > $(BUILD)/systemd/verify.txt 2>&1; rc=$$?; cat $(BUILD)/systemd/verify.txt; \
+	  $(BUILD)/systemd/movexd.socket > $(BUILD)/systemd/verify.txt 2>&1; rc=$$?; cat $(BUILD)/systemd/verify.txt; \
 	  if [ $$rc -ne 0 ] || [ -s $(BUILD)/systemd/verify.txt ]; then \
 	    echo "systemd-verify: FAILED (exit $$rc, or warnings above)" >&2; exit 1; fi
-	@echo "systemd-verify: unit OK (no warnings)"
+	@echo "systemd-verify: unit OK (no warnings; movexd.service and movexd.socket)"
 	@systemd-analyze security --offline=true --no-pager --threshold=$(SYSTEMD_EXPOSURE_MAX) \
 	  $(BUILD)/systemd/movexd.service > $(BUILD)/systemd/security.txt 2>&1; rc=$$?; \
 	  grep -E '^✗' $(BUILD)/systemd/security.txt; grep -E 'Overall exposure' $(BUILD)/systemd/security.txt; \

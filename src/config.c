@@ -105,6 +105,8 @@ static const struct key global_keys[] = {
     G("auth_hs256_secret_file", K_PATH, 0, 0, auth_hs256_secret_file),
     G("auth_ed25519_public_key_file", K_PATH, 0, 0, auth_ed25519_public_key_file),
     G("auth_leeway_ms", K_MS, 0, 3600000, auth_leeway_ms),
+    G("auth_issuer", K_PATH, 0, 0, auth_issuer),
+    G("auth_audience", K_PATH, 0, 0, auth_audience),
     G("allow_insecure_listen", K_BOOL, 0, 1, allow_insecure_listen),
     G("allowed_origins", K_PATH, 0, 0, allowed_origins),
     G("max_connections_per_ip", K_COUNT, 1, 1000000, max_connections_per_ip),

@@ -17,8 +17,9 @@
  *      constant time; Ed25519 by libsodium, which also refuses small-order
  *      keys and non-canonical signatures);
  *   5. only then the payload: a JSON object without duplicate keys, "sub" a
- *      valid client id, "exp"/"nbf" numbers checked with leeway, and the
- *      optional "movex" grants.
+ *      valid client id, "exp"/"nbf" numbers checked with leeway, "iss" and
+ *      "aud" when the keys name an issuer or audience, and the optional
+ *      "movex" grants.
  *
  * Invariants: on failure *out holds nothing (all zero, nothing to free) and
  * `why` is one of the fixed strings below - never token bytes, claim values
@@ -260,9 +261,49 @@ static int add_grant(struct mx_token *t, const json_t *g, char *why, size_t whyl
     return 0;
 }
 
+/* iss and aud, when the keys ask for them (RFC 7519 4.1.1, 4.1.3): one
+ * key may sign tokens for several services, and these claims say which one
+ * a token is for. */
+static int check_iss_aud(const json_t *p, const struct mx_jwt_keys *keys, char *why, size_t whylen)
+{
+    if (keys->issuer[0]) {
+        const json_t *iss = json_object_get(p, "iss");
+        if (!iss)
+            return set_why(why, whylen, "missing iss");
+        if (!json_is_string(iss))
+            return set_why(why, whylen, "iss must be a string");
+        if (!str_is(iss, keys->issuer))
+            return set_why(why, whylen, "wrong issuer");
+    }
+    if (keys->audience[0]) {
+        const json_t *aud = json_object_get(p, "aud");
+        if (!aud)
+            return set_why(why, whylen, "missing aud");
+        if (json_is_string(aud)) {
+            if (!str_is(aud, keys->audience))
+                return set_why(why, whylen, "wrong audience");
+        } else if (json_is_array(aud)) {
+            int found = 0;
+            size_t i;
+            const json_t *v;
+            json_array_foreach(aud, i, v)
+            {
+                if (!json_is_string(v))
+                    return set_why(why, whylen, "aud must be a string or an array of strings");
+                found |= str_is(v, keys->audience);
+            }
+            if (!found)
+                return set_why(why, whylen, "wrong audience");
+        } else {
+            return set_why(why, whylen, "aud must be a string or an array of strings");
+        }
+    }
+    return 0;
+}
+
 /* Step 5. */
-static int read_claims(const json_t *p, int64_t now, int64_t leeway, struct mx_token *t, char *why,
-                       size_t whylen, int *nomem)
+static int read_claims(const json_t *p, const struct mx_jwt_keys *keys, int64_t now, int64_t leeway,
+                       struct mx_token *t, char *why, size_t whylen, int *nomem)
 {
     const json_t *sub = json_object_get(p, "sub");
     if (!sub)
@@ -291,6 +332,9 @@ static int read_claims(const json_t *p, int64_t now, int64_t leeway, struct mx_t
             return set_why(why, whylen, "not yet valid");
         t->nbf = clamp_i64(ceil(n));
     }
+    int rc = check_iss_aud(p, keys, why, whylen);
+    if (rc)
+        return rc;
 
     const json_t *mv = json_object_get(p, "movex");
     if (!mv)
@@ -312,7 +356,7 @@ static int read_claims(const json_t *p, int64_t now, int64_t leeway, struct mx_t
         return set_why(why, whylen, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
-        int rc = add_grant(t, json_array_get(rooms, i), why, whylen, nomem);
+        rc = add_grant(t, json_array_get(rooms, i), why, whylen, nomem);
         if (rc)
             return rc;
     }
@@ -373,7 +417,7 @@ int mx_jwt_verify(const char *token, size_t len, const struct mx_jwt_keys *keys,
     if (!p)
         return set_why(why, whylen, "malformed payload");
     int nomem = 0;
-    rc = read_claims(p, now, leeway, out, why, whylen, &nomem);
+    rc = read_claims(p, keys, now, leeway, out, why, whylen, &nomem);
     json_decref(p);
     if (rc) {
         mx_token_free(out);
@@ -597,6 +641,21 @@ int mx_jwt_load_keys(struct mx_jwt_keys *keys, const char *hs256_file, const cha
         (ed25519_file && load_public(keys, ed25519_file, err, errlen))) {
         sodium_memzero(keys, sizeof *keys);
         return -1;
+    }
+    return 0;
+}
+
+int mx_jwt_set_claims(struct mx_jwt_keys *keys, const char *issuer, const char *audience)
+{
+    const char *v[2] = {issuer ? issuer : "", audience ? audience : ""};
+    char *f[2] = {keys->issuer, keys->audience};
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(v[i]);
+        if (n > MX_JWT_CLAIM_MAX) {
+            sodium_memzero(keys, sizeof *keys);
+            return -1;
+        }
+        memcpy(f[i], v[i], n + 1);
     }
     return 0;
 }

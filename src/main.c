@@ -12,6 +12,7 @@
  * failure (cannot listen, storage cannot recover), 3 fatal runtime error
  * (durability can no longer be guaranteed).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,11 +20,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <sodium.h>
 
 #include "movexd/config.h"
 #include "movexd/engine.h"
 #include "movexd/jwt.h"
+#include "movexd/listen.h"
 #include "movexd/log.h"
 #include "movexd/server.h"
 #include "movexd/storage.h"
@@ -93,9 +98,17 @@ static int load_keys(const struct mx_config *c, struct mx_jwt_keys *keys, char *
         snprintf(err, errlen, "auth jwt needs auth_hs256_secret_file or auth_ed25519_public_key_file");
         return -1;
     }
-    return mx_jwt_load_keys(keys, c->auth_hs256_secret_file[0] ? c->auth_hs256_secret_file : NULL,
-                            c->auth_ed25519_public_key_file[0] ? c->auth_ed25519_public_key_file : NULL,
-                            err, errlen);
+    if (mx_jwt_load_keys(keys, c->auth_hs256_secret_file[0] ? c->auth_hs256_secret_file : NULL,
+                         c->auth_ed25519_public_key_file[0] ? c->auth_ed25519_public_key_file : NULL,
+                         err, errlen))
+        return -1;
+    /* the iss/aud tokens must carry travel with the keys, so a reload
+     * swaps them together */
+    if (mx_jwt_set_claims(keys, c->auth_issuer, c->auth_audience)) {
+        snprintf(err, errlen, "auth_issuer/auth_audience: longer than %d bytes", MX_JWT_CLAIM_MAX);
+        return -1;
+    }
+    return 0;
 }
 
 /* Settings bound to what was set up at start (the listening socket, the
@@ -127,11 +140,27 @@ static void keep_fixed(struct mx_config *next, const struct mx_config *cur)
 #undef KEEP_VAL
 }
 
+/* Log to path from now on (stderr when empty); on failure the previous
+ * target stays and says so. */
+static void reopen_log(const char *path)
+{
+    if (mx_log_open(path)) {
+        int e = errno;
+        mx_err("event=log_file_failed file=%s error=\"%s\" note=\"logging to the previous "
+               "target\"",
+               path, strerror(e));
+    }
+}
+
 static void reload(struct mx_server *s)
 {
     static struct mx_config next;
     char err[2048];
     struct mx_jwt_keys keys;
+    /* reopen the log first (logrotate has moved the old file away and sent
+     * SIGHUP), so that no line of this reload lands in the rotated file,
+     * also when the new conf is refused */
+    reopen_log(cfg.log_file);
     mx_info("event=reload config=%s", conf_path ? conf_path : "(defaults)");
     if (load_config(&next, err, sizeof(err)) || load_keys(&next, &keys, err, sizeof(err))) {
         mx_err("event=reload_refused reason=\"%s\" note=\"the running configuration stays\"", err);
@@ -139,12 +168,13 @@ static void reload(struct mx_server *s)
         return;
     }
     keep_fixed(&next, &cfg);
+    int log_moved = strcmp(next.log_file, cfg.log_file) != 0;
     mx_config_free(&cfg);
     cfg = next; /* the engine, server and storage read cfg through pointers */
     memset(&next, 0, sizeof(next));
     mx_log_set_level(cfg.log_level);
-    if (mx_log_open(cfg.log_file)) /* reopened: logrotate moves the old file away */
-        mx_err("event=log_file_failed file=%s note=\"logging to the previous target\"", cfg.log_file);
+    if (log_moved)
+        reopen_log(cfg.log_file);
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
     mx_engine_config_changed(engine);
@@ -223,13 +253,46 @@ int main(int argc, char **argv)
         mx_config_free(&cfg);
         return 0;
     }
+    /* socket activation: listening sockets passed by systemd take the place
+     * of `listen`; auth none is refused on any of them that is not
+     * loopback, as it is for the configured address */
+    int listen_fds[MX_LISTEN_MAX_FDS];
+    int nlisten = mx_listen_inherited(listen_fds, MX_LISTEN_MAX_FDS, err, sizeof(err));
+    if (nlisten < 0) {
+        fprintf(stderr, "movexd: socket activation: %s\n", err);
+        mx_config_free(&cfg);
+        return 2;
+    }
+    int public_socket = 0; /* an inherited socket is not loopback */
+    for (int i = 0; i < nlisten; i++) {
+        struct sockaddr_storage sa;
+        memset(&sa, 0, sizeof(sa));
+        socklen_t salen = sizeof(sa);
+        char a[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (getsockname(listen_fds[i], (struct sockaddr *)&sa, &salen) == 0)
+            mx_listen_format((struct sockaddr *)&sa, a, sizeof(a), &port);
+        if (cfg.auth == MX_AUTH_NONE && !cfg.allow_insecure_listen &&
+            !mx_listen_is_loopback((struct sockaddr *)&sa)) {
+            fprintf(stderr,
+                    "movexd: refusing to serve the socket passed by systemd (%s port %d) with auth "
+                    "none: it is not a loopback address, so anyone who can reach the port could "
+                    "read and write every room. Set `auth jwt` (docs/SECURITY.md), or "
+                    "`allow_insecure_listen yes` if you really mean it.\n",
+                    a, port);
+            mx_config_free(&cfg);
+            return 1;
+        }
+        public_socket |= !mx_listen_is_loopback((struct sockaddr *)&sa);
+    }
     mx_log_set_level(cfg.log_level);
     if (mx_log_open(cfg.log_file)) {
-        fprintf(stderr, "movexd: log_file %s: cannot open for appending\n", cfg.log_file);
+        fprintf(stderr, "movexd: log_file %s: cannot open for appending: %s\n", cfg.log_file,
+                strerror(errno));
         mx_config_free(&cfg);
         return 1;
     }
-    if (cfg.auth == MX_AUTH_NONE && !mx_server_listen_is_loopback(&cfg))
+    if (cfg.auth == MX_AUTH_NONE && (nlisten ? public_socket : !mx_server_listen_is_loopback(&cfg)))
         mx_warn("event=insecure reason=\"auth none on a non-loopback address: anyone who can reach "
                 "this port can read and write every room\"");
 
@@ -258,7 +321,7 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (mx_server_start(&server, &cfg, engine)) {
+    if (mx_server_start_on(&server, &cfg, engine, listen_fds, nlisten)) {
         mx_engine_close(engine);
         mx_engine_free(engine);
         mx_config_free(&cfg);

@@ -258,11 +258,87 @@ void mx_proto_field_str(mx_buf *out, const char *name, const char *s, size_t len
     mx_json_dump_string(s, len, out);
 }
 
+/* Bytes of the well-formed UTF-8 sequence at s (1..4), or 0 with *bad set
+ * to the length of its maximal ill-formed subpart (at least 1): a lead
+ * byte followed by the continuation bytes that could still have completed
+ * it (Unicode §3.9, "U+FFFD substitution of maximal subparts", as
+ * TextDecoder does). Overlongs, surrogates and code points above U+10FFFF
+ * are ill-formed. */
+static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t need;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0)
+            lo = 0xA0; /* no overlongs */
+        else if (c == 0xED)
+            hi = 0x9F; /* no surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0)
+            lo = 0x90; /* no overlongs */
+        else if (c == 0xF4)
+            hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+        *bad = 1; /* continuation byte, C0, C1, F5..FF */
+        return 0;
+    }
+    for (size_t i = 1; i <= need; i++) {
+        if (i >= len || s[i] < lo || s[i] > hi) {
+            *bad = i;
+            return 0;
+        }
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return need + 1;
+}
+
+/* mx_proto_field_str for text that may not be valid UTF-8: each maximal
+ * ill-formed subpart becomes U+FFFD. */
+static void field_str_utf8(mx_buf *out, const char *name, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, n, bad = 0;
+    while (i < len && (n = utf8_seq(p + i, len - i, &bad)))
+        i += n;
+    if (i == len) {
+        mx_proto_field_str(out, name, s, len);
+        return;
+    }
+    mx_buf t;
+    mx_buf_init(&t, 0);
+    mx_buf_append(&t, s, i);
+    while (i < len) {
+        n = utf8_seq(p + i, len - i, &bad);
+        if (n) {
+            mx_buf_append(&t, s + i, n);
+            i += n;
+        } else {
+            mx_buf_append(&t, "\xEF\xBF\xBD", 3); /* U+FFFD */
+            i += bad;
+        }
+    }
+    if (t.oom)
+        out->oom = 1; /* never the unchecked text */
+    else
+        mx_proto_field_str(out, name, mx_buf_data(&t), t.len);
+    mx_buf_free(&t);
+}
+
+/* The message is often built from what a client sent (a type name, a
+ * parser's complaint, text cut at a buffer's end), so it is made valid
+ * UTF-8 here: a reply must be valid text whatever the error. */
 void mx_proto_error(mx_buf *out, int has_id, uint64_t id, int err, const char *message)
 {
     mx_proto_begin(out, "error", has_id, id, NULL, 0);
     mx_proto_field_str(out, "code", mx_err_code(err), strlen(mx_err_code(err)));
     const char *m = message && *message ? message : mx_err_message(err);
-    mx_proto_field_str(out, "message", m, strlen(m));
+    field_str_utf8(out, "message", m, strlen(m));
     mx_buf_putc(out, '}');
 }

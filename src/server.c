@@ -13,16 +13,24 @@
  */
 #include "movexd/server.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <sodium.h>
 
 #include "movexd/err.h"
+#include "movexd/listen.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/metrics.h"
@@ -54,6 +62,9 @@ struct pss {
 };
 
 static unsigned connections;
+/* The listening vhost's SSL_CTX (lws hands it over while creating the
+ * context); a certificate reload swaps the certificate in it. */
+static SSL_CTX *tls_ctx;
 
 /* Answer with status and body (copied). The body is written from
  * LWS_CALLBACK_HTTP_WRITEABLE, in pieces if large. */
@@ -373,6 +384,40 @@ static int http_route(struct lws *wsi, struct pss *p, const char *uri)
     return http_respond(wsi, p, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
 }
 
+/* Socket activation: a listening socket passed by systemd is in the loop as
+ * a raw descriptor (lws 4.1 has no API to adopt a listening socket as a
+ * listener); readable means connections are waiting. Each one is accepted
+ * here and handed to lws as if its own listener had accepted it, so it is
+ * served like any other (HTTP, WebSocket, TLS when configured). */
+static int accept_inherited(struct lws *lwsi)
+{
+    struct lws_vhost *vh = lws_get_vhost(lwsi);
+    int lfd = lws_get_socket_fd(lwsi);
+    for (int i = 0; i < 64; i++) { /* then the loop serves the others */
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* e.g. out of descriptors: the socket stays readable, so
+                 * say it at most once a second */
+                static uint64_t last;
+                if (mx_now_us() - last >= 1000000) {
+                    last = mx_now_us();
+                    mx_warn("event=accept_failed error=\"%s\"", strerror(errno));
+                }
+            }
+            return 0;
+        }
+        int one = 1;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* as lws does */
+        if (!lws_adopt_socket_vhost(vh, fd)) /* lws closed it */
+            mx_warn("event=accept_failed error=\"libwebsockets could not adopt the connection\"");
+    }
+    return 0;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
@@ -380,6 +425,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     struct mx_server *srv = lws_context_user(lws_get_context(wsi));
 
     switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE: /* only the sockets from systemd are raw files */
+        return accept_inherited(wsi);
     case LWS_CALLBACK_HTTP:
         return http_route(wsi, p, (const char *)in);
     case LWS_CALLBACK_HTTP_WRITEABLE: {
@@ -459,6 +506,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             connections--;
         }
         return 0;
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        tls_ctx = user; /* the listener's SSL_CTX, for mx_server_reload_tls */
+        return 0;
     default:
         break;
     }
@@ -479,15 +529,121 @@ static void lws_log_emit(int level, const char *line)
            "event=lws message=\"%.*s\"", (int)n, line);
 }
 
+/* Once listening: 1 when every listening socket is on a loopback address,
+ * 0 when one is not; -1 before (then the conf decides). */
+static int bound_loopback = -1;
+
 int mx_server_listen_is_loopback(const struct mx_config *cfg)
 {
+    if (bound_loopback >= 0)
+        return bound_loopback;
     const char *a = cfg->listen_addr;
     return !strncmp(a, "127.", 4) || !strcmp(a, "::1") || !strcmp(a, "localhost") || !strcmp(a, "lo");
+}
+
+/* The start-up line: the address and port really bound, and where they
+ * came from (the configured listen, or systemd). */
+static void log_listening(const struct mx_server *s, const struct sockaddr *sa, const char *from)
+{
+    char a[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    mx_listen_format(sa, a, sizeof(a), &port);
+    int wild = mx_listen_is_wildcard(sa), v6 = sa->sa_family == AF_INET6 && !wild;
+    const char *tls = s->cfg->tls_cert_file[0] ? "on" : "off";
+    const char *scheme = s->cfg->tls_cert_file[0] ? "wss" : "ws";
+    mx_info("event=listening addr=%s port=%d listen=%s tls=%s ws=%s://%s%s%s:%d/ws", a, port, from,
+            tls, scheme, v6 ? "[" : "", wild ? "localhost" : a, v6 ? "]" : "", port);
+}
+
+/* After lws has bound the port: find the socket and compare the address it
+ * is bound to with the configured one. libwebsockets 4.1 looks the address
+ * up with getifaddrs() and, when that fails (a sandbox without AF_NETLINK),
+ * binds every address without a word; serving there would expose what the
+ * conf keeps on one address, so that stops the start. */
+static int check_bound(struct mx_server *s, struct lws_vhost *vh)
+{
+    const struct mx_config *cfg = s->cfg;
+    const char *want = cfg->listen_addr[0] ? cfg->listen_addr : "*";
+    char asked[200];
+    int v6 = strchr(want, ':') != NULL;
+    snprintf(asked, sizeof(asked), "%s%s%s:%d", v6 ? "[" : "", want, v6 ? "]" : "",
+             cfg->listen_port);
+    int port = vh ? lws_get_vhost_listen_port(vh) : -1;
+    int fds[8];
+    int n = port > 0 ? mx_listen_find(port, fds, 8) : 0;
+    if (n <= 0) {
+        /* lws defers the listen on an interface that does not exist (yet) */
+        mx_err("event=listen_failed listen=%s reason=\"no listening socket: is the address or "
+               "interface configured on this host?\"",
+               asked);
+        return -1;
+    }
+    int loopback = 1;
+    for (int i = 0; i < n && i < 8; i++) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+        char got[INET6_ADDRSTRLEN];
+        int gport;
+        if (getsockname(fds[i], (struct sockaddr *)&sa, &len) ||
+            mx_listen_format((struct sockaddr *)&sa, got, sizeof(got), &gport)) {
+            mx_err("event=listen_failed listen=%s reason=\"cannot read the bound address\"",
+                   asked);
+            return -1;
+        }
+        if (!mx_listen_addr_matches(cfg->listen_addr, (struct sockaddr *)&sa)) {
+            mx_err("event=bind_mismatch listen=%s bound=%s port=%d reason=\"libwebsockets bound "
+                   "another address than the configured one, probably because it could not look "
+                   "the address up (getifaddrs; under systemd allow AF_NETLINK in "
+                   "RestrictAddressFamilies=)\"",
+                   asked, got, gport);
+            return -1;
+        }
+        loopback &= mx_listen_is_loopback((struct sockaddr *)&sa);
+        if (i == 0)
+            log_listening(s, (struct sockaddr *)&sa, asked);
+    }
+    s->port = port;
+    bound_loopback = loopback;
+    return 0;
+}
+
+/* Socket activation: add the sockets systemd passed to the loop. */
+static int adopt_inherited(struct mx_server *s, struct lws_vhost *vh, const int *fds, int nfds)
+{
+    int loopback = 1;
+    for (int i = 0; i < nfds; i++) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+        char a[INET6_ADDRSTRLEN];
+        int port;
+        lws_sock_file_fd_type d;
+        d.filefd = fds[i];
+        if (getsockname(fds[i], (struct sockaddr *)&sa, &len) ||
+            mx_listen_format((struct sockaddr *)&sa, a, sizeof(a), &port) || !vh ||
+            !lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, d, NULL, NULL)) {
+            mx_err("event=listen_failed listen=systemd fd=%d reason=\"cannot serve the socket "
+                   "passed by systemd\"",
+                   fds[i]);
+            return -1;
+        }
+        if (i == 0)
+            s->port = port;
+        loopback &= mx_listen_is_loopback((struct sockaddr *)&sa);
+        log_listening(s, (struct sockaddr *)&sa, "systemd");
+    }
+    bound_loopback = loopback;
+    return 0;
 }
 
 static void free_count(void *p) { free(p); }
 
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e)
+{
+    return mx_server_start_on(s, cfg, e, NULL, 0);
+}
+
+int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engine *e,
+                       const int *fds, int nfds)
 {
     memset(s, 0, sizeof(*s));
     s->cfg = cfg;
@@ -499,9 +655,10 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    info.port = cfg->listen_port;
+    /* with sockets from systemd, lws binds nothing: they are added below */
+    info.port = nfds > 0 ? CONTEXT_PORT_NO_LISTEN_SERVER : cfg->listen_port;
     const char *addr = cfg->listen_addr;
-    info.iface = (addr[0] == '\0' || !strcmp(addr, "*")) ? NULL : addr;
+    info.iface = (nfds > 0 || addr[0] == '\0' || !strcmp(addr, "*")) ? NULL : addr;
     info.protocols = protocols;
     info.user = s;
     info.gid = (gid_t)-1;
@@ -539,16 +696,11 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
         return -1;
     }
     struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
-    s->port = vh ? lws_get_vhost_listen_port(vh) : cfg->listen_port;
-    if (s->port <= 0) {
-        mx_err("event=listen_failed addr=%s port=%d", addr, cfg->listen_port);
+    if (nfds > 0 ? adopt_inherited(s, vh, fds, nfds) : check_bound(s, vh)) {
         lws_context_destroy(s->ctx);
         s->ctx = NULL;
         return -1;
     }
-    const char *scheme = cfg->tls_cert_file[0] ? "wss" : "ws";
-    mx_info("event=listening addr=%s port=%d tls=%s ws=%s://%s:%d/ws", addr[0] ? addr : "*", s->port,
-            cfg->tls_cert_file[0] ? "on" : "off", scheme, info.iface ? addr : "localhost", s->port);
     return 0;
 }
 
@@ -700,28 +852,175 @@ static char *slurp(const char *path, size_t *len)
     return buf;
 }
 
+/* Certificate reload. The new certificate, its chain and the key are parsed
+ * and checked against each other first, and then set in the listener's
+ * SSL_CTX in one call (SSL_CTX_use_cert_and_key), so a reload either
+ * switches new connections to the new pair or changes nothing: a broken
+ * file, or a certificate whose key has not been replaced yet, never leaves
+ * the listener with half a pair (lws_tls_cert_updated() sets the
+ * certificate and the key one after the other from the files, and returns
+ * 0 whatever happened). A certificate of another key type (EC to RSA) is
+ * refused too: see tls_other_key_type. Connections already open keep the
+ * SSL they were set up with. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf; (void)size; (void)rwflag; (void)u;
+    return 0; /* an encrypted key is refused, never prompted for */
+}
+
+/* OpenSSL's reason for the first error queued, the root cause (never key
+ * material). */
+static const char *ssl_reason(void)
+{
+    const char *r = ERR_reason_error_string(ERR_peek_error());
+    return r ? r : "unknown error";
+}
+
+/* Leaf certificate and chain from the PEM text of the certificate file,
+ * as SSL_CTX_use_certificate_chain_file reads it. 0 or -1 with why. */
+static int tls_parse_cert(const char *pem, size_t len, X509 **leaf, STACK_OF(X509) **chain,
+                          char *why, size_t whylen)
+{
+    *leaf = NULL;
+    *chain = NULL;
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    if (!b) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    ERR_clear_error();
+    *leaf = PEM_read_bio_X509_AUX(b, NULL, no_passphrase, NULL);
+    if (!*leaf) {
+        snprintf(why, whylen, "no PEM certificate in the certificate file (%s)", ssl_reason());
+        BIO_free(b);
+        return -1;
+    }
+    *chain = sk_X509_new_null();
+    if (!*chain) {
+        snprintf(why, whylen, "out of memory");
+        goto fail;
+    }
+    for (;;) {
+        X509 *x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL);
+        if (!x)
+            break;
+        if (!sk_X509_push(*chain, x)) {
+            X509_free(x);
+            snprintf(why, whylen, "out of memory");
+            goto fail;
+        }
+    }
+    /* the end of the file reads as "no start line"; anything else is a
+     * broken certificate after the first one */
+    unsigned long e = ERR_peek_last_error();
+    if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        snprintf(why, whylen, "a chain certificate in the certificate file is broken (%s)",
+                 ssl_reason());
+        goto fail;
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    return 0;
+fail:
+    BIO_free(b);
+    sk_X509_pop_free(*chain, X509_free);
+    X509_free(*leaf);
+    *chain = NULL;
+    *leaf = NULL;
+    return -1;
+}
+
+static const char *key_type_name(int id)
+{
+    switch (id) {
+    case EVP_PKEY_RSA: return "RSA";
+    case EVP_PKEY_RSA_PSS: return "RSA-PSS";
+    case EVP_PKEY_EC: return "EC";
+    case EVP_PKEY_ED25519: return "Ed25519";
+    case EVP_PKEY_ED448: return "Ed448";
+    default: return OBJ_nid2sn(id);
+    }
+}
+
+/* The key type of a certificate in ctx other than pkey's, or 0. OpenSSL
+ * keeps one certificate per key type and has no way to remove one, so
+ * after a switch from an EC to an RSA certificate (say) it would go on
+ * offering the old EC one to every client that accepts ECDSA. */
+static int tls_other_key_type(SSL_CTX *ctx, const EVP_PKEY *pkey)
+{
+    int other = 0;
+    if (SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST) != 1)
+        return 0;
+    do {
+        X509 *x = SSL_CTX_get0_certificate(ctx);
+        EVP_PKEY *k = x ? X509_get0_pubkey(x) : NULL;
+        if (k && EVP_PKEY_base_id(k) != EVP_PKEY_base_id(pkey))
+            other = EVP_PKEY_base_id(k);
+    } while (SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT) == 1);
+    return other;
+}
+
 int mx_server_reload_tls(struct mx_server *s)
 {
     const struct mx_config *cfg = s->cfg;
     if (!cfg->tls_cert_file[0])
         return 0;
+    const char *keyfile = cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file;
     size_t clen = 0, klen = 0;
     char *cert = slurp(cfg->tls_cert_file, &clen);
-    char *key = slurp(cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file, &klen);
-    int rc = -1;
-    if (cert && key)
-        rc = lws_tls_cert_updated(s->ctx, cfg->tls_cert_file,
-                                  cfg->tls_key_file[0] ? cfg->tls_key_file : cfg->tls_cert_file, cert,
-                                  clen, key, klen);
+    char *key = slurp(keyfile, &klen);
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
+    EVP_PKEY *pkey = NULL;
+    char why[300] = "";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    int other;
+    if (!tls_ctx)
+        snprintf(why, sizeof(why), "the listener has no TLS context");
+    else if (!cert)
+        snprintf(why, sizeof(why), "cannot read the certificate file");
+    else if (!key)
+        snprintf(why, sizeof(why), "cannot read the key file");
+    else if (!tls_parse_cert(cert, clen, &leaf, &chain, why, sizeof(why))) {
+        BIO *kb = BIO_new_mem_buf(key, (int)klen);
+        ERR_clear_error();
+        pkey = kb ? PEM_read_bio_PrivateKey(kb, NULL, no_passphrase, NULL) : NULL;
+        BIO_free(kb);
+        if (!pkey)
+            snprintf(why, sizeof(why), "no usable PEM private key in the key file (encrypted "
+                                       "keys are not supported)");
+        else if (X509_check_private_key(leaf, pkey) != 1)
+            snprintf(why, sizeof(why), "the key does not match the certificate");
+        else if ((other = tls_other_key_type(tls_ctx, pkey)))
+            snprintf(why, sizeof(why),
+                     "the key type changes from %s to %s: switching key types needs a restart",
+                     key_type_name(other), key_type_name(EVP_PKEY_base_id(pkey)));
+        else if (SSL_CTX_use_cert_and_key(tls_ctx, leaf, pkey, chain, 1) != 1)
+            snprintf(why, sizeof(why), "the TLS context refused the certificate (%s)",
+                     ssl_reason());
+        else if (!X509_digest(leaf, EVP_sha256(), md, &mdlen))
+            mdlen = 0;
+    }
+    ERR_clear_error();
+    EVP_PKEY_free(pkey);
+    sk_X509_pop_free(chain, X509_free);
+    X509_free(leaf);
     if (key)
         sodium_memzero(key, klen);
     free(cert);
     free(key);
-    if (rc)
-        mx_err("event=tls_reload_failed cert=%s", cfg->tls_cert_file);
-    else
-        mx_info("event=tls_reloaded cert=%s", cfg->tls_cert_file);
-    return rc ? -1 : 0;
+    if (why[0]) {
+        mx_err("event=tls_reload_failed cert=%s key=%s reason=\"%s\" "
+               "note=\"the running certificate stays\"",
+               cfg->tls_cert_file, keyfile, why);
+        return -1;
+    }
+    char hex[2 * EVP_MAX_MD_SIZE + 1] = "";
+    for (unsigned i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    mx_info("event=tls_reloaded cert=%s sha256=%s", cfg->tls_cert_file, hex);
+    return 0;
 }
 
 void mx_server_shutdown(struct mx_server *s, int timeout_ms)

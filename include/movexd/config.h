@@ -71,6 +71,8 @@ struct mx_config {
     char auth_hs256_secret_file[1024];
     char auth_ed25519_public_key_file[1024];
     int auth_leeway_ms;          /* clock skew allowed on exp/nbf */
+    char auth_issuer[1024];      /* tokens must have this "iss" ("" = not checked) */
+    char auth_audience[1024];    /* tokens' "aud" must name this ("" = not checked) */
     int allow_insecure_listen;   /* auth none on a non-loopback address */
     char allowed_origins[2048];  /* space/comma separated; "" = see docs/SECURITY.md */
     size_t max_connections_per_ip;

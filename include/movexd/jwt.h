@@ -2,8 +2,9 @@
  * with alg HS256 (HMAC-SHA-256, shared secret) or EdDSA (Ed25519 public
  * key). Everything else - alg "none", other algorithms, bad signatures,
  * malformed parts - is refused. Claims used: sub (the client id), exp and
- * nbf (with leeway), and "movex": {"rooms": [{"match": PATTERN, "rights":
- * ["read","write","create"]}, ...]} granting rooms by pattern.
+ * nbf (with leeway), iss and aud (only when configured), and "movex":
+ * {"rooms": [{"match": PATTERN, "rights": ["read","write","create"]}, ...]}
+ * granting rooms by pattern.
  *
  * Patterns: a room id where '*' matches any run of characters (possibly
  * empty), e.g. "todo:*", "*", "chat:team-*". Rights: read (subscribe, sync,
@@ -31,12 +32,17 @@ struct mx_token {
     size_t ngrants;
 };
 
-/* Verification keys (any may be absent). */
+#define MX_JWT_CLAIM_MAX 1023 /* longest expected iss / aud */
+
+/* Verification keys (any may be absent), and the iss/aud every token must
+ * carry (conf auth_issuer, auth_audience; "" = not checked). */
 struct mx_jwt_keys {
     unsigned char hs256[128]; /* shared secret */
     size_t hs256_len;         /* 0 = HS256 not accepted */
     unsigned char ed25519[32];/* public key */
     int has_ed25519;
+    char issuer[MX_JWT_CLAIM_MAX + 1];   /* "iss" must equal this */
+    char audience[MX_JWT_CLAIM_MAX + 1]; /* "aud" must be this, or an array holding it */
 };
 
 /* Verify a compact token and decode its claims. The header must have alg
@@ -47,6 +53,11 @@ struct mx_jwt_keys {
  * 0): refused if now > exp + leeway or now + leeway < nbf. exp/nbf may be
  * integers or reals; out->exp is stored rounded down and out->nbf rounded
  * up, so re-checking the stored values later gives the same answer.
+ * With keys->issuer set, "iss" must be a string equal to it; with
+ * keys->audience set, "aud" must be a string equal to it or an array of
+ * strings one of which is (RFC 7519 4.1.3); comparisons are exact (bytes,
+ * no normalisation), and a missing claim is refused. Unset, iss and aud
+ * are not looked at.
  * Returns 0, or MX_EUNAUTHORIZED (MX_ENOMEM if the grant list cannot be
  * allocated) with a short fixed reason in why ("bad signature", "expired",
  * "alg none is not accepted", ...) that never contains the token, claim
@@ -54,8 +65,7 @@ struct mx_jwt_keys {
  * needs no mx_token_free; on success it must be released with mx_token_free.
  * Tokens longer than 8 KiB are refused. Unknown claims are ignored, and so
  * are unknown members of "movex"; an unknown right or an unknown member of
- * a grant object refuses the token (it might be meant to narrow the grant).
- * Nothing checks iss/aud: keys must not be shared with other services. */
+ * a grant object refuses the token (it might be meant to narrow the grant). */
 int mx_jwt_verify(const char *token, size_t len, const struct mx_jwt_keys *keys, int64_t now,
                   int64_t leeway, struct mx_token *out, char *why, size_t whylen);
 void mx_token_free(struct mx_token *t);
@@ -78,5 +88,11 @@ int mx_pattern_match(const char *pattern, const char *s, size_t len);
  * naming the file. */
 int mx_jwt_load_keys(struct mx_jwt_keys *keys, const char *hs256_file, const char *ed25519_file,
                      char *err, size_t errlen);
+
+/* Set the iss and aud tokens must carry (NULL or "" = not checked). A value
+ * longer than MX_JWT_CLAIM_MAX bytes wipes *keys (so nothing is accepted by
+ * mistake) and returns -1; else 0. Call after mx_jwt_load_keys, which
+ * clears them. */
+int mx_jwt_set_claims(struct mx_jwt_keys *keys, const char *issuer, const char *audience);
 
 #endif

@@ -38,11 +38,19 @@ struct mx_server {
  * and exits (for the supervisor to restart it and recover from disk). */
 #define MX_DISK_FAIL_EXIT_MS 60000
 
-/* 1 when the listen address is loopback only (127.0.0.0/8, ::1, localhost). */
+/* 1 when the listen address is loopback only (127.0.0.0/8, ::1, localhost);
+ * once listening, judged by the addresses really bound. */
 int mx_server_listen_is_loopback(const struct mx_config *cfg);
 
-/* Create the context and start listening. 0 or -1 (logged). */
+/* Create the context and start listening on the configured address; the
+ * address really bound is checked against it (event=bind_mismatch) and
+ * logged (event=listening). 0 or -1 (logged). */
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e);
+/* The same, serving the nfds listening sockets fds (socket activation,
+ * mx_listen_inherited()) instead of binding `listen`; nfds 0: as
+ * mx_server_start. */
+int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engine *e,
+                       const int *fds, int nfds);
 /* Serve until s->stop is set (from a signal handler via mx_server_wake). */
 int mx_server_run(struct mx_server *s);
 /* Async-signal-safe: ask the loop to look at s->stop. */

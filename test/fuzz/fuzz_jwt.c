@@ -21,6 +21,8 @@
  * Oracles, beyond the sanitizers:
  *  - no alg confusion: a token accepted with both keys is accepted with
  *    exactly one of them alone, the one its header's alg names;
+ *  - requiring iss "https://auth.example/" and aud "movexd" only ever
+ *    narrows what is accepted;
  *  - on failure *out is all zero and why is a non-empty string;
  *  - an accepted token has a valid sub, exp/nbf within the leeway, and
  *    grants with patterns and rights in MX_RIGHT_*; mx_token_rights on a
@@ -57,7 +59,7 @@
 
 static const char SECRET[] = "movexd-unit-test-hs256-secret-0123456789";
 static unsigned char ed_pk[32], ed_sk[64];
-static struct mx_jwt_keys both, hs_only, ed_only;
+static struct mx_jwt_keys both, hs_only, ed_only, claimed;
 static char scratch[512], keyfile[600];
 
 static void remove_scratch(void)
@@ -87,6 +89,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     ed_only = both;
     ed_only.hs256_len = 0;
     memset(ed_only.hs256, 0, sizeof(ed_only.hs256));
+    claimed = both;
+    if (mx_jwt_set_claims(&claimed, "https://auth.example/", "movexd"))
+        abort();
 
     const char *t = getenv("FUZZ_TMPDIR");
     if (!t || !*t)
@@ -231,6 +236,10 @@ static void check_token(const char *tok, size_t len, const char *room, size_t rl
     } else if (ra == MX_EUNAUTHORIZED) {
         CHECK(rh != 0 && re != 0, "refused with both keys but accepted with one");
     }
+    struct mx_token c;
+    int rc = verify(tok, len, &claimed, &c);
+    CHECK(rc != 0 || ra == 0, "accepted only once iss and aud are required");
+    mx_token_free(&c);
     mx_token_free(&a);
     mx_token_free(&h);
     mx_token_free(&e);

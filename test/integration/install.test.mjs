@@ -41,6 +41,7 @@ function expectedFiles() {
   const files = {
     [`${PREFIX}/bin/movexd`]: 0o755,
     '/lib/systemd/system/movexd.service': 0o644,
+    '/lib/systemd/system/movexd.socket': 0o644,
     [`${PREFIX}/share/movexd/client/movex.js`]: 0o644,
     [`${PREFIX}/share/movexd/client/movex.d.ts`]: 0o644,
     [`${PREFIX}/share/man/man8/movexd.8`]: 0o644,

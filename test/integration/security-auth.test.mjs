@@ -585,3 +585,68 @@ test('key rotation: after the secret file changes and SIGHUP, tokens signed with
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// auth_issuer / auth_audience: a key shared with other services signs
+// tokens meant for them too; with these set, only tokens whose iss is ours
+// and whose aud (a string, or an array of strings) names us are taken.
+// Refusals take the path of every bad token (error unauthorized, close
+// 4001, auth_failed logged without claim values), and a SIGHUP swaps the
+// expected values like the keys.
+test('auth_issuer and auth_audience: tokens for another issuer or audience are refused like any bad token; SIGHUP changes them', async () => {
+  const ISS = 'https://auth.example/';
+  const conf = (aud) => jwtConf({ extra: `auth_issuer ${ISS}\nauth_audience ${aud}\n` });
+  const HS = { alg: 'HS256', typ: 'JWT' };
+  const rooms = { rooms: [{ match: 'todo:*', rights: ['read', 'write', 'create'] }] };
+  const tok = (sub, claims) => signHS(SECRET, HS, { sub, exp: now() + 600, movex: rooms, ...claims });
+  async function refused(d, token, reason, what) {
+    const from = d.stderr.length;
+    const c = await Client.connect(d.url);
+    const r = await hello(c, { token, id: 1 });
+    assert.equal(r.type, 'error', `${what}: ${JSON.stringify(r)}`);
+    assert.equal(r.code, 'unauthorized', `${what}: ${JSON.stringify(r)}`);
+    assert.equal(r.message, reason, what);
+    assert.equal((await c.closed).code, 4001, what);
+    await d.waitLog(new RegExp(`event=auth_failed reason="${reason}"`), undefined, from);
+  }
+  await withDaemon({ conf: conf('movexd-a') }, async (d) => {
+    // accepted: iss ours, aud ours as a string or inside an array (also
+    // minted by make-token.mjs, and with EdDSA)
+    const live = await connectAs(d, tok('alice', { iss: ISS, aud: 'movexd-a' }));
+    assert.equal(live.client, 'alice');
+    assert.equal((await live.request({ type: 'subscribe', room: 'todo:aud' })).type, 'snapshot');
+    const arr = await connectAs(d, tok('bob', { iss: ISS, aud: ['billing', 'movexd-a'] }));
+    assert.equal(arr.client, 'bob');
+    const mt = await connectAs(d, edToken('carol', 'todo:*=read', ['--claims', JSON.stringify({ iss: ISS, aud: ['movexd-a'] })]));
+    assert.equal(mt.client, 'carol');
+
+    await refused(d, tok('m1', { iss: 'https://evil.example/', aud: 'movexd-a' }), 'wrong issuer', 'another issuer');
+    await refused(d, tok('m2', { iss: 'https://auth.example', aud: 'movexd-a' }), 'wrong issuer', 'issuer without the slash');
+    await refused(d, tok('m3', { aud: 'movexd-a' }), 'missing iss', 'no iss');
+    await refused(d, tok('m4', { iss: ISS, aud: 'billing' }), 'wrong audience', 'another audience');
+    await refused(d, tok('m5', { iss: ISS, aud: ['billing', 'chat'] }), 'wrong audience', 'an array without ours');
+    await refused(d, tok('m6', { iss: ISS, aud: [] }), 'wrong audience', 'an empty array');
+    await refused(d, tok('m7', { iss: ISS }), 'missing aud', 'no aud');
+    await refused(d, tok('m8', { iss: ISS, aud: ['movexd-a', 7] }), 'aud must be a string or an array of strings', 'a non-string member');
+    await refused(d, hsToken('m9', 'todo:*=read', ['--claims', JSON.stringify({ iss: ISS, aud: 'movexd-b' })]), 'wrong audience', 'make-token.mjs, other audience');
+    assert.ok(!d.stderr.includes('evil.example'), 'claim values are never logged');
+
+    // SIGHUP with another audience: from then on the old one is refused and
+    // the new one accepted; connections welcomed before are not re-checked
+    writeFileSync(d.confPath, conf('movexd-b'));
+    const from = d.stderr.length;
+    d.proc.kill('SIGHUP');
+    await d.waitLog(/event=reloaded/, undefined, from);
+    assert.doesNotMatch(d.stderr.slice(from), /reload_refused|reload_ignored/);
+    await refused(d, tok('dave', { iss: ISS, aud: 'movexd-a' }), 'wrong audience', 'the old audience after the reload');
+    const fresh = await connectAs(d, tok('erin', { iss: ISS, aud: ['movexd-b'] }));
+    assert.equal((await fresh.request({ type: 'subscribe', room: 'todo:aud' })).type, 'snapshot');
+    assert.equal((await live.request({ type: 'ping' })).type, 'pong');
+    for (const c of [live, arr, mt, fresh]) await c.close();
+  });
+  // without auth_issuer/auth_audience, iss and aud are not looked at
+  await withDaemon({ conf: jwtConf() }, async (d) => {
+    const c = await connectAs(d, tok('frank', { iss: 'https://evil.example/', aud: ['whatever'] }));
+    assert.equal(c.client, 'frank');
+    await c.close();
+  });
+});

@@ -138,6 +138,33 @@ START_TEST(every_key)
 }
 END_TEST
 
+/* auth_issuer / auth_audience: free text (a URL may hold '#'), unset by
+ * default, at most 1023 bytes like every value. */
+START_TEST(auth_claim_keys)
+{
+    struct mx_config c;
+    parse_ok(&c, "");
+    ck_assert_str_eq(c.auth_issuer, "");
+    ck_assert_str_eq(c.auth_audience, "");
+    mx_config_free(&c);
+    parse_ok(&c, "auth jwt\n"
+                 "auth_issuer \"https://auth.example/#tenant 1\"\n"
+                 "auth_audience movexd-prod   # comment\n");
+    ck_assert_str_eq(c.auth_issuer, "https://auth.example/#tenant 1");
+    ck_assert_str_eq(c.auth_audience, "movexd-prod");
+    mx_config_free(&c);
+    ck_parse_err("auth_audience \"\"\n", "t.conf:1: ", "auth_audience: missing value");
+    ck_parse_err("auth_issuer a\nauth_issuer b\n", "t.conf:2: ", "duplicate key 'auth_issuer'");
+    ck_parse_err("room default {\nauth_audience x\n}\n", "t.conf:2: ",
+                 "'auth_audience' is a global setting");
+    char text[1100];
+    memcpy(text, "auth_issuer ", 12);
+    memset(text + 12, 'i', 1024);
+    text[12 + 1024] = '\0';
+    ck_parse_err(text, "t.conf:1: ", "auth_issuer: value too long (at most 1023 bytes)");
+}
+END_TEST
+
 START_TEST(size_suffixes)
 {
     static const struct {
@@ -665,6 +692,7 @@ Suite *mx_suite_config(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, every_key);
+    tcase_add_test(tc, auth_claim_keys);
     tcase_add_test(tc, size_suffixes);
     tcase_add_test(tc, booleans);
     tcase_add_test(tc, quoting_and_comments);

@@ -803,6 +803,157 @@ START_TEST(sub_checks)
 }
 END_TEST
 
+/* ---- iss / aud (conf auth_issuer, auth_audience) ---- */
+
+#define ISS "https://auth.example/"
+#define AUD "movexd-prod"
+
+static struct mx_jwt_keys with_claims(struct mx_jwt_keys k, const char *iss, const char *aud)
+{
+    ck_assert_int_eq(mx_jwt_set_claims(&k, iss, aud), 0);
+    return k;
+}
+
+/* {"sub":"a"} plus the given raw JSON members (may be ""). */
+static char *hs_with(const char *members)
+{
+    char p[512];
+    snprintf(p, sizeof p, "{\"sub\":\"a\"%s%s}", members[0] ? "," : "", members);
+    return hs(p);
+}
+
+START_TEST(iss_aud_unset_ignored)
+{
+    /* nothing configured: iss and aud are not looked at, whatever they hold */
+    OK(hs_with(""), keys_hs());
+    OK(hs_with("\"iss\":\"anyone\",\"aud\":\"anything\""), keys_hs());
+    OK(hs_with("\"iss\":5,\"aud\":[1,{}]"), keys_hs());
+    /* only iss configured: aud is not looked at */
+    OK(hs_with("\"iss\":\"" ISS "\",\"aud\":5"), with_claims(keys_hs(), ISS, NULL));
+    OK(hs_with("\"iss\":\"x\",\"aud\":\"" AUD "\""), with_claims(keys_hs(), "", AUD));
+}
+END_TEST
+
+START_TEST(iss_checked)
+{
+    struct mx_jwt_keys k = with_claims(keys_hs(), ISS, NULL);
+    OK(hs_with("\"iss\":\"" ISS "\""), k);
+    OK(hs_with("\"iss\":\"https:\\/\\/auth.example\\/\""), k); /* JSON escapes decode first */
+    REFUSED(hs_with(""), k, "missing iss");
+    REFUSED(hs_with("\"Iss\":\"" ISS "\""), k, "missing iss");
+    REFUSED(hs_with("\"iss\":\"https://evil.example/\""), k, "wrong issuer");
+    /* exact: no case folding */
+    REFUSED(hs_with("\"iss\":\"https://Auth.example/\""), k, "wrong issuer");
+    REFUSED(hs_with("\"iss\":\"https://auth.example\""), k, "wrong issuer");  /* a prefix */
+    REFUSED(hs_with("\"iss\":\"https://auth.example/x\""), k, "wrong issuer"); /* longer */
+    REFUSED(hs_with("\"iss\":\"\""), k, "wrong issuer");
+    REFUSED(hs_with("\"iss\":null"), k, "iss must be a string");
+    REFUSED(hs_with("\"iss\":5"), k, "iss must be a string");
+    REFUSED(hs_with("\"iss\":[\"" ISS "\"]"), k, "iss must be a string");
+    /* EdDSA the same */
+    struct mx_jwt_keys ke = with_claims(keys_ed(), ISS, NULL);
+    OK(ed("{\"sub\":\"a\",\"iss\":\"" ISS "\"}"), ke);
+    REFUSED(ed("{\"sub\":\"a\",\"iss\":\"other\"}"), ke, "wrong issuer");
+    /* the refusal never quotes the claim */
+    struct mx_token t;
+    char w[128];
+    char *tok = hs_with("\"iss\":\"secret-issuer-name\"");
+    ck_assert_int_eq(mx_jwt_verify(tok, strlen(tok), &k, NOW, LEEWAY, &t, w, sizeof w),
+                     MX_EUNAUTHORIZED);
+    ck_assert_ptr_null(strstr(w, "secret-issuer-name"));
+    ck_assert_ptr_null(strstr(w, ISS));
+    free(tok);
+}
+END_TEST
+
+START_TEST(aud_checked)
+{
+    struct mx_jwt_keys k = with_claims(keys_hs(), NULL, AUD);
+    /* RFC 7519 4.1.3: a string, or an array of strings holding ours */
+    OK(hs_with("\"aud\":\"" AUD "\""), k);
+    OK(hs_with("\"aud\":[\"" AUD "\"]"), k);
+    OK(hs_with("\"aud\":[\"billing\",\"" AUD "\",\"chat\"]"), k);
+    OK(hs_with("\"aud\":[\"" AUD "\",\"" AUD "\"]"), k);
+    REFUSED(hs_with(""), k, "missing aud");
+    REFUSED(hs_with("\"aud\":\"billing\""), k, "wrong audience");
+    REFUSED(hs_with("\"aud\":\"movexd\""), k, "wrong audience");         /* a prefix */
+    REFUSED(hs_with("\"aud\":\"movexd-prod2\""), k, "wrong audience");    /* longer */
+    REFUSED(hs_with("\"aud\":\"MOVEXD-PROD\""), k, "wrong audience");     /* exact */
+    REFUSED(hs_with("\"aud\":\"movexd-prod billing\""), k, "wrong audience"); /* not a list */
+    REFUSED(hs_with("\"aud\":[]"), k, "wrong audience");
+    REFUSED(hs_with("\"aud\":[\"billing\",\"chat\"]"), k, "wrong audience");
+    /* a malformed member refuses the token even when ours is there */
+    REFUSED(hs_with("\"aud\":[\"" AUD "\",1]"), k, "aud must be a string or an array of strings");
+    REFUSED(hs_with("\"aud\":[[\"" AUD "\"]]"), k, "aud must be");
+    REFUSED(hs_with("\"aud\":null"), k, "aud must be");
+    REFUSED(hs_with("\"aud\":7"), k, "aud must be");
+    REFUSED(hs_with("\"aud\":{\"" AUD "\":true}"), k, "aud must be");
+    struct mx_jwt_keys ke = with_claims(keys_ed(), NULL, AUD);
+    OK(ed("{\"sub\":\"a\",\"aud\":[\"x\",\"" AUD "\"]}"), ke);
+    REFUSED(ed("{\"sub\":\"a\",\"aud\":[\"x\"]}"), ke, "wrong audience");
+}
+END_TEST
+
+START_TEST(iss_aud_together)
+{
+    struct mx_jwt_keys k = with_claims(keys_both(), ISS, AUD);
+    struct mx_token t;
+    ACCEPTED(hs_with("\"iss\":\"" ISS "\",\"aud\":\"" AUD "\","
+                     "\"movex\":{\"rooms\":[{\"match\":\"todo:*\",\"rights\":[\"read\"]}]}"),
+             k, &t);
+    ck_assert_str_eq(t.sub, "a");
+    ck_assert_uint_eq(t.ngrants, 1);
+    mx_token_free(&t);
+    REFUSED(hs_with("\"iss\":\"" ISS "\",\"aud\":\"billing\""), k, "wrong audience");
+    REFUSED(hs_with("\"iss\":\"other\",\"aud\":\"" AUD "\""), k, "wrong issuer");
+    REFUSED(hs_with("\"aud\":\"" AUD "\""), k, "missing iss");
+    REFUSED(hs_with("\"iss\":\"" ISS "\""), k, "missing aud");
+    /* the right claims never stand in for a signature, or for exp */
+    char *bad = mint(HS_HEADER, "{\"sub\":\"a\",\"iss\":\"" ISS "\",\"aud\":\"" AUD "\"}",
+                     SIGN_HS, "another-secret-another-secret-12", 32);
+    REFUSED(bad, k, "bad signature");
+    char p[256];
+    snprintf(p, sizeof p, "\"iss\":\"" ISS "\",\"aud\":\"" AUD "\",\"exp\":%lld",
+             (long long)NOW - LEEWAY - 1);
+    REFUSED(hs_with(p), k, "expired");
+}
+END_TEST
+
+START_TEST(set_claims)
+{
+    struct mx_jwt_keys k = keys_hs();
+    ck_assert_int_eq(mx_jwt_set_claims(&k, ISS, AUD), 0);
+    ck_assert_str_eq(k.issuer, ISS);
+    ck_assert_str_eq(k.audience, AUD);
+    ck_assert_uint_eq(k.hs256_len, sizeof SECRET - 1); /* the keys stay */
+    ck_assert_int_eq(mx_jwt_set_claims(&k, NULL, ""), 0);
+    ck_assert_str_eq(k.issuer, "");
+    ck_assert_str_eq(k.audience, "");
+    char longest[MX_JWT_CLAIM_MAX + 2];
+    memset(longest, 'i', MX_JWT_CLAIM_MAX);
+    longest[MX_JWT_CLAIM_MAX] = '\0';
+    ck_assert_int_eq(mx_jwt_set_claims(&k, longest, longest), 0);
+    ck_assert_uint_eq(strlen(k.issuer), MX_JWT_CLAIM_MAX);
+    /* too long: nothing is accepted by mistake, the keys are wiped */
+    longest[MX_JWT_CLAIM_MAX] = 'i';
+    longest[MX_JWT_CLAIM_MAX + 1] = '\0';
+    ck_assert_int_eq(mx_jwt_set_claims(&k, ISS, longest), -1);
+    ck_assert_uint_eq(k.hs256_len, 0);
+    ck_assert_str_eq(k.issuer, "");
+    ck_assert_str_eq(k.audience, "");
+    REFUSED(hs_with("\"iss\":\"" ISS "\""), k, "HS256 is not configured");
+    /* mx_jwt_load_keys starts from nothing: no claims left over */
+    mk_tmpdir();
+    const char *f = puts_file("s", SECRET);
+    char err[256];
+    k = with_claims(keys_hs(), ISS, AUD);
+    ck_assert_int_eq(mx_jwt_load_keys(&k, f, NULL, err, sizeof err), 0);
+    ck_assert_str_eq(k.issuer, "");
+    ck_assert_str_eq(k.audience, "");
+    rm_tmpdir();
+}
+END_TEST
+
 /* ---- exp / nbf ---- */
 
 static char *hs_times(const char *exp, const char *nbf)
@@ -1319,6 +1470,11 @@ Suite *mx_suite_jwt(void)
     tcase_add_test(tc, header_checks);
     tcase_add_test(tc, payload_checks);
     tcase_add_test(tc, sub_checks);
+    tcase_add_test(tc, iss_aud_unset_ignored);
+    tcase_add_test(tc, iss_checked);
+    tcase_add_test(tc, aud_checked);
+    tcase_add_test(tc, iss_aud_together);
+    tcase_add_test(tc, set_claims);
     tcase_add_test(tc, exp_nbf);
     tcase_add_test(tc, grants_union);
     tcase_add_test(tc, grants_refused);

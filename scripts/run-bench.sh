@@ -13,6 +13,7 @@
 #                  than this many seconds (default 60; 0 = always REC_REPS)
 #   REC_ACTIONS    logged actions for the recovery benchmark (default 1000000)
 #   REC_ROOMS      rooms they are spread over (default 10000)
+#   ROOMS_N        rooms for the memory benchmark (default 100000; ~2 min)
 #   BENCH_SYSCALLS 1 (default): one extra short ack pass counting the daemon's
 #                  system calls with `perf stat` (skipped when perf is missing)
 #
@@ -28,6 +29,7 @@ REC_MAX_S=${REC_MAX_S:-60}
 REC_ACTIONS=${REC_ACTIONS:-1000000}
 REC_ROOMS=${REC_ROOMS:-10000}
 BENCH_SYSCALLS=${BENCH_SYSCALLS:-1}
+ROOMS_N=${ROOMS_N:-100000}
 
 make --no-print-directory VARIANT=release all bench-bin >/dev/null
 for f in build/release/movexd build/release/bench/digest_bench build/release/bench/wal_gen; do
@@ -51,31 +53,35 @@ start=$(date +%s)
 } | tee "$OUT/machine.txt"
 
 echo
-echo "== 1/4 digest: cost of one action vs state size (3 runs, each a median of 11) =="
+echo "== 1/5 digest: cost of one action vs state size (3 runs, each a median of 11) =="
 for i in 1 2 3; do
     build/release/bench/digest_bench | tee -a "$OUT/digest.txt"
 done
 
 echo
-echo "== 2/4 acked actions per second by fsync policy =="
+echo "== 2/5 acked actions per second by fsync policy =="
 node bench/ack_throughput.mjs --reps "$ACK_REPS" --duration "$ACK_DURATION" --dir "$BENCH_DIR" \
     --json "$OUT/ack.json" | tee "$OUT/ack.txt"
 
 if [ "$BENCH_SYSCALLS" = 1 ] && command -v perf >/dev/null 2>&1; then
     echo
-    echo "== 2b/4 the same load, 1 short pass, counting the daemon's system calls (perf stat) =="
+    echo "== 2b/5 the same load, 1 short pass, counting the daemon's system calls (perf stat) =="
     node bench/ack_throughput.mjs --reps 1 --duration 2 --warmup 1 --syscalls 1 --dir "$BENCH_DIR" \
         --json "$OUT/ack-syscalls.json" | tee "$OUT/ack-syscalls.txt"
 fi
 
 echo
-echo "== 3/4 recovery: start-up on $REC_ACTIONS logged actions over $REC_ROOMS rooms =="
+echo "== 3/5 recovery: start-up on $REC_ACTIONS logged actions over $REC_ROOMS rooms =="
 node bench/recovery.mjs --rooms "$REC_ROOMS" --actions "$REC_ACTIONS" --reps "$REC_REPS" --max-seconds "$REC_MAX_S" --dir "$BENCH_DIR" \
     --json "$OUT/recovery.json" | tee "$OUT/recovery.txt"
 
+echo
+echo "== 4/5 memory with $ROOMS_N rooms: idle-room eviction on, and off (reference) =="
+node bench/rooms.mjs --rooms "$ROOMS_N" --dir "$BENCH_DIR" --json "$OUT/rooms.json" | tee "$OUT/rooms.txt"
+
 set +e +o pipefail # the summary only extracts lines; a missing one is not an error
 echo
-echo "== 4/4 summary ($(( $(date +%s) - start )) s; raw results in $OUT) =="
+echo "== 5/5 summary ($(( $(date +%s) - start )) s; raw results in $OUT) =="
 cat "$OUT/machine.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "digest (median of 3 runs):"
@@ -94,3 +100,5 @@ if [ -f "$OUT/ack-syscalls.txt" ]; then
 fi
 echo "recovery (median [min..max], target < 3 s):"
 sed -n '/^summary/,$p' "$OUT/recovery.txt" | tail -n +2
+echo "memory with $ROOMS_N rooms:"
+grep -E '^  (evict|reference) |^summary' "$OUT/rooms.txt" | sed 's/^summary: /  /' 

@@ -43,6 +43,7 @@ struct mx_engine {
     int unflushed;      /* records appended since the last flush (even with no reply) */
     uint64_t rejects_by_code[MX_ERR_COUNT];
     struct mx_jwt_keys keys;
+    int evict_backlog; /* the last eviction batch was full: more idle rooms may wait */
 };
 
 mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
@@ -198,6 +199,8 @@ void mx_engine_config_changed(mx_engine *e)
     }
 }
 
+static void evict_batch(mx_engine *e);
+
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len)
 {
     return mx_map_get(e->rooms, id, len);
@@ -211,9 +214,12 @@ struct mx_room *mx_engine_room_load(mx_engine *e, const char *id, size_t len, in
 
 int mx_engine_background(mx_engine *e, uint64_t budget_us)
 {
-    if (!e->st->background || e->storage_error)
+    if (e->storage_error)
         return 0;
-    return e->st->background(e->st->ctx, budget_us);
+    if (e->evict_backlog)
+        evict_batch(e);
+    int more = e->st->background ? e->st->background(e->st->ctx, budget_us) : 0;
+    return e->evict_backlog ? 1 : more;
 }
 
 void mx_engine_stats(const mx_engine *e, struct mx_engine_stats *out)
@@ -340,19 +346,20 @@ int mx_engine_commit(mx_engine *e)
     return 0;
 }
 
-int mx_engine_tick(mx_engine *e)
+/* One batch of idle rooms out of memory. Only right after a commit (outbox
+ * empty): a room leaves memory with a snapshot, and a snapshot must not
+ * cover unwritten records. Idle rooms leave in batches of at most
+ * MX_EVICT_BATCH, their snapshots written together (one sync for the
+ * batch), so a burst of idle rooms never keeps clients waiting long; a full
+ * batch sets evict_backlog and the next one follows after one turn of the
+ * event loop (mx_engine_background), so eviction keeps up with any rate at
+ * which rooms go idle. */
+static void evict_batch(mx_engine *e)
 {
-    int rc = e->st->tick(e->st->ctx);
-    if (rc)
-        return rc;
+    e->evict_backlog = 0;
     if (e->nout || e->cfg->evict_idle_ms <= 0)
-        return 0;
-    /* Evict only right after a commit (outbox empty): a room leaves memory
-     * with a snapshot, and a snapshot must not cover unwritten records. */
+        return;
     uint64_t now = now_ms(), idle = (uint64_t)e->cfg->evict_idle_ms;
-    /* Idle rooms leave in batches of at most MX_EVICT_BATCH per tick, their
-     * snapshots written together (one sync for the batch), so a burst of
-     * idle rooms never keeps clients waiting long. */
     struct mx_room *batch[MX_EVICT_BATCH];
     size_t n = 0, it = 0, len;
     const char *key;
@@ -370,6 +377,17 @@ int mx_engine_tick(mx_engine *e)
         mx_debug("event=room_evicted room=%s seq=%llu", r->id, (unsigned long long)r->seq);
         mx_room_free(r);
     }
+    /* a full batch that all went: look again soon (a refused one waits for
+     * the next tick: the storage cannot write snapshots now) */
+    e->evict_backlog = n == MX_EVICT_BATCH && gone == n;
+}
+
+int mx_engine_tick(mx_engine *e)
+{
+    int rc = e->st->tick(e->st->ctx);
+    if (rc)
+        return rc;
+    evict_batch(e);
     return 0;
 }
 

@@ -57,5 +57,10 @@ void mx_log(enum mx_log_level l, const char *fmt, ...)
     if (off < (int)sizeof(line))
         vsnprintf(line + off, sizeof(line) - (size_t)off, fmt, ap);
     va_end(ap);
+    /* one event, one line: text from clients (ids, messages quoting their
+     * input) must not start a forged line or steer a terminal */
+    for (unsigned char *p = (unsigned char *)line; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
     fprintf(out ? out : stderr, "%s\n", line);
 }

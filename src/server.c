@@ -788,6 +788,13 @@ int mx_server_run(struct mx_server *s)
             mx_notify("WATCHDOG=1");
             last_watchdog = mx_now_us();
         }
+        if (s->tick_due) {
+            s->tick_due = 0;
+            /* the tick retries a failed flush; then held acks can go */
+            int trc = mx_engine_tick(s->engine);
+            rc = trc ? trc : mx_engine_commit(s->engine);
+            s->background_due = 1; /* more idle rooms to evict, maybe */
+        }
         if (s->background_due && !rc) {
             s->background_due = 0;
             int more = mx_engine_background(s->engine, MX_BG_SLICE_US);
@@ -799,12 +806,6 @@ int mx_server_run(struct mx_server *s)
             } else if (more == 2) { /* waiting for the disk */
                 lws_sul_schedule(s->ctx, 0, &bg.sul, on_background, LWS_US_PER_SEC);
             }
-        }
-        if (s->tick_due) {
-            s->tick_due = 0;
-            /* the tick retries a failed flush; then held acks can go */
-            int trc = mx_engine_tick(s->engine);
-            rc = trc ? trc : mx_engine_commit(s->engine);
         }
         if (!rc) {
             s->disk_failing_since_ms = 0;

@@ -87,9 +87,11 @@ int mx_engine_commit(mx_engine *e);
  * the storage's error, as mx_engine_commit. */
 int mx_engine_tick(mx_engine *e);
 
-/* Recovery work left from start-up (storage.h `background`), for about
- * budget_us; call between event-loop turns while it returns 1 (2: it
- * waits for the disk, call again in a second). 0 when none is left. */
+/* Work that runs between event-loop turns: further batches of idle rooms
+ * to evict when the tick found more than one batch, and recovery work left
+ * from start-up (storage.h `background`, for about budget_us). Call after a
+ * tick and again while it returns 1 (2: it waits for the disk, call again
+ * in a second). 0 when none is left. */
 int mx_engine_background(mx_engine *e, uint64_t budget_us);
 
 /* Final commit and clean storage shutdown (snapshots). */

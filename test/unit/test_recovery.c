@@ -493,6 +493,39 @@ START_TEST(broken_chain_stops_startup)
 }
 END_TEST
 
+/* More idle rooms than one eviction batch: the tick evicts one batch and
+ * the rest follow batch by batch between event-loop turns
+ * (mx_engine_background), not one batch per tick. */
+START_TEST(eviction_backlog_drains_between_ticks)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    v.cfg.evict_idle_ms = 1;
+    v.cfg.max_rooms_per_conn = 1000;
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+    char msg[256];
+    for (int i = 0; i < 600; i++) {
+        snprintf(msg, sizeof(msg), "{\"type\":\"create\",\"id\":%d,\"room\":\"t:e%d\",\"state\":{\"i\":%d}}", 1 + i, i, i);
+        ck_reply_has(&v, msg, "\"created\"");
+    }
+    usleep(5000);
+    struct mx_engine_stats es;
+    ck_assert_int_eq(mx_engine_tick(v.e), 0);
+    mx_engine_stats(v.e, &es);
+    ck_assert_uint_eq(es.rooms_evicted, 256); /* one batch per tick */
+    ck_assert_int_eq(mx_engine_background(v.e, 1000), 1); /* a second batch; more may wait */
+    mx_engine_stats(v.e, &es);
+    ck_assert_uint_eq(es.rooms_evicted, 512);
+    ck_assert_int_eq(mx_engine_background(v.e, 1000), 0); /* the last 88: done */
+    mx_engine_stats(v.e, &es);
+    ck_assert_uint_eq(es.rooms_evicted, 600);
+    ck_assert_uint_eq(es.rooms, 0);
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":9000,\"room\":\"t:e599\"}", "\"i\":599");
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
 Suite *mx_suite_recovery(void)
 {
     if (sodium_init() < 0)
@@ -509,6 +542,7 @@ Suite *mx_suite_recovery(void)
     tcase_add_test(tc, checkpoint_keeps_records_of_unrebuilt_rooms);
     tcase_add_test(tc, unreplayable_room_is_refused_not_dropped);
     tcase_add_test(tc, broken_chain_stops_startup);
+    tcase_add_test(tc, eviction_backlog_drains_between_ticks);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -401,6 +401,16 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
 {
     int err = 0;
     struct mx_room *r = find_room(e, id, len, &err);
+    if (!r && err == MX_EINTERNAL && e->st->drop_unrecoverable) {
+        /* a room that cannot be loaded (logged room_unrecoverable): the
+         * operator's way out is to delete it */
+        int rc = e->st->drop_unrecoverable(e->st->ctx, id, len);
+        if (rc)
+            return rc;
+        e->unflushed = 1;
+        mx_info("event=room_deleted room=%.*s note=\"was unrecoverable\"", (int)len, id);
+        return 0;
+    }
     if (!r)
         return err;
     int rc = e->st->room_deleted(e->st->ctx, r);

@@ -60,6 +60,9 @@ struct wal_st {
     struct pending **done;    /* rebuilt by the background pass, snapshot due */
     size_t ndone;
     uint64_t pending_rooms, pending_nosnap, rebuilt_rooms, recovery_start_us;
+    int recovery_done;        /* recovery_complete logged */
+    size_t bg_batch;          /* snapshots per background batch (halved after a failure) */
+    uint64_t checkpoint_floor; /* see st_after_commit */
     mx_wal_reader *rd;        /* keeps the indexed segments mapped */
 };
 
@@ -183,6 +186,11 @@ static int st_room_deleted(void *ctx, struct mx_room *r)
     unqueue_due(s, r);
     rec_begin(s, REC_DELETE, r);
     int rc = rec_end(s, r);
+    /* the room is about to be freed: rec_end may have queued it for a
+     * snapshot (its record count reached snapshot_every), and a snapshot
+     * written after the DELETE would bring the room back */
+    unqueue_due(s, r);
+    r->disk_records = 0;
     if (rc)
         return rc;
     /* the snapshot goes only once the DELETE record is durable */
@@ -201,6 +209,15 @@ static int st_room_deleted(void *ctx, struct mx_room *r)
         return MX_ENOMEM;
     s->unlink_after_flush[s->nunlink++] = copy;
     return 0;
+}
+
+static void sync_dir(const char *dir);
+static int drop_pending(struct wal_st *s, const char *id, size_t len);
+
+static int st_drop_unrecoverable(void *ctx, const char *id, size_t len)
+{
+    struct wal_st *s = ctx;
+    return drop_pending(s, id, len);
 }
 
 static void sync_dir(const char *dir)
@@ -304,7 +321,10 @@ static void pending_free_all(struct wal_st *s);
 static void st_after_commit(void *ctx, mx_map *rooms)
 {
     struct wal_st *s = ctx;
-    int need_checkpoint = mx_wal_disk_bytes(s->wal) > s->cfg->wal_max_bytes;
+    /* over wal_max_bytes (or, after a checkpoint that could not get under
+     * it, over the size it left plus a quarter of the bound) */
+    uint64_t bound = s->cfg->wal_max_bytes > s->checkpoint_floor ? s->cfg->wal_max_bytes : s->checkpoint_floor;
+    int need_checkpoint = mx_wal_disk_bytes(s->wal) > bound;
     if (!s->ndue && !need_checkpoint)
         return;
     if (!ready_for_snapshots(s))
@@ -319,8 +339,20 @@ static void st_after_commit(void *ctx, mx_map *rooms)
     uint64_t keep = snapshot_all_dirty(s, rooms, mx_wal_next_lsn(s->wal));
     keep = pending_keep(s, keep); /* rooms not rebuilt since start-up */
     int n = mx_wal_remove_before(s->wal, keep);
-    mx_info("event=checkpoint segments_removed=%d wal_bytes=%llu", n,
-            (unsigned long long)mx_wal_disk_bytes(s->wal));
+    uint64_t left = mx_wal_disk_bytes(s->wal);
+    mx_info("event=checkpoint segments_removed=%d wal_bytes=%llu", n, (unsigned long long)left);
+    if (left > s->cfg->wal_max_bytes) {
+        /* something pins old records (a room not rebuilt yet, or one that
+         * cannot be): do not checkpoint again on every commit */
+        s->checkpoint_floor = left + s->cfg->wal_max_bytes / 4;
+        mx_warn("event=checkpoint_pinned wal_bytes=%llu wal_max_bytes=%llu keep_lsn=%llu "
+                "note=\"records of a room not rebuilt yet (or unrecoverable) are kept; next "
+                "checkpoint past %llu bytes\"",
+                (unsigned long long)left, (unsigned long long)s->cfg->wal_max_bytes,
+                (unsigned long long)keep, (unsigned long long)s->checkpoint_floor);
+    } else {
+        s->checkpoint_floor = 0;
+    }
 }
 
 /* Snapshot every dirty room of rooms[0..n) as one batch (the WAL must be
@@ -613,17 +645,38 @@ static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uin
     if (type == REC_DELETE) {
         if (pe->has_snap) {
             uint64_t snap = 0;
-            if (snapshot_lsn(s, id, idlen, &snap))
-                SFAIL("WAL record %llu: room %.*s: its snapshot is unreadable (see the log)",
-                      (unsigned long long)lsn, (int)idlen, id);
+            char path[2400];
+            snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)idlen, id);
+            if (snapshot_lsn(s, id, idlen, &snap)) {
+                /* Damaged: of the deleted room, or of a later incarnation
+                 * whose records (from its create, which follows this
+                 * delete) are all in the WAL. Needed either way: neither.
+                 * Kept aside for the operator. */
+                char aside[2500];
+                snprintf(aside, sizeof(aside), "%s.damaged", path);
+                if (rename(path, aside) == 0) {
+                    sync_dir(s->snapdir);
+                    if (s->st.rooms_on_disk)
+                        s->st.rooms_on_disk--;
+                    mx_warn("event=snapshot_set_aside file=%s room=%.*s note=\"damaged; the room was "
+                            "deleted at WAL record %llu and anything after is rebuilt from the WAL\"",
+                            aside, (int)idlen, id, (unsigned long long)lsn);
+                } else {
+                    SFAIL("WAL record %llu: room %.*s: its damaged snapshot cannot be moved aside: %s",
+                          (unsigned long long)lsn, (int)idlen, id, strerror(errno));
+                }
+                pe->has_snap = 0;
+                mx_map_del(sc->snaps, id, idlen);
+                pending_clear(pe);
+                sc->deleted++;
+                return 0;
+            }
             if (snap >= lsn) {
                 /* the snapshot is of a later incarnation: everything up to
                  * here is history it replaces */
                 pending_clear(pe);
                 return 0;
             }
-            char path[2400];
-            snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)idlen, id);
             if (unlink(path) == 0) {
                 sync_dir(s->snapdir);
                 if (s->st.rooms_on_disk)
@@ -782,6 +835,9 @@ static int pending_replay(struct wal_st *s, struct pending *pe, uint64_t deadlin
             mx_warn("event=snapshot_ignored room=%.*s note=\"rebuilt from its WAL records, which "
                     "start at its create record\"",
                     (int)pe->idlen, pe->id);
+            /* counted at start-up; counted again when its new one is written */
+            if (s->st.rooms_on_disk)
+                s->st.rooms_on_disk--;
         } else if (rc) {
             snprintf(err, sizeof(err), "its snapshot cannot be loaded (%s)", mx_err_code(rc));
             goto broken;
@@ -834,6 +890,42 @@ static void pending_consume(struct wal_st *s, struct pending *pe)
     pe->state = P_GONE;
     if (s->pending_rooms)
         s->pending_rooms--;
+}
+
+/* Delete a room marked unrecoverable: a DELETE record (its records before
+ * it are then history, dropped by the next start's scan), the damaged
+ * snapshot moved aside as NAME.snap.damaged, the index entry gone (it no
+ * longer pins the WAL). */
+static int drop_pending(struct wal_st *s, const char *id, size_t len)
+{
+    struct pending *pe = s->pending ? mx_map_get(s->pending, id, len) : NULL;
+    if (!pe || !pe->broken)
+        return MX_ENO_SUCH_ROOM;
+    mx_buf_reset(&s->rec);
+    mx_put_u8(&s->rec, (uint8_t)REC_DELETE);
+    mx_put_bytes(&s->rec, id, len);
+    if (s->rec.oom)
+        return MX_ENOMEM;
+    if (mx_wal_reserve(s->wal, s->rec.len))
+        return MX_EUNAVAILABLE;
+    if (!mx_wal_append(s->wal, mx_buf_data(&s->rec), s->rec.len))
+        return MX_ENOMEM;
+    if (pe->has_snap) {
+        char path[2400], aside[2500];
+        snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)len, id);
+        snprintf(aside, sizeof(aside), "%s.damaged", path);
+        if (rename(path, aside) == 0) {
+            sync_dir(s->snapdir);
+            if (s->st.rooms_on_disk)
+                s->st.rooms_on_disk--;
+            mx_warn("event=snapshot_set_aside file=%s room=%.*s", aside, (int)len, id);
+        }
+    }
+    pe->broken = 0;
+    if (s->st.rooms_unrecoverable)
+        s->st.rooms_unrecoverable--;
+    pending_consume(s, pe);
+    return 0;
 }
 
 /* Hand a rebuilt room over to the engine. */
@@ -892,6 +984,8 @@ static void pending_free_all(struct wal_st *s)
 
 /* Snapshot the rebuilt rooms waiting in s->done (one batch). 1 when none
  * is left waiting. */
+enum { DONE_BATCH = 256 };
+
 static int flush_done(struct wal_st *s)
 {
     size_t n = 0;
@@ -903,13 +997,22 @@ static int flush_done(struct wal_st *s)
         return 1;
     if (!ready_for_snapshots(s))
         return 0;
-    struct mx_room **rooms = malloc(n * sizeof(*rooms));
+    /* a batch is written all or nothing: after a failure (a nearly full
+     * disk) try smaller ones, so what fits still goes */
+    if (!s->bg_batch)
+        s->bg_batch = DONE_BATCH;
+    size_t m = n < s->bg_batch ? n : s->bg_batch;
+    struct mx_room **rooms = malloc(m * sizeof(*rooms));
     if (!rooms)
         return 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < m; i++)
         rooms[i] = s->done[i]->room;
-    size_t ok = snapshot_batch(s, rooms, n);
+    size_t ok = snapshot_batch(s, rooms, m);
     free(rooms);
+    if (ok < m)
+        s->bg_batch = s->bg_batch > 1 ? s->bg_batch / 2 : 1;
+    else if (s->bg_batch < DONE_BATCH)
+        s->bg_batch *= 2;
     for (size_t i = 0; i < ok; i++) {
         struct pending *pe = s->done[i];
         struct mx_room *r = pe->room;
@@ -921,12 +1024,10 @@ static int flush_done(struct wal_st *s)
     return s->ndone == 0;
 }
 
-enum { DONE_BATCH = 256 };
-
 static int st_background(void *ctx, uint64_t budget_us)
 {
     struct wal_st *s = ctx;
-    if (!s->pending)
+    if (!s->pending || s->recovery_done)
         return 0;
     if (s->failed)
         return 2; /* the tick retries the disk; nothing can be snapshotted now */
@@ -951,6 +1052,7 @@ static int st_background(void *ctx, uint64_t budget_us)
     if (!flush_done(s))
         return 2;
     uint64_t broken = s->st.rooms_unrecoverable;
+    s->recovery_done = 1;
     mx_info("event=recovery_complete rooms_rebuilt=%llu records_replayed=%llu records_in_snapshots=%llu "
             "rooms_unrecoverable=%llu seconds=%.3f",
             (unsigned long long)s->rebuilt_rooms, (unsigned long long)s->st.recovery_records_replayed,
@@ -1076,9 +1178,15 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
         if (mx_wal_reader_truncate_tail(rd, err, errlen))
             goto fail;
     }
+    /* the records just read may still be only in the page cache (a crash
+     * of a daemon running fsync no/everysec): make them durable before
+     * snapshots or new records build on them */
+    if (mx_wal_reader_sync(rd, err, errlen))
+        goto fail;
     uint64_t next = mx_wal_reader_next_lsn(rd);
     if (s->npq) {
         s->rd = rd; /* the index points into its mapped segments */
+        rd = NULL;
         s->done = malloc(DONE_BATCH * sizeof(*s->done));
         if (!s->done) {
             snprintf(err, errlen, "out of memory");
@@ -1109,6 +1217,7 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
         .action = st_action,
         .reject = st_reject,
         .room_deleted = st_room_deleted,
+        .drop_unrecoverable = st_drop_unrecoverable,
         .flush = st_flush,
         .load = st_load,
         .evict = st_evict,

@@ -1140,6 +1140,30 @@ int mx_wal_reader_truncate_tail(mx_wal_reader *r, char *err, size_t errlen)
 
 uint64_t mx_wal_reader_next_lsn(const mx_wal_reader *r) { return r->next_lsn; }
 
+int mx_wal_reader_sync(mx_wal_reader *r, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < r->nsegs; i++) {
+        char name[SEG_NAME_LEN];
+        seg_name(name, r->segs[i].lsn);
+        char *path = join_path(r->dir, name, "");
+        if (!path) {
+            set_err(err, errlen, "out of memory");
+            return -1;
+        }
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fdatasync(fd) != 0) {
+            set_err(err, errlen, "%s: %s: %s", path, fd < 0 ? "open" : "fdatasync", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            free(path);
+            return -1;
+        }
+        close(fd);
+        free(path);
+    }
+    return 0;
+}
+
 void mx_wal_reader_keep_maps(mx_wal_reader *r) { r->keep = 1; }
 
 int mx_wal_reader_keep_maps_ok(const mx_wal_reader *r) { return r->keep == 1; }

@@ -62,6 +62,11 @@ struct mx_storage {
     int (*reject)(void *ctx, struct mx_room *r, const char *client, size_t clen,
                   const struct mx_outcome *o);
     int (*room_deleted)(void *ctx, struct mx_room *r);
+    /* Delete a room that load refused as unrecoverable (a damaged snapshot,
+     * a replay that disagrees with its log): logs the deletion, keeps the
+     * damaged files aside. 0, MX_ENO_SUCH_ROOM when it is not such a room,
+     * or an error. May be NULL. */
+    int (*drop_unrecoverable)(void *ctx, const char *id, size_t len);
     /* Make everything reported so far durable per the fsync policy:
      * 0, MX_EUNAVAILABLE (full disk: retry later, nothing may be acked),
      * or MX_EINTERNAL (durability lost: the daemon must stop). */

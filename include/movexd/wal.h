@@ -141,6 +141,11 @@ uint64_t mx_wal_reader_next_lsn(const mx_wal_reader *r);
  * segment had to be unmapped after all (out of memory): earlier payload
  * pointers are then invalid. Truncating a torn tail keeps the records
  * before it valid. */
+/* fdatasync every segment: what recovery read may have been only in the
+ * page cache (written by a process that died before its sync); it must be
+ * durable before anything derived from it (snapshots, new LSNs) is. 0 or
+ * -1 (err filled). */
+int mx_wal_reader_sync(mx_wal_reader *r, char *err, size_t errlen);
 void mx_wal_reader_keep_maps(mx_wal_reader *r);
 int mx_wal_reader_keep_maps_ok(const mx_wal_reader *r);
 void mx_wal_reader_close(mx_wal_reader *r);

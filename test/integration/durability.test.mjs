@@ -500,6 +500,32 @@ test('damaged snapshot of a room whose create record is gone but later records a
       // a clean stop keeps the room's WAL records: the next start still knows them
       await d.stop();
     }
+    // the operator deletes it over the admin API: the damaged file is kept
+    // aside, the room can be made again, and that survives a crash
+    const tokenFile = join(d.dir, 'admin.token');
+    writeFileSync(tokenFile, 'snapc-admin-token-0123456789abcdef\n', { mode: 0o600 });
+    const adminConf = SNAPCONF.replace(/^/, `admin_token_file ${tokenFile}\n`);
+    d = live.d = await startDaemon({ conf: adminConf, dir: d.dir });
+    const auth = { authorization: 'Bearer snapc-admin-token-0123456789abcdef' };
+    const del = await httpRequest(d, { method: 'DELETE', path: '/admin/rooms/snapc:a', headers: auth });
+    assert.equal(del.status, 200, del.body);
+    assert.ok(existsSync(`${snap}.damaged`), 'the damaged snapshot is kept aside');
+    assert.ok(!existsSync(snap));
+    assert.match((await httpRequest(d, { path: '/metrics' })).body, /^movexd_rooms_unrecoverable 0$/m);
+    const c = await connectHello(d, 'alice');
+    const fresh = await subscribe(c, 'snapc:a');
+    assert.equal(fresh.seq, 0, JSON.stringify(fresh));
+    assert.equal((await c.request(patchAction('snapc:a', 1, ACT(1)))).type, 'ack');
+    const h = await head(c, 'snapc:a');
+    await c.close();
+    await d.kill('SIGKILL');
+    d = live.d = await startDaemon({ conf: adminConf, dir: d.dir });
+    const c2 = await connectHello(d, 'alice');
+    assertSameHead(await head(c2, 'snapc:a'), h, 'the new snapc:a after a crash');
+    assertSameHead(await head(c2, 'snapc:big'), hbig, 'snapc:big');
+    assert.doesNotMatch(d.stderr, /room_unrecoverable/);
+    await c2.close();
+    await d.stop();
   });
 });
 

@@ -22,8 +22,8 @@
 // ---- Design ---------------------------------------------------------------
 //
 // Layers, bottom up:
-//   1. BLAKE2b and the state checksum (the algorithm of digest.mjs, inlined
-//      and tuned for speed; checksum() and digest() as there), plus a digest
+//   1. BLAKE2b and the state checksum (PROTOCOL.md "Checksum"; checksum()
+//      and digest() are exported for apps and tests), plus a digest
 //      cache keyed by object identity (WeakMap). States are immutable, so a
 //      subtree's digest never changes; after a patch only the containers
 //      along the changed paths are new and get re-digested: verifying a
@@ -90,7 +90,7 @@
 
 // ---- BLAKE2b (RFC 7693) -------------------------------------------------
 //
-// The algorithm of digest.mjs, tuned: 64-bit words are (low, high) pairs of
+// Tuned for speed without BigInt: 64-bit words are (low, high) pairs of
 // int32 halves in an Int32Array, every sum is truncated with |0 and carries
 // come from unsigned comparisons, so V8 stays on its int32 fast paths (no
 // doubles stored into typed arrays); G keeps its four words in locals; and

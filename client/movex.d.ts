@@ -176,7 +176,26 @@ export interface ConnectionEvents {
   welcome: (welcome: Welcome) => void;
 }
 
-export interface RoomEvents {
+/** What a Room's "change" event carries: the room's readable properties at
+ * the time of the event. */
+export interface RoomChange<S extends Json = Json> {
+  state: S;
+  confirmedState: S;
+  seq: number;
+  checksum: string | null;
+  pendingCount: number;
+  status: RoomStatus;
+}
+
+export interface RoomEvents<S extends Json = Json> {
+  /** Anything the app can read changed: state, confirmedState, seq,
+   * checksum, pendingCount or status (for example an ack, which changes
+   * seq and pendingCount but not state, or a reconnect, which changes
+   * status). Emitted in a microtask, so at most once per incoming message
+   * or burst of dispatches, and only when something differs from the
+   * previous event. The connection's own status has its own event
+   * (Connection "status"). */
+  change: (change: RoomChange<S>) => void;
   /** An action was rejected (also for dependents dropped with after_reject). */
   reject: (error: MovexError) => void;
   /** The room caught up through `sync`/resubscribe (actions or a snapshot). */
@@ -190,7 +209,7 @@ declare class Emitter<E> {
   off<K extends keyof E>(event: K, fn: E[K]): void;
 }
 
-export class Room<S extends Json = Json> extends Emitter<RoomEvents> {
+export class Room<S extends Json = Json> extends Emitter<RoomEvents<S>> {
   readonly conn: Connection;
   readonly name: string;
   /** The current state: confirmed + pending actions applied on top. Never
@@ -206,7 +225,9 @@ export class Room<S extends Json = Json> extends Emitter<RoomEvents> {
   /** Number of actions not yet acked or rejected. */
   readonly pendingCount: number;
   readonly status: RoomStatus;
-  /** Call fn with the new state after every change; returns an unsubscribe function. */
+  /** Call fn with the new state after every change of state (synchronously);
+   * returns an unsubscribe function. For pendingCount, seq and status
+   * changes, listen to the "change" event. */
   subscribe(fn: (state: S) => void): () => void;
   /** Dispatch an action; resolves at the durable ack, rejects (MovexError) on reject. */
   dispatch(action: Action, options?: DispatchOptions): Promise<Ack>;

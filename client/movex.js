@@ -14,7 +14,7 @@
 //     on('status' | 'error' | 'welcome', fn) -> off()
 //   Room: state, confirmedState, seq, checksum, pendingCount, status,
 //     subscribe(fn) -> unsubscribe, dispatch(action, {strict}), patch(ops),
-//     flush(), leave({flush}), on('reject' | 'resync' | 'error', fn)
+//     flush(), leave({flush}), on('change' | 'reject' | 'resync' | 'error', fn)
 //   building blocks: applyPatch, validatePatch, checksum, cachedChecksum,
 //     digest, blake2b, toHex, backoffDelay, randomClientId, memoryStorage,
 //     MovexError, PatchError
@@ -824,6 +824,8 @@ class Room extends Emitter {
     this._dirty = false; // storage record out of date
     this._saveTimer = null;
     this._sendQueued = false;
+    this._changeQueued = false; // a "change" check is queued (microtask)
+    this._lastChange = null; // what the last "change" event reported
     this._load();
   }
 
@@ -840,7 +842,9 @@ class Room extends Emitter {
   /** "idle" | "creating" | "subscribing" | "live" | "syncing" | "left" */
   get status() { return this._phase; }
 
-  /** Call fn(state) after every change of state; returns an unsubscribe function. */
+  /** Call fn(state) after every change of state; returns an unsubscribe function.
+   * (For everything else a UI shows - pendingCount, seq, status - listen to
+   * the "change" event.) */
   subscribe(fn) {
     this._subs.add(fn);
     return () => this._subs.delete(fn);
@@ -1077,6 +1081,7 @@ class Room extends Emitter {
     if (p.settled) return;
     p.settled = true;
     p.d.resolve({ n: p.n, seq: m.seq, checksum: m.checksum, duplicate: !!m.duplicate });
+    this._notify();
     this.conn._checkSettled();
   }
 
@@ -1104,6 +1109,7 @@ class Room extends Emitter {
       q.d.reject(err);
       this._emit('reject', err);
     }
+    this._notify();
     this.conn._checkSettled();
   }
 
@@ -1112,7 +1118,7 @@ class Room extends Emitter {
   _onConnected() {
     if (this._phase === 'left') return;
     if (this._needCreate) {
-      this._phase = 'creating';
+      this._setPhase('creating');
       this.conn._request({ type: 'create', room: this.name, state: this._create }, (m) => {
         if (m.type === 'created' || (m.type === 'error' && m.code === 'room_exists')) {
           this._needCreate = false;
@@ -1127,7 +1133,7 @@ class Room extends Emitter {
   }
 
   _subscribe() {
-    this._phase = 'subscribing';
+    this._setPhase('subscribing');
     const msg = { type: 'subscribe', room: this.name };
     if (this._confirmed) msg.since = { seq: this._confirmed.seq, checksum: this._confirmed.checksum };
     this.conn._request(msg, (m) => {
@@ -1138,7 +1144,7 @@ class Room extends Emitter {
 
   _onDisconnected() {
     if (this._phase === 'left') return;
-    this._phase = 'idle';
+    this._setPhase('idle');
     this._inFlight.clear();
     for (const p of this._pending) p.sent = false;
     this._cancelLater();
@@ -1161,17 +1167,17 @@ class Room extends Emitter {
     }
     if (this._phase === 'left') return;
     if (stage === 'sync') {
-      this._phase = 'live';
+      this._setPhase('live');
       const reason = this._syncReason;
       this._later(() => this._sync(reason));
     } else {
-      this._phase = 'idle'; // (re)subscribe again later
+      this._setPhase('idle'); // (re)subscribe again later
       this._later(() => { if (this._phase === 'idle') this._onConnected(); });
     }
   }
 
   _shutdown(err, keepStorage = true) {
-    this._phase = 'left';
+    this._setPhase('left');
     this._cancelLater();
     this._flushSave();
     this.conn._rooms.delete(this.name);
@@ -1182,6 +1188,7 @@ class Room extends Emitter {
       if (!p.settled) { p.settled = true; p.d.reject(err); }
     }
     if (!this._joined) this._ready.reject(err);
+    this._notify();
     this.conn._checkSettled();
   }
 
@@ -1194,7 +1201,7 @@ class Room extends Emitter {
   // Ask the server for everything after our confirmed point.
   _sync(reason) {
     if (this._phase !== 'live') return;
-    this._phase = 'syncing';
+    this._setPhase('syncing');
     this._syncReason = reason;
     const c = this._confirmed;
     this.conn._request({ type: 'sync', room: this.name, since: { seq: c.seq, checksum: c.checksum } }, (m) => {
@@ -1206,7 +1213,7 @@ class Room extends Emitter {
   // Fall back to a full snapshot (an `actions` reply we cannot apply);
   // isSubscribe: it stands in for the reply to a (re)subscribe.
   _get(reason, isSubscribe) {
-    this._phase = isSubscribe ? 'subscribing' : 'syncing';
+    this._setPhase(isSubscribe ? 'subscribing' : 'syncing');
     this._syncReason = reason;
     this.conn._request({ type: 'get', room: this.name }, (m) => {
       if (m.type === 'snapshot') this._onCatchUp(m, isSubscribe);
@@ -1267,7 +1274,7 @@ class Room extends Emitter {
       if (m.next_n > this._nextN) this._nextN = m.next_n;
     }
     this._save();
-    this._phase = 'live';
+    this._setPhase('live');
     this._resendAttempt = 0;
     this._recompute();
     if (hadState) {
@@ -1407,6 +1414,7 @@ class Room extends Emitter {
   // each action's result is cached by the state it was applied to, so an
   // unchanged prefix costs nothing. Publishes when the state changed.
   _recompute() {
+    this._notify();
     if (!this._confirmed) return;
     let s = this._confirmed.state;
     const head = this._confirmed.seq;
@@ -1430,6 +1438,33 @@ class Room extends Emitter {
       this._view = s;
       for (const fn of [...this._subs]) callSafely(fn, [s]);
     }
+  }
+
+  _setPhase(phase) {
+    this._phase = phase;
+    this._notify();
+  }
+
+  // Something the app can read may have changed: in a microtask (so once
+  // per message, dispatch burst or timer), emit "change" when the view, the
+  // confirmed point (seq, checksum), pendingCount or status differs from
+  // what the last "change" reported. Subscribers of subscribe() hear about
+  // the view at once; "change" is for everything a UI shows besides it.
+  _notify() {
+    if (this._changeQueued) return;
+    this._changeQueued = true;
+    queueMicrotask(() => {
+      this._changeQueued = false;
+      const last = this._lastChange;
+      const now = { view: this._view, confirmed: this._confirmed, pending: this.pendingCount, phase: this._phase };
+      if (last && last.view === now.view && last.confirmed === now.confirmed &&
+          last.pending === now.pending && last.phase === now.phase) return;
+      this._lastChange = now;
+      this._emit('change', {
+        state: this._view, confirmedState: this.confirmedState, seq: this.seq, checksum: this.checksum,
+        pendingCount: now.pending, status: now.phase,
+      });
+    });
   }
 }
 

@@ -60,6 +60,7 @@ window.addEventListener('hashchange', () => {
 let conn = null;
 let room = null;
 let reconnectingSince = 0;
+let offlineTimer = null; // turns "Reconnecting" into "Offline" after OFFLINE_AFTER_MS
 let noticeTimer = null;
 let waitingFor = ''; // why this page is not connecting yet
 
@@ -246,13 +247,12 @@ function randomId() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-// Dispatch a patch; the outcome shows through the room's events (a reject
-// becomes a notice), so the promise only needs to refresh the status bar.
-function send(ops) {
+// Dispatch a patch; the outcome shows through the room's events (the
+// "change" event redraws the status bar and the unsaved marks, a reject
+// becomes a notice), so the promise is only for callers that want the ack.
+function send(ops, opts) {
   if (!room) return Promise.resolve(null);
-  const p = room.patch(ops);
-  refreshStatus();
-  return p.then((ack) => { refresh(); return ack; }, () => { refresh(); return null; });
+  return room.patch(ops, opts).then((ack) => ack, () => null);
 }
 
 // A room created by something else than this demo may lack /items: create
@@ -320,13 +320,15 @@ el.addForm.addEventListener('submit', (e) => {
 el.clearDone.addEventListener('click', clearDone);
 window.addEventListener('online', refreshStatus);
 window.addEventListener('offline', refreshStatus);
-// An ack folds our own change into the confirmed state without changing
-// the view (no subscriber call): redraw the unsaved marks then too.
+// The room's "change" event: pendingCount, seq, checksum or the room's
+// status changed (an ack folds our own change into the confirmed state
+// without changing the view, so subscribe() is not called): redraw the
+// unsaved marks when the confirmed state moved, else just the status bar.
+// Nothing here polls.
 function refresh() {
   if (room && room.confirmedState !== renderedConfirmed) render(room.state);
   else refreshStatus();
 }
-setInterval(refresh, 250); // also runs the offline timer
 
 // Two live tabs must never be the same client: they would share the action
 // counter n in localStorage, and the server would take one tab's action for
@@ -361,6 +363,8 @@ async function start() {
   window.demo.conn = conn;
   conn.on('status', (s) => {
     reconnectingSince = s === 'reconnecting' ? (reconnectingSince || Date.now()) : 0;
+    clearTimeout(offlineTimer);
+    offlineTimer = s === 'reconnecting' ? setTimeout(refreshStatus, reconnectingSince + OFFLINE_AFTER_MS - Date.now()) : null;
     refreshStatus();
   });
   conn.on('error', (e) => {
@@ -374,13 +378,12 @@ async function start() {
     room = r;
     window.demo.room = r;
     r.subscribe(render);
+    r.on('change', refresh);
     r.on('reject', (e) => {
       notice(e.code === 'after_reject'
         ? 'A change that depended on a failed one was dropped.'
         : `A change could not be applied (${e.code}): another window probably changed or removed that item first.`);
-      refreshStatus();
     });
-    r.on('resync', refresh);
     el.newItem.disabled = false;
     el.addButton.disabled = false;
     render(r.state);

@@ -128,6 +128,13 @@ export interface DispatchOptions {
   /** Compare-and-set: rejected with "stale" unless nothing else was applied
    * to the room since the state this action was built on. */
   strict?: boolean;
+  /** true (the default): the action carries `dep`, the n of this client's
+   * latest unacknowledged action in the room, so the server rejects it
+   * (after_reject) when that one is rejected - the rejection cascade, for
+   * actions built on the ones before them. false: an independent action,
+   * decided on its own whatever happens to the earlier ones (a later action
+   * dispatched with the default still depends on it). */
+  dep?: boolean;
 }
 
 /** What an action's promise resolves with: it is applied and durable. */

@@ -13,7 +13,7 @@
 //     room(id), flush(), close({flush}), status, client, limits,
 //     on('status' | 'error' | 'welcome', fn) -> off()
 //   Room: state, confirmedState, seq, checksum, pendingCount, status,
-//     subscribe(fn) -> unsubscribe, dispatch(action, {strict}), patch(ops),
+//     subscribe(fn) -> unsubscribe, dispatch(action, {strict, dep}), patch(ops, opts),
 //     flush(), leave({flush}), on('change' | 'reject' | 'resync' | 'error', fn)
 //   building blocks: applyPatch, validatePatch, checksum, cachedChecksum,
 //     digest, blake2b, toHex, backoffDelay, randomClientId, memoryStorage,
@@ -72,7 +72,8 @@
 //     higher n was decided meanwhile, it and the actions after it get fresh
 //     n (above every decided n), keeping their order and dep < n.
 //   - `dep` is the n of this client's latest unacknowledged action in the room
-//     when the app dispatched (omitted when none). A reject removes the action
+//     when the app dispatched (omitted when none, or when the app dispatched
+//     with {dep: false}: an independent action). A reject removes the action
 //     and, transitively, every pending action depending on it (the server
 //     rejects those with after_reject too).
 //   - After a (re)subscribe, `next_n` tells which n the server has decided: an
@@ -862,19 +863,25 @@ class Room extends Emitter {
    * checksum, duplicate} at the ack; rejects with a MovexError on reject.
    * opts.strict: compare-and-set, rejected with "stale" unless nothing else
    * was applied to the room since the state this action was built on.
+   * opts.dep (default true): send `dep` = this client's latest unacked
+   * action in the room, so that the server rejects this one (after_reject)
+   * when that one is rejected (the rejection cascade). false: an
+   * independent action, decided on its own whatever happens to the actions
+   * before it.
    */
-  dispatch(action, { strict = false } = {}) {
+  dispatch(action, { strict = false, dep = true } = {}) {
     if (this._phase === 'left') return Promise.reject(new MovexError('left', 'the room was left'));
     if (!isObj(action) || typeof action.type !== 'string') {
       return Promise.reject(new TypeError('an action is an object with a string "type"'));
     }
+    if (typeof dep !== 'boolean') return Promise.reject(new TypeError('the dep option is true or false'));
     let copy;
     try {
       copy = JSON.parse(JSON.stringify(action));
     } catch (e) {
       return Promise.reject(new TypeError(`the action is not JSON: ${e.message}`));
     }
-    const p = this._newPending(copy, strict);
+    const p = this._newPending(copy, strict, dep);
     const tooBig = this._tooLarge(p);
     if (tooBig) {
       this._nextN--; // never sent, never stored: n is reused
@@ -976,7 +983,7 @@ class Room extends Emitter {
     };
   }
 
-  _newPending(action, strict) {
+  _newPending(action, strict, withDep = true) {
     let dep = 0, ahead = 0;
     for (const q of this._pending) {
       if (q.settled) continue;
@@ -984,7 +991,7 @@ class Room extends Emitter {
       if (!q.inDoubt) ahead++;
     }
     const base = (this._confirmed ? this._confirmed.seq : 0) + ahead;
-    return this._makePending(this._nextN++, dep, base, strict, action);
+    return this._makePending(this._nextN++, withDep ? dep : 0, base, strict, action);
   }
 
   _message(p) {

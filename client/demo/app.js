@@ -286,14 +286,15 @@ function renameItem(id, text) {
   return send([{ op: 'replace', path: `/items/${id}/text`, value: String(text) }]);
 }
 
-function removeItem(id) {
-  return send([{ op: 'remove', path: `/items/${id}` }]);
+function removeItem(id, opts) {
+  return send([{ op: 'remove', path: `/items/${id}` }], opts);
 }
 
 function clearDone() {
-  // one action per item: a single patch would fail as a whole when another
-  // window removed one of them first
-  for (const item of sortedItems(room.state)) if (item.done) removeItem(item.id);
+  // one independent action per item ({dep: false}: no rejection cascade):
+  // when another window removed one of them first, only that one fails (a
+  // single patch, or actions chained by dep, would fail as a whole)
+  for (const item of sortedItems(room.state)) if (item.done) removeItem(item.id, { dep: false });
 }
 
 // ---- wiring -----------------------------------------------------------------

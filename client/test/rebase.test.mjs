@@ -495,3 +495,54 @@ test('change: room status follows the connection (idle while away, live again af
   assert.equal(changes.at(-1).status, 'left');
   await conn.close();
 });
+
+// ---- independent actions: dispatch(action, {dep: false}) ----
+
+test('dep: false sends no dep: the action survives the reject of an earlier one; later actions depend on it', async () => {
+  const { conn, sock, server, room, storage } = await setup({ c: 0, s: '' });
+  const rejects = [];
+  room.on('reject', (e) => rejects.push(`${e.n}:${e.code}`));
+  const pA = room.patch([{ op: 'test', path: '/c', value: 1 }]); // rejected: test_failed
+  const pB = room.patch([{ op: 'replace', path: '/s', value: 'b' }], { dep: false }); // independent
+  const pC = room.patch(inc(1)); // dep B
+  const pD = room.patch(inc(10)); // dep C
+  await tick();
+  const stored = JSON.parse(storage.getItem(`movex:me:${ROOM}`)).pending;
+  assert.deepEqual(stored.map((p) => p.dep), [undefined, undefined, 2, 3], 'stored without dep too (a reload resends it as sent)');
+  const mA = await sock.expect('action');
+  const mB = await sock.expect('action');
+  const mC = await sock.expect('action');
+  const mD = await sock.expect('action');
+  assert.deepEqual([mA.dep, mB.dep, mC.dep, mD.dep], [undefined, undefined, mB.n, mC.n]);
+  assert.equal('dep' in mB, false);
+  sock.reply(mA, server.decide(mA, 'me'));
+  await assert.rejects(pA, (e) => e.code === 'test_failed');
+  assert.equal(room.pendingCount, 3, 'B, C and D are still pending: nothing cascades from A');
+  assert.deepEqual(room.state, { c: 11, s: 'b' });
+  for (const m of [mB, mC, mD]) sock.reply(m, server.decide(m, 'me'));
+  assert.deepEqual((await Promise.all([pB, pC, pD])).map((a) => a.seq), [1, 2, 3]);
+  assert.deepEqual(rejects, ['1:test_failed']);
+  assert.deepEqual(room.state, { c: 11, s: 'b' });
+  assert.equal(room.checksum, server.checksum);
+  await conn.close();
+});
+
+test('dep: false actions are not dropped locally when an earlier one is rejected; default ones after them still are', async () => {
+  const { conn, sock, server, room } = await setup({ c: 0 });
+  const pA = room.patch([{ op: 'test', path: '/c', value: 1 }]);
+  const pB = room.patch(inc(1)); // dep A: cascades
+  const pC = room.patch(inc(2), { dep: false });
+  const mA = await sock.expect('action');
+  sock.reply(mA, server.decide(mA, 'me'));
+  await assert.rejects(pA);
+  await assert.rejects(pB, (e) => e.code === 'after_reject');
+  assert.equal(room.pendingCount, 1);
+  assert.deepEqual(room.state, { c: 2 });
+  await sock.expect('action'); // B (the server rejects it too)
+  const mC = await sock.expect('action');
+  assert.equal(mC.dep, undefined);
+  sock.reply(mC, server.decide(mC, 'me'));
+  assert.equal((await pC).seq, 1);
+  await assert.rejects(room.patch(inc(1), { dep: 'no' }), TypeError);
+  await conn.close();
+});

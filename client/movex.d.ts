@@ -30,7 +30,7 @@ export type ErrorCode =
   | 'stale' | 'after_reject' | 'too_old' | 'too_large' | 'rate_limited' | 'bad_action' | 'too_deep'
   | 'limit' | 'unavailable' | 'no_memory' | 'bad_dep' | 'internal'
   // library codes
-  | 'closed' | 'left' | 'storage' | 'checksum_mismatch' | 'client_mismatch' | 'connect_failed' | 'bad_reply'
+  | 'closed' | 'left' | 'storage' | 'checksum_mismatch' | 'client_mismatch' | 'client_in_use' | 'connect_failed' | 'bad_reply'
   | (string & {});
 
 /** An error from the server or the library. */
@@ -87,8 +87,20 @@ export interface BackoffOptions {
 export interface ConnectOptions {
   /** Client id (1..128 of A-Z a-z 0-9 _ . : @ -). Default: generated once
    * and persisted in storage (one per live browser tab with Web Locks). With
-   * auth, pass the token's subject. */
+   * auth, pass the token's subject. A given id is locked too (see
+   * clientLock). */
   client?: string;
+  /** What to do when the given `client` id is in use by another tab or
+   * connection of this origin (it holds the Web Lock "movex-client:<id>";
+   * two live users of one id would share the action counter n and corrupt
+   * exactly-once):
+   * - "fail" (default): the connection does not start: an "error" event
+   *   (code "client_in_use"), status "closed", and join() rejects with it;
+   * - "wait": status "waiting" (nothing is sent) until the lock is free,
+   *   then it connects; close() stops the wait;
+   * - false: no lock (the app guarantees a single user of the id).
+   * Ignored without Web Locks (navigator.locks), e.g. in Node. */
+  clientLock?: 'fail' | 'wait' | false;
   /** Auth token sent in hello; a function is called on every (re)connect. */
   token?: string | (() => string | undefined | Promise<string | undefined>);
   /** WebSocket implementation (default: globalThis.WebSocket). */
@@ -148,7 +160,8 @@ export interface Ack {
   duplicate: boolean;
 }
 
-export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** "waiting": for the given client id's lock (clientLock "wait"). */
+export type ConnectionStatus = 'waiting' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 export type RoomStatus = 'idle' | 'creating' | 'subscribing' | 'live' | 'syncing' | 'left';
 
 export interface ResyncEvent {

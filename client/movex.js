@@ -87,7 +87,11 @@
 //     Locks, each tab holds a lock on the id it uses, so two tabs never share
 //     an id (they would share n counters); a tab that finds every stored id
 //     locked takes a new one, and a later tab adopts (and resends the pending
-//     actions of) an id whose tab is gone.
+//     actions of) an id whose tab is gone. An id the app passes (`client`)
+//     is locked the same way: while another tab (or connection) of the
+//     origin holds it, the connection fails with client_in_use (option
+//     clientLock "fail", the default) or waits, in status "waiting", until
+//     the lock is free ("wait").
 
 // ---- BLAKE2b (RFC 7693) -------------------------------------------------
 //
@@ -1491,6 +1495,10 @@ class Connection extends Emitter {
     if (opts.client !== undefined && !CLIENT_RE.test(opts.client)) {
       throw new TypeError('client must be 1..128 characters of A-Z a-z 0-9 _ . : @ -');
     }
+    this._clientLock = opts.clientLock ?? 'fail';
+    if (!['fail', 'wait', false].includes(this._clientLock)) {
+      throw new TypeError('clientLock must be "fail", "wait" or false');
+    }
     this._storage = opts.storage || defaultStorage();
     this._prefix = opts.storagePrefix ?? 'movex:';
     this._token = opts.token;
@@ -1510,17 +1518,27 @@ class Connection extends Emitter {
     this._timers = { retry: null, ping: null, deadline: null };
     this._settledWaiters = [];
     this._releaseLock = null;
+    this._lockAbort = null; // aborts a "wait" for the client id's lock
+    this._failure = null; // why the connection could not start (client_in_use)
     /** The server's limits for this connection (from welcome), or null. */
     this.limits = null;
-    /** "connecting" | "open" | "reconnecting" | "closed" */
+    /** "waiting" | "connecting" | "open" | "reconnecting" | "closed" */
     this.status = 'connecting';
     /** This client's id (resolved before the first hello). */
     this.client = null;
     this._ready = this._resolveClient(opts.client).then(() => {
       if (!this._closed) this._open();
       else if (this._releaseLock) this._releaseLock(); // closed meanwhile
+    }, (e) => {
+      // no client id to use (client_in_use): this connection never starts
+      if (this._closed) return;
+      this._failure = e;
+      this._closed = true;
+      this._emit('error', e);
+      this._setStatus('closed');
+      throw e;
     });
-    this._ready.catch((e) => this._emit('error', e));
+    this._ready.catch(noop); // (join() reports it)
   }
 
   /** Join a room: create it first when opts.create is given (an existing
@@ -1530,7 +1548,7 @@ class Connection extends Emitter {
     if (typeof name !== 'string' || !ROOM_RE.test(name) || name[0] === ':') {
       throw new MovexError('bad_room', `invalid room id ${JSON.stringify(name)}`);
     }
-    if (this._closed) throw new MovexError('closed', 'the connection is closed');
+    if (this._closed) throw this._failure || new MovexError('closed', 'the connection is closed');
     await this._ready;
     if (this._closed) throw new MovexError('closed', 'the connection is closed');
     let room = this._rooms.get(name);
@@ -1561,6 +1579,7 @@ class Connection extends Emitter {
     }
     if (this._closed) return;
     this._closed = true;
+    if (this._lockAbort) this._lockAbort.abort(); // stop waiting for the client id
     this._clearTimers();
     const ws = this._ws;
     this._ws = null;
@@ -1579,7 +1598,7 @@ class Connection extends Emitter {
   // ---- client id ----
 
   async _resolveClient(given) {
-    if (given) { this.client = given; return; }
+    if (given) return this._lockGiven(given);
     await ensureCrypto();
     const key = `${this._prefix}clients`;
     let pool = [];
@@ -1602,6 +1621,37 @@ class Connection extends Emitter {
     if (pool.length) { this.client = pool[0]; return; }
     this.client = randomClientId();
     this._addToPool(key, this.client);
+  }
+
+  // An id the app chose: hold its lock like a generated one, so two tabs
+  // (or two connections) of this origin never use it at once. Taken: fail
+  // with client_in_use, or wait for it (status "waiting").
+  async _lockGiven(id) {
+    this.client = id;
+    const locks = globalThis.navigator?.locks;
+    if (this._clientLock === false || !locks || typeof locks.request !== 'function') return;
+    if (await this._tryLock(locks, id)) return;
+    if (this._clientLock === 'fail') {
+      throw new MovexError('client_in_use', `client ${id} is in use by another tab or connection of this browser ` +
+        `(Web Lock movex-client:${id}); pass clientLock: "wait" to wait for it`);
+    }
+    if (this._closed) return;
+    this._setStatus('waiting');
+    const abort = typeof AbortController === 'function' ? new AbortController() : null;
+    this._lockAbort = abort;
+    try {
+      await new Promise((resolve, reject) => {
+        locks.request(`movex-client:${id}`, abort ? { signal: abort.signal } : {}, () => {
+          resolve();
+          return new Promise((release) => { this._releaseLock = release; });
+        }).catch(reject);
+      });
+    } catch (e) {
+      if (!this._closed) throw e; // (closed while waiting: the wait was aborted)
+    } finally {
+      this._lockAbort = null;
+    }
+    if (!this._closed) this._setStatus('connecting');
   }
 
   _tryLock(locks, id) {
@@ -1813,7 +1863,9 @@ class Connection extends Emitter {
 
 /**
  * Connect to a movexd WebSocket endpoint (ws[s]://host/ws).
- * options: client (id; default: generated once and persisted), token (string
+ * options: client (id; default: generated once and persisted), clientLock
+ * ("fail" (default) | "wait" | false: what to do when another tab or
+ * connection of this origin holds the Web Lock of the given client id), token (string
  * or function returning one), WebSocket (implementation; default the global
  * one), storage (getItem/setItem/removeItem; default localStorage when
  * available, else memory), storagePrefix ("movex:"), backoff ({base: 250,

@@ -62,7 +62,7 @@ let room = null;
 let reconnectingSince = 0;
 let offlineTimer = null; // turns "Reconnecting" into "Offline" after OFFLINE_AFTER_MS
 let noticeTimer = null;
-let waitingFor = ''; // why this page is not connecting yet
+let waitingTimer = null; // a notice when the client id stays taken
 
 function plural(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
 
@@ -72,7 +72,7 @@ function connectionState() {
     if (navigator.onLine === false) return 'offline';
     if (reconnectingSince && Date.now() - reconnectingSince >= OFFLINE_AFTER_MS) return 'offline';
   }
-  return conn.status; // connecting | open | reconnecting | closed
+  return conn.status; // waiting | connecting | open | reconnecting | closed
 }
 
 function refreshStatus() {
@@ -88,9 +88,9 @@ function refreshStatus() {
     case 'connecting': text = `Connecting…${waiting}`; break;
     case 'reconnecting': text = `Reconnecting…${waiting}`; break;
     case 'offline': text = `Offline — retrying${waiting}`; break;
+    case 'waiting': text = `Waiting: client ${conn.client} is open in another tab`; break;
     default: text = `Disconnected${waiting}`;
   }
-  if (waitingFor) text = waitingFor;
   if (el.status.dataset.status !== state) el.status.dataset.status = state;
   if (el.status.dataset.pending !== String(pending)) el.status.dataset.pending = String(pending);
   if (el.statusText.textContent !== text) el.statusText.textContent = text;
@@ -333,36 +333,21 @@ function refresh() {
 
 // Two live tabs must never be the same client: they would share the action
 // counter n in localStorage, and the server would take one tab's action for
-// a resend of the other's. movex.js guards the ids it generates; for a
-// ?client= name this page holds a Web Lock and waits while another tab has it.
-function lockClient(id) {
-  const locks = navigator.locks;
-  if (!id || !locks || typeof locks.request !== 'function') return Promise.resolve();
-  return new Promise((granted) => {
-    const timer = setTimeout(() => {
-      waitingFor = `Waiting: client ${id} is open in another tab`;
-      refreshStatus();
-      notice(`Client “${id}” is already open in another tab of this browser; this tab waits until that one is closed.`);
-    }, 1500);
-    locks.request(`movex-demo-client:${id}`, () => {
-      clearTimeout(timer);
-      waitingFor = '';
-      granted();
-      return new Promise(() => {}); // held until the page goes away
-    }).catch(() => { clearTimeout(timer); granted(); });
-  });
-}
-
+// a resend of the other's. movex.js holds a Web Lock on the client id; for a
+// ?client= name already open in another tab, this one waits (clientLock
+// "wait", status "waiting") until that tab is closed.
 async function start() {
-  await lockClient(clientId);
   try {
-    conn = connect(serverUrl(), { client: clientId });
+    conn = connect(serverUrl(), { client: clientId, clientLock: 'wait' });
   } catch (e) {
     el.statusText.textContent = `Cannot connect: ${e.message}`;
     throw e;
   }
   window.demo.conn = conn;
   conn.on('status', (s) => {
+    // (a reload briefly waits for the old page's lock: no notice for that)
+    clearTimeout(waitingTimer);
+    waitingTimer = s === 'waiting' ? setTimeout(() => notice(`Client “${conn.client}” is already open in another tab of this browser; this tab waits until that one is closed.`), 1500) : null;
     reconnectingSince = s === 'reconnecting' ? (reconnectingSince || Date.now()) : 0;
     clearTimeout(offlineTimer);
     offlineTimer = s === 'reconnecting' ? setTimeout(refreshStatus, reconnectingSince + OFFLINE_AFTER_MS - Date.now()) : null;

@@ -30,7 +30,7 @@ export type ErrorCode =
   | 'stale' | 'after_reject' | 'too_old' | 'too_large' | 'rate_limited' | 'bad_action' | 'too_deep'
   | 'limit' | 'unavailable' | 'no_memory' | 'bad_dep' | 'internal'
   // library codes
-  | 'closed' | 'left' | 'storage' | 'checksum_mismatch' | 'client_mismatch' | 'connect_failed' | 'bad_reply'
+  | 'closed' | 'left' | 'storage' | 'checksum_mismatch' | 'client_mismatch' | 'client_in_use' | 'connect_failed' | 'bad_reply'
   | (string & {});
 
 /** An error from the server or the library. */
@@ -87,8 +87,20 @@ export interface BackoffOptions {
 export interface ConnectOptions {
   /** Client id (1..128 of A-Z a-z 0-9 _ . : @ -). Default: generated once
    * and persisted in storage (one per live browser tab with Web Locks). With
-   * auth, pass the token's subject. */
+   * auth, pass the token's subject. A given id is locked too (see
+   * clientLock). */
   client?: string;
+  /** What to do when the given `client` id is in use by another tab or
+   * connection of this origin (it holds the Web Lock "movex-client:<id>";
+   * two live users of one id would share the action counter n and corrupt
+   * exactly-once):
+   * - "fail" (default): the connection does not start: an "error" event
+   *   (code "client_in_use"), status "closed", and join() rejects with it;
+   * - "wait": status "waiting" (nothing is sent) until the lock is free,
+   *   then it connects; close() stops the wait;
+   * - false: no lock (the app guarantees a single user of the id).
+   * Ignored without Web Locks (navigator.locks), e.g. in Node. */
+  clientLock?: 'fail' | 'wait' | false;
   /** Auth token sent in hello; a function is called on every (re)connect. */
   token?: string | (() => string | undefined | Promise<string | undefined>);
   /** WebSocket implementation (default: globalThis.WebSocket). */
@@ -128,6 +140,13 @@ export interface DispatchOptions {
   /** Compare-and-set: rejected with "stale" unless nothing else was applied
    * to the room since the state this action was built on. */
   strict?: boolean;
+  /** true (the default): the action carries `dep`, the n of this client's
+   * latest unacknowledged action in the room, so the server rejects it
+   * (after_reject) when that one is rejected - the rejection cascade, for
+   * actions built on the ones before them. false: an independent action,
+   * decided on its own whatever happens to the earlier ones (a later action
+   * dispatched with the default still depends on it). */
+  dep?: boolean;
 }
 
 /** What an action's promise resolves with: it is applied and durable. */
@@ -141,7 +160,8 @@ export interface Ack {
   duplicate: boolean;
 }
 
-export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** "waiting": for the given client id's lock (clientLock "wait"). */
+export type ConnectionStatus = 'waiting' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 export type RoomStatus = 'idle' | 'creating' | 'subscribing' | 'live' | 'syncing' | 'left';
 
 export interface ResyncEvent {
@@ -176,7 +196,26 @@ export interface ConnectionEvents {
   welcome: (welcome: Welcome) => void;
 }
 
-export interface RoomEvents {
+/** What a Room's "change" event carries: the room's readable properties at
+ * the time of the event. */
+export interface RoomChange<S extends Json = Json> {
+  state: S;
+  confirmedState: S;
+  seq: number;
+  checksum: string | null;
+  pendingCount: number;
+  status: RoomStatus;
+}
+
+export interface RoomEvents<S extends Json = Json> {
+  /** Anything the app can read changed: state, confirmedState, seq,
+   * checksum, pendingCount or status (for example an ack, which changes
+   * seq and pendingCount but not state, or a reconnect, which changes
+   * status). Emitted in a microtask, so at most once per incoming message
+   * or burst of dispatches, and only when something differs from the
+   * previous event. The connection's own status has its own event
+   * (Connection "status"). */
+  change: (change: RoomChange<S>) => void;
   /** An action was rejected (also for dependents dropped with after_reject). */
   reject: (error: MovexError) => void;
   /** The room caught up through `sync`/resubscribe (actions or a snapshot). */
@@ -190,7 +229,7 @@ declare class Emitter<E> {
   off<K extends keyof E>(event: K, fn: E[K]): void;
 }
 
-export class Room<S extends Json = Json> extends Emitter<RoomEvents> {
+export class Room<S extends Json = Json> extends Emitter<RoomEvents<S>> {
   readonly conn: Connection;
   readonly name: string;
   /** The current state: confirmed + pending actions applied on top. Never
@@ -206,7 +245,9 @@ export class Room<S extends Json = Json> extends Emitter<RoomEvents> {
   /** Number of actions not yet acked or rejected. */
   readonly pendingCount: number;
   readonly status: RoomStatus;
-  /** Call fn with the new state after every change; returns an unsubscribe function. */
+  /** Call fn with the new state after every change of state (synchronously);
+   * returns an unsubscribe function. For pendingCount, seq and status
+   * changes, listen to the "change" event. */
   subscribe(fn: (state: S) => void): () => void;
   /** Dispatch an action; resolves at the durable ack, rejects (MovexError) on reject. */
   dispatch(action: Action, options?: DispatchOptions): Promise<Ack>;

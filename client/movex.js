@@ -13,8 +13,8 @@
 //     room(id), flush(), close({flush}), status, client, limits,
 //     on('status' | 'error' | 'welcome', fn) -> off()
 //   Room: state, confirmedState, seq, checksum, pendingCount, status,
-//     subscribe(fn) -> unsubscribe, dispatch(action, {strict}), patch(ops),
-//     flush(), leave({flush}), on('reject' | 'resync' | 'error', fn)
+//     subscribe(fn) -> unsubscribe, dispatch(action, {strict, dep}), patch(ops, opts),
+//     flush(), leave({flush}), on('change' | 'reject' | 'resync' | 'error', fn)
 //   building blocks: applyPatch, validatePatch, checksum, cachedChecksum,
 //     digest, blake2b, toHex, backoffDelay, randomClientId, memoryStorage,
 //     MovexError, PatchError
@@ -22,8 +22,8 @@
 // ---- Design ---------------------------------------------------------------
 //
 // Layers, bottom up:
-//   1. BLAKE2b and the state checksum (the algorithm of digest.mjs, inlined
-//      and tuned for speed; checksum() and digest() as there), plus a digest
+//   1. BLAKE2b and the state checksum (PROTOCOL.md "Checksum"; checksum()
+//      and digest() are exported for apps and tests), plus a digest
 //      cache keyed by object identity (WeakMap). States are immutable, so a
 //      subtree's digest never changes; after a patch only the containers
 //      along the changed paths are new and get re-digested: verifying a
@@ -72,7 +72,8 @@
 //     higher n was decided meanwhile, it and the actions after it get fresh
 //     n (above every decided n), keeping their order and dep < n.
 //   - `dep` is the n of this client's latest unacknowledged action in the room
-//     when the app dispatched (omitted when none). A reject removes the action
+//     when the app dispatched (omitted when none, or when the app dispatched
+//     with {dep: false}: an independent action). A reject removes the action
 //     and, transitively, every pending action depending on it (the server
 //     rejects those with after_reject too).
 //   - After a (re)subscribe, `next_n` tells which n the server has decided: an
@@ -86,11 +87,15 @@
 //     Locks, each tab holds a lock on the id it uses, so two tabs never share
 //     an id (they would share n counters); a tab that finds every stored id
 //     locked takes a new one, and a later tab adopts (and resends the pending
-//     actions of) an id whose tab is gone.
+//     actions of) an id whose tab is gone. An id the app passes (`client`)
+//     is locked the same way: while another tab (or connection) of the
+//     origin holds it, the connection fails with client_in_use (option
+//     clientLock "fail", the default) or waits, in status "waiting", until
+//     the lock is free ("wait").
 
 // ---- BLAKE2b (RFC 7693) -------------------------------------------------
 //
-// The algorithm of digest.mjs, tuned: 64-bit words are (low, high) pairs of
+// Tuned for speed without BigInt: 64-bit words are (low, high) pairs of
 // int32 halves in an Int32Array, every sum is truncated with |0 and carries
 // come from unsigned comparisons, so V8 stays on its int32 fast paths (no
 // doubles stored into typed arrays); G keeps its four words in locals; and
@@ -824,6 +829,8 @@ class Room extends Emitter {
     this._dirty = false; // storage record out of date
     this._saveTimer = null;
     this._sendQueued = false;
+    this._changeQueued = false; // a "change" check is queued (microtask)
+    this._lastChange = null; // what the last "change" event reported
     this._load();
   }
 
@@ -840,7 +847,9 @@ class Room extends Emitter {
   /** "idle" | "creating" | "subscribing" | "live" | "syncing" | "left" */
   get status() { return this._phase; }
 
-  /** Call fn(state) after every change of state; returns an unsubscribe function. */
+  /** Call fn(state) after every change of state; returns an unsubscribe function.
+   * (For everything else a UI shows - pendingCount, seq, status - listen to
+   * the "change" event.) */
   subscribe(fn) {
     this._subs.add(fn);
     return () => this._subs.delete(fn);
@@ -858,19 +867,25 @@ class Room extends Emitter {
    * checksum, duplicate} at the ack; rejects with a MovexError on reject.
    * opts.strict: compare-and-set, rejected with "stale" unless nothing else
    * was applied to the room since the state this action was built on.
+   * opts.dep (default true): send `dep` = this client's latest unacked
+   * action in the room, so that the server rejects this one (after_reject)
+   * when that one is rejected (the rejection cascade). false: an
+   * independent action, decided on its own whatever happens to the actions
+   * before it.
    */
-  dispatch(action, { strict = false } = {}) {
+  dispatch(action, { strict = false, dep = true } = {}) {
     if (this._phase === 'left') return Promise.reject(new MovexError('left', 'the room was left'));
     if (!isObj(action) || typeof action.type !== 'string') {
       return Promise.reject(new TypeError('an action is an object with a string "type"'));
     }
+    if (typeof dep !== 'boolean') return Promise.reject(new TypeError('the dep option is true or false'));
     let copy;
     try {
       copy = JSON.parse(JSON.stringify(action));
     } catch (e) {
       return Promise.reject(new TypeError(`the action is not JSON: ${e.message}`));
     }
-    const p = this._newPending(copy, strict);
+    const p = this._newPending(copy, strict, dep);
     const tooBig = this._tooLarge(p);
     if (tooBig) {
       this._nextN--; // never sent, never stored: n is reused
@@ -972,7 +987,7 @@ class Room extends Emitter {
     };
   }
 
-  _newPending(action, strict) {
+  _newPending(action, strict, withDep = true) {
     let dep = 0, ahead = 0;
     for (const q of this._pending) {
       if (q.settled) continue;
@@ -980,7 +995,7 @@ class Room extends Emitter {
       if (!q.inDoubt) ahead++;
     }
     const base = (this._confirmed ? this._confirmed.seq : 0) + ahead;
-    return this._makePending(this._nextN++, dep, base, strict, action);
+    return this._makePending(this._nextN++, withDep ? dep : 0, base, strict, action);
   }
 
   _message(p) {
@@ -1077,6 +1092,7 @@ class Room extends Emitter {
     if (p.settled) return;
     p.settled = true;
     p.d.resolve({ n: p.n, seq: m.seq, checksum: m.checksum, duplicate: !!m.duplicate });
+    this._notify();
     this.conn._checkSettled();
   }
 
@@ -1104,6 +1120,7 @@ class Room extends Emitter {
       q.d.reject(err);
       this._emit('reject', err);
     }
+    this._notify();
     this.conn._checkSettled();
   }
 
@@ -1112,7 +1129,7 @@ class Room extends Emitter {
   _onConnected() {
     if (this._phase === 'left') return;
     if (this._needCreate) {
-      this._phase = 'creating';
+      this._setPhase('creating');
       this.conn._request({ type: 'create', room: this.name, state: this._create }, (m) => {
         if (m.type === 'created' || (m.type === 'error' && m.code === 'room_exists')) {
           this._needCreate = false;
@@ -1127,7 +1144,7 @@ class Room extends Emitter {
   }
 
   _subscribe() {
-    this._phase = 'subscribing';
+    this._setPhase('subscribing');
     const msg = { type: 'subscribe', room: this.name };
     if (this._confirmed) msg.since = { seq: this._confirmed.seq, checksum: this._confirmed.checksum };
     this.conn._request(msg, (m) => {
@@ -1138,7 +1155,7 @@ class Room extends Emitter {
 
   _onDisconnected() {
     if (this._phase === 'left') return;
-    this._phase = 'idle';
+    this._setPhase('idle');
     this._inFlight.clear();
     for (const p of this._pending) p.sent = false;
     this._cancelLater();
@@ -1161,17 +1178,17 @@ class Room extends Emitter {
     }
     if (this._phase === 'left') return;
     if (stage === 'sync') {
-      this._phase = 'live';
+      this._setPhase('live');
       const reason = this._syncReason;
       this._later(() => this._sync(reason));
     } else {
-      this._phase = 'idle'; // (re)subscribe again later
+      this._setPhase('idle'); // (re)subscribe again later
       this._later(() => { if (this._phase === 'idle') this._onConnected(); });
     }
   }
 
   _shutdown(err, keepStorage = true) {
-    this._phase = 'left';
+    this._setPhase('left');
     this._cancelLater();
     this._flushSave();
     this.conn._rooms.delete(this.name);
@@ -1182,6 +1199,7 @@ class Room extends Emitter {
       if (!p.settled) { p.settled = true; p.d.reject(err); }
     }
     if (!this._joined) this._ready.reject(err);
+    this._notify();
     this.conn._checkSettled();
   }
 
@@ -1194,7 +1212,7 @@ class Room extends Emitter {
   // Ask the server for everything after our confirmed point.
   _sync(reason) {
     if (this._phase !== 'live') return;
-    this._phase = 'syncing';
+    this._setPhase('syncing');
     this._syncReason = reason;
     const c = this._confirmed;
     this.conn._request({ type: 'sync', room: this.name, since: { seq: c.seq, checksum: c.checksum } }, (m) => {
@@ -1206,7 +1224,7 @@ class Room extends Emitter {
   // Fall back to a full snapshot (an `actions` reply we cannot apply);
   // isSubscribe: it stands in for the reply to a (re)subscribe.
   _get(reason, isSubscribe) {
-    this._phase = isSubscribe ? 'subscribing' : 'syncing';
+    this._setPhase(isSubscribe ? 'subscribing' : 'syncing');
     this._syncReason = reason;
     this.conn._request({ type: 'get', room: this.name }, (m) => {
       if (m.type === 'snapshot') this._onCatchUp(m, isSubscribe);
@@ -1267,7 +1285,7 @@ class Room extends Emitter {
       if (m.next_n > this._nextN) this._nextN = m.next_n;
     }
     this._save();
-    this._phase = 'live';
+    this._setPhase('live');
     this._resendAttempt = 0;
     this._recompute();
     if (hadState) {
@@ -1407,6 +1425,7 @@ class Room extends Emitter {
   // each action's result is cached by the state it was applied to, so an
   // unchanged prefix costs nothing. Publishes when the state changed.
   _recompute() {
+    this._notify();
     if (!this._confirmed) return;
     let s = this._confirmed.state;
     const head = this._confirmed.seq;
@@ -1431,6 +1450,33 @@ class Room extends Emitter {
       for (const fn of [...this._subs]) callSafely(fn, [s]);
     }
   }
+
+  _setPhase(phase) {
+    this._phase = phase;
+    this._notify();
+  }
+
+  // Something the app can read may have changed: in a microtask (so once
+  // per message, dispatch burst or timer), emit "change" when the view, the
+  // confirmed point (seq, checksum), pendingCount or status differs from
+  // what the last "change" reported. Subscribers of subscribe() hear about
+  // the view at once; "change" is for everything a UI shows besides it.
+  _notify() {
+    if (this._changeQueued) return;
+    this._changeQueued = true;
+    queueMicrotask(() => {
+      this._changeQueued = false;
+      const last = this._lastChange;
+      const now = { view: this._view, confirmed: this._confirmed, pending: this.pendingCount, phase: this._phase };
+      if (last && last.view === now.view && last.confirmed === now.confirmed &&
+          last.pending === now.pending && last.phase === now.phase) return;
+      this._lastChange = now;
+      this._emit('change', {
+        state: this._view, confirmedState: this.confirmedState, seq: this.seq, checksum: this.checksum,
+        pendingCount: now.pending, status: now.phase,
+      });
+    });
+  }
 }
 
 // ---- Connection ------------------------------------------------------------
@@ -1448,6 +1494,10 @@ class Connection extends Emitter {
     if (!this._WS) throw new TypeError('no WebSocket implementation: pass connect(url, { WebSocket })');
     if (opts.client !== undefined && !CLIENT_RE.test(opts.client)) {
       throw new TypeError('client must be 1..128 characters of A-Z a-z 0-9 _ . : @ -');
+    }
+    this._clientLock = opts.clientLock ?? 'fail';
+    if (!['fail', 'wait', false].includes(this._clientLock)) {
+      throw new TypeError('clientLock must be "fail", "wait" or false');
     }
     this._storage = opts.storage || defaultStorage();
     this._prefix = opts.storagePrefix ?? 'movex:';
@@ -1468,17 +1518,27 @@ class Connection extends Emitter {
     this._timers = { retry: null, ping: null, deadline: null };
     this._settledWaiters = [];
     this._releaseLock = null;
+    this._lockAbort = null; // aborts a "wait" for the client id's lock
+    this._failure = null; // why the connection could not start (client_in_use)
     /** The server's limits for this connection (from welcome), or null. */
     this.limits = null;
-    /** "connecting" | "open" | "reconnecting" | "closed" */
+    /** "waiting" | "connecting" | "open" | "reconnecting" | "closed" */
     this.status = 'connecting';
     /** This client's id (resolved before the first hello). */
     this.client = null;
     this._ready = this._resolveClient(opts.client).then(() => {
       if (!this._closed) this._open();
       else if (this._releaseLock) this._releaseLock(); // closed meanwhile
+    }, (e) => {
+      // no client id to use (client_in_use): this connection never starts
+      if (this._closed) return;
+      this._failure = e;
+      this._closed = true;
+      this._emit('error', e);
+      this._setStatus('closed');
+      throw e;
     });
-    this._ready.catch((e) => this._emit('error', e));
+    this._ready.catch(noop); // (join() reports it)
   }
 
   /** Join a room: create it first when opts.create is given (an existing
@@ -1488,7 +1548,7 @@ class Connection extends Emitter {
     if (typeof name !== 'string' || !ROOM_RE.test(name) || name[0] === ':') {
       throw new MovexError('bad_room', `invalid room id ${JSON.stringify(name)}`);
     }
-    if (this._closed) throw new MovexError('closed', 'the connection is closed');
+    if (this._closed) throw this._failure || new MovexError('closed', 'the connection is closed');
     await this._ready;
     if (this._closed) throw new MovexError('closed', 'the connection is closed');
     let room = this._rooms.get(name);
@@ -1519,6 +1579,7 @@ class Connection extends Emitter {
     }
     if (this._closed) return;
     this._closed = true;
+    if (this._lockAbort) this._lockAbort.abort(); // stop waiting for the client id
     this._clearTimers();
     const ws = this._ws;
     this._ws = null;
@@ -1537,7 +1598,7 @@ class Connection extends Emitter {
   // ---- client id ----
 
   async _resolveClient(given) {
-    if (given) { this.client = given; return; }
+    if (given) return this._lockGiven(given);
     await ensureCrypto();
     const key = `${this._prefix}clients`;
     let pool = [];
@@ -1560,6 +1621,37 @@ class Connection extends Emitter {
     if (pool.length) { this.client = pool[0]; return; }
     this.client = randomClientId();
     this._addToPool(key, this.client);
+  }
+
+  // An id the app chose: hold its lock like a generated one, so two tabs
+  // (or two connections) of this origin never use it at once. Taken: fail
+  // with client_in_use, or wait for it (status "waiting").
+  async _lockGiven(id) {
+    this.client = id;
+    const locks = globalThis.navigator?.locks;
+    if (this._clientLock === false || !locks || typeof locks.request !== 'function') return;
+    if (await this._tryLock(locks, id)) return;
+    if (this._clientLock === 'fail') {
+      throw new MovexError('client_in_use', `client ${id} is in use by another tab or connection of this browser ` +
+        `(Web Lock movex-client:${id}); pass clientLock: "wait" to wait for it`);
+    }
+    if (this._closed) return;
+    this._setStatus('waiting');
+    const abort = typeof AbortController === 'function' ? new AbortController() : null;
+    this._lockAbort = abort;
+    try {
+      await new Promise((resolve, reject) => {
+        locks.request(`movex-client:${id}`, abort ? { signal: abort.signal } : {}, () => {
+          resolve();
+          return new Promise((release) => { this._releaseLock = release; });
+        }).catch(reject);
+      });
+    } catch (e) {
+      if (!this._closed) throw e; // (closed while waiting: the wait was aborted)
+    } finally {
+      this._lockAbort = null;
+    }
+    if (!this._closed) this._setStatus('connecting');
   }
 
   _tryLock(locks, id) {
@@ -1771,7 +1863,9 @@ class Connection extends Emitter {
 
 /**
  * Connect to a movexd WebSocket endpoint (ws[s]://host/ws).
- * options: client (id; default: generated once and persisted), token (string
+ * options: client (id; default: generated once and persisted), clientLock
+ * ("fail" (default) | "wait" | false: what to do when another tab or
+ * connection of this origin holds the Web Lock of the given client id), token (string
  * or function returning one), WebSocket (implementation; default the global
  * one), storage (getItem/setItem/removeItem; default localStorage when
  * available, else memory), storagePrefix ("movex:"), backoff ({base: 250,

@@ -60,8 +60,9 @@ window.addEventListener('hashchange', () => {
 let conn = null;
 let room = null;
 let reconnectingSince = 0;
+let offlineTimer = null; // turns "Reconnecting" into "Offline" after OFFLINE_AFTER_MS
 let noticeTimer = null;
-let waitingFor = ''; // why this page is not connecting yet
+let waitingTimer = null; // a notice when the client id stays taken
 
 function plural(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
 
@@ -71,7 +72,7 @@ function connectionState() {
     if (navigator.onLine === false) return 'offline';
     if (reconnectingSince && Date.now() - reconnectingSince >= OFFLINE_AFTER_MS) return 'offline';
   }
-  return conn.status; // connecting | open | reconnecting | closed
+  return conn.status; // waiting | connecting | open | reconnecting | closed
 }
 
 function refreshStatus() {
@@ -87,9 +88,9 @@ function refreshStatus() {
     case 'connecting': text = `Connecting…${waiting}`; break;
     case 'reconnecting': text = `Reconnecting…${waiting}`; break;
     case 'offline': text = `Offline — retrying${waiting}`; break;
+    case 'waiting': text = `Waiting: client ${conn.client} is open in another tab`; break;
     default: text = `Disconnected${waiting}`;
   }
-  if (waitingFor) text = waitingFor;
   if (el.status.dataset.status !== state) el.status.dataset.status = state;
   if (el.status.dataset.pending !== String(pending)) el.status.dataset.pending = String(pending);
   if (el.statusText.textContent !== text) el.statusText.textContent = text;
@@ -246,13 +247,12 @@ function randomId() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-// Dispatch a patch; the outcome shows through the room's events (a reject
-// becomes a notice), so the promise only needs to refresh the status bar.
-function send(ops) {
+// Dispatch a patch; the outcome shows through the room's events (the
+// "change" event redraws the status bar and the unsaved marks, a reject
+// becomes a notice), so the promise is only for callers that want the ack.
+function send(ops, opts) {
   if (!room) return Promise.resolve(null);
-  const p = room.patch(ops);
-  refreshStatus();
-  return p.then((ack) => { refresh(); return ack; }, () => { refresh(); return null; });
+  return room.patch(ops, opts).then((ack) => ack, () => null);
 }
 
 // A room created by something else than this demo may lack /items: create
@@ -286,14 +286,15 @@ function renameItem(id, text) {
   return send([{ op: 'replace', path: `/items/${id}/text`, value: String(text) }]);
 }
 
-function removeItem(id) {
-  return send([{ op: 'remove', path: `/items/${id}` }]);
+function removeItem(id, opts) {
+  return send([{ op: 'remove', path: `/items/${id}` }], opts);
 }
 
 function clearDone() {
-  // one action per item: a single patch would fail as a whole when another
-  // window removed one of them first
-  for (const item of sortedItems(room.state)) if (item.done) removeItem(item.id);
+  // one independent action per item ({dep: false}: no rejection cascade):
+  // when another window removed one of them first, only that one fails (a
+  // single patch, or actions chained by dep, would fail as a whole)
+  for (const item of sortedItems(room.state)) if (item.done) removeItem(item.id, { dep: false });
 }
 
 // ---- wiring -----------------------------------------------------------------
@@ -320,47 +321,36 @@ el.addForm.addEventListener('submit', (e) => {
 el.clearDone.addEventListener('click', clearDone);
 window.addEventListener('online', refreshStatus);
 window.addEventListener('offline', refreshStatus);
-// An ack folds our own change into the confirmed state without changing
-// the view (no subscriber call): redraw the unsaved marks then too.
+// The room's "change" event: pendingCount, seq, checksum or the room's
+// status changed (an ack folds our own change into the confirmed state
+// without changing the view, so subscribe() is not called): redraw the
+// unsaved marks when the confirmed state moved, else just the status bar.
+// Nothing here polls.
 function refresh() {
   if (room && room.confirmedState !== renderedConfirmed) render(room.state);
   else refreshStatus();
 }
-setInterval(refresh, 250); // also runs the offline timer
 
 // Two live tabs must never be the same client: they would share the action
 // counter n in localStorage, and the server would take one tab's action for
-// a resend of the other's. movex.js guards the ids it generates; for a
-// ?client= name this page holds a Web Lock and waits while another tab has it.
-function lockClient(id) {
-  const locks = navigator.locks;
-  if (!id || !locks || typeof locks.request !== 'function') return Promise.resolve();
-  return new Promise((granted) => {
-    const timer = setTimeout(() => {
-      waitingFor = `Waiting: client ${id} is open in another tab`;
-      refreshStatus();
-      notice(`Client “${id}” is already open in another tab of this browser; this tab waits until that one is closed.`);
-    }, 1500);
-    locks.request(`movex-demo-client:${id}`, () => {
-      clearTimeout(timer);
-      waitingFor = '';
-      granted();
-      return new Promise(() => {}); // held until the page goes away
-    }).catch(() => { clearTimeout(timer); granted(); });
-  });
-}
-
+// a resend of the other's. movex.js holds a Web Lock on the client id; for a
+// ?client= name already open in another tab, this one waits (clientLock
+// "wait", status "waiting") until that tab is closed.
 async function start() {
-  await lockClient(clientId);
   try {
-    conn = connect(serverUrl(), { client: clientId });
+    conn = connect(serverUrl(), { client: clientId, clientLock: 'wait' });
   } catch (e) {
     el.statusText.textContent = `Cannot connect: ${e.message}`;
     throw e;
   }
   window.demo.conn = conn;
   conn.on('status', (s) => {
+    // (a reload briefly waits for the old page's lock: no notice for that)
+    clearTimeout(waitingTimer);
+    waitingTimer = s === 'waiting' ? setTimeout(() => notice(`Client “${conn.client}” is already open in another tab of this browser; this tab waits until that one is closed.`), 1500) : null;
     reconnectingSince = s === 'reconnecting' ? (reconnectingSince || Date.now()) : 0;
+    clearTimeout(offlineTimer);
+    offlineTimer = s === 'reconnecting' ? setTimeout(refreshStatus, reconnectingSince + OFFLINE_AFTER_MS - Date.now()) : null;
     refreshStatus();
   });
   conn.on('error', (e) => {
@@ -374,13 +364,12 @@ async function start() {
     room = r;
     window.demo.room = r;
     r.subscribe(render);
+    r.on('change', refresh);
     r.on('reject', (e) => {
       notice(e.code === 'after_reject'
         ? 'A change that depended on a failed one was dropped.'
         : `A change could not be applied (${e.code}): another window probably changed or removed that item first.`);
-      refreshStatus();
     });
-    r.on('resync', refresh);
     el.newItem.disabled = false;
     el.addButton.disabled = false;
     render(r.state);

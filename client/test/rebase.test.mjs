@@ -407,3 +407,142 @@ test('a subscriber that throws does not break processing (the error is rethrown 
   assert.deepEqual(seen, ['app bug', 'app bug']);
   await conn.close();
 });
+
+// ---- the "change" event: everything a UI shows besides the state ----
+
+test('change: an ack changes pendingCount, seq and checksum but not the state; "change" reports it', async () => {
+  const { conn, sock, server, room, states } = await setup({ c: 0 });
+  const changes = [];
+  room.on('change', (c) => changes.push(c));
+  const p = room.patch(inc(1));
+  assert.equal(changes.length, 0, 'emitted in a microtask, not inside dispatch');
+  await tick();
+  assert.equal(changes.length, 1);
+  assert.deepEqual(changes[0], { state: { c: 1 }, confirmedState: { c: 0 }, seq: 0, checksum: checksum({ c: 0 }), pendingCount: 1, status: 'live' });
+  await serve(sock, server);
+  await p;
+  await tick();
+  assert.equal(states.length, 1, 'subscribe() heard only the optimistic change');
+  assert.equal(changes.length, 2, 'the ack is a change');
+  const c = changes[1];
+  assert.equal(c.state, changes[0].state, 'same state object');
+  assert.deepEqual({ seq: c.seq, checksum: c.checksum, pendingCount: c.pendingCount, status: c.status },
+    { seq: 1, checksum: server.checksum, pendingCount: 0, status: 'live' });
+  // a message that changes nothing (an old fwd) emits nothing
+  sock.push(server.lastFwd());
+  await tick();
+  assert.equal(changes.length, 2);
+  await conn.close();
+});
+
+test('change: one event per burst of dispatches; a reject lowers pendingCount', async () => {
+  const { conn, sock, server, room } = await setup({ c: 0 });
+  const changes = [];
+  room.on('change', (c) => changes.push(c));
+  const pA = room.patch([{ op: 'test', path: '/c', value: 1 }]); // fails locally: the state does not change
+  const pB = room.patch(inc(1));
+  const pC = room.patch(inc(1));
+  await tick();
+  assert.deepEqual(changes.map((c) => c.pendingCount), [3], 'three dispatches, one event');
+  const mA = await sock.expect('action');
+  sock.reply(mA, server.decide(mA, 'me'));
+  await assert.rejects(pA);
+  await assert.rejects(pB);
+  await assert.rejects(pC);
+  await tick();
+  assert.deepEqual(changes.map((c) => c.pendingCount), [3, 0]);
+  assert.deepEqual(changes[1].state, { c: 0 });
+  await conn.close();
+});
+
+test('change: a pending action that does not change the state still changes pendingCount', async () => {
+  // an action the client cannot predict (no reducer): the view is unchanged
+  const { conn, sock, server, room, states } = await setup({ c: 0 });
+  const changes = [];
+  room.on('change', (c) => changes.push(c));
+  const p = room.dispatch({ type: 'custom', payload: 1 });
+  await tick();
+  assert.equal(states.length, 0, 'no new state');
+  assert.deepEqual(changes.map((c) => c.pendingCount), [1]);
+  const m = await sock.expect('action');
+  sock.reply(m, server.apply({ type: 'custom' }, 'me', m.n, inc(1)));
+  await p;
+  const sync = await sock.expect('sync'); // the ack has no effects: the client catches up
+  sock.reply(sync, server.actionsSince(sync.since.seq, 'me'));
+  await tick();
+  assert.deepEqual(changes.map((c) => [c.pendingCount, c.seq, c.status]), [[1, 0, 'live'], [0, 0, 'syncing'], [0, 1, 'live']]);
+  await conn.close();
+});
+
+test('change: room status follows the connection (idle while away, live again after the catch-up)', async () => {
+  const { conn, net, sock, server, room } = await setup({ c: 0 });
+  const changes = [];
+  room.on('change', (c) => changes.push(c));
+  sock.drop();
+  await tick();
+  assert.deepEqual(changes.map((c) => c.status), ['idle']);
+  const s2 = await net.nextSocket();
+  await s2.handshake();
+  const sub = await s2.expect('subscribe');
+  await tick();
+  assert.deepEqual(changes.map((c) => c.status), ['idle', 'subscribing']);
+  server.external(inc(5));
+  s2.reply(sub, server.actionsSince(sub.since.seq, 'me'));
+  await tick();
+  assert.deepEqual(changes.map((c) => [c.status, c.seq]), [['idle', 0], ['subscribing', 0], ['live', 1]]);
+  await room.leave();
+  await tick();
+  assert.equal(changes.at(-1).status, 'left');
+  await conn.close();
+});
+
+// ---- independent actions: dispatch(action, {dep: false}) ----
+
+test('dep: false sends no dep: the action survives the reject of an earlier one; later actions depend on it', async () => {
+  const { conn, sock, server, room, storage } = await setup({ c: 0, s: '' });
+  const rejects = [];
+  room.on('reject', (e) => rejects.push(`${e.n}:${e.code}`));
+  const pA = room.patch([{ op: 'test', path: '/c', value: 1 }]); // rejected: test_failed
+  const pB = room.patch([{ op: 'replace', path: '/s', value: 'b' }], { dep: false }); // independent
+  const pC = room.patch(inc(1)); // dep B
+  const pD = room.patch(inc(10)); // dep C
+  await tick();
+  const stored = JSON.parse(storage.getItem(`movex:me:${ROOM}`)).pending;
+  assert.deepEqual(stored.map((p) => p.dep), [undefined, undefined, 2, 3], 'stored without dep too (a reload resends it as sent)');
+  const mA = await sock.expect('action');
+  const mB = await sock.expect('action');
+  const mC = await sock.expect('action');
+  const mD = await sock.expect('action');
+  assert.deepEqual([mA.dep, mB.dep, mC.dep, mD.dep], [undefined, undefined, mB.n, mC.n]);
+  assert.equal('dep' in mB, false);
+  sock.reply(mA, server.decide(mA, 'me'));
+  await assert.rejects(pA, (e) => e.code === 'test_failed');
+  assert.equal(room.pendingCount, 3, 'B, C and D are still pending: nothing cascades from A');
+  assert.deepEqual(room.state, { c: 11, s: 'b' });
+  for (const m of [mB, mC, mD]) sock.reply(m, server.decide(m, 'me'));
+  assert.deepEqual((await Promise.all([pB, pC, pD])).map((a) => a.seq), [1, 2, 3]);
+  assert.deepEqual(rejects, ['1:test_failed']);
+  assert.deepEqual(room.state, { c: 11, s: 'b' });
+  assert.equal(room.checksum, server.checksum);
+  await conn.close();
+});
+
+test('dep: false actions are not dropped locally when an earlier one is rejected; default ones after them still are', async () => {
+  const { conn, sock, server, room } = await setup({ c: 0 });
+  const pA = room.patch([{ op: 'test', path: '/c', value: 1 }]);
+  const pB = room.patch(inc(1)); // dep A: cascades
+  const pC = room.patch(inc(2), { dep: false });
+  const mA = await sock.expect('action');
+  sock.reply(mA, server.decide(mA, 'me'));
+  await assert.rejects(pA);
+  await assert.rejects(pB, (e) => e.code === 'after_reject');
+  assert.equal(room.pendingCount, 1);
+  assert.deepEqual(room.state, { c: 2 });
+  await sock.expect('action'); // B (the server rejects it too)
+  const mC = await sock.expect('action');
+  assert.equal(mC.dep, undefined);
+  sock.reply(mC, server.decide(mC, 'me'));
+  assert.equal((await pC).seq, 1);
+  await assert.rejects(room.patch(inc(1), { dep: 'no' }), TypeError);
+  await conn.close();
+});

@@ -585,6 +585,139 @@ test('client ids: one per live tab with Web Locks; a closed tab\'s id is adopted
   }
 });
 
+// A LockManager with what movex.js uses: exclusive locks, ifAvailable, a
+// queue of waiters, AbortSignal. A lock is held until its callback's promise
+// settles.
+function fakeLocks() {
+  const holders = new Set();
+  const queues = new Map();
+  const grant = (name, w) => {
+    holders.add(name);
+    Promise.resolve().then(() => w.cb({ name })).then(
+      (v) => { release(name); w.resolve(v); },
+      (e) => { release(name); w.reject(e); });
+  };
+  const release = (name) => {
+    holders.delete(name);
+    const next = queues.get(name)?.shift();
+    if (next) grant(name, next);
+  };
+  return {
+    holders,
+    queues,
+    request(name, opts, cb) {
+      return new Promise((resolve, reject) => {
+        const w = { cb, resolve, reject };
+        if (!holders.has(name)) return grant(name, w);
+        if (opts.ifAvailable) return Promise.resolve().then(() => cb(null)).then(resolve, reject);
+        if (!queues.has(name)) queues.set(name, []);
+        queues.get(name).push(w);
+        opts.signal?.addEventListener('abort', () => {
+          const q = queues.get(name);
+          if (q.includes(w)) { q.splice(q.indexOf(w), 1); reject(new Error('AbortError')); }
+        });
+        return undefined;
+      });
+    },
+  };
+}
+
+async function withLocks(fn) {
+  const locks = fakeLocks();
+  const hadNavigator = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
+  Object.defineProperty(globalThis, 'navigator', { value: { locks }, configurable: true, writable: true });
+  try {
+    await fn(locks);
+  } finally {
+    if (hadNavigator) Object.defineProperty(globalThis, 'navigator', hadNavigator);
+    else delete globalThis.navigator;
+  }
+}
+
+test('an explicit client id in use by another tab: the second connection fails with client_in_use (default)', () => withLocks(async (locks) => {
+  const net = new FakeNet();
+  const a = open(net, memoryStorage(), { client: 'zed' });
+  const sa = await net.nextSocket();
+  await sa.handshake();
+  assert.ok(locks.holders.has('movex-client:zed'), 'the first holds the id\'s lock');
+  const b = open(net, memoryStorage(), { client: 'zed' });
+  const errors = [], statuses = [];
+  b.on('error', (e) => errors.push(e.code));
+  b.on('status', (s) => statuses.push(s));
+  await until(() => b.status === 'closed', 'the second connection to give up');
+  await assert.rejects(b.join(ROOM), (e) => e.code === 'client_in_use' && /zed/.test(e.message));
+  assert.deepEqual(errors, ['client_in_use']);
+  assert.deepEqual(statuses, ['closed']);
+  await tick();
+  assert.equal(net.sockets.length, 1, 'the second never opened a socket');
+  // another id is not affected
+  const other = open(net, memoryStorage(), { client: 'amy' });
+  assert.equal((await (await net.nextSocket()).handshake()).client, 'amy');
+  await other.close();
+  // once the first is closed, the id is free again
+  await a.close();
+  await tick();
+  const c = open(net, memoryStorage(), { client: 'zed' });
+  assert.equal((await (await net.nextSocket()).handshake()).client, 'zed');
+  await c.close();
+}));
+
+test('clientLock "wait": the second connection waits (status "waiting", no socket) until the first is closed', () => withLocks(async (locks) => {
+  const net = new FakeNet();
+  const server = new ServerRoom(ROOM, { c: 0 });
+  const { conn: a } = await joined(net, memoryStorage(), server, { client: 'zed' });
+  server.external(inc(1)); // the room moves on meanwhile
+  const b = open(net, memoryStorage(), { client: 'zed', clientLock: 'wait' });
+  const statuses = [];
+  b.on('status', (s) => statuses.push(s));
+  await until(() => b.status === 'waiting', 'the second connection to wait');
+  const jb = b.join(ROOM);
+  for (let i = 0; i < 5; i++) await tick();
+  assert.equal(net.sockets.length, 1, 'no socket while waiting');
+  assert.equal(locks.queues.get('movex-client:zed').length, 1);
+  await a.close();
+  const { sock } = await reconnect(net, server, { client: 'zed' });
+  const rb = await jb;
+  assert.equal(sock.client, 'zed');
+  assert.equal(rb.seq, server.seq);
+  assert.deepEqual(statuses, ['waiting', 'connecting', 'open']);
+  await b.close();
+  await tick();
+  assert.equal(locks.holders.size, 0, 'released at close');
+}));
+
+test('clientLock "wait": close() while waiting stops the wait quietly', () => withLocks(async (locks) => {
+  const net = new FakeNet();
+  const a = open(net, memoryStorage(), { client: 'zed' });
+  await (await net.nextSocket()).handshake();
+  const b = open(net, memoryStorage(), { client: 'zed', clientLock: 'wait' });
+  const errors = [];
+  b.on('error', (e) => errors.push(e));
+  await until(() => b.status === 'waiting', 'the second connection to wait');
+  await b.close();
+  assert.equal(b.status, 'closed');
+  assert.equal(locks.queues.get('movex-client:zed').length, 0, 'no longer queued for the lock');
+  await a.close();
+  for (let i = 0; i < 5; i++) await tick();
+  assert.equal(net.sockets.length, 1, 'the closed connection never opens a socket');
+  assert.deepEqual(errors, []);
+  assert.equal(locks.holders.size, 0);
+}));
+
+test('clientLock false: no lock is taken (two connections may use the id; the app answers for it)', () => withLocks(async (locks) => {
+  const net = new FakeNet();
+  const a = open(net, memoryStorage(), { client: 'zed' });
+  await (await net.nextSocket()).handshake();
+  const b = open(net, memoryStorage(), { client: 'zed', clientLock: false });
+  assert.equal((await (await net.nextSocket()).handshake()).client, 'zed');
+  assert.equal(b.status, 'open');
+  assert.throws(() => open(net, memoryStorage(), { client: 'zed', clientLock: 'maybe' }), TypeError);
+  await a.close();
+  await b.close();
+  await tick();
+  assert.equal(locks.holders.size, 0);
+}));
+
 test('randomClientId: 16 random bytes as hex, valid for hello', () => {
   const ids = new Set(Array.from({ length: 100 }, randomClientId));
   assert.equal(ids.size, 100);

@@ -3,7 +3,7 @@
 // gap or the client's history differs from the server's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import { withDaemon, connectHello, patchAction, applyPatch, makeConf } from './lib.mjs';
 
 // Apply k actions from `w` (n = firstN..), returning their acks.

@@ -40,7 +40,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from '../node_modules/ws/index.js';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import { startDaemon, withTimeout, applyPatch, BIN, ROOT, TIMEOUT, SLOW } from './lib.mjs';
 
 const HISTORY = 100000;

@@ -1,10 +1,10 @@
-// client/digest.mjs: BLAKE2b (RFC 7693) and the movex checksum, against the
+// client/movex.js's BLAKE2b (RFC 7693) and movex checksum, against the
 // shared vectors (test/vectors/checksum.json) and PROTOCOL.md's table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { blake2b, checksum, digest, toHex } from '../../client/digest.mjs';
+import { blake2b, checksum, digest, toHex } from '../../client/movex.js';
 import { ROOT } from './lib.mjs';
 
 const te = new TextEncoder();

@@ -10,7 +10,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import {
   startDaemon, runDaemonToExit, connectHello, makeConf, patchAction, applyPatch, waitFor, withTimeout,
   httpRequest, ASAN, SLOW, TIMEOUT,

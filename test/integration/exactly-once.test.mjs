@@ -2,7 +2,7 @@
 // (docs/PROTOCOL.md "How an action is decided").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import { withDaemon, connectHello, patchAction } from './lib.mjs';
 
 const INC = [{ op: 'inc', path: '/c', value: 1 }];

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import {
   startDaemon, withDaemon, connectHello, Client, makeConf, patchAction, httpRequest, waitFor, withTimeout, TIMEOUT,
 } from './lib.mjs';

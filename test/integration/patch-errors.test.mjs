@@ -3,7 +3,7 @@
 // is applied (all ops or none), n is used up, and the room keeps serving.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import { withDaemon, connectHello, patchAction, applyPatch, makeConf } from './lib.mjs';
 
 const INIT = { s: 'str', num: 1, big: 1e308, arr: [1, 2, 3], obj: { k: 'v' }, 'a/b': 1, 'm~n': 2 };

@@ -3,7 +3,7 @@
 // the close frame), while other readers get every fwd, in order.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import { withDaemon, connectHello, patchAction, makeConf, waitFor, TIMEOUT } from './lib.mjs';
 
 test('a paused reader is closed (slow_consumer); a normal reader receives every fwd in order', async () => {

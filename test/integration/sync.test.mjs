@@ -1,14 +1,14 @@
 // Two clients on one room: ack to the sender, fwd to the others, and a
 // checksum chain that matches both the server's state and a locally tracked
-// copy (client/digest.mjs). Then 2 x 1000 pipelined actions.
+// copy (client/movex.js's checksum). Then 2 x 1000 pipelined actions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checksum } from '../../client/digest.mjs';
+import { checksum } from '../../client/movex.js';
 import { withDaemon, connectHello, patchAction, applyPatch, waitFor, TIMEOUT, ROOT } from './lib.mjs';
 
-test('the daemon and client/digest.mjs agree on every checksum vector (create as sent, get, re-digest)', async () => {
+test('the daemon and client/movex.js agree on every checksum vector (create as sent, get, re-digest)', async () => {
   const vectors = JSON.parse(readFileSync(join(ROOT, 'test/vectors/checksum.json'), 'utf8'));
   await withDaemon({}, async (d) => {
     const c = await connectHello(d, 'vectors');

@@ -466,7 +466,10 @@ static int st_load(void *ctx, const char *id, size_t len, struct mx_room **out)
     struct pending *pe = s->pending ? mx_map_get(s->pending, id, len) : NULL;
     if (pe) {
         /* not rebuilt since start-up: do it now */
-        if (pending_replay(s, pe, 0) < 0)
+        int k = pending_replay(s, pe, 0);
+        if (k == -2)
+            return MX_EUNAVAILABLE;
+        if (k < 0)
             return MX_EINTERNAL;
         *out = pending_take(s, pe);
         return 0;
@@ -487,6 +490,10 @@ static int load_snapshot(struct wal_st *s, const char *id, size_t len, struct mx
     int rc = mx_atomic_read(s->snapdir, name, MX_SNAPSHOT_MAGIC, &p, &plen, err, sizeof(err));
     if (rc == MX_ENO_SUCH_ROOM)
         return rc;
+    if (rc == MX_EUNAVAILABLE || rc == MX_ENOMEM) {
+        mx_warn("event=snapshot_read_deferred file=%s/%s error=\"%s\"", s->snapdir, name, err);
+        return MX_EUNAVAILABLE; /* transient: the caller tries again */
+    }
     if (rc) {
         mx_err("event=snapshot_unreadable file=%s/%s error=\"%s\"", s->snapdir, name, err);
         return MX_EINTERNAL;
@@ -494,6 +501,10 @@ static int load_snapshot(struct wal_st *s, const char *id, size_t len, struct mx
     uint64_t lsn;
     rc = mx_snapshot_decode(p, plen, s->cfg, out, &lsn, err, sizeof(err));
     free(p);
+    if (rc == MX_ENOMEM) {
+        mx_warn("event=snapshot_read_deferred file=%s/%s error=\"out of memory\"", s->snapdir, name);
+        return MX_EUNAVAILABLE;
+    }
     if (rc) {
         mx_err("event=snapshot_invalid file=%s/%s error=\"%s\"", s->snapdir, name, err);
         return MX_EINTERNAL;
@@ -647,7 +658,12 @@ static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uin
             uint64_t snap = 0;
             char path[2400];
             snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)idlen, id);
-            if (snapshot_lsn(s, id, idlen, &snap)) {
+            int src = snapshot_lsn(s, id, idlen, &snap);
+            if (src == MX_EUNAVAILABLE)
+                SFAIL("WAL record %llu: room %.*s: its snapshot cannot be read now (out of "
+                      "descriptors or memory)",
+                      (unsigned long long)lsn, (int)idlen, id);
+            if (src) {
                 /* Damaged: of the deleted room, or of a later incarnation
                  * whose records (from its create, which follows this
                  * delete) are all in the WAL. Needed either way: neither.
@@ -820,7 +836,8 @@ static int load_snapshot(struct wal_st *s, const char *id, size_t len, struct mx
 /* Rebuild pe->room: its snapshot, then its records, until deadline_us
  * (mx_now_us; 0 = no limit). 1 when rebuilt and verified, 0 when the time
  * ran out (call again), -1 when the room cannot be rebuilt (logged; it is
- * marked broken and its records stay in the WAL). */
+ * marked broken and its records stay in the WAL), -2 when its snapshot
+ * cannot be read now (out of descriptors or memory; nothing changed). */
 static int pending_replay(struct wal_st *s, struct pending *pe, uint64_t deadline_us)
 {
     if (pe->broken)
@@ -830,6 +847,8 @@ static int pending_replay(struct wal_st *s, struct pending *pe, uint64_t deadlin
         return 1;
     if (!pe->room && pe->next == 0 && pe->has_snap) {
         int rc = load_snapshot(s, pe->id, pe->idlen, &pe->room);
+        if (rc == MX_EUNAVAILABLE)
+            return -2; /* nothing changed: try again later */
         if (rc && pe->n && pe->recs[0].p[0] == REC_CREATE) {
             /* the WAL still holds the room's whole life: rebuild from it */
             mx_warn("event=snapshot_ignored room=%.*s note=\"rebuilt from its WAL records, which "
@@ -1043,6 +1062,8 @@ static int st_background(void *ctx, uint64_t budget_us)
         int k = pending_replay(s, pe, deadline);
         if (k == 0)
             return 1;
+        if (k == -2)
+            return 2; /* a transient failure (descriptors, memory): in a second */
         s->pqpos++;
         if (k > 0)
             s->done[s->ndone++] = pe;

@@ -1402,8 +1402,12 @@ int mx_atomic_read(const char *dir, const char *name, const char magic[8], void 
     uint8_t *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
-        rc = errno == ENOENT ? MX_ENO_SUCH_ROOM : MX_EINTERNAL;
+        int e = errno;
+        set_err(err, errlen, "%s: %s", path, strerror(e));
+        /* out of descriptors or memory: the file is fine, try again later */
+        rc = e == ENOENT                                       ? MX_ENO_SUCH_ROOM
+             : (e == EMFILE || e == ENFILE || e == ENOMEM) ? MX_EUNAVAILABLE
+                                                              : MX_EINTERNAL;
         free(path);
         return rc;
     }

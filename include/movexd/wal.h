@@ -169,7 +169,9 @@ int mx_atomic_write_many(const char *dir, size_t n, char *const names[], const c
 
 /* Read and verify such a file. Returns 0 with *payload (malloc'd, caller
  * frees) or a negative mx_err: MX_ENO_SUCH_ROOM when the file does not
- * exist, MX_EINTERNAL on a bad magic/length/crc (err names file). */
+ * exist, MX_EUNAVAILABLE when it cannot be opened for lack of descriptors or
+ * memory (transient), MX_ENOMEM, MX_EINTERNAL on a read error or a bad
+ * magic/length/crc (err names file). */
 int mx_atomic_read(const char *dir, const char *name, const char magic[8], void **payload,
                    size_t *len, char *err, size_t errlen);
 

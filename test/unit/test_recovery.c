@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <sys/resource.h>
 
 #include <sodium.h>
 
@@ -740,6 +741,40 @@ START_TEST(unrecoverable_room_can_be_deleted)
 }
 END_TEST
 
+/* Out of file descriptors while a room's snapshot must be read: the request
+ * gets `unavailable`, the room is not marked unrecoverable, and it loads
+ * once descriptors are back. */
+START_TEST(snapshot_read_without_descriptors_is_transient)
+{
+    struct env v;
+    env_init(&v, 7); /* t:a: snapshots plus a WAL tail */
+    workload(&v);
+    char before[4096], after[4096];
+    room_fingerprint(v.e, "t:a", before, sizeof(before));
+    env_stop(&v, 1);
+    env_start(&v);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int lowest = dup(0); /* every descriptor below it is in use */
+    ck_assert_int_ge(lowest, 0);
+    close(lowest);
+    struct rlimit tight = {(rlim_t)lowest, old.rlim_max};
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    mx_engine_handle(v.e, &v.fk.conn, "{\"type\":\"get\",\"id\":1,\"room\":\"t:a\"}", 34);
+    int bg = mx_engine_background(v.e, 1000);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ck_assert_int_eq(mx_engine_commit(v.e), 0);
+    ck_assert_msg(strstr(v.fk.last, "\"unavailable\"") != NULL, "%s", v.fk.last);
+    ck_assert_int_eq(bg, 2); /* the background pass waits too */
+    ck_assert_uint_eq(stats_of(&v).rooms_unrecoverable, 0);
+    room_fingerprint(v.e, "t:a", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    env_stop(&v, 1);
+    env_free(&v);
+}
+END_TEST
+
 Suite *mx_suite_recovery(void)
 {
     if (sodium_init() < 0)
@@ -763,6 +798,7 @@ Suite *mx_suite_recovery(void)
     tcase_add_test(tc, broken_room_pins_wal);
     tcase_add_test(tc, rooms_total_while_rebuilding);
     tcase_add_test(tc, unrecoverable_room_can_be_deleted);
+    tcase_add_test(tc, snapshot_read_without_descriptors_is_transient);
     suite_add_tcase(s, tc);
     return s;
 }

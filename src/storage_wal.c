@@ -211,15 +211,6 @@ static int st_room_deleted(void *ctx, struct mx_room *r)
     return 0;
 }
 
-static void sync_dir(const char *dir);
-static int drop_pending(struct wal_st *s, const char *id, size_t len);
-
-static int st_drop_unrecoverable(void *ctx, const char *id, size_t len)
-{
-    struct wal_st *s = ctx;
-    return drop_pending(s, id, len);
-}
-
 static void sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -227,6 +218,22 @@ static void sync_dir(const char *dir)
         fsync(fd);
         close(fd);
     }
+}
+
+/* Rename a damaged ROOM.snap to ROOM.snap.damaged (kept for the operator;
+ * no longer counted or loaded). 0 or an errno value. */
+static int set_aside_snapshot(struct wal_st *s, const char *id, size_t len)
+{
+    char path[2400], aside[2500];
+    snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)len, id);
+    snprintf(aside, sizeof(aside), "%s.damaged", path);
+    if (rename(path, aside) != 0)
+        return errno;
+    sync_dir(s->snapdir);
+    if (s->st.rooms_on_disk)
+        s->st.rooms_on_disk--;
+    mx_warn("event=snapshot_set_aside file=%s room=%.*s", aside, (int)len, id);
+    return 0;
 }
 
 static int st_flush(void *ctx)
@@ -666,21 +673,12 @@ static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uin
             if (src) {
                 /* Damaged: of the deleted room, or of a later incarnation
                  * whose records (from its create, which follows this
-                 * delete) are all in the WAL. Needed either way: neither.
+                 * delete) are all in the WAL: neither needs it.
                  * Kept aside for the operator. */
-                char aside[2500];
-                snprintf(aside, sizeof(aside), "%s.damaged", path);
-                if (rename(path, aside) == 0) {
-                    sync_dir(s->snapdir);
-                    if (s->st.rooms_on_disk)
-                        s->st.rooms_on_disk--;
-                    mx_warn("event=snapshot_set_aside file=%s room=%.*s note=\"damaged; the room was "
-                            "deleted at WAL record %llu and anything after is rebuilt from the WAL\"",
-                            aside, (int)idlen, id, (unsigned long long)lsn);
-                } else {
+                int e = set_aside_snapshot(s, id, idlen);
+                if (e)
                     SFAIL("WAL record %llu: room %.*s: its damaged snapshot cannot be moved aside: %s",
-                          (unsigned long long)lsn, (int)idlen, id, strerror(errno));
-                }
+                          (unsigned long long)lsn, (int)idlen, id, strerror(e));
                 pe->has_snap = 0;
                 mx_map_del(sc->snaps, id, idlen);
                 pending_clear(pe);
@@ -915,8 +913,9 @@ static void pending_consume(struct wal_st *s, struct pending *pe)
  * it are then history, dropped by the next start's scan), the damaged
  * snapshot moved aside as NAME.snap.damaged, the index entry gone (it no
  * longer pins the WAL). */
-static int drop_pending(struct wal_st *s, const char *id, size_t len)
+static int st_drop_unrecoverable(void *ctx, const char *id, size_t len)
 {
+    struct wal_st *s = ctx;
     struct pending *pe = s->pending ? mx_map_get(s->pending, id, len) : NULL;
     if (!pe || !pe->broken)
         return MX_ENO_SUCH_ROOM;
@@ -929,17 +928,8 @@ static int drop_pending(struct wal_st *s, const char *id, size_t len)
         return MX_EUNAVAILABLE;
     if (!mx_wal_append(s->wal, mx_buf_data(&s->rec), s->rec.len))
         return MX_ENOMEM;
-    if (pe->has_snap) {
-        char path[2400], aside[2500];
-        snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)len, id);
-        snprintf(aside, sizeof(aside), "%s.damaged", path);
-        if (rename(path, aside) == 0) {
-            sync_dir(s->snapdir);
-            if (s->st.rooms_on_disk)
-                s->st.rooms_on_disk--;
-            mx_warn("event=snapshot_set_aside file=%s room=%.*s", aside, (int)len, id);
-        }
-    }
+    if (pe->has_snap)
+        set_aside_snapshot(s, id, len); /* a failure leaves the file: logged at load */
     pe->broken = 0;
     if (s->st.rooms_unrecoverable)
         s->st.rooms_unrecoverable--;

@@ -175,8 +175,12 @@ export function withTimeout(p, ms, what) {
 // matching one (in arrival order), `request(msg)` sends with a fresh id and
 // waits for the reply carrying that id.
 export class Client {
-  constructor(url, { protocol = 'movex.v1' } = {}) {
-    this.ws = new WebSocket(url, protocol ? [protocol] : []);
+  // wsOpts: extra options for the ws WebSocket (an Origin, a TLS CA, ...)
+  constructor(url, { protocol = 'movex.v1', wsOpts } = {}) {
+    this.ws = new WebSocket(url, protocol ? [protocol] : [], wsOpts);
+    // settles when the handshake is done or failed; never an unhandled rejection
+    this.opened = withTimeout(new Promise((res, rej) => { this.ws.once('open', res); this.ws.once('error', rej); }), TIMEOUT, 'connect');
+    this.opened.catch(() => {});
     this.msgs = [];
     this.all = []; // every message received, in arrival order (never consumed)
     this.waiters = [];
@@ -192,7 +196,7 @@ export class Client {
   }
   static async connect(url, opts) {
     const c = new Client(url, opts);
-    await withTimeout(new Promise((res, rej) => { c.ws.once('open', res); c.ws.once('error', rej); }), TIMEOUT, 'connect');
+    await c.opened;
     return c;
   }
   _wake() {

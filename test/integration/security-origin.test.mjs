@@ -10,27 +10,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import WebSocket from '../node_modules/ws/index.js';
 import { TIMEOUT, Client, withDaemon, runDaemonToExit, withTimeout, makeConf } from './lib.mjs';
 
 // A lib.mjs Client whose WebSocket gets extra options (here: an Origin).
 function clientWith(url, wsOpts) {
-  const c = Object.create(Client.prototype);
-  c.ws = new WebSocket(url, ['movex.v1'], wsOpts);
-  c.msgs = [];
-  c.all = [];
-  c.waiters = [];
-  c.nextId = 1;
-  c.closed = new Promise((res) => c.ws.on('close', (code, reason) => res({ code, reason: String(reason) })));
-  c.ws.on('message', (data) => {
-    const m = JSON.parse(String(data));
-    c.msgs.push(m);
-    c.all.push(m);
-    c._wake();
-  });
-  c.opened = new Promise((res, rej) => { c.ws.once('open', res); c.ws.once('error', rej); });
-  c.ws.on('error', () => {});
-  return c;
+  return new Client(url, { wsOpts });
 }
 async function connectOrigin(d, origin, url = d.url) {
   const c = clientWith(url, origin === undefined ? {} : { origin });

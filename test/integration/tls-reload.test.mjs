@@ -14,7 +14,6 @@ import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import WebSocket from '../node_modules/ws/index.js';
 import { TIMEOUT, Client, withDaemon, withTimeout, makeConf, patchAction } from './lib.mjs';
 
 let DIR;
@@ -87,22 +86,8 @@ function servedFingerprint(port) {
 // A lib.mjs Client over wss:// that records the certificate its TLS
 // connection was set up with (c.fp).
 function wssClient(url, wsOpts) {
-  const c = Object.create(Client.prototype);
-  c.ws = new WebSocket(url, ['movex.v1'], wsOpts);
-  c.msgs = [];
-  c.all = [];
-  c.waiters = [];
-  c.nextId = 1;
-  c.closed = new Promise((res) => c.ws.on('close', (code, reason) => res({ code, reason: String(reason) })));
-  c.ws.on('message', (data) => {
-    const m = JSON.parse(String(data));
-    c.msgs.push(m);
-    c.all.push(m);
-    c._wake();
-  });
+  const c = new Client(url, { wsOpts });
   c.ws.on('upgrade', (r) => { c.fp = r.socket.getPeerCertificate().fingerprint256; });
-  c.opened = withTimeout(new Promise((res, rej) => { c.ws.once('open', res); c.ws.once('error', rej); }), TIMEOUT, 'wss connect');
-  c.ws.on('error', () => {});
   return c;
 }
 

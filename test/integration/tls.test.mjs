@@ -31,22 +31,7 @@ const tlsConf = (extra = []) => makeConf({ global: [`tls_cert_file ${CERT}`, `tl
 
 // A lib.mjs Client over wss:// (extra ws options: the CA, or none at all).
 function wssClient(url, wsOpts) {
-  const c = Object.create(Client.prototype);
-  c.ws = new WebSocket(url, ['movex.v1'], wsOpts);
-  c.msgs = [];
-  c.all = [];
-  c.waiters = [];
-  c.nextId = 1;
-  c.closed = new Promise((res) => c.ws.on('close', (code, reason) => res({ code, reason: String(reason) })));
-  c.ws.on('message', (data) => {
-    const m = JSON.parse(String(data));
-    c.msgs.push(m);
-    c.all.push(m);
-    c._wake();
-  });
-  c.opened = withTimeout(new Promise((res, rej) => { c.ws.once('open', res); c.ws.once('error', rej); }), TIMEOUT, 'wss connect');
-  c.ws.on('error', () => {});
-  return c;
+  return new Client(url, { wsOpts });
 }
 
 function get(mod, url, opts) {

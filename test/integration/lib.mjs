@@ -393,3 +393,13 @@ export function applyPatch(doc, ops) {
   }
   return root;
 }
+
+// The libseccomp declarations the tests' small seccomp helpers (C source in
+// a String.raw template, built with cc and -l:libseccomp.so.2) need: the
+// library is there (systemd depends on it), its -dev headers may not be.
+export const SECCOMP_DECLS = `typedef void *scmp_filter_ctx;
+struct scmp_arg_cmp { unsigned int arg; int op; uint64_t datum_a, datum_b; };
+scmp_filter_ctx seccomp_init(uint32_t def_action);
+int seccomp_rule_add_array(scmp_filter_ctx, uint32_t action, int syscall, unsigned int n, const struct scmp_arg_cmp *a);
+int seccomp_syscall_resolve_name(const char *name);
+int seccomp_load(scmp_filter_ctx);`;

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import https from 'node:https';
 import WebSocket from '../node_modules/ws/index.js';
 import {
-  BIN, TIMEOUT, Client, makeConf, patchAction, runDaemonToExit, startDaemon, waitFor, withDaemon, withTimeout,
+  BIN, SECCOMP_DECLS, TIMEOUT, Client, makeConf, patchAction, runDaemonToExit, startDaemon, waitFor, withDaemon, withTimeout,
 } from './lib.mjs';
 
 const has = (cmd) => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
@@ -131,12 +131,7 @@ const NO_NETLINK_C = String.raw`
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
-typedef void *scmp_filter_ctx;
-struct scmp_arg_cmp { unsigned int arg; int op; uint64_t datum_a, datum_b; };
-scmp_filter_ctx seccomp_init(uint32_t def_action);
-int seccomp_rule_add_array(scmp_filter_ctx, uint32_t action, int syscall, unsigned int n, const struct scmp_arg_cmp *a);
-int seccomp_syscall_resolve_name(const char *name);
-int seccomp_load(scmp_filter_ctx);
+${SECCOMP_DECLS}
 int main(int argc, char **argv)
 {
     if (argc < 2) return 121;

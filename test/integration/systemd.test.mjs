@@ -20,7 +20,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ASAN, BIN, ROOT, TIMEOUT, connectHello, patchAction, startDaemon, waitFor, withTimeout } from './lib.mjs';
+import { ASAN, BIN, ROOT, SECCOMP_DECLS, TIMEOUT, connectHello, patchAction, startDaemon, waitFor, withTimeout } from './lib.mjs';
 
 const VARIANT = process.env.VARIANT
   || (/^build\/([^/]+)\/movexd$/.exec(relative(ROOT, BIN)) || [])[1]
@@ -222,12 +222,7 @@ const SANDBOX_C = String.raw`
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
-typedef void *scmp_filter_ctx;
-struct scmp_arg_cmp { unsigned int arg; int op; uint64_t datum_a, datum_b; };
-scmp_filter_ctx seccomp_init(uint32_t def_action);
-int seccomp_rule_add_array(scmp_filter_ctx, uint32_t action, int syscall, unsigned int n, const struct scmp_arg_cmp *a);
-int seccomp_syscall_resolve_name(const char *name);
-int seccomp_load(scmp_filter_ctx);
+${SECCOMP_DECLS}
 #define ACT_KILL_PROCESS 0x80000000U
 #define ACT_ALLOW 0x7fff0000U
 #define ACT_ERRNO(x) (0x00050000U | ((x) & 0xffffU))

@@ -25,6 +25,7 @@
 
 #include <sodium.h>
 
+#include "movexd/admin.h"
 #include "movexd/config.h"
 #include "movexd/engine.h"
 #include "movexd/jwt.h"
@@ -32,6 +33,7 @@
 #include "movexd/log.h"
 #include "movexd/server.h"
 #include "movexd/storage.h"
+#include "movexd/tls.h"
 #include "movexd/version.h"
 
 static struct mx_server server;
@@ -178,9 +180,9 @@ static void reload(struct mx_server *s)
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
     mx_engine_config_changed(engine);
-    if (mx_server_load_admin_token(s, &cfg, err, sizeof(err)))
+    if (mx_admin_load_token(s, &cfg, err, sizeof(err)))
         mx_err("event=reload_admin_token_failed reason=\"%s\" note=\"admin API disabled\"", err);
-    mx_server_reload_tls(s);
+    mx_tls_reload(s);
     mx_info("event=reloaded config=%s", conf_path ? conf_path : "(defaults)");
 }
 
@@ -240,7 +242,7 @@ int main(int argc, char **argv)
     {
         /* checked before anything listens, and by -t */
         static struct mx_server probe;
-        if (mx_server_load_admin_token(&probe, &cfg, err, sizeof(err))) {
+        if (mx_admin_load_token(&probe, &cfg, err, sizeof(err))) {
             fprintf(stderr, "movexd: %s\n", err);
             mx_config_free(&cfg);
             return 1;
@@ -328,7 +330,7 @@ int main(int argc, char **argv)
         return 2;
     }
     server.on_reload = reload;
-    if (mx_server_load_admin_token(&server, &cfg, err, sizeof(err))) {
+    if (mx_admin_load_token(&server, &cfg, err, sizeof(err))) {
         mx_err("event=start_failed reason=\"%s\"", err);
         mx_server_destroy(&server);
         mx_engine_close(engine);

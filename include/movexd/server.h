@@ -1,6 +1,6 @@
 /* server.h - the libwebsockets context: one listener serving WebSocket at
  * /ws (subprotocol movex.v1, also the default for clients that offer none)
- * and small HTTP routes (/healthz) on the same port; one event loop. */
+ * and the HTTP routes (http.h, admin.h) on the same port; one event loop. */
 #ifndef MOVEXD_SERVER_H
 #define MOVEXD_SERVER_H
 
@@ -10,6 +10,7 @@
 #include "movexd/engine.h"
 
 struct lws_context;
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
 
 struct mx_server {
     const struct mx_config *cfg;
@@ -32,6 +33,10 @@ struct mx_server {
     size_t admin_token_len;         /* 0: admin API disabled */
     uint64_t origin_refusals, ip_refusals, rate_limited, rate_closes;
     uint64_t disk_failing_since_ms; /* 0 while storage flushes succeed */
+    unsigned connections;            /* open WebSocket connections */
+    /* The listening vhost's SSL_CTX (lws hands it over while creating the
+     * context); a certificate reload (tls.c) swaps the certificate in it. */
+    struct ssl_ctx_st *tls_ctx;
 };
 
 /* How long acks may stay held by a failing disk before the daemon gives up
@@ -57,18 +62,8 @@ int mx_server_run(struct mx_server *s);
 void mx_server_wake(struct mx_server *s);
 void mx_server_destroy(struct mx_server *s);
 
-/* Read the admin bearer token from cfg->admin_token_file (trailing newline
- * dropped; 16..255 bytes). 0, or -1 with err; no file configured disables
- * the admin API. */
-int mx_server_load_admin_token(struct mx_server *s, const struct mx_config *cfg, char *err,
-                               size_t errlen);
-
 /* Graceful stop: close every connection with 1001 once its queue is sent,
  * serving the loop until all are gone or timeout_ms passed. */
 void mx_server_shutdown(struct mx_server *s, int timeout_ms);
-
-/* Re-read the certificate and key files named in the conf and swap them in
- * for new connections (existing ones keep theirs). 0 or -1 (logged). */
-int mx_server_reload_tls(struct mx_server *s);
 
 #endif

@@ -1,4 +1,4 @@
-// The admin API (src/server.c, "admin API" block): bearer token from
+// The admin API (src/admin.c): bearer token from
 // admin_token_file, GET /admin/rooms, GET/DELETE /admin/rooms/ROOM,
 // POST /admin/rooms/ROOM/actions with exactly-once keys. docs/ADMIN.md.
 import { test } from 'node:test';
@@ -486,7 +486,7 @@ test('after DELETE answers 200, the room is gone at once: no request brings it b
 });
 
 // BUG (sanitizer builds crash): a POST with `Content-Length: 0` reaches
-// LWS_CALLBACK_HTTP_BODY with in == NULL, len == 0, and server.c:401 does
+// LWS_CALLBACK_HTTP_BODY with in == NULL, len == 0, and http.c mx_http_body did
 // memcpy(n + reqlen, NULL, 0): undefined behaviour; UBSan reports "null
 // pointer passed as argument 2" and, built with -fno-sanitize-recover, the
 // daemon aborts. Release builds answer 400. Reachable without a token (the

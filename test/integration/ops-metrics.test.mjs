@@ -1,4 +1,4 @@
-// GET /metrics (src/engine.c mx_engine_metrics, src/server.c http_metrics):
+// GET /metrics (src/engine.c mx_engine_metrics, src/http.c http_metrics):
 // strict Prometheus text format, and counters that move by exactly what the
 // test did. Also /healthz and /readyz.
 import { test, before, after } from 'node:test';

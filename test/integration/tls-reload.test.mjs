@@ -1,4 +1,4 @@
-// TLS certificate reload on SIGHUP (src/server.c mx_server_reload_tls): the
+// TLS certificate reload on SIGHUP (src/tls.c mx_tls_reload): the
 // certificate and key files named in the conf are read again; new
 // connections get the new certificate, connections already open keep
 // theirs and keep working. A certificate or key that cannot be used (not a

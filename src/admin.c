@@ -1,0 +1,205 @@
+/* admin.c - the admin HTTP API and its bearer token.
+ *
+ * /admin/rooms                    GET: rooms in memory and on disk
+ * /admin/rooms/ROOM               GET: state, seq, checksum; DELETE: delete
+ * /admin/rooms/ROOM/actions       POST {"key": K, "action": {...}}: dispatch
+ *                                 as the server, exactly once per key
+ * Every request needs "Authorization: Bearer <token from admin_token_file>";
+ * the token is compared by digest, in constant time whatever its length.
+ * An unauthorized POST is answered before its body is read. An admin action
+ * is an engine connection of its own (struct mx_http .conn): its reply comes
+ * back through admin_deliver after the commit that made it durable, so a 200
+ * is never sent for an action the disk does not hold.
+ */
+#include "movexd/admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <sodium.h>
+
+#include "movexd/buf.h"
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/server.h"
+
+int mx_admin_load_token(struct mx_server *s, const struct mx_config *cfg, char *err, size_t errlen)
+{
+    sodium_memzero(s->admin_token, sizeof(s->admin_token));
+    s->admin_token_len = 0;
+    if (!cfg->admin_token_file[0])
+        return 0;
+    /* a token is at most 255 bytes; room for trailing newlines, and one
+     * byte more to tell a longer file */
+    unsigned char t[1025];
+    FILE *f = fopen(cfg->admin_token_file, "rb");
+    size_t len = f ? fread(t, 1, sizeof(t), f) : 0;
+    int bad = !f || ferror(f), toolong = len == sizeof(t);
+    if (f)
+        fclose(f);
+    if (bad) {
+        sodium_memzero(t, sizeof(t));
+        snprintf(err, errlen, "%s: cannot read the admin token", cfg->admin_token_file);
+        return -1;
+    }
+    while (len && (t[len - 1] == '\n' || t[len - 1] == '\r'))
+        len--;
+    int ok = !toolong && len >= 16 && len < sizeof(s->admin_token);
+    if (ok) {
+        memcpy(s->admin_token, t, len);
+        s->admin_token_len = len;
+    }
+    sodium_memzero(t, sizeof(t));
+    if (!ok)
+        snprintf(err, errlen, "%s: the admin token must be 16..255 bytes", cfg->admin_token_file);
+    return ok ? 0 : -1;
+}
+
+static int admin_authorized(struct lws *wsi, struct mx_server *srv)
+{
+    char h[300];
+    if (lws_hdr_copy(wsi, h, sizeof(h), WSI_TOKEN_HTTP_AUTHORIZATION) <= 7 || strncmp(h, "Bearer ", 7))
+        return 0;
+    size_t n = strlen(h + 7);
+    /* compare digests: constant time whatever the lengths */
+    unsigned char a[32], b[32];
+    crypto_generichash(a, sizeof(a), (unsigned char *)h + 7, n, NULL, 0);
+    crypto_generichash(b, sizeof(b), srv->admin_token, srv->admin_token_len, NULL, 0);
+    sodium_memzero(h, sizeof(h));
+    return sodium_memcmp(a, b, sizeof(a)) == 0;
+}
+
+static unsigned status_of(int err)
+{
+    switch (err) {
+    case MX_ENO_SUCH_ROOM: return HTTP_STATUS_NOT_FOUND;
+    case MX_EBAD_ROOM: case MX_EBAD_REQUEST: case MX_EBAD_JSON: return HTTP_STATUS_BAD_REQUEST;
+    case MX_EUNAVAILABLE: return HTTP_STATUS_SERVICE_UNAVAILABLE;
+    default: return HTTP_STATUS_INTERNAL_SERVER_ERROR;
+    }
+}
+
+/* The engine's reply to an admin action (after the commit made it durable). */
+static void admin_deliver(struct mx_conn *c, mx_frame *f)
+{
+    struct mx_http *h = c->edge;
+    const char *t = mx_frame_data(f);
+    unsigned status = strstr(t, "\"type\":\"ack\"") ? HTTP_STATUS_OK
+                      : strstr(t, "\"type\":\"reject\"") ? HTTP_STATUS_CONFLICT
+                                                           : HTTP_STATUS_BAD_REQUEST;
+    if (strstr(t, "\"code\":\"no_such_room\""))
+        status = HTTP_STATUS_NOT_FOUND;
+    if (!h->body && h->wsi)
+        mx_http_respond_len(h->wsi, h, status, "application/json", t, f->len);
+}
+
+static void admin_close(struct mx_conn *c, int code, const char *reason) { (void)c; (void)code; (void)reason; }
+
+static int admin_action(struct lws *wsi, struct mx_http *h, struct mx_server *srv, const char *room,
+                        size_t roomlen)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(h->req ? h->req : "", h->reqlen,
+                           JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    const char *key = json_string_value(json_object_get(j, "key"));
+    json_t *action = json_object_get(j, "action");
+    if (!j || !key || !json_is_object(action)) {
+        json_decref(j);
+        return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                            "body must be {\"key\": idempotency key, \"action\": {\"type\", \"payload\"}}");
+    }
+    if (h->conn_open)
+        mx_engine_conn_closed(srv->engine, &h->conn);
+    memset(&h->conn, 0, sizeof(h->conn));
+    h->conn.deliver = admin_deliver;
+    h->conn.close = admin_close;
+    h->conn.edge = h;
+    h->wsi = wsi;
+    mx_engine_conn_open(srv->engine, &h->conn);
+    h->conn_open = 1;
+    mx_engine_admin_action(srv->engine, &h->conn, room, roomlen, key, strlen(key), action);
+    json_decref(j);
+    mx_info("event=admin_action room=%.*s", (int)roomlen, room);
+    return 0; /* answered from admin_deliver after the commit */
+}
+
+int mx_admin_route(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
+{
+    const char *uri = h->uri;
+    if (!srv->admin_token_len)
+        return mx_http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
+    if (!admin_authorized(wsi, srv)) {
+        mx_warn("event=admin_unauthorized");
+        return mx_http_json(wsi, h, HTTP_STATUS_UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+    }
+    const char *rest = uri + strlen("/admin/rooms");
+    if (!*rest) {
+        if (h->method != 0)
+            return mx_http_json(wsi, h, HTTP_STATUS_METHOD_NOT_ALLOWED, "bad_request", "use GET");
+        mx_buf b;
+        mx_buf_init(&b, 0);
+        mx_engine_rooms_json(srv->engine, &b);
+        int rc = mx_http_respond_len(wsi, h, HTTP_STATUS_OK, "application/json", mx_buf_data(&b), b.len);
+        mx_buf_free(&b);
+        return rc;
+    }
+    if (*rest != '/')
+        return mx_http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
+    const char *room = rest + 1;
+    const char *slash = strchr(room, '/');
+    size_t roomlen = slash ? (size_t)(slash - room) : strlen(room);
+    if (slash) {
+        if (strcmp(slash, "/actions") || h->method != 1)
+            return mx_http_json(wsi, h, HTTP_STATUS_NOT_FOUND, "bad_request", "POST /admin/rooms/ROOM/actions");
+        return admin_action(wsi, h, srv, room, roomlen);
+    }
+    if (h->method == 2) {
+        int rc = mx_engine_delete_room(srv->engine, room, roomlen);
+        if (rc)
+            return mx_http_json(wsi, h, status_of(rc), mx_err_code(rc), mx_err_message(rc));
+        mx_info("event=admin_delete room=%.*s", (int)roomlen, room);
+        /* the body is written on the next turn, after the commit that makes
+         * the delete durable */
+        return mx_http_respond(wsi, h, HTTP_STATUS_OK, "application/json", "{\"deleted\":true}\n");
+    }
+    if (h->method != 0)
+        return mx_http_json(wsi, h, HTTP_STATUS_METHOD_NOT_ALLOWED, "bad_request", "use GET or DELETE");
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    int rc = mx_engine_room_json(srv->engine, room, roomlen, &b);
+    if (rc)
+        rc = mx_http_json(wsi, h, status_of(rc), mx_err_code(rc), mx_err_message(rc));
+    else
+        rc = mx_http_respond_len(wsi, h, HTTP_STATUS_OK, "application/json", mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+    return rc;
+}
+
+int mx_admin_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, const char *uri)
+{
+    snprintf(h->uri, sizeof(h->uri), "%s", uri);
+    free(h->req); /* a kept-alive connection's previous request */
+    h->req = NULL;
+    h->reqlen = 0;
+    h->method = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI)     ? 1
+                : lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI) ? 2
+                : lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)    ? 0
+                                                                    : 3;
+    h->awaiting_body = 0;
+    if (h->method == 3)
+        return mx_http_json(wsi, h, HTTP_STATUS_METHOD_NOT_ALLOWED, "bad_request",
+                            "use GET, POST or DELETE");
+    if (h->method == 1) {
+        if (!srv->admin_token_len || !admin_authorized(wsi, srv))
+            return mx_admin_route(srv, wsi, h); /* 404 or 401 before any body */
+        if (!lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH))
+            return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                                "a POST needs a Content-Length body");
+        h->awaiting_body = 1;
+        return 0; /* the body comes first (LWS_CALLBACK_HTTP_BODY...) */
+    }
+    return mx_admin_route(srv, wsi, h);
+}

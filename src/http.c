@@ -1,0 +1,218 @@
+/* http.c - the HTTP routes of the edge.
+ *
+ * Small fixed routes (/healthz, /readyz, /metrics), the client library and
+ * the demo as static files from client_dir, and the admin API's prefix
+ * handed to admin.c; everything else is 404. Every response is built whole
+ * in memory (struct mx_http .body) and written from
+ * LWS_CALLBACK_HTTP_WRITEABLE in pieces of at most 16 KB; the last piece
+ * completes the HTTP transaction so a kept-alive connection can carry the
+ * next request. Static files are sent by lws itself.
+ */
+#include "movexd/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "movexd/admin.h"
+#include "movexd/buf.h"
+#include "movexd/json.h"
+#include "movexd/metrics.h"
+#include "movexd/server.h"
+
+int mx_http_respond_len(struct lws *wsi, struct mx_http *h, unsigned status, const char *ctype,
+                        const char *body, size_t len)
+{
+    unsigned char hdr[LWS_PRE + 512], *start = &hdr[LWS_PRE], *w = start, *end = &hdr[sizeof(hdr) - 1];
+    free(h->body);
+    h->body = malloc(len + 1);
+    if (!h->body)
+        return -1;
+    memcpy(h->body, body, len);
+    h->len = len;
+    h->sent = 0;
+    if (lws_add_http_common_headers(wsi, status, ctype, h->len, &w, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (unsigned char *)"no-store", 8,
+                                     &w, end) ||
+        lws_finalize_write_http_header(wsi, start, &w, end))
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+int mx_http_respond(struct lws *wsi, struct mx_http *h, unsigned status, const char *ctype,
+                    const char *body)
+{
+    return mx_http_respond_len(wsi, h, status, ctype, body, strlen(body));
+}
+
+int mx_http_json(struct lws *wsi, struct mx_http *h, unsigned status, const char *code, const char *msg)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_buf_puts(&b, "{\"code\":");
+    mx_json_dump_string(code, strlen(code), &b);
+    mx_buf_puts(&b, ",\"message\":");
+    mx_json_dump_string(msg, strlen(msg), &b);
+    mx_buf_puts(&b, "}\n");
+    int rc = mx_http_respond_len(wsi, h, status, "application/json", mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+    return rc;
+}
+
+static int http_metrics(struct lws *wsi, struct mx_http *h, struct mx_server *srv)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_engine_metrics(srv->engine, &b);
+    mx_metrics_counter(&b, "movexd_bytes_in_total", "WebSocket payload bytes received", mx_metric_bytes_in);
+    mx_metrics_counter(&b, "movexd_bytes_out_total", "WebSocket payload bytes sent", mx_metric_bytes_out);
+    mx_metrics_counter(&b, "movexd_slow_consumer_closes_total",
+                       "connections closed with 4008 (send queue over max_queue_bytes)", srv->slow_closes);
+    mx_metrics_counter(&b, "movexd_too_large_closes_total", "connections closed with 1009",
+                       srv->too_large_closes);
+    mx_metrics_counter(&b, "movexd_origin_refusals_total", "connections closed with 4003 (origin)",
+                       srv->origin_refusals);
+    mx_metrics_counter(&b, "movexd_address_limit_refusals_total",
+                       "connections refused by max_connections_per_ip", srv->ip_refusals);
+    mx_metrics_counter(&b, "movexd_rate_limited_total", "messages refused by the rate limit",
+                       srv->rate_limited);
+    mx_metrics_counter(&b, "movexd_rate_limit_closes_total", "connections closed with 4029",
+                       srv->rate_closes);
+    int rc = b.oom ? -1
+                   : mx_http_respond_len(wsi, h, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8",
+                                         mx_buf_data(&b), b.len);
+    mx_buf_free(&b);
+    return rc;
+}
+
+/* Static files: the client library and the demo, from client_dir. Only
+ * names made of [A-Za-z0-9_.-] not starting with '.', so no path can leave
+ * the directory. */
+static const char *mime_of(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return "application/octet-stream";
+    if (!strcmp(dot, ".js") || !strcmp(dot, ".mjs"))
+        return "text/javascript; charset=utf-8";
+    if (!strcmp(dot, ".html"))
+        return "text/html; charset=utf-8";
+    if (!strcmp(dot, ".css"))
+        return "text/css; charset=utf-8";
+    if (!strcmp(dot, ".ts") || !strcmp(dot, ".json"))
+        return !strcmp(dot, ".json") ? "application/json" : "text/plain; charset=utf-8";
+    if (!strcmp(dot, ".svg"))
+        return "image/svg+xml";
+    if (!strcmp(dot, ".png"))
+        return "image/png";
+    return "application/octet-stream";
+}
+
+static int safe_name(const char *n)
+{
+    if (!*n || *n == '.' || strlen(n) > 100)
+        return 0;
+    for (; *n; n++)
+        if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
+              *n == '_' || *n == '.' || *n == '-'))
+            return 0;
+    return 1;
+}
+
+static int serve_file(struct lws *wsi, const char *dir, const char *sub, const char *name)
+{
+    char path[1400];
+    snprintf(path, sizeof(path), "%s/%s%s", dir, sub, name);
+    static const char hdr[] = "cache-control: no-cache\x0d\x0a";
+    /* < 0: failed (lws already answered 404 for a missing file) and the
+     * connection closes; otherwise lws sends the file and completes the
+     * transaction itself */
+    return lws_serve_http_file(wsi, path, mime_of(name), hdr, (int)strlen(hdr)) < 0 ? -1 : 0;
+}
+
+int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, const char *uri)
+{
+    const char *dir = srv->cfg->client_dir;
+    if (!strcmp(uri, "/healthz"))
+        return mx_http_respond(wsi, h, HTTP_STATUS_OK, "text/plain", "ok\n");
+    if (!strcmp(uri, "/readyz")) {
+        if (srv->stopping || !mx_engine_ready(srv->engine))
+            return mx_http_respond(wsi, h, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
+                                   srv->stopping ? "stopping\n" : "storage failing\n");
+        return mx_http_respond(wsi, h, HTTP_STATUS_OK, "text/plain", "ready\n");
+    }
+    if (!strcmp(uri, "/metrics"))
+        return http_metrics(wsi, h, srv);
+    if (!strncmp(uri, "/admin/rooms", 12))
+        return mx_admin_request(srv, wsi, h, uri);
+    if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
+        return serve_file(wsi, dir, "demo/", "index.html");
+    if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts"))
+        return serve_file(wsi, dir, "", uri + 1);
+    if (!strncmp(uri, "/demo/", 6) && safe_name(uri + 6))
+        return serve_file(wsi, dir, "demo/", uri + 6);
+    return mx_http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
+}
+
+int mx_http_writeable(struct lws *wsi, struct mx_http *h)
+{
+    if (!h->body)
+        return 0;
+    unsigned char buf[LWS_PRE + 16384];
+    size_t n = h->len - h->sent;
+    int final = n <= 16384;
+    if (!final)
+        n = 16384;
+    memcpy(buf + LWS_PRE, h->body + h->sent, n);
+    if (lws_write(wsi, buf + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+        return -1;
+    h->sent += n;
+    if (!final) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    free(h->body);
+    h->body = NULL;
+    if (lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+int mx_http_body(struct mx_server *srv, struct mx_http *h, const void *in, size_t len)
+{
+    if (h->reqlen + len > srv->cfg->max_message_bytes)
+        return -1;
+    char *n = realloc(h->req, h->reqlen + len + 1);
+    if (!n)
+        return -1;
+    h->req = n;
+    if (len)
+        memcpy(n + h->reqlen, in, len);
+    h->reqlen += len;
+    return 0;
+}
+
+int mx_http_body_done(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
+{
+    if (!h->awaiting_body)
+        return 0; /* a body on a route that was answered already */
+    h->awaiting_body = 0;
+    return mx_admin_route(srv, wsi, h);
+}
+
+void mx_http_closed(struct mx_server *srv, struct mx_http *h)
+{
+    if (h->conn_open) {
+        mx_engine_conn_closed(srv->engine, &h->conn);
+        h->conn_open = 0;
+    }
+    h->wsi = NULL;
+    free(h->body);
+    h->body = NULL;
+    free(h->req);
+    h->req = NULL;
+    h->reqlen = 0;
+}

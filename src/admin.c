@@ -72,26 +72,22 @@ static int admin_authorized(struct lws *wsi, struct mx_server *srv)
     return sodium_memcmp(a, b, sizeof(a)) == 0;
 }
 
-static unsigned status_of(int err)
-{
-    switch (err) {
-    case MX_ENO_SUCH_ROOM: return HTTP_STATUS_NOT_FOUND;
-    case MX_EBAD_ROOM: case MX_EBAD_REQUEST: case MX_EBAD_JSON: return HTTP_STATUS_BAD_REQUEST;
-    case MX_EUNAVAILABLE: return HTTP_STATUS_SERVICE_UNAVAILABLE;
-    default: return HTTP_STATUS_INTERNAL_SERVER_ERROR;
-    }
-}
-
 /* The engine's reply to an admin action (after the commit made it durable). */
 static void admin_deliver(struct mx_conn *c, mx_frame *f)
 {
     struct mx_http *h = c->edge;
     const char *t = mx_frame_data(f);
-    unsigned status = strstr(t, "\"type\":\"ack\"") ? HTTP_STATUS_OK
-                      : strstr(t, "\"type\":\"reject\"") ? HTTP_STATUS_CONFLICT
-                                                           : HTTP_STATUS_BAD_REQUEST;
-    if (strstr(t, "\"code\":\"no_such_room\""))
-        status = HTTP_STATUS_NOT_FOUND;
+    /* a reject is a decision (409 whatever its code, ADMIN.md); an error
+     * answers with its code's status from the error list */
+    unsigned status = HTTP_STATUS_OK;
+    if (strstr(t, "\"type\":\"reject\""))
+        status = HTTP_STATUS_CONFLICT;
+    else if (!strstr(t, "\"type\":\"ack\"")) {
+        const char *code = strstr(t, "\"code\":\"");
+        const char *end = code ? strchr(code + 8, '"') : NULL;
+        int err = end ? mx_err_from_code(code + 8, (size_t)(end - code - 8)) : 0;
+        status = err ? mx_err_http_status(err) : HTTP_STATUS_BAD_REQUEST;
+    }
     if (!h->body && h->wsi)
         mx_http_respond_len(h->wsi, h, status, "application/json", t, f->len);
 }
@@ -159,7 +155,7 @@ int mx_admin_route(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
     if (h->method == 2) {
         int rc = mx_engine_delete_room(srv->engine, room, roomlen);
         if (rc)
-            return mx_http_json(wsi, h, status_of(rc), mx_err_code(rc), mx_err_message(rc));
+            return mx_http_json(wsi, h, mx_err_http_status(rc), mx_err_code(rc), mx_err_message(rc));
         mx_info("event=admin_delete room=%.*s", (int)roomlen, room);
         /* the body is written on the next turn, after the commit that makes
          * the delete durable */
@@ -171,7 +167,7 @@ int mx_admin_route(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
     mx_buf_init(&b, 0);
     int rc = mx_engine_room_json(srv->engine, room, roomlen, &b);
     if (rc)
-        rc = mx_http_json(wsi, h, status_of(rc), mx_err_code(rc), mx_err_message(rc));
+        rc = mx_http_json(wsi, h, mx_err_http_status(rc), mx_err_code(rc), mx_err_message(rc));
     else
         rc = mx_http_respond_len(wsi, h, HTTP_STATUS_OK, "application/json", mx_buf_data(&b), b.len);
     mx_buf_free(&b);

@@ -831,7 +831,7 @@ static void reply_reject(mx_engine *e, struct mx_conn *c, const struct mx_reques
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
     if (!duplicate)
-        e->rejects_by_code[-code < MX_ERR_COUNT && code < 0 ? -code : MX_ERR_COUNT - 1]++;
+        e->rejects_by_code[mx_err_index(code)]++;
     mx_proto_begin(&b, "reject", q->has_id, q->id, r->id, r->idlen);
     mx_proto_field_u64(&b, "n", q->n);
     mx_proto_field_str(&b, "code", mx_err_code(code), strlen(mx_err_code(code)));

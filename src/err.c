@@ -1,43 +1,56 @@
-/* err.c - the single table from enum mx_err to wire code and message.
- * docs/PROTOCOL.md reproduces it; a unit test checks every entry is set. */
+/* err.c - the table generated from MX_ERR_MAP (err.h): enum mx_err to
+ * protocol code, message, HTTP status and close code.
+ *
+ * Invariant: slot i holds the row whose VALUE is -i, slot 0 is MX_OK, and
+ * no slot is empty; the static assertions below refuse a map that breaks
+ * it (a gap or a duplicate VALUE), so every lookup is one array index.
+ */
 #include "movexd/err.h"
 
-static const struct {
+#include <string.h>
+
+struct row {
     const char *code;
     const char *msg;
-} table[MX_ERR_COUNT] = {
-    [0] = {"ok", "ok"},
-    [1] = {"bad_request", "the request is malformed"},
-    [2] = {"bad_json", "the message is not a UTF-8 JSON object"},
-    [3] = {"unknown_type", "unknown message type"},
-    [4] = {"hello_first", "the first message must be hello"},
-    [5] = {"unauthorized", "authentication failed"},
-    [6] = {"forbidden", "not allowed"},
-    [7] = {"no_such_room", "no such room"},
-    [8] = {"room_exists", "the room already exists"},
-    [9] = {"bad_room", "invalid room id"},
-    [10] = {"not_subscribed", "not subscribed to this room"},
-    [11] = {"test_failed", "a test operation failed"},
-    [12] = {"bad_patch", "the patch cannot be applied"},
-    [13] = {"stale", "base is not the room's head seq"},
-    [14] = {"after_reject", "the action it depends on was rejected"},
-    [15] = {"too_old", "n is older than the server remembers"},
-    [16] = {"too_large", "too large"},
-    [17] = {"rate_limited", "too many messages"},
-    [18] = {"bad_action", "the room's reducer does not accept this action"},
-    [19] = {"too_deep", "JSON nesting is too deep"},
-    [20] = {"limit", "a connection limit was reached"},
-    [21] = {"unavailable", "the server cannot make actions durable right now"},
-    [22] = {"no_memory", "the server is out of memory"},
-    [23] = {"bad_dep", "dep names an action the server never received"},
-    [24] = {"internal", "internal error"},
+    unsigned http;
+    int close;
 };
 
-static int idx(int err)
+static const struct row table[] = {
+    [0] = {"ok", "ok", 200, 0},
+#define MX__ERR_ROW(name, value, code, msg, http, close) [-(value)] = {code, msg, http, close},
+    MX_ERR_MAP(MX__ERR_ROW)
+#undef MX__ERR_ROW
+};
+
+/* VALUEs are -1, -2, ... in row order: the k-th row has VALUE -k. */
+enum {
+    ERR_POS_0 = 0,
+#define MX__ERR_POS(name, value, code, msg, http, close) ERR_POS_##name,
+    MX_ERR_MAP(MX__ERR_POS)
+#undef MX__ERR_POS
+};
+#define MX__ERR_CHECK(name, value, code, msg, http, close)                                          \
+    _Static_assert((value) == -ERR_POS_##name, "MX_ERR_MAP: " #name " is not -(its row number)");
+MX_ERR_MAP(MX__ERR_CHECK)
+#undef MX__ERR_CHECK
+_Static_assert(sizeof table / sizeof table[0] == MX_ERR_COUNT, "MX_ERR_MAP: table size");
+
+int mx_err_index(int err)
 {
-    int i = -err;
-    return (i >= 0 && i < MX_ERR_COUNT) ? i : 24;
+    /* compared before negating: -INT_MIN would overflow */
+    return (err <= 0 && err > -MX_ERR_COUNT) ? -err : -MX_EINTERNAL;
 }
 
-const char *mx_err_code(int err) { return table[idx(err)].code; }
-const char *mx_err_message(int err) { return table[idx(err)].msg; }
+const char *mx_err_code(int err) { return table[mx_err_index(err)].code; }
+const char *mx_err_message(int err) { return table[mx_err_index(err)].msg; }
+unsigned mx_err_http_status(int err) { return table[mx_err_index(err)].http; }
+int mx_err_close_code(int err) { return table[mx_err_index(err)].close; }
+
+int mx_err_from_code(const char *code, size_t len)
+{
+    for (int i = 1; i < MX_ERR_COUNT; i++)
+        if (strlen(table[i].code) == len && memcmp(table[i].code, code, len) == 0)
+            return -i;
+    return 0;
+}

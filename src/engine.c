@@ -422,10 +422,9 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
         struct mx_conn *c = r->subs[i];
         mx_buf b;
         mx_buf_init(&b, MX_FRAME_PRE);
-        mx_proto_begin(&b, "error", 0, 0, r->id, r->idlen);
-        mx_proto_field_str(&b, "code", "no_such_room", 12);
-        mx_proto_field_str(&b, "message", "the room was deleted", 20);
-        mx_buf_putc(&b, '}');
+        mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = r->id, .roomlen = r->idlen},
+                                                      .code = MX_ENO_SUCH_ROOM,
+                                                      .message = "the room was deleted"});
         push_buf(e, c, &b);
         conn_forget_room(c, r);
     }
@@ -492,6 +491,21 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
 
 /* ---- replies ---- */
 
+/* A reply's head: the request's id (if any) and the room (if any). */
+static struct mx_msg_head reply_head(const struct mx_request *q, const struct mx_room *r)
+{
+    struct mx_msg_head h = {0};
+    if (q) {
+        h.has_id = q->has_id;
+        h.id = q->id;
+    }
+    if (r) {
+        h.room = r->id;
+        h.roomlen = r->idlen;
+    }
+    return h;
+}
+
 static void reply_error(mx_engine *e, struct mx_conn *c, int has_id, uint64_t id, int err,
                         const char *message)
 {
@@ -516,13 +530,9 @@ static void reply_snapshot(mx_engine *e, struct mx_conn *c, const struct mx_requ
 {
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "snapshot", q->has_id, q->id, r->id, r->idlen);
-    mx_proto_field_u64(&b, "seq", r->seq);
-    mx_proto_field_hex(&b, "checksum", r->checksum);
-    mx_proto_field_u64(&b, "next_n", mx_room_next_n(r, c->client, c->clientlen));
-    mx_buf_puts(&b, ",\"state\":");
-    mx_json_dump(r->state, &b);
-    mx_buf_putc(&b, '}');
+    mx_proto_snapshot(&b, &(struct mx_msg_snapshot){
+                              .h = reply_head(q, r), .seq = r->seq, .checksum = r->checksum,
+                              .next_n = mx_room_next_n(r, c->client, c->clientlen), .state = r->state});
     push_buf(e, c, &b);
 }
 
@@ -546,18 +556,9 @@ static void reply_catch_up(mx_engine *e, struct mx_conn *c, const struct mx_requ
     }
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "actions", q->has_id, q->id, r->id, r->idlen);
-    mx_proto_field_u64(&b, "from", q->since.seq);
-    mx_proto_field_u64(&b, "to", r->seq);
-    mx_proto_field_u64(&b, "next_n", mx_room_next_n(r, c->client, c->clientlen));
-    mx_buf_puts(&b, ",\"actions\":[");
-    for (uint64_t s = q->since.seq + 1; s <= r->seq; s++) {
-        const struct mx_oplog_entry *en = mx_oplog_get(r->log, s);
-        if (s > q->since.seq + 1)
-            mx_buf_putc(&b, ',');
-        mx_buf_append(&b, en->text, en->len);
-    }
-    mx_buf_puts(&b, "]}");
+    mx_proto_actions(&b, &(struct mx_msg_actions){
+                             .h = reply_head(q, r), .from = q->since.seq, .to = r->seq,
+                             .next_n = mx_room_next_n(r, c->client, c->clientlen), .log = r->log});
     push_buf(e, c, &b);
 }
 
@@ -630,16 +631,14 @@ static void do_hello(mx_engine *e, struct mx_conn *c, const struct mx_request *q
     c->hello = 1;
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "welcome", q->has_id, q->id, NULL, 0);
-    mx_proto_field_str(&b, "client", c->client, c->clientlen);
-    mx_proto_field_str(&b, "server", "movexd/" MOVEXD_VERSION, strlen("movexd/" MOVEXD_VERSION));
-    mx_buf_puts(&b, ",\"limits\":{\"max_message_bytes\":");
-    mx_buf_put_u64(&b, e->cfg->max_message_bytes);
-    mx_proto_field_u64(&b, "max_depth", (uint64_t)e->cfg->max_depth);
-    mx_proto_field_u64(&b, "max_queue_bytes", e->cfg->max_queue_bytes);
-    mx_proto_field_u64(&b, "max_rooms", e->cfg->max_rooms_per_conn);
-    mx_proto_field_u64(&b, "dedup_window", e->cfg->dedup_window);
-    mx_buf_puts(&b, "}}");
+    mx_proto_welcome(&b, &(struct mx_msg_welcome){
+                             .h = reply_head(q, NULL), .client = c->client, .clientlen = c->clientlen,
+                             .server = "movexd/" MOVEXD_VERSION,
+                             .max_message_bytes = e->cfg->max_message_bytes,
+                             .max_depth = (uint64_t)e->cfg->max_depth,
+                             .max_queue_bytes = e->cfg->max_queue_bytes,
+                             .max_rooms = e->cfg->max_rooms_per_conn,
+                             .dedup_window = e->cfg->dedup_window});
     push_buf(e, c, &b);
     mx_info("event=hello client=%s", c->client);
 }
@@ -711,10 +710,8 @@ static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *
         return;
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "created", q->has_id, q->id, r->id, r->idlen);
-    mx_proto_field_u64(&b, "seq", r->seq);
-    mx_proto_field_hex(&b, "checksum", r->checksum);
-    mx_buf_putc(&b, '}');
+    mx_proto_created(&b, &(struct mx_msg_created){.h = reply_head(q, r), .seq = r->seq,
+                                                  .checksum = r->checksum});
     push_buf(e, c, &b);
 }
 
@@ -799,8 +796,8 @@ static void do_unsubscribe(mx_engine *e, struct mx_conn *c, const struct mx_requ
     conn_forget_room(c, r);
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "unsubscribed", q->has_id, q->id, r->id, r->idlen);
-    mx_buf_putc(&b, '}');
+    struct mx_msg_head h = reply_head(q, r);
+    mx_proto_unsubscribed(&b, &h);
     push_buf(e, c, &b);
 }
 
@@ -810,14 +807,8 @@ static void reply_ack(mx_engine *e, struct mx_conn *c, const struct mx_request *
 {
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "ack", q->has_id, q->id, r->id, r->idlen);
-    mx_proto_field_u64(&b, "n", q->n);
-    mx_proto_field_u64(&b, "seq", seq);
-    mx_proto_field_hex(&b, "prev", prev);
-    mx_proto_field_hex(&b, "checksum", sum);
-    if (duplicate)
-        mx_buf_puts(&b, ",\"duplicate\":true");
-    mx_buf_putc(&b, '}');
+    mx_proto_ack(&b, &(struct mx_msg_ack){.h = reply_head(q, r), .n = q->n, .seq = seq, .prev = prev,
+                                          .checksum = sum, .duplicate = duplicate});
     size_t before = e->nout;
     push_buf(e, c, &b);
     if (e->nout > before)
@@ -832,16 +823,9 @@ static void reply_reject(mx_engine *e, struct mx_conn *c, const struct mx_reques
     mx_buf_init(&b, MX_FRAME_PRE);
     if (!duplicate)
         e->rejects_by_code[mx_err_index(code)]++;
-    mx_proto_begin(&b, "reject", q->has_id, q->id, r->id, r->idlen);
-    mx_proto_field_u64(&b, "n", q->n);
-    mx_proto_field_str(&b, "code", mx_err_code(code), strlen(mx_err_code(code)));
-    const char *m = message && *message ? message : mx_err_message(code);
-    mx_proto_field_str(&b, "message", m, strlen(m));
-    mx_proto_field_u64(&b, "seq", seq);
-    mx_proto_field_hex(&b, "checksum", sum);
-    if (duplicate)
-        mx_buf_puts(&b, ",\"duplicate\":true");
-    mx_buf_putc(&b, '}');
+    mx_proto_reject(&b, &(struct mx_msg_reject){.h = reply_head(q, r), .n = q->n, .code = code,
+                                                .message = message, .seq = seq, .checksum = sum,
+                                                .duplicate = duplicate});
     push_buf(e, c, &b);
 }
 
@@ -852,10 +836,8 @@ static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
         return;
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "fwd", 0, 0, r->id, r->idlen);
-    mx_proto_field_hex(&b, "prev", o->prev);
-    mx_buf_putc(&b, ',');
-    mx_buf_append(&b, o->entry_text + 1, o->entry_len - 1); /* entry minus its '{' */
+    mx_proto_fwd(&b, &(struct mx_msg_fwd){.h = reply_head(NULL, r), .prev = o->prev,
+                                          .entry = o->entry_text, .entrylen = o->entry_len});
     mx_frame *f = mx_frame_from_buf(&b);
     if (!f) {
         /* subscribers that miss a fwd would go on with a wrong state */
@@ -968,8 +950,8 @@ static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
-    mx_proto_begin(&b, "pong", q->has_id, q->id, NULL, 0);
-    mx_buf_putc(&b, '}');
+    struct mx_msg_head h = reply_head(q, NULL);
+    mx_proto_pong(&b, &h);
     size_t before = e->nout;
     push_buf(e, c, &b);
     mark_free(e, before);

@@ -174,25 +174,14 @@ static int check_dep(struct mx_room *r, const struct mx_action_in *in, struct mx
     return MX_EBAD_DEP;
 }
 
-/* Encode the log entry: {"seq":..,"checksum":..,"action":..,"client":..,"n":..[,"effects":..]} */
+/* Encode the log entry (the wire form of an applied action). */
 static int encode_entry(const struct mx_room *r, const struct mx_action_in *in,
                         const json_t *effects, int effects_is_payload, mx_buf *b)
 {
-    mx_buf_puts(b, "{\"seq\":");
-    mx_buf_put_u64(b, r->seq);
-    mx_proto_field_hex(b, "checksum", r->checksum);
-    mx_buf_puts(b, ",\"action\":");
-    if (mx_json_dump_jansson(in->action, b))
-        return -1;
-    mx_proto_field_str(b, "client", in->client, in->clientlen);
-    mx_proto_field_u64(b, "n", in->n);
-    if (!effects_is_payload) {
-        mx_buf_puts(b, ",\"effects\":");
-        if (mx_json_dump_jansson(effects, b))
-            return -1;
-    }
-    mx_buf_putc(b, '}');
-    return b->oom ? -1 : 0;
+    struct mx_msg_entry m = {.seq = r->seq, .checksum = r->checksum, .action = in->action,
+                             .client = in->client, .clientlen = in->clientlen, .n = in->n,
+                             .effects = effects_is_payload ? NULL : effects};
+    return mx_proto_entry(b, &m);
 }
 
 int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)

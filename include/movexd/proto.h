@@ -68,12 +68,123 @@ size_t mx_proto_room_type_len(const char *room, size_t len);
 /* Client id: 1..128 bytes of [A-Za-z0-9_.:@-]. */
 int mx_proto_client_ok(const char *c, size_t len);
 
-/* Encoders append one complete message to out. */
+/* ---- Encoding: one encoder per server message (proto_encode.c) ----
+ *
+ * mx_proto_<message>(out, &m) appends one complete message, a JSON object,
+ * to out (an allocation failure sets out->oom; check once at the end). The
+ * engine decides what to say and fills the message's struct; only these
+ * encoders know field names and order. Field order is fixed: tests compare
+ * bytes, and docs/PROTOCOL.md ("Server messages, byte for byte") shows each
+ * one as encoded.
+ *
+ * Optional fields are absent when their member is zero / NULL. To add one
+ * (an ack's `effects`, a welcome's `conn`, ...): add a member here and one
+ * line in the encoder; callers that use designated initialisers and do not
+ * know the field are unchanged. Members named *_json take pre-encoded JSON
+ * text (the engine encodes values once and may reuse them).
+ */
+
+/* Who a reply answers: the request's id when it had one, and the room
+ * (NULL: no room field). Replies echo "id" then "room" after "type". */
+struct mx_msg_head {
+    int has_id;
+    uint64_t id;
+    const char *room;
+    size_t roomlen;
+};
+
+struct mx_msg_welcome {
+    struct mx_msg_head h; /* no room */
+    const char *client;
+    size_t clientlen;
+    const char *server; /* "movexd/<version>" */
+    uint64_t max_message_bytes, max_depth, max_queue_bytes, max_rooms, dedup_window;
+};
+
+struct mx_msg_created {
+    struct mx_msg_head h;
+    uint64_t seq;
+    const uint8_t *checksum;
+};
+
+struct mx_msg_snapshot {
+    struct mx_msg_head h;
+    uint64_t seq;
+    const uint8_t *checksum;
+    uint64_t next_n;
+    const mx_val *state;
+};
+
+struct mx_oplog;
+/* entries from+1 .. to of log (each entry's text is one encoded entry) */
+struct mx_msg_actions {
+    struct mx_msg_head h;
+    uint64_t from, to, next_n;
+    const struct mx_oplog *log;
+};
+
+struct mx_msg_ack {
+    struct mx_msg_head h;
+    uint64_t n, seq;
+    const uint8_t *prev, *checksum;
+    int duplicate;
+};
+
+struct mx_msg_reject {
+    struct mx_msg_head h;
+    uint64_t n;
+    int code;            /* negative mx_err */
+    const char *message; /* NULL or "": the code's fixed text */
+    uint64_t seq;
+    const uint8_t *checksum;
+    int duplicate;
+};
+
+/* A fwd is the log entry as applied, with the room and the checksum before
+ * it: {"type":"fwd","room":R,"prev":P,<the entry's fields>}. */
+struct mx_msg_fwd {
+    struct mx_msg_head h; /* room only */
+    const uint8_t *prev;
+    const char *entry; /* an encoded entry (mx_proto_entry) */
+    size_t entrylen;
+};
+
+/* An applied action as logged and as carried by `actions` and `fwd`:
+ * {"seq","checksum","action","client","n"[,"effects"]}. */
+struct mx_msg_entry {
+    uint64_t seq;
+    const uint8_t *checksum; /* after the action */
+    const json_t *action;
+    const char *client;
+    size_t clientlen;
+    uint64_t n;
+    const json_t *effects; /* NULL: none */
+};
+
+/* error: the message is made valid UTF-8 (it may quote what a client sent). */
+struct mx_msg_error {
+    struct mx_msg_head h;
+    int code;            /* negative mx_err */
+    const char *message; /* NULL or "": the code's fixed text */
+};
+
+void mx_proto_welcome(mx_buf *out, const struct mx_msg_welcome *m);
+void mx_proto_created(mx_buf *out, const struct mx_msg_created *m);
+void mx_proto_snapshot(mx_buf *out, const struct mx_msg_snapshot *m);
+void mx_proto_actions(mx_buf *out, const struct mx_msg_actions *m);
+void mx_proto_ack(mx_buf *out, const struct mx_msg_ack *m);
+void mx_proto_reject(mx_buf *out, const struct mx_msg_reject *m);
+void mx_proto_fwd(mx_buf *out, const struct mx_msg_fwd *m);
+void mx_proto_pong(mx_buf *out, const struct mx_msg_head *h);
+void mx_proto_unsubscribed(mx_buf *out, const struct mx_msg_head *h);
+void mx_proto_error_msg(mx_buf *out, const struct mx_msg_error *m);
+/* The common case of error: a request's id, no room. */
 void mx_proto_error(mx_buf *out, int has_id, uint64_t id, int err, const char *message);
-/* Start a reply object: {"type":"<type>"[,"id":N][,"room":"<room>"] and no
- * closing brace; the caller adds fields and '}'. */
-void mx_proto_begin(mx_buf *out, const char *type, int has_id, uint64_t id, const char *room,
-                    size_t roomlen);
+/* 0, or -1 when an action or effects value cannot be encoded (out->oom is
+ * not set then: the caller refuses the action). */
+int mx_proto_entry(mx_buf *out, const struct mx_msg_entry *m);
+
+/* Field helpers for other JSON the server writes (admin API bodies). */
 void mx_proto_field_u64(mx_buf *out, const char *name, uint64_t v);
 void mx_proto_field_hex(mx_buf *out, const char *name, const uint8_t dig[MX_DIGEST_LEN]);
 void mx_proto_field_str(mx_buf *out, const char *name, const char *s, size_t len);

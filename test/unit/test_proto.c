@@ -1,15 +1,23 @@
-/* Unit tests for proto.c's error encoder: mx_proto_error always writes one
- * valid JSON object in valid UTF-8, whatever bytes the message holds
- * (invalid sequences become U+FFFD, one per maximal ill-formed subpart, as
- * TextDecoder does), and leaves valid text alone. jansson's parser refuses
- * invalid UTF-8, so every reply is checked by parsing it back. */
+/* Unit tests for the encoders (proto_encode.c).
+ *
+ * encoders: each server message's encoder writes exactly the line shown for
+ * it in docs/PROTOCOL.md ("Server messages, byte for byte"), and that line
+ * is one valid JSON object; the doc and the code cannot drift apart.
+ * error_utf8: mx_proto_error always writes one valid JSON object in valid
+ * UTF-8, whatever bytes the message holds (invalid sequences become U+FFFD,
+ * one per maximal ill-formed subpart, as TextDecoder does), and leaves valid
+ * text alone. jansson's parser refuses invalid UTF-8, so every reply is
+ * checked by parsing it back. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
 #include "movexd/err.h"
+#include "movexd/json.h"
+#include "movexd/oplog.h"
 #include "movexd/proto.h"
 
 #define FFFD "\xEF\xBF\xBD"
@@ -125,6 +133,179 @@ START_TEST(every_byte_and_random_bytes)
 }
 END_TEST
 
+/* ---- encoders against docs/PROTOCOL.md ---- */
+
+static char *read_doc(void)
+{
+    const char *path = "docs/PROTOCOL.md";
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s; run the unit tests from the repository root", path);
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    ck_assert_uint_lt(n, sizeof(doc) - 1);
+    doc[n] = '\0';
+    return doc;
+}
+
+/* b holds exactly one line of the doc's byte-for-byte block, and is one
+ * valid JSON object (no duplicate keys). Frees b. */
+static void ck_documented(mx_buf *b)
+{
+    ck_assert_int_eq(b->oom, 0);
+    const char *got = mx_buf_data(b);
+    char line[4096];
+    ck_assert_uint_lt(b->len + 3, sizeof(line));
+    snprintf(line, sizeof(line), "\n%s\n", got);
+    ck_assert_msg(strstr(read_doc(), line) != NULL, "docs/PROTOCOL.md does not show this message:\n%s",
+                  got);
+    json_error_t je;
+    json_t *j = json_loadb(got, b->len, JSON_REJECT_DUPLICATES, &je);
+    ck_assert_msg(j && json_is_object(j), "not one JSON object (%s): %s", je.text, got);
+    json_decref(j);
+    mx_buf_free(b);
+}
+
+static const uint8_t SUM_A[MX_DIGEST_LEN] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static const uint8_t SUM_B[MX_DIGEST_LEN] = {16, 17, 18, 19, 20, 21, 22, 23,
+                                             24, 25, 26, 27, 28, 29, 30, 31};
+#define ROOM "todo:a"
+#define HEAD(idv) {.has_id = 1, .id = (idv), .room = ROOM, .roomlen = sizeof(ROOM) - 1}
+
+static json_t *parse(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, JSON_DECODE_INT_AS_REAL, &je);
+    ck_assert_msg(j != NULL, "%s: %s", text, je.text);
+    return j;
+}
+
+/* The entry of the actions and fwd examples: seq 6 by c2, n 3. */
+static void example_entry(mx_buf *b)
+{
+    json_t *action = parse("{\"type\":\"patch\",\"payload\":[]}");
+    struct mx_msg_entry m = {.seq = 6, .checksum = SUM_B, .action = action, .client = "c2",
+                             .clientlen = 2, .n = 3};
+    ck_assert_int_eq(mx_proto_entry(b, &m), 0);
+    json_decref(action);
+}
+
+START_TEST(each_message_as_documented)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_proto_welcome(&b, &(struct mx_msg_welcome){
+                             .h = {.has_id = 1, .id = 1}, .client = "c1", .clientlen = 2,
+                             .server = "movexd/0.1.0", .max_message_bytes = 1048576, .max_depth = 64,
+                             .max_queue_bytes = 4194304, .max_rooms = 100, .dedup_window = 1024});
+    ck_documented(&b);
+
+    mx_proto_created(&b, &(struct mx_msg_created){.h = HEAD(1), .seq = 0, .checksum = SUM_A});
+    ck_documented(&b);
+
+    json_t *js = parse("{\"count\":2,\"items\":[\"x\"]}");
+    const char *why = NULL;
+    mx_val *state = mx_json_from_jansson(js, 0, &why);
+    ck_assert_ptr_nonnull(state);
+    json_decref(js);
+    mx_proto_snapshot(&b, &(struct mx_msg_snapshot){.h = HEAD(2), .seq = 9, .checksum = SUM_A,
+                                                    .next_n = 4, .state = state});
+    mx_json_free(state);
+    ck_documented(&b);
+
+    mx_buf entry;
+    mx_buf_init(&entry, 0);
+    example_entry(&entry);
+    mx_oplog *log = mx_oplog_new(8);
+    ck_assert_int_eq(mx_oplog_append(log, 6, SUM_A, SUM_B, mx_buf_data(&entry), entry.len), 0);
+    mx_proto_actions(&b, &(struct mx_msg_actions){.h = HEAD(5), .from = 5, .to = 6, .next_n = 1,
+                                                  .log = log});
+    mx_oplog_free(log);
+    ck_documented(&b);
+
+    mx_proto_fwd(&b, &(struct mx_msg_fwd){.h = {.room = ROOM, .roomlen = sizeof(ROOM) - 1},
+                                          .prev = SUM_A, .entry = mx_buf_data(&entry),
+                                          .entrylen = entry.len});
+    mx_buf_free(&entry);
+    ck_documented(&b);
+
+    for (int dup = 0; dup <= 1; dup++) {
+        mx_proto_ack(&b, &(struct mx_msg_ack){.h = HEAD(4), .n = 17, .seq = 10, .prev = SUM_A,
+                                              .checksum = SUM_B, .duplicate = dup});
+        ck_documented(&b);
+    }
+
+    mx_proto_reject(&b, &(struct mx_msg_reject){.h = HEAD(4), .n = 17, .code = MX_ETEST_FAILED,
+                                                .message = "test failed at /a", .seq = 9,
+                                                .checksum = SUM_A});
+    ck_documented(&b);
+
+    mx_proto_pong(&b, &(struct mx_msg_head){.has_id = 1, .id = 7});
+    ck_documented(&b);
+
+    mx_proto_unsubscribed(&b, &(struct mx_msg_head)HEAD(3));
+    ck_documented(&b);
+
+    mx_proto_error(&b, 1, 4, MX_EBAD_REQUEST, "\"n\" must be a positive integer");
+    ck_documented(&b);
+
+    mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = ROOM, .roomlen = sizeof(ROOM) - 1},
+                                                  .code = MX_ENO_SUCH_ROOM,
+                                                  .message = "the room was deleted"});
+    ck_documented(&b);
+}
+END_TEST
+
+START_TEST(optional_fields_absent_when_zero)
+{
+    /* no id, no room, no duplicate: the fields are left out, not null */
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    mx_proto_pong(&b, &(struct mx_msg_head){0});
+    ck_assert_str_eq(mx_buf_data(&b), "{\"type\":\"pong\"}");
+    mx_buf_reset(&b);
+    /* a reject without a message carries the code's fixed text */
+    mx_proto_reject(&b, &(struct mx_msg_reject){.n = 1, .code = MX_ESTALE, .checksum = SUM_A});
+    json_t *j = parse(mx_buf_data(&b));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "message")), mx_err_message(MX_ESTALE));
+    ck_assert_ptr_null(json_object_get(j, "duplicate"));
+    ck_assert_ptr_null(json_object_get(j, "id"));
+    json_decref(j);
+    mx_buf_reset(&b);
+    /* an entry with effects carries them last */
+    json_t *action = parse("{\"type\":\"add\",\"payload\":1}");
+    json_t *effects = parse("[{\"op\":\"add\",\"path\":\"/x\",\"value\":1}]");
+    struct mx_msg_entry m = {.seq = 1, .checksum = SUM_B, .action = action, .client = "c",
+                             .clientlen = 1, .n = 1, .effects = effects};
+    ck_assert_int_eq(mx_proto_entry(&b, &m), 0);
+    ck_assert_str_eq(mx_buf_data(&b),
+                     "{\"seq\":1,\"checksum\":\"101112131415161718191a1b1c1d1e1f\","
+                     "\"action\":{\"type\":\"add\",\"payload\":1},\"client\":\"c\",\"n\":1,"
+                     "\"effects\":[{\"op\":\"add\",\"path\":\"/x\",\"value\":1}]}");
+    json_decref(action);
+    json_decref(effects);
+    mx_buf_free(&b);
+}
+END_TEST
+
+START_TEST(broken_inputs_never_make_a_message)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    /* a fwd of something that is not an encoded entry */
+    mx_proto_fwd(&b, &(struct mx_msg_fwd){.prev = SUM_A, .entry = "x", .entrylen = 1});
+    ck_assert_int_eq(b.oom, 1);
+    mx_buf_free(&b);
+    /* actions over a range the log does not hold */
+    mx_oplog *log = mx_oplog_new(4);
+    mx_buf_init(&b, 0);
+    mx_proto_actions(&b, &(struct mx_msg_actions){.from = 0, .to = 2, .log = log});
+    ck_assert_int_eq(b.oom, 1);
+    mx_buf_free(&b);
+    mx_oplog_free(log);
+}
+END_TEST
+
 Suite *mx_suite_proto(void)
 {
     Suite *s = suite_create("proto");
@@ -133,5 +314,10 @@ Suite *mx_suite_proto(void)
     tcase_add_test(tc, invalid_sequences_replaced);
     tcase_add_test(tc, every_byte_and_random_bytes);
     suite_add_tcase(s, tc);
+    TCase *enc = tcase_create("encoders");
+    tcase_add_test(enc, each_message_as_documented);
+    tcase_add_test(enc, optional_fields_absent_when_zero);
+    tcase_add_test(enc, broken_inputs_never_make_a_message);
+    suite_add_tcase(s, enc);
     return s;
 }

@@ -210,6 +210,11 @@ void mx_proto_ack(mx_buf *out, const struct mx_msg_ack *m)
     mx_proto_field_hex(out, "prev", m->prev);
     mx_proto_field_hex(out, "checksum", m->checksum);
     field_bool_true(out, "duplicate", m->duplicate);
+    if (m->effects) {
+        mx_buf_puts(out, ",\"effects\":");
+        if (mx_json_dump_jansson(m->effects, out))
+            out->oom = 1; /* never an ack with half its effects */
+    }
     mx_buf_putc(out, '}');
 }
 

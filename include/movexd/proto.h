@@ -128,6 +128,7 @@ struct mx_msg_ack {
     uint64_t n, seq;
     const uint8_t *prev, *checksum;
     int duplicate;
+    const json_t *effects; /* NULL: none (the payload is the patch) */
 };
 
 struct mx_msg_reject {

@@ -282,6 +282,13 @@ START_TEST(optional_fields_absent_when_zero)
                      "{\"seq\":1,\"checksum\":\"101112131415161718191a1b1c1d1e1f\","
                      "\"action\":{\"type\":\"add\",\"payload\":1},\"client\":\"c\",\"n\":1,"
                      "\"effects\":[{\"op\":\"add\",\"path\":\"/x\",\"value\":1}]}");
+    mx_buf_reset(&b);
+    mx_proto_ack(&b, &(struct mx_msg_ack){.n = 1, .seq = 1, .prev = SUM_A, .checksum = SUM_B,
+                                          .effects = effects});
+    ck_assert_str_eq(mx_buf_data(&b),
+                     "{\"type\":\"ack\",\"n\":1,\"seq\":1,\"prev\":\"000102030405060708090a0b0c0d0e0f\","
+                     "\"checksum\":\"101112131415161718191a1b1c1d1e1f\","
+                     "\"effects\":[{\"op\":\"add\",\"path\":\"/x\",\"value\":1}]}");
     json_decref(action);
     json_decref(effects);
     mx_buf_free(&b);

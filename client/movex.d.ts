@@ -140,13 +140,15 @@ export interface DispatchOptions {
   /** Compare-and-set: rejected with "stale" unless nothing else was applied
    * to the room since the state this action was built on. */
   strict?: boolean;
-  /** true (the default): the action carries `dep`, the n of this client's
-   * latest unacknowledged action in the room, so the server rejects it
-   * (after_reject) when that one is rejected - the rejection cascade, for
-   * actions built on the ones before them. false: an independent action,
-   * decided on its own whatever happens to the earlier ones (a later action
-   * dispatched with the default still depends on it). */
-  dep?: boolean;
+  /** true (the default): `dep` names the pending actions of this client in
+   * the room whose JSON Pointers (what the patch reads and writes; `from`
+   * too for move and copy) overlap this one's - one a prefix of the other -
+   * so the server rejects it (after_reject) when one of those is rejected,
+   * and unrelated pending actions are decided on their own. An action that
+   * is not a JSON Patch overlaps everything. false: an independent action.
+   * An n or a list of up to 16 n's (earlier actions of this room): exactly
+   * those. */
+  dep?: boolean | number | number[];
 }
 
 /** What an action's promise resolves with: it is applied and durable. */
@@ -301,3 +303,9 @@ export function backoffDelay(attempt: number, options?: BackoffOptions, random?:
 export function randomClientId(): string;
 /** A StorageLike kept in memory. */
 export function memoryStorage(): StorageLike;
+/** The JSON Pointers an action reads or writes (dependencies): `path`, and
+ * `from` of move/copy; an array index stands for its array; [""] (all) for
+ * an action that is not a JSON Patch. */
+export function pathsOf(action: Action): string[];
+/** true when one JSON Pointer is a prefix of the other, token by token. */
+export function pathsOverlap(a: string, b: string): boolean;

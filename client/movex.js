@@ -13,9 +13,9 @@
 //     room(id), flush(), close({flush}), status, client, limits,
 //     on('status' | 'error' | 'welcome', fn) -> off()
 //   Room: state, confirmedState, seq, checksum, pendingCount, status,
-//     subscribe(fn) -> unsubscribe, dispatch(action, {strict, dep}), patch(ops, opts),
+//     subscribe(fn) -> unsubscribe, dispatch(action, {strict, dep: bool | n | [n]}), patch(ops, opts),
 //     flush(), leave({flush}), on('change' | 'reject' | 'resync' | 'error', fn)
-//   building blocks: applyPatch, validatePatch, checksum, cachedChecksum,
+//   building blocks: applyPatch, validatePatch, pathsOf, pathsOverlap, checksum, cachedChecksum,
 //     digest, blake2b, toHex, backoffDelay, randomClientId, memoryStorage,
 //     MovexError, PatchError
 //
@@ -71,11 +71,14 @@
 //     used up) is retried after a backoff, holding later actions back; if a
 //     higher n was decided meanwhile, it and the actions after it get fresh
 //     n (above every decided n), keeping their order and dep < n.
-//   - `dep` is the n of this client's latest unacknowledged action in the room
-//     when the app dispatched (omitted when none, or when the app dispatched
+//   - `dep` lists the unsettled actions of this client in the room whose
+//     JSON Pointers (what the patch reads or writes) overlap the action's
+//     own (one a prefix of the other), leaving out those implied by another
+//     (of a run of actions on one path, only the latest); an action that is
+//     not a patch overlaps everything (omitted when none, or when the app dispatched
 //     with {dep: false}: an independent action). A reject removes the action
 //     and, transitively, every pending action depending on it (the server
-//     rejects those with after_reject too).
+//     rejects those with after_reject too); unrelated pending actions stay.
 //   - After a (re)subscribe, `next_n` tells which n the server has decided: an
 //     unacked action with n < next_n that the catch-up did not confirm is "in
 //     doubt" - it is left out of the view (the server state already holds it
@@ -796,6 +799,49 @@ const noop = () => {};
 // Codes after which an action was not decided and may be sent again.
 const TRANSIENT = new Set(['unavailable', 'no_memory', 'rate_limited']);
 
+// ---- dependencies ------------------------------------------------------------
+
+const DEPS_MAX = 16; // entries of a "dep" array (docs/PROTOCOL.md)
+
+/**
+ * The JSON Pointers an action reads or writes: `path` of every patch
+ * operation, and `from` for move and copy. An array index (digits or "-")
+ * stands for its whole array: inserting or removing shifts every later
+ * index, so /a/0 and /a/3 are related. An action that is not a JSON Patch
+ * (a reducer's) may touch anything: [""] (the root overlaps every path).
+ */
+export function pathsOf(action) {
+  if (!action || action.type !== 'patch' || !Array.isArray(action.payload)) return [''];
+  const out = new Set();
+  for (const op of action.payload) {
+    for (const p of [op && op.path, op && (op.op === 'move' || op.op === 'copy') ? op.from : undefined]) {
+      if (typeof p !== 'string') continue;
+      if (p !== '' && p[0] !== '/') return ['']; // malformed: assume the worst
+      const toks = p === '' ? [] : p.slice(1).split('/');
+      const cut = toks.findIndex((t) => t === '-' || /^[0-9]+$/.test(t));
+      out.add(cut < 0 ? p : toks.length && cut === 0 ? '' : `/${toks.slice(0, cut).join('/')}`);
+    }
+  }
+  return out.size ? [...out] : [''];
+}
+
+/** 1 when one JSON Pointer is a prefix of the other (token-wise). */
+export function pathsOverlap(a, b) {
+  if (a.length > b.length) [a, b] = [b, a];
+  return b === a || (b.startsWith(a) && b[a.length] === '/');
+}
+
+// The dispatch option dep: true, false, an n or a list of n's (each a
+// positive integer below the new action's n). A TypeError when malformed.
+function depOption(dep, n) {
+  if (typeof dep === 'boolean') return dep;
+  const list = Array.isArray(dep) ? dep : [dep];
+  if (list.length > DEPS_MAX || !list.every((d) => Number.isSafeInteger(d) && d > 0 && d < n)) {
+    return new TypeError(`the dep option is true, false, or up to ${DEPS_MAX} earlier n's of this room (each below ${n})`);
+  }
+  return [...new Set(list)].sort((a, b) => a - b);
+}
+
 // ---- Room ------------------------------------------------------------------
 
 /**
@@ -867,25 +913,27 @@ class Room extends Emitter {
    * checksum, duplicate} at the ack; rejects with a MovexError on reject.
    * opts.strict: compare-and-set, rejected with "stale" unless nothing else
    * was applied to the room since the state this action was built on.
-   * opts.dep (default true): send `dep` = this client's latest unacked
-   * action in the room, so that the server rejects this one (after_reject)
-   * when that one is rejected (the rejection cascade). false: an
-   * independent action, decided on its own whatever happens to the actions
-   * before it.
+   * opts.dep (default true): derive `dep` from the paths the patch reads
+   * and writes - the pending actions whose paths overlap its own (see
+   * pathsOf; of a chain of such actions, the latest) - so that the server rejects this one
+   * (after_reject) when an action it builds on is rejected, and only then.
+   * false: an independent action. An n or an array of n's: exactly those
+   * (earlier n's of this client in this room).
    */
   dispatch(action, { strict = false, dep = true } = {}) {
     if (this._phase === 'left') return Promise.reject(new MovexError('left', 'the room was left'));
     if (!isObj(action) || typeof action.type !== 'string') {
       return Promise.reject(new TypeError('an action is an object with a string "type"'));
     }
-    if (typeof dep !== 'boolean') return Promise.reject(new TypeError('the dep option is true or false'));
+    const given = depOption(dep, this._nextN);
+    if (given instanceof TypeError) return Promise.reject(given);
     let copy;
     try {
       copy = JSON.parse(JSON.stringify(action));
     } catch (e) {
       return Promise.reject(new TypeError(`the action is not JSON: ${e.message}`));
     }
-    const p = this._newPending(copy, strict, dep);
+    const p = this._newPending(copy, strict, given);
     const tooBig = this._tooLarge(p);
     if (tooBig) {
       this._nextN--; // never sent, never stored: n is reused
@@ -937,7 +985,8 @@ class Room extends Emitter {
     if (!rec) return;
     this._nextN = Number.isInteger(rec.next) && rec.next > 0 ? rec.next : 1;
     for (const s of rec.pending || []) {
-      const p = this._makePending(s.n, s.dep, s.base, s.strict, s.action);
+      // (records written before dep arrays hold one integer)
+      const p = this._makePending(s.n, [].concat(s.dep ?? []), s.base, s.strict, s.action);
       p.undecided = !!s.u;
       this._pending.push(p);
       if (p.n >= this._nextN) this._nextN = p.n + 1;
@@ -961,7 +1010,7 @@ class Room extends Emitter {
     const rec = {
       next: this._nextN,
       pending: this._pending.filter((p) => !p.settled).map((p) => ({
-        n: p.n, ...(p.dep ? { dep: p.dep } : {}), base: p.base, ...(p.strict ? { strict: true } : {}),
+        n: p.n, ...(p.deps.length ? { dep: p.deps } : {}), base: p.base, ...(p.strict ? { strict: true } : {}),
         ...(p.undecided ? { u: true } : {}), action: p.action,
       })),
     };
@@ -974,9 +1023,10 @@ class Room extends Emitter {
 
   // ---- pending actions ----
 
-  _makePending(n, dep, base, strict, action) {
+  _makePending(n, deps, base, strict, action) {
     return {
-      n, dep: dep || 0, base: base ?? 0, strict: !!strict, action,
+      n, deps, base: base ?? 0, strict: !!strict, action,
+      paths: pathsOf(action), // JSON Pointers it reads or writes (dependencies)
       d: deferred(),
       sent: false, // sent on the current connection
       settled: false, // promise resolved or rejected
@@ -987,20 +1037,37 @@ class Room extends Emitter {
     };
   }
 
-  _newPending(action, strict, withDep = true) {
-    let dep = 0, ahead = 0;
-    for (const q of this._pending) {
-      if (q.settled) continue;
-      dep = q.n;
-      if (!q.inDoubt) ahead++;
-    }
+  // given: true (derive deps from paths), false (none) or a list of n's.
+  _newPending(action, strict, given) {
+    let ahead = 0;
+    for (const q of this._pending) if (!q.settled && !q.inDoubt) ahead++;
     const base = (this._confirmed ? this._confirmed.seq : 0) + ahead;
-    return this._makePending(this._nextN++, withDep ? dep : 0, base, strict, action);
+    const p = this._makePending(this._nextN++, [], base, strict, action);
+    if (given === true) p.deps = this._derivedDeps(p.paths);
+    else if (given) p.deps = given;
+    return p;
+  }
+
+  // Every unsettled action with a path overlapping one of `paths`, less
+  // those another of them depends on (the server's cascade is transitive:
+  // of a run of actions on one path only the latest remains). Past
+  // DEPS_MAX the latest are kept.
+  _derivedDeps(paths) {
+    const live = this._pending.filter((q) => !q.settled);
+    const deps = live.filter((q) => q.paths.some((x) => paths.some((y) => pathsOverlap(x, y)))).map((q) => q.n);
+    const byN = new Map(live.map((q) => [q.n, q]));
+    const implied = new Set();
+    const visit = (n) => {
+      for (const d of byN.get(n)?.deps || []) if (!implied.has(d)) { implied.add(d); visit(d); }
+    };
+    for (const n of deps) visit(n);
+    return deps.filter((n) => !implied.has(n)).sort((a, b) => a - b).slice(-DEPS_MAX);
   }
 
   _message(p) {
     const m = { type: 'action', room: this.name, n: p.n, base: p.base, action: p.action };
-    if (p.dep) m.dep = p.dep;
+    // one n as an integer (the form every v1 server knows), several as an array
+    if (p.deps.length) m.dep = p.deps.length === 1 ? p.deps[0] : p.deps;
     if (p.strict) m.strict = true;
     return m;
   }
@@ -1062,7 +1129,7 @@ class Room extends Emitter {
       const n = this._nextN++;
       map.set(q.n, n);
       q.n = n;
-      if (map.has(q.dep)) q.dep = map.get(q.dep);
+      q.deps = q.deps.map((d) => map.get(d) ?? d);
     }
     this._save();
   }
@@ -1105,9 +1172,10 @@ class Room extends Emitter {
     const dropped = [];
     for (const q of this._pending) {
       if (q === p) { dropped.push([q, code, message]); continue; }
-      if (!q.settled && gone.has(q.dep)) {
+      const failed = q.settled ? undefined : q.deps.find((d) => gone.has(d));
+      if (failed !== undefined) {
         gone.add(q.n);
-        dropped.push([q, 'after_reject', `depends on n=${q.dep}, which was rejected`]);
+        dropped.push([q, 'after_reject', `depends on n=${failed}, which was rejected`]);
       }
     }
     this._pending = this._pending.filter((q) => !dropped.some(([x]) => x === q));

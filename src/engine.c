@@ -865,8 +865,8 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         return;
     }
     struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen, .n = q->n,
-                              .has_base = q->has_base, .base = q->base, .has_dep = q->has_dep,
-                              .dep = q->dep, .strict = q->strict, .action = q->action,
+                              .has_base = q->has_base, .base = q->base, .ndeps = q->ndeps,
+                              .deps = q->deps, .strict = q->strict, .action = q->action,
                               .max_depth = e->cfg->max_depth};
     struct mx_action_out o;
     /* Room in the log for the record first: a full disk is refused before

@@ -118,11 +118,20 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
     }
     v = json_object_get(msg, "dep");
     if (v && !json_is_null(v)) {
-        if (get_uint(v, &req->dep) || req->dep == 0)
-            FAIL("\"dep\" must be a positive integer");
-        if (req->dep >= req->n)
-            FAIL("\"dep\" must name an earlier action (dep < n)");
-        req->has_dep = 1;
+        /* one n, or an array of up to MX_DEPS_MAX of them (protocol
+         * refinement: an action built on several earlier ones) */
+        int one = !json_is_array(v);
+        size_t count = one ? 1 : json_array_size(v);
+        if (count > MX_DEPS_MAX)
+            FAIL("\"dep\" may list at most %d actions", MX_DEPS_MAX);
+        for (size_t i = 0; i < count; i++) {
+            uint64_t d;
+            if (get_uint(one ? v : json_array_get(v, i), &d) || d == 0)
+                FAIL("\"dep\" must be a positive integer or an array of them");
+            if (d >= req->n)
+                FAIL("\"dep\" must name earlier actions (each dep < n)");
+            req->deps[req->ndeps++] = d;
+        }
     }
     v = json_object_get(msg, "strict");
     if (v && !json_is_null(v)) {

@@ -151,27 +151,35 @@ static int decide_old(struct mx_room *r, const struct mx_action_in *in, struct m
     return 0;
 }
 
-/* The rejection cascade: 0 when the dep allows applying, else a reject code
- * with out->message filled. */
-static int check_dep(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
+/* The rejection cascade: 0 when every dep allows applying, else a reject
+ * code with out->message filled. A final answer wins over a provisional
+ * one: any rejected dep is after_reject, else any forgotten dep is too_old,
+ * and only then is a dep never decided bad_dep (resendable). */
+static int check_deps(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
 {
-    const struct mx_outcome *dep = NULL;
-    int found = mx_dedup_find(r->dedup, in->client, in->clientlen, in->dep, &dep);
-    if (found == 1) {
-        if (dep->kind == MX_OUTCOME_ACK)
-            return 0;
-        snprintf(out->message, sizeof(out->message), "dep n=%llu was rejected (%s)",
-                 (unsigned long long)in->dep, mx_err_code(dep->code));
-        return MX_EAFTER_REJECT;
+    int code = 0;
+    for (size_t i = 0; i < in->ndeps; i++) {
+        uint64_t n = in->deps[i];
+        const struct mx_outcome *dep = NULL;
+        int found = mx_dedup_find(r->dedup, in->client, in->clientlen, n, &dep);
+        if (found == 1 && dep->kind == MX_OUTCOME_ACK)
+            continue;
+        if (found == 1) {
+            snprintf(out->message, sizeof(out->message), "dep n=%llu was rejected (%s)",
+                     (unsigned long long)n, mx_err_code(dep->code));
+            return MX_EAFTER_REJECT;
+        }
+        if (found < 0 && code != MX_ETOO_OLD) {
+            snprintf(out->message, sizeof(out->message),
+                     "dep n=%llu is older than the server remembers", (unsigned long long)n);
+            code = MX_ETOO_OLD;
+        } else if (found == 0 && !code) {
+            snprintf(out->message, sizeof(out->message), "dep n=%llu was never received",
+                     (unsigned long long)n);
+            code = MX_EBAD_DEP;
+        }
     }
-    if (found < 0) {
-        snprintf(out->message, sizeof(out->message),
-                 "dep n=%llu is older than the server remembers", (unsigned long long)in->dep);
-        return MX_ETOO_OLD;
-    }
-    snprintf(out->message, sizeof(out->message), "dep n=%llu was never received",
-             (unsigned long long)in->dep);
-    return MX_EBAD_DEP;
+    return code;
 }
 
 /* Encode the log entry (the wire form of an applied action). */
@@ -191,7 +199,7 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         return decide_old(r, in, out);
 
     int code;
-    if (in->has_dep && (code = check_dep(r, in, out))) {
+    if (in->ndeps && (code = check_deps(r, in, out))) {
         if (code != MX_EBAD_DEP)
             return reject(r, in, out, code);
         /* dep not decided (yet): maybe refused `unavailable` and resent

@@ -292,15 +292,15 @@ test('dep: false against the real server: an independent action is applied altho
     room.on('reject', (e) => events.push(`${e.n}:${e.code}`));
     const p1 = room.patch([{ op: 'test', path: '/v', value: 2 }]); // test_failed
     const p2 = room.patch([{ op: 'replace', path: '/s', value: 'kept' }], { dep: false });
-    const p3 = room.patch([{ op: 'inc', path: '/v', value: 1 }]); // dep 2: applied too
-    const p4 = room.patch([{ op: 'inc', path: '/v', value: 10 }], { dep: true }); // dep 3
+    const p3 = room.patch([{ op: 'inc', path: '/w', value: 1 }]); // touches nothing pending: no dep
+    const p4 = room.patch([{ op: 'inc', path: '/w', value: 10 }], { dep: true }); // dep 3
     await assert.rejects(p1, (e) => e.code === 'test_failed');
     assert.deepEqual([(await p2).seq, (await p3).seq, (await p4).seq], [1, 2, 3]);
     await a.flush();
     assert.deepEqual(events, ['1:test_failed']);
-    assert.deepEqual(room.state, { v: 12, s: 'kept' });
+    assert.deepEqual(room.state, { v: 1, s: 'kept', w: 11 });
     const head = await serverState(d.url, 'todo:nodep');
-    assert.deepEqual(head.state, { v: 12, s: 'kept' });
+    assert.deepEqual(head.state, { v: 1, s: 'kept', w: 11 });
     assert.equal(head.checksum, room.checksum);
   } finally {
     await a.close();

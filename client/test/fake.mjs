@@ -122,11 +122,12 @@ export class ServerRoom {
       // not above the highest decided n and never decided: never applied
       return { type: 'reject', room: this.name, n: msg.n, code: 'too_old', message: 'not above the highest decided n', seq: this.seq, checksum: this.checksum };
     }
-    if (msg.dep) {
-      const dep = this.decided.get(`${client}/${msg.dep}`);
-      if (!dep) return this.reject(msg, client, 'bad_dep', `dep n=${msg.dep} was never received`);
-      if (dep.type === 'reject') return this.reject(msg, client, 'after_reject', `dep n=${msg.dep} was rejected`);
-    }
+    // dep: one n or an array of them (any rejected decides; then any undecided)
+    const deps = [].concat(msg.dep ?? []);
+    const failed = deps.find((d) => this.decided.get(`${client}/${d}`)?.type === 'reject');
+    if (failed !== undefined) return this.reject(msg, client, 'after_reject', `dep n=${failed} was rejected`);
+    const missing = deps.find((d) => !this.decided.has(`${client}/${d}`));
+    if (missing !== undefined) return this.reject(msg, client, 'bad_dep', `dep n=${missing} was never received`);
     try {
       return this.apply(msg.action, client, msg.n);
     } catch (e) {

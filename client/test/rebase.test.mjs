@@ -502,27 +502,27 @@ test('dep: false sends no dep: the action survives the reject of an earlier one;
   const { conn, sock, server, room, storage } = await setup({ c: 0, s: '' });
   const rejects = [];
   room.on('reject', (e) => rejects.push(`${e.n}:${e.code}`));
-  const pA = room.patch([{ op: 'test', path: '/c', value: 1 }]); // rejected: test_failed
+  const pA = room.patch([{ op: 'test', path: '/t', value: 'x' }]); // rejected: test_failed
   const pB = room.patch([{ op: 'replace', path: '/s', value: 'b' }], { dep: false }); // independent
-  const pC = room.patch(inc(1)); // dep B
-  const pD = room.patch(inc(10)); // dep C
+  const pC = room.patch([{ op: 'replace', path: '/s', value: 'c' }]); // dep B (the latest on /s)
+  const pD = room.patch(inc(10)); // nothing pending touches /c: no dep
   await tick();
   const stored = JSON.parse(storage.getItem(`movex:me:${ROOM}`)).pending;
-  assert.deepEqual(stored.map((p) => p.dep), [undefined, undefined, 2, 3], 'stored without dep too (a reload resends it as sent)');
+  assert.deepEqual(stored.map((p) => p.dep), [undefined, undefined, [2], undefined], 'stored without dep too (a reload resends it as sent)');
   const mA = await sock.expect('action');
   const mB = await sock.expect('action');
   const mC = await sock.expect('action');
   const mD = await sock.expect('action');
-  assert.deepEqual([mA.dep, mB.dep, mC.dep, mD.dep], [undefined, undefined, mB.n, mC.n]);
+  assert.deepEqual([mA.dep, mB.dep, mC.dep, mD.dep], [undefined, undefined, mB.n, undefined]);
   assert.equal('dep' in mB, false);
   sock.reply(mA, server.decide(mA, 'me'));
   await assert.rejects(pA, (e) => e.code === 'test_failed');
   assert.equal(room.pendingCount, 3, 'B, C and D are still pending: nothing cascades from A');
-  assert.deepEqual(room.state, { c: 11, s: 'b' });
+  assert.deepEqual(room.state, { c: 10, s: 'c' });
   for (const m of [mB, mC, mD]) sock.reply(m, server.decide(m, 'me'));
   assert.deepEqual((await Promise.all([pB, pC, pD])).map((a) => a.seq), [1, 2, 3]);
   assert.deepEqual(rejects, ['1:test_failed']);
-  assert.deepEqual(room.state, { c: 11, s: 'b' });
+  assert.deepEqual(room.state, { c: 10, s: 'c' });
   assert.equal(room.checksum, server.checksum);
   await conn.close();
 });

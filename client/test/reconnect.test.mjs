@@ -299,7 +299,7 @@ test('storage holds exactly the unacked actions and the counter', async () => {
   let rec = JSON.parse(storage.getItem(key)); // written before anything was sent
   assert.deepEqual(rec.pending.map((p) => p.n), [1, 2]);
   assert.equal(rec.next, 3);
-  assert.equal(rec.pending[1].dep, 1);
+  assert.deepEqual(rec.pending[1].dep, [1], 'both touch /c: the second depends on the first');
   sock.reply(m, server.decide(m, 'me'));
   await until(() => JSON.parse(storage.getItem(key)).pending.length === 1, 'the ack is saved (within 50 ms)');
   rec = JSON.parse(storage.getItem(key));
@@ -391,7 +391,7 @@ test('an unavailable action is renumbered when a later n was decided meanwhile',
   const server = new ServerRoom(ROOM, { c: 0 });
   const { conn, sock, room } = await joined(net, memoryStorage(), server);
   const pa = room.patch(inc(1));
-  const pb = room.patch([{ op: 'add', path: '/b', value: 1 }]); // dep a
+  const pb = room.patch([{ op: 'replace', path: '/c', value: 5 }]); // dep a (both touch /c)
   const ma = await sock.expect('action');
   const mb = await sock.expect('action');
   sock.reply(ma, { type: 'reject', room: ROOM, n: ma.n, code: 'unavailable', message: 'x', seq: 0, checksum: server.checksum });
@@ -416,7 +416,7 @@ test('an unavailable action is not "in doubt" after a reconnect: it is renumbere
   let calls = 0;
   const { conn, sock, room } = await joined(net, storage, server, { backoff: { base: 10000, cap: 10000 }, random: () => (calls++ === 0 ? 0.99 : 0) });
   const pa = room.patch(inc(1));
-  const pb = room.patch([{ op: 'add', path: '/b', value: 1 }]);
+  const pb = room.patch([{ op: 'replace', path: '/c', value: 5 }]); // dep a
   const ma = await sock.expect('action');
   const mb = await sock.expect('action');
   sock.reply(ma, { type: 'reject', room: ROOM, n: ma.n, code: 'unavailable', message: 'disk full', seq: 0, checksum: server.checksum });

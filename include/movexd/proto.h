@@ -18,6 +18,7 @@
 #define MX_ROOM_ID_MAX 200
 #define MX_CLIENT_ID_MAX 128
 #define MX_MAX_SAFE_INT 9007199254740991.0 /* 2^53 - 1: integers JS keeps exact */
+#define MX_DEPS_MAX 16 /* entries of an action's "dep" array */
 
 enum mx_req_type {
     MX_REQ_HELLO,
@@ -49,8 +50,10 @@ struct mx_request {
     const json_t *state; /* create: initial state (NULL = {}) */
     struct mx_since since;
     uint64_t n;
-    int has_base, has_dep, strict;
-    uint64_t base, dep;
+    int has_base, strict;
+    uint64_t base;
+    size_t ndeps;                  /* action: entries of "dep" (0: none) */
+    uint64_t deps[MX_DEPS_MAX];    /* each < n */
     const json_t *action; /* action: the {type, payload} object */
     size_t msglen;        /* bytes of the whole message */
 };

@@ -59,8 +59,10 @@ struct mx_action_in {
     const char *client;
     size_t clientlen;
     uint64_t n;
-    int has_base, has_dep, strict;
-    uint64_t base, dep;
+    int has_base, strict;
+    uint64_t base;
+    size_t ndeps;         /* the actions this one depends on (0: none) */
+    const uint64_t *deps;
     const json_t *action;
     int max_depth;
 };

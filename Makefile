@@ -82,6 +82,9 @@ $(BUILD)/unit-tests: $(UNIT_OBJ) $(CORE_OBJ)
 $(BUILD)/bench/%: bench/%.c $(CORE_OBJ) | $(BUILD)/bench
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(CORE_OBJ) $(PKG_LIBS) $(LDFLAGS)
 
+# the load generator and the ceiling relay share a header
+$(BUILD)/bench/loadgen $(BUILD)/bench/ceiling: bench/wsjson.h
+
 $(BUILD)/obj $(BUILD)/test $(BUILD)/bench:
 	@mkdir -p $@
 

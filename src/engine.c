@@ -958,7 +958,8 @@ static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 }
 
 /* The top-level "id" of a message the parser refused (nesting past its own
- * limit), so the error can still name the request. A plain scan: strings
+ * limit, a key holding U+0000, broken JSON), so the error can still name
+ * the request. A plain scan: strings
  * and depth are tracked, nothing else is interpreted. */
 static int scan_id(const char *m, size_t len, uint64_t *id)
 {
@@ -992,7 +993,8 @@ static int scan_id(const char *m, size_t len, uint64_t *id)
                 v = v * 10 + (uint64_t)(m[j++] - '0');
                 digits++;
             }
-            if (!digits || (j < len && m[j] != ',' && m[j] != '}' && m[j] != ' '))
+            if (!digits || v > (uint64_t)MX_MAX_SAFE_INT ||
+                (j < len && m[j] != ',' && m[j] != '}' && m[j] != ' '))
                 return 0;
             *id = v;
             return 1;
@@ -1109,7 +1111,12 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
             snprintf(why, sizeof(why), "invalid JSON at byte %d: %s", jerr.position, jerr.text);
         }
         json_decref(j);
-        reply_error(e, c, 0, 0, MX_EBAD_JSON, why);
+        /* echo the request's id when the text shows one, so the client
+         * is not left waiting for an answer (a key holding U+0000, which
+         * jansson cannot parse, in an otherwise valid request) */
+        uint64_t id = 0;
+        int has_id = !j && scan_id(msg, len, &id);
+        reply_error(e, c, has_id, id, MX_EBAD_JSON, why);
         return;
     }
     struct mx_request q;
@@ -1135,7 +1142,7 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         /* checked on every request, not only at hello */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        if ((int64_t)ts.tv_sec > c->token.exp + e->cfg->auth_leeway_ms / 1000) {
+        if (!mx_token_left(&c->token, (int64_t)ts.tv_sec, e->cfg->auth_leeway_ms / 1000)) {
             e->stats.auth_failures++;
             reply_error(e, c, q.has_id, q.id, MX_EUNAUTHORIZED, "the token expired");
             close_conn(c, MX_CLOSE_UNAUTHORIZED, "token expired");

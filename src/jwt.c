@@ -119,7 +119,10 @@ static json_t *decode_json_part(const char *s, size_t len, unsigned char *buf, s
     if (b64url_decode(s, len, buf, cap, &n))
         return NULL;
     json_error_t jerr;
-    json_t *j = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &jerr);
+    /* numbers as doubles, as JSON and RFC 7519 mean them: an integer
+     * NumericDate beyond int64 (exp 9223372036854776000, what JavaScript
+     * writes for 2^63) is a number, not a malformed payload */
+    json_t *j = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (j && !json_is_object(j)) {
         json_decref(j);
         return NULL;
@@ -310,6 +313,8 @@ static int read_claims(const json_t *p, const struct mx_jwt_keys *keys, int64_t 
         return set_why(why, whylen, "missing sub");
     if (!json_is_string(sub) || !client_id_ok(json_string_value(sub), json_string_length(sub)))
         return set_why(why, whylen, "sub must be 1..128 bytes of A-Z a-z 0-9 _ . : @ -");
+    if (mx_client_id_reserved(json_string_value(sub), json_string_length(sub)))
+        return set_why(why, whylen, "sub may not start with admin: (reserved for the admin API)");
     memcpy(t->sub, json_string_value(sub), json_string_length(sub));
     t->sub[json_string_length(sub)] = '\0';
 
@@ -424,6 +429,38 @@ int mx_jwt_verify(const char *token, size_t len, const struct mx_jwt_keys *keys,
         return nomem ? MX_ENOMEM : rc;
     }
     return 0;
+}
+
+int mx_client_id_reserved(const char *id, size_t len)
+{
+    return len >= sizeof MX_ADMIN_CLIENT_PREFIX - 1 &&
+           memcmp(id, MX_ADMIN_CLIENT_PREFIX, sizeof MX_ADMIN_CLIENT_PREFIX - 1) == 0;
+}
+
+int64_t mx_add_sat_i64(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b)
+        return INT64_MAX;
+    if (b < 0 && a < INT64_MIN - b)
+        return INT64_MIN;
+    return a + b;
+}
+
+int64_t mx_token_left(const struct mx_token *t, int64_t now, int64_t leeway)
+{
+    if (!t->exp)
+        return INT64_MAX;
+    if (leeway < 0)
+        leeway = 0;
+    /* refused from the second exp + leeway + 1 on; every step saturates,
+     * so exp = INT64_MAX (a far-future or clamped claim) stays far off */
+    int64_t refused_at = mx_add_sat_i64(mx_add_sat_i64(t->exp, leeway), 1);
+    if (now >= refused_at)
+        return 0;
+    /* refused_at > now: the exact difference is below 2^64, so unsigned
+     * arithmetic gives it; it saturates to fit int64 */
+    uint64_t d = (uint64_t)refused_at - (uint64_t)now;
+    return d > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)d;
 }
 
 void mx_token_free(struct mx_token *t)

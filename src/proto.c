@@ -4,7 +4,8 @@
  * Numbers arrive as doubles (the parser uses JSON_DECODE_INT_AS_REAL, as the
  * protocol treats all numbers as doubles), so every integer field is checked
  * to be integral, non-negative and at most 2^53-1, the largest integer a
- * JavaScript client can hold exactly.
+ * JavaScript client can hold exactly; n at most 2^53-2, so that next_n
+ * (n + 1) is one too.
  */
 #include "movexd/proto.h"
 
@@ -14,6 +15,7 @@
 
 #include "movexd/digest.h"
 #include "movexd/err.h"
+#include "movexd/jwt.h"
 
 static int room_char(unsigned char c)
 {
@@ -110,6 +112,9 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
 {
     if (get_uint(json_object_get(msg, "n"), &req->n) || req->n == 0)
         FAIL("\"n\" must be a positive integer");
+    /* the reply's next_n (n + 1) must stay an integer a client holds exactly */
+    if (req->n > MX_N_MAX)
+        FAIL("\"n\" must be at most 2^53-2 (9007199254740990)");
     const json_t *v = json_object_get(msg, "base");
     if (v && !json_is_null(v)) {
         if (get_uint(v, &req->base))
@@ -173,6 +178,8 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
         if (c && !json_is_null(c)) {
             if (!json_is_string(c) || !mx_proto_client_ok(json_string_value(c), json_string_length(c)))
                 FAIL("\"client\" must be 1..128 bytes of A-Z a-z 0-9 _ . : @ -");
+            if (mx_client_id_reserved(json_string_value(c), json_string_length(c)))
+                FAIL("client ids starting with \"" MX_ADMIN_CLIENT_PREFIX "\" are reserved for the admin API");
             req->client = json_string_value(c);
             req->clientlen = json_string_length(c);
         }

@@ -34,6 +34,20 @@ static void drop_queue(struct mx_session *s)
     s->qbytes = 0;
 }
 
+/* Arm the connection's timer for when its token expires (mx_token_left,
+ * which saturates however far off exp is), at most a day ahead: the timer
+ * looks again when it fires early or the clock stepped. Returns the
+ * seconds left, 0 when the token has expired (no timer then). */
+static int64_t arm_token_timer(struct mx_session *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t left = mx_token_left(&s->conn.token, (int64_t)ts.tv_sec, s->srv->cfg->auth_leeway_ms / 1000);
+    if (left)
+        lws_set_timer_usecs(s->wsi, (lws_usec_t)(left < 86400 ? left : 86400) * LWS_US_PER_SEC + 1000);
+    return left;
+}
+
 /* Stop sending and close with code once the queue drains (immediately when
  * `now`: the peer cannot be waited for). */
 static void start_close(struct mx_session *s, int code, const char *reason, int now)
@@ -264,13 +278,8 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
     mx_engine_handle(s->srv->engine, &s->conn, s->rx, mlen);
     if (!had_hello && s->conn.hello) {
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-        if (s->conn.authed && s->conn.token.exp) {
-            /* close when the token expires, even if the client goes quiet */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t left = s->conn.token.exp + cfg->auth_leeway_ms / 1000 - (int64_t)ts.tv_sec;
-            lws_set_timer_usecs(wsi, (lws_usec_t)(left > 0 ? left : 0) * LWS_US_PER_SEC + 1000);
-        }
+        if (s->conn.authed && s->conn.token.exp)
+            arm_token_timer(s); /* close when the token expires, even if the client goes quiet */
     }
     /* keep big buffers from lingering on idle connections */
     if (s->rxcap > 65536) {
@@ -322,15 +331,9 @@ int mx_session_writable(struct mx_session *s)
 
 int mx_session_timer(struct mx_session *s)
 {
-    if (s->conn.authed && s->conn.token.exp) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        if ((int64_t)ts.tv_sec > s->conn.token.exp + s->srv->cfg->auth_leeway_ms / 1000) {
-            mx_info("event=token_expired client=%s", s->conn.client);
-            start_close(s, MX_CLOSE_UNAUTHORIZED, "token expired", 0);
-        } else {
-            lws_set_timer_usecs(s->wsi, LWS_US_PER_SEC); /* clock stepped: look again */
-        }
+    if (s->conn.authed && s->conn.token.exp && !arm_token_timer(s)) {
+        mx_info("event=token_expired client=%s", s->conn.client);
+        start_close(s, MX_CLOSE_UNAUTHORIZED, "token expired", 0);
     }
     return 0;
 }

@@ -70,6 +70,22 @@ int mx_jwt_verify(const char *token, size_t len, const struct mx_jwt_keys *keys,
                   int64_t leeway, struct mx_token *out, char *why, size_t whylen);
 void mx_token_free(struct mx_token *t);
 
+/* Client ids beginning with this are the admin API's ("admin:" + its
+ * idempotency key, engine.h): a token's sub and a hello's client may not
+ * take them, or a client could answer the admin's actions in its place. */
+#define MX_ADMIN_CLIENT_PREFIX "admin:"
+int mx_client_id_reserved(const char *id, size_t len);
+
+/* a + b, saturating at INT64_MIN / INT64_MAX instead of overflowing. */
+int64_t mx_add_sat_i64(int64_t a, int64_t b);
+
+/* Whole seconds from `now` until the token is refused (it is valid while
+ * now <= exp + leeway): > 0 while valid, 0 once expired, INT64_MAX when it
+ * has no exp. Saturating: exp may be anything up to INT64_MAX (a claim of
+ * 1e300 is stored clamped there) without overflow. The one place token
+ * expiry is computed (hello, every request, the connection's timer). */
+int64_t mx_token_left(const struct mx_token *t, int64_t now, int64_t leeway);
+
 /* Rights the token grants on a room id (union over matching grants). */
 unsigned mx_token_rights(const struct mx_token *t, const char *room, size_t len);
 

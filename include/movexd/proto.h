@@ -19,6 +19,7 @@
 #define MX_CLIENT_ID_MAX 128
 #define MX_MAX_SAFE_INT 9007199254740991.0 /* 2^53 - 1: integers JS keeps exact */
 #define MX_DEPS_MAX 16 /* entries of an action's "dep" array */
+#define MX_N_MAX 9007199254740990ULL /* 2^53 - 2: the largest n, so next_n is <= 2^53 - 1 */
 
 enum mx_req_type {
     MX_REQ_HELLO,

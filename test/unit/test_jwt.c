@@ -1449,6 +1449,76 @@ START_TEST(why_buffer)
 }
 END_TEST
 
+/* The one saturating helper behind every expiry check: exact in range,
+ * pinned at the limits instead of overflowing (UBSan would abort). */
+START_TEST(add_sat_limits)
+{
+    ck_assert_int_eq(mx_add_sat_i64(1, 2), 3);
+    ck_assert_int_eq(mx_add_sat_i64(-5, 2), -3);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MAX, 0), INT64_MAX);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MAX, 1), INT64_MAX);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MAX, INT64_MAX), INT64_MAX);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MAX - 1, 1), INT64_MAX);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MAX - 2, 1), INT64_MAX - 1);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MIN, -1), INT64_MIN);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MIN, INT64_MIN), INT64_MIN);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MIN + 1, -1), INT64_MIN);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MIN, INT64_MAX), -1);
+    ck_assert_int_eq(mx_add_sat_i64(INT64_MAX, INT64_MIN), -1);
+}
+END_TEST
+
+START_TEST(token_left_at_the_limits)
+{
+    struct mx_token t;
+    memset(&t, 0, sizeof t);
+    /* no exp: never expires */
+    ck_assert_int_eq(mx_token_left(&t, NOW, LEEWAY), INT64_MAX);
+    /* valid while now <= exp + leeway: left counts to the refusing second */
+    t.exp = NOW;
+    ck_assert_int_eq(mx_token_left(&t, NOW, 0), 1);
+    ck_assert_int_eq(mx_token_left(&t, NOW + 1, 0), 0);
+    ck_assert_int_eq(mx_token_left(&t, NOW + LEEWAY, LEEWAY), 1);
+    ck_assert_int_eq(mx_token_left(&t, NOW + LEEWAY + 1, LEEWAY), 0);
+    ck_assert_int_eq(mx_token_left(&t, NOW - 10, LEEWAY), LEEWAY + 11);
+    ck_assert_int_eq(mx_token_left(&t, NOW + 1, -5), 0); /* negative leeway counts as 0 */
+    /* far future (exp 1e300 is stored as INT64_MAX): never 0, no overflow */
+    t.exp = INT64_MAX;
+    ck_assert_int_eq(mx_token_left(&t, NOW, LEEWAY), INT64_MAX - NOW);
+    ck_assert_int_eq(mx_token_left(&t, NOW, INT64_MAX), INT64_MAX - NOW);
+    ck_assert_int_eq(mx_token_left(&t, INT64_MAX, INT64_MAX), 0); /* now at the end of time */
+    ck_assert_int_eq(mx_token_left(&t, INT64_MAX - 1, 0), 1);
+    ck_assert_int_eq(mx_token_left(&t, -1, LEEWAY), INT64_MAX);
+    ck_assert_int_eq(mx_token_left(&t, INT64_MIN, LEEWAY), INT64_MAX);
+    t.exp = INT64_C(1000000000000000); /* 1e15: what :272 overflowed on in usecs */
+    ck_assert_int_eq(mx_token_left(&t, NOW, LEEWAY), INT64_C(1000000000000000) + LEEWAY + 1 - NOW);
+    /* the far past */
+    t.exp = INT64_MIN;
+    ck_assert_int_eq(mx_token_left(&t, NOW, LEEWAY), 0);
+    ck_assert_int_eq(mx_token_left(&t, INT64_MIN, 0), 1);
+    /* a verified 1e300 token is valid now and long after */
+    struct mx_token v;
+    ACCEPTED(hs_times("1e300", NULL), keys_hs(), &v);
+    ck_assert_int_gt(mx_token_left(&v, NOW, LEEWAY), INT64_C(1) << 62);
+    ck_assert_int_gt(mx_token_left(&v, INT64_MAX - LEEWAY - 2, LEEWAY), 0);
+    mx_token_free(&v);
+}
+END_TEST
+
+START_TEST(admin_namespace_reserved)
+{
+    REFUSED(hs("{\"sub\":\"admin:nightly-reset\"}"), keys_hs(), "admin:");
+    REFUSED(hs("{\"sub\":\"admin:\"}"), keys_hs(), "admin:");
+    OK(hs("{\"sub\":\"admin\"}"), keys_hs());
+    OK(hs("{\"sub\":\"Admin:x\"}"), keys_hs());
+    OK(hs("{\"sub\":\"x-admin:y\"}"), keys_hs());
+    ck_assert(mx_client_id_reserved("admin:k", 7));
+    ck_assert(mx_client_id_reserved("admin:", 6));
+    ck_assert(!mx_client_id_reserved("admin", 5));
+    ck_assert(!mx_client_id_reserved("admin:k", 5)); /* length, not the NUL */
+}
+END_TEST
+
 Suite *mx_suite_jwt(void)
 {
     Suite *s = suite_create("jwt");
@@ -1476,6 +1546,9 @@ Suite *mx_suite_jwt(void)
     tcase_add_test(tc, iss_aud_together);
     tcase_add_test(tc, set_claims);
     tcase_add_test(tc, exp_nbf);
+    tcase_add_test(tc, add_sat_limits);
+    tcase_add_test(tc, token_left_at_the_limits);
+    tcase_add_test(tc, admin_namespace_reserved);
     tcase_add_test(tc, grants_union);
     tcase_add_test(tc, grants_refused);
     tcase_add_test(tc, pattern_cases);

@@ -1,6 +1,6 @@
-/* fuzz_wal.c - libFuzzer harness for the write-ahead-log reader (wal.c),
+/* fuzz_wal.c - libFuzzer harness for the write-ahead-log reader (wal_reader.c),
  * atomic files, CRC-32C (crc32c.c) and, optionally, full recovery
- * (storage_wal.c: replay of create/action/reject/delete records and
+ * (recovery.c: replay of create/action/reject/delete records and
  * snapshots).
  *
  * Input: one flags byte, then the segment bytes. The segment bytes are

@@ -1,0 +1,84 @@
+/* storage_wal.h - internal to the WAL storage: storage_wal.c (the seam the
+ * engine calls at run time: appending records, flush, snapshots,
+ * checkpoints) and recovery.c (start-up: indexing the WAL, rebuilding rooms,
+ * the background pass) share this state. Nothing else includes it; the
+ * engine sees only storage.h. */
+#ifndef MOVEXD_STORAGE_WAL_H
+#define MOVEXD_STORAGE_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/buf.h"
+#include "movexd/map.h"
+#include "movexd/room.h"
+#include "movexd/storage.h"
+#include "movexd/wal.h"
+
+struct mx_pending; /* recovery.c: a room indexed at start-up, not rebuilt yet */
+
+enum mx_rec_type { MX_REC_CREATE = 1, MX_REC_ACTION = 2, MX_REC_REJECT = 3, MX_REC_DELETE = 4 };
+
+struct mx_walstore {
+    struct mx_storage iface;
+    const struct mx_config *cfg;
+    char waldir[1100], snapdir[1100];
+    int lockfd;
+    mx_wal *wal;
+    mx_buf rec;
+    struct mx_room **due; /* rooms whose snapshot is due */
+    size_t ndue, capdue;
+    char **unlink_after_flush; /* snapshot files of deleted rooms */
+    size_t nunlink, capunlink;
+    int failed; /* a flush failed for lack of space; cleared by the next good one */
+    struct mx_storage_stats st;
+    /* recovery: rooms whose WAL records are indexed but not replayed yet */
+    mx_map *pending;          /* room id -> struct mx_pending; NULL when none is left */
+    struct mx_pending **pq;      /* every entry, in the background pass's order */
+    size_t npq, cappq, pqpos;
+    struct mx_pending **done;    /* rebuilt by the background pass, snapshot due */
+    size_t ndone;
+    uint64_t pending_rooms, pending_nosnap, rebuilt_rooms, recovery_start_us;
+    int recovery_done;        /* recovery_complete logged */
+    size_t bg_batch;          /* snapshots per background batch (halved after a failure) */
+    uint64_t checkpoint_floor; /* see st_after_commit */
+    mx_wal_reader *rd;        /* keeps the indexed segments mapped */
+};
+
+/* ---- storage_wal.c, for recovery ---- */
+/* fsync a directory (best effort). */
+void mx_swal_sync_dir(const char *dir);
+/* Rename a damaged ROOM.snap to ROOM.snap.damaged. 0 or an errno value. */
+int mx_swal_set_aside_snapshot(struct mx_walstore *s, const char *id, size_t len);
+/* 1 when the WAL holds nothing unwritten and is synced (snapshots may go). */
+int mx_swal_ready_for_snapshots(struct mx_walstore *s);
+/* Snapshot the dirty rooms of rooms[0..n) as one batch; how many, from the
+ * first on, are loadable from disk now. */
+size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, size_t n);
+/* Load a room from its snapshot: 0, MX_ENO_SUCH_ROOM, MX_EUNAVAILABLE
+ * (transient), MX_EINTERNAL (damaged; logged). */
+int mx_swal_load_snapshot(struct mx_walstore *s, const char *id, size_t len, struct mx_room **out);
+
+/* ---- recovery.c ---- */
+struct mx_recovery_counts {
+    uint64_t records, deleted;
+};
+/* Start-up: read and verify the whole WAL, index each room's records, cut
+ * a torn tail, make what was read durable. *next_lsn is where the writer
+ * continues. 0, or -1 with err filled (the daemon must not start). */
+int mx_recovery_start(struct mx_walstore *s, uint64_t *next_lsn, struct mx_recovery_counts *counts,
+                      char *err, size_t errlen);
+/* A room still only indexed: rebuild it now. 1 when id is no such room
+ * (load it from its snapshot), else 0 with *out, or a negative mx_err. */
+int mx_recovery_load(struct mx_walstore *s, const char *id, size_t len, struct mx_room **out);
+/* Lowest LSN a room not rebuilt yet needs (limit when none). */
+uint64_t mx_recovery_keep(const struct mx_walstore *s, uint64_t limit);
+/* Snapshot rebuilt rooms waiting for it (one batch); 1 when none is left. */
+int mx_recovery_flush_done(struct mx_walstore *s);
+/* Free the index, the rebuilt rooms and the mapped segments. */
+void mx_recovery_free(struct mx_walstore *s);
+/* The seam's drop_unrecoverable and background operations (storage.h). */
+int mx_recovery_drop_unrecoverable(void *ctx, const char *id, size_t len);
+int mx_recovery_background(void *ctx, uint64_t budget_us);
+
+#endif

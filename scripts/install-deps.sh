@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev)
+pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(check nodejs npm openssl curl python3 clang libclang-rt-14-dev systemd man-db)
   # test/e2e/ drives /usr/bin/chromium through playwright-core (Playwright's

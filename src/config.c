@@ -65,7 +65,7 @@ enum kind {
     K_FSYNC,    /* always|everysec|no */
     K_PATH,     /* non-empty string -> char[size] */
     K_LISTEN,   /* ADDR:PORT */
-    K_REDUCER,  /* a known reducer name -> char[size] */
+    K_REDUCER,  /* json, or lua:PATH (parse_reducer) -> char[size] + reducer_path */
     K_AUTH,     /* none|jwt -> enum mx_auth_mode */
     K_RIGHTS,   /* none, or a comma list of read,write,create -> unsigned bits */
 };
@@ -126,6 +126,8 @@ static const struct key room_keys[] = {
     R("max_state_bytes", K_SIZE, 0, 64 * GiB, max_state_bytes),
     R("create_on_subscribe", K_BOOL, 0, 1, create_on_subscribe),
     R("max_ops", K_COUNT, 0, 10000000, max_ops),
+    R("reducer_budget", K_COUNT, 1000, 1000000000, reducer_budget),
+    R("reducer_memory", K_SIZE, 256 * KiB, 4 * GiB, reducer_memory),
     R("anonymous", K_RIGHTS, 0, 0, anonymous),
     R("authenticated", K_RIGHTS, 0, 0, authenticated),
 };
@@ -135,7 +137,7 @@ static const struct key room_keys[] = {
 
 /* Reducers the daemon knows. A conf naming another one is an error now,
  * rather than a room that fails on its first action later. */
-static const char *const reducers[] = { "json" };
+static const char *const reducers[] = { "json", "lua:PATH" };
 #define NREDUCERS (sizeof reducers / sizeof reducers[0])
 
 static const char *const log_level_names[] = { "error", "warn", "info", "debug" };
@@ -152,6 +154,9 @@ static void room_defaults(struct mx_room_type *t)
     t->max_state_bytes = 16 * MiB;
     t->create_on_subscribe = 0;
     t->max_ops = 1000;
+    t->reducer_path = NULL;
+    t->reducer_budget = 1000000;
+    t->reducer_memory = 32 * MiB;
 }
 
 void mx_config_defaults(struct mx_config *c)
@@ -193,6 +198,11 @@ void mx_config_free(struct mx_config *c)
     free(c->types);
     c->types = NULL;
     c->ntypes = 0;
+    for (size_t i = 0; i < c->nreducer_files; i++)
+        free(c->reducer_files[i]);
+    free(c->reducer_files);
+    c->reducer_files = NULL;
+    c->nreducer_files = 0;
 }
 
 /* --------------------------------------------------------- value parsing -- */
@@ -549,7 +559,7 @@ static int apply_value(const struct key *k, void *base, const char *v, char *why
         return 0;
     }
     case K_REDUCER:
-        if (pick(v, reducers, NREDUCERS) < 0) {
+        if (strcmp(v, "json") != 0) {
             join_names(names, sizeof names, reducers, NREDUCERS);
             snprintf(why, whylen, "unknown reducer '%.100s' (known: %s)", v, names);
             return -1;
@@ -559,6 +569,43 @@ static int apply_value(const struct key *k, void *base, const char *v, char *why
     }
     snprintf(why, whylen, "internal error: unhandled key kind");
     return -1;
+}
+
+/* `reducer lua:PATH`: PATH relative to the conf file's directory (absolute
+ * allowed). The resolved path is owned by c->reducer_files; whether the
+ * file compiles is checked by mx_reducers_check (reducer.c), not here, so
+ * the parser stays free of Lua. */
+static int set_lua_reducer(struct mx_config *c, const char *conf_name, struct mx_room_type *t,
+                           const char *path, char *why, size_t whylen)
+{
+    if (!*path) {
+        snprintf(why, whylen, "lua: needs a file path (reducer lua:PATH)");
+        return -1;
+    }
+    const char *slash = conf_name ? strrchr(conf_name, '/') : NULL;
+    size_t dirlen = path[0] == '/' || !slash ? 0 : (size_t)(slash - conf_name) + 1;
+    size_t len = dirlen + strlen(path);
+    if (len >= 4096) {
+        snprintf(why, whylen, "lua: the path is too long");
+        return -1;
+    }
+    char **nf = realloc(c->reducer_files, (c->nreducer_files + 1) * sizeof *nf);
+    if (!nf) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    c->reducer_files = nf;
+    char *full = malloc(len + 1);
+    if (!full) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    memcpy(full, conf_name, dirlen);
+    strcpy(full + dirlen, path);
+    c->reducer_files[c->nreducer_files++] = full;
+    strcpy(t->reducer, "lua");
+    t->reducer_path = full;
+    return 0;
 }
 
 /* ----------------------------------------------------------------- lexer -- */
@@ -913,7 +960,13 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
         }
         void *base = block == NONE ? (void *)&tmp : block == DEFAULT ? (void *)&tmp.def
                                                                      : (void *)&pend[cur].t;
-        if (apply_value(key, base, val, why, sizeof why) < 0) {
+        if (key->kind == K_REDUCER && strncmp(val, "lua:", 4) == 0) {
+            if (set_lua_reducer(&tmp, ps.name, (struct mx_room_type *)base, val + 4, why,
+                                sizeof why) < 0) {
+                fail(&ps, line, "%s: %s", key->name, why);
+                goto error;
+            }
+        } else if (apply_value(key, base, val, why, sizeof why) < 0) {
             fail(&ps, line, "%s: %s", key->name, why);
             goto error;
         }
@@ -941,6 +994,8 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
                 if (pend[i].set[j])
                     memcpy((char *)t + room_keys[j].off, (const char *)&pend[i].t + room_keys[j].off,
                            room_keys[j].size);
+            if (pend[i].set[0]) /* room_keys[0] is "reducer": its file goes with it */
+                t->reducer_path = pend[i].t.reducer_path;
         }
         tmp.ntypes = npend;
         qsort(tmp.types, tmp.ntypes, sizeof *tmp.types, cmp_type);

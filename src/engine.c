@@ -40,6 +40,7 @@ struct mx_engine {
     struct mx_engine_stats stats;
     int storage_error; /* a decision could not be logged: nothing may be released */
     uint64_t cur_t_us;  /* when the message being handled arrived */
+    uint64_t wall_ms;   /* wall clock at that moment: ctx.time of app reducers */
     int unflushed;      /* records appended since the last flush (even with no reply) */
     uint64_t rejects_by_code[MX_ERR_COUNT];
     struct mx_jwt_keys keys;
@@ -181,6 +182,7 @@ int mx_engine_ready(const mx_engine *e)
 
 void mx_engine_config_changed(mx_engine *e)
 {
+    mx_reducers_reload(e->cfg);
     size_t it = 0, len;
     const char *key;
     void *val;
@@ -685,6 +687,27 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
     return r;
 }
 
+/* The state a new room starts with: params (NULL: {}) through the room
+ * type's reducer init. NULL after replying with the error. */
+static mx_val *initial_state(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                             const json_t *params)
+{
+    char type[MX_ROOM_TYPE_MAX + 1];
+    memcpy(type, q->room, q->typelen);
+    type[q->typelen] = '\0';
+    const struct mx_room_type *t = mx_config_room_type(e->cfg, type, q->typelen);
+    struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen,
+                              .max_depth = e->cfg->max_depth, .time_ms = e->wall_ms};
+    randombytes_buf(&in.seed, sizeof(in.seed));
+    char msg[256];
+    mx_val *state = NULL;
+    int rc = mx_room_initial_state(t, q->room, q->roomlen, params, &in, &state, msg, sizeof(msg));
+    if (rc) {
+        reply_error(e, c, q->has_id, q->id, rc, msg);
+    }
+    return state;
+}
+
 static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
     if (denied(e, c, q, MX_RIGHT_CREATE))
@@ -698,13 +721,9 @@ static void do_create(mx_engine *e, struct mx_conn *c, const struct mx_request *
         reply_error(e, c, q->has_id, q->id, err, "the room could not be loaded");
         return;
     }
-    const char *why = "out of memory";
-    mx_val *state = q->state ? mx_json_from_jansson(q->state, e->cfg->max_depth, &why)
-                             : mx_json_obj();
-    if (!state) {
-        reply_error(e, c, q->has_id, q->id, MX_EBAD_REQUEST, why);
+    mx_val *state = initial_state(e, c, q, q->state);
+    if (!state)
         return;
-    }
     struct mx_room *r = create_room(e, c, q, state);
     if (!r)
         return;
@@ -743,12 +762,9 @@ static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_reques
         return;
     }
     if (!r) {
-        mx_val *empty = mx_json_obj();
-        if (!empty || !(r = create_room(e, c, q, empty))) {
-            if (!empty)
-                reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+        mx_val *empty = initial_state(e, c, q, NULL);
+        if (!empty || !(r = create_room(e, c, q, empty)))
             return;
-        }
     }
     if (!conn_subscribed(c, r)) {
         if (c->nrooms == c->caprooms) {
@@ -803,12 +819,13 @@ static void do_unsubscribe(mx_engine *e, struct mx_conn *c, const struct mx_requ
 
 static void reply_ack(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
                       const struct mx_room *r, uint64_t seq, const uint8_t *prev,
-                      const uint8_t *sum, int duplicate)
+                      const uint8_t *sum, int duplicate, const json_t *effects)
 {
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
     mx_proto_ack(&b, &(struct mx_msg_ack){.h = reply_head(q, r), .n = q->n, .seq = seq, .prev = prev,
-                                          .checksum = sum, .duplicate = duplicate});
+                                          .checksum = sum, .duplicate = duplicate,
+                                          .effects = effects});
     size_t before = e->nout;
     push_buf(e, c, &b);
     if (e->nout > before)
@@ -867,7 +884,9 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
     struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen, .n = q->n,
                               .has_base = q->has_base, .base = q->base, .ndeps = q->ndeps,
                               .deps = q->deps, .strict = q->strict, .action = q->action,
-                              .max_depth = e->cfg->max_depth};
+                              .max_depth = e->cfg->max_depth, .time_ms = e->wall_ms};
+    if (r->reducer->uses_ctx)
+        randombytes_buf(&in.seed, sizeof(in.seed));
     struct mx_action_out o;
     /* Room in the log for the record first: a full disk is refused before
      * anything is applied, and n stays unused so the client can resend. The
@@ -895,9 +914,10 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         int rc = e->st->action(e->st->ctx, r, &sa);
         if (rc)
             storage_broken(e, "action", r, rc);
-        reply_ack(e, c, q, r, o.seq, o.prev, o.checksum, 0);
+        reply_ack(e, c, q, r, o.seq, o.prev, o.checksum, 0, o.effects);
         fan_out(e, c, r, &o);
         free(o.entry_text);
+        json_decref(o.effects);
         break;
     }
     case MX_DECIDED_REJECTED: {
@@ -916,7 +936,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
     case MX_DECIDED_DUPLICATE:
         e->stats.actions_duplicate++;
         if (o.prior->kind == MX_OUTCOME_ACK)
-            reply_ack(e, c, q, r, o.prior->seq, o.prior->prev, o.prior->checksum, 1);
+            reply_ack(e, c, q, r, o.prior->seq, o.prior->prev, o.prior->checksum, 1, NULL);
         else
             reply_reject(e, c, q, r, o.prior->code, o.prior->message, o.prior->seq,
                          o.prior->checksum, 1);
@@ -1087,6 +1107,11 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         return; /* closing: what a refused client still sends is not served */
     e->stats.messages_in++;
     e->cur_t_us = mx_now_us();
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        e->wall_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    }
     json_error_t jerr;
     json_t *j = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (!j && json_error_code(&jerr) == json_error_stack_overflow) {

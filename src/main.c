@@ -31,6 +31,7 @@
 #include "movexd/jwt.h"
 #include "movexd/listen.h"
 #include "movexd/log.h"
+#include "movexd/reducer.h"
 #include "movexd/server.h"
 #include "movexd/storage.h"
 #include "movexd/tls.h"
@@ -87,7 +88,9 @@ static int load_config(struct mx_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "--log-level: expected error|warn|info|debug, got '%s'", opt_log_level);
         return -1;
     }
-    return 0;
+    /* every lua:PATH reducer must compile and load (FILE:LINE otherwise):
+     * at start, for -t, and before a reload is accepted */
+    return mx_reducers_check(c, err, errlen);
 }
 
 /* Token keys for c (auth jwt). 0, or -1 with err. */
@@ -352,6 +355,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         _exit(3); /* durability lost: write nothing more, let recovery decide */
     mx_engine_free(engine);
+    mx_reducers_free();
     mx_config_free(&cfg);
     mx_info("event=stopped");
     return 0;

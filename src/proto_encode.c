@@ -11,10 +11,12 @@
  */
 #include "movexd/proto.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "movexd/err.h"
 #include "movexd/oplog.h"
+#include "movexd/reducer.h"
 
 /* {"type":"<type>"[,"id":N][,"room":"<room>"] with no closing brace. */
 static void begin(mx_buf *out, const char *type, const struct mx_msg_head *h)
@@ -143,8 +145,16 @@ static void field_str_utf8(mx_buf *out, const char *name, const char *s, size_t 
  * whatever the error. */
 static void field_code(mx_buf *out, int code, const char *message)
 {
-    mx_proto_field_str(out, "code", mx_err_code(code), strlen(mx_err_code(code)));
     const char *msg = message && *message ? message : mx_err_message(code);
+    if (code == MX_EAPP_REJECT) {
+        /* a reducer's own code, kept as "CODE MESSAGE" (reducer.h) */
+        const char *app;
+        size_t applen;
+        mx_reducer_reject_code(message, &app, &applen, &msg);
+        mx_proto_field_str(out, "code", app, applen);
+    } else {
+        mx_proto_field_str(out, "code", mx_err_code(code), strlen(mx_err_code(code)));
+    }
     field_str_utf8(out, "message", msg, strlen(msg));
 }
 
@@ -276,6 +286,14 @@ int mx_proto_entry(mx_buf *out, const struct mx_msg_entry *m)
         return -1;
     mx_proto_field_str(out, "client", m->client, m->clientlen);
     mx_proto_field_u64(out, "n", m->n);
+    if (m->has_ctx) {
+        /* what an app reducer saw, logged with its effects (seed as text:
+         * a 64-bit number does not survive JSON numbers) */
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)m->seed);
+        mx_proto_field_u64(out, "time", m->time_ms);
+        mx_proto_field_str(out, "seed", hex, 16);
+    }
     if (m->effects) {
         mx_buf_puts(out, ",\"effects\":");
         if (mx_json_dump_jansson(m->effects, out))

@@ -7,10 +7,13 @@
 #include "movexd/err.h"
 #include "movexd/reducer.h"
 
-static int json_reduce(const mx_val *state, const json_t *action, json_t **effects, int *is_payload,
+static int json_reduce(const struct mx_reducer *self, const mx_val *state, const json_t *action,
+                       const struct mx_reduce_ctx *ctx, json_t **effects, int *is_payload,
                        char *msg, size_t msglen)
 {
+    (void)self;
     (void)state;
+    (void)ctx;
     const char *type = json_string_value(json_object_get(action, "type"));
     if (!type || strcmp(type, "patch") != 0) {
         snprintf(msg, msglen, "the json reducer accepts only actions of type \"patch\"");
@@ -26,11 +29,5 @@ static int json_reduce(const mx_val *state, const json_t *action, json_t **effec
     return 0;
 }
 
-static const struct mx_reducer json_reducer = {.name = "json", .reduce = json_reduce};
-
-const struct mx_reducer *mx_reducer_find(const char *name)
-{
-    if (name && strcmp(name, json_reducer.name) == 0)
-        return &json_reducer;
-    return NULL;
-}
+const struct mx_reducer mx_reducer_json = {.name = "json", .uses_ctx = 0, .reduce = json_reduce,
+                                           .init = NULL};

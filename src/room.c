@@ -19,6 +19,7 @@
 
 #include "movexd/digest.h"
 #include "movexd/err.h"
+#include "movexd/log.h"
 #include "movexd/patch.h"
 #include "movexd/proto.h"
 
@@ -33,8 +34,10 @@ struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_t
     }
     r->type = *t;
     r->state = state;
-    r->reducer = mx_reducer_find(t->reducer);
+    char why[512];
+    r->reducer = mx_reducer_for(t, id, mx_proto_room_type_len(id, idlen), why, sizeof(why));
     if (!r->reducer) {
+        mx_err("event=reducer_unavailable room=%.*s reason=\"%s\"", (int)idlen, id, why);
         *err = MX_EINTERNAL;
         goto fail;
     }
@@ -182,13 +185,16 @@ static int check_deps(struct mx_room *r, const struct mx_action_in *in, struct m
     return code;
 }
 
-/* Encode the log entry (the wire form of an applied action). */
+/* Encode the log entry (the wire form of an applied action); a reducer
+ * that uses ctx has ctx.time and the seed logged with its effects. */
 static int encode_entry(const struct mx_room *r, const struct mx_action_in *in,
                         const json_t *effects, int effects_is_payload, mx_buf *b)
 {
     struct mx_msg_entry m = {.seq = r->seq, .checksum = r->checksum, .action = in->action,
                              .client = in->client, .clientlen = in->clientlen, .n = in->n,
-                             .effects = effects_is_payload ? NULL : effects};
+                             .effects = effects_is_payload ? NULL : effects,
+                             .has_ctx = r->reducer->uses_ctx, .time_ms = in->time_ms,
+                             .seed = in->seed};
     return mx_proto_entry(b, &m);
 }
 
@@ -218,8 +224,15 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
 
     json_t *effects = NULL;
     int is_payload = 0;
-    code = r->reducer->reduce(r->state, in->action, &effects, &is_payload, out->message,
-                              sizeof(out->message));
+    struct mx_reduce_ctx ctx = {.client = in->client, .clientlen = in->clientlen, .room = r->id,
+                                .roomlen = r->idlen, .seq = r->seq + 1, .time_ms = in->time_ms,
+                                .seed = in->seed, .max_depth = in->max_depth,
+                                .max_ops = r->type.max_ops,
+                                .max_bytes = r->type.max_state_bytes};
+    code = r->reducer->reduce(r->reducer, r->state, in->action, &ctx, &effects, &is_payload,
+                              out->message, sizeof(out->message));
+    if (code == MX_ENOMEM)
+        return MX_ENOMEM;
     if (code)
         return reject(r, in, out, code);
 
@@ -231,6 +244,11 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         json_decref(effects);
         if (code == MX_ENOMEM)
             return MX_ENOMEM;
+        if (!is_payload) {
+            /* the client sent a valid action; the reducer's output is wrong */
+            snprintf(out->message, sizeof(out->message), "effects: %s", perr.message);
+            return reject(r, in, out, MX_EBAD_EFFECTS);
+        }
         snprintf(out->message, sizeof(out->message), "%s", perr.message);
         return reject(r, in, out, code);
     }
@@ -280,13 +298,58 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         return MX_ENOMEM;
     }
     mx_patch_commit(undo);
-    json_decref(effects);
+    if (is_payload)
+        json_decref(effects);
+    else
+        out->effects = effects; /* the ack repeats them */
     out->decision = MX_DECIDED_APPLIED;
     out->seq = r->seq;
     memcpy(out->prev, prev, MX_DIGEST_LEN);
     memcpy(out->checksum, newsum, MX_DIGEST_LEN);
     out->entry_len = b.len;
     out->entry_text = mx_buf_steal(&b);
+    return 0;
+}
+
+int mx_room_initial_state(const struct mx_room_type *t, const char *id, size_t idlen,
+                          const json_t *params, const struct mx_action_in *in, mx_val **state,
+                          char *msg, size_t msglen)
+{
+    *state = NULL;
+    char why[512];
+    const struct mx_reducer *red =
+        mx_reducer_for(t, id, mx_proto_room_type_len(id, idlen), why, sizeof(why));
+    if (!red) {
+        mx_err("event=reducer_unavailable room=%.*s reason=\"%s\"", (int)idlen, id, why);
+        snprintf(msg, msglen, "the room type's reducer is unavailable");
+        return MX_EINTERNAL;
+    }
+    json_t *owned = NULL;
+    if (!params)
+        params = owned = json_object();
+    if (!params)
+        return MX_ENOMEM;
+    json_t *init = NULL;
+    int rc = 0;
+    if (red->init) {
+        struct mx_reduce_ctx ctx = {.client = in->client, .clientlen = in->clientlen, .room = id,
+                                    .roomlen = idlen, .seq = 0, .time_ms = in->time_ms,
+                                    .seed = in->seed, .max_depth = in->max_depth,
+                                    .max_bytes = t->max_state_bytes};
+        rc = red->init(red, params, &ctx, &init, msg, msglen);
+    } else {
+        init = json_incref((json_t *)params);
+    }
+    json_decref(owned);
+    if (rc)
+        return rc;
+    const char *bad = "out of memory";
+    *state = mx_json_from_jansson(init, in->max_depth, &bad);
+    json_decref(init);
+    if (!*state) {
+        snprintf(msg, msglen, "%s", bad);
+        return strcmp(bad, "out of memory") ? MX_EBAD_REQUEST : MX_ENOMEM;
+    }
     return 0;
 }
 

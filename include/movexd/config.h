@@ -34,7 +34,10 @@ enum mx_auth_mode { MX_AUTH_NONE = 0, MX_AUTH_JWT };
 
 struct mx_room_type {
     char name[MX_ROOM_TYPE_MAX + 1]; /* "default" for the default block */
-    char reducer[32];                /* "json" */
+    char reducer[32];                /* "json" or "lua" */
+    const char *reducer_path;        /* lua: absolute file path, owned by the config */
+    size_t reducer_budget;           /* lua: VM instructions per call */
+    size_t reducer_memory;           /* lua: bytes per VM */
     size_t history;                  /* actions kept in the log for catch-up */
     size_t max_state_bytes;          /* serialized state bound; 0 = none */
     int create_on_subscribe;         /* subscribe to a missing room creates it with {} */
@@ -88,6 +91,8 @@ struct mx_config {
     struct mx_room_type def;   /* the `room default` block (or built-in defaults) */
     struct mx_room_type *types;/* named blocks */
     size_t ntypes;
+    char **reducer_files;      /* owns every room type's reducer_path */
+    size_t nreducer_files;
 };
 
 /* Fill c with built-in defaults (what an empty conf file means). */

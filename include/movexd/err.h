@@ -50,7 +50,14 @@
     X(UNAVAILABLE, -21, "unavailable", "the server cannot make actions durable right now", 503, 0) \
     X(NOMEM, -22, "no_memory", "the server is out of memory", 503, 1011)                          \
     X(BAD_DEP, -23, "bad_dep", "dep names an action the server never received", 409, 0)           \
-    X(INTERNAL, -24, "internal", "internal error", 500, 0)
+    X(INTERNAL, -24, "internal", "internal error", 500, 0)                                        \
+    X(REDUCER_ERROR, -25, "reducer_error", "the room's reducer failed on this action", 409, 0)    \
+    X(REDUCER_BUDGET, -26, "reducer_budget", "the room's reducer ran past its instruction budget", \
+      409, 0)                                                                                      \
+    X(REDUCER_MEMORY, -27, "reducer_memory", "the room's reducer ran past its memory limit", 409, \
+      0)                                                                                           \
+    X(BAD_EFFECTS, -28, "bad_effects", "the reducer's effects cannot be applied", 409, 0)         \
+    X(APP_REJECT, -29, "app_reject", "the reducer rejected the action", 409, 0)
 
 enum mx_err {
     MX_OK = 0,

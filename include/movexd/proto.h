@@ -164,6 +164,8 @@ struct mx_msg_entry {
     size_t clientlen;
     uint64_t n;
     const json_t *effects; /* NULL: none */
+    int has_ctx;           /* app reducer: "time" and "seed" (hex) follow */
+    uint64_t time_ms, seed;
 };
 
 /* error: the message is made valid UTF-8 (it may quote what a client sent). */

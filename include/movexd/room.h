@@ -65,6 +65,8 @@ struct mx_action_in {
     const uint64_t *deps;
     const json_t *action;
     int max_depth;
+    uint64_t time_ms; /* ctx.time for app reducers (the engine's clock, read once) */
+    uint64_t seed;    /* ctx.random's seed for this action */
 };
 
 enum mx_decision {
@@ -85,10 +87,12 @@ struct mx_action_out {
     const struct mx_oplog_entry *entry; /* APPLIED: the log entry (borrowed) */
     char *entry_text;        /* APPLIED when history is 0: owned text */
     size_t entry_len;
+    json_t *effects;         /* APPLIED: owned reference to the effects when they
+                              * are not the action's payload (else NULL) */
 };
 
 /* Decide one action. Returns 0 (out filled) or MX_ENOMEM (nothing changed).
- * The caller frees out->entry_text. */
+ * The caller frees out->entry_text and json_decref()s out->effects. */
 int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out);
 
 /* 1 when the log can bring a client at `since` up to the head (then every
@@ -106,6 +110,14 @@ int mx_room_can_catch_up(const struct mx_room *r, uint64_t since_seq,
 int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
                    const uint8_t sum[MX_DIGEST_LEN], const char *client, size_t clen, uint64_t n,
                    const char *entry, size_t elen, int verify, char *err, size_t errlen);
+
+/* The initial state of a new room of type t: params (NULL: {}) passed
+ * through the reducer's init when it has one (in gives client, time, seed
+ * and max_depth). 0 with *state, or a negative mx_err with msg (the
+ * reducer's refusal, MX_EAPP_REJECT included). */
+int mx_room_initial_state(const struct mx_room_type *t, const char *id, size_t idlen,
+                          const json_t *params, const struct mx_action_in *in, mx_val **state,
+                          char *msg, size_t msglen);
 
 /* next_n for client in this room. */
 uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen);

@@ -66,7 +66,8 @@ static void check_ranges(const struct mx_config *c)
     for (size_t i = 0; i <= c->ntypes; i++) {
         const struct mx_room_type *t = i == c->ntypes ? all[0] : &c->types[i];
         CHECK(memchr(t->name, '\0', sizeof(t->name)) && t->name[0], "room type without a name");
-        CHECK(!strcmp(t->reducer, "json"), "room %s: reducer %.32s", t->name, t->reducer);
+        CHECK(!strcmp(t->reducer, "json") || (!strcmp(t->reducer, "lua") && t->reducer_path),
+              "room %s: reducer %.32s", t->name, t->reducer);
         CHECK(t->history <= 10000000, "room %s: history %zu", t->name, t->history);
         CHECK(t->max_state_bytes <= (size_t)64 * 1024 * MiB, "room %s: max_state_bytes %zu", t->name,
               t->max_state_bytes);

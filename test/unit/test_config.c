@@ -449,7 +449,7 @@ START_TEST(errors_values)
     ck_parse_err("room default {\nmax_ops 10000001\n}\n", "t.conf:2: ", "max_ops: 10000001 is out of range");
     ck_parse_err("room default {\nmax_state_bytes 65g\n}\n", "t.conf:2: ", "out of range (0..64g)");
     ck_parse_err("room default {\nreducer crdt\n}\n", "t.conf:2: ",
-                 "reducer: unknown reducer 'crdt' (known: json)");
+                 "reducer: unknown reducer 'crdt' (known: json, lua:PATH)");
     ck_parse_err("listen localhost\n", "t.conf:1: ", "listen: 'localhost': missing ':PORT'");
     ck_parse_err("listen 80a\n", "t.conf:1: ", "listen: '80a': the port is not a number");
     char text[2048];

@@ -1,0 +1,124 @@
+/* reducer.c - which reducer a room type uses, and the Lua instances' lives.
+ *
+ * Invariants:
+ *  - `json` is one shared, stateless reducer; every room type whose reducer
+ *    is `lua:PATH` has its own instance (its own VM), keyed by the type name
+ *    taken from the room id (types without a block of their own, covered by
+ *    `room default`, still get one VM each), created on the type's first
+ *    room and kept until mx_reducers_free: rooms hold plain pointers, and a
+ *    reload swaps the VM inside the instance, never the instance;
+ *  - a conf is accepted only after mx_reducers_check compiled every file it
+ *    names, so a running daemon never meets a broken file on a new room
+ *    unless the file changed on disk since (then the room is refused).
+ */
+#include "movexd/reducer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "movexd/log.h"
+#include "movexd/reducer_lua.h"
+
+struct instance {
+    char type[MX_ROOM_TYPE_MAX + 1];
+    struct mx_reducer *r;
+};
+
+static struct instance *insts;
+static size_t ninsts, capinsts;
+
+const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char *type,
+                                        size_t typelen, char *err, size_t errlen)
+{
+    if (strcmp(t->reducer, "json") == 0)
+        return &mx_reducer_json;
+    if (strcmp(t->reducer, "lua") != 0 || !t->reducer_path || typelen > MX_ROOM_TYPE_MAX) {
+        snprintf(err, errlen, "unknown reducer '%s'", t->reducer);
+        return NULL;
+    }
+    for (size_t i = 0; i < ninsts; i++)
+        if (strlen(insts[i].type) == typelen && memcmp(insts[i].type, type, typelen) == 0)
+            return insts[i].r;
+    if (ninsts == capinsts) {
+        size_t ncap = capinsts ? capinsts * 2 : 8;
+        struct instance *n = realloc(insts, ncap * sizeof(*n));
+        if (!n) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        insts = n;
+        capinsts = ncap;
+    }
+    struct mx_reducer *r =
+        mx_lua_reducer_new(t->reducer_path, t->reducer_budget, t->reducer_memory, err, errlen);
+    if (!r)
+        return NULL;
+    memcpy(insts[ninsts].type, type, typelen);
+    insts[ninsts].type[typelen] = '\0';
+    insts[ninsts].r = r;
+    ninsts++;
+    mx_info("event=reducer_loaded type=%s file=%s", insts[ninsts - 1].type, t->reducer_path);
+    return r;
+}
+
+static int check_type(const struct mx_room_type *t, char *err, size_t errlen)
+{
+    if (strcmp(t->reducer, "lua") != 0)
+        return 0;
+    return mx_lua_reducer_check(t->reducer_path, t->reducer_budget, t->reducer_memory, err, errlen);
+}
+
+int mx_reducers_check(const struct mx_config *c, char *err, size_t errlen)
+{
+    if (check_type(&c->def, err, errlen))
+        return -1;
+    for (size_t i = 0; i < c->ntypes; i++)
+        if (check_type(&c->types[i], err, errlen))
+            return -1;
+    return 0;
+}
+
+void mx_reducers_reload(const struct mx_config *c)
+{
+    char err[512];
+    for (size_t i = 0; i < ninsts; i++) {
+        const struct mx_room_type *t = mx_config_room_type(c, insts[i].type, strlen(insts[i].type));
+        if (strcmp(t->reducer, "lua") != 0) {
+            /* a live room keeps its reducer kind until it is reloaded from disk */
+            mx_warn("event=reducer_kept type=%s note=\"the conf no longer names a lua reducer; "
+                    "live rooms keep theirs\"", insts[i].type);
+            continue;
+        }
+        if (mx_lua_reducer_reload(insts[i].r, t->reducer_path, t->reducer_budget, t->reducer_memory,
+                                  err, sizeof(err)))
+            mx_err("event=reducer_reload_refused type=%s reason=\"%s\" note=\"the old reducer stays\"",
+                   insts[i].type, err);
+        else
+            mx_info("event=reducer_reloaded type=%s file=%s", insts[i].type, t->reducer_path);
+    }
+}
+
+void mx_reducers_free(void)
+{
+    for (size_t i = 0; i < ninsts; i++)
+        mx_lua_reducer_free(insts[i].r);
+    free(insts);
+    insts = NULL;
+    ninsts = capinsts = 0;
+}
+
+void mx_reducer_reject_code(const char *stored, const char **code, size_t *codelen,
+                            const char **text)
+{
+    const char *sp = stored ? strchr(stored, ' ') : NULL;
+    if (!stored || !sp) {
+        *code = "reducer_error";
+        *codelen = strlen(*code);
+        *text = stored ? stored : "";
+        return;
+    }
+    *code = stored;
+    *codelen = (size_t)(sp - stored);
+    *text = sp + 1;
+}

@@ -364,7 +364,8 @@ static json_t *conv_table(struct conv *c, int idx)
         lua_pop(L, 1);
     }
     if (ok) {
-        qsort(m, n, sizeof(*m), cmp_member);
+        if (n)
+            qsort(m, n, sizeof(*m), cmp_member);
         out = json_object();
         for (size_t i = 0; out && i < n; i++) {
             if (json_object_setn_new_nocheck(out, m[i].k, m[i].len, m[i].v)) {

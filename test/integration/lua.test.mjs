@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checksum } from '../../client/movex.js';
-import { withDaemon, connectHello, applyPatch, ROOT } from './lib.mjs';
+import { withDaemon, connectHello, applyPatch, waitFor, ROOT } from './lib.mjs';
 
 export const TTT = join(ROOT, 'examples/tictactoe.lua');
 export const CHAT = join(ROOT, 'examples/chat.lua');
@@ -68,6 +68,11 @@ export async function follower(d, id, room) {
   return c;
 }
 
+// Wait until every follower has applied seq (fwds are in flight).
+export async function caughtUp(clients, seq) {
+  await waitFor(() => clients.every((c) => c.seq >= seq), `followers at seq ${seq}`);
+}
+
 test('tictactoe: init, join, legal and illegal moves, effects in ack and fwd, win, game_over', async () => {
   await withDaemon({ conf: luaConf({ ttt: TTT }) }, async (d) => {
     const room = 'ttt:g1';
@@ -78,6 +83,7 @@ test('tictactoe: init, join, legal and illegal moves, effects in ack and fwd, wi
     const o = await follower(d, 'bob', room);
     assert.equal((await x.act({ type: 'join' })).type, 'ack');
     assert.equal((await o.act({ type: 'join' })).type, 'ack');
+    await caughtUp([x], o.seq);
     assert.deepEqual(x.state.players, { X: 'alice', O: 'bob' });
     const eve = await follower(d, 'eve', room);
     let r = await eve.act({ type: 'join' });
@@ -102,15 +108,14 @@ test('tictactoe: init, join, legal and illegal moves, effects in ack and fwd, wi
     for (const [p, sq] of [[o, 0], [x, 3], [o, 1], [x, 5]]) {
       assert.equal((await p.act({ type: 'move', payload: { square: sq } })).type, 'ack');
     }
+    await caughtUp([x, o], Math.max(x.seq, o.seq));
     assert.equal(x.state.winner, 'X');
     r = await o.act({ type: 'move', payload: { square: 8 } });
     assert.equal(r.code, 'game_over');
     // everyone followed by effects alone and agrees with the server
     const head = await eve.request({ type: 'get', room });
-    for (const c of [x, o, eve]) {
-      await (async () => { while (c.seq < head.seq) await new Promise((res) => setImmediate(res)); })();
-      assert.deepEqual(c.state, head.state);
-    }
+    await caughtUp([x, o, eve], head.seq);
+    for (const c of [x, o, eve]) assert.deepEqual(c.state, head.state);
     assert.ok(eve.fwds.length >= 5);
     for (const c of [x, o, eve]) c.close();
   });

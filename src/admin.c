@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -195,6 +196,17 @@ int mx_admin_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, 
             return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
                                 "a POST needs a Content-Length body");
         h->awaiting_body = 1;
+        /* lws does not answer "Expect: 100-continue"; a client that waits
+         * for it would wait for the body timeout */
+        char expect[32];
+        if (lws_hdr_copy(wsi, expect, sizeof(expect), WSI_TOKEN_HTTP_EXPECT) > 0 &&
+            !strcasecmp(expect, "100-continue")) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            unsigned char buf[LWS_PRE + sizeof(cont)];
+            memcpy(buf + LWS_PRE, cont, sizeof(cont) - 1);
+            if (lws_write(wsi, buf + LWS_PRE, sizeof(cont) - 1, LWS_WRITE_HTTP_HEADERS_CONTINUATION) < 0)
+                return -1;
+        }
         return 0; /* the body comes first (LWS_CALLBACK_HTTP_BODY...) */
     }
     return mx_admin_route(srv, wsi, h);

@@ -7,9 +7,36 @@
  * LWS_CALLBACK_HTTP_WRITEABLE in pieces of at most 16 KB; the last piece
  * completes the HTTP transaction so a kept-alive connection can carry the
  * next request. Static files are sent by lws itself.
+ *
+ * Requests with a body. libwebsockets 4.1.6 cannot take a request body
+ * that was pipelined behind an earlier request on the same connection:
+ * such a request is parsed from the connection's buffered input (its
+ * "buflist"), and lws_http_action() then feeds that same buffered segment,
+ * which still starts with the request's own header bytes, to the body
+ * reader. The body is read from the wrong bytes, and once Content-Length
+ * bytes are counted the connection stays in LRS_BODY with nothing left to
+ * read; every further pass delivers LWS_CALLBACK_HTTP_BODY_COMPLETION,
+ * consumes nothing and goes round again, inside one lws_service() call:
+ * the whole daemon hangs. Returning -1 from the body callbacks there would
+ * close the connection twice (the inner and the outer lws_read_h1 both
+ * close). So the rules, all decided in LWS_CALLBACK_HTTP, the one callback
+ * where refusing is safe:
+ *  - a request carries a body when it is a POST, PUT or PATCH or has a
+ *    Content-Length or Transfer-Encoding header (what makes lws read one);
+ *  - such a request is the last on its connection: its answer says
+ *    "connection: close" and the connection closes once it is written
+ *    (whatever was pipelined after it is never parsed);
+ *  - such a request that is not the first on its connection (it came
+ *    behind a kept-alive one, so it may be in the buflist) is answered 400
+ *    at once, its body unread, and the connection closed;
+ *  - static files are served only to requests without a body.
+ * Requests without a body keep keep-alive and pipelining. The count of
+ * requests on a connection lives on the wsi (lws_set_opaque_user_data):
+ * lws frees the per-session area at every completed transaction.
  */
 #include "movexd/http.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +46,7 @@
 #include "movexd/admin.h"
 #include "movexd/buf.h"
 #include "movexd/json.h"
+#include "movexd/log.h"
 #include "movexd/metrics.h"
 #include "movexd/server.h"
 
@@ -36,6 +64,8 @@ int mx_http_respond_len(struct lws *wsi, struct mx_http *h, unsigned status, con
     if (lws_add_http_common_headers(wsi, status, ctype, h->len, &w, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (unsigned char *)"no-store", 8,
                                      &w, end) ||
+        (h->close_after &&
+         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &w, end)) ||
         lws_finalize_write_http_header(wsi, start, &w, end))
         return -1;
     lws_callback_on_writable(wsi);
@@ -122,8 +152,12 @@ static int safe_name(const char *n)
     return 1;
 }
 
-static int serve_file(struct lws *wsi, const char *dir, const char *sub, const char *name)
+static int serve_file(struct lws *wsi, struct mx_http *h, const char *dir, const char *sub,
+                      const char *name)
 {
+    if (h->close_after) /* lws would serve the file and keep the connection */
+        return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                            "this resource takes no request body");
     char path[1400];
     snprintf(path, sizeof(path), "%s/%s%s", dir, sub, name);
     static const char hdr[] = "cache-control: no-cache\x0d\x0a";
@@ -133,9 +167,51 @@ static int serve_file(struct lws *wsi, const char *dir, const char *sub, const c
     return lws_serve_http_file(wsi, path, mime_of(name), hdr, (int)strlen(hdr)) < 0 ? -1 : 0;
 }
 
+/* Count this request on its connection; 1 for the first. */
+static uintptr_t count_request(struct lws *wsi)
+{
+    uintptr_t n = (uintptr_t)lws_get_opaque_user_data(wsi) + 1;
+    lws_set_opaque_user_data(wsi, (void *)n);
+    return n;
+}
+
+static int carries_body(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) || lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+}
+
+/* A request with a body behind another one: answer 400 now, in
+ * LWS_CALLBACK_HTTP, and close (the caller returns -1 before lws starts
+ * reading the body; see the top of the file). */
+static int refuse_pipelined_body(struct lws *wsi)
+{
+    static const char body[] = "{\"code\":\"bad_request\",\"message\":\"a request with a body must be the "
+                               "first on its connection; send it on a new connection\"}\n";
+    unsigned char buf[LWS_PRE + 512 + sizeof(body)], *start = &buf[LWS_PRE], *w = start;
+    unsigned char *end = &buf[LWS_PRE + 512];
+    if (lws_add_http_common_headers(wsi, HTTP_STATUS_BAD_REQUEST, "application/json", sizeof(body) - 1, &w,
+                                    end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &w, end) ||
+        lws_finalize_write_http_header(wsi, start, &w, end))
+        return -1;
+    memcpy(start, body, sizeof(body) - 1);
+    lws_write(wsi, start, sizeof(body) - 1, LWS_WRITE_HTTP_FINAL);
+    mx_debug("event=http_pipelined_body_refused");
+    return -1;
+}
+
 int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, const char *uri)
 {
     const char *dir = srv->cfg->client_dir;
+    int first = count_request(wsi) == 1;
+    if (carries_body(wsi)) {
+        if (!first)
+            return refuse_pipelined_body(wsi);
+        h->close_after = 1;
+    }
     if (!strcmp(uri, "/healthz"))
         return mx_http_respond(wsi, h, HTTP_STATUS_OK, "text/plain", "ok\n");
     if (!strcmp(uri, "/readyz")) {
@@ -149,11 +225,11 @@ int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, c
     if (!strncmp(uri, "/admin/rooms", 12))
         return mx_admin_request(srv, wsi, h, uri);
     if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
-        return serve_file(wsi, dir, "demo/", "index.html");
+        return serve_file(wsi, h, dir, "demo/", "index.html");
     if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts"))
-        return serve_file(wsi, dir, "", uri + 1);
+        return serve_file(wsi, h, dir, "", uri + 1);
     if (!strncmp(uri, "/demo/", 6) && safe_name(uri + 6))
-        return serve_file(wsi, dir, "demo/", uri + 6);
+        return serve_file(wsi, h, dir, "demo/", uri + 6);
     return mx_http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
 }
 
@@ -176,6 +252,8 @@ int mx_http_writeable(struct lws *wsi, struct mx_http *h)
     }
     free(h->body);
     h->body = NULL;
+    if (h->close_after) /* written; lws shuts the socket down after it */
+        return -1;
     if (lws_http_transaction_completed(wsi))
         return -1;
     return 0;
@@ -183,6 +261,8 @@ int mx_http_writeable(struct lws *wsi, struct mx_http *h)
 
 int mx_http_body(struct mx_server *srv, struct mx_http *h, const void *in, size_t len)
 {
+    if (!h->awaiting_body)
+        return 0; /* a body no route reads: the connection closes after the answer */
     if (h->reqlen + len > srv->cfg->max_message_bytes)
         return -1;
     char *n = realloc(h->req, h->reqlen + len + 1);

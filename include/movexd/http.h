@@ -23,6 +23,8 @@ struct mx_http {
     size_t reqlen;
     int method; /* 0 GET, 1 POST, 2 DELETE, 3 other */
     int awaiting_body; /* an admin POST waits for its body */
+    int close_after; /* the request carried a body: its answer is the
+                      * connection's last (see http.c) */
     struct mx_conn conn; /* the engine's view of an admin action */
     int conn_open;
     struct lws *wsi;

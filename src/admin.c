@@ -177,6 +177,10 @@ int mx_admin_route(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
 
 int mx_admin_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, const char *uri)
 {
+    /* every admin answer ends its connection: a client that keeps
+     * connections alive then sends its next request, maybe a POST, on a
+     * new one (a body behind an earlier request is refused; http.c) */
+    h->close_after = 1;
     snprintf(h->uri, sizeof(h->uri), "%s", uri);
     free(h->req); /* a kept-alive connection's previous request */
     h->req = NULL;

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Agent } from 'node:http';
 import { withDaemon, connectHello, httpRequest } from './lib.mjs';
 import { rawConnect, req, chunked, healthy, upgradeRequest, wsFrame, parseFrames, parseResponses } from './rawhttp.mjs';
 
@@ -186,5 +187,30 @@ test('keep-alive, then a WebSocket upgrade on the same connection: the session i
     assert.equal(welcome.type, 'welcome');
     assert.equal(welcome.client, 'raw');
     c.destroy();
+  });
+});
+
+test('a keep-alive HTTP client: admin GET, then admin POST, then /healthz all succeed (each admin answer closes its connection)', async () => {
+  await withAdminDaemon(async (d) => {
+    await createRoom(d, 'todo:ka');
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const headers = { authorization: `Bearer ${TOKEN}` };
+      const g = await httpRequest(d, { path: '/admin/rooms', headers, agent });
+      assert.equal(g.status, 200);
+      assert.equal(g.headers.connection, 'close');
+      const p = await httpRequest(d, {
+        method: 'POST', path: '/admin/rooms/todo:ka/actions', headers, agent,
+        body: { key: 'ka', action: { type: 'patch', payload: [{ op: 'add', path: '/x', value: 1 }] } },
+      });
+      assert.equal(p.status, 200, p.body);
+      const h = await httpRequest(d, { path: '/healthz', agent });
+      assert.equal(h.status, 200);
+      const h2 = await httpRequest(d, { path: '/healthz', agent });
+      assert.equal(h2.status, 200);
+      assert.notEqual(h2.headers.connection, 'close', '/healthz keeps the connection alive');
+    } finally {
+      agent.destroy();
+    }
   });
 });

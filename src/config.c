@@ -128,6 +128,7 @@ static const struct key room_keys[] = {
     R("max_ops", K_COUNT, 0, 10000000, max_ops),
     R("reducer_budget", K_COUNT, 1000, 1000000000, reducer_budget),
     R("reducer_memory", K_SIZE, 256 * KiB, 4 * GiB, reducer_memory),
+    R("max_presence_bytes", K_SIZE, 0, 1 * MiB, max_presence_bytes),
     R("anonymous", K_RIGHTS, 0, 0, anonymous),
     R("authenticated", K_RIGHTS, 0, 0, authenticated),
 };
@@ -157,6 +158,7 @@ static void room_defaults(struct mx_room_type *t)
     t->reducer_path = NULL;
     t->reducer_budget = 1000000;
     t->reducer_memory = 32 * MiB;
+    t->max_presence_bytes = 4 * KiB;
 }
 
 void mx_config_defaults(struct mx_config *c)

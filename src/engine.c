@@ -21,6 +21,7 @@
 #include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/metrics.h"
+#include "movexd/presence.h"
 #include "movexd/room.h"
 #include "movexd/version.h"
 
@@ -45,7 +46,16 @@ struct mx_engine {
     uint64_t rejects_by_code[MX_ERR_COUNT];
     struct mx_jwt_keys keys;
     int evict_backlog; /* the last eviction batch was full: more idle rooms may wait */
+    uint64_t last_conn_id; /* conn ids are never reused */
+    char **pres_rooms;     /* ids of rooms whose presence table has changes to announce */
+    size_t npres, cappres;
 };
+
+/* Presence: at most one announcement per connection and room in this
+ * interval; later changes are coalesced (the latest wins) and go out at the
+ * first commit after it (the loop commits every turn, at least once a
+ * second). */
+#define MX_PRESENCE_INTERVAL_MS 50
 
 mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
 {
@@ -114,6 +124,9 @@ void mx_engine_free(mx_engine *e)
     for (size_t i = 0; i < e->nout; i++)
         mx_frame_unref(e->out[i].frame);
     free(e->out);
+    for (size_t i = 0; i < e->npres; i++)
+        free(e->pres_rooms[i]);
+    free(e->pres_rooms);
     mx_map_free(e->rooms, free_room);
     free(e);
 }
@@ -314,10 +327,13 @@ static void mark_free(mx_engine *e, size_t before)
         e->out[e->nout - 1].free = 1;
 }
 
+static void flush_presence(mx_engine *e);
+
 int mx_engine_commit(mx_engine *e)
 {
     if (e->storage_error)
         return MX_EINTERNAL;
+    flush_presence(e);
     if (!e->nout && !e->unflushed)
         return 0;
     int rc = e->st->flush(e->st->ctx);
@@ -450,6 +466,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->authed = 0;
     c->closed = 0;
     c->admin = 0;
+    c->conn_id = ++e->last_conn_id;
     memset(&c->token, 0, sizeof(c->token));
     e->stats.connections++;
 }
@@ -472,10 +489,14 @@ static void conn_forget_room(struct mx_conn *c, const struct mx_room *r)
     }
 }
 
+static void presence_leave(mx_engine *e, struct mx_conn *c, struct mx_room *r);
+
 void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
 {
-    for (size_t i = 0; i < c->nrooms; i++)
+    for (size_t i = 0; i < c->nrooms; i++) {
         mx_room_sub_del(c->rooms[i], c);
+        presence_leave(e, c, c->rooms[i]);
+    }
     free(c->rooms);
     c->rooms = NULL;
     c->nrooms = c->caprooms = 0;
@@ -527,14 +548,42 @@ void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *
     reply_error(e, c, 0, 0, err, message);
 }
 
+static void presence_entry_cb(void *ctx, const struct mx_presence_entry *en)
+{
+    mx_buf *b = ctx;
+    if (b->len > 1)
+        mx_buf_putc(b, ',');
+    mx_proto_presence_entry(b, &(struct mx_msg_presence){.client = en->client, .clientlen = en->clientlen,
+                                                         .conn = en->conn, .state = en->state,
+                                                         .statelen = en->statelen});
+}
+
+/* A subscribe reply carries the presence of the room's other connections
+ * (a JSON array into b); sync and get replies do not (b stays empty). */
+static void presence_of_others(const struct mx_conn *c, const struct mx_request *q,
+                               const struct mx_room *r, mx_buf *b)
+{
+    mx_buf_init(b, 0);
+    if (q->type != MX_REQ_SUBSCRIBE)
+        return;
+    mx_buf_putc(b, '[');
+    mx_presence_each(r->presence, c, presence_entry_cb, b);
+    mx_buf_putc(b, ']');
+}
+
 static void reply_snapshot(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
                            struct mx_room *r)
 {
-    mx_buf b;
+    mx_buf b, pres;
     mx_buf_init(&b, MX_FRAME_PRE);
+    presence_of_others(c, q, r, &pres);
     mx_proto_snapshot(&b, &(struct mx_msg_snapshot){
                               .h = reply_head(q, r), .seq = r->seq, .checksum = r->checksum,
-                              .next_n = mx_room_next_n(r, c->client, c->clientlen), .state = r->state});
+                              .next_n = mx_room_next_n(r, c->client, c->clientlen), .state = r->state,
+                              .presence = pres.len ? mx_buf_data(&pres) : NULL, .presencelen = pres.len});
+    if (pres.oom)
+        b.oom = 1;
+    mx_buf_free(&pres);
     push_buf(e, c, &b);
 }
 
@@ -556,11 +605,16 @@ static void reply_catch_up(mx_engine *e, struct mx_conn *c, const struct mx_requ
         reply_snapshot(e, c, q, r);
         return;
     }
-    mx_buf b;
+    mx_buf b, pres;
     mx_buf_init(&b, MX_FRAME_PRE);
+    presence_of_others(c, q, r, &pres);
     mx_proto_actions(&b, &(struct mx_msg_actions){
                              .h = reply_head(q, r), .from = q->since.seq, .to = r->seq,
-                             .next_n = mx_room_next_n(r, c->client, c->clientlen), .log = r->log});
+                             .next_n = mx_room_next_n(r, c->client, c->clientlen), .log = r->log,
+                             .presence = pres.len ? mx_buf_data(&pres) : NULL, .presencelen = pres.len});
+    if (pres.oom)
+        b.oom = 1;
+    mx_buf_free(&pres);
     push_buf(e, c, &b);
 }
 
@@ -635,7 +689,7 @@ static void do_hello(mx_engine *e, struct mx_conn *c, const struct mx_request *q
     mx_buf_init(&b, MX_FRAME_PRE);
     mx_proto_welcome(&b, &(struct mx_msg_welcome){
                              .h = reply_head(q, NULL), .client = c->client, .clientlen = c->clientlen,
-                             .server = "movexd/" MOVEXD_VERSION,
+                             .conn = c->conn_id, .server = "movexd/" MOVEXD_VERSION,
                              .max_message_bytes = e->cfg->max_message_bytes,
                              .max_depth = (uint64_t)e->cfg->max_depth,
                              .max_queue_bytes = e->cfg->max_queue_bytes,
@@ -810,6 +864,7 @@ static void do_unsubscribe(mx_engine *e, struct mx_conn *c, const struct mx_requ
     }
     mx_room_sub_del(r, c);
     conn_forget_room(c, r);
+    presence_leave(e, c, r);
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);
     struct mx_msg_head h = reply_head(q, r);
@@ -964,6 +1019,148 @@ static void do_get(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
     struct mx_room *r = existing_room(e, c, q);
     if (r)
         reply_snapshot(e, c, q, r);
+}
+
+/* ---- presence (presence.h): ephemeral, never logged, never in seq or
+ * checksum; its messages depend on no storage decision (free) ---- */
+
+struct announce {
+    mx_engine *e;
+    struct mx_room *r;
+};
+
+/* Tell every other subscriber of r about en (its state, or that it left). */
+static void presence_announce_cb(void *ctx, const struct mx_presence_entry *en)
+{
+    struct announce *a = ctx;
+    struct mx_room *r = a->r;
+    if (r->nsubs == 0 || (r->nsubs == 1 && r->subs[0] == en->owner))
+        return;
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_proto_presence(&b, &(struct mx_msg_presence){
+                              .h = {.room = r->id, .roomlen = r->idlen}, .client = en->client,
+                              .clientlen = en->clientlen, .conn = en->conn, .state = en->state,
+                              .statelen = en->statelen});
+    mx_frame *f = mx_frame_from_buf(&b);
+    for (size_t i = 0; i < r->nsubs; i++) {
+        struct mx_conn *s = r->subs[i];
+        if (s == en->owner)
+            continue;
+        if (!f) { /* a subscriber that misses it would show a stale presence */
+            close_conn(s, 1011, "server out of memory");
+            continue;
+        }
+        size_t before = a->e->nout;
+        push(a->e, s, mx_frame_ref(f));
+        mark_free(a->e, before);
+    }
+    mx_frame_unref(f);
+}
+
+/* c leaves r (unsubscribe, disconnect): its presence, if any, is gone and
+ * the others are told at once. */
+static void presence_leave(mx_engine *e, struct mx_conn *c, struct mx_room *r)
+{
+    struct mx_presence_entry gone;
+    if (!mx_presence_remove(&r->presence, c, &gone))
+        return;
+    struct announce a = {e, r};
+    presence_announce_cb(&a, &gone);
+}
+
+/* Announce the presence changes that are due (once per loop turn). */
+static void flush_presence(mx_engine *e)
+{
+    if (!e->npres)
+        return;
+    uint64_t now = now_ms();
+    size_t keep = 0;
+    for (size_t i = 0; i < e->npres; i++) {
+        char *id = e->pres_rooms[i];
+        /* by id, not pointer: the room may have been deleted or evicted */
+        struct mx_room *r = mx_map_get(e->rooms, id, strlen(id));
+        int waiting = 0;
+        if (r && r->presence) {
+            struct announce a = {e, r};
+            waiting = mx_presence_flush(&r->presence, now, MX_PRESENCE_INTERVAL_MS,
+                                        presence_announce_cb, &a);
+            if (r->presence)
+                *mx_presence_listed(r->presence) = waiting;
+        }
+        if (waiting)
+            e->pres_rooms[keep++] = id;
+        else
+            free(id);
+    }
+    e->npres = keep;
+}
+
+static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    if (denied(e, c, q, MX_RIGHT_WRITE))
+        return;
+    struct mx_room *r = existing_room(e, c, q);
+    if (!r)
+        return;
+    if (!conn_subscribed(c, r)) {
+        reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED,
+                    "subscribe to the room before setting a presence in it");
+        return;
+    }
+    mx_buf v;
+    mx_buf_init(&v, 0);
+    int clear = json_is_null(q->presence);
+    if (!clear && (mx_json_dump_jansson(q->presence, &v) || v.oom)) {
+        mx_buf_free(&v);
+        reply_error(e, c, q->has_id, q->id, MX_EBAD_REQUEST, "the state must be JSON of finite numbers");
+        return;
+    }
+    if (!clear && v.len > r->type.max_presence_bytes) {
+        char msg[120];
+        snprintf(msg, sizeof(msg), "the presence state is %zu bytes, over this room type's max_presence_bytes %zu",
+                 v.len, r->type.max_presence_bytes);
+        mx_buf_free(&v);
+        reply_error(e, c, q->has_id, q->id, MX_ETOO_LARGE, msg);
+        return;
+    }
+    /* room on the list of tables to flush before the change, so a failure
+     * leaves nothing half done */
+    int listed = r->presence && *mx_presence_listed(r->presence);
+    if (!listed && e->npres == e->cappres) {
+        size_t ncap = e->cappres ? e->cappres * 2 : 16;
+        char **n = realloc(e->pres_rooms, ncap * sizeof(*n));
+        if (!n)
+            goto oom;
+        e->pres_rooms = n;
+        e->cappres = ncap;
+    }
+    char *id = listed ? NULL : strdup(r->id);
+    if (!listed && !id)
+        goto oom;
+    if (mx_presence_set(&r->presence, c, c->conn_id, c->client, c->clientlen,
+                        clear ? NULL : mx_buf_data(&v), v.len)) {
+        free(id);
+        goto oom;
+    }
+    if (id && r->presence) {
+        e->pres_rooms[e->npres++] = id;
+        *mx_presence_listed(r->presence) = 1;
+    } else {
+        free(id); /* cleared without an entry: nothing to announce */
+    }
+    mx_buf_free(&v);
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    struct mx_msg_head h = reply_head(q, r);
+    mx_proto_presence_ok(&b, &h);
+    size_t before = e->nout;
+    push_buf(e, c, &b);
+    mark_free(e, before);
+    return;
+oom:
+    mx_buf_free(&v);
+    reply_error(e, c, q->has_id, q->id, MX_ENOMEM, "out of memory; the presence was not set");
 }
 
 static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
@@ -1183,6 +1380,7 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     case MX_REQ_SYNC: do_sync(e, c, &q); break;
     case MX_REQ_GET: do_get(e, c, &q); break;
     case MX_REQ_PING: do_ping(e, c, &q); break;
+    case MX_REQ_PRESENCE: do_presence(e, c, &q); break;
     }
 done:
     json_decref(j);

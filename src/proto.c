@@ -197,6 +197,8 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
     }
     if (!strcmp(type, "create"))
         req->type = MX_REQ_CREATE;
+    else if (!strcmp(type, "presence"))
+        req->type = MX_REQ_PRESENCE;
     else if (!strcmp(type, "subscribe"))
         req->type = MX_REQ_SUBSCRIBE;
     else if (!strcmp(type, "unsubscribe"))
@@ -233,6 +235,12 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
         return decode_since(msg, req, 1, why, whylen);
     case MX_REQ_ACTION:
         return decode_action(msg, req, why, whylen);
+    case MX_REQ_PRESENCE:
+        /* any JSON value; null clears (so it must be there, even as null) */
+        req->presence = json_object_get(msg, "state");
+        if (!req->presence)
+            FAIL("\"state\" is required (any JSON value; null clears the presence)");
+        return 0;
     default:
         return 0;
     }

@@ -41,6 +41,17 @@ static void field_bool_true(mx_buf *out, const char *name, int v)
 
 static void field_code(mx_buf *out, int code, const char *message);
 
+/* ,"name":<json> for pre-encoded JSON text; nothing when json is NULL. */
+static void field_raw(mx_buf *out, const char *name, const char *json, size_t len)
+{
+    if (!json)
+        return;
+    mx_buf_puts(out, ",\"");
+    mx_buf_puts(out, name);
+    mx_buf_puts(out, "\":");
+    mx_buf_append(out, json, len);
+}
+
 void mx_proto_field_u64(mx_buf *out, const char *name, uint64_t v)
 {
     mx_buf_puts(out, ",\"");
@@ -162,6 +173,8 @@ void mx_proto_welcome(mx_buf *out, const struct mx_msg_welcome *m)
 {
     begin(out, "welcome", &m->h);
     mx_proto_field_str(out, "client", m->client, m->clientlen);
+    if (m->conn)
+        mx_proto_field_u64(out, "conn", m->conn);
     mx_proto_field_str(out, "server", m->server, strlen(m->server));
     mx_buf_puts(out, ",\"limits\":{\"max_message_bytes\":");
     mx_buf_put_u64(out, m->max_message_bytes);
@@ -189,6 +202,7 @@ void mx_proto_snapshot(mx_buf *out, const struct mx_msg_snapshot *m)
     mx_buf_puts(out, ",\"state\":");
     if (mx_json_dump(m->state, out))
         out->oom = 1; /* never a message with half a state */
+    field_raw(out, "presence", m->presence, m->presencelen);
     mx_buf_putc(out, '}');
 }
 
@@ -209,7 +223,9 @@ void mx_proto_actions(mx_buf *out, const struct mx_msg_actions *m)
             mx_buf_putc(out, ',');
         mx_buf_append(out, en->text, en->len);
     }
-    mx_buf_puts(out, "]}");
+    mx_buf_putc(out, ']');
+    field_raw(out, "presence", m->presence, m->presencelen);
+    mx_buf_putc(out, '}');
 }
 
 void mx_proto_ack(mx_buf *out, const struct mx_msg_ack *m)
@@ -260,6 +276,33 @@ void mx_proto_pong(mx_buf *out, const struct mx_msg_head *h)
 void mx_proto_unsubscribed(mx_buf *out, const struct mx_msg_head *h)
 {
     begin(out, "unsubscribed", h);
+    mx_buf_putc(out, '}');
+}
+
+void mx_proto_presence(mx_buf *out, const struct mx_msg_presence *m)
+{
+    begin(out, "presence", &m->h);
+    mx_proto_field_str(out, "client", m->client, m->clientlen);
+    mx_proto_field_u64(out, "conn", m->conn);
+    if (m->state)
+        field_raw(out, "state", m->state, m->statelen);
+    else
+        field_bool_true(out, "left", 1);
+    mx_buf_putc(out, '}');
+}
+
+void mx_proto_presence_ok(mx_buf *out, const struct mx_msg_head *h)
+{
+    begin(out, "presence_ok", h);
+    mx_buf_putc(out, '}');
+}
+
+void mx_proto_presence_entry(mx_buf *out, const struct mx_msg_presence *m)
+{
+    mx_buf_puts(out, "{\"client\":");
+    mx_json_dump_string(m->client, m->clientlen, out);
+    mx_proto_field_u64(out, "conn", m->conn);
+    field_raw(out, "state", m->state ? m->state : "null", m->state ? m->statelen : 4);
     mx_buf_putc(out, '}');
 }
 

@@ -11,6 +11,7 @@
  *    patch engine's undo restores the tree; only digest caches along the
  *    touched paths are recomputed).
  */
+#include "movexd/presence.h"
 #include "movexd/room.h"
 
 #include <stdio.h>
@@ -64,6 +65,7 @@ void mx_room_free(struct mx_room *r)
     mx_json_free(r->state);
     mx_oplog_free(r->log);
     mx_dedup_free(r->dedup);
+    mx_presence_free(r->presence);
     free(r->subs);
     free(r);
 }

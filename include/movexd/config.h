@@ -42,6 +42,7 @@ struct mx_room_type {
     size_t max_state_bytes;          /* serialized state bound; 0 = none */
     int create_on_subscribe;         /* subscribe to a missing room creates it with {} */
     size_t max_ops;                  /* operations per patch action; 0 = none */
+    size_t max_presence_bytes;       /* one connection's presence state; 0 = presence off */
     unsigned anonymous;              /* rights without a token (auth jwt) */
     unsigned authenticated;          /* rights every valid token adds */
 };

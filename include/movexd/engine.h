@@ -35,6 +35,7 @@ struct mx_conn {
     void *edge; /* the edge's own pointer */
 
     /* Owned by the engine. */
+    uint64_t conn_id; /* unique per connection (welcome "conn"; presence) */
     int hello;
     char client[MX_CLIENT_ID_MAX + 1];
     size_t clientlen;

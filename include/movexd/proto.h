@@ -30,6 +30,7 @@ enum mx_req_type {
     MX_REQ_SYNC,
     MX_REQ_GET,
     MX_REQ_PING,
+    MX_REQ_PRESENCE,
 };
 
 struct mx_since {
@@ -56,6 +57,7 @@ struct mx_request {
     size_t ndeps;                  /* action: entries of "dep" (0: none) */
     uint64_t deps[MX_DEPS_MAX];    /* each < n */
     const json_t *action; /* action: the {type, payload} object */
+    const json_t *presence; /* presence: the state (JSON null: clear) */
     size_t msglen;        /* bytes of the whole message */
 };
 
@@ -102,6 +104,7 @@ struct mx_msg_welcome {
     const char *client;
     size_t clientlen;
     const char *server; /* "movexd/<version>" */
+    uint64_t conn; /* the connection's id, unique per connection (0: absent) */
     uint64_t max_message_bytes, max_depth, max_queue_bytes, max_rooms, dedup_window;
 };
 
@@ -117,6 +120,8 @@ struct mx_msg_snapshot {
     const uint8_t *checksum;
     uint64_t next_n;
     const mx_val *state;
+    const char *presence; /* subscribe: a JSON array of mx_proto_presence_entry (NULL: absent) */
+    size_t presencelen;
 };
 
 struct mx_oplog;
@@ -125,6 +130,8 @@ struct mx_msg_actions {
     struct mx_msg_head h;
     uint64_t from, to, next_n;
     const struct mx_oplog *log;
+    const char *presence; /* as in mx_msg_snapshot */
+    size_t presencelen;
 };
 
 struct mx_msg_ack {
@@ -175,6 +182,17 @@ struct mx_msg_error {
     const char *message; /* NULL or "": the code's fixed text */
 };
 
+/* Presence of another connection in a room (presence.h): its state, or
+ * {"left":true} when state is NULL. */
+struct mx_msg_presence {
+    struct mx_msg_head h; /* room only */
+    const char *client;
+    size_t clientlen;
+    uint64_t conn;
+    const char *state; /* encoded JSON; NULL: left */
+    size_t statelen;
+};
+
 void mx_proto_welcome(mx_buf *out, const struct mx_msg_welcome *m);
 void mx_proto_created(mx_buf *out, const struct mx_msg_created *m);
 void mx_proto_snapshot(mx_buf *out, const struct mx_msg_snapshot *m);
@@ -184,6 +202,10 @@ void mx_proto_reject(mx_buf *out, const struct mx_msg_reject *m);
 void mx_proto_fwd(mx_buf *out, const struct mx_msg_fwd *m);
 void mx_proto_pong(mx_buf *out, const struct mx_msg_head *h);
 void mx_proto_unsubscribed(mx_buf *out, const struct mx_msg_head *h);
+void mx_proto_presence(mx_buf *out, const struct mx_msg_presence *m);
+void mx_proto_presence_ok(mx_buf *out, const struct mx_msg_head *h);
+/* One element of a subscribe reply's "presence" array (m->h unused). */
+void mx_proto_presence_entry(mx_buf *out, const struct mx_msg_presence *m);
 void mx_proto_error_msg(mx_buf *out, const struct mx_msg_error *m);
 /* The common case of error: a request's id, no room. */
 void mx_proto_error(mx_buf *out, int has_id, uint64_t id, int err, const char *message);

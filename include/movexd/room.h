@@ -37,6 +37,7 @@ struct mx_room {
     mx_dedup *dedup;
     struct mx_conn **subs;
     size_t nsubs, capsubs;
+    struct mx_presence *presence; /* ephemeral, never stored (presence.h); NULL: none */
 
     /* Kept for the storage: */
     uint64_t disk_first_lsn; /* first WAL record not in a snapshot (0: none) */

@@ -196,7 +196,7 @@ START_TEST(each_message_as_documented)
     mx_buf_init(&b, 0);
     mx_proto_welcome(&b, &(struct mx_msg_welcome){
                              .h = {.has_id = 1, .id = 1}, .client = "c1", .clientlen = 2,
-                             .server = "movexd/0.1.0", .max_message_bytes = 1048576, .max_depth = 64,
+                             .conn = 7, .server = "movexd/0.1.0", .max_message_bytes = 1048576, .max_depth = 64,
                              .max_queue_bytes = 4194304, .max_rooms = 100, .dedup_window = 1024});
     ck_documented(&b);
 
@@ -252,6 +252,33 @@ START_TEST(each_message_as_documented)
     mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = ROOM, .roomlen = sizeof(ROOM) - 1},
                                                   .code = MX_ENO_SUCH_ROOM,
                                                   .message = "the room was deleted"});
+    ck_documented(&b);
+
+    /* presence: a state, leaving, the reply, and a subscribe reply's list */
+    struct mx_msg_presence p = {.h = {.room = ROOM, .roomlen = sizeof(ROOM) - 1}, .client = "c2",
+                                .clientlen = 2, .conn = 8, .state = "{\"editing\":\"x\"}",
+                                .statelen = 15};
+    mx_proto_presence(&b, &p);
+    ck_documented(&b);
+    p.state = NULL;
+    mx_proto_presence(&b, &p);
+    ck_documented(&b);
+    mx_proto_presence_ok(&b, &(struct mx_msg_head)HEAD(9));
+    ck_documented(&b);
+    p.state = "{\"editing\":\"x\"}";
+    mx_buf list;
+    mx_buf_init(&list, 0);
+    mx_buf_putc(&list, '[');
+    mx_proto_presence_entry(&list, &p);
+    mx_buf_putc(&list, ']');
+    js = parse("{}");
+    state = mx_json_from_jansson(js, 0, &why);
+    json_decref(js);
+    mx_proto_snapshot(&b, &(struct mx_msg_snapshot){.h = HEAD(2), .seq = 0, .checksum = SUM_A, .next_n = 1,
+                                                    .state = state, .presence = mx_buf_data(&list),
+                                                    .presencelen = list.len});
+    mx_json_free(state);
+    mx_buf_free(&list);
     ck_documented(&b);
 }
 END_TEST

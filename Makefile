@@ -36,11 +36,13 @@ CORE_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(CORE_SRC))
 MAIN_OBJ := $(BUILD)/obj/main.o
 UNIT_SRC := $(wildcard test/unit/*.c)
 UNIT_OBJ := $(patsubst test/unit/%.c,$(BUILD)/test/%.o,$(UNIT_SRC))
+TOOL_SRC := $(wildcard tools/*.c)
+TOOL_OBJ := $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(TOOL_SRC))
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all deps test-deps run test unit integration bench crash-test install uninstall clean check-conf
-all: $(BUILD)/movexd
+all: $(BUILD)/movexd $(BUILD)/movexctl
 
 deps:
 	@scripts/install-deps.sh
@@ -76,6 +78,14 @@ $(BUILD)/suites.h: $(UNIT_SRC) | $(BUILD)/obj
 $(BUILD)/movexd: $(MAIN_OBJ) $(CORE_OBJ)
 	$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
+# movexctl (tools/): the command-line client; links the daemon's core for
+# the key loaders, the conf reader, the WAL reader and the snapshot decoder.
+$(BUILD)/tools/%.o: tools/%.c tools/movexctl.h $(wildcard include/movexd/*.h) | $(BUILD)/tools
+	$(CC) $(CFLAGS_ALL) -Itools -c -o $@ $<
+
+$(BUILD)/movexctl: $(TOOL_OBJ) $(CORE_OBJ)
+	$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
 $(BUILD)/unit-tests: $(UNIT_OBJ) $(CORE_OBJ)
 	$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS) $(CHECK_LIBS) $(LDFLAGS)
 
@@ -85,7 +95,7 @@ $(BUILD)/bench/%: bench/%.c $(CORE_OBJ) | $(BUILD)/bench
 # the load generator and the ceiling relay share a header
 $(BUILD)/bench/loadgen $(BUILD)/bench/ceiling: bench/wsjson.h
 
-$(BUILD)/obj $(BUILD)/test $(BUILD)/bench:
+$(BUILD)/obj $(BUILD)/test $(BUILD)/bench $(BUILD)/tools:
 	@mkdir -p $@
 
 unit: test-deps
@@ -112,6 +122,7 @@ check-conf: all
 # ---------------------------------------------------------------- install --
 # `make install [PREFIX=/usr/local] [DESTDIR=]` (docs/OPERATIONS.md):
 #   $(PREFIX)/bin/movexd                     the daemon ($(BUILD)/movexd)
+#   $(PREFIX)/bin/movexctl                   the command-line client
 #   /etc/movexd/movexd.conf                  conf/movexd.conf with data_dir
 #                                            /var/lib/movexd and client_dir
 #                                            below; an existing file is kept
@@ -121,7 +132,7 @@ check-conf: all
 #   /lib/systemd/system/movexd.socket        systemd/movexd.socket (socket
 #                                            activation; not enabled)
 #   $(PREFIX)/share/movexd/client/           movex.js, movex.d.ts, demo/
-#   $(PREFIX)/share/man/man8/movexd.8, man5/movexd.conf.5
+#   $(PREFIX)/share/man/man8/movexd.8, man5/movexd.conf.5, man1/movexctl.1
 #   $(PREFIX)/share/doc/movexd/              README.md, docs/*.md
 # The adjusted copies are made in $(BUILD)/dist first. `make uninstall`
 # removes all of it except /etc/movexd (and never touches /var/lib/movexd).
@@ -140,7 +151,9 @@ install: all
 	sed 's|/usr/local/bin/movexd|$(PREFIX)/bin/movexd|g' systemd/movexd.service > $(INSTALL_DIST)/movexd.service
 	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.8 > $(INSTALL_DIST)/movexd.8
 	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.conf.5 > $(INSTALL_DIST)/movexd.conf.5
+	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexctl.1 > $(INSTALL_DIST)/movexctl.1
 	install -D -m 0755 $(BUILD)/movexd $(DESTDIR)$(PREFIX)/bin/movexd
+	install -D -m 0755 $(BUILD)/movexctl $(DESTDIR)$(PREFIX)/bin/movexctl
 	install -D -m 0644 $(INSTALL_DIST)/movexd.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service
 	install -D -m 0644 systemd/movexd.socket $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.socket
 	install -d -m 0755 $(SHARE_DIR)/movexd/client
@@ -152,6 +165,7 @@ install: all
 	fi
 	install -D -m 0644 $(INSTALL_DIST)/movexd.8 $(SHARE_DIR)/man/man8/movexd.8
 	install -D -m 0644 $(INSTALL_DIST)/movexd.conf.5 $(SHARE_DIR)/man/man5/movexd.conf.5
+	install -D -m 0644 $(INSTALL_DIST)/movexctl.1 $(SHARE_DIR)/man/man1/movexctl.1
 	install -d -m 0755 $(SHARE_DIR)/doc/movexd
 	install -m 0644 README.md $(wildcard docs/*.md) $(SHARE_DIR)/doc/movexd/
 	install -d -m 0755 $(DESTDIR)/etc/movexd
@@ -168,10 +182,10 @@ install: all
 	@echo "install: done. With systemd: systemctl daemon-reload && systemctl enable --now movexd"
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/movexd
+	rm -f $(DESTDIR)$(PREFIX)/bin/movexd $(DESTDIR)$(PREFIX)/bin/movexctl
 	rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.service $(DESTDIR)$(SYSTEMD_UNIT_DIR)/movexd.socket
 	rm -rf $(SHARE_DIR)/movexd
-	rm -f $(SHARE_DIR)/man/man8/movexd.8 $(SHARE_DIR)/man/man5/movexd.conf.5
+	rm -f $(SHARE_DIR)/man/man8/movexd.8 $(SHARE_DIR)/man/man5/movexd.conf.5 $(SHARE_DIR)/man/man1/movexctl.1
 	rm -rf $(SHARE_DIR)/doc/movexd
 	@echo "uninstall: kept $(DESTDIR)/etc/movexd (the conf) and the data in /var/lib/movexd;" \
 	  "remove them by hand if they are no longer needed. Run systemctl daemon-reload now" \

@@ -1594,6 +1594,7 @@ class Connection extends Emitter {
     this.status = 'connecting';
     /** This client's id (resolved before the first hello). */
     this.client = null;
+    this._clientGiven = !!opts.client; // an id the app chose (see _onWelcome)
     this._ready = this._resolveClient(opts.client).then(() => {
       if (!this._closed) this._open();
       else if (this._releaseLock) this._releaseLock(); // closed meanwhile
@@ -1901,8 +1902,14 @@ class Connection extends Emitter {
     this._attempt = 0;
     this.limits = m.limits || null;
     if (m.client && m.client !== this.client) {
-      this._emit('error', new MovexError('client_mismatch',
-        `the server named this client ${m.client}, not ${this.client}; pass the token's subject as the client option`));
+      // The server names the client whenever it has the authority to: the
+      // token's subject under auth jwt, a fresh anon-... id for a
+      // connection without a token. That is normal, not an error, unless
+      // the app chose an id itself and expected to keep it.
+      if (this._clientGiven) {
+        this._emit('error', new MovexError('client_mismatch',
+          `the server named this client ${m.client}, not ${this.client}; pass the token's subject as the client option`));
+      }
       this.client = m.client;
     }
     this._startPing();

@@ -524,7 +524,7 @@ static int key_err(char *err, size_t errlen, const char *path, const char *msg)
 
 /* Read a whole small file. Returns the length, -1 with errno on I/O error,
  * or -2 if it holds more than cap bytes. */
-static long read_small(const char *path, unsigned char *buf, size_t cap)
+long mx_jwt_read_key_file(const char *path, unsigned char *buf, size_t cap)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -544,7 +544,7 @@ static long read_small(const char *path, unsigned char *buf, size_t cap)
 static int load_secret(struct mx_jwt_keys *keys, const char *path, char *err, size_t errlen)
 {
     unsigned char buf[MX_KEYFILE_MAX];
-    long r = read_small(path, buf, sizeof buf);
+    long r = mx_jwt_read_key_file(path, buf, sizeof buf);
     if (r == -1)
         return key_err(err, errlen, path, strerror(errno));
     size_t n = r < 0 ? sizeof buf : (size_t)r;
@@ -631,7 +631,7 @@ static int pem_public(const char *path, const char *s, size_t len, unsigned char
 static int load_public(struct mx_jwt_keys *keys, const char *path, char *err, size_t errlen)
 {
     unsigned char buf[MX_KEYFILE_MAX];
-    long r = read_small(path, buf, sizeof buf);
+    long r = mx_jwt_read_key_file(path, buf, sizeof buf);
     if (r == -1)
         return key_err(err, errlen, path, strerror(errno));
     if (r == -2)

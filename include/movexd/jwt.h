@@ -105,6 +105,26 @@ int mx_pattern_match(const char *pattern, const char *s, size_t len);
 int mx_jwt_load_keys(struct mx_jwt_keys *keys, const char *hs256_file, const char *ed25519_file,
                      char *err, size_t errlen);
 
+/* Read a key file of at most cap bytes into buf, as every key loader here
+ * does (tokens are signed by tools/movexctl with keys read the same way).
+ * Returns the byte count, -1 with errno set when it cannot be read, or -2
+ * when the file holds more than cap bytes. */
+long mx_jwt_read_key_file(const char *path, unsigned char *buf, size_t cap);
+
+/* ---- signing (jwt_sign.c; development tokens, movexctl token) ---- */
+
+/* Load an Ed25519 private key: a PEM "PRIVATE KEY" (PKCS#8, RFC 8410, as
+ * scripts/make-token.mjs --gen-ed25519 and `openssl genpkey -algorithm
+ * ed25519` write it) or 64 hex characters of the 32-byte seed. sk gets
+ * libsodium's 64-byte secret key. 0, or -1 with err naming the file. */
+int mx_jwt_load_ed25519_private(const char *path, unsigned char sk[64], char *err, size_t errlen);
+
+/* Sign a claims object (JSON text) as a compact JWS: with sk set (64 bytes)
+ * alg EdDSA, else HS256 with secret/secretlen. *out is malloc'd and
+ * NUL-terminated. 0 or MX_ENOMEM. */
+int mx_jwt_sign(const char *claims, size_t claimslen, const unsigned char *secret, size_t secretlen,
+                const unsigned char *sk, char **out);
+
 /* Set the iss and aud tokens must carry (NULL or "" = not checked). A value
  * longer than MX_JWT_CLAIM_MAX bytes wipes *keys (so nothing is accepted by
  * mistake) and returns -1; else 0. Call after mx_jwt_load_keys, which

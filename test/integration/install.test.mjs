@@ -40,6 +40,8 @@ const oct = (m) => `0${m.toString(8)}`;
 function expectedFiles() {
   const files = {
     [`${PREFIX}/bin/movexd`]: 0o755,
+    [`${PREFIX}/bin/movexctl`]: 0o755,
+    [`${PREFIX}/share/man/man1/movexctl.1`]: 0o644,
     '/lib/systemd/system/movexd.service': 0o644,
     '/lib/systemd/system/movexd.socket': 0o644,
     [`${PREFIX}/share/movexd/client/movex.js`]: 0o644,
@@ -124,7 +126,7 @@ test('make install puts every file in place, adjusted to PREFIX; make uninstall 
     assert.ok(!unit.includes('/usr/local'), 'no /usr/local left in the installed unit');
 
     // man pages: name PREFIX paths, render cleanly
-    for (const [sect, name] of [['8', 'movexd.8'], ['5', 'movexd.conf.5']]) {
+    for (const [sect, name] of [['8', 'movexd.8'], ['5', 'movexd.conf.5'], ['1', 'movexctl.1']]) {
       const p = join(dest, PREFIX, `share/man/man${sect}`, name);
       const text = readFileSync(p, 'utf8');
       assert.ok(!text.includes('/usr/local'), `${name}: /usr/local replaced by ${PREFIX}`);
@@ -172,5 +174,5 @@ test('movexd.conf.5 documents every conf key; both man pages render cleanly from
     t.diagnostic('man is not installed: rendering not checked');
     return;
   }
-  for (const p of ['man/movexd.8', 'man/movexd.conf.5']) renderMan(join(ROOT, p));
+  for (const p of ['man/movexd.8', 'man/movexd.conf.5', 'man/movexctl.1']) renderMan(join(ROOT, p));
 });

@@ -248,6 +248,10 @@ test('check-data lists rooms with seq and checksum, read-only, and reports damag
 
     // start and stop cleanly: snapshots now hold the rooms
     const d2 = await startDaemon({ dir: d.dir, keepDir: true });
+    for (const room of ['todo:x', 'todo:y']) { // rebuilt now, so the stop snapshots them
+      const g = await ctl(['--url', d2.url, 'get', room]);
+      assert.equal(g.code, 0, g.err);
+    }
     await d2.stop();
     r = await ctl(['check-data', d.dataDir]);
     assert.equal(r.code, 0, r.out);

@@ -99,10 +99,12 @@ export function startServer(cmd, args, re, { env, cleanup } = {}) {
   });
 }
 
-export async function startMovexd({ fsync = 'no', dir = tmpdir(), extra = '', bin = MOVEXD } = {}) {
+// `bin` + `prefixArgs` put something in front of the daemon (targets.mjs:
+// a shell that raises the fd limit, then execs it, so the PID stays its).
+export async function startMovexd({ fsync = 'no', dir = tmpdir(), extra = '', bin = MOVEXD, prefixArgs = [] } = {}) {
   const d = mkdtempSync(join(dir, 'movexd-bench-'));
   writeFileSync(join(d, 'movexd.conf'), movexdConf(fsync, extra));
-  return startServer(bin, ['-c', join(d, 'movexd.conf'), '--listen', '127.0.0.1:0', '--data-dir', join(d, 'data'), '--log-level', 'info'],
+  return startServer(bin, [...prefixArgs, '-c', join(d, 'movexd.conf'), '--listen', '127.0.0.1:0', '--data-dir', join(d, 'data'), '--log-level', 'info'],
     /event=listening .*port=(\d+)/, { cleanup: () => rmSync(d, { recursive: true, force: true }) });
 }
 

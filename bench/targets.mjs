@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// targets.mjs - the connection-scale and latency targets of issue #12 on
+// movexd alone, each driven by bench/loadgen against a fresh release daemon
+// (the conf of bench/compare.mjs: the bench's own rate and connection
+// limits, history 10000), repeated, medians and min..max:
+//
+//   idle     N idle connections (upgrade + hello + subscribe, spread over 100
+//            rooms; several 127.0.0.x source addresses): the daemon's RSS
+//            growth per connection once all are subscribed (target <= 4 KiB
+//            at 100k), and the time to connect them. File descriptor limits
+//            are raised for the daemon (`ulimit -n` in its shell; we are
+//            root) and by loadgen for itself.
+//   storm    S subscribers over 10 rooms and 1 writer at 1000 actions/s; all
+//            subscribers drop their TCP connections at once and reconnect
+//            with `since`: time until every one has seen the head seq of the
+//            moment of the drop (target < 5 s), and no gap or repeated seq on
+//            any connection (nothing lost or duplicated).
+//   p99      W1 shape (1 writer, 10 subscribers) paced at a steady 10,000
+//            actions/s: send -> ack p99 (target < 2 ms), fsync always and no.
+//   fsync    W4 (64 writers over 8 rooms, 16 in flight each) under fsync
+//            `always` and `no`, interleaved: ratio of the medians (target
+//            >= 0.8).
+//
+// Usage: node bench/targets.mjs [--reps 3] [--only idle,storm,p99,fsync]
+//   [--idle 10000,100000] [--storm 10000] [--duration 5] [--dir /tmp] [--json FILE]
+import { writeFileSync, existsSync } from 'node:fs';
+import { tmpdir, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { startMovexd, runDriver } from './compare.mjs';
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+const LOADGEN = join(ROOT, 'build/release/bench/loadgen');
+const MOVEXD = join(ROOT, 'build/release/movexd');
+
+function parseArgs(argv) {
+  const o = { reps: 3, only: 'idle,storm,p99,fsync', idle: '10000,100000', storm: 10000, duration: 5, dir: tmpdir(), json: '' };
+  for (let i = 2; i < argv.length; i++) {
+    const k = argv[i].replace(/^--/, '');
+    if (!(k in o)) { console.error(`unknown option ${argv[i]}`); process.exit(2); }
+    const v = argv[++i];
+    o[k] = typeof o[k] === 'number' ? Number(v) : v;
+  }
+  o.only = o.only.split(',');
+  o.idle = o.idle.split(',').map(Number);
+  return o;
+}
+
+const median = (a) => { const s = a.filter(Number.isFinite).sort((x, y) => x - y); const n = s.length; return n ? (n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2) : NaN; };
+const span = (a) => { const s = a.filter(Number.isFinite); return s.length ? `${fmt(Math.min(...s))}..${fmt(Math.max(...s))}` : '-'; };
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
+
+// One fresh daemon (fd limit raised through a shell that execs it, so the
+// PID is the daemon's), one loadgen run against it.
+async function cell(o, fsync, args, nofile = 0) {
+  const bin = nofile ? '/bin/sh' : MOVEXD;
+  const pre = nofile ? ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, MOVEXD] : [];
+  const d = await startMovexd({ fsync, dir: o.dir, bin, prefixArgs: pre });
+  const r = await runDriver(LOADGEN, ['--quiet', '--port', String(d.port), '--server-pid', String(d.pid), ...args], 900000);
+  r.load = loadavg()[0];
+  const st = await d.stop();
+  if (st.code !== 0) r.server_exit = `${st.code}/${st.signal}`;
+  return r;
+}
+
+function line(name, r) {
+  if (r.error) return `${name}: ERROR ${r.error}`;
+  return `${name}: ${JSON.stringify(r)}`;
+}
+
+async function main() {
+  const o = parseArgs(process.argv);
+  for (const f of [LOADGEN, MOVEXD]) if (!existsSync(f)) { console.error(`${f} missing: make VARIANT=release all bench-bin`); process.exit(2); }
+  const out = {};
+  const report = [];
+
+  if (o.only.includes('idle')) {
+    for (const n of o.idle) {
+      const rs = [];
+      for (let i = 0; i < o.reps; i++) {
+        const r = await cell(o, 'no', ['--writers', '0', '--subscribers', String(n), '--rooms', '100', '--warmup', '1', '--duration', '1', '--ready-timeout', '600'], n + 1000);
+        console.log(line(`idle ${n} #${i + 1}`, r));
+        rs.push(r);
+      }
+      out[`idle_${n}`] = rs;
+      const per = rs.map((r) => r.server_bytes_per_conn);
+      const anon = rs.map((r) => ((r.server_anon_kb_ready - r.server_anon_kb_before) * 1024) / n);
+      report.push(`idle ${fmt(n)} connections: daemon RSS growth ${fmt(median(per))} B per connection [${span(per)}] (RssAnon ${fmt(median(anon))} B); connected+subscribed in ${fmt(median(rs.map((r) => r.connect_s)), 1)} s; RSS at ${fmt(median(rs.map((r) => r.server_rss_kb_ready / 1024)), 0)} MiB; all correct: ${rs.every((r) => r.final_ok)} (target <= 4096 B at 100k)`);
+    }
+  }
+  if (o.only.includes('storm')) {
+    const rs = [];
+    for (let i = 0; i < o.reps; i++) {
+      const r = await cell(o, 'no', ['--writers', '1', '--rate', '1000', '--subscribers', String(o.storm), '--rooms', '10', '--warmup', '1', '--duration', '4', '--storm-at', '1', '--ready-timeout', '300'], o.storm + 1000);
+      console.log(line(`storm #${i + 1}`, r));
+      rs.push(r);
+    }
+    out.storm = rs;
+    const ms = rs.map((r) => r.storm_catchup_ms);
+    report.push(`reconnect storm of ${fmt(o.storm)} subscribers: all caught up in ${fmt(median(ms))} ms [${span(ms)}]; replies actions/snapshot ${rs.map((r) => `${r.storm_actions_replies}/${r.storm_snapshots}`).join(', ')}; gaps ${rs.map((r) => r.gaps).join(',')}, repeats ${rs.map((r) => r.dups).join(',')}, lost updates ${rs.map((r) => r.lost_updates).join(',')}; all correct: ${rs.every((r) => r.final_ok)} (target < 5000 ms, 0 lost, 0 duplicated)`);
+  }
+  if (o.only.includes('p99')) {
+    for (const fsync of ['always', 'no']) {
+      const rs = [];
+      for (let i = 0; i < o.reps; i++) {
+        const r = await cell(o, fsync, ['--writers', '1', '--window', '64', '--subscribers', '10', '--rate', '10000', '--warmup', '1', '--duration', String(o.duration)]);
+        console.log(line(`p99 fsync ${fsync} #${i + 1}`, r));
+        rs.push(r);
+      }
+      out[`p99_${fsync}`] = rs;
+      const p99 = rs.map((r) => r.ack_p99_us / 1000);
+      report.push(`W1 at a steady 10,000 actions/s, fsync ${fsync}: achieved ${fmt(median(rs.map((r) => r.acked_per_s)))}/s, ack p50 ${fmt(median(rs.map((r) => r.ack_p50_us / 1000)), 2)} ms, p99 ${fmt(median(p99), 2)} ms [${span(p99.map((x) => x * 1000))} µs], p999 ${fmt(median(rs.map((r) => r.ack_p999_us / 1000)), 2)} ms; fwd p99 ${fmt(median(rs.map((r) => r.fwd_p99_us / 1000)), 2)} ms; all correct: ${rs.every((r) => r.final_ok)} (target p99 < 2 ms)`);
+    }
+  }
+  if (o.only.includes('fsync')) {
+    const by = { always: [], no: [] };
+    for (let i = 0; i < o.reps; i++) {
+      for (const fsync of i % 2 ? ['no', 'always'] : ['always', 'no']) {
+        const r = await cell(o, fsync, ['--writers', '64', '--rooms', '8', '--window', '16', '--subscribers', '0', '--warmup', '1', '--duration', String(o.duration)]);
+        console.log(line(`W4 fsync ${fsync} #${i + 1}`, r));
+        by[fsync].push(r);
+      }
+    }
+    out.fsync = by;
+    const a = median(by.always.map((r) => r.acked_per_s));
+    const n = median(by.no.map((r) => r.acked_per_s));
+    report.push(`W4 fsync always ${fmt(a)} acked/s [${span(by.always.map((r) => r.acked_per_s))}] (${fmt(median(by.always.map((r) => r.server_cpu_us_per_ack)), 1)} µs/ack), no ${fmt(n)} [${span(by.no.map((r) => r.acked_per_s))}] (${fmt(median(by.no.map((r) => r.server_cpu_us_per_ack)), 1)} µs/ack): always/no = ${fmt(a / n, 2)}; all correct: ${[...by.always, ...by.no].every((r) => r.final_ok)} (target >= 0.80)`);
+  }
+  console.log('\nsummary (medians of %d):\n%s', o.reps, report.join('\n'));
+  if (o.json) writeFileSync(o.json, JSON.stringify({ options: o, results: out, summary: report }, null, 1));
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

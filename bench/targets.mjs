@@ -24,6 +24,7 @@
 // Usage: node bench/targets.mjs [--reps 3] [--only idle,storm,p99,fsync]
 //   [--idle 10000,100000] [--storm 10000] [--duration 5] [--dir /tmp] [--json FILE]
 import { writeFileSync, existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startMovexd, runDriver } from './compare.mjs';
@@ -48,6 +49,15 @@ function parseArgs(argv) {
 const median = (a) => { const s = a.filter(Number.isFinite).sort((x, y) => x - y); const n = s.length; return n ? (n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2) : NaN; };
 const span = (a) => { const s = a.filter(Number.isFinite); return s.length ? `${fmt(Math.min(...s))}..${fmt(Math.max(...s))}` : '-'; };
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
+
+// The daemon and loadgen each need one descriptor per connection (plus a
+// margin). Root can raise the hard limit only with CAP_SYS_RESOURCE; where
+// it cannot, the count is capped to what the hard limit allows.
+const hardNofile = () => Number(spawnSync('/bin/sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim()) || 1024;
+function fdCap(n) {
+  if (spawnSync('/bin/sh', ['-c', `ulimit -n ${n + 1000}`]).status === 0) return n;
+  return Math.max(100, hardNofile() - 1000);
+}
 
 // One fresh daemon (fd limit raised through a shell that execs it, so the
 // PID is the daemon's), one loadgen run against it.
@@ -74,7 +84,9 @@ async function main() {
   const report = [];
 
   if (o.only.includes('idle')) {
-    for (const n of o.idle) {
+    for (const asked of o.idle) {
+      const n = fdCap(asked);
+      if (n !== asked) report.push(`idle ${fmt(asked)} connections: NOT RUN - the hard file descriptor limit here is ${fmt(hardNofile())} and cannot be raised (no CAP_SYS_RESOURCE); measured ${fmt(n)} instead`);
       const rs = [];
       for (let i = 0; i < o.reps; i++) {
         const r = await cell(o, 'no', ['--writers', '0', '--subscribers', String(n), '--rooms', '100', '--warmup', '1', '--duration', '1', '--ready-timeout', '600'], n + 1000);
@@ -88,6 +100,7 @@ async function main() {
     }
   }
   if (o.only.includes('storm')) {
+    o.storm = fdCap(o.storm);
     const rs = [];
     for (let i = 0; i < o.reps; i++) {
       const r = await cell(o, 'no', ['--writers', '1', '--rate', '1000', '--subscribers', String(o.storm), '--rooms', '10', '--warmup', '1', '--duration', '4', '--storm-at', '1', '--ready-timeout', '300'], o.storm + 1000);

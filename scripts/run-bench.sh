@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run-bench.sh - build and run every benchmark in bench/, print a summary.
-# `make bench` calls this. About 4 minutes on an idle 2-core machine, 7-8 on
-# a busy one (docs/BENCHMARKS.md); the environment below can shorten it.
+# `make bench` calls this. Sections 1-4 take about 4 minutes on an idle
+# 2-core machine, 7-8 on a busy one; the side-by-side comparison (5) and the
+# connection/latency targets (6) add about 25 minutes (docs/BENCHMARKS.md);
+# the environment below can shorten it.
 #
 # Environment (all optional):
 #   BENCH_DIR      where temporary data dirs go (default: $TMPDIR or /tmp);
@@ -16,6 +18,14 @@
 #   ROOMS_N        rooms for the memory benchmark (default 100000; ~2 min)
 #   BENCH_SYSCALLS 1 (default): one extra short ack pass counting the daemon's
 #                  system calls with `perf stat` (skipped when perf is missing)
+#   CMP_REPS       repetitions of the side-by-side comparison (default 3)
+#   CMP_DURATION   measured seconds per cell of it (default 5)
+#   CMP_SERVERS    servers compared (default: movexd, ceiling,
+#                  ceiling-per-frame and the four peers of bench/peers/)
+#   TGT_REPS       repetitions of each connection/latency target (default 3)
+#   TGT_IDLE       idle connection counts measured (default 10000,100000)
+#   TGT_STORM      subscribers in the reconnect storm (default 10000)
+#   SKIP_OLD       1: run only the comparison and the targets (sections 5-6)
 #
 # Raw output and JSON results go to build/bench-results/<timestamp>/.
 set -euo pipefail
@@ -30,6 +40,13 @@ REC_ACTIONS=${REC_ACTIONS:-1000000}
 REC_ROOMS=${REC_ROOMS:-10000}
 BENCH_SYSCALLS=${BENCH_SYSCALLS:-1}
 ROOMS_N=${ROOMS_N:-100000}
+CMP_REPS=${CMP_REPS:-3}
+CMP_DURATION=${CMP_DURATION:-5}
+CMP_SERVERS=${CMP_SERVERS:-movexd,ceiling,ceiling-per-frame,movex-server,sharedb,colyseus,y-websocket}
+TGT_REPS=${TGT_REPS:-3}
+TGT_IDLE=${TGT_IDLE:-10000,100000}
+TGT_STORM=${TGT_STORM:-10000}
+SKIP_OLD=${SKIP_OLD:-0}
 
 make --no-print-directory VARIANT=release all bench-bin >/dev/null
 for f in build/release/movexd build/release/bench/digest_bench build/release/bench/wal_gen; do
@@ -52,36 +69,54 @@ start=$(date +%s)
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/machine.txt"
 
+if [ "$SKIP_OLD" != 1 ]; then
 echo
-echo "== 1/5 digest: cost of one action vs state size (3 runs, each a median of 11) =="
+echo "== 1/7 digest: cost of one action vs state size (3 runs, each a median of 11) =="
 for i in 1 2 3; do
     build/release/bench/digest_bench | tee -a "$OUT/digest.txt"
 done
 
 echo
-echo "== 2/5 acked actions per second by fsync policy =="
+echo "== 2/7 acked actions per second by fsync policy =="
 node bench/ack_throughput.mjs --reps "$ACK_REPS" --duration "$ACK_DURATION" --dir "$BENCH_DIR" \
     --json "$OUT/ack.json" | tee "$OUT/ack.txt"
 
 if [ "$BENCH_SYSCALLS" = 1 ] && command -v perf >/dev/null 2>&1; then
     echo
-    echo "== 2b/5 the same load, 1 short pass, counting the daemon's system calls (perf stat) =="
+    echo "== 2b/7 the same load, 1 short pass, counting the daemon's system calls (perf stat) =="
     node bench/ack_throughput.mjs --reps 1 --duration 2 --warmup 1 --syscalls 1 --dir "$BENCH_DIR" \
         --json "$OUT/ack-syscalls.json" | tee "$OUT/ack-syscalls.txt"
 fi
 
 echo
-echo "== 3/5 recovery: start-up on $REC_ACTIONS logged actions over $REC_ROOMS rooms =="
+echo "== 3/7 recovery: start-up on $REC_ACTIONS logged actions over $REC_ROOMS rooms =="
 node bench/recovery.mjs --rooms "$REC_ROOMS" --actions "$REC_ACTIONS" --reps "$REC_REPS" --max-seconds "$REC_MAX_S" --dir "$BENCH_DIR" \
     --json "$OUT/recovery.json" | tee "$OUT/recovery.txt"
 
 echo
-echo "== 4/5 memory with $ROOMS_N rooms: idle-room eviction on, and off (reference) =="
+echo "== 4/7 memory with $ROOMS_N rooms: idle-room eviction on, and off (reference) =="
 node bench/rooms.mjs --rooms "$ROOMS_N" --dir "$BENCH_DIR" --json "$OUT/rooms.json" | tee "$OUT/rooms.txt"
+fi
+
+# the peers' npm packages, pinned in bench/peers/package-lock.json (never
+# installed by make test)
+if [[ ",$CMP_SERVERS," =~ ,(movex-server|sharedb|colyseus|y-websocket), ]] && [ ! -d bench/peers/node_modules ]; then
+    (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+echo
+echo "== 5/7 side by side: $CMP_SERVERS on W1-W4, $CMP_REPS interleaved repetitions =="
+node bench/compare.mjs --reps "$CMP_REPS" --duration "$CMP_DURATION" --servers "$CMP_SERVERS" --dir "$BENCH_DIR" \
+    --json "$OUT/compare.json" | tee "$OUT/compare.txt"
+
+echo
+echo "== 6/7 targets: idle connections ($TGT_IDLE), reconnect storm ($TGT_STORM), ack p99 at 10k/s, W4 fsync always/no =="
+node bench/targets.mjs --reps "$TGT_REPS" --idle "$TGT_IDLE" --storm "$TGT_STORM" --dir "$BENCH_DIR" \
+    --json "$OUT/targets.json" | tee "$OUT/targets.txt"
 
 set +e +o pipefail # the summary only extracts lines; a missing one is not an error
 echo
-echo "== 5/5 summary ($(( $(date +%s) - start )) s; raw results in $OUT) =="
+echo "== 7/7 summary ($(( $(date +%s) - start )) s; raw results in $OUT) =="
 cat "$OUT/machine.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "digest (median of 3 runs):"
@@ -101,4 +136,8 @@ fi
 echo "recovery (median [min..max], target < 3 s):"
 sed -n '/^summary/,$p' "$OUT/recovery.txt" | tail -n +2
 echo "memory with $ROOMS_N rooms:"
-grep -E '^  (evict|reference) |^summary' "$OUT/rooms.txt" | sed 's/^summary: /  /' 
+grep -E '^  (evict|reference) |^summary' "$OUT/rooms.txt" | sed 's/^summary: /  /'
+echo "side by side (medians; full tables in $OUT/compare.txt):"
+grep -E '^W[1-4] |^\| (movexd|ceiling|movex-server|sharedb|colyseus|y-websocket) |movexd / ' "$OUT/compare.txt" | sed 's/^/  /'
+echo "targets:"
+sed -n '/^summary/,$p' "$OUT/targets.txt" | tail -n +2 | sed 's/^/  /' 

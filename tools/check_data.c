@@ -273,7 +273,8 @@ int mx_ctl_check_data(const char *dir)
         }
     }
 
-    qsort(ck.all, ck.n, sizeof(*ck.all), by_id);
+    if (ck.n) /* qsort(NULL, 0, ...) is undefined */
+        qsort(ck.all, ck.n, sizeof(*ck.all), by_id);
     size_t live = 0;
     for (size_t i = 0; i < ck.n; i++) {
         struct room_info *ri = ck.all[i];

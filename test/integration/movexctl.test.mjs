@@ -126,12 +126,36 @@ test('watch runs until SIGTERM and then exits 0', async () => {
   }
 });
 
-test('presence prints the room\'s presence list as a JSON array', async () => {
+test('presence lists the others; watch prints presence changes as lines', async () => {
   const d = await startDaemon();
   try {
-    const r = await ctl(['--url', d.url, 'presence', 'todo:p']);
+    let r = await ctl(['--url', d.url, 'presence', 'todo:p']);
     assert.equal(r.code, 0, r.err);
-    assert.ok(Array.isArray(r.lines[0]));
+    assert.deepEqual(r.lines[0], [], 'nobody there yet');
+
+    const ann = await connectHello(d, 'ann');
+    await ann.request({ type: 'subscribe', room: 'todo:p' });
+    const ok = await ann.request({ type: 'presence', room: 'todo:p', state: { editing: 'a1' } });
+    assert.equal(ok.type, 'presence_ok');
+    r = await ctl(['--url', d.url, 'presence', 'todo:p']);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.lines[0].length, 1);
+    assert.equal(r.lines[0][0].client, 'ann');
+    assert.deepEqual(r.lines[0][0].state, { editing: 'a1' });
+
+    // watch: ann's next change, then her leaving, arrive as presence lines
+    r = await ctl(['--url', d.url, '--count', '2', 'watch', 'todo:p'], {
+      onLine: (line) => {
+        if (JSON.parse(line).type !== 'snapshot') return;
+        ann.request({ type: 'presence', room: 'todo:p', state: { editing: 'b2' } })
+          .then(() => ann.request({ type: 'presence', room: 'todo:p', state: null }));
+      },
+    });
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(r.lines[0].presence.map((p) => p.client), ['ann'], 'the snapshot line carries the list');
+    assert.deepEqual(r.lines.slice(1).map((m) => [m.type, m.client, m.state ?? null, m.left ?? false]),
+      [['presence', 'ann', { editing: 'b2' }, false], ['presence', 'ann', null, true]]);
+    await ann.close();
   } finally {
     await d.stop();
   }

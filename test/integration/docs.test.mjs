@@ -81,6 +81,8 @@ const PAGE_CHECKS = {
     assert.equal(await a.locator('#status').textContent(), 'open');
   },
   'todo/index.html': async (a, b) => {
+    await a.locator('#add button:enabled').waitFor(); // joined, handlers in place
+    await b.locator('#add button:enabled').waitFor();
     await a.fill('#text', 'milk');
     await a.press('#text', 'Enter');
     await b.getByLabel('Done: milk').waitFor();

@@ -31,6 +31,7 @@ export type ErrorCode =
   | 'limit' | 'unavailable' | 'no_memory' | 'bad_dep' | 'internal'
   // library codes
   | 'closed' | 'left' | 'storage' | 'checksum_mismatch' | 'client_mismatch' | 'client_in_use' | 'connect_failed' | 'bad_reply'
+  | 'token'
   | (string & {});
 
 /** An error from the server or the library. */
@@ -101,8 +102,19 @@ export interface ConnectOptions {
    * - false: no lock (the app guarantees a single user of the id).
    * Ignored without Web Locks (navigator.locks), e.g. in Node. */
   clientLock?: 'fail' | 'wait' | false;
-  /** Auth token sent in hello; a function is called on every (re)connect. */
+  /** Auth token sent in hello. A static token the server refuses (an
+   * `unauthorized` error, or a close with 4001 when it expired) stops the
+   * connection for good: an "error" event, status "closed", and join()
+   * rejects with code "unauthorized". A function (may be async) is called
+   * for every (re)connect, again before the token expires (at 90% of the
+   * lifetime its `exp` claim leaves; the connection is renewed with the new
+   * token), and again after a refusal or a 4001 (reconnecting at once);
+   * refused twice in a row, it stops the same way. */
   token?: string | (() => string | undefined | Promise<string | undefined>);
+  /** The browser's connectivity: `offline` drops the socket at once (status
+   * "offline"), `online` reconnects at once. Default: window's events and
+   * navigator.onLine when they exist; null turns it off; tests pass a stand-in. */
+  network?: { target: EventTarget; onLine(): boolean } | null;
   /** WebSocket implementation (default: globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
   /** Where unacked actions, n counters and the client id live (default:
@@ -163,7 +175,8 @@ export interface Ack {
 }
 
 /** "waiting": for the given client id's lock (clientLock "wait"). */
-export type ConnectionStatus = 'waiting' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** "offline": the browser says it has no network (reconnects when it is back). */
+export type ConnectionStatus = 'waiting' | 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
 export type RoomStatus = 'idle' | 'creating' | 'subscribing' | 'live' | 'syncing' | 'left';
 
 export interface ResyncEvent {
@@ -179,6 +192,8 @@ export interface ResyncEvent {
 export interface Welcome {
   type: 'welcome';
   client: string;
+  /** The server's id for this connection (presence names connections by it). */
+  conn?: number;
   server: string;
   limits?: Limits;
 }
@@ -222,7 +237,31 @@ export interface RoomEvents<S extends Json = Json> {
   reject: (error: MovexError) => void;
   /** The room caught up through `sync`/resubscribe (actions or a snapshot). */
   resync: (event: ResyncEvent) => void;
+  /** The other connections' presence changed (the whole list). */
+  presence: (others: PresenceEntry[]) => void;
   error: (error: MovexError) => void;
+}
+
+/** Another connection's presence in a room. */
+export interface PresenceEntry<P extends Json = Json> {
+  client: string;
+  /** The server's id for that connection (two tabs of one client differ). */
+  conn: number;
+  state: P;
+}
+
+/** Ephemeral per-connection state in a room: never stored, not part of the
+ * room's state, seq or checksum; gone when the connection is. */
+export interface Presence<P extends Json = Json> {
+  /** Show v to the room's other connections (any JSON value up to the room
+   * type's max_presence_bytes; null clears). Resolves when the server took
+   * it or a later value; rejects with a MovexError (too_large, forbidden:
+   * setting needs the write right). Shown again after a reconnect. */
+  set(v: P | null): Promise<void>;
+  /** What this connection shows (null: nothing). */
+  readonly state: P | null;
+  /** The other connections' presence (updated before each "presence" event). */
+  readonly others: PresenceEntry<P>[];
 }
 
 declare class Emitter<E> {
@@ -247,8 +286,10 @@ export class Room<S extends Json = Json> extends Emitter<RoomEvents<S>> {
   /** Number of actions not yet acked or rejected. */
   readonly pendingCount: number;
   readonly status: RoomStatus;
-  /** Call fn with the new state after every change of state (synchronously);
-   * returns an unsubscribe function. For pendingCount, seq and status
+  /** This connection's presence and the others' (see Presence). */
+  readonly presence: Presence;
+  /** Call fn with the current state at once, then with the new state after
+   * every change of state (synchronously); returns an unsubscribe function. For pendingCount, seq and status
    * changes, listen to the "change" event. */
   subscribe(fn: (state: S) => void): () => void;
   /** Dispatch an action; resolves at the durable ack, rejects (MovexError) on reject. */
@@ -268,7 +309,14 @@ export class Connection extends Emitter<ConnectionEvents> {
   readonly status: ConnectionStatus;
   /** The server's limits (from welcome), or null before it. */
   readonly limits: Limits | null;
-  /** Join a room (create it first with options.create); resolves once its state is known. */
+  /** The server's id for the current connection (welcome "conn"), or null. */
+  readonly connId: number | null;
+  /** Join a room (create it first with options.create); resolves once its
+   * state is known. Rejects with a MovexError whose code says why:
+   * "unauthorized" (the token was refused; see ConnectOptions.token),
+   * "forbidden" (no read right, or no create right for options.create),
+   * "no_such_room" (it does not exist and is not created on subscribe),
+   * "client_in_use", "closed", "bad_room". */
   join<S extends Json = Json>(room: string, options?: JoinOptions<S>): Promise<Room<S>>;
   /** The joined room with this id, if any. */
   room<S extends Json = Json>(room: string): Room<S> | undefined;

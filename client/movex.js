@@ -13,8 +13,9 @@
 //     room(id), flush(), close({flush}), status, client, limits,
 //     on('status' | 'error' | 'welcome', fn) -> off()
 //   Room: state, confirmedState, seq, checksum, pendingCount, status,
+//     presence.{set(v), state, others},
 //     subscribe(fn) -> unsubscribe, dispatch(action, {strict, dep: bool | n | [n]}), patch(ops, opts),
-//     flush(), leave({flush}), on('change' | 'reject' | 'resync' | 'error', fn)
+//     flush(), leave({flush}), on('change' | 'reject' | 'resync' | 'presence' | 'error', fn)
 //   building blocks: applyPatch, validatePatch, pathsOf, pathsOverlap, checksum, cachedChecksum,
 //     digest, blake2b, toHex, backoffDelay, randomClientId, memoryStorage,
 //     MovexError, PatchError
@@ -792,6 +793,21 @@ export function randomClientId() {
   return `c-${toHex(b)}`;
 }
 
+// The `exp` claim of a compact JWS, in ms since the epoch, or null.
+function tokenExpiry(token) {
+  if (typeof token !== 'string') return null;
+  const part = token.split('.')[1];
+  if (!part) return null;
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const text = typeof atob === 'function' ? atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)) : null;
+    const exp = text && JSON.parse(text).exp;
+    return Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,200}$/;
 const CLIENT_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const utf8Length = (s) => enc.encode(s).length;
@@ -877,6 +893,24 @@ class Room extends Emitter {
     this._sendQueued = false;
     this._changeQueued = false; // a "change" check is queued (microtask)
     this._lastChange = null; // what the last "change" event reported
+    // presence (ephemeral, never stored): ours and the other connections'
+    this._presenceValue = undefined; // what this connection shows (undefined: nothing)
+    this._presenceVersion = 0; // bumped by each presence.set()
+    this._presenceSent = 0; // the version the server has (0: none on this connection)
+    this._presenceInFlight = false; // one request at a time; later values wait
+    this._presenceWaiters = []; // { version, d }
+    this._others = new Map(); // conn id -> { client, conn, state }
+    const room = this;
+    /** This connection's presence in the room and the others'. */
+    this.presence = {
+      /** Show v (any JSON value; null clears) to the room's other
+       * connections; resolves when the server took it (or a later value). */
+      set: (v) => room._setPresence(v),
+      /** The other connections' presence: [{client, conn, state}]. */
+      get others() { return [...room._others.values()]; },
+      /** What this connection shows (null: nothing). */
+      get state() { return room._presenceValue === undefined ? null : room._presenceValue; },
+    };
     this._load();
   }
 
@@ -898,6 +932,7 @@ class Room extends Emitter {
    * the "change" event.) */
   subscribe(fn) {
     this._subs.add(fn);
+    if (this._view !== undefined) callSafely(fn, [this._view]); // the current state first
     return () => this._subs.delete(fn);
   }
 
@@ -1216,8 +1251,12 @@ class Room extends Emitter {
     const msg = { type: 'subscribe', room: this.name };
     if (this._confirmed) msg.since = { seq: this._confirmed.seq, checksum: this._confirmed.checksum };
     this.conn._request(msg, (m) => {
-      if (m.type === 'snapshot' || m.type === 'actions') this._onCatchUp(m, true);
-      else this._fail(m, 'subscribe');
+      if (m.type === 'snapshot' || m.type === 'actions') {
+        this._takeOthers(m.presence);
+        this._onCatchUp(m, true);
+      } else {
+        this._fail(m, 'subscribe');
+      }
     });
   }
 
@@ -1227,6 +1266,76 @@ class Room extends Emitter {
     this._inFlight.clear();
     for (const p of this._pending) p.sent = false;
     this._cancelLater();
+    // the server forgets a connection's presence with it: ours is shown
+    // again after the next subscribe, the others' list comes with it
+    this._presenceInFlight = false;
+    if (this._presenceValue === undefined) this._settlePresence(this._presenceVersion, null);
+    this._presenceSent = this._presenceValue === undefined ? this._presenceVersion : 0;
+    this._takeOthers([]);
+  }
+
+  // ---- presence ----
+
+  _setPresence(v) {
+    if (this._phase === 'left') return Promise.reject(new MovexError('left', 'the room was left'));
+    let copy = null;
+    if (v !== null && v !== undefined) {
+      try {
+        copy = JSON.parse(JSON.stringify(v));
+      } catch (e) {
+        return Promise.reject(new TypeError(`the presence is not JSON: ${e.message}`));
+      }
+    }
+    this._presenceValue = copy === null ? undefined : copy;
+    const version = ++this._presenceVersion;
+    const d = deferred();
+    this._presenceWaiters.push({ version, d });
+    this._sendPresence();
+    return d.promise;
+  }
+
+  // One presence request in flight; a value set meanwhile goes next (only
+  // the latest: the server would coalesce the rest anyway).
+  _sendPresence() {
+    if (this._presenceInFlight || this._presenceSent === this._presenceVersion) return;
+    if (!(this._phase === 'live' || this._phase === 'syncing') || !this.conn._isOpen()) return;
+    const version = this._presenceVersion;
+    this._presenceInFlight = true;
+    const state = this._presenceValue === undefined ? null : this._presenceValue;
+    this.conn._request({ type: 'presence', room: this.name, state }, (m) => {
+      this._presenceInFlight = false;
+      this._presenceSent = version; // (a refused value is not sent again)
+      if (m.type === 'presence_ok') {
+        this._settlePresence(version, null);
+      } else {
+        const err = new MovexError(m.code || 'bad_reply', m.message || `unexpected ${m.type}`, { room: this.name });
+        if (!this._settlePresence(version, err)) this._emitError(err);
+      }
+      this._sendPresence();
+    });
+  }
+
+  // Settle presence.set() promises up to version; returns how many.
+  _settlePresence(version, err) {
+    const done = this._presenceWaiters.filter((w) => w.version <= version);
+    this._presenceWaiters = this._presenceWaiters.filter((w) => w.version > version);
+    for (const w of done) if (err) w.d.reject(err); else w.d.resolve();
+    return done.length;
+  }
+
+  // The others' presence as listed by a subscribe reply (or [] when gone).
+  _takeOthers(list) {
+    if (!Array.isArray(list)) return;
+    if (!list.length && !this._others.size) return;
+    this._others = new Map(list.filter(isObj).map((p) => [p.conn, { client: p.client, conn: p.conn, state: p.state }]));
+    this._emit('presence', this.presence.others);
+  }
+
+  _onPresence(m) {
+    if (this._phase === 'left') return;
+    if (m.left) this._others.delete(m.conn);
+    else this._others.set(m.conn, { client: m.client, conn: m.conn, state: m.state });
+    this._emit('presence', this.presence.others);
   }
 
   // An error reply to create/subscribe/sync/get (stage), or a room-level
@@ -1257,6 +1366,8 @@ class Room extends Emitter {
 
   _shutdown(err, keepStorage = true) {
     this._setPhase('left');
+    this._settlePresence(Infinity, err);
+    this._others.clear();
     this._cancelLater();
     this._flushSave();
     this.conn._rooms.delete(this.name);
@@ -1366,6 +1477,7 @@ class Room extends Emitter {
       this._ready.resolve(this);
     }
     this._sendPending();
+    this._sendPresence();
     this.conn._checkSettled();
   }
 
@@ -1441,6 +1553,10 @@ class Room extends Emitter {
     // an `error` reply: the action was not decided (n not used up)
     if (!this._pending.includes(p)) return;
     if (TRANSIENT.has(m.code)) return this._retryLater(p, m);
+    if (m.code === 'unauthorized') {
+      p.sent = false; // the token expired: the server closes (4001); resent after reconnecting
+      return;
+    }
     if (m.code === 'not_subscribed') {
       // the server lost our subscription: subscribe again, then resend
       p.sent = false;
@@ -1583,14 +1699,29 @@ class Connection extends Emitter {
     this._welcomed = false;
     this._attempt = 0;
     this._closed = false;
-    this._timers = { retry: null, ping: null, deadline: null };
+    this._timers = { retry: null, ping: null, deadline: null, refresh: null };
     this._settledWaiters = [];
     this._releaseLock = null;
     this._lockAbort = null; // aborts a "wait" for the client id's lock
-    this._failure = null; // why the connection could not start (client_in_use)
+    this._failure = null; // why the connection stopped for good (client_in_use, unauthorized)
+    this._authRefusals = 0; // refused tokens since the last welcome
+    this._nextToken = undefined; // a fresh token fetched ahead, for the next hello
+    // The browser's online/offline events (or options.network in tests):
+    // offline drops the socket at once, online reconnects at once.
+    this._network = opts.network !== undefined ? opts.network
+      : typeof globalThis.addEventListener === 'function' && globalThis.navigator && 'onLine' in globalThis.navigator
+        ? { target: globalThis, onLine: () => globalThis.navigator.onLine !== false } : null;
+    this._onOffline = () => this._wentOffline();
+    this._onOnline = () => this._cameOnline();
+    if (this._network) {
+      this._network.target.addEventListener('offline', this._onOffline);
+      this._network.target.addEventListener('online', this._onOnline);
+    }
     /** The server's limits for this connection (from welcome), or null. */
     this.limits = null;
-    /** "waiting" | "connecting" | "open" | "reconnecting" | "closed" */
+    /** The server's id for the current connection (welcome "conn"), or null. */
+    this.connId = null;
+    /** "waiting" | "connecting" | "open" | "reconnecting" | "offline" | "closed" */
     this.status = 'connecting';
     /** This client's id (resolved before the first hello). */
     this.client = null;
@@ -1619,7 +1750,7 @@ class Connection extends Emitter {
     }
     if (this._closed) throw this._failure || new MovexError('closed', 'the connection is closed');
     await this._ready;
-    if (this._closed) throw new MovexError('closed', 'the connection is closed');
+    if (this._closed) throw this._failure || new MovexError('closed', 'the connection is closed');
     let room = this._rooms.get(name);
     if (!room) {
       room = new Room(this, name, opts);
@@ -1647,8 +1778,19 @@ class Connection extends Emitter {
       else await Promise.race([f, new Promise((res) => setTimeout(res, timeout))]);
     }
     if (this._closed) return;
+    this._stop(new MovexError('closed', 'the connection was closed before the action was acknowledged; it stays queued in storage'),
+      new MovexError('closed', 'the connection was closed'));
+  }
+
+  // Stop for good: rooms are shut down with err (joins not done yet reject
+  // with it; unacked actions stay in storage), flush() waiters get flushErr.
+  _stop(err, flushErr = err) {
     this._closed = true;
     if (this._lockAbort) this._lockAbort.abort(); // stop waiting for the client id
+    if (this._network) {
+      this._network.target.removeEventListener('offline', this._onOffline);
+      this._network.target.removeEventListener('online', this._onOnline);
+    }
     this._clearTimers();
     const ws = this._ws;
     this._ws = null;
@@ -1657,12 +1799,42 @@ class Connection extends Emitter {
       try { ws.close(1000, 'bye'); } catch { /* not open yet */ }
     }
     this._reqs.clear();
-    const err = new MovexError('closed', 'the connection was closed before the action was acknowledged; it stays queued in storage');
     for (const r of [...this._rooms.values()]) r._shutdown(err);
-    for (const w of this._settledWaiters.splice(0)) w.reject(new MovexError('closed', 'the connection was closed'));
+    for (const w of this._settledWaiters.splice(0)) w.reject(flushErr);
     if (this._releaseLock) this._releaseLock();
     this._setStatus('closed');
   }
+
+  // The server refused the token (an error before welcome, or close 4001
+  // when it expired). A static token would be refused again: stop and
+  // report (joins reject with it). A token function is asked again, once:
+  // refused twice in a row, it stops the same way.
+  _unauthorized(err) {
+    if (this._closed) return;
+    this._emit('error', err);
+    if (typeof this._token !== 'function' || this._authRefusals++ >= 1) {
+      this._failure = err;
+      this._stop(err);
+      return;
+    }
+    this._drop(err.message, undefined, { now: true });
+  }
+
+  _wentOffline() {
+    if (this._closed) return;
+    if (this._ws) this._drop('the browser went offline');
+    else this._setStatus('offline');
+  }
+
+  _cameOnline() {
+    if (this._closed || this._isOpen() || this.status === 'waiting') return;
+    if (this.status === 'connecting' && !this._ws) return; // resolving the client id
+    // a socket opened while offline may be stuck: start afresh, now
+    if (this._ws) this._drop('the browser came online', undefined, { now: true });
+    else this._scheduleReconnect({ now: true });
+  }
+
+  _isOffline() { return !!this._network && !this._network.onLine(); }
 
   // ---- client id ----
 
@@ -1769,12 +1941,18 @@ class Connection extends Emitter {
     }
     this._ws = ws;
     ws.onopen = () => {
-      Promise.resolve(typeof this._token === 'function' ? this._token() : this._token).then((token) => {
+      const ahead = this._nextToken;
+      this._nextToken = undefined;
+      Promise.resolve(ahead !== undefined ? ahead : typeof this._token === 'function' ? this._token() : this._token).then((token) => {
         if (this._ws !== ws) return;
+        this._helloToken = token;
         const hello = { type: 'hello', client: this.client };
         if (token) hello.token = token;
         this._sendRaw(hello);
-      }, (e) => this._drop(`token: ${e.message}`));
+      }, (e) => {
+        this._emit('error', new MovexError('token', `the token function failed: ${e && e.message}`));
+        this._drop(`token: ${e && e.message}`);
+      });
     };
     ws.onmessage = (ev) => this._onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
     ws.onclose = (ev) => this._drop(`closed ${ev && ev.code}`, ev && ev.code);
@@ -1791,9 +1969,14 @@ class Connection extends Emitter {
 
   // The socket is gone (closed, failed, or silent for too long): forget it
   // and reconnect.
-  _drop(reason, code) {
+  _drop(reason, code, { now = false } = {}) {
     const ws = this._ws;
     if (!ws) return;
+    if (code === 4001 && !this._closed) {
+      // the token expired on a live connection (or was refused)
+      this._unauthorized(new MovexError('unauthorized', `the server closed the connection: the token was refused or expired (${reason})`, { closeCode: code }));
+      return;
+    }
     this._ws = null;
     this._welcomed = false;
     this._detach(ws);
@@ -1807,13 +1990,16 @@ class Connection extends Emitter {
     if (code && code !== 1000 && code !== 1001 && code !== 1005 && code !== 1006) {
       this._emit('error', new MovexError('closed', `the server closed the connection (${reason})`, { closeCode: code }));
     }
-    this._scheduleReconnect();
+    this._scheduleReconnect({ now });
   }
 
-  _scheduleReconnect() {
+  // now: at once (the browser came online, a fresh token), else after the
+  // backoff delay.
+  _scheduleReconnect({ now = false } = {}) {
     if (this._closed) return;
-    this._setStatus('reconnecting');
-    const delay = backoffDelay(this._attempt++, this._backoff, this._random);
+    clearTimeout(this._timers.retry);
+    this._setStatus(this._isOffline() ? 'offline' : 'reconnecting');
+    const delay = now ? 0 : backoffDelay(this._attempt++, this._backoff, this._random);
     this._timers.retry = setTimeout(() => {
       this._timers.retry = null;
       this._open();
@@ -1879,6 +2065,10 @@ class Connection extends Emitter {
       this._rooms.get(m.room)?._onFwd(m);
       return;
     }
+    if (m.type === 'presence' && m.id === undefined) {
+      this._rooms.get(m.room)?._onPresence(m);
+      return;
+    }
     if (m.id !== undefined && this._reqs.has(m.id)) {
       const handler = this._reqs.get(m.id);
       this._reqs.delete(m.id);
@@ -1891,6 +2081,7 @@ class Connection extends Emitter {
         return;
       }
       const err = new MovexError(m.code, m.message);
+      if (!this._welcomed && m.code === 'unauthorized') return this._unauthorized(err);
       this._emit('error', err);
       if (!this._welcomed) this._drop(`hello refused: ${m.code}`); // retried with backoff
     }
@@ -1900,7 +2091,10 @@ class Connection extends Emitter {
     if (this._welcomed) return;
     this._welcomed = true;
     this._attempt = 0;
+    this._authRefusals = 0;
     this.limits = m.limits || null;
+    this.connId = Number.isInteger(m.conn) ? m.conn : null;
+    this._scheduleTokenRefresh();
     if (m.client && m.client !== this.client) {
       // The server names the client whenever it has the authority to: the
       // token's subject under auth jwt, a fresh anon-... id for a
@@ -1916,6 +2110,28 @@ class Connection extends Emitter {
     this._setStatus('open');
     this._emit('welcome', m);
     for (const r of [...this._rooms.values()]) r._onConnected();
+  }
+
+  // A token from a function is fetched again before it expires (at 90% of
+  // its remaining lifetime, from its `exp` claim), and the connection is
+  // renewed with it at once: the server checks expiry on every request and
+  // would close the connection with 4001.
+  _scheduleTokenRefresh() {
+    clearTimeout(this._timers.refresh);
+    this._timers.refresh = null;
+    if (typeof this._token !== 'function') return;
+    const exp = tokenExpiry(this._helloToken);
+    if (exp === null) return;
+    const delay = Math.max(1000, Math.floor((exp - Date.now()) * 0.9));
+    this._timers.refresh = setTimeout(() => {
+      this._timers.refresh = null;
+      const ws = this._ws;
+      Promise.resolve(this._token()).then((token) => {
+        if (this._closed || this._ws !== ws) return; // reconnected meanwhile: that fetched its own
+        this._nextToken = token;
+        this._drop('renewing the token', undefined, { now: true });
+      }, (e) => this._emit('error', new MovexError('token', `the token function failed: ${e && e.message}`)));
+    }, Math.min(delay, 2 ** 31 - 1));
   }
 
   // ---- flush ----
@@ -1940,8 +2156,11 @@ class Connection extends Emitter {
  * Connect to a movexd WebSocket endpoint (ws[s]://host/ws).
  * options: client (id; default: generated once and persisted), clientLock
  * ("fail" (default) | "wait" | false: what to do when another tab or
- * connection of this origin holds the Web Lock of the given client id), token (string
- * or function returning one), WebSocket (implementation; default the global
+ * connection of this origin holds the Web Lock of the given client id), token (string,
+ * or a function returning one or a promise of one: called for every connect,
+ * before the token's exp and after a refusal; a refused static token stops
+ * the connection and join() rejects "unauthorized"), network (online/offline
+ * events; default window's), WebSocket (implementation; default the global
  * one), storage (getItem/setItem/removeItem; default localStorage when
  * available, else memory), storagePrefix ("movex:"), backoff ({base: 250,
  * cap: 10000} ms), ping ({interval: 15000, timeout: 10000} or false),

@@ -4,7 +4,7 @@
 // storage across reloads, next_n, liveness pings, client ids.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect as connectRaw, memoryStorage, backoffDelay, randomClientId } from '../movex.js';
+import { connect as connectRaw, memoryStorage, backoffDelay, randomClientId, MovexError } from '../movex.js';
 import { FakeNet, ServerRoom, tick, until } from './fake.mjs';
 
 
@@ -481,18 +481,81 @@ test('a connection attempt that never gets a welcome is abandoned after connectT
   await conn.close();
 });
 
-test('hello refused: error event, then retried with backoff', async () => {
+test('hello refused with a static token: error event, no retry, status closed, join rejects with unauthorized', async () => {
   const net = new FakeNet();
-  const conn = open(net, memoryStorage(), { client: 'me' });
+  const conn = open(net, memoryStorage(), { client: 'me', token: 'bad' });
   const errors = [];
   conn.on('error', (e) => errors.push(e.code));
+  const joined = conn.join(ROOM);
   const s1 = await net.nextSocket();
   s1.accept();
   await s1.expect('hello');
   s1.push({ type: 'error', code: 'unauthorized', message: 'bad token' });
-  const s2 = await net.nextSocket();
-  await s2.handshake();
+  await assert.rejects(joined, (e) => e instanceof MovexError && e.code === 'unauthorized' && /bad token/.test(e.message));
   assert.deepEqual(errors, ['unauthorized']);
+  assert.equal(conn.status, 'closed');
+  await assert.rejects(conn.join('todo:other'), (e) => e.code === 'unauthorized', 'later joins get the same error');
+  await tick();
+  assert.equal(net.sockets.length, 1, 'never retried with the same token');
+  await conn.close();
+});
+
+test('a 4001 close with a static token stops and reports (the token expired on a live connection)', async () => {
+  const net = new FakeNet();
+  const conn = open(net, memoryStorage(), { client: 'me', token: 'static' });
+  const errors = [];
+  conn.on('error', (e) => errors.push(`${e.code}:${e.closeCode}`));
+  const s1 = await net.nextSocket();
+  await s1.handshake();
+  s1.drop(4001);
+  await until(() => conn.status === 'closed', 'closed for good');
+  assert.deepEqual(errors, ['unauthorized:4001']);
+  await tick();
+  assert.equal(net.sockets.length, 1);
+  await conn.close();
+});
+
+test('a token function is called again after a refusal and a 4001 (reconnecting at once); refused twice in a row it stops', async () => {
+  const net = new FakeNet();
+  let k = 0;
+  const conn = open(net, memoryStorage(), { client: 'me', token: async () => `t${++k}`, backoff: { base: 60000, cap: 60000 } });
+  const errors = [];
+  conn.on('error', (e) => errors.push(e.code));
+  const s1 = await net.nextSocket();
+  s1.accept();
+  assert.equal((await s1.expect('hello')).token, 't1');
+  s1.push({ type: 'error', code: 'unauthorized', message: 'expired' });
+  const s2 = await net.nextSocket(); // at once, despite a one-minute backoff
+  await s2.handshake();
+  assert.equal(s2.log[0].token, 't2');
+  s2.drop(4001); // on a live connection
+  const s3 = await net.nextSocket();
+  s3.accept();
+  assert.equal((await s3.expect('hello')).token, 't3');
+  const joined = conn.join(ROOM);
+  // the fresh token is refused too (two refusals without a welcome between)
+  s3.push({ type: 'error', code: 'unauthorized', message: 'still bad' });
+  await assert.rejects(joined, (e) => e.code === 'unauthorized' && /still bad/.test(e.message));
+  assert.equal(conn.status, 'closed');
+  assert.deepEqual(errors, ['unauthorized', 'unauthorized', 'unauthorized']);
+  await tick();
+  assert.equal(net.sockets.length, 3);
+  await conn.close();
+});
+
+test('a token function is called again before the token expires, and the connection renewed with it', async () => {
+  const net = new FakeNet();
+  let k = 0;
+  const b64u = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  // exp 2 s ahead: renewed at 90% of the remaining lifetime (about 1.8 s)
+  const token = async () => `${b64u({ alg: 'HS256' })}.${b64u({ sub: 'me', exp: Math.floor(Date.now() / 1000) + 2, k: ++k })}.sig`;
+  const conn = open(net, memoryStorage(), { client: 'me', token });
+  const s1 = await net.nextSocket();
+  await s1.handshake();
+  const s2 = await net.nextSocket();
+  const hello = await s2.handshake();
+  assert.equal(JSON.parse(Buffer.from(hello.token.split('.')[1], 'base64url')).k, 2);
+  assert.equal(k, 2, 'called once for the renewal (not again by the new socket)');
   await conn.close();
 });
 

@@ -8,6 +8,12 @@
  * completes the HTTP transaction so a kept-alive connection can carry the
  * next request. Static files are sent by lws itself.
  *
+ * Cross-origin: the client library (/movex.js, /movex.d.ts) is meant to be
+ * imported by pages of any origin, so those two answer with
+ * "access-control-allow-origin: *" and a CORS preflight (OPTIONS) for them
+ * gets 204 with the allowed methods. They carry no secrets and no
+ * credentials are allowed, so "*" is safe; nothing else is shared.
+ *
  * Requests with a body. libwebsockets 4.1.6 cannot take a request body
  * that was pipelined behind an earlier request on the same connection:
  * such a request is parsed from the connection's buffered input (its
@@ -153,7 +159,7 @@ static int safe_name(const char *n)
 }
 
 static int serve_file(struct lws *wsi, struct mx_http *h, const char *dir, const char *sub,
-                      const char *name)
+                      const char *name, int cors)
 {
     if (h->close_after) /* lws would serve the file and keep the connection */
         return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
@@ -161,10 +167,39 @@ static int serve_file(struct lws *wsi, struct mx_http *h, const char *dir, const
     char path[1400];
     snprintf(path, sizeof(path), "%s/%s%s", dir, sub, name);
     static const char hdr[] = "cache-control: no-cache\x0d\x0a";
+    static const char hdr_cors[] = "cache-control: no-cache\x0d\x0a"
+                                   "access-control-allow-origin: *\x0d\x0a";
+    const char *extra = cors ? hdr_cors : hdr;
     /* < 0: failed (lws already answered 404 for a missing file) and the
      * connection closes; otherwise lws sends the file and completes the
      * transaction itself */
-    return lws_serve_http_file(wsi, path, mime_of(name), hdr, (int)strlen(hdr)) < 0 ? -1 : 0;
+    return lws_serve_http_file(wsi, path, mime_of(name), extra, (int)strlen(extra)) < 0 ? -1 : 0;
+}
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **w,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)value,
+                                       (int)strlen(value), w, end);
+}
+
+/* A CORS preflight for the library: 204, no body. */
+static int cors_preflight(struct lws *wsi, struct mx_http *h)
+{
+    unsigned char buf[LWS_PRE + 512], *start = &buf[LWS_PRE], *w = start, *end = &buf[sizeof(buf) - 1];
+    if (lws_add_http_header_status(wsi, HTTP_STATUS_NO_CONTENT, &w, end) ||
+        add_header(wsi, "access-control-allow-origin:", "*", &w, end) ||
+        add_header(wsi, "access-control-allow-methods:", "GET, HEAD, OPTIONS", &w, end) ||
+        add_header(wsi, "access-control-allow-headers:", "*", &w, end) ||
+        add_header(wsi, "access-control-max-age:", "86400", &w, end) ||
+        lws_add_http_header_content_length(wsi, 0, &w, end) ||
+        (h->close_after &&
+         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &w, end)) ||
+        lws_finalize_write_http_header(wsi, start, &w, end))
+        return -1;
+    if (h->close_after) /* a body we do not read: close (see the top of the file) */
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /* Count this request on its connection; 1 for the first. */
@@ -225,11 +260,14 @@ int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, c
     if (!strncmp(uri, "/admin/rooms", 12))
         return mx_admin_request(srv, wsi, h, uri);
     if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
-        return serve_file(wsi, h, dir, "demo/", "index.html");
-    if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts"))
-        return serve_file(wsi, h, dir, "", uri + 1);
+        return serve_file(wsi, h, dir, "demo/", "index.html", 0);
+    if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts")) {
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI))
+            return cors_preflight(wsi, h);
+        return serve_file(wsi, h, dir, "", uri + 1, 1);
+    }
     if (!strncmp(uri, "/demo/", 6) && safe_name(uri + 6))
-        return serve_file(wsi, h, dir, "demo/", uri + 6);
+        return serve_file(wsi, h, dir, "demo/", uri + 6, 0);
     return mx_http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
 }
 

@@ -11,7 +11,9 @@
  *    hook). Once the budget is spent (or memory was refused) the hook
  *    re-arms itself on every instruction and raises again, so pcall, xpcall,
  *    coroutines and __close handlers can catch the error but not run on:
- *    whatever they execute next raises too, until the call unwinds to C;
+ *    whatever they execute next raises too, until the call unwinds to C.
+ *    xpcall's handler runs after the unwinding (w_xpcall): Lua would run
+ *    it inside the hook, where hooks are off;
  *  - library functions whose cost the hook cannot see (they loop inside C)
  *    are wrapped: each charges its cost before it runs (string.rep, format,
  *    the pattern functions, table.concat, move, insert, remove, unpack, sort,
@@ -77,9 +79,11 @@ static void hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     struct mx_lua_vm *vm = mx_lua_vm_of(L);
-    vm->used += HOOK_STEP;
-    if (vm->used > vm->budget)
-        vm->over = 1;
+    if (!vm->mem_hit) { /* once stopped, the first cause is the answer */
+        vm->used += HOOK_STEP;
+        if (vm->used > vm->budget)
+            vm->over = 1;
+    }
     if (vm->over || vm->mem_hit) {
         lua_sethook(L, hook, LUA_MASKCOUNT, 1);
         luaL_error(L, vm->over ? "instruction budget exceeded" : "memory limit reached");
@@ -89,6 +93,10 @@ static void hook(lua_State *L, lua_Debug *ar)
 void mx_lua_charge(lua_State *L, uint64_t cost)
 {
     struct mx_lua_vm *vm = mx_lua_vm_of(L);
+    if (vm->mem_hit) {
+        lua_sethook(L, hook, LUA_MASKCOUNT, 1);
+        luaL_error(L, "memory limit reached");
+    }
     if (cost > vm->budget || vm->used + cost > vm->budget) {
         vm->over = 1;
         vm->used = vm->budget + 1;
@@ -118,7 +126,8 @@ static size_t arg_len(lua_State *L, int i)
     return len;
 }
 
-/* string.rep(s, n [, sep]): n iterations and n * (#s + #sep) bytes */
+/* string.rep(s, n [, sep]): n iterations and n * (#s + #sep) bytes; a
+ * result past the memory cap is refused before anything is allocated */
 static int w_rep(lua_State *L)
 {
     size_t l = arg_len(L, 1) + arg_len(L, 3);
@@ -131,7 +140,8 @@ static int w_rep(lua_State *L)
             lua_sethook(L, hook, LUA_MASKCOUNT, 1);
             return luaL_error(L, "memory limit reached");
         }
-        mx_lua_charge(L, (uint64_t)n + (uint64_t)(bytes / 16));
+        /* one short memcpy per repetition, then the bytes */
+        mx_lua_charge(L, (uint64_t)n / 8 + (uint64_t)(bytes / 16) + 1);
     }
     return call_orig(L);
 }
@@ -283,6 +293,32 @@ static int w_setmetatable(lua_State *L)
     return call_orig(L);
 }
 
+/* xpcall(f, h, ...): Lua runs a message handler at the point of the error,
+ * which for an error raised by the budget hook is inside the hook, where
+ * hooks are off: a handler that loops would never be stopped. So the
+ * handler runs here, after the error has unwound, with the hook live. */
+static int w_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checkany(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    for (int i = 3; i <= n; i++)
+        lua_pushvalue(L, i);
+    int base = n + 1;
+    if (lua_pcall(L, n - 2 > 0 ? n - 2 : 0, LUA_MULTRET, 0) == LUA_OK) {
+        lua_pushboolean(L, 1);
+        lua_insert(L, base);
+        return lua_gettop(L) - base + 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
 static int readonly(lua_State *L)
 {
     return luaL_error(L, "attempt to modify a read-only table (%s)",
@@ -403,6 +439,8 @@ static int open_sandbox(lua_State *L)
     }
     wrap(L, G, "rawset", w_rawset, 0);
     wrap(L, G, "setmetatable", w_setmetatable, 0);
+    lua_pushcfunction(L, w_xpcall);
+    lua_setfield(L, G, "xpcall");
 
     luaL_requiref(L, "string", luaopen_string, 0);
     int S = lua_gettop(L);
@@ -529,13 +567,13 @@ enum mx_lua_status mx_lua_vm_run(struct mx_lua_vm *vm, lua_CFunction fn, void *u
     vm->over = 0;
     vm->mem_hit = 0;
     lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_STEP);
+    vm->gen++; /* views of earlier calls die; this call's live until the next */
     int rc = LUA_ERRMEM;
     if (lua_checkstack(L, 2)) {
         lua_pushcfunction(L, fn);
         lua_pushlightuserdata(L, ud);
         rc = lua_pcall(L, 1, nresults, 0);
     }
-    vm->gen++;
     lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_STEP);
     if (vm->over)
         return MX_LUA_BUDGET;

@@ -18,7 +18,7 @@ struct mx_lua_vm {
     uint64_t used;   /* charged during this call (hook steps + wrapper costs) */
     int over;        /* the budget ran out during this call */
     int loading;     /* the file's top level runs: globals may still be defined */
-    uint32_t gen;    /* bumped after every call: state views of older calls are dead */
+    uint32_t gen;    /* bumped at every call's start: state views of older calls are dead */
 };
 
 /* A VM with the sandboxed globals, the movex table and the budget hook

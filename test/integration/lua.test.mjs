@@ -3,75 +3,12 @@
 // exactly-once on resend, init, and the shipped examples.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checksum } from '../../client/movex.js';
-import { withDaemon, connectHello, applyPatch, waitFor, ROOT } from './lib.mjs';
-
-export const TTT = join(ROOT, 'examples/tictactoe.lua');
-export const CHAT = join(ROOT, 'examples/chat.lua');
-
-// A directory of reducer files for one test; removed by cleanup().
-export function luaFiles(files) {
-  const dir = mkdtempSync(join(tmpdir(), 'movexd-lua-'));
-  const paths = {};
-  for (const [name, text] of Object.entries(files)) {
-    paths[name] = join(dir, name);
-    writeFileSync(paths[name], text);
-  }
-  return { dir, paths, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-// A conf with room types `types` ({ttt: '/abs/file.lua', ...}; extra lines
-// per type in `lines`) and a json default.
-export function luaConf(types, lines = {}) {
-  let s = 'log_level info\nroom default {\n    reducer json\n    create_on_subscribe yes\n}\n';
-  for (const [type, file] of Object.entries(types)) {
-    s += `room ${type} {\n    reducer lua:${file}\n    create_on_subscribe yes\n${(lines[type] || []).map((l) => `    ${l}\n`).join('')}}\n`;
-  }
-  return s;
-}
-
-// A client that follows a room by applying the effects of its own acks and
-// of fwds, checking every checksum.
-export async function follower(d, id, room) {
-  const c = await connectHello(d, id);
-  const snap = await c.request({ type: 'subscribe', room });
-  assert.equal(snap.type, 'snapshot', JSON.stringify(snap));
-  c.state = snap.state;
-  c.seq = snap.seq;
-  c.n = snap.next_n;
-  c.fwds = [];
-  c.ws.on('message', (data) => {
-    const m = JSON.parse(String(data));
-    if (m.type !== 'fwd' || m.room !== room) return;
-    assert.ok(Array.isArray(m.effects), `fwd carries effects: ${JSON.stringify(m)}`);
-    assert.equal(m.seq, c.seq + 1);
-    c.state = applyPatch(c.state, m.effects);
-    c.seq = m.seq;
-    assert.equal(checksum(c.state), m.checksum);
-    c.fwds.push(m);
-  });
-  c.act = async (action, extra = {}) => {
-    const n = extra.n ?? c.n++;
-    const r = await c.request({ type: 'action', room, n, action, ...extra });
-    if (r.type === 'ack' && !r.duplicate) {
-      assert.ok(Array.isArray(r.effects), `ack carries effects: ${JSON.stringify(r)}`);
-      assert.equal(r.seq, c.seq + 1);
-      c.state = applyPatch(c.state, r.effects);
-      c.seq = r.seq;
-      assert.equal(checksum(c.state), r.checksum);
-    }
-    return r;
-  };
-  return c;
-}
-
-// Wait until every follower has applied seq (fwds are in flight).
-export async function caughtUp(clients, seq) {
-  await waitFor(() => clients.every((c) => c.seq >= seq), `followers at seq ${seq}`);
-}
+import { withDaemon, connectHello, applyPatch, startDaemon } from './lib.mjs';
+import { TTT, CHAT, luaFiles, luaConf, follower, caughtUp } from './lua-lib.mjs';
 
 test('tictactoe: init, join, legal and illegal moves, effects in ack and fwd, win, game_over', async () => {
   await withDaemon({ conf: luaConf({ ttt: TTT }) }, async (d) => {
@@ -166,4 +103,47 @@ test('catch-up (actions) carries effects, time and seed; resend is exactly-once;
     a.close();
     b.close();
   });
+});
+
+// A chat variant whose rules differ: another id scheme and text in capitals.
+const CHAT_V2 = `
+local M = {}
+function M.init() return {messages = movex.array()} end
+function M.reduce(state, action, ctx)
+  return {{op = "add", path = "/messages/-", value = {id = "v2-" .. ctx.seq, text = string.upper(action.payload.text), r = ctx.random(1, 1000000)}}}
+end
+return M
+`;
+
+test('recovery after kill -9 applies the logged effects: the reducer file changed in between cannot change history', async () => {
+  const files = luaFiles({ 'chat.lua': readFileSync(CHAT, 'utf8') });
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-lua-rec-'));
+  const conf = luaConf({ chat: files.paths['chat.lua'] }).replace('log_level info', 'log_level info\nfsync always');
+  try {
+    let d = await startDaemon({ conf, dir });
+    const room = 'chat:r1';
+    const a = await follower(d, 'ann', room);
+    for (let i = 0; i < 20; i++) assert.equal((await a.act({ type: 'say', payload: { text: `m${i}` } })).type, 'ack');
+    const before = await a.request({ type: 'get', room });
+    await d.kill('SIGKILL');
+    // a different (valid) reducer now: replay must not run it
+    writeFileSync(files.paths['chat.lua'], CHAT_V2);
+    d = await startDaemon({ conf, dir });
+    const b = await connectHello(d, 'ann');
+    const after = await b.request({ type: 'get', room });
+    assert.equal(after.seq, before.seq);
+    assert.equal(after.checksum, before.checksum);
+    assert.deepEqual(after.state, before.state);
+    // new actions run the new file, and ann's n continues above the old ones
+    const snap = await b.request({ type: 'subscribe', room });
+    const r = await b.request({ type: 'action', room, n: snap.next_n, action: { type: 'say', payload: { text: 'new' } } });
+    assert.equal(r.type, 'ack');
+    assert.equal(r.effects[0].value.id, `v2-${before.seq + 1}`);
+    assert.equal(r.effects[0].value.text, 'NEW');
+    b.close();
+    await d.stop();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    files.cleanup();
+  }
 });

@@ -102,6 +102,15 @@ unit: test-deps
 	@$(MAKE) --no-print-directory VARIANT=$(VARIANT) unit-bin
 	$(BUILD)/unit-tests
 
+# The allocation-failure test (test/unit/test_alloc_fail.c) at every
+# allocation of every engine corpus script; `make test` runs a sample of
+# about 40 failure points per script. Needs the asan variant, which is
+# built with MX_FAULT_INJECTION.
+.PHONY: alloc-fail-full
+alloc-fail-full:
+	@$(MAKE) --no-print-directory VARIANT=asan all unit-bin
+	MX_ALLOC_FAIL_FULL=1 CK_RUN_SUITE=alloc_fail build/asan/unit-tests
+
 integration: test-deps
 	@$(MAKE) --no-print-directory VARIANT=$(VARIANT) all
 	MOVEXD_BIN=$(BUILD)/movexd node --test test/integration/

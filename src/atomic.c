@@ -7,6 +7,7 @@
  * among many files (one syncfs, one directory fsync) for batches.
  */
 #include "movexd/wal.h"
+#include "movexd/alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -268,7 +269,7 @@ int mx_atomic_read(const char *dir, const char *name, const char magic[8], void 
     }
     size_t plen = (size_t)(size - ATOMIC_HEADER);
     uint8_t h[ATOMIC_HEADER];
-    buf = malloc(plen ? plen : 1);
+    buf = mx_malloc(plen ? plen : 1);
     if (!buf) {
         mx_wal_errf(err, errlen, "%s: out of memory", path);
         rc = MX_ENOMEM;

@@ -2,6 +2,7 @@
  * Allocation failure is sticky (b->oom) so encoders can append freely and
  * check once at the end. */
 #include "movexd/buf.h"
+#include "movexd/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,7 @@ int mx_buf_reserve(mx_buf *b, size_t extra)
         }
         ncap *= 2;
     }
-    char *m = realloc(b->mem, b->pre + ncap + 1);
+    char *m = mx_realloc(b->mem, b->pre + ncap + 1);
     if (!m) {
         b->oom = 1;
         return -1;

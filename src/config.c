@@ -34,6 +34,7 @@
  *   conf file are a classic source of "why is my change ignored".
  */
 #include "movexd/config.h"
+#include "movexd/alloc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -591,13 +592,13 @@ static int set_lua_reducer(struct mx_config *c, const char *conf_name, struct mx
         snprintf(why, whylen, "lua: the path is too long");
         return -1;
     }
-    char **nf = realloc(c->reducer_files, (c->nreducer_files + 1) * sizeof *nf);
+    char **nf = mx_realloc(c->reducer_files, (c->nreducer_files + 1) * sizeof *nf);
     if (!nf) {
         snprintf(why, whylen, "out of memory");
         return -1;
     }
     c->reducer_files = nf;
-    char *full = malloc(len + 1);
+    char *full = mx_malloc(len + 1);
     if (!full) {
         snprintf(why, whylen, "out of memory");
         return -1;
@@ -886,7 +887,7 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
                     }
                 if (npend == cap) {
                     size_t ncap = cap ? cap * 2 : 8;
-                    struct pending *np = realloc(pend, ncap * sizeof *np);
+                    struct pending *np = mx_realloc(pend, ncap * sizeof *np);
                     if (!np) {
                         fail(&ps, line, "out of memory");
                         goto error;
@@ -983,7 +984,7 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
 
     /* Inheritance: each named type = final default block + the keys it set. */
     if (npend) {
-        tmp.types = calloc(npend, sizeof *tmp.types);
+        tmp.types = mx_calloc(npend, sizeof *tmp.types);
         if (!tmp.types) {
             fail(&ps, 0, "out of memory");
             goto error;
@@ -1031,7 +1032,7 @@ int mx_config_load(struct mx_config *c, const char *path, char *err, size_t errl
     for (;;) {
         if (cap - len < 4096) {
             cap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, cap + 1);
+            char *nb = mx_realloc(buf, cap + 1);
             if (!nb) {
                 fail(&ps, 0, "out of memory");
                 goto out;

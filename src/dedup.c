@@ -16,6 +16,7 @@
  * Outcome messages are owned copies, freed when their slot is overwritten.
  */
 #include "movexd/dedup.h"
+#include "movexd/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ struct mx_dedup {
 
 mx_dedup *mx_dedup_new(size_t window)
 {
-    mx_dedup *d = calloc(1, sizeof *d);
+    mx_dedup *d = mx_calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->clients = mx_map_new();
@@ -111,7 +112,7 @@ static int grow(mx_dedup *d, struct record *r)
     size_t n = r->alloc ? r->alloc * 2 : 1;
     if (n > d->window || n < r->alloc)
         n = d->window;
-    struct mx_outcome *ring = malloc(n * sizeof *ring);
+    struct mx_outcome *ring = mx_malloc(n * sizeof *ring);
     if (!ring)
         return -1;
     for (size_t i = 0; i < r->count; i++)
@@ -132,14 +133,14 @@ int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct m
     char *msg = NULL;
     if (o->message) {
         size_t mlen = strlen(o->message);
-        msg = malloc(mlen + 1);
+        msg = mx_malloc(mlen + 1);
         if (!msg)
             return -1;
         memcpy(msg, o->message, mlen + 1);
     }
     int fresh = 0;
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = mx_calloc(1, sizeof *r);
         if (!r || mx_map_put(d->clients, client, clen, r) < 0) {
             free(r);
             free(msg);

@@ -34,6 +34,7 @@
  * by tests and tools); it sorts each object's keys itself, so it allocates.
  */
 #include "movexd/digest.h"
+#include "movexd/alloc.h"
 
 #include <math.h>
 #include <sodium.h>
@@ -250,7 +251,7 @@ int mx_digest_jansson(const json_t *j, uint8_t out[MX_DIGEST_LEN])
         size_t n = json_object_size(j), i = 0;
         struct jkey *keys = NULL;
         if (n) {
-            keys = malloc(n * sizeof(*keys));
+            keys = mx_malloc(n * sizeof(*keys));
             if (!keys)
                 return -1;
         }

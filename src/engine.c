@@ -8,6 +8,7 @@
  * shared by all its recipients.
  */
 #include "movexd/engine.h"
+#include "movexd/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +60,10 @@ struct mx_engine {
 
 mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
 {
-    mx_engine *e = calloc(1, sizeof(*e));
+    /* jansson through the project's allocator: its failures are counted
+     * (it reports them as syntax errors) and can be injected in tests */
+    json_set_alloc_funcs(mx_json_malloc, free);
+    mx_engine *e = mx_calloc(1, sizeof(*e));
     if (!e)
         return NULL;
     e->cfg = cfg;
@@ -260,7 +264,7 @@ static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
         return;
     if (e->nout == e->capout) {
         size_t ncap = e->capout ? e->capout * 2 : 64;
-        struct outbox_entry *n = realloc(e->out, ncap * sizeof(*n));
+        struct outbox_entry *n = mx_realloc(e->out, ncap * sizeof(*n));
         if (!n) {
             /* cannot queue: the connection would miss a message, so it must
              * not go on as if it had not */
@@ -823,7 +827,7 @@ static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_reques
     if (!conn_subscribed(c, r)) {
         if (c->nrooms == c->caprooms) {
             size_t ncap = c->caprooms ? c->caprooms * 2 : 4;
-            struct mx_room **n = realloc(c->rooms, ncap * sizeof(*n));
+            struct mx_room **n = mx_realloc(c->rooms, ncap * sizeof(*n));
             if (!n) {
                 reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
                 return;
@@ -1129,13 +1133,13 @@ static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request
     int listed = r->presence && *mx_presence_listed(r->presence);
     if (!listed && e->npres == e->cappres) {
         size_t ncap = e->cappres ? e->cappres * 2 : 16;
-        char **n = realloc(e->pres_rooms, ncap * sizeof(*n));
+        char **n = mx_realloc(e->pres_rooms, ncap * sizeof(*n));
         if (!n)
             goto oom;
         e->pres_rooms = n;
         e->cappres = ncap;
     }
-    char *id = listed ? NULL : strdup(r->id);
+    char *id = listed ? NULL : mx_strdup(r->id);
     if (!listed && !id)
         goto oom;
     if (mx_presence_set(&r->presence, c, c->conn_id, c->client, c->clientlen,
@@ -1310,13 +1314,26 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         e->wall_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     }
     json_error_t jerr;
+    uint64_t failures = mx_json_alloc_failures();
     json_t *j = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
-    if (!j && json_error_code(&jerr) == json_error_stack_overflow) {
+    /* Not the client's fault when the parser ran out of memory. jansson
+     * (2.14) reports that as a syntax error, and when the failing
+     * allocation grows a string's buffer it drops the byte and parses on:
+     * the message would be served with altered text. So any allocation
+     * failure during the parse refuses the message, parsed or not. */
+    int oom = (!j && json_error_code(&jerr) == json_error_out_of_memory) ||
+              mx_json_alloc_failures() != failures;
+    if (oom) {
+        json_decref(j);
+        j = NULL;
+    }
+    if (!j && (json_error_code(&jerr) == json_error_stack_overflow || oom)) {
         char why[120];
         snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
         uint64_t id = 0;
         int has_id = scan_id(msg, len, &id);
-        reply_error(e, c, has_id, id, MX_ETOO_DEEP, why);
+        reply_error(e, c, has_id, id, oom ? MX_ENOMEM : MX_ETOO_DEEP,
+                    oom ? "out of memory; the message was not handled" : why);
         return;
     }
     if (!j || !json_is_object(j)) {

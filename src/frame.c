@@ -1,5 +1,6 @@
 /* frame.c - refcounted outgoing messages; see frame.h. */
 #include "movexd/frame.h"
+#include "movexd/alloc.h"
 
 #include <stdlib.h>
 
@@ -10,7 +11,7 @@ mx_frame *mx_frame_from_buf(mx_buf *b)
         mx_buf_free(b);
         return NULL;
     }
-    mx_frame *f = malloc(sizeof(*f));
+    mx_frame *f = mx_malloc(sizeof(*f));
     char *mem = f ? mx_buf_steal(b) : NULL;
     if (!mem) {
         free(f);

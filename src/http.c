@@ -41,6 +41,7 @@
  * lws frees the per-session area at every completed transaction.
  */
 #include "movexd/http.h"
+#include "movexd/alloc.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -61,7 +62,7 @@ int mx_http_respond_len(struct lws *wsi, struct mx_http *h, unsigned status, con
 {
     unsigned char hdr[LWS_PRE + 512], *start = &hdr[LWS_PRE], *w = start, *end = &hdr[sizeof(hdr) - 1];
     free(h->body);
-    h->body = malloc(len + 1);
+    h->body = mx_malloc(len + 1);
     if (!h->body)
         return -1;
     memcpy(h->body, body, len);
@@ -303,7 +304,7 @@ int mx_http_body(struct mx_server *srv, struct mx_http *h, const void *in, size_
         return 0; /* a body no route reads: the connection closes after the answer */
     if (h->reqlen + len > srv->cfg->max_message_bytes)
         return -1;
-    char *n = realloc(h->req, h->reqlen + len + 1);
+    char *n = mx_realloc(h->req, h->reqlen + len + 1);
     if (!n)
         return -1;
     h->req = n;

@@ -9,6 +9,7 @@
  * ancestors is the caller's job (see json.h).
  */
 #include "movexd/json.h"
+#include "movexd/alloc.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@
 
 static mx_val *new_val(uint8_t type)
 {
-    mx_val *v = calloc(1, sizeof(*v));
+    mx_val *v = mx_calloc(1, sizeof(*v));
     if (v)
         v->type = type;
     return v;
@@ -43,7 +44,7 @@ mx_val *mx_json_str(const char *s, size_t len)
     mx_val *v = new_val(MX_STRING);
     if (!v)
         return NULL;
-    v->u.str.s = malloc(len + 1);
+    v->u.str.s = mx_malloc(len + 1);
     if (!v->u.str.s) {
         free(v);
         return NULL;
@@ -82,13 +83,13 @@ void mx_json_free(mx_val *v)
 
 mx_val *mx_json_copy(const mx_val *v)
 {
-    mx_val *c = malloc(sizeof(*c));
+    mx_val *c = mx_malloc(sizeof(*c));
     if (!c)
         return NULL;
     *c = *v;
     switch (v->type) {
     case MX_STRING:
-        c->u.str.s = malloc(v->u.str.len + 1);
+        c->u.str.s = mx_malloc(v->u.str.len + 1);
         if (!c->u.str.s)
             goto fail_shallow;
         memcpy(c->u.str.s, v->u.str.s, v->u.str.len + 1);
@@ -97,7 +98,7 @@ mx_val *mx_json_copy(const mx_val *v)
         c->u.arr.cap = v->u.arr.len;
         c->u.arr.items = NULL;
         if (v->u.arr.len) {
-            c->u.arr.items = calloc(v->u.arr.len, sizeof(mx_val *));
+            c->u.arr.items = mx_calloc(v->u.arr.len, sizeof(mx_val *));
             if (!c->u.arr.items)
                 goto fail_shallow;
         }
@@ -114,7 +115,7 @@ mx_val *mx_json_copy(const mx_val *v)
         c->u.obj.cap = v->u.obj.len;
         c->u.obj.m = NULL;
         if (v->u.obj.len) {
-            c->u.obj.m = calloc(v->u.obj.len, sizeof(struct mx_member));
+            c->u.obj.m = mx_calloc(v->u.obj.len, sizeof(struct mx_member));
             if (!c->u.obj.m)
                 goto fail_shallow;
         }
@@ -122,7 +123,7 @@ mx_val *mx_json_copy(const mx_val *v)
             const struct mx_member *sm = &v->u.obj.m[i];
             struct mx_member *dm = &c->u.obj.m[i];
             *dm = *sm;
-            dm->key = malloc(sm->keylen + 1);
+            dm->key = mx_malloc(sm->keylen + 1);
             dm->val = dm->key ? mx_json_copy(sm->val) : NULL;
             if (!dm->val) {
                 free(dm->key);
@@ -258,13 +259,13 @@ int mx_json_obj_set(mx_val *o, const char *k, size_t klen, mx_val *v)
     }
     if (o->u.obj.len == o->u.obj.cap) {
         size_t ncap = o->u.obj.cap ? o->u.obj.cap * 2 : 4;
-        struct mx_member *nm = realloc(o->u.obj.m, ncap * sizeof(*nm));
+        struct mx_member *nm = mx_realloc(o->u.obj.m, ncap * sizeof(*nm));
         if (!nm)
             return -1;
         o->u.obj.m = nm;
         o->u.obj.cap = ncap;
     }
-    char *key = malloc(klen + 1);
+    char *key = mx_malloc(klen + 1);
     if (!key)
         return -1;
     memcpy(key, k, klen);
@@ -301,7 +302,7 @@ int mx_json_arr_insert(mx_val *a, size_t idx, mx_val *v)
         return -1;
     if (a->u.arr.len == a->u.arr.cap) {
         size_t ncap = a->u.arr.cap ? a->u.arr.cap * 2 : 4;
-        mx_val **ni = realloc(a->u.arr.items, ncap * sizeof(*ni));
+        mx_val **ni = mx_realloc(a->u.arr.items, ncap * sizeof(*ni));
         if (!ni)
             return -1;
         a->u.arr.items = ni;
@@ -375,7 +376,7 @@ static mx_val *from_j(const json_t *j, int depth, int max_depth, const char **wh
             break;
         size_t n = json_array_size(j);
         if (n) {
-            v->u.arr.items = malloc(n * sizeof(mx_val *));
+            v->u.arr.items = mx_malloc(n * sizeof(mx_val *));
             if (!v->u.arr.items) {
                 free(v);
                 v = NULL;

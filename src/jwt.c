@@ -32,6 +32,7 @@
  * must stay in step with mx_proto_client_ok and the room id rules.
  */
 #include "movexd/jwt.h"
+#include "movexd/alloc.h"
 
 #include <errno.h>
 #include <math.h>
@@ -122,7 +123,14 @@ static json_t *decode_json_part(const char *s, size_t len, unsigned char *buf, s
     /* numbers as doubles, as JSON and RFC 7519 mean them: an integer
      * NumericDate beyond int64 (exp 9223372036854776000, what JavaScript
      * writes for 2^63) is a number, not a malformed payload */
+    uint64_t failures = mx_json_alloc_failures();
     json_t *j = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (mx_json_alloc_failures() != failures) {
+        /* jansson may have parsed on after dropping a byte of a string
+         * (a claim such as sub) for want of memory: refuse */
+        json_decref(j);
+        return NULL;
+    }
     if (j && !json_is_object(j)) {
         json_decref(j);
         return NULL;
@@ -253,7 +261,7 @@ static int add_grant(struct mx_token *t, const json_t *g, char *why, size_t whyl
         else
             return set_why(why, whylen, "unknown right in grant");
     }
-    char *p = strdup(json_string_value(m));
+    char *p = mx_strdup(json_string_value(m));
     if (!p) {
         *nomem = 1;
         return set_why(why, whylen, "out of memory");
@@ -355,7 +363,7 @@ static int read_claims(const json_t *p, const struct mx_jwt_keys *keys, int64_t 
     if (n == 0)
         return 0;
     /* n is bounded by the token size (each grant takes > 20 bytes). */
-    t->grants = calloc(n, sizeof *t->grants);
+    t->grants = mx_calloc(n, sizeof *t->grants);
     if (!t->grants) {
         *nomem = 1;
         return set_why(why, whylen, "out of memory");

@@ -15,6 +15,7 @@
  * so the same table always gives the same text.
  */
 #include "movexd/lua_json.h"
+#include "movexd/alloc.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -341,7 +342,7 @@ static json_t *conv_table(struct conv *c, int idx)
         snprintf(c->why, c->whylen, "object keys must be strings (a table mixes key types)");
         goto out;
     }
-    struct member *m = count ? calloc(count, sizeof(*m)) : NULL;
+    struct member *m = count ? mx_calloc(count, sizeof(*m)) : NULL;
     if (count && !m) {
         snprintf(c->why, c->whylen, "out of memory");
         goto out;
@@ -470,7 +471,7 @@ static json_t *conv_value(struct conv *c, int idx)
 json_t *mx_lua_to_json(lua_State *L, int idx, const struct mx_lua_out *lim, char *why,
                        size_t whylen)
 {
-    struct conv *c = calloc(1, sizeof(*c));
+    struct conv *c = mx_calloc(1, sizeof(*c));
     if (!c) {
         snprintf(why, whylen, "out of memory");
         return NULL;

@@ -29,6 +29,7 @@
  *  - nothing raises outside mx_lua_vm_run's protected call (no panic).
  */
 #include "movexd/lua_sandbox.h"
+#include "movexd/alloc.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -62,7 +63,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         vm->mem_hit = 1;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    void *p = mx_realloc(ptr, nsize);
     if (!p) {
         if (nsize <= old)
             return ptr; /* Lua relies on shrinking never failing */
@@ -528,7 +529,7 @@ static int panic(lua_State *L)
 
 struct mx_lua_vm *mx_lua_vm_new(size_t mem_limit, uint64_t budget)
 {
-    struct mx_lua_vm *vm = calloc(1, sizeof(*vm));
+    struct mx_lua_vm *vm = mx_calloc(1, sizeof(*vm));
     if (!vm)
         return NULL;
     vm->mem_limit = mem_limit;

@@ -26,6 +26,7 @@
  * pile every key into one probe run.
  */
 #include "movexd/map.h"
+#include "movexd/alloc.h"
 
 #include <sodium.h>
 #include <stdint.h>
@@ -108,7 +109,7 @@ static size_t slot_of_entry(const mx_map *m, size_t i)
  * as it was. */
 static int reindex(mx_map *m, size_t icap)
 {
-    uint32_t *idx = calloc(icap, sizeof *idx);
+    uint32_t *idx = mx_calloc(icap, sizeof *idx);
     if (!idx)
         return -1;
     size_t mask = icap - 1;
@@ -128,10 +129,10 @@ mx_map *mx_map_new(void)
 {
     if (hash_init() < 0)
         return NULL;
-    mx_map *m = calloc(1, sizeof *m);
+    mx_map *m = mx_calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    m->idx = calloc(MIN_ICAP, sizeof *m->idx);
+    m->idx = mx_calloc(MIN_ICAP, sizeof *m->idx);
     if (!m->idx) {
         free(m);
         return NULL;
@@ -174,7 +175,7 @@ int mx_map_put(mx_map *m, const char *key, size_t len, void *val)
         return -1;
     /* Reserve everything before changing anything, so failure leaves the
      * map untouched. */
-    char *copy = malloc(len + 1);
+    char *copy = mx_malloc(len + 1);
     if (!copy)
         return -1;
     if (len)
@@ -182,7 +183,7 @@ int mx_map_put(mx_map *m, const char *key, size_t len, void *val)
     copy[len] = '\0';
     if (m->len == m->ecap) {
         size_t ecap = m->ecap ? m->ecap * 2 : 4;
-        struct ent *ents = realloc(m->ents, ecap * sizeof *ents);
+        struct ent *ents = mx_realloc(m->ents, ecap * sizeof *ents);
         if (!ents) {
             free(copy);
             return -1;
@@ -249,7 +250,7 @@ void *mx_map_del(mx_map *m, const char *key, size_t len)
     }
     if (m->ecap > 4 && m->len * 4 < m->ecap) {
         size_t ecap = m->ecap / 2;
-        struct ent *ents = realloc(m->ents, ecap * sizeof *ents);
+        struct ent *ents = mx_realloc(m->ents, ecap * sizeof *ents);
         if (ents) {
             m->ents = ents;
             m->ecap = ecap;

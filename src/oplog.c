@@ -12,6 +12,7 @@
  * keeps nothing: appends succeed and are dropped at once.
  */
 #include "movexd/oplog.h"
+#include "movexd/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ struct mx_oplog {
 
 mx_oplog *mx_oplog_new(size_t capacity)
 {
-    mx_oplog *l = calloc(1, sizeof *l);
+    mx_oplog *l = mx_calloc(1, sizeof *l);
     if (l)
         l->capacity = capacity;
     return l;
@@ -58,7 +59,7 @@ static int realloc_ring(mx_oplog *l, size_t n)
 {
     struct mx_oplog_entry *ring = NULL;
     if (n) {
-        ring = calloc(n, sizeof *ring);
+        ring = mx_calloc(n, sizeof *ring);
         if (!ring)
             return -1;
         for (size_t i = 0; i < l->count; i++)
@@ -95,7 +96,7 @@ int mx_oplog_append(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN]
         return -1;
     if (l->capacity == 0)
         return 0;
-    char *copy = malloc(len + 1);
+    char *copy = mx_malloc(len + 1);
     if (!copy)
         return -1;
     if (len)
@@ -162,7 +163,7 @@ int mx_oplog_set_capacity(mx_oplog *l, size_t capacity)
         size_t extra = l->count - keep;
         struct mx_oplog_entry *ring = NULL;
         if (capacity) {
-            ring = calloc(capacity, sizeof *ring);
+            ring = mx_calloc(capacity, sizeof *ring);
             if (!ring)
                 return -1;
         }

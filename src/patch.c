@@ -49,6 +49,7 @@
  *    reordering an array of large items stays O(1) per move.
  */
 #include "movexd/patch.h"
+#include "movexd/alloc.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -170,7 +171,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
     size_t ncap = *cap ? *cap : 8;
     while (ncap < need)
         ncap *= 2;
-    void *np = realloc(*p, ncap * size);
+    void *np = mx_realloc(*p, ncap * size);
     if (!np)
         return -1;
     *p = np;
@@ -878,7 +879,7 @@ int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *li
     if (rc)
         return rc;
     ctx c = {.root = root, .max_depth = lim ? lim->max_depth : 0, .err = err};
-    if (!(c.u = calloc(1, sizeof(*c.u))))
+    if (!(c.u = mx_calloc(1, sizeof(*c.u))))
         return oom(&c);
     for (size_t i = 0; i < json_array_size(patch) && !rc; i++) {
         const json_t *op = json_array_get(patch, i);

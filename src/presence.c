@@ -12,6 +12,7 @@
  * Nothing here is written to storage or feeds the checksum.
  */
 #include "movexd/presence.h"
+#include "movexd/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -57,20 +58,20 @@ int mx_presence_set(mx_presence **pp, const void *owner, uint64_t conn, const ch
         }
         return 0;
     }
-    char *copy = malloc(len + 1);
+    char *copy = mx_malloc(len + 1);
     if (!copy)
         return MX_ENOMEM;
     memcpy(copy, state, len);
     copy[len] = '\0';
     if (!en) {
         mx_presence *p = *pp;
-        if (!p && !(p = calloc(1, sizeof(*p)))) {
+        if (!p && !(p = mx_calloc(1, sizeof(*p)))) {
             free(copy);
             return MX_ENOMEM;
         }
         if (p->n == p->cap) {
             size_t ncap = p->cap ? p->cap * 2 : 4;
-            struct mx_presence_entry *nv = realloc(p->v, ncap * sizeof(*nv));
+            struct mx_presence_entry *nv = mx_realloc(p->v, ncap * sizeof(*nv));
             if (!nv) {
                 free(copy);
                 if (!*pp)

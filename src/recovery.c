@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "movexd/codec.h"
+#include "movexd/alloc.h"
 #include "movexd/digest.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
@@ -87,7 +88,7 @@ static struct mx_pending *pending_get(struct scan *sc, const char *id, size_t le
     struct mx_pending *pe = mx_map_get(s->pending, id, len);
     if (pe)
         return pe;
-    pe = calloc(1, sizeof(*pe) + len + 1);
+    pe = mx_calloc(1, sizeof(*pe) + len + 1);
     if (!pe)
         return NULL;
     memcpy(pe->id, id, len);
@@ -95,7 +96,7 @@ static struct mx_pending *pending_get(struct scan *sc, const char *id, size_t le
     pe->has_snap = mx_map_get(sc->snaps, id, len) != NULL;
     if (s->npq == s->cappq) {
         size_t ncap = s->cappq ? s->cappq * 2 : 256;
-        struct mx_pending **n = realloc(s->pq, ncap * sizeof(*n));
+        struct mx_pending **n = mx_realloc(s->pq, ncap * sizeof(*n));
         if (!n) {
             free(pe);
             return NULL;
@@ -210,7 +211,7 @@ static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uin
     }
     if (pe->n == pe->cap) {
         size_t ncap = pe->cap ? pe->cap * 2 : 8;
-        struct prec *n = realloc(pe->recs, ncap * sizeof(*n));
+        struct prec *n = mx_realloc(pe->recs, ncap * sizeof(*n));
         if (!n)
             SFAIL("out of memory indexing the WAL (record %llu)", (unsigned long long)lsn);
         pe->recs = n;
@@ -502,7 +503,7 @@ int mx_recovery_flush_done(struct mx_walstore *s)
     if (!s->bg_batch)
         s->bg_batch = DONE_BATCH;
     size_t m = n < s->bg_batch ? n : s->bg_batch;
-    struct mx_room **rooms = malloc(m * sizeof(*rooms));
+    struct mx_room **rooms = mx_malloc(m * sizeof(*rooms));
     if (!rooms)
         return 0;
     for (size_t i = 0; i < m; i++)
@@ -654,7 +655,7 @@ static int keep_index(struct mx_walstore *s, mx_wal_reader *rd, char *err, size_
 {
     if (s->npq) {
         s->rd = rd;
-        s->done = malloc(DONE_BATCH * sizeof(*s->done));
+        s->done = mx_malloc(DONE_BATCH * sizeof(*s->done));
         if (!s->done) {
             snprintf(err, errlen, "out of memory");
             return -1;

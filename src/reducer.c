@@ -12,6 +12,7 @@
  *    unless the file changed on disk since (then the room is refused).
  */
 #include "movexd/reducer.h"
+#include "movexd/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char
             return insts[i].r;
     if (ninsts == capinsts) {
         size_t ncap = capinsts ? capinsts * 2 : 8;
-        struct instance *n = realloc(insts, ncap * sizeof(*n));
+        struct instance *n = mx_realloc(insts, ncap * sizeof(*n));
         if (!n) {
             snprintf(err, errlen, "out of memory");
             return NULL;

@@ -18,6 +18,7 @@
  *    ^[a-z][a-z0-9_]{0,63}$, otherwise the reject is reducer_error.
  */
 #include "movexd/reducer_lua.h"
+#include "movexd/alloc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -53,7 +54,7 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
-    char *buf = malloc(SOURCE_MAX + 1);
+    char *buf = mx_malloc(SOURCE_MAX + 1);
     size_t n = buf ? fread(buf, 1, SOURCE_MAX + 1, f) : 0;
     int bad = ferror(f);
     fclose(f);
@@ -131,7 +132,7 @@ int mx_lua_reducer_check(const char *path, size_t budget, size_t memory, char *e
     if (read_file(path, &src, &len, err, errlen))
         return -1;
     size_t nl = strlen(path) + 2;
-    char *name = malloc(nl);
+    char *name = mx_malloc(nl);
     int has_init, rc = -1;
     if (name) {
         snprintf(name, nl, "@%s", path);
@@ -392,7 +393,7 @@ static int lua_init(const struct mx_reducer *self, const json_t *params,
 struct mx_reducer *mx_lua_reducer_new(const char *path, size_t budget, size_t memory, char *err,
                                       size_t errlen)
 {
-    struct lua_reducer *lr = calloc(1, sizeof(*lr));
+    struct lua_reducer *lr = mx_calloc(1, sizeof(*lr));
     if (!lr) {
         snprintf(err, errlen, "out of memory");
         return NULL;

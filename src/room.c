@@ -13,6 +13,7 @@
  */
 #include "movexd/presence.h"
 #include "movexd/room.h"
+#include "movexd/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@ struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_t
                             mx_val *state, size_t dedup_window, int *err)
 {
     *err = MX_ENOMEM;
-    struct mx_room *r = calloc(1, sizeof(*r));
+    struct mx_room *r = mx_calloc(1, sizeof(*r));
     if (!r) {
         mx_json_free(state);
         return NULL;
@@ -42,7 +43,7 @@ struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_t
         *err = MX_EINTERNAL;
         goto fail;
     }
-    r->id = malloc(idlen + 1);
+    r->id = mx_malloc(idlen + 1);
     r->log = mx_oplog_new(t->history);
     r->dedup = mx_dedup_new(dedup_window ? dedup_window : 1024);
     if (!r->id || !r->log || !r->dedup || mx_digest_of(r->state, r->checksum))
@@ -77,7 +78,7 @@ int mx_room_sub_add(struct mx_room *r, struct mx_conn *c)
             return 0;
     if (r->nsubs == r->capsubs) {
         size_t ncap = r->capsubs ? r->capsubs * 2 : 4;
-        struct mx_conn **n = realloc(r->subs, ncap * sizeof(*n));
+        struct mx_conn **n = mx_realloc(r->subs, ncap * sizeof(*n));
         if (!n)
             return -1;
         r->subs = n;

@@ -9,6 +9,7 @@
  * reader can never make the server grow without bound or slow the others.
  */
 #include "movexd/session.h"
+#include "movexd/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,7 @@ static void conn_deliver(struct mx_conn *c, mx_frame *f)
     }
     if (s->qlen == s->qcap) {
         size_t ncap = s->qcap ? s->qcap * 2 : 16;
-        mx_frame **n = malloc(ncap * sizeof(*n));
+        mx_frame **n = mx_malloc(ncap * sizeof(*n));
         if (!n) {
             start_close(s, 1011, "server out of memory", 1);
             return;
@@ -144,7 +145,7 @@ static unsigned *ip_count(struct mx_session *s, int create)
     size_t len = strlen(s->peer);
     unsigned *c = mx_map_get(m, s->peer, len);
     if (!c && create) {
-        c = calloc(1, sizeof(*c));
+        c = mx_calloc(1, sizeof(*c));
         if (c && mx_map_put(m, s->peer, len, c)) {
             free(c);
             c = NULL;
@@ -236,7 +237,7 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
         size_t ncap = s->rxcap ? s->rxcap : 4096;
         while (ncap < s->rxlen + len)
             ncap *= 2;
-        char *n = realloc(s->rx, ncap);
+        char *n = mx_realloc(s->rx, ncap);
         if (!n)
             return -1;
         s->rx = n;

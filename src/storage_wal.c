@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "movexd/codec.h"
+#include "movexd/alloc.h"
 #include "movexd/digest.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
@@ -63,7 +64,7 @@ static void queue_due(struct mx_walstore *s, struct mx_room *r)
         return;
     if (s->ndue == s->capdue) {
         size_t ncap = s->capdue ? s->capdue * 2 : 16;
-        struct mx_room **n = realloc(s->due, ncap * sizeof(*n));
+        struct mx_room **n = mx_realloc(s->due, ncap * sizeof(*n));
         if (!n)
             return; /* the checkpoint will still cover it */
         s->due = n;
@@ -175,13 +176,13 @@ static int st_room_deleted(void *ctx, struct mx_room *r)
     snap_name(r, name, sizeof(name));
     if (s->nunlink == s->capunlink) {
         size_t ncap = s->capunlink ? s->capunlink * 2 : 8;
-        char **n = realloc(s->unlink_after_flush, ncap * sizeof(*n));
+        char **n = mx_realloc(s->unlink_after_flush, ncap * sizeof(*n));
         if (!n)
             return MX_ENOMEM;
         s->unlink_after_flush = n;
         s->capunlink = ncap;
     }
-    char *copy = strdup(name);
+    char *copy = mx_strdup(name);
     if (!copy)
         return MX_ENOMEM;
     s->unlink_after_flush[s->nunlink++] = copy;
@@ -342,10 +343,10 @@ static void st_after_commit(void *ctx, mx_map *rooms)
 size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, size_t n)
 {
     uint64_t lsn = mx_wal_next_lsn(s->wal) - 1;
-    char **names = calloc(n, sizeof(char *));
-    const void **payloads = calloc(n, sizeof(void *));
-    size_t *lens = calloc(n, sizeof(size_t));
-    mx_buf *bufs = calloc(n, sizeof(mx_buf));
+    char **names = mx_calloc(n, sizeof(char *));
+    const void **payloads = mx_calloc(n, sizeof(void *));
+    size_t *lens = mx_calloc(n, sizeof(size_t));
+    mx_buf *bufs = mx_calloc(n, sizeof(mx_buf));
     size_t ndirty = 0, ok = 0;
     if (!names || !payloads || !lens || !bufs)
         goto out;
@@ -356,7 +357,7 @@ size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, siz
         if (!r->disk_first_lsn && !r->disk_records)
             continue;
         mx_buf_init(&bufs[ndirty], 0);
-        names[ndirty] = malloc(MX_ROOM_ID_MAX + 8);
+        names[ndirty] = mx_malloc(MX_ROOM_ID_MAX + 8);
         if (!names[ndirty] || mx_snapshot_encode(r, lsn, &bufs[ndirty])) {
             mx_buf_free(&bufs[ndirty]);
             free(names[ndirty]);
@@ -571,7 +572,7 @@ static void set_iface(struct mx_walstore *s)
 int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **out, mx_map **rooms,
                         char *err, size_t errlen)
 {
-    struct mx_walstore *s = calloc(1, sizeof(*s));
+    struct mx_walstore *s = mx_calloc(1, sizeof(*s));
     mx_map *map = mx_map_new();
     if (!s || !map) {
         snprintf(err, errlen, "out of memory");

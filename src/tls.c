@@ -8,6 +8,7 @@
  * reload leaves the running certificate serving.
  */
 #include "movexd/tls.h"
+#include "movexd/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ static char *slurp(const char *path, size_t *len)
                 fclose(f);
                 return NULL;
             }
-            char *nb = realloc(buf, cap + 1);
+            char *nb = mx_realloc(buf, cap + 1);
             if (!nb) {
                 free(buf);
                 fclose(f);

@@ -30,6 +30,7 @@
  *     written again later (Redis does the same with its AOF).
  */
 #include "movexd/wal.h"
+#include "movexd/alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -64,7 +65,7 @@ static int64_t now_ms(void)
 /* After mkdir: make the new directory's own name durable (best effort). */
 static void sync_parent(const char *dir)
 {
-    char *parent = strdup(dir);
+    char *parent = mx_strdup(dir);
     if (!parent)
         return;
     size_t n = strlen(parent);
@@ -157,7 +158,7 @@ static int seg_note(mx_wal *w, uint64_t lsn, uint64_t bytes)
     }
     if (w->nsegs == w->capsegs) {
         size_t nc = w->capsegs ? w->capsegs * 2 : 16;
-        struct mx_wal_seg *nv = realloc(w->segs, nc * sizeof *nv);
+        struct mx_wal_seg *nv = mx_realloc(w->segs, nc * sizeof *nv);
         if (!nv)
             return -1;
         w->segs = nv;
@@ -401,8 +402,8 @@ int mx_wal_open(mx_wal **out, const struct mx_wal_opts *o, uint64_t next_lsn, ch
                 SEG_MIN);
         return MX_EINTERNAL;
     }
-    mx_wal *w = calloc(1, sizeof *w);
-    if (!w || !(w->dir = strdup(o->dir))) {
+    mx_wal *w = mx_calloc(1, sizeof *w);
+    if (!w || !(w->dir = mx_strdup(o->dir))) {
         free(w);
         mx_wal_errf(err, errlen, "wal: out of memory");
         return MX_ENOMEM;
@@ -523,7 +524,7 @@ uint64_t mx_wal_append(mx_wal *w, const void *payload, size_t len)
         size_t nc = w->bufcap > BUF_MIN ? w->bufcap : BUF_MIN;
         while (nc < need)
             nc *= 2;
-        uint8_t *nb = realloc(w->buf, nc);
+        uint8_t *nb = mx_realloc(w->buf, nc);
         if (!nb)
             return 0;
         w->buf = nb;

@@ -5,6 +5,7 @@
  * backups) is not a segment, so the listing never trips over it.
  */
 #include "movexd/wal_common.h"
+#include "movexd/alloc.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -29,7 +30,7 @@ void mx_wal_errf(char *err, size_t errlen, const char *fmt, ...)
 char *mx_path_join(const char *dir, const char *name, const char *suffix)
 {
     size_t a = strlen(dir), b = strlen(name), c = strlen(suffix);
-    char *p = malloc(a + 1 + b + c + 1);
+    char *p = mx_malloc(a + 1 + b + c + 1);
     if (!p)
         return NULL;
     memcpy(p, dir, a);
@@ -110,7 +111,7 @@ int mx_wal_list_segments(const char *dir, struct mx_wal_seg **out, size_t *count
             continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
-            struct mx_wal_seg *nv = realloc(v, nc * sizeof *nv);
+            struct mx_wal_seg *nv = mx_realloc(v, nc * sizeof *nv);
             if (!nv) {
                 e = ENOMEM;
                 break;

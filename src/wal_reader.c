@@ -12,6 +12,7 @@
  * (mx_wal_reader_truncate_tail) or to sync what it read.
  */
 #include "movexd/wal.h"
+#include "movexd/alloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -138,7 +139,7 @@ static void rd_unmap(mx_wal_reader *r)
     if (r->map && r->keep) {
         if (r->nkept == r->capkept) {
             size_t ncap = r->capkept ? r->capkept * 2 : 16;
-            struct kept_map *n = realloc(r->kept, ncap * sizeof(*n));
+            struct kept_map *n = mx_realloc(r->kept, ncap * sizeof(*n));
             if (n) {
                 r->kept = n;
                 r->capkept = ncap;
@@ -201,8 +202,8 @@ static int rd_map(mx_wal_reader *r)
 int mx_wal_reader_open(mx_wal_reader **out, const char *dir, char *err, size_t errlen)
 {
     *out = NULL;
-    mx_wal_reader *r = calloc(1, sizeof *r);
-    if (!r || !(r->dir = strdup(dir))) {
+    mx_wal_reader *r = mx_calloc(1, sizeof *r);
+    if (!r || !(r->dir = mx_strdup(dir))) {
         free(r);
         mx_wal_errf(err, errlen, "wal: out of memory");
         return MX_ENOMEM;

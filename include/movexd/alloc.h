@@ -1,0 +1,49 @@
+/* alloc.h - the project's own heap allocations, behind one seam.
+ *
+ * Every malloc/calloc/realloc/strdup in src/ goes through mx_malloc,
+ * mx_calloc, mx_realloc and mx_strdup (release memory with free() as
+ * usual). In a normal build they are the C library's functions, inlined.
+ * In a build with -DMX_FAULT_INJECTION (the asan variant) they are
+ * out-of-line and can be told to fail: while counting is enabled every
+ * allocation is numbered from 1, and the one numbered `fail_at` returns
+ * NULL (once), as SQLite's malloc tests do. That is how the ENOMEM branches
+ * are run (test/unit/test_alloc_fail.c). Hand jansson the same allocator
+ * with json_set_alloc_funcs(mx_json_malloc, free) to count its allocations
+ * too. Not thread-safe: only the event-loop thread is counted.
+ */
+#ifndef MOVEXD_ALLOC_H
+#define MOVEXD_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef MX_FAULT_INJECTION
+void *mx_malloc(size_t n);
+void *mx_calloc(size_t n, size_t size);
+void *mx_realloc(void *p, size_t n);
+char *mx_strdup(const char *s);
+
+/* Start a fresh count: the allocation numbered fail_at (1-based) fails;
+ * 0 = none fails, only count. Counting starts disabled. */
+void mx_alloc_fault_reset(uint64_t fail_at);
+/* Count (and fail) allocations only while enabled, so a test harness's
+ * own allocations between calls into the code under test stay out. */
+void mx_alloc_fault_enable(int on);
+uint64_t mx_alloc_fault_count(void); /* allocations counted since the reset */
+int mx_alloc_fault_fired(void);      /* 1 once the numbered one has failed */
+#else
+static inline void *mx_malloc(size_t n) { return malloc(n); }
+static inline void *mx_calloc(size_t n, size_t size) { return calloc(n, size); }
+static inline void *mx_realloc(void *p, size_t n) { return realloc(p, n); }
+static inline char *mx_strdup(const char *s) { return strdup(s); }
+#endif
+
+/* For json_set_alloc_funcs (a function pointer, also in normal builds).
+ * jansson reports a failed allocation as a syntax error, so this counts
+ * them: a parse that fails while the count moves ran out of memory. */
+void *mx_json_malloc(size_t n);
+uint64_t mx_json_alloc_failures(void);
+
+#endif

@@ -1,0 +1,411 @@
+/* Allocation-failure tests (SQLite's malloc tests are the model): every
+ * script of the engine fuzz corpus (test/fuzz/corpus/engine, format in
+ * test/fuzz/fuzz_engine.c) is run in-process on a fresh engine with memory
+ * storage, once to count the allocations it makes, then again with the
+ * N-th allocation failing (alloc.h; the project's own allocations and
+ * jansson's), for a sample of N (every N with MX_ALLOC_FAIL_FULL=1, which
+ * `make alloc-fail-full` sets). Each run must:
+ *   - not crash, and leak nothing (ASan/LeakSanitizer: the variant that has
+ *     MX_FAULT_INJECTION is the asan one);
+ *   - deliver only whole JSON objects with a "type";
+ *   - when a request is answered `no_memory`, have changed nothing: the
+ *     room's seq and checksum are what they were before it, and sending
+ *     the same request again (memory is back) is not refused no_memory;
+ *   - end with every room consistent: its checksum is the digest of its
+ *     state computed from scratch, its cached size is its serialization,
+ *     and its log ends at the head.
+ * Counting is enabled only inside calls into the engine, so the harness's
+ * own allocations (parsing replies, the checks) never fail.
+ * MX_FUZZ_CORPUS overrides the corpus directory. Built without
+ * MX_FAULT_INJECTION the suite holds nothing. */
+#include <check.h>
+
+#ifdef MX_FAULT_INJECTION
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "movexd/alloc.h"
+#include "movexd/config.h"
+#include "movexd/digest.h"
+#include "movexd/engine.h"
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/oplog.h"
+#include "movexd/room.h"
+#include "movexd/storage.h"
+
+#define NCONN 3
+#define NROOMS 64
+
+/* A small-bounds conf like the fuzz harness's, so limit paths are reached. */
+static const char conf_text[] = "max_rooms_per_conn 4\nmax_depth 12\nmax_queue_bytes 4k\nevict_idle_ms 0\n"
+                                "room default {\n    history 4\n    max_state_bytes 2k\n"
+                                "    create_on_subscribe yes\n    max_ops 8\n}\n"
+                                "room h0 {\n    history 0\n}\nroom ns {\n    create_on_subscribe no\n}\n"
+                                "room big {\n    history 64\n    max_state_bytes 0\n    max_ops 0\n}\n";
+
+struct fake {
+    struct mx_conn conn;
+    int closed;
+    int nomem;         /* a no_memory error arrived for the request being checked */
+    uint64_t watch_id; /* that request's id */
+    char got[48];      /* "type/code" of its reply ("" when none came) */
+    char gotmsg[160];  /* and its message */
+};
+
+/* The replies of the run without a failure, per step, to compare the
+ * faulted run's reply with at the step where the allocation failed. */
+#define NSTEPS 4096
+static char ref[NSTEPS][48];
+
+struct run {
+    mx_engine *e;
+    struct fake conns[NCONN];
+    char rooms[NROOMS][MX_ROOM_ID_MAX + 1];
+    size_t nrooms;
+    unsigned nomem_checked; /* no_memory replies whose room was checked unchanged */
+    size_t nstep;           /* watched requests so far */
+    int reference;          /* the run without a failure: fill ref[] */
+};
+
+static void fake_deliver(struct mx_conn *c, mx_frame *f)
+{
+    struct fake *fk = c->edge;
+    mx_alloc_fault_enable(0); /* the harness's own work */
+    json_error_t jerr;
+    json_t *j = json_loadb(mx_frame_data(f), f->len, JSON_DECODE_INT_AS_REAL, &jerr);
+    ck_assert_msg(j && json_is_object(j), "delivered frame is not a JSON object: %.*s", (int)f->len,
+                  mx_frame_data(f));
+    const char *type = json_string_value(json_object_get(j, "type"));
+    ck_assert_msg(type != NULL, "frame without a type: %.*s", (int)f->len, mx_frame_data(f));
+    const char *code = json_string_value(json_object_get(j, "code"));
+    const json_t *id = json_object_get(j, "id");
+    if (!strcmp(type, "error") && code && !strcmp(code, "no_memory") && json_is_number(id) &&
+        (uint64_t)json_number_value(id) == fk->watch_id)
+        fk->nomem = 1;
+    if (json_is_number(id) && (uint64_t)json_number_value(id) == fk->watch_id && !fk->got[0])
+    {
+        snprintf(fk->got, sizeof fk->got, "%s/%s", type, code ? code : "");
+        const char *m = json_string_value(json_object_get(j, "message"));
+        snprintf(fk->gotmsg, sizeof fk->gotmsg, "%s", m ? m : "");
+    }
+    json_decref(j);
+    mx_alloc_fault_enable(1);
+}
+
+static void fake_close(struct mx_conn *c, int code, const char *reason)
+{
+    (void)code;
+    (void)reason;
+    ((struct fake *)c->edge)->closed = 1;
+}
+
+static void fake_open(mx_engine *e, struct fake *fk)
+{
+    memset(fk, 0, sizeof *fk);
+    fk->conn.deliver = fake_deliver;
+    fk->conn.close = fake_close;
+    fk->conn.edge = fk;
+    mx_engine_conn_open(e, &fk->conn);
+}
+
+static void remember_room(struct run *r, const char *id, size_t len)
+{
+    if (!len || len > MX_ROOM_ID_MAX || memchr(id, '\0', len) || r->nrooms == NROOMS)
+        return;
+    for (size_t i = 0; i < r->nrooms; i++)
+        if (strlen(r->rooms[i]) == len && !memcmp(r->rooms[i], id, len))
+            return;
+    memcpy(r->rooms[r->nrooms], id, len);
+    r->rooms[r->nrooms++][len] = '\0';
+}
+
+static void check_room(const struct mx_room *rm)
+{
+    uint8_t d[MX_DIGEST_LEN];
+    ck_assert_int_eq(mx_digest_of(rm->state, d), 0);
+    ck_assert_msg(!memcmp(d, rm->checksum, MX_DIGEST_LEN), "room %s: checksum is not D(state)", rm->id);
+    json_t *j = mx_json_to_jansson(rm->state);
+    ck_assert_ptr_nonnull(j);
+    uint8_t d2[MX_DIGEST_LEN];
+    ck_assert_int_eq(mx_digest_jansson(j, d2), 0);
+    ck_assert_msg(!memcmp(d2, rm->checksum, MX_DIGEST_LEN), "room %s: cached digests are stale", rm->id);
+    json_decref(j);
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    ck_assert_int_eq(mx_json_dump(rm->state, &b), 0);
+    ck_assert_msg(b.len == rm->state->jsize, "room %s: jsize %zu, dump %zu", rm->id, rm->state->jsize, b.len);
+    mx_buf_free(&b);
+    if (mx_oplog_count(rm->log)) {
+        ck_assert_uint_eq(mx_oplog_last_seq(rm->log), rm->seq);
+        ck_assert(!memcmp(mx_oplog_get(rm->log, rm->seq)->checksum, rm->checksum, MX_DIGEST_LEN));
+    }
+}
+
+/* One request line on fk, committed unless batching; with `watch`, a
+ * no_memory answer to it is checked to have changed nothing, and the same
+ * request is sent again and must not be refused no_memory. */
+static void step(struct run *r, struct fake *fk, const char *line, size_t len, int batch, int watch)
+{
+    json_t *j = json_loadb(line, len, JSON_DECODE_INT_AS_REAL, NULL);
+    const json_t *room = json_object_get(j, "room");
+    const json_t *id = json_object_get(j, "id");
+    struct mx_room *rm = NULL;
+    uint64_t seq = 0;
+    uint8_t sum[MX_DIGEST_LEN] = {0};
+    if (json_is_string(room)) {
+        remember_room(r, json_string_value(room), json_string_length(room));
+        rm = mx_engine_room(r->e, json_string_value(room), json_string_length(room));
+        if (rm) {
+            seq = rm->seq;
+            memcpy(sum, rm->checksum, MX_DIGEST_LEN);
+        }
+    }
+    watch = watch && !batch && json_is_number(id) && json_number_value(id) >= 0;
+    fk->nomem = 0;
+    fk->got[0] = '\0';
+    fk->watch_id = watch ? (uint64_t)json_number_value(id) : UINT64_MAX;
+    size_t stepno = r->nstep++;
+    int fired_before = mx_alloc_fault_fired();
+    mx_alloc_fault_enable(1);
+    mx_engine_handle(r->e, &fk->conn, line, len);
+    int rc = batch ? 0 : mx_engine_commit(r->e);
+    mx_alloc_fault_enable(0);
+    ck_assert_msg(rc == 0, "commit failed (%s) with memory storage", mx_err_code(rc));
+    if (r->reference && stepno < NSTEPS)
+        memcpy(ref[stepno], fk->got, sizeof fk->got);
+    else if (watch && stepno < NSTEPS && !fired_before && mx_alloc_fault_fired() && !fk->closed)
+        /* the request during which memory ran out gets its normal answer
+         * or no_memory (or its connection is closed, 1011), never another
+         * error that would blame the client */
+        ck_assert_msg(fk->nomem || !strcmp(fk->got, ref[stepno]),
+                      "with allocation %llu failing, the reply is \"%s\" (%s) instead of \"%s\" or no_memory: %.*s",
+                      (unsigned long long)mx_alloc_fault_count(), fk->got, fk->gotmsg, ref[stepno], (int)len, line);
+    if (watch && fk->nomem && !fired_before && mx_alloc_fault_fired()) {
+        /* the room, if it existed, is where it was */
+        struct mx_room *now = mx_engine_room(r->e, json_string_value(room), json_string_length(room));
+        if (rm) {
+            ck_assert_msg(now == rm, "room replaced by a failed request: %.*s", (int)len, line);
+            ck_assert_msg(rm->seq == seq && !memcmp(rm->checksum, sum, MX_DIGEST_LEN),
+                          "a request answered no_memory changed room %s (seq %llu -> %llu): %.*s", rm->id,
+                          (unsigned long long)seq, (unsigned long long)rm->seq, (int)len, line);
+        }
+        r->nomem_checked++;
+        /* memory is back: the same request is served */
+        fk->nomem = 0;
+        if (!fk->closed) {
+            mx_alloc_fault_enable(1);
+            mx_engine_handle(r->e, &fk->conn, line, len);
+            rc = mx_engine_commit(r->e);
+            mx_alloc_fault_enable(0);
+            ck_assert_int_eq(rc, 0);
+            ck_assert_msg(!fk->nomem, "the retry was refused no_memory too: %.*s", (int)len, line);
+        }
+    }
+    json_decref(j);
+}
+
+/* "@sN ROOM" / "@yN ROOM": subscribe or sync since seq N with the checksum
+ * the room had there (zeros when unknown), as the fuzz harness does. */
+static void since_line(struct run *r, struct fake *fk, const char *arg, size_t alen, int sub, uint64_t id,
+                       int batch, int watch)
+{
+    size_t i = 0;
+    uint64_t seq = 0;
+    while (i < alen && arg[i] >= '0' && arg[i] <= '9' && i < 15)
+        seq = seq * 10 + (uint64_t)(arg[i++] - '0');
+    while (i < alen && arg[i] == ' ')
+        i++;
+    size_t rlen = alen - i < MX_ROOM_ID_MAX ? alen - i : MX_ROOM_ID_MAX;
+    uint8_t sum[MX_DIGEST_LEN] = {0};
+    struct mx_room *rm = mx_engine_room(r->e, arg + i, rlen);
+    if (rm) {
+        const struct mx_oplog_entry *en = mx_oplog_get(rm->log, seq + 1);
+        if (seq == rm->seq)
+            memcpy(sum, rm->checksum, MX_DIGEST_LEN);
+        else if (en)
+            memcpy(sum, en->prev, MX_DIGEST_LEN);
+    }
+    char hex[MX_CHECKSUM_HEX];
+    mx_digest_hex(sum, hex);
+    json_t *m = json_pack("{s:s, s:I, s:s%, s:{s:I, s:s}}", "type", sub ? "subscribe" : "sync", "id",
+                          (json_int_t)id, "room", arg + i, rlen, "since", "seq", (json_int_t)seq, "checksum", hex);
+    if (!m)
+        return;
+    char *text = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    if (text)
+        step(r, fk, text, strlen(text), batch, watch);
+    free(text);
+}
+
+/* Run one script with allocation number fail_at failing (0: none).
+ * Returns the number of allocations the engine made. */
+static uint64_t run_script(const struct mx_config *cfg, const char *data, size_t size, uint64_t fail_at,
+                           unsigned *nomem_checked)
+{
+    static struct run r;
+    memset(&r, 0, sizeof r);
+    r.reference = fail_at == 0;
+    r.e = mx_engine_new(cfg, mx_storage_mem(), NULL);
+    ck_assert_ptr_nonnull(r.e);
+    for (int i = 0; i < NCONN; i++)
+        fake_open(r.e, &r.conns[i]);
+    mx_alloc_fault_reset(fail_at);
+    struct fake *cur = &r.conns[0];
+    int batch = 0;
+    uint64_t next_id = 1000000;
+    const char *p = data, *end = data + size;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        const char *line = p;
+        p += len + (nl ? 1 : 0);
+        if (cur->closed && !(len >= 2 && line[0] == '@' && strchr("012bctxd", line[1]))) {
+            /* the edge drops what a closing connection still sends */
+        } else if (len >= 2 && line[0] == '@') {
+            const char *arg = line + 2;
+            size_t alen = len - 2;
+            int rc = 0;
+            mx_alloc_fault_enable(1);
+            switch (line[1]) {
+            case '0': case '1': case '2': cur = &r.conns[line[1] - '0']; break;
+            case 'b': batch = !batch; break;
+            case 'c': rc = mx_engine_commit(r.e); break;
+            case 't': rc = mx_engine_tick(r.e); break;
+            case 'x':
+                mx_engine_conn_closed(r.e, &cur->conn);
+                fake_open(r.e, cur);
+                break;
+            case 'd':
+                mx_engine_delete_room(r.e, arg, alen);
+                break;
+            case 'e': mx_engine_send_error(r.e, &cur->conn, MX_EBAD_JSON, "binary frame"); break;
+            case 'r': mx_engine_refuse(r.e, &cur->conn, arg, alen, MX_ERATE_LIMITED, "rate limited"); break;
+            case 'h': mx_engine_handle(r.e, &cur->conn, "{\"type\":\"hello\"}", 16); break;
+            default: break;
+            }
+            mx_alloc_fault_enable(0);
+            ck_assert_int_eq(rc, 0);
+            if (line[1] == 's' || line[1] == 'y')
+                since_line(&r, cur, arg, alen, line[1] == 's', next_id++, batch, 1);
+            if (!batch) {
+                mx_alloc_fault_enable(1);
+                rc = mx_engine_commit(r.e);
+                mx_alloc_fault_enable(0);
+                ck_assert_int_eq(rc, 0);
+            }
+        } else {
+            step(&r, cur, line, len, batch, 1);
+        }
+        for (int i = 0; i < NCONN; i++) {
+            if (r.conns[i].closed) {
+                mx_alloc_fault_enable(1);
+                mx_engine_conn_closed(r.e, &r.conns[i].conn);
+                mx_alloc_fault_enable(0);
+                fake_open(r.e, &r.conns[i]);
+            }
+        }
+    }
+    mx_alloc_fault_enable(1);
+    int rc = mx_engine_commit(r.e);
+    mx_alloc_fault_enable(0);
+    ck_assert_int_eq(rc, 0);
+    uint64_t count = mx_alloc_fault_count();
+    for (size_t i = 0; i < r.nrooms; i++) {
+        struct mx_room *rm = mx_engine_room(r.e, r.rooms[i], strlen(r.rooms[i]));
+        if (rm)
+            check_room(rm);
+    }
+    for (int i = 0; i < NCONN; i++)
+        mx_engine_conn_closed(r.e, &r.conns[i].conn);
+    mx_engine_close(r.e);
+    mx_engine_free(r.e);
+    *nomem_checked += r.nomem_checked;
+    return count;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char *buf = malloc(1 << 20);
+    ck_assert_ptr_nonnull(buf);
+    *len = fread(buf, 1, (1 << 20) - 1, f);
+    fclose(f);
+    return buf;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+START_TEST(engine_corpus_every_allocation_can_fail)
+{
+    const char *dir = getenv("MX_FUZZ_CORPUS");
+    if (!dir || !*dir)
+        dir = "test/fuzz/corpus/engine";
+    const char *full = getenv("MX_ALLOC_FAIL_FULL");
+    int every = full && !strcmp(full, "1");
+    struct mx_config cfg;
+    char err[256];
+    ck_assert_msg(mx_config_parse(&cfg, conf_text, "alloc_fail.conf", err, sizeof err) == 0, "%s", err);
+    json_set_alloc_funcs(mx_json_malloc, free);
+    mx_log_set_level(MX_LOG_ERROR); /* failed allocations are logged; keep the output short */
+
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot open the corpus %s", dir);
+    char *names[512];
+    size_t nnames = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && nnames < 512)
+        if (de->d_name[0] != '.')
+            names[nnames++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, nnames, sizeof names[0], by_name);
+    ck_assert_uint_gt(nnames, 0);
+
+    uint64_t runs = 0, fired = 0;
+    unsigned nomem_checked = 0;
+    for (size_t k = 0; k < nnames; k++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        size_t len;
+        char *data = slurp(path, &len);
+        unsigned dummy = 0;
+        uint64_t total = run_script(&cfg, data, len, 0, &dummy);
+        /* make test: about 40 failure points per script, spread over the
+         * whole run plus the first ones (set-up paths); full: every one */
+        uint64_t stride = every || total <= 40 ? 1 : total / 40;
+        for (uint64_t n = 1; n <= total + 1; n += (n <= 8 ? 1 : stride)) {
+            run_script(&cfg, data, len, n, &nomem_checked);
+            runs++;
+            fired += mx_alloc_fault_fired();
+        }
+        free(data);
+        free(names[k]);
+    }
+    json_set_alloc_funcs(malloc, free);
+    mx_config_free(&cfg);
+    fprintf(stderr, "alloc_fail: %zu scripts, %llu runs with a failing allocation (%llu fired), "
+                    "%u no_memory replies checked%s\n",
+            nnames, (unsigned long long)runs, (unsigned long long)fired, nomem_checked,
+            every ? " (every allocation)" : " (sampled; make alloc-fail-full for all)");
+    ck_assert_uint_gt(fired, 0);
+}
+END_TEST
+#endif
+
+Suite *mx_suite_alloc_fail(void)
+{
+    Suite *s = suite_create("alloc_fail");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 600);
+#ifdef MX_FAULT_INJECTION
+    tcase_add_test(tc, engine_corpus_every_allocation_can_fail);
+#endif
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "movexd/err.h"
+#include "movexd/alloc.h"
 #include "movexd/jwt.h"
 
 /* PKCS#8 OneAsymmetricKey for Ed25519 (RFC 8410): SEQUENCE { INTEGER 0,
@@ -91,7 +92,7 @@ int mx_jwt_sign(const char *claims, size_t claimslen, const unsigned char *secre
     size_t cap = sodium_base64_ENCODED_LEN(hl, sodium_base64_VARIANT_URLSAFE_NO_PADDING) +
                  sodium_base64_ENCODED_LEN(claimslen, sodium_base64_VARIANT_URLSAFE_NO_PADDING) +
                  sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_URLSAFE_NO_PADDING) + 4;
-    char *t = malloc(cap);
+    char *t = mx_malloc(cap);
     if (!t)
         return MX_ENOMEM;
     size_t len = (size_t)put_b64(t, cap, (const unsigned char *)header, hl);

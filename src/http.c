@@ -106,6 +106,13 @@ static int http_metrics(struct lws *wsi, struct mx_http *h, struct mx_server *sr
     mx_engine_metrics(srv->engine, &b);
     mx_metrics_counter(&b, "movexd_bytes_in_total", "WebSocket payload bytes received", mx_metric_bytes_in);
     mx_metrics_counter(&b, "movexd_bytes_out_total", "WebSocket payload bytes sent", mx_metric_bytes_out);
+    mx_metrics_counter(&b, "movexd_frames_out_total", "WebSocket messages sent", mx_metric_frames_out);
+    mx_metrics_counter(&b, "movexd_send_calls_total",
+                       "socket writes that carried them (each gathers a connection's queue)",
+                       mx_metric_send_calls);
+    mx_metrics_counter(&b, "movexd_send_partials_total",
+                       "socket writes that ended inside a frame (its rest was buffered)",
+                       mx_metric_send_partials);
     mx_metrics_counter(&b, "movexd_slow_consumer_closes_total",
                        "connections closed with 4008 (send queue over max_queue_bytes)", srv->slow_closes);
     mx_metrics_counter(&b, "movexd_too_large_closes_total", "connections closed with 1009",

@@ -136,7 +136,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static struct lws_protocols protocols[] = {
-    {.name = "movex.v1", .callback = callback, .per_session_data_size = sizeof(struct pss)},
+    {.name = "movex.v1", .callback = callback, .per_session_data_size = sizeof(struct pss),
+     .tx_packet_size = MX_SESSION_SEND_BUDGET},
     {0},
 };
 

@@ -7,12 +7,26 @@
  * references and the total queued bytes. A connection whose queue would pass
  * max_queue_bytes is closed with 4008 and its queue dropped, so one slow
  * reader can never make the server grow without bound or slow the others.
+ *
+ * The send path (docs/PERFORMANCE.md): each frame already carries its
+ * WebSocket header (frame.h), so a writable callback gathers whole queued
+ * frames, up to MX_SEND_BUDGET bytes, into one sendmsg() on the socket (one
+ * lws_write(LWS_WRITE_RAW) of the gathered copy under TLS); no poll per
+ * frame. Invariant: between two of our writes the byte stream is at a frame
+ * boundary as far as libwebsockets can tell - when the socket takes only
+ * part of a frame, the rest of that frame is handed to lws at once, which
+ * keeps it (its buflist_out) and sends it before anything else it writes on
+ * this connection (a pong, a close); so lws's own frames never land inside
+ * ours, and bytes leave in queue order.
  */
 #include "movexd/session.h"
 #include "movexd/alloc.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include <libwebsockets.h>
@@ -23,7 +37,16 @@
 #include "movexd/metrics.h"
 #include "movexd/server.h"
 
-_Static_assert(MX_FRAME_PRE >= LWS_PRE, "frames need LWS_PRE bytes of headroom");
+_Static_assert(MX_FRAME_PRE >= 10, "frames need room for the longest WebSocket header");
+
+#define MX_SEND_BUDGET MX_SESSION_SEND_BUDGET
+/* Frames gathered into one write at most (IOV_MAX is 1024). */
+#define MX_SEND_IOV 256
+
+/* Under TLS the gathered frames are copied here and written as one TLS
+ * record stream; one event-loop thread, so one buffer serves every
+ * connection. */
+static char tls_gather[MX_SEND_BUDGET];
 
 static void drop_queue(struct mx_session *s)
 {
@@ -100,7 +123,8 @@ static void conn_deliver(struct mx_conn *c, mx_frame *f)
     s->q[(s->qhead + s->qlen) % s->qcap] = mx_frame_ref(f);
     s->qlen++;
     s->qbytes += f->len;
-    lws_callback_on_writable(s->wsi);
+    if (s->qlen == 1) /* else a writable callback is already asked for */
+        lws_callback_on_writable(s->wsi);
 }
 
 static void conn_close(struct mx_conn *c, int code, const char *reason)
@@ -291,21 +315,133 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
     return 0;
 }
 
+/* The head frame has left (to the socket or to lws's buffer). */
+static void pop_frame(struct mx_session *s)
+{
+    mx_frame *f = s->q[s->qhead];
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qlen--;
+    s->qbytes -= f->len;
+    mx_metric_bytes_out += f->len;
+    mx_metric_frames_out++;
+    mx_frame_unref(f);
+}
+
+/* Bytes to libwebsockets as they are (no framing): it writes what the
+ * socket takes and keeps the rest, which it sends first at the next
+ * writable event, before any frame of its own. */
+static int lws_raw(struct mx_session *s, const char *p, size_t n)
+{
+    mx_metric_send_calls++;
+    return lws_write(s->wsi, (unsigned char *)p, n, LWS_WRITE_RAW) < 0 ? -1 : 0;
+}
+
+/* The queue's head frame at index i of the ring. */
+static mx_frame *queued(const struct mx_session *s, size_t i)
+{
+    return s->q[(s->qhead + i) % s->qcap];
+}
+
+/* How many whole frames from the head make one gathered write: at least
+ * one, then as many as fit in MX_SEND_BUDGET and MX_SEND_IOV. */
+static size_t gather_count(const struct mx_session *s, size_t *bytes)
+{
+    size_t n = 0, b = 0;
+    while (n < s->qlen && n < MX_SEND_IOV) {
+        size_t wl = mx_frame_wire_len(queued(s, n));
+        if (n && b + wl > MX_SEND_BUDGET)
+            break;
+        b += wl;
+        n++;
+    }
+    *bytes = b;
+    return n;
+}
+
+/* Plain TCP: one sendmsg of the gathered frames straight from their shared
+ * buffers (no copy). -1: the connection must close. */
+static int send_plain(struct mx_session *s)
+{
+    struct iovec iov[MX_SEND_IOV];
+    size_t total, cnt = gather_count(s, &total);
+    for (size_t i = 0; i < cnt; i++) {
+        mx_frame *f = queued(s, i);
+        iov[i].iov_base = (void *)mx_frame_wire(f);
+        iov[i].iov_len = mx_frame_wire_len(f);
+    }
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = cnt};
+    ssize_t n;
+    do
+        n = sendmsg(lws_get_socket_fd(s->wsi), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    mx_metric_send_calls++;
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    size_t done = (size_t)n;
+    while (s->qlen && done >= mx_frame_wire_len(queued(s, 0))) {
+        done -= mx_frame_wire_len(queued(s, 0));
+        pop_frame(s);
+    }
+    if (done) {
+        /* the socket took part of a frame: its rest goes to lws now, so
+         * the stream is at a frame boundary for whatever lws sends next */
+        mx_frame *f = queued(s, 0);
+        mx_metric_send_partials++;
+        if (lws_raw(s, mx_frame_wire(f) + done, mx_frame_wire_len(f) - done))
+            return -1;
+        pop_frame(s);
+    }
+    return 0;
+}
+
+/* lws kept part of what it was given: the socket was full. */
+static void count_partial(const struct mx_session *s)
+{
+    if (lws_partial_buffered(s->wsi))
+        mx_metric_send_partials++;
+}
+
+/* TLS: the gathered frames are copied into one buffer and given to lws as
+ * one write (one SSL_write), whole frames only; a frame larger than the
+ * budget goes alone from its own buffer. lws keeps what the socket does not
+ * take and sends it before anything else. -1: the connection must close. */
+static int send_tls(struct mx_session *s)
+{
+    size_t total, cnt = gather_count(s, &total);
+    if (total > MX_SEND_BUDGET) { /* one big frame */
+        mx_frame *f = queued(s, 0);
+        if (lws_raw(s, mx_frame_wire(f), mx_frame_wire_len(f)))
+            return -1;
+        count_partial(s);
+        pop_frame(s);
+        return 0;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        mx_frame *f = queued(s, i);
+        memcpy(tls_gather + at, mx_frame_wire(f), mx_frame_wire_len(f));
+        at += mx_frame_wire_len(f);
+    }
+    if (lws_raw(s, tls_gather, at))
+        return -1;
+    count_partial(s);
+    while (cnt--)
+        pop_frame(s);
+    return 0;
+}
+
 int mx_session_writable(struct mx_session *s)
 {
-    while (s->qlen) {
-        mx_frame *f = s->q[s->qhead];
-        int n = lws_write(s->wsi, (unsigned char *)mx_frame_data(f), f->len, LWS_WRITE_TEXT);
-        if (n < 0 || (size_t)n < f->len)
-            return -1;
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qlen--;
-        s->qbytes -= f->len;
-        mx_metric_bytes_out += f->len;
-        mx_frame_unref(f);
-        if (lws_send_pipe_choked(s->wsi) || lws_partial_buffered(s->wsi))
-            break;
+    if (lws_partial_buffered(s->wsi)) {
+        /* lws still holds the tail of an earlier write; it calls back once
+         * that has gone */
+        lws_callback_on_writable(s->wsi);
+        return 0;
     }
+    if (s->qlen && (lws_is_ssl(s->wsi) ? send_tls(s) : send_plain(s)))
+        return -1;
+    if (lws_partial_buffered(s->wsi))
+        return 0; /* lws asked for the writable event itself */
     if (s->closing && !s->qlen) {
         if (s->close_sent)
             return 0; /* waiting for the peer's close (or the timeout) */

@@ -25,6 +25,9 @@ void mx_hist_observe(struct mx_hist *h, double seconds);
 extern struct mx_hist mx_metric_ack_latency;   /* request received -> ack released */
 extern struct mx_hist mx_metric_fsync_latency; /* one WAL fdatasync */
 extern uint64_t mx_metric_bytes_in, mx_metric_bytes_out;
+extern uint64_t mx_metric_frames_out; /* WebSocket messages handed to the socket */
+extern uint64_t mx_metric_send_calls; /* gathered writes (sendmsg / lws_write) that carried them */
+extern uint64_t mx_metric_send_partials; /* writes the socket took in part (the frame's rest went to lws) */
 
 /* Append "# HELP/# TYPE" and the series of one histogram. */
 void mx_metrics_hist(mx_buf *b, const char *name, const char *help, const struct mx_hist *h);

@@ -9,6 +9,13 @@
 #include "movexd/engine.h"
 #include "movexd/frame.h"
 
+/* Bytes one connection may send per writable callback (Redis caps a client's
+ * writes per event the same way): a reader with a deep queue cannot keep the
+ * loop from the others. A frame larger than this goes alone. server.c makes
+ * it the protocol's tx_packet_size, so lws passes such a write to the
+ * socket whole instead of cutting it at its service buffer size. */
+#define MX_SESSION_SEND_BUDGET (64 * 1024)
+
 struct lws;
 struct mx_server;
 

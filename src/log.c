@@ -3,6 +3,7 @@
  * set), which stamps lines itself and reads the "<priority>" prefix so that
  * `journalctl -p err` filters. */
 #include "movexd/log.h"
+#include "movexd/logfmt.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,7 +56,7 @@ void mx_log(enum mx_log_level l, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     if (off < (int)sizeof(line))
-        vsnprintf(line + off, sizeof(line) - (size_t)off, fmt, ap);
+        mx_log_vformat(line + off, sizeof(line) - (size_t)off, fmt, ap); /* quotes values */
     va_end(ap);
     /* one event, one line: text from clients (ids, messages quoting their
      * input) must not start a forged line or steer a terminal */

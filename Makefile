@@ -133,8 +133,10 @@ check-conf: all
 #   $(PREFIX)/bin/movexd                     the daemon ($(BUILD)/movexd)
 #   $(PREFIX)/bin/movexctl                   the command-line client
 #   /etc/movexd/movexd.conf                  conf/movexd.conf with data_dir
-#                                            /var/lib/movexd and client_dir
-#                                            below; an existing file is kept
+#                                            /var/lib/movexd, client_dir
+#                                            below, and production-safe:
+#                                            serve_demo no, create_on_subscribe
+#                                            no; an existing file is kept
 #                                            and the new one goes to .conf.new
 #   /lib/systemd/system/movexd.service       systemd/movexd.service, movexd
 #                                            path adjusted to PREFIX
@@ -153,10 +155,14 @@ install: all
 	rm -rf $(INSTALL_DIST) && mkdir -p $(INSTALL_DIST)
 	sed -e 's|^data_dir .*|data_dir /var/lib/movexd|' \
 	    -e 's|^client_dir .*|client_dir $(PREFIX)/share/movexd/client|' \
+	    -e 's|^serve_demo .*|serve_demo no|' \
+	    -e 's|^\( *\)create_on_subscribe yes|\1create_on_subscribe no|' \
 	    conf/movexd.conf > $(INSTALL_DIST)/movexd.conf
 	@grep -qx 'data_dir /var/lib/movexd' $(INSTALL_DIST)/movexd.conf && \
-	  grep -qx 'client_dir $(PREFIX)/share/movexd/client' $(INSTALL_DIST)/movexd.conf || \
-	  { echo "install: conf/movexd.conf needs top-level data_dir and client_dir lines" >&2; exit 1; }
+	  grep -qx 'client_dir $(PREFIX)/share/movexd/client' $(INSTALL_DIST)/movexd.conf && \
+	  grep -qx 'serve_demo no' $(INSTALL_DIST)/movexd.conf && \
+	  ! grep -q 'create_on_subscribe yes' $(INSTALL_DIST)/movexd.conf || \
+	  { echo "install: conf/movexd.conf needs top-level data_dir, client_dir and serve_demo lines" >&2; exit 1; }
 	sed 's|/usr/local/bin/movexd|$(PREFIX)/bin/movexd|g' systemd/movexd.service > $(INSTALL_DIST)/movexd.service
 	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.8 > $(INSTALL_DIST)/movexd.8
 	sed 's|/usr/local/share/|$(PREFIX)/share/|g' man/movexd.conf.5 > $(INSTALL_DIST)/movexd.conf.5

@@ -90,6 +90,7 @@ static const struct key global_keys[] = {
     G("log_file", K_PATH, 0, 0, log_file),
     G("data_dir", K_PATH, 0, 0, data_dir),
     G("client_dir", K_PATH, 0, 0, client_dir),
+    G("serve_demo", K_BOOL, 0, 1, serve_demo),
     G("fsync", K_FSYNC, 0, 0, fsync),
     G("max_message_bytes", K_SIZE, 64, 256 * MiB, max_message_bytes),
     G("max_depth", K_INT, 1, 1000, max_depth),
@@ -170,6 +171,7 @@ void mx_config_defaults(struct mx_config *c)
     c->log_level = MX_LOG_INFO;
     strcpy(c->data_dir, "./data");
     strcpy(c->client_dir, "./client");
+    c->serve_demo = 1;
     c->fsync = MX_FSYNC_ALWAYS;
     c->max_message_bytes = 1 * MiB;
     c->max_depth = 64;

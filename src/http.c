@@ -267,14 +267,14 @@ int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, c
         return http_metrics(wsi, h, srv);
     if (!strncmp(uri, "/admin/rooms", 12))
         return mx_admin_request(srv, wsi, h, uri);
-    if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
+    if (srv->cfg->serve_demo && (!strcmp(uri, "/") || !strcmp(uri, "/index.html")))
         return serve_file(wsi, h, dir, "demo/", "index.html", 0);
     if (!strcmp(uri, "/movex.js") || !strcmp(uri, "/movex.d.ts")) {
         if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI))
             return cors_preflight(wsi, h);
         return serve_file(wsi, h, dir, "", uri + 1, 1);
     }
-    if (!strncmp(uri, "/demo/", 6) && safe_name(uri + 6))
+    if (srv->cfg->serve_demo && !strncmp(uri, "/demo/", 6) && safe_name(uri + 6))
         return serve_file(wsi, h, dir, "demo/", uri + 6, 0);
     return mx_http_respond(wsi, h, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n");
 }

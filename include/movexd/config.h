@@ -54,6 +54,7 @@ struct mx_config {
     char log_file[1024]; /* "" = stderr (the journal under systemd) */
     char data_dir[1024];
     char client_dir[1024]; /* browser library and demo served over HTTP */
+    int serve_demo;        /* serve the demo app at / and /demo/ (the library always) */
     enum mx_fsync_policy fsync;
 
     size_t max_message_bytes;  /* one inbound WebSocket message */

@@ -100,7 +100,8 @@ test('make install puts every file in place, adjusted to PREFIX; make uninstall 
     const binary = join(dest, PREFIX, 'bin/movexd');
     assert.ok(readFileSync(binary).equals(readFileSync(join(ROOT, BUILT))), 'the installed binary is the built one');
 
-    // the conf: 0644 or stricter, only data_dir and client_dir changed
+    // the conf: 0644 or stricter, only data_dir and client_dir changed, and
+    // production-safe (issue #13): no demo page, no rooms made by a typo
     const conf = join(dest, 'etc/movexd/movexd.conf');
     assert.ok(existsSync(conf), '/etc/movexd/movexd.conf was not installed');
     assert.equal(mode(conf) & 0o133, 0, `conf mode ${oct(mode(conf))} must be 0644 or stricter`);
@@ -109,7 +110,9 @@ test('make install puts every file in place, adjusted to PREFIX; make uninstall 
     const lines = confText.split('\n');
     assert.equal(lines.length, srcLines.length, 'the installed conf has the lines of conf/movexd.conf');
     const changed = lines.filter((l, i) => l !== srcLines[i]);
-    assert.deepEqual(changed.sort(), [`client_dir ${PREFIX}/share/movexd/client`, 'data_dir /var/lib/movexd']);
+    assert.deepEqual(changed.map((l) => l.trim()).sort(), [`client_dir ${PREFIX}/share/movexd/client`, 'create_on_subscribe no',
+      'data_dir /var/lib/movexd', 'serve_demo no']);
+    assert.ok(!/^\s*create_on_subscribe yes/m.test(confText), 'no room type creates rooms on subscribe');
     assert.ok(!existsSync(`${conf}.new`), 'no movexd.conf.new on a fresh install');
 
     // the installed daemon accepts the installed conf

@@ -55,6 +55,7 @@
 #include "movexd/json.h"
 #include "movexd/log.h"
 #include "movexd/metrics.h"
+#include "movexd/version.h"
 #include "movexd/server.h"
 
 int mx_http_respond_len(struct lws *wsi, struct mx_http *h, unsigned status, const char *ctype,
@@ -125,6 +126,7 @@ static int http_metrics(struct lws *wsi, struct mx_http *h, struct mx_server *sr
                        srv->rate_limited);
     mx_metrics_counter(&b, "movexd_rate_limit_closes_total", "connections closed with 4029",
                        srv->rate_closes);
+    mx_metrics_process(&b, MOVEXD_VERSION);
     int rc = b.oom ? -1
                    : mx_http_respond_len(wsi, h, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8",
                                          mx_buf_data(&b), b.len);

@@ -34,6 +34,12 @@ void mx_metrics_hist(mx_buf *b, const char *name, const char *help, const struct
 void mx_metrics_counter(mx_buf *b, const char *name, const char *help, uint64_t v);
 void mx_metrics_gauge(mx_buf *b, const char *name, const char *help, double v);
 
+/* movexd_build_info{version=...} 1, and the process_* series Prometheus
+ * client libraries export (CPU seconds, resident and virtual memory, open
+ * and maximum descriptors, start time), read from /proc/self; a series
+ * whose source cannot be read is left out. */
+void mx_metrics_process(mx_buf *b, const char *version);
+
 uint64_t mx_now_us(void); /* CLOCK_MONOTONIC */
 
 #endif

@@ -26,3 +26,39 @@ test('serve_demo no: / and /demo/* answer 404, the library is still served', asy
     await d2.stop();
   }
 });
+
+test('/metrics: movexd_build_info and the process_* series (CPU, RSS, fds)', async () => {
+  const d = await startDaemon();
+  const read = async () => {
+    const r = await httpRequest(d, { path: '/metrics' });
+    assert.equal(r.status, 200);
+    const v = {};
+    for (const l of r.body.split('\n')) {
+      const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(l);
+      if (m) v[m[1]] = Number(m[2]);
+    }
+    return { v, text: r.body };
+  };
+  try {
+    const { v, text } = await read();
+    assert.match(text, /^# TYPE movexd_build_info gauge$/m);
+    assert.equal(v['movexd_build_info{version="0.1.0"}'], 1, text);
+    assert.match(text, /^# TYPE process_cpu_seconds_total counter$/m);
+    assert.ok(v.process_cpu_seconds_total >= 0);
+    assert.ok(v.process_resident_memory_bytes > 1e6, `rss ${v.process_resident_memory_bytes}`);
+    assert.ok(v.process_virtual_memory_bytes >= v.process_resident_memory_bytes);
+    assert.ok(v.process_max_fds >= 64);
+    const now = Date.now() / 1000;
+    assert.ok(v.process_start_time_seconds > now - 600 && v.process_start_time_seconds <= now + 1,
+      `start ${v.process_start_time_seconds} vs now ${now}`);
+    // each WebSocket is a descriptor of the daemon
+    const before = v.process_open_fds;
+    const { connectHello } = await import('./lib.mjs');
+    const conns = await Promise.all([1, 2, 3, 4, 5].map((i) => connectHello(d, `fd${i}`)));
+    const after = (await read()).v.process_open_fds;
+    assert.ok(after >= before + 5, `open fds ${before} -> ${after} with 5 more connections`);
+    await Promise.all(conns.map((c) => c.close()));
+  } finally {
+    await d.stop();
+  }
+});

@@ -117,7 +117,8 @@ export function parsePrometheus(text) {
     if (f.type === undefined) throw new Error(`${name}: HELP without TYPE`);
     if (f.type === 'counter') {
       if (!name.endsWith('_total')) throw new Error(`counter ${name} should end in _total`);
-      for (const s of f.samples) if (!(s.value >= 0) || !Number.isInteger(s.value)) throw new Error(`counter ${name} value ${s.value}`);
+      // counts are integers; a counter of seconds (process_cpu_seconds_total) is not
+      for (const s of f.samples) if (!(s.value >= 0) || !(Number.isInteger(s.value) || name.endsWith('_seconds_total'))) throw new Error(`counter ${name} value ${s.value}`);
     }
     if (f.type === 'histogram') checkHistogram(name, f.samples);
   }
@@ -197,6 +198,13 @@ const EXPECTED = {
   movexd_address_limit_refusals_total: 'counter',
   movexd_rate_limited_total: 'counter',
   movexd_rate_limit_closes_total: 'counter',
+  movexd_build_info: 'gauge',
+  process_cpu_seconds_total: 'counter',
+  process_resident_memory_bytes: 'gauge',
+  process_virtual_memory_bytes: 'gauge',
+  process_open_fds: 'gauge',
+  process_max_fds: 'gauge',
+  process_start_time_seconds: 'gauge',
 };
 
 test('the parser itself refuses what the format does not allow', () => {

@@ -90,7 +90,6 @@ static const struct key global_keys[] = {
     G("log_file", K_PATH, 0, 0, log_file),
     G("data_dir", K_PATH, 0, 0, data_dir),
     G("client_dir", K_PATH, 0, 0, client_dir),
-    G("serve_demo", K_BOOL, 0, 1, serve_demo),
     G("fsync", K_FSYNC, 0, 0, fsync),
     G("max_message_bytes", K_SIZE, 64, 256 * MiB, max_message_bytes),
     G("max_depth", K_INT, 1, 1000, max_depth),
@@ -120,6 +119,7 @@ static const struct key global_keys[] = {
     G("tls_key_file", K_PATH, 0, 0, tls_key_file),
     G("tls_chain_file", K_PATH, 0, 0, tls_chain_file),
     G("admin_token_file", K_PATH, 0, 0, admin_token_file),
+    G("serve_demo", K_BOOL, 0, 1, serve_demo),
 };
 
 static const struct key room_keys[] = {

@@ -27,7 +27,8 @@ const el = {
   addForm: $('add-form'), newItem: $('new-item'), addButton: $('add-button'),
   items: $('items'), empty: $('empty'), count: $('count'), clearDone: $('clear-done'),
   notice: $('notice'), seq: $('seq'), checksum: $('checksum'), client: $('client'),
-  splitLink: $('split-link'),
+  splitLink: $('split-link'), failures: $('failures'), failuresList: $('failures-list'),
+  failuresClear: $('failures-clear'), presence: $('presence'),
 };
 
 // ---- where to connect -------------------------------------------------------
@@ -68,6 +69,7 @@ function plural(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
 
 function connectionState() {
   if (!conn) return 'connecting';
+  if (conn.status === 'offline') return 'offline'; // the browser says so (movex.js listens)
   if (conn.status === 'reconnecting') {
     if (navigator.onLine === false) return 'offline';
     if (reconnectingSince && Date.now() - reconnectingSince >= OFFLINE_AFTER_MS) return 'offline';
@@ -149,9 +151,11 @@ function makeRow(id) {
   deleteBtn.type = 'button';
   deleteBtn.className = 'delete danger';
   deleteBtn.textContent = 'Delete';
-  li.append(toggle, label, renameBtn, deleteBtn);
+  const editors = document.createElement('span');
+  editors.className = 'editors';
+  li.append(toggle, label, editors, renameBtn, deleteBtn);
 
-  const row = { li, toggle, label, renameBtn, deleteBtn, editing: null, item: null };
+  const row = { li, toggle, label, editors, renameBtn, deleteBtn, editing: null, item: null };
   toggle.addEventListener('change', () => setDone(id, toggle.checked));
   renameBtn.addEventListener('click', () => startEdit(row));
   deleteBtn.addEventListener('click', () => removeItem(id));
@@ -187,6 +191,7 @@ function startEdit(row) {
   save.textContent = 'Save';
   form.append(input, save);
   row.editing = form;
+  showPresence({ editing: id });
   row.label.hidden = true;
   row.renameBtn.hidden = true;
   row.label.after(form);
@@ -195,6 +200,7 @@ function startEdit(row) {
   const finish = (commit) => {
     if (row.editing !== form) return;
     row.editing = null;
+    showPresence({ editing: null });
     const text = input.value.trim();
     form.remove();
     row.label.hidden = false;
@@ -236,7 +242,83 @@ function render(state) {
   el.empty.textContent = itemsOf(state) || list.length ? 'Nothing to do yet. Add the first item above.' : 'Nothing to do yet.';
   el.count.textContent = list.length ? `${plural(list.length - done, 'item', 'items')} left · ${done} done` : '';
   el.clearDone.disabled = done === 0;
+  renderPresence();
   refreshStatus();
+}
+
+// ---- who is here (presence) ---------------------------------------------------
+
+// What this window shows the others: its client id and the item it edits.
+let myPresence = { editing: null };
+function showPresence(p) {
+  myPresence = { ...myPresence, ...p };
+  if (room) room.presence.set({ name: conn.client, ...myPresence }).catch(() => {});
+}
+
+function renderPresence() {
+  if (!room) return;
+  const others = room.presence.others.filter((p) => p.state && typeof p.state === 'object');
+  const items = itemsOf(room.state) || {};
+  const textOf = (id) => (items[id] && typeof items[id] === 'object' ? String(items[id].text ?? '') : null);
+  el.presence.textContent = '';
+  if (!others.length) {
+    el.presence.textContent = 'Only you here.';
+  } else {
+    el.presence.append('Also here: ');
+    others.forEach((p, k) => {
+      if (k) el.presence.append(', ');
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.textContent = String(p.state.name || p.client);
+      el.presence.append(who);
+      const text = p.state.editing ? textOf(p.state.editing) : null;
+      if (text !== null) el.presence.append(` (editing “${text}”)`);
+    });
+  }
+  el.presence.dataset.count = String(others.length);
+  // each row names who is editing it
+  for (const [id, row] of rows) {
+    const names = others.filter((p) => p.state.editing === id).map((p) => String(p.state.name || p.client));
+    const text = names.length ? `✎ ${names.join(', ')}` : '';
+    if (row.editors.textContent !== text) row.editors.textContent = text;
+  }
+}
+
+// ---- changes that failed -------------------------------------------------------
+
+// Every rejected change, with what it was and why (a list, not only the
+// last notice: offline edits can fail several at once on reconnect).
+function describeChange(action) {
+  const op = action && action.type === 'patch' && Array.isArray(action.payload) ? action.payload[0] : null;
+  const m = op && typeof op.path === 'string' ? /^\/items\/([^/]+)(?:\/(text|done))?$/.exec(op.path) : null;
+  if (!m) return 'A change';
+  const [, , field] = m;
+  if (op.op === 'add' && !field) return `Adding “${op.value && op.value.text}”`;
+  if (op.op === 'remove') return 'Deleting an item';
+  if (field === 'text') return `Renaming an item to “${op.value}”`;
+  if (field === 'done') return op.value ? 'Ticking an item' : 'Unticking an item';
+  return 'A change';
+}
+
+const REASONS = {
+  bad_patch: 'the item is gone (another window deleted it) or changed shape',
+  test_failed: 'the item changed in another window first',
+  after_reject: 'it built on a change that failed',
+  stale: 'the room changed meanwhile',
+  too_large: 'it is too large',
+  forbidden: 'this window may not change the room',
+};
+
+function addFailure(e) {
+  const li = document.createElement('li');
+  li.dataset.code = e.code;
+  li.append(`${describeChange(e.action)} failed: ${REASONS[e.code] || e.message} `);
+  const code = document.createElement('span');
+  code.className = 'code';
+  code.textContent = `(${e.code})`;
+  li.append(code);
+  el.failuresList.append(li);
+  el.failures.hidden = false;
 }
 
 // ---- edits ------------------------------------------------------------------
@@ -319,6 +401,10 @@ el.addForm.addEventListener('submit', (e) => {
   el.newItem.focus();
 });
 el.clearDone.addEventListener('click', clearDone);
+el.failuresClear.addEventListener('click', () => {
+  el.failuresList.textContent = '';
+  el.failures.hidden = true;
+});
 window.addEventListener('online', refreshStatus);
 window.addEventListener('offline', refreshStatus);
 // The room's "change" event: pendingCount, seq, checksum or the room's
@@ -365,11 +451,9 @@ async function start() {
     window.demo.room = r;
     r.subscribe(render);
     r.on('change', refresh);
-    r.on('reject', (e) => {
-      notice(e.code === 'after_reject'
-        ? 'A change that depended on a failed one was dropped.'
-        : `A change could not be applied (${e.code}): another window probably changed or removed that item first.`);
-    });
+    r.on('reject', addFailure);
+    r.on('presence', renderPresence);
+    showPresence({});
     el.newItem.disabled = false;
     el.addButton.disabled = false;
     render(r.state);
@@ -394,6 +478,9 @@ window.demo = {
   rename: renameItem,
   remove: removeItem,
   status: connectionState,
+  failures: () => [...el.failuresList.children].map((li) => ({ code: li.dataset.code, text: li.textContent })),
+  presence: () => (room ? room.presence.others : []),
+  editing: (id) => showPresence({ editing: id }),
 };
 window.demo.ready = start();
 window.demo.ready.catch(() => {});

@@ -63,5 +63,8 @@ test('clear completed: an item deleted meanwhile by another window fails alone',
   const snap = await converged(env, [a, b], ROOM);
   assert.deepEqual(Object.values(snap.state.items).map((it) => it.text), ['w']);
   assert.equal(snap.seq, 10, '4 adds, 3 toggles, B\'s delete, 2 of A\'s 3 removals');
-  assert.match(await a.locator('#notice').textContent(), /could not be applied \(bad_patch\)/);
+  const failures = await a.evaluate(() => window.demo.failures());
+  assert.equal(failures.length, 1, JSON.stringify(failures));
+  assert.equal(failures[0].code, 'bad_patch');
+  assert.match(failures[0].text, /Deleting an item failed: the item is gone/);
 }));

@@ -136,6 +136,8 @@ export interface ConnectOptions {
   freeze?: boolean;
   /** Random source for the backoff jitter (tests). Default Math.random. */
   random?: () => number;
+  /** Predictions for non-json rooms, per action type (see JoinOptions.predict). */
+  predict?: Predict;
 }
 
 export interface JoinOptions<S extends Json = Json> {
@@ -144,9 +146,20 @@ export interface JoinOptions<S extends Json = Json> {
   /** Predicts non-patch actions locally: returns the patch the server's
    * reducer would produce, or null (then the action shows once confirmed). */
   reducer?: (state: S, action: Action) => PatchOp[] | null | undefined;
+  /** Optimistic predictions per action type for a room whose reducer is
+   * not json (a Lua reducer, docs/REDUCERS.md): the patch the server will
+   * probably apply. Without one such an action stays pending with no
+   * visible change until its ack; the server's effects always replace the
+   * prediction. Overrides ConnectOptions.predict for this room. */
+  predict?: Predict<S>;
   /** Overrides the connection's freeze option for this room. */
   freeze?: boolean;
 }
+
+/** action type -> (state, action) => the effects the server's reducer will probably emit. */
+export type Predict<S extends Json = Json> = {
+  [actionType: string]: (state: S, action: Action) => PatchOp[] | null | undefined;
+};
 
 export interface DispatchOptions {
   /** Compare-and-set: rejected with "stale" unless nothing else was applied

@@ -9,7 +9,7 @@
 //   await conn.close({ flush: true });
 //
 // API (types and docs in movex.d.ts):
-//   connect(url, options) -> Connection: join(room, {create, reducer}),
+//   connect(url, options) -> Connection: join(room, {create, reducer, predict}),
 //     room(id), flush(), close({flush}), status, client, limits,
 //     on('status' | 'error' | 'welcome', fn) -> off()
 //   Room: state, confirmedState, seq, checksum, pendingCount, status,
@@ -872,6 +872,9 @@ class Room extends Emitter {
     this._create = opts.create;
     this._needCreate = opts.create !== undefined;
     this._reducer = opts.reducer;
+    // predict[type](state, action) -> ops: optimistic guesses for a room
+    // whose reducer is not json (the server's effects replace them)
+    this._predict = opts.predict || conn._predict;
     this._freeze = opts.freeze ?? conn._freeze;
     this._phase = 'idle'; // idle | creating | subscribing | live | syncing | left
     this._confirmed = null; // { state, seq, checksum }
@@ -1120,6 +1123,8 @@ class Room extends Emitter {
   _opsFor(p, s) {
     if (p.action.type === 'patch') return p.action.payload;
     if (this._reducer) return this._reducer(s, p.action);
+    const guess = this._predict && Object.hasOwn(this._predict, p.action.type) ? this._predict[p.action.type] : null;
+    if (typeof guess === 'function') return guess(s, p.action);
     return null;
   }
 
@@ -1585,7 +1590,15 @@ class Room extends Emitter {
     const c = this._confirmed;
     if (m.prev !== undefined && m.prev !== c.checksum) return this._sync('checksum_mismatch');
     let next;
-    if (p.input === c.state && !p.failed) {
+    if (Array.isArray(m.effects)) {
+      // the server's own effects (a reducer other than json): they replace
+      // whatever was predicted
+      try {
+        next = applyPatch(c.state, m.effects, { freeze: this._freeze });
+      } catch {
+        return this._sync('apply_failed');
+      }
+    } else if (p.input === c.state && !p.failed) {
       next = p.after; // the view already computed exactly this
     } else {
       try {
@@ -1596,8 +1609,8 @@ class Room extends Emitter {
         return this._sync('apply_failed');
       }
     }
-    // (the ack has no effects: with a reducer other than `json`, local
-    // prediction may differ; the checksum catches it and sync repairs it)
+    // (an ack without effects and a wrong prediction: the checksum catches
+    // it and sync repairs it)
     if (stateChecksum(next) !== m.checksum) return this._sync('checksum_mismatch');
     this._confirmed = { state: next, seq: m.seq, checksum: m.checksum };
     this._pending = this._pending.filter((q) => q !== p);
@@ -1688,6 +1701,7 @@ class Connection extends Emitter {
     this._token = opts.token;
     this._backoff = { base: 250, cap: 10000, ...(opts.backoff || {}) };
     this._random = opts.random || Math.random;
+    this._predict = opts.predict;
     this._ping = opts.ping === false ? null : { interval: 15000, timeout: 10000, ...(opts.ping || {}) };
     this._connectTimeout = opts.connectTimeout ?? 10000;
     this._protocols = opts.protocols || ['movex.v1'];

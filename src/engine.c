@@ -928,18 +928,30 @@ static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
     mx_frame_unref(f);
 }
 
-static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+/* The room a request writes to (action, presence): it needs the write
+ * right, an existing room and a subscription (so the writer sees what its
+ * writes are ordered among; the admin API needs none). NULL after the
+ * error reply; `what` completes "subscribe to the room before ...". */
+static struct mx_room *room_to_write(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                                     const char *what)
 {
     if (denied(e, c, q, MX_RIGHT_WRITE))
-        return;
+        return NULL;
     struct mx_room *r = existing_room(e, c, q);
+    if (r && !c->admin && !conn_subscribed(c, r)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "subscribe to the room before %s", what);
+        reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED, msg);
+        return NULL;
+    }
+    return r;
+}
+
+static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = room_to_write(e, c, q, "sending actions to it");
     if (!r)
         return;
-    if (!c->admin && !conn_subscribed(c, r)) {
-        reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED,
-                    "subscribe to the room before sending actions to it");
-        return;
-    }
     struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen, .n = q->n,
                               .has_base = q->has_base, .base = q->base, .ndeps = q->ndeps,
                               .deps = q->deps, .strict = q->strict, .action = q->action,
@@ -1102,16 +1114,9 @@ static void flush_presence(mx_engine *e)
 
 static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
-    if (denied(e, c, q, MX_RIGHT_WRITE))
-        return;
-    struct mx_room *r = existing_room(e, c, q);
+    struct mx_room *r = room_to_write(e, c, q, "setting a presence in it");
     if (!r)
         return;
-    if (!conn_subscribed(c, r)) {
-        reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED,
-                    "subscribe to the room before setting a presence in it");
-        return;
-    }
     mx_buf v;
     mx_buf_init(&v, 0);
     int clear = json_is_null(q->presence);

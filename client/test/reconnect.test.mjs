@@ -481,6 +481,13 @@ test('a connection attempt that never gets a welcome is abandoned after connectT
   await conn.close();
 });
 
+// The connection stopped for good after `sockets` sockets: closed, no retry.
+async function assertStopped(conn, net, sockets) {
+  assert.equal(conn.status, 'closed');
+  await tick();
+  assert.equal(net.sockets.length, sockets, 'never retried with a refused token');
+}
+
 test('hello refused with a static token: error event, no retry, status closed, join rejects with unauthorized', async () => {
   const net = new FakeNet();
   const conn = open(net, memoryStorage(), { client: 'me', token: 'bad' });
@@ -493,10 +500,8 @@ test('hello refused with a static token: error event, no retry, status closed, j
   s1.push({ type: 'error', code: 'unauthorized', message: 'bad token' });
   await assert.rejects(joined, (e) => e instanceof MovexError && e.code === 'unauthorized' && /bad token/.test(e.message));
   assert.deepEqual(errors, ['unauthorized']);
-  assert.equal(conn.status, 'closed');
+  await assertStopped(conn, net, 1);
   await assert.rejects(conn.join('todo:other'), (e) => e.code === 'unauthorized', 'later joins get the same error');
-  await tick();
-  assert.equal(net.sockets.length, 1, 'never retried with the same token');
   await conn.close();
 });
 
@@ -510,8 +515,7 @@ test('a 4001 close with a static token stops and reports (the token expired on a
   s1.drop(4001);
   await until(() => conn.status === 'closed', 'closed for good');
   assert.deepEqual(errors, ['unauthorized:4001']);
-  await tick();
-  assert.equal(net.sockets.length, 1);
+  await assertStopped(conn, net, 1);
   await conn.close();
 });
 
@@ -536,10 +540,8 @@ test('a token function is called again after a refusal and a 4001 (reconnecting 
   // the fresh token is refused too (two refusals without a welcome between)
   s3.push({ type: 'error', code: 'unauthorized', message: 'still bad' });
   await assert.rejects(joined, (e) => e.code === 'unauthorized' && /still bad/.test(e.message));
-  assert.equal(conn.status, 'closed');
   assert.deepEqual(errors, ['unauthorized', 'unauthorized', 'unauthorized']);
-  await tick();
-  assert.equal(net.sockets.length, 3);
+  await assertStopped(conn, net, 3);
   await conn.close();
 });
 

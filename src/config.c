@@ -1095,3 +1095,35 @@ const struct mx_room_type *mx_config_room_type(const struct mx_config *c, const 
     }
     return &c->def;
 }
+
+int mx_config_key_line(const char *path, const char *key)
+{
+    /* The file was parsed already (this is for messages about a value that
+     * parsed but does not work, a missing TLS file say), so a plain scan
+     * suffices: the first top-level line whose first word is the key. */
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f)
+        return 0;
+    char line[1200];
+    int n = 0, found = 0, depth = 0;
+    size_t kl = strlen(key);
+    while (!found && fgets(line, sizeof line, f)) {
+        n++;
+        const char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!strncmp(p, "room ", 5) && strchr(p, '{'))
+            depth = 1;
+        else if (*p == '}')
+            depth = 0;
+        else if (!depth && !strncmp(p, key, kl) && (p[kl] == ' ' || p[kl] == '\t'))
+            found = n;
+        if (!strchr(line, '\n')) { /* a long line: skip its rest */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n')
+                ;
+        }
+    }
+    fclose(f);
+    return found;
+}

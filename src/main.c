@@ -93,6 +93,57 @@ static int load_config(struct mx_config *c, char *err, size_t errlen)
     return mx_reducers_check(c, err, errlen);
 }
 
+/* "FILE:LINE: " of the conf line that sets key, for messages about a value
+ * that parsed but cannot be used ("" without a conf file or such a line). */
+static const char *conf_where(const char *key, char *buf, size_t n)
+{
+    int line = mx_config_key_line(conf_path, key);
+    if (line > 0)
+        snprintf(buf, n, "%s:%d: ", conf_path, line);
+    else
+        buf[0] = '\0';
+    return buf;
+}
+
+/* Prefix err with the conf line of key. */
+static void at_key(const char *key, char *err, size_t errlen)
+{
+    char where[1100], msg[2048];
+    snprintf(msg, sizeof msg, "%s", err);
+    snprintf(err, errlen, "%s%s", conf_where(key, where, sizeof where), msg);
+}
+
+/* Each configured TLS file exists and is readable (movexd -t finds a typo
+ * in a path before a restart does). 0, or -1 with "FILE:LINE: ..." in err. */
+static int check_tls_files(const struct mx_config *c, char *err, size_t errlen)
+{
+    const char *keys[] = {"tls_cert_file", "tls_key_file", "tls_chain_file"};
+    const char *paths[] = {c->tls_cert_file, c->tls_key_file, c->tls_chain_file};
+    for (int i = 0; i < 3; i++) {
+        if (!paths[i][0])
+            continue;
+        FILE *f = fopen(paths[i], "rb");
+        int e = f ? 0 : errno;
+        if (f) {
+            (void)getc(f); /* a directory opens, and fails here with EISDIR */
+            if (ferror(f))
+                e = errno ? errno : EIO;
+            fclose(f);
+        }
+        if (e) {
+            snprintf(err, errlen, "%s %s: %s", keys[i], paths[i], strerror(e));
+            at_key(keys[i], err, errlen);
+            return -1;
+        }
+    }
+    if (c->tls_cert_file[0] && !c->tls_key_file[0]) {
+        snprintf(err, errlen, "tls_cert_file is set but tls_key_file is not: TLS needs the private key");
+        at_key("tls_cert_file", err, errlen);
+        return -1;
+    }
+    return 0;
+}
+
 /* Token keys for c (auth jwt). 0, or -1 with err. */
 static int load_keys(const struct mx_config *c, struct mx_jwt_keys *keys, char *err, size_t errlen)
 {
@@ -101,12 +152,21 @@ static int load_keys(const struct mx_config *c, struct mx_jwt_keys *keys, char *
         return 0;
     if (!c->auth_hs256_secret_file[0] && !c->auth_ed25519_public_key_file[0]) {
         snprintf(err, errlen, "auth jwt needs auth_hs256_secret_file or auth_ed25519_public_key_file");
+        at_key("auth", err, errlen);
+        return -1;
+    }
+    /* one file at a time, so the message names the conf line of the bad one */
+    if (c->auth_hs256_secret_file[0] &&
+        mx_jwt_load_keys(keys, c->auth_hs256_secret_file, NULL, err, errlen)) {
+        at_key("auth_hs256_secret_file", err, errlen);
         return -1;
     }
     if (mx_jwt_load_keys(keys, c->auth_hs256_secret_file[0] ? c->auth_hs256_secret_file : NULL,
                          c->auth_ed25519_public_key_file[0] ? c->auth_ed25519_public_key_file : NULL,
-                         err, errlen))
+                         err, errlen)) {
+        at_key("auth_ed25519_public_key_file", err, errlen);
         return -1;
+    }
     /* the iss/aud tokens must carry travel with the keys, so a reload
      * swaps them together */
     if (mx_jwt_set_claims(keys, c->auth_issuer, c->auth_audience)) {
@@ -229,16 +289,17 @@ int main(int argc, char **argv)
         return 1;
     }
     if (cfg.auth == MX_AUTH_NONE && !mx_server_listen_is_loopback(&cfg) && !cfg.allow_insecure_listen) {
+        char where[1100];
         fprintf(stderr,
-                "movexd: refusing to listen on %s with auth none: anyone who can reach the port could "
+                "movexd: %srefusing to listen on %s with auth none: anyone who can reach the port could "
                 "read and write every room. Set `auth jwt` (docs/SECURITY.md), or "
                 "`allow_insecure_listen yes` if you really mean it.\n",
-                cfg.listen_addr[0] ? cfg.listen_addr : "every address");
+                conf_where("listen", where, sizeof where), cfg.listen_addr[0] ? cfg.listen_addr : "every address");
         mx_config_free(&cfg);
         return 1;
     }
-    if (cfg.tls_cert_file[0] && !cfg.tls_key_file[0]) {
-        fprintf(stderr, "movexd: tls_cert_file is set but tls_key_file is not: TLS needs the private key\n");
+    if (check_tls_files(&cfg, err, sizeof(err))) {
+        fprintf(stderr, "movexd: %s\n", err);
         mx_config_free(&cfg);
         return 1;
     }
@@ -246,6 +307,7 @@ int main(int argc, char **argv)
         /* checked before anything listens, and by -t */
         static struct mx_server probe;
         if (mx_admin_load_token(&probe, &cfg, err, sizeof(err))) {
+            at_key("admin_token_file", err, sizeof(err));
             fprintf(stderr, "movexd: %s\n", err);
             mx_config_free(&cfg);
             return 1;

@@ -121,6 +121,11 @@ int mx_config_set_listen(struct mx_config *c, const char *s);
 /* Parse a log level name ("error", "warn", "info", "debug"). 0 or -1. */
 int mx_config_parse_log_level(const char *s, enum mx_log_level *out);
 
+/* The line of the conf file at path where the top-level key is set, or 0
+ * (not set there, or the file cannot be read): for FILE:LINE in messages
+ * about values that parse but cannot be used. */
+int mx_config_key_line(const char *path, const char *key);
+
 void mx_config_free(struct mx_config *c);
 
 #endif

@@ -62,3 +62,31 @@ test('/metrics: movexd_build_info and the process_* series (CPU, RSS, fds)', asy
     await d.stop();
   }
 });
+
+test('movexd -t: TLS files must exist and be readable; every error names FILE:LINE', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { BIN } = await import('./lib.mjs');
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-t-'));
+  try {
+    const cases = [
+      ['# tls\ntls_cert_file /nonexistent/cert.pem\ntls_key_file /nonexistent/key.pem\n', /^movexd: .*c\.conf:2: tls_cert_file \/nonexistent\/cert\.pem: No such file or directory$/m],
+      [`tls_cert_file ${join(ROOT, 'README.md')}\n\ntls_key_file ${dir}\n`, /c\.conf:3: tls_key_file .*: Is a directory$/m],
+      [`log_level info\ntls_cert_file ${join(ROOT, 'README.md')}\n`, /c\.conf:2: tls_cert_file is set but tls_key_file is not/],
+      ['auth jwt\n\nauth_hs256_secret_file /nonexistent/secret\n', /c\.conf:3: \/nonexistent\/secret: No such file or directory/],
+      ['auth jwt\n', /c\.conf:1: auth jwt needs/],
+      ['\nadmin_token_file /nonexistent/token\n', /c\.conf:2: \/nonexistent\/token: cannot read the admin token/],
+      ['log_level info\nlisten *:8080\n', /c\.conf:2: refusing to listen on every address with auth none/],
+    ];
+    for (const [text, re] of cases) {
+      const conf = join(dir, 'c.conf');
+      writeFileSync(conf, text);
+      const r = spawnSync(BIN, ['-t', '-c', conf], { encoding: 'utf8' });
+      assert.equal(r.status, 1, `${JSON.stringify(text)}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, re, JSON.stringify(text));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

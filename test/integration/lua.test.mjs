@@ -147,3 +147,19 @@ test('recovery after kill -9 applies the logged effects: the reducer file change
     files.cleanup();
   }
 });
+
+test('the tic-tac-toe demo page is served, and conf/lua-demo.conf (the examples) is valid', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { BIN, ROOT, httpRequest } = await import('./lib.mjs');
+  const t = spawnSync(BIN, ['-t', '-c', join(ROOT, 'conf/lua-demo.conf')], { encoding: 'utf8' });
+  assert.equal(t.status, 0, t.stderr);
+  const conf = luaConf({ ttt: TTT }).replace('log_level info', `log_level info\nclient_dir ${join(ROOT, 'client')}`);
+  await withDaemon({ conf }, async (d) => {
+    const page = await httpRequest(d, { path: '/demo/tictactoe.html' });
+    assert.equal(page.status, 200);
+    assert.match(page.body, /\/demo\/tictactoe\.js/);
+    const js = await httpRequest(d, { path: '/demo/tictactoe.js' });
+    assert.equal(js.status, 200);
+    assert.match(js.body, /predict:/);
+  });
+});

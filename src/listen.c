@@ -8,7 +8,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,4 +233,33 @@ int mx_listen_inherited(int *fds, int max, char *why, size_t whylen)
         fds[i] = fd;
     }
     return n;
+}
+
+int mx_listen_probe(const char *addr, int port)
+{
+    /* Why could the listener not be made? libwebsockets only logs "ERROR on
+     * binding fd N to port P (-1 98)"; binding a socket of our own the same
+     * way (SO_REUSEADDR, as lws does) gives the errno to name. */
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+    char svc[16];
+    snprintf(svc, sizeof svc, "%d", port);
+    if (getaddrinfo(addr && *addr ? addr : NULL, svc, &hints, &res) != 0)
+        return 0; /* an interface name, say: nothing to probe */
+    int found = 0;
+    for (struct addrinfo *ai = res; ai && !found; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+            found = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return found;
 }

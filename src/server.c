@@ -313,7 +313,14 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
     }
     s->ctx = lws_create_context(&info);
     if (!s->ctx) {
-        mx_err("event=listen_failed addr=%s port=%d", addr, cfg->listen_port);
+        int perr = nfds > 0 ? 0 : mx_listen_probe(cfg->listen_addr, cfg->listen_port);
+        const char *why = perr ? strerror(perr) : "libwebsockets could not create the listener (see its lines above)";
+        mx_err("event=listen_failed addr=%s port=%d reason=\"%s\"", addr, cfg->listen_port, why);
+        /* the first thing a new user reads, so on stderr too, in words */
+        fprintf(stderr, "movexd: cannot listen on %s:%d: %s%s\n", addr, cfg->listen_port, why,
+                perr == EADDRINUSE ? " (another movexd, or another program, is using the port; stop "
+                                  "it or choose another `listen` port)"
+                                : "");
         return -1;
     }
     struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");

@@ -52,4 +52,10 @@ int mx_listen_fds_from_env(const char *listen_pid, const char *listen_fds, pid_t
  * (MX_LISTEN_FDS_START...) in fds, or -1 with why. */
 int mx_listen_inherited(int *fds, int max, char *why, size_t whylen);
 
+/* The errno a plain bind() of a TCP socket to addr:port (addr: a numeric
+ * address, or ""/NULL for every address) fails with right now, or 0 when it
+ * works or addr is not numeric: to say why the listener could not be made
+ * ("Address already in use"). */
+int mx_listen_probe(const char *addr, int port);
+
 #endif

@@ -90,3 +90,20 @@ test('movexd -t: TLS files must exist and be readable; every error names FILE:LI
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a port in use: exit 2 saying "Address already in use"', async () => {
+  const { runDaemonToExit } = await import('./lib.mjs');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const d = await startDaemon();
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-inuse-'));
+  try {
+    const r = await runDaemonToExit({ dir, args: ['--listen', `127.0.0.1:${d.port}`] });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /event=listen_failed addr=127\.0\.0\.1 port=\d+ reason="Address already in use"/);
+    assert.match(r.stderr, /^movexd: cannot listen on 127\.0\.0\.1:\d+: Address already in use \(another movexd/m);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await d.stop();
+  }
+});

@@ -12,6 +12,7 @@
  * failure (cannot listen, storage cannot recover), 3 fatal runtime error
  * (durability can no longer be guaranteed).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <sodium.h>
@@ -56,6 +58,68 @@ static void on_hup(int sig)
     (void)sig;
     server.reload = 1;
     mx_server_wake(&server);
+}
+
+/* Descriptors. Every connection is a descriptor; so are the WAL segment,
+ * the data directory, its lock, snapshot files being written, the log, the
+ * listeners and the loop's own. At start the soft RLIMIT_NOFILE is raised
+ * toward the hard limit to fit max_connections plus what the daemon holds
+ * plus MX_FD_MARGIN; if the hard limit is too low, max_connections is
+ * lowered to what fits, with a warning, rather than refusing to start:
+ * a conf written for a big server (the default is 10000) still runs on a
+ * small one, and the warning names both numbers and the fix. Fewer than
+ * one connection's worth refuses the start (exit 2). A reload re-applies
+ * the limit to the new max_connections (the soft limit is raised at start
+ * only: libwebsockets sizes its table then). */
+#define MX_FD_MARGIN 32
+static long own_fds = -1; /* descriptors open before serving */
+
+static long count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 16; /* no /proc: a guess of what the daemon holds */
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+/* 0, or -1 when not even one connection fits. */
+static int fit_descriptors(struct mx_config *c, int raise)
+{
+    struct rlimit rl;
+    if (own_fds < 0)
+        own_fds = count_open_fds();
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
+        return 0;
+    rlim_t need = (rlim_t)own_fds + MX_FD_MARGIN + c->max_connections;
+    if (raise && rl.rlim_cur < need) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        if (up.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            mx_info("event=nofile_raised from=%llu to=%llu", (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)up.rlim_cur);
+            rl.rlim_cur = up.rlim_cur;
+        }
+    }
+    if (rl.rlim_cur >= need)
+        return 0;
+    long fit = (long)rl.rlim_cur - own_fds - MX_FD_MARGIN;
+    if (fit < 1) {
+        mx_err("event=start_failed reason=\"too few descriptors: RLIMIT_NOFILE %llu (hard %llu) leaves "
+               "none for connections after the %ld the daemon needs; raise LimitNOFILE= or ulimit -n\"",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, own_fds + MX_FD_MARGIN);
+        return -1;
+    }
+    mx_warn("event=max_connections_lowered configured=%zu effective=%ld nofile=%llu nofile_hard=%llu "
+            "reason=\"the descriptor limit does not fit max_connections; raise LimitNOFILE= (systemd) "
+            "or ulimit -n to at least %llu\"",
+            c->max_connections, fit, (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+            (unsigned long long)need);
+    c->max_connections = (size_t)fit;
+    return 0;
 }
 
 static void usage(FILE *f)
@@ -242,6 +306,8 @@ static void reload(struct mx_server *s)
         reopen_log(cfg.log_file);
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
+    if (fit_descriptors(&cfg, 0))
+        cfg.max_connections = 1;
     mx_engine_config_changed(engine);
     if (mx_admin_load_token(s, &cfg, err, sizeof(err)))
         mx_err("event=reload_admin_token_failed reason=\"%s\" note=\"admin API disabled\"", err);
@@ -367,6 +433,10 @@ int main(int argc, char **argv)
     mx_map *rooms = NULL;
     if (mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof(err))) {
         mx_err("event=start_failed reason=\"recovery failed\" error=\"%s\"", err);
+        mx_config_free(&cfg);
+        return 2;
+    }
+    if (fit_descriptors(&cfg, 1)) {
         mx_config_free(&cfg);
         return 2;
     }

@@ -17,13 +17,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libwebsockets.h>
 
@@ -52,7 +56,46 @@ struct pss {
  * listener); readable means connections are waiting. Each one is accepted
  * here and handed to lws as if its own listener had accepted it, so it is
  * served like any other (HTTP, WebSocket, TLS when configured). */
-static int accept_inherited(struct lws *lwsi)
+/* Descriptors. A connection accepted when fewer than MX_FD_SPARE
+ * descriptors are left is closed at once (FILTER_NETWORK_CONNECTION), so
+ * the daemon keeps some for its own files (WAL segments, snapshots, the
+ * log) and for the next connection to shed. If accept() still fails for
+ * want of a descriptor, the waiting connection stays in the listen queue
+ * and the socket readable: poll() returns at once on every turn, and lws
+ * logs "accept: errno 24" each time (150,000 lines a second, a core
+ * pinned). Then shed_waiting() gives up the spare descriptor, accepts and
+ * closes what waits, and takes the spare back. */
+#define MX_FD_SPARE 8
+
+static volatile int accept_out_of_fds; /* set from lws_log_emit */
+
+static void shed_waiting(struct mx_server *s, int lfd)
+{
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
+    s->spare_fd = -1;
+    unsigned shed = 0;
+    for (int i = 0; i < 256; i++) { /* bounded: new ones wait for the next turn */
+        struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+        if (poll(&pfd, 1, 0) != 1)
+            break;
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        close(fd);
+        shed++;
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->fd_refusals += shed;
+    mx_warn("event=connections_shed reason=\"out of descriptors\" fd_limit=%ld", s->fd_limit);
+}
+
+/* Socket activation: a listening socket passed by systemd is in the loop as
+ * a raw descriptor (lws 4.1 has no API to adopt a listening socket as a
+ * listener); readable means connections are waiting. Each one is accepted
+ * here and handed to lws as if its own listener had accepted it, so it is
+ * served like any other (HTTP, WebSocket, TLS when configured). */
+static int accept_inherited(struct mx_server *s, struct lws *lwsi)
 {
     struct lws_vhost *vh = lws_get_vhost(lwsi);
     int lfd = lws_get_socket_fd(lwsi);
@@ -61,19 +104,20 @@ static int accept_inherited(struct lws *lwsi)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                /* e.g. out of descriptors: the socket stays readable, so
-                 * say it at most once a second */
-                static uint64_t last;
-                if (mx_now_us() - last >= 1000000) {
-                    last = mx_now_us();
-                    mx_warn("event=accept_failed error=\"%s\"", strerror(errno));
-                }
-            }
+            if (errno == EMFILE || errno == ENFILE)
+                shed_waiting(s, lfd);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
+                mx_warn("event=accept_failed error=\"%s\"", strerror(errno)); /* rate-limited by log.c */
             return 0;
         }
         int one = 1;
         fcntl(fd, F_SETFD, FD_CLOEXEC);
+        if (fd >= s->fd_limit - MX_FD_SPARE) {
+            close(fd);
+            s->fd_refusals++;
+            mx_warn("event=connection_refused reason=\"too few descriptors left\" fd_limit=%ld", s->fd_limit);
+            continue;
+        }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* as lws does */
         if (!lws_adopt_socket_vhost(vh, fd)) /* lws closed it */
             mx_warn("event=accept_failed error=\"libwebsockets could not adopt the connection\"");
@@ -89,7 +133,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     switch (reason) {
     case LWS_CALLBACK_RAW_RX_FILE: /* only the sockets from systemd are raw files */
-        return accept_inherited(wsi);
+        return accept_inherited(srv, wsi);
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: {
+        /* the accepted descriptor; descriptors are handed out lowest
+         * first, so its number says how many are in use */
+        int fd = (int)(intptr_t)in;
+        if (fd >= srv->fd_limit - MX_FD_SPARE) {
+            srv->fd_refusals++;
+            mx_warn("event=connection_refused reason=\"too few descriptors left\" fd_limit=%ld", srv->fd_limit);
+            return 1; /* lws closes it */
+        }
+        return 0;
+    }
     case LWS_CALLBACK_HTTP:
         return mx_http_request(srv, wsi, &p->u.http, (const char *)in);
     case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -146,6 +201,10 @@ static void lws_log_emit(int level, const char *line)
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
+    /* lws says so when its listener's accept() fails (EMFILE 24, ENFILE
+     * 23); there is no other hook for it */
+    if (strstr(line, "accept: errno 24") || strstr(line, "accept: errno 23"))
+        accept_out_of_fds = 1;
     mx_log(level == LLL_ERR ? MX_LOG_ERROR : level == LLL_WARN ? MX_LOG_WARN : MX_LOG_DEBUG,
            "event=lws message=\"%.*s\"", (int)n, line);
 }
@@ -224,6 +283,8 @@ static int check_bound(struct mx_server *s, struct lws_vhost *vh)
             log_listening(s, (struct sockaddr *)&sa, asked);
     }
     s->port = port;
+    for (int i = 0; i < n && i < 8; i++)
+        s->listen_fds[s->nlisten_fds++] = fds[i];
     bound_loopback = loopback;
     return 0;
 }
@@ -273,6 +334,13 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
     if (!s->per_ip)
         return -1;
     lws_set_log_level(LLL_ERR | (mx_log_enabled(MX_LOG_DEBUG) ? LLL_WARN : 0), lws_log_emit);
+    /* lws sizes its descriptor table from the same limit (main.c may have
+     * raised it toward the hard limit already) */
+    struct rlimit rl;
+    s->fd_limit = getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX
+                      ? INT_MAX
+                      : (long)rl.rlim_cur;
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -403,6 +471,11 @@ int mx_server_run(struct mx_server *s)
     while (!s->stop) {
         if (lws_service(s->ctx, 0) < 0)
             break;
+        if (accept_out_of_fds) {
+            accept_out_of_fds = 0;
+            for (int i = 0; i < s->nlisten_fds; i++)
+                shed_waiting(s, s->listen_fds[i]);
+        }
         int rc = mx_engine_commit(s->engine);
         if (s->reload) {
             s->reload = 0;
@@ -418,6 +491,7 @@ int mx_server_run(struct mx_server *s)
         }
         if (s->tick_due) {
             s->tick_due = 0;
+            mx_log_flush(); /* the counts of log storms that stopped */
             /* the tick retries a failed flush; then held acks can go */
             int trc = mx_engine_tick(s->engine);
             rc = trc ? trc : mx_engine_commit(s->engine);
@@ -471,6 +545,9 @@ void mx_server_wake(struct mx_server *s)
 
 void mx_server_destroy(struct mx_server *s)
 {
+    if (s->spare_fd > 0)
+        close(s->spare_fd);
+    s->spare_fd = -1;
     if (s->ctx)
         lws_context_destroy(s->ctx);
     s->ctx = NULL;

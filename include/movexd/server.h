@@ -37,6 +37,14 @@ struct mx_server {
     /* The listening vhost's SSL_CTX (lws hands it over while creating the
      * context); a certificate reload (tls.c) swaps the certificate in it. */
     struct ssl_ctx_st *tls_ctx;
+    /* Descriptors (server.c): the soft RLIMIT_NOFILE when the context was
+     * made, a spare descriptor given up to shed waiting connections when
+     * accept() fails for want of one, and the listening sockets. */
+    long fd_limit;
+    int spare_fd;
+    int listen_fds[8];
+    int nlisten_fds;
+    uint64_t fd_refusals; /* connections closed at accept: too few descriptors left */
 };
 
 /* How long acks may stay held by a failing disk before the daemon gives up

@@ -1,5 +1,7 @@
-/* log.c: one event per line, whatever text a client put into it. */
+/* log.c: one event per line, whatever text a client put into it; a storm
+ * of one line costs a line a second, with the count. */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,7 @@ static char *slurp_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     ck_assert_ptr_nonnull(f);
-    static char buf[8192];
+    static char buf[65536];
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     buf[n] = '\0';
     fclose(f);
@@ -84,6 +86,97 @@ START_TEST(values_are_quoted_and_escaped)
 }
 END_TEST
 
+/* A fake monotonic clock, so the one-second window is exact. */
+static uint64_t fake_us = 1000000000;
+static uint64_t fake_clock(void) { return fake_us; }
+
+static int count_of(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static char log_path[64];
+static void log_to_temp(void)
+{
+    snprintf(log_path, sizeof(log_path), "/tmp/mx-log-test-XXXXXX");
+    int fd = mkstemp(log_path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(mx_log_open(log_path), 0);
+    mx_log_set_clock(fake_clock);
+}
+
+static const char *log_done(void)
+{
+    mx_log_open(NULL);
+    mx_log_set_clock(NULL);
+    const char *text = slurp_file(log_path);
+    unlink(log_path);
+    return text;
+}
+
+START_TEST(a_storm_of_one_line_is_one_line_a_second_with_the_count)
+{
+    log_to_temp();
+    for (int i = 0; i < 150000; i++) /* what lws logged per second on EMFILE */
+        mx_err("event=lws message=\"accept: errno 24\"");
+    fake_us += 999999;
+    mx_err("event=lws message=\"accept: errno 24\""); /* still within the second */
+    fake_us += 1;
+    mx_err("event=lws message=\"accept: errno 24\"");
+    mx_info("event=other"); /* another line is printed at once */
+    const char *text = log_done();
+    ck_assert_int_eq(count_of(text, "\n"), 3);
+    ck_assert_int_eq(count_of(text, "accept: errno 24\"\n"), 1);
+    ck_assert_msg(strstr(text, "error event=lws message=\"accept: errno 24\" suppressed=150000\n"), "%s", text);
+    ck_assert_msg(strstr(text, "info event=other\n"), "%s", text);
+}
+END_TEST
+
+START_TEST(alternating_lines_are_limited_each)
+{
+    log_to_temp();
+    /* a failing snapshot: two error lines per client attempt */
+    for (int i = 0; i < 1000; i++) {
+        mx_err("event=snapshot_failed room=todo:a error=\"disk full\"");
+        mx_warn("event=subscribe_failed room=todo:a");
+    }
+    const char *text = log_done();
+    ck_assert_int_eq(count_of(text, "\n"), 2);
+}
+END_TEST
+
+START_TEST(the_count_of_a_storm_that_stopped_is_flushed)
+{
+    log_to_temp();
+    for (int i = 0; i < 10; i++)
+        mx_warn("event=accept_failed error=\"Too many open files\"");
+    mx_log_flush(); /* less than a second: nothing yet */
+    fake_us += 1000000;
+    mx_log_flush();
+    mx_log_flush(); /* printed once */
+    const char *text = log_done();
+    ck_assert_int_eq(count_of(text, "\n"), 2);
+    ck_assert_msg(strstr(text, "warn event=accept_failed error=\"Too many open files\" suppressed=9\n"), "%s", text);
+}
+END_TEST
+
+START_TEST(distinct_lines_are_never_suppressed)
+{
+    log_to_temp();
+    for (int i = 0; i < 100; i++)
+        mx_info("event=room_created room=todo:%d", i);
+    /* a level is part of the line */
+    mx_warn("event=same");
+    mx_err("event=same");
+    const char *text = log_done();
+    ck_assert_int_eq(count_of(text, "\n"), 102);
+}
+END_TEST
+
 Suite *mx_suite_log(void)
 {
     Suite *s = suite_create("log");
@@ -91,6 +184,10 @@ Suite *mx_suite_log(void)
     tcase_add_test(tc, control_characters_cannot_split_or_forge_lines);
     tcase_add_test(tc, utf8_text_is_kept);
     tcase_add_test(tc, values_are_quoted_and_escaped);
+    tcase_add_test(tc, a_storm_of_one_line_is_one_line_a_second_with_the_count);
+    tcase_add_test(tc, alternating_lines_are_limited_each);
+    tcase_add_test(tc, the_count_of_a_storm_that_stopped_is_flushed);
+    tcase_add_test(tc, distinct_lines_are_never_suppressed);
     suite_add_tcase(s, tc);
     return s;
 }

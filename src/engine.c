@@ -41,6 +41,7 @@ struct mx_engine {
     size_t nout, capout;
     struct mx_engine_stats stats;
     int storage_error; /* a decision could not be logged: nothing may be released */
+    size_t refused_bytes; /* the last reservation, refused (disk full); 0 once one succeeds */
     uint64_t cur_t_us;  /* when the message being handled arrived */
     uint64_t wall_ms;   /* wall clock at that moment: ctx.time of app reducers */
     int unflushed;      /* records appended since the last flush (even with no reply) */
@@ -190,11 +191,20 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
                      (double)ss.rooms_unrecoverable);
 }
 
-int mx_engine_ready(const mx_engine *e)
+int mx_engine_ready(mx_engine *e)
 {
     struct mx_storage_stats ss;
     e->st->stats(e->st->ctx, &ss);
-    return !ss.failed && !e->storage_error;
+    if (ss.failed || e->storage_error)
+        return 0;
+    /* A full disk also shows at reserve time, with nothing held: actions
+     * are refused `unavailable` while every flush succeeds. Until one is
+     * accepted again, ask the storage the question that was refused, so
+     * readiness comes back as soon as the space does. */
+    if (e->refused_bytes && e->st->reserve(e->st->ctx, e->refused_bytes))
+        return -1;
+    e->refused_bytes = 0;
+    return 1;
 }
 
 void mx_engine_config_changed(mx_engine *e)
@@ -962,7 +972,9 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
     /* Room in the log for the record first: a full disk is refused before
      * anything is applied, and n stays unused so the client can resend. The
      * bound covers the entry's re-encoding (numbers such as 1e20 grow). */
-    if (e->st->reserve(e->st->ctx, q->msglen * 6 + 4096)) {
+    size_t need = q->msglen * 6 + 4096;
+    if (e->st->reserve(e->st->ctx, need)) {
+        e->refused_bytes = need; /* /readyz: not ready until this fits */
         e->stats.actions_unavailable++;
         size_t before = e->nout;
         reply_reject(e, c, q, r, MX_EUNAVAILABLE,
@@ -971,6 +983,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         mark_free(e, before);
         return;
     }
+    e->refused_bytes = 0;
     if (mx_room_decide(r, &in, &o)) {
         reply_error(e, c, q->has_id, q->id, MX_ENOMEM, "out of memory; the action was not applied");
         return;

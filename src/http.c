@@ -260,9 +260,13 @@ int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, c
     if (!strcmp(uri, "/healthz"))
         return mx_http_respond(wsi, h, HTTP_STATUS_OK, "text/plain", "ok\n");
     if (!strcmp(uri, "/readyz")) {
-        if (srv->stopping || !mx_engine_ready(srv->engine))
-            return mx_http_respond(wsi, h, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
-                                   srv->stopping ? "stopping\n" : "storage failing\n");
+        int ready = srv->stopping ? 0 : mx_engine_ready(srv->engine);
+        const char *why = srv->stopping ? "stopping\n"
+                          : ready == 0  ? "storage failing: acks are held until a write succeeds\n"
+                          : ready < 0   ? "disk full: new actions are refused (unavailable)\n"
+                                        : NULL;
+        if (why)
+            return mx_http_respond(wsi, h, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain", why);
         return mx_http_respond(wsi, h, HTTP_STATUS_OK, "text/plain", "ready\n");
     }
     if (!strcmp(uri, "/metrics"))

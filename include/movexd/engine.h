@@ -112,8 +112,11 @@ const struct mx_config *mx_engine_config(const mx_engine *e);
 
 /* Append the engine's and storage's metrics (Prometheus text). */
 void mx_engine_metrics(const mx_engine *e, mx_buf *b);
-/* 1 while decisions can be made durable (for /readyz). */
-int mx_engine_ready(const mx_engine *e);
+/* For /readyz: 1 while decisions can be made durable; 0 while the storage
+ * is failing (a write or flush failed: acks are held); -1 while actions are
+ * refused `unavailable` (the storage refused the last reservation, and
+ * still refuses it: disk full). */
+int mx_engine_ready(mx_engine *e);
 
 /* The configuration changed (reload): rooms take their type's new
  * settings (history length, limits); the reducer of a live room stays. */

@@ -40,6 +40,7 @@
 #include "movexd/notify.h"
 #include "movexd/session.h"
 #include "movexd/version.h"
+#include "movexd/wsmask.h"
 
 /* Per-connection area: lws allocates one of these for every connection of
  * the protocol, HTTP or WebSocket. The `ws` flag tells which half is live. */
@@ -159,6 +160,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             mx_http_closed(srv, &p->u.http);
         break;
     case LWS_CALLBACK_ESTABLISHED:
+        mx_wsmask_watch(lws_get_socket_fd(wsi));
         p->ws = 1;
         mx_session_open(&p->u.sess, srv, wsi);
         srv->connections++;
@@ -169,12 +171,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_RECEIVE:
+        if (mx_wsmask_unmasked(lws_get_socket_fd(wsi))) {
+            /* RFC 6455 5.1: a client's frames are masked; close, 1002 */
+            static const char why[] = "unmasked client frame";
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)why, strlen(why));
+            return -1;
+        }
         return mx_session_receive(&p->u.sess, in, len);
     case LWS_CALLBACK_TIMER:
         return p && p->ws ? mx_session_timer(&p->u.sess) : 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return mx_session_writable(&p->u.sess);
     case LWS_CALLBACK_CLOSED:
+        mx_wsmask_forget(lws_get_socket_fd(wsi));
         if (p && p->ws) {
             mx_session_closed(&p->u.sess);
             p->ws = 0;
@@ -545,6 +554,7 @@ void mx_server_wake(struct mx_server *s)
 
 void mx_server_destroy(struct mx_server *s)
 {
+    mx_wsmask_free();
     if (s->spare_fd > 0)
         close(s->spare_fd);
     s->spare_fd = -1;

@@ -2,6 +2,7 @@
 // bytes on the wire (pipelining, bodies, unmasked frames): node's http and
 // ws modules would refuse or normalise what these tests send.
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { httpRequest, withTimeout, TIMEOUT } from './lib.mjs';
 
@@ -70,6 +71,18 @@ export class RawConn {
 // Open and start collecting.
 export async function rawConnect(port) {
   const c = await RawConn.open(port);
+  c.attach();
+  return c;
+}
+
+// The same over TLS, trusting the certificate `ca` (PEM).
+export async function rawConnectTls(port, ca) {
+  const c = new RawConn();
+  await withTimeout(new Promise((res, rej) => {
+    c.sock = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, res);
+    c.sock.once('error', rej);
+  }), TIMEOUT, 'TLS connect');
+  c.connected = true;
   c.attach();
   return c;
 }

@@ -1,0 +1,19 @@
+/* wsmask.h - noticing unmasked client WebSocket frames, which
+ * libwebsockets 4.1.6 accepts (see wsmask.c). */
+#ifndef MOVEXD_WSMASK_H
+#define MOVEXD_WSMASK_H
+
+#include <stddef.h>
+
+/* Watch the frames read from fd from now on (its WebSocket is established). */
+void mx_wsmask_watch(int fd);
+/* Stop watching fd (closed). */
+void mx_wsmask_forget(int fd);
+/* 1 when an unmasked frame was read from fd. */
+int mx_wsmask_unmasked(int fd);
+/* Parse n bytes read from fd (done by the recv/SSL_read wrappers). */
+void mx_wsmask_scan(int fd, const void *buf, size_t n);
+/* Free the table (at exit, for leak checkers). */
+void mx_wsmask_free(void);
+
+#endif

@@ -1,0 +1,165 @@
+/* wsmask.c - refusing unmasked client frames (RFC 6455 section 5.1).
+ *
+ * A client must mask every frame it sends; a server must close the
+ * connection (1002) on an unmasked one. libwebsockets 4.1.6 accepts them
+ * silently and tells its callbacks nothing about the mask bit, so movexd
+ * watches the bytes lws reads. This file defines recv() and SSL_read():
+ * libwebsockets reads a plain connection with recv() and a TLS one with
+ * SSL_read(), both through its PLT, so the definitions in the executable
+ * take their place; each calls the next definition (libc's, libssl's, or a
+ * sanitizer's interceptor) and then, for a descriptor being watched, runs
+ * the bytes through a small frame-header parser. Watching starts when the
+ * WebSocket is established (server.c, LWS_CALLBACK_ESTABLISHED): a client
+ * waits for the 101 answer before its first frame (RFC 6455 4.1), so the
+ * parser starts on a frame boundary. The first unmasked frame marks the
+ * descriptor; server.c closes the connection with 1002 before that frame's
+ * payload reaches the session. Descriptors not watched pass through with
+ * one table lookup; MSG_PEEK reads are not parsed.
+ *
+ * Invariant: a watched descriptor's parser is at a frame boundary or
+ * inside one frame whose remaining header and payload bytes it knows.
+ */
+#define _GNU_SOURCE /* RTLD_NEXT */
+#include "movexd/wsmask.h"
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <openssl/ssl.h>
+
+enum { AT_OP, AT_LEN, AT_EXTLEN, AT_KEY, AT_PAYLOAD };
+
+struct watch {
+    uint8_t on;       /* watched */
+    uint8_t unmasked; /* an unmasked frame was seen */
+    uint8_t at;       /* where in the frame */
+    uint8_t need;     /* header bytes still expected (AT_EXTLEN, AT_KEY) */
+    uint64_t left;    /* payload bytes still expected */
+};
+
+static struct watch *watches; /* indexed by descriptor */
+static size_t nwatches;
+
+static struct watch *watch_of(int fd)
+{
+    return fd >= 0 && (size_t)fd < nwatches && watches[fd].on ? &watches[fd] : NULL;
+}
+
+void mx_wsmask_watch(int fd)
+{
+    if (fd < 0)
+        return;
+    if ((size_t)fd >= nwatches) {
+        size_t n = (size_t)fd * 2 + 64;
+        struct watch *w = realloc(watches, n * sizeof(*w));
+        if (!w)
+            return; /* out of memory: this connection is not checked */
+        memset(w + nwatches, 0, (n - nwatches) * sizeof(*w));
+        watches = w;
+        nwatches = n;
+    }
+    memset(&watches[fd], 0, sizeof(watches[fd]));
+    watches[fd].on = 1;
+}
+
+void mx_wsmask_forget(int fd)
+{
+    if (fd >= 0 && (size_t)fd < nwatches)
+        memset(&watches[fd], 0, sizeof(watches[fd]));
+}
+
+int mx_wsmask_unmasked(int fd)
+{
+    struct watch *w = watch_of(fd);
+    return w && w->unmasked;
+}
+
+void mx_wsmask_free(void)
+{
+    free(watches);
+    watches = NULL;
+    nwatches = 0;
+}
+
+static void scan(struct watch *w, const uint8_t *p, size_t n)
+{
+    while (n && !w->unmasked) {
+        switch (w->at) {
+        case AT_OP:
+            w->at = AT_LEN;
+            p++, n--;
+            break;
+        case AT_LEN:
+            if (!(*p & 0x80)) {
+                w->unmasked = 1; /* nothing after it is parsed */
+                return;
+            }
+            w->left = *p & 0x7f;
+            w->need = w->left == 126 ? 2 : w->left == 127 ? 8 : 0;
+            if (w->need)
+                w->left = 0;
+            w->at = w->need ? AT_EXTLEN : AT_KEY;
+            if (!w->need)
+                w->need = 4;
+            p++, n--;
+            break;
+        case AT_EXTLEN:
+            w->left = (w->left << 8) | *p;
+            p++, n--;
+            if (--w->need == 0) {
+                w->at = AT_KEY;
+                w->need = 4;
+            }
+            break;
+        case AT_KEY: {
+            size_t k = n < w->need ? n : w->need;
+            w->need = (uint8_t)(w->need - k);
+            p += k, n -= k;
+            if (!w->need)
+                w->at = w->left ? AT_PAYLOAD : AT_OP;
+            break;
+        }
+        case AT_PAYLOAD: {
+            uint64_t k = n < w->left ? n : w->left;
+            w->left -= k;
+            p += k, n -= (size_t)k;
+            if (!w->left)
+                w->at = AT_OP;
+            break;
+        }
+        }
+    }
+}
+
+void mx_wsmask_scan(int fd, const void *buf, size_t n)
+{
+    struct watch *w = watch_of(fd);
+    if (w)
+        scan(w, buf, n);
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    static ssize_t (*next)(int, void *, size_t, int);
+    if (!next)
+        *(void **)&next = dlsym(RTLD_NEXT, "recv");
+    ssize_t n = next(fd, buf, len, flags);
+    if (n > 0 && !(flags & MSG_PEEK))
+        mx_wsmask_scan(fd, buf, (size_t)n);
+    return n;
+}
+
+int SSL_read(SSL *ssl, void *buf, int num)
+{
+    static int (*next)(SSL *, void *, int);
+    if (!next)
+        *(void **)&next = dlsym(RTLD_NEXT, "SSL_read");
+    int n = next(ssl, buf, num);
+    if (n > 0)
+        mx_wsmask_scan(SSL_get_fd(ssl), buf, (size_t)n);
+    return n;
+}

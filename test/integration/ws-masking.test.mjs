@@ -1,0 +1,106 @@
+// RFC 6455 5.1: a client's frames are masked, and a server closes the
+// connection with 1002 on an unmasked one (src/wsmask.c). libwebsockets
+// 4.1.6 accepted unmasked frames. Raw sockets, since a WebSocket library
+// always masks.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withDaemon, connectHello, makeConf } from './lib.mjs';
+import { rawConnect, rawConnectTls, upgradeRequest, wsFrame, parseFrames } from './rawhttp.mjs';
+
+// A raw connection upgraded to a WebSocket; resolves { c, start } with the
+// offset where the server's frames begin. ca: over TLS, trusting it.
+async function rawWebSocket(d, ca) {
+  const c = ca ? await rawConnectTls(d.port, ca) : await rawConnect(d.port);
+  c.write(upgradeRequest());
+  await c.until((x) => x.buf.indexOf('\r\n\r\n') > 0, '101 Switching Protocols');
+  const start = c.buf.indexOf('\r\n\r\n') + 4;
+  assert.match(c.buf.subarray(0, start).toString('latin1'), /^HTTP\/1\.1 101 /);
+  return { c, start };
+}
+
+const textOf = (f) => f.payload.toString('utf8');
+const closeCode = (f) => (f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null);
+
+async function expectClose1002(d, send) {
+  const { c, start } = await rawWebSocket(d);
+  send(c);
+  await c.waitClosed('the server closes the connection');
+  const frames = parseFrames(c.buf, start);
+  const close = frames.find((f) => f.opcode === 8);
+  assert.ok(close, `a close frame: ${JSON.stringify(frames.map((f) => [f.opcode, textOf(f)]))}`);
+  assert.equal(closeCode(close), 1002);
+  return frames;
+}
+
+test('an unmasked text frame is answered with close 1002, and its message is not processed', async () => {
+  await withDaemon({}, async (d) => {
+    const frames = await expectClose1002(d, (c) => c.write(wsFrame(1, JSON.stringify({ type: 'hello', client: 'bare' }), { mask: false })));
+    assert.ok(!frames.some((f) => f.opcode === 1 && /welcome/.test(textOf(f))), 'no welcome for the unmasked hello');
+    // others are served
+    const ok = await connectHello(d, 'masked');
+    assert.equal((await ok.request({ type: 'ping' })).type, 'pong');
+    await ok.close();
+  });
+});
+
+test('an unmasked frame after masked ones (hello answered first) closes with 1002', async () => {
+  await withDaemon({}, async (d) => {
+    const { c, start } = await rawWebSocket(d);
+    c.write(wsFrame(1, JSON.stringify({ type: 'hello', client: 'mixed' })));
+    await c.until((x) => parseFrames(x.buf, start).some((f) => f.opcode === 1), 'welcome');
+    // a long one (16-bit length), unmasked
+    c.write(wsFrame(1, JSON.stringify({ type: 'ping', id: 1, pad: 'x'.repeat(300) }), { mask: false }));
+    await c.waitClosed();
+    const frames = parseFrames(c.buf, start);
+    assert.equal(closeCode(frames.find((f) => f.opcode === 8)), 1002);
+    assert.ok(!frames.some((f) => f.opcode === 1 && /pong/.test(textOf(f))), 'the unmasked ping is not answered');
+  });
+});
+
+test('masked frames split at every byte are served (the watcher follows frame boundaries)', async () => {
+  await withDaemon({}, async (d) => {
+    const { c, start } = await rawWebSocket(d);
+    const bytes = Buffer.concat([
+      wsFrame(1, JSON.stringify({ type: 'hello', client: 'split' })),
+      wsFrame(1, JSON.stringify({ type: 'ping', id: 7, pad: 'y'.repeat(200) })),
+      wsFrame(9, 'are you there'), // a ping frame
+      wsFrame(1, JSON.stringify({ type: 'ping', id: 8 })),
+    ]);
+    for (let i = 0; i < bytes.length; i++) c.write(bytes.subarray(i, i + 1));
+    const frames = await c.until((x) => {
+      const f = parseFrames(x.buf, start);
+      return f.filter((m) => m.opcode === 1 && /"pong"/.test(textOf(m))).length === 2 && f;
+    }, 'two pongs');
+    assert.ok(frames.some((f) => f.opcode === 10), 'the ping frame got its pong frame');
+    assert.ok(!frames.some((f) => f.opcode === 8), 'no close');
+    c.destroy();
+  });
+});
+
+test('over TLS too: an unmasked frame closes with 1002 (frames are watched after decryption)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-mask-tls-'));
+  try {
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert,
+    ], { stdio: 'pipe' });
+    const ca = readFileSync(cert);
+    await withDaemon({ conf: makeConf({ global: [`tls_cert_file ${cert}`, `tls_key_file ${key}`] }) }, async (d) => {
+      const { c, start } = await rawWebSocket(d, ca);
+      c.write(wsFrame(1, JSON.stringify({ type: 'hello', client: 'tls' })));
+      await c.until((x) => parseFrames(x.buf, start).some((f) => f.opcode === 1), 'welcome over TLS');
+      c.write(wsFrame(1, JSON.stringify({ type: 'ping', id: 1 }), { mask: false }));
+      await c.waitClosed();
+      const frames = parseFrames(c.buf, start);
+      assert.equal(closeCode(frames.find((f) => f.opcode === 8)), 1002);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -307,3 +307,46 @@ out:
     free(path);
     return rc;
 }
+
+int mx_atomic_peek(const char *dir, const char *name, const char magic[8], void *out, size_t n,
+                   char *err, size_t errlen)
+{
+    if (!valid_name(name)) {
+        mx_wal_errf(err, errlen, "%s: bad file name", name ? name : "(null)");
+        return MX_EINTERNAL;
+    }
+    char *path = mx_path_join(dir, name, "");
+    if (!path) {
+        mx_wal_errf(err, errlen, "out of memory");
+        return MX_ENOMEM;
+    }
+    int rc = MX_EINTERNAL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        mx_wal_errf(err, errlen, "%s: %s", path, strerror(e));
+        rc = e == ENOENT ? MX_ENO_SUCH_ROOM
+             : (e == EMFILE || e == ENFILE || e == ENOMEM) ? MX_EUNAVAILABLE
+                                                           : MX_EINTERNAL;
+        free(path);
+        return rc;
+    }
+    uint8_t h[ATOMIC_HEADER];
+    struct stat st;
+    int e = fstat(fd, &st) != 0 ? errno : read_all(fd, h, sizeof h);
+    if (e)
+        mx_wal_errf(err, errlen, "%s: %s", path, strerror(e));
+    else if (memcmp(h, magic, 8) != 0)
+        mx_wal_errf(err, errlen, "%s: bad magic (not a %.8s file)", path, magic);
+    else if ((uint64_t)st.st_size != ATOMIC_HEADER + (uint64_t)mx_le32_get(h + 8) ||
+             mx_le32_get(h + 8) < n)
+        mx_wal_errf(err, errlen, "%s: length field says %" PRIu32 " bytes, file holds %lld", path,
+                    mx_le32_get(h + 8), (long long)st.st_size - ATOMIC_HEADER);
+    else if ((e = read_all(fd, out, n)) != 0)
+        mx_wal_errf(err, errlen, "%s: read: %s", path, strerror(e));
+    else
+        rc = 0;
+    close(fd);
+    free(path);
+    return rc;
+}

@@ -671,6 +671,93 @@ static int keep_index(struct mx_walstore *s, mx_wal_reader *rd, char *err, size_
     return 0;
 }
 
+/* ---- the LSN rule: the next LSN is above every LSN on disk ---- */
+
+/* The highest LSN a snapshot covers, at or above wal_next (0 when none is).
+ * Every snapshot's header is peeked (no CRC: one small read per file); one
+ * whose LSN is at or above the WAL's next LSN is read and verified in full
+ * before it counts, so a damaged header cannot move the LSNs (a damaged
+ * snapshot is reported when its room is loaded, as before). */
+static int snapshot_floor(struct mx_walstore *s, mx_map *snaps, uint64_t wal_next, uint64_t *floor,
+                          char *which, size_t whichlen, char *err, size_t errlen)
+{
+    size_t it = 0, len;
+    const char *id;
+    void *v;
+    *floor = 0;
+    while (mx_map_next(snaps, &it, &id, &len, &v)) {
+        char name[MX_ROOM_ID_MAX + 8], why[300];
+        snprintf(name, sizeof(name), "%.*s.snap", (int)len, id);
+        uint8_t p[MX_SNAPSHOT_LSN_BYTES];
+        int rc = mx_atomic_peek(s->snapdir, name, MX_SNAPSHOT_MAGIC, p, sizeof(p), why, sizeof(why));
+        uint64_t lsn = rc ? 0 : mx_snapshot_peek_lsn(p);
+        if (!rc && lsn >= wal_next && lsn > *floor)
+            rc = snapshot_lsn(s, id, len, &lsn); /* verify it before trusting it */
+        if (rc == MX_EUNAVAILABLE || rc == MX_ENOMEM) {
+            snprintf(err, errlen, "%s/%s: cannot be read now (out of descriptors or memory); start again",
+                     s->snapdir, name);
+            return -1;
+        }
+        if (rc || lsn < wal_next || lsn <= *floor)
+            continue; /* damaged (its room's load says so), or below the WAL's end */
+        *floor = lsn;
+        snprintf(which, whichlen, "%s/%s", s->snapdir, name);
+    }
+    return 0;
+}
+
+/* The WAL ends below an LSN a snapshot covers: records are missing from it
+ * (segments moved away, as the corruption procedure says, or lost).
+ * Continuing at the WAL's end would hand out LSNs that snapshot already
+ * covers, and the next recovery would skip those records as covered: acked
+ * actions lost without an error. Continuing above the snapshot would leave
+ * a hole in the LSNs that the next start cannot tell from a missing
+ * segment. So everything the remaining segments hold goes into snapshots
+ * covering LSN floor, then the segments are deleted, and the log starts
+ * again, contiguous, at floor + 1. Refused when a room in the remaining
+ * segments cannot be rebuilt: its records would be lost. */
+static int fold_wal(struct mx_walstore *s, uint64_t wal_next, uint64_t floor, const char *which,
+                    char *err, size_t errlen)
+{
+    mx_warn("event=wal_behind_snapshots wal_next_lsn=%llu snapshot_lsn=%llu file=%s "
+            "note=\"records are missing from the WAL (segments moved away?); the rest of the WAL "
+            "is folded into snapshots and LSNs continue above %llu\"",
+            (unsigned long long)wal_next, (unsigned long long)floor, which,
+            (unsigned long long)floor);
+    uint64_t rooms = s->pending_rooms;
+    s->fold_lsn = floor;
+    int k;
+    while ((k = mx_recovery_background(s, 1000000)) == 1)
+        ;
+    if (k == 0 && s->st.rooms_unrecoverable) {
+        snprintf(err, errlen,
+                 "the WAL ends at LSN %llu but %s covers LSN %llu, so records are missing from the "
+                 "WAL; %llu room(s) in the remaining segments cannot be rebuilt (see "
+                 "event=room_unrecoverable), so they cannot be moved into snapshots, and starting "
+                 "would lose their records or reuse LSNs a snapshot covers (later acks lost). Restore "
+                 "the missing segments (LSN %llu and up) from a backup, or, accepting the loss of "
+                 "those rooms' records, move the remaining wal-*.log files out of %s as well",
+                 (unsigned long long)wal_next - 1, which, (unsigned long long)floor,
+                 (unsigned long long)s->st.rooms_unrecoverable, (unsigned long long)wal_next,
+                 s->waldir);
+        return -1;
+    }
+    if (k != 0) {
+        snprintf(err, errlen,
+                 "the WAL ends at LSN %llu but %s covers LSN %llu; moving the remaining WAL into "
+                 "snapshots failed (disk full or out of descriptors, see above): free space and "
+                 "start again",
+                 (unsigned long long)wal_next - 1, which, (unsigned long long)floor);
+        return -1;
+    }
+    if (mx_wal_remove_all(s->waldir, err, errlen))
+        return -1;
+    mx_warn("event=wal_folded rooms_snapshotted=%llu next_lsn=%llu note=\"the remaining WAL is in "
+            "snapshots; its segments were deleted\"",
+            (unsigned long long)rooms, (unsigned long long)floor + 1);
+    return 0;
+}
+
 int mx_recovery_start(struct mx_walstore *s, uint64_t *next_lsn, struct mx_recovery_counts *counts,
                       char *err, size_t errlen)
 {
@@ -697,11 +784,25 @@ int mx_recovery_start(struct mx_walstore *s, uint64_t *next_lsn, struct mx_recov
      * snapshots or new records build on them */
     if (mx_wal_reader_sync(rd, err, errlen))
         goto out;
-    *next_lsn = mx_wal_reader_next_lsn(rd);
+    uint64_t next = mx_wal_reader_next_lsn(rd), floor;
+    char which[2400] = "";
+    if (snapshot_floor(s, snaps, next, &floor, which, sizeof(which), err, errlen))
+        goto out;
+    if (floor == UINT64_MAX) {
+        snprintf(err, errlen, "%s covers LSN %llu, the last there can be: no LSN is left", which,
+                 (unsigned long long)floor);
+        goto out;
+    }
     mx_wal_reader *kept = rd;
     rd = NULL;
     if (keep_index(s, kept, err, errlen))
         goto out;
+    if (floor >= next) {
+        if (fold_wal(s, next, floor, which, err, errlen))
+            goto out;
+        next = floor + 1;
+    }
+    *next_lsn = next;
     counts->records = sc.records;
     counts->deleted = sc.deleted;
     rc = 0;

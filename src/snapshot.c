@@ -183,3 +183,9 @@ fail:
     mx_room_free(r);
     return -1;
 }
+
+uint64_t mx_snapshot_peek_lsn(const uint8_t p[MX_SNAPSHOT_LSN_BYTES])
+{
+    mx_cursor c = mx_cursor_of(p, MX_SNAPSHOT_LSN_BYTES);
+    return mx_get_u64(&c);
+}

@@ -260,10 +260,18 @@ static int st_tick(void *ctx)
 
 /* ---- snapshots ---- */
 
+/* The LSN a snapshot written now covers: the last record appended (all of
+ * them are durable when snapshots are written), or, while recovery folds
+ * the WAL before the writer opens, the LSN the writer will continue after. */
+static uint64_t covered_lsn(const struct mx_walstore *s)
+{
+    return s->wal ? mx_wal_next_lsn(s->wal) - 1 : s->fold_lsn;
+}
+
 /* Write r's snapshot. Only called when the WAL holds nothing unwritten. */
 static int write_snapshot(struct mx_walstore *s, struct mx_room *r)
 {
-    uint64_t lsn = mx_wal_next_lsn(s->wal) - 1;
+    uint64_t lsn = covered_lsn(s);
     mx_buf b;
     mx_buf_init(&b, 0);
     if (mx_snapshot_encode(r, lsn, &b)) {
@@ -293,6 +301,8 @@ static int write_snapshot(struct mx_walstore *s, struct mx_room *r)
 /* Snapshots need every record they cover to be durable first. */
 int mx_swal_ready_for_snapshots(struct mx_walstore *s)
 {
+    if (!s->wal)
+        return 1; /* recovery folding the WAL: the reader synced what it read */
     if (s->failed || mx_wal_pending_bytes(s->wal))
         return 0;
     return mx_wal_sync(s->wal) == 0;
@@ -342,7 +352,7 @@ static void st_after_commit(void *ctx, mx_map *rooms)
  * now loadable from disk. */
 size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, size_t n)
 {
-    uint64_t lsn = mx_wal_next_lsn(s->wal) - 1;
+    uint64_t lsn = covered_lsn(s);
     char **names = mx_calloc(n, sizeof(char *));
     const void **payloads = mx_calloc(n, sizeof(void *));
     size_t *lens = mx_calloc(n, sizeof(size_t));

@@ -620,3 +620,25 @@ int mx_wal_remove_before(mx_wal *w, uint64_t lsn)
     return rc ? -1 : (int)done;
 }
 
+int mx_wal_remove_all(const char *dir, char *err, size_t errlen)
+{
+    struct mx_wal_seg *segs;
+    size_t n;
+    int e = mx_wal_list_segments(dir, &segs, &n);
+    for (size_t i = 0; !e && i < n; i++) {
+        char name[MX_WAL_SEG_NAME_LEN];
+        mx_wal_seg_name(name, segs[i].lsn);
+        char *path = mx_path_join(dir, name, "");
+        if (!path || (unlink(path) != 0 && errno != ENOENT))
+            e = path ? errno : ENOMEM;
+        free(path);
+    }
+    if (!e && n)
+        e = mx_fsync_dir(dir);
+    free(segs);
+    if (e) {
+        mx_wal_errf(err, errlen, "%s: removing segments: %s", dir, strerror(e));
+        return -1;
+    }
+    return 0;
+}

@@ -16,6 +16,11 @@
 /* Append the encoding of r (covering WAL records up to lsn) to out. 0 / -1 OOM. */
 int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out);
 
+/* The payload starts with the LSN it covers: mx_atomic_peek reads this
+ * many bytes, mx_snapshot_peek_lsn decodes them. */
+#define MX_SNAPSHOT_LSN_BYTES 8
+uint64_t mx_snapshot_peek_lsn(const uint8_t p[MX_SNAPSHOT_LSN_BYTES]);
+
 /* Rebuild a room. The state's digest must equal the stored checksum and the
  * log must be consecutive and end at seq; otherwise -1 with err filled.
  * The room type's settings come from cfg (they may have changed since). */

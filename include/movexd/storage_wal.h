@@ -43,6 +43,7 @@ struct mx_walstore {
     size_t bg_batch;          /* snapshots per background batch (halved after a failure) */
     uint64_t checkpoint_floor; /* see st_after_commit */
     mx_wal_reader *rd;        /* keeps the indexed segments mapped */
+    uint64_t fold_lsn;        /* LSN snapshots cover while recovery folds the WAL (no writer yet) */
 };
 
 /* ---- storage_wal.c, for recovery ---- */

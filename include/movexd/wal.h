@@ -111,6 +111,10 @@ uint64_t mx_wal_fsyncs(const mx_wal *w);       /* fdatasync calls so far */
  * being written, and never the newest file, whose name keeps the next LSN
  * known to recovery). Returns the number deleted, or -1 (logged) on error. */
 int mx_wal_remove_before(mx_wal *w, uint64_t lsn);
+/* Delete every segment file in DIR (no writer open on it) and fsync DIR:
+ * for recovery, once snapshots hold everything the segments held. 0 or -1
+ * (err filled). */
+int mx_wal_remove_all(const char *dir, char *err, size_t errlen);
 
 /* ---- reading (recovery) ---- */
 
@@ -174,6 +178,13 @@ int mx_atomic_write_many(const char *dir, size_t n, char *const names[], const c
  * magic/length/crc (err names file). */
 int mx_atomic_read(const char *dir, const char *name, const char magic[8], void **payload,
                    size_t *len, char *err, size_t errlen);
+
+/* The first n payload bytes of such a file, checking only its magic and
+ * that its length field matches its size (the CRC needs the whole file, so
+ * the bytes are not verified: for a quick look, e.g. a snapshot's LSN).
+ * Returns as mx_atomic_read. */
+int mx_atomic_peek(const char *dir, const char *name, const char magic[8], void *out, size_t n,
+                   char *err, size_t errlen);
 
 /* ---- fault injection (test builds only) ----
  * Built with -DMX_FAULT_INJECTION (the asan test variant), the WAL checks

@@ -20,6 +20,7 @@
 #include "movexd/engine.h"
 #include "movexd/map.h"
 #include "movexd/room.h"
+#include "movexd/snapshot.h"
 #include "movexd/storage.h"
 
 struct fake {
@@ -771,6 +772,110 @@ START_TEST(snapshot_read_without_descriptors_is_transient)
 }
 END_TEST
 
+/* A snapshot of room `id` (empty state, seq 0) claiming to cover `lsn`,
+ * written as the daemon writes them; `damage` flips a byte of its payload
+ * after the CRC was computed (the header still reads the same LSN). */
+static void plant_snapshot(struct env *v, const char *id, uint64_t lsn, int damage)
+{
+    int e;
+    struct mx_room *r = mx_room_new(id, strlen(id), mx_config_room_type(&v->cfg, "t", 1), mx_json_obj(),
+                                    v->cfg.dedup_window, &e);
+    ck_assert_ptr_nonnull(r);
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    ck_assert_int_eq(mx_snapshot_encode(r, lsn, &b), 0);
+    mx_room_free(r);
+    char dir[128], name[64], err[300];
+    snprintf(dir, sizeof(dir), "%s/rooms", v->dir);
+    snprintf(name, sizeof(name), "%s.snap", id);
+    ck_assert_int_eq(mx_atomic_write(dir, name, MX_SNAPSHOT_MAGIC, mx_buf_data(&b), b.len, err, sizeof(err)), 0);
+    mx_buf_free(&b);
+    if (damage) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        FILE *f = fopen(path, "r+b");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(fseek(f, -1, SEEK_END), 0);
+        int c = fgetc(f);
+        ck_assert_int_eq(fseek(f, -1, SEEK_END), 0);
+        fputc(c ^ 0x40, f);
+        fclose(f);
+    }
+}
+
+static int wal_file_exists(struct env *v, uint64_t lsn)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/wal/wal-%020llu.log", v->dir, (unsigned long long)lsn);
+    return access(path, F_OK) == 0;
+}
+
+/* The LSN rule: a snapshot covering LSN 5000 while the WAL ends far below
+ * (its later segments gone) moves the next LSN above 5000 - the remaining
+ * WAL is folded into snapshots first - and the rooms of the remaining WAL
+ * are intact across the next crash. */
+START_TEST(next_lsn_above_every_snapshot)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    workload(&v);
+    env_stop(&v, 1);
+    plant_snapshot(&v, "t:z", 5000, 0);
+    env_start(&v);
+    ck_assert(wal_file_exists(&v, 5001));
+    ck_assert(!wal_file_exists(&v, 1)); /* folded into snapshots, then deleted */
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c2\"}", "\"welcome\"");
+    ck_reply_has(&v, "{\"type\":\"subscribe\",\"id\":6,\"room\":\"t:a\"}", "\"seq\":40");
+    ck_reply_has(&v,
+                 "{\"type\":\"action\",\"id\":7,\"room\":\"t:a\",\"n\":1,\"action\":{\"type\":\"patch\","
+                 "\"payload\":[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1}]}}",
+                 "\"seq\":41");
+    env_stop(&v, 1);
+    env_start(&v);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c3\"}", "\"welcome\"");
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":8,\"room\":\"t:a\"}", "\"seq\":41");
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":9,\"room\":\"t:z\"}", "\"seq\":0");
+    env_stop(&v, 0);
+    env_free(&v);
+}
+END_TEST
+
+/* A damaged snapshot cannot move the LSNs: its header says 5000, but it is
+ * verified before it counts, and the log goes on where the WAL ends. */
+START_TEST(damaged_snapshot_does_not_move_next_lsn)
+{
+    struct env v;
+    env_init(&v, 1000000);
+    workload(&v);
+    env_stop(&v, 1);
+    plant_snapshot(&v, "t:z", 5000, 1);
+    env_start(&v);
+    ck_assert(!wal_file_exists(&v, 5001));
+    ck_assert(wal_file_exists(&v, 1));
+    env_stop(&v, 0);
+    env_free(&v);
+}
+END_TEST
+
+/* The WAL ends below a snapshot's LSN and a room in the remaining segments
+ * cannot be rebuilt: folding would drop its records, continuing without
+ * folding would reuse LSNs the snapshot covers. Start-up refuses, saying
+ * why and what to do, and deletes nothing. */
+START_TEST(fold_refused_when_a_room_cannot_be_rebuilt)
+{
+    struct env v;
+    env_with_unreplayable_room(&v);
+    plant_snapshot(&v, "t:z", 5000, 0);
+    char err[1024];
+    mx_map *rooms = NULL;
+    ck_assert_int_ne(mx_storage_wal_open(&v.cfg, &v.st, &rooms, err, sizeof(err)), 0);
+    ck_assert_msg(strstr(err, "cannot be rebuilt") && strstr(err, "Restore the missing segments"), "%s", err);
+    ck_assert(wal_file_exists(&v, 1));
+    ck_assert(!wal_file_exists(&v, 5001));
+    env_free(&v);
+}
+END_TEST
+
 Suite *mx_suite_recovery(void)
 {
     if (sodium_init() < 0)
@@ -795,6 +900,9 @@ Suite *mx_suite_recovery(void)
     tcase_add_test(tc, rooms_total_while_rebuilding);
     tcase_add_test(tc, unrecoverable_room_can_be_deleted);
     tcase_add_test(tc, snapshot_read_without_descriptors_is_transient);
+    tcase_add_test(tc, next_lsn_above_every_snapshot);
+    tcase_add_test(tc, damaged_snapshot_does_not_move_next_lsn);
+    tcase_add_test(tc, fold_refused_when_a_room_cannot_be_rebuilt);
     suite_add_tcase(s, tc);
     return s;
 }

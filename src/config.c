@@ -1127,3 +1127,69 @@ int mx_config_key_line(const char *path, const char *key)
     fclose(f);
     return found;
 }
+
+/* Does field k differ between the two structs (strings compared as text)? */
+static int field_differs(const struct key *k, const void *a, const void *b)
+{
+    const char *x = (const char *)a + k->off, *y = (const char *)b + k->off;
+    if (k->kind == K_PATH || k->kind == K_REDUCER)
+        return strncmp(x, y, k->size) != 0;
+    return memcmp(x, y, k->size) != 0;
+}
+
+static void add_name(char *out, size_t outlen, size_t *len, const char *prefix, const char *name)
+{
+    int n = snprintf(out + *len, *len < outlen ? outlen - *len : 0, "%s%s%s", *len ? "," : "",
+                     prefix, name);
+    if (n > 0)
+        *len += (size_t)n;
+}
+
+static void room_diff(const struct mx_room_type *a, const struct mx_room_type *b, char *out,
+                      size_t outlen, size_t *len)
+{
+    char prefix[MX_ROOM_TYPE_MAX + 8];
+    snprintf(prefix, sizeof prefix, "%s.", b->name);
+    for (size_t i = 0; i < NROOM; i++)
+        if (field_differs(&room_keys[i], a, b))
+            add_name(out, outlen, len, prefix, room_keys[i].name);
+}
+
+static const struct mx_room_type *find_type(const struct mx_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->ntypes; i++)
+        if (!strcmp(c->types[i].name, name))
+            return &c->types[i];
+    return NULL;
+}
+
+size_t mx_config_diff(const struct mx_config *a, const struct mx_config *b, char *out, size_t outlen)
+{
+    size_t len = 0;
+    if (outlen)
+        out[0] = '\0';
+    for (size_t i = 0; i < NGLOBAL; i++) {
+        const struct key *k = &global_keys[i];
+        int differs = field_differs(k, a, b);
+        if (k->kind == K_LISTEN) /* the port is a field of its own */
+            differs = differs || a->listen_port != b->listen_port;
+        if (differs)
+            add_name(out, outlen, &len, "", k->name);
+    }
+    room_diff(&a->def, &b->def, out, outlen, &len);
+    for (size_t i = 0; i < b->ntypes; i++) {
+        const struct mx_room_type *t = find_type(a, b->types[i].name);
+        if (t)
+            room_diff(t, &b->types[i], out, outlen, &len);
+        else
+            add_name(out, outlen, &len, "+room:", b->types[i].name);
+    }
+    for (size_t i = 0; i < a->ntypes; i++)
+        if (!find_type(b, a->types[i].name))
+            add_name(out, outlen, &len, "-room:", a->types[i].name);
+    if (outlen && len >= outlen) { /* cut: say so rather than end mid-name */
+        size_t cut = outlen > 4 ? outlen - 4 : 0;
+        snprintf(out + cut, outlen - cut, "...");
+    }
+    return len;
+}

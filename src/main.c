@@ -255,8 +255,12 @@ static void keep_fixed(struct mx_config *next, const struct mx_config *cur)
         mx_warn("event=reload_ignored key=" #f " note=\"needs a restart\"");   \
         next->f = cur->f;                                                      \
     }
-    KEEP_STR(listen_addr)
-    KEEP_VAL(listen_port)
+    /* one conf key, `listen`, sets both fields */
+    if (strcmp(next->listen_addr, cur->listen_addr) || next->listen_port != cur->listen_port) {
+        mx_warn("event=reload_ignored key=listen note=\"needs a restart\"");
+        memcpy(next->listen_addr, cur->listen_addr, sizeof(next->listen_addr));
+        next->listen_port = cur->listen_port;
+    }
     KEEP_STR(data_dir)
     KEEP_VAL(fsync)
     KEEP_VAL(wal_segment_bytes)
@@ -297,6 +301,8 @@ static void reload(struct mx_server *s)
         return;
     }
     keep_fixed(&next, &cfg);
+    char changed[1024];
+    mx_config_diff(&cfg, &next, changed, sizeof changed);
     int log_moved = strcmp(next.log_file, cfg.log_file) != 0;
     mx_config_free(&cfg);
     cfg = next; /* the engine, server and storage read cfg through pointers */
@@ -312,7 +318,8 @@ static void reload(struct mx_server *s)
     if (mx_admin_load_token(s, &cfg, err, sizeof(err)))
         mx_err("event=reload_admin_token_failed reason=\"%s\" note=\"admin API disabled\"", err);
     mx_tls_reload(s);
-    mx_info("event=reloaded config=%s", conf_path ? conf_path : "(defaults)");
+    mx_info("event=reloaded config=%s changed=%s", conf_path ? conf_path : "(defaults)",
+            changed[0] ? changed : "none");
 }
 
 int main(int argc, char **argv)

@@ -121,6 +121,13 @@ int mx_config_set_listen(struct mx_config *c, const char *s);
 /* Parse a log level name ("error", "warn", "info", "debug"). 0 or -1. */
 int mx_config_parse_log_level(const char *s, enum mx_log_level *out);
 
+/* The conf names of the settings that differ from a to b, comma-separated
+ * into out ("max_depth,todo.history,+room:chat,-room:old": a room key as
+ * TYPE.KEY, a room block added as "+room:TYPE", removed as "-room:TYPE"),
+ * for the reload log line; "" when nothing differs. Returns the length
+ * wanted (out is cut, ending in "...", when it is longer). */
+size_t mx_config_diff(const struct mx_config *a, const struct mx_config *b, char *out, size_t outlen);
+
 /* The line of the conf file at path where the top-level key is set, or 0
  * (not set there, or the file cannot be read): for FILE:LINE in messages
  * about values that parse but cannot be used. */

@@ -107,3 +107,23 @@ test('a port in use: exit 2 saying "Address already in use"', async () => {
     await d.stop();
   }
 });
+
+test('a reload logs the keys that changed, by their conf names', async () => {
+  const { writeFileSync } = await import('node:fs');
+  const base = (extra = '', todo = '') => `log_level info\n${extra}room default {\n    create_on_subscribe yes\n}\nroom todo {\n${todo}}\nroom old {\n}\n`;
+  const d = await startDaemon({ conf: base() });
+  try {
+    const reload = async (text) => {
+      writeFileSync(d.confPath, text);
+      const from = d.stderr.length;
+      d.proc.kill('SIGHUP');
+      const m = await d.waitLog(/event=reloaded config=\S+ changed=(\S+)/, undefined, from);
+      return m[1];
+    };
+    assert.equal(await reload(base()), 'none');
+    const text = `log_level info\nmax_depth 32\nrate_burst 500\nroom default {\n    create_on_subscribe yes\n}\nroom todo {\n    history 7\n}\nroom chat {\n}\n`;
+    assert.equal(await reload(text), 'max_depth,rate_burst,+room:chat,todo.history,-room:old');
+  } finally {
+    await d.stop();
+  }
+});

@@ -211,8 +211,8 @@ test('SIGHUP with a changed listen (and fsync): reload_ignored, still served on 
     assert.equal((await a.request({ type: 'subscribe', room: 'todo:listen' })).type, 'snapshot');
     // another port, another address, another fsync policy
     const log = await reload(d, conf('127.0.0.2:1', 'no'));
-    assert.match(log, /warn event=reload_ignored key=listen_addr note="needs a restart"/, log);
-    assert.match(log, /warn event=reload_ignored key=listen_port note="needs a restart"/, log);
+    // by its conf name, once (issue #13: reloads speak the conf's language)
+    assert.equal(log.match(/warn event=reload_ignored key=listen note="needs a restart"/g)?.length, 1, log);
     assert.match(log, /warn event=reload_ignored key=fsync note="needs a restart"/, log);
     assert.match(log, /event=reloaded/);
     assert.equal((await a.request({ type: 'ping' })).type, 'pong');
@@ -226,7 +226,7 @@ test('SIGHUP with a changed listen (and fsync): reload_ignored, still served on 
     // Only the ignored keys were kept: a second reload of the same file
     // warns again (the running value is still the original one).
     const again = await reload(d);
-    assert.match(again, /event=reload_ignored key=listen_port/);
+    assert.match(again, /event=reload_ignored key=listen /);
     // Back to the original listen and fsync: nothing ignored.
     const back = await reload(d, conf('127.0.0.1:0', 'always'));
     assert.doesNotMatch(back, /reload_ignored/, back);

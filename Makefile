@@ -50,10 +50,15 @@ deps:
 test-deps:
 	@scripts/install-deps.sh --test
 
+# The build's compiler lines go to build/release/build.log (shown only when
+# the build fails); the daemon then logs where to go (event=demo url=...).
 run: deps
-	@$(MAKE) --no-print-directory VARIANT=release all
-	@echo "movexd: starting on $(CONF) (Ctrl-C stops it)"
-	exec build/release/movexd -c $(CONF)
+	@mkdir -p build/release
+	@echo "movexd: building (log: build/release/build.log)"
+	@$(MAKE) --no-print-directory VARIANT=release all > build/release/build.log 2>&1 || \
+	  { cat build/release/build.log; echo "movexd: the build failed (above)" >&2; exit 1; }
+	@echo "movexd: starting on $(CONF); open the demo at the url= of the event=demo line below (Ctrl-C stops it)"
+	@exec build/release/movexd -c $(CONF)
 
 test: test-deps
 	@$(MAKE) --no-print-directory VARIANT=release all unit-bin bench-bin

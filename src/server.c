@@ -240,8 +240,13 @@ static void log_listening(const struct mx_server *s, const struct sockaddr *sa, 
     int wild = mx_listen_is_wildcard(sa), v6 = sa->sa_family == AF_INET6 && !wild;
     const char *tls = s->cfg->tls_cert_file[0] ? "on" : "off";
     const char *scheme = s->cfg->tls_cert_file[0] ? "wss" : "ws";
+    const char *host = wild ? "localhost" : a;
     mx_info("event=listening addr=%s port=%d listen=%s tls=%s ws=%s://%s%s%s:%d/ws", a, port, from,
-            tls, scheme, v6 ? "[" : "", wild ? "localhost" : a, v6 ? "]" : "", port);
+            tls, scheme, v6 ? "[" : "", host, v6 ? "]" : "", port);
+    /* what a new user opens first (make run shows it) */
+    if (s->cfg->serve_demo)
+        mx_info("event=demo url=%s://%s%s%s:%d/ note=\"open it in two windows\"",
+                s->cfg->tls_cert_file[0] ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "", port);
 }
 
 /* After lws has bound the port: find the socket and compare the address it

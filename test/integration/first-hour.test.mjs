@@ -127,3 +127,37 @@ test('a reload logs the keys that changed, by their conf names', async () => {
     await d.stop();
   }
 });
+
+test('make run: no compiler lines, and the demo URL is printed', { skip: process.env.VARIANT === 'asan' && 'make run builds the release variant' }, async () => {
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { TIMEOUT } = await import('./lib.mjs');
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-makerun-'));
+  const conf = join(dir, 'run.conf');
+  writeFileSync(conf, `listen 127.0.0.1:0\ndata_dir ${join(dir, 'data')}\nclient_dir ${join(ROOT, 'client')}\nserve_demo yes\n`);
+  // its own process group, so the make, its shell and the daemon stop together
+  const p = spawn('make', ['--no-print-directory', 'run', `CONF=${conf}`], { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (d) => { out += d; });
+  p.stderr.on('data', (d) => { out += d; });
+  try {
+    const url = await new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`no demo url; output:\n${out}`)), 6 * TIMEOUT);
+      const check = () => {
+        const m = /event=demo url=(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+        if (m) { clearTimeout(t); res(m[1]); }
+      };
+      p.stdout.on('data', check);
+      p.stderr.on('data', check);
+      p.on('close', () => { clearTimeout(t); rej(new Error(`make run exited; output:\n${out}`)); });
+    });
+    const page = await fetch(url);
+    assert.equal(page.status, 200);
+    assert.doesNotMatch(out, /^(cc|gcc|clang) |-Werror|\.o\b/m, `compiler lines in make run's output:\n${out}`);
+  } finally {
+    try { process.kill(-p.pid, 'SIGTERM'); } catch { /* gone */ }
+    await new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.on('close', r)));
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -44,7 +44,7 @@
 /* A small-bounds conf like the fuzz harness's, so limit paths are reached. */
 static const char conf_text[] = "max_rooms_per_conn 4\nmax_depth 12\nmax_queue_bytes 4k\nevict_idle_ms 0\n"
                                 "room default {\n    history 4\n    max_state_bytes 2k\n"
-                                "    create_on_subscribe yes\n    max_ops 8\n}\n"
+                                "    create_on_subscribe yes\n    max_ops 8\n    max_presence_bytes 1k\n}\n"
                                 "room h0 {\n    history 0\n}\nroom ns {\n    create_on_subscribe no\n}\n"
                                 "room big {\n    history 64\n    max_state_bytes 0\n    max_ops 0\n}\n";
 
@@ -340,6 +340,34 @@ static char *slurp(const char *path, size_t *len)
     return buf;
 }
 
+/* Paths the corpus reaches little: presence, dep arrays, a room without
+ * history, unsubscribe and delete with subscribers, catch-up after them. */
+static const char extra_script[] =
+    "{\"type\":\"hello\",\"client\":\"p1\"}\n"
+    "@1\n{\"type\":\"hello\",\"client\":\"p2\"}\n"
+    "{\"type\":\"subscribe\",\"id\":1,\"room\":\"t:p\"}\n"
+    "@0\n{\"type\":\"subscribe\",\"id\":2,\"room\":\"t:p\"}\n"
+    "{\"type\":\"presence\",\"id\":3,\"room\":\"t:p\",\"state\":{\"name\":\"Ann\",\"at\":[1,2]}}\n"
+    "{\"type\":\"action\",\"id\":4,\"room\":\"t:p\",\"n\":1,\"action\":{\"type\":\"patch\",\"payload\":"
+    "[{\"op\":\"add\",\"path\":\"/l\",\"value\":[]}]}}\n"
+    "{\"type\":\"action\",\"id\":5,\"room\":\"t:p\",\"n\":2,\"dep\":[1],\"action\":{\"type\":\"patch\","
+    "\"payload\":[{\"op\":\"add\",\"path\":\"/l/-\",\"value\":\"x\"}]}}\n"
+    "{\"type\":\"action\",\"id\":6,\"room\":\"t:p\",\"n\":3,\"dep\":[1,2],\"action\":{\"type\":\"patch\","
+    "\"payload\":[{\"op\":\"test\",\"path\":\"/l/0\",\"value\":\"y\"}]}}\n"
+    "{\"type\":\"action\",\"id\":7,\"room\":\"t:p\",\"n\":4,\"dep\":[3,2],\"action\":{\"type\":\"patch\","
+    "\"payload\":[]}}\n"
+    "@b\n{\"type\":\"presence\",\"id\":8,\"room\":\"t:p\",\"state\":null}\n"
+    "@1\n{\"type\":\"action\",\"id\":9,\"room\":\"t:p\",\"n\":1,\"action\":{\"type\":\"patch\",\"payload\":"
+    "[{\"op\":\"copy\",\"from\":\"/l\",\"path\":\"/m\"}]}}\n"
+    "@c\n@b\n@s1 t:p\n@y2 t:p\n"
+    "{\"type\":\"create\",\"id\":10,\"room\":\"h0:x\",\"state\":{\"a\":{\"b\":[1,{\"c\":\"d\"}]}}}\n"
+    "{\"type\":\"subscribe\",\"id\":11,\"room\":\"h0:x\"}\n"
+    "{\"type\":\"action\",\"id\":12,\"room\":\"h0:x\",\"n\":1,\"action\":{\"type\":\"patch\",\"payload\":"
+    "[{\"op\":\"move\",\"from\":\"/a/b\",\"path\":\"/z\"}]}}\n"
+    "@0\n{\"type\":\"unsubscribe\",\"id\":13,\"room\":\"t:p\"}\n"
+    "@dt:p\n@1\n{\"type\":\"get\",\"id\":14,\"room\":\"t:p\"}\n"
+    "{\"type\":\"subscribe\",\"id\":15,\"room\":\"t:p\"}\n@x\n@t\n";
+
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 START_TEST(engine_corpus_every_allocation_can_fail)
@@ -386,6 +414,15 @@ START_TEST(engine_corpus_every_allocation_can_fail)
         }
         free(data);
         free(names[k]);
+    }
+    {
+        unsigned dummy = 0;
+        uint64_t total = run_script(&cfg, extra_script, sizeof extra_script - 1, 0, &dummy);
+        for (uint64_t n = 1; n <= total + 1; n++) { /* every one: it is short */
+            run_script(&cfg, extra_script, sizeof extra_script - 1, n, &nomem_checked);
+            runs++;
+            fired += mx_alloc_fault_fired();
+        }
     }
     json_set_alloc_funcs(malloc, free);
     mx_config_free(&cfg);

@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "movexd/wsmask.h"
+#include "movexd/alloc.h"
 
 #include <dlfcn.h>
 #include <stdint.h>
@@ -55,7 +56,7 @@ void mx_wsmask_watch(int fd)
         return;
     if ((size_t)fd >= nwatches) {
         size_t n = (size_t)fd * 2 + 64;
-        struct watch *w = realloc(watches, n * sizeof(*w));
+        struct watch *w = mx_realloc(watches, n * sizeof(*w));
         if (!w)
             return; /* out of memory: this connection is not checked */
         memset(w + nwatches, 0, (n - nwatches) * sizeof(*w));

@@ -35,6 +35,7 @@ struct outbox_entry {
 
 struct mx_engine {
     const struct mx_config *cfg;
+    const struct mx_request *cur; /* the request being handled (its room names log lines) */
     const struct mx_storage *st;
     mx_map *rooms;
     struct outbox_entry *out;
@@ -550,8 +551,13 @@ static void reply_error(mx_engine *e, struct mx_conn *c, int has_id, uint64_t id
     mx_buf_init(&b, MX_FRAME_PRE);
     mx_proto_error(&b, has_id, id, err, message);
     e->stats.errors_sent++;
-    mx_debug("event=error client=%s code=%s message=\"%s\"", c->clientlen ? c->client : "-",
-             mx_err_code(err), message ? message : "");
+    const struct mx_request *q = e->cur;
+    if (q && q->room && q->roomlen)
+        mx_debug("event=error client=%s room=%.*s code=%s message=\"%s\"", c->clientlen ? c->client : "-",
+                 (int)q->roomlen, q->room, mx_err_code(err), message ? message : "");
+    else
+        mx_debug("event=error client=%s code=%s message=\"%s\"", c->clientlen ? c->client : "-",
+                 mx_err_code(err), message ? message : "");
     size_t before = e->nout;
     push_buf(e, c, &b);
     mark_free(e, before);
@@ -909,6 +915,8 @@ static void reply_reject(mx_engine *e, struct mx_conn *c, const struct mx_reques
     mx_buf_init(&b, MX_FRAME_PRE);
     if (!duplicate)
         e->rejects_by_code[mx_err_index(code)]++;
+    mx_debug("event=reject client=%s room=%s n=%llu code=%s%s", c->clientlen ? c->client : "-", r->id,
+             (unsigned long long)q->n, mx_err_code(code), duplicate ? " duplicate=true" : "");
     mx_proto_reject(&b, &(struct mx_msg_reject){.h = reply_head(q, r), .n = q->n, .code = code,
                                                 .message = message, .seq = seq, .checksum = sum,
                                                 .duplicate = duplicate});
@@ -1408,6 +1416,7 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
             goto done;
         }
     }
+    e->cur = &q;
     switch (q.type) {
     case MX_REQ_HELLO: do_hello(e, c, &q); break;
     case MX_REQ_CREATE: do_create(e, c, &q); break;
@@ -1419,6 +1428,7 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     case MX_REQ_PING: do_ping(e, c, &q); break;
     case MX_REQ_PRESENCE: do_presence(e, c, &q); break;
     }
+    e->cur = NULL;
 done:
     json_decref(j);
 }

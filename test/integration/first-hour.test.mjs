@@ -161,3 +161,21 @@ test('make run: no compiler lines, and the demo URL is printed', { skip: process
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('error and reject log lines name the room', async () => {
+  const { connectHello, patchAction } = await import('./lib.mjs');
+  const d = await startDaemon({ args: ['--log-level', 'debug'] });
+  try {
+    const c = await connectHello(d, 'eve');
+    const e = await c.request({ type: 'unsubscribe', room: 'todo:nowhere' });
+    assert.equal(e.type, 'error');
+    await d.waitLog(new RegExp(`debug event=error client=eve room=todo:nowhere code=${e.code} `));
+    await c.request({ type: 'subscribe', room: 'todo:r' });
+    const r = await c.request(patchAction('todo:r', 1, [{ op: 'test', path: '/x', value: 1 }]));
+    assert.equal(r.type, 'reject');
+    await d.waitLog(/debug event=reject client=eve room=todo:r n=1 code=(test_failed|bad_patch)/);
+    await c.close();
+  } finally {
+    await d.stop();
+  }
+});

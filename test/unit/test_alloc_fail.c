@@ -17,14 +17,15 @@
  * Counting is enabled only inside calls into the engine, so the harness's
  * own allocations (parsing replies, the checks) never fail.
  * MX_FUZZ_CORPUS overrides the corpus directory. Built without
- * MX_FAULT_INJECTION the suite holds nothing. */
+ * MX_FAULT_INJECTION only the check that src/ allocates through the seam
+ * runs. */
 #include <check.h>
-
-#ifdef MX_FAULT_INJECTION
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef MX_FAULT_INJECTION
 
 #include <jansson.h>
 
@@ -435,11 +436,48 @@ START_TEST(engine_corpus_every_allocation_can_fail)
 END_TEST
 #endif
 
+/* The seam only works if nothing goes around it: no src/ file but alloc.c
+ * calls malloc, calloc, realloc or strdup itself (in any build). */
+START_TEST(every_allocation_in_src_goes_through_the_seam)
+{
+    DIR *d = opendir("src");
+    ck_assert_msg(d != NULL, "run from the repository root");
+    struct dirent *de;
+    char bad[2048] = "";
+    while ((de = readdir(d))) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 3 || strcmp(de->d_name + nl - 2, ".c") || !strcmp(de->d_name, "alloc.c"))
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "src/%s", de->d_name);
+        FILE *f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        char line[4096];
+        for (int ln = 1; fgets(line, sizeof line, f); ln++) {
+            static const char *const fns[] = {"malloc(", "calloc(", "realloc(", "strdup("};
+            for (size_t k = 0; k < 4; k++)
+                for (const char *p = strstr(line, fns[k]); p; p = strstr(p + 1, fns[k])) {
+                    char before = p > line ? p[-1] : ' ';
+                    if ((before >= 'a' && before <= 'z') || (before >= 'A' && before <= 'Z') ||
+                        (before >= '0' && before <= '9') || before == '_' || before == '.' || before == '>')
+                        continue; /* mx_malloc(, a member, another name */
+                    size_t used = strlen(bad);
+                    snprintf(bad + used, sizeof bad - used, " %s:%d", path, ln);
+                }
+        }
+        fclose(f);
+    }
+    closedir(d);
+    ck_assert_msg(!bad[0], "raw allocations (use mx_malloc & co., include/movexd/alloc.h):%s", bad);
+}
+END_TEST
+
 Suite *mx_suite_alloc_fail(void)
 {
     Suite *s = suite_create("alloc_fail");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, every_allocation_in_src_goes_through_the_seam);
 #ifdef MX_FAULT_INJECTION
     tcase_add_test(tc, engine_corpus_every_allocation_can_fail);
 #endif

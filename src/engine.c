@@ -54,11 +54,6 @@ struct mx_engine {
     size_t npres, cappres;
 };
 
-/* Presence: at most one announcement per connection and room in this
- * interval; later changes are coalesced (the latest wins) and go out at the
- * first commit after it (the loop commits every turn, at least once a
- * second). */
-#define MX_PRESENCE_INTERVAL_MS 50
 
 mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *st, mx_map *rooms)
 {
@@ -1132,6 +1127,8 @@ static void flush_presence(mx_engine *e)
     }
     e->npres = keep;
 }
+
+int mx_engine_presence_waiting(const mx_engine *e) { return e->npres > 0; }
 
 static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {

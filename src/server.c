@@ -426,6 +426,15 @@ static void on_tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(t->srv->ctx, 0, &t->sul, on_tick, LWS_US_PER_SEC);
 }
 
+/* Presence changes held back by their rate limit go out at the first commit
+ * after MX_PRESENCE_INTERVAL_MS: this timer makes sure there is one even
+ * when no client sends anything. */
+static void on_presence_due(lws_sorted_usec_list_t *sul)
+{
+    struct tick_timer *t = (struct tick_timer *)sul;
+    lws_cancel_service(t->srv->ctx); /* as on_background: wake the poll */
+}
+
 /* Start-up recovery left rooms to rebuild: slices of MX_BG_SLICE_US, with a
  * turn of the event loop (client messages first) between them. */
 #define MX_BG_SLICE_US 20000
@@ -472,9 +481,11 @@ int mx_server_run(struct mx_server *s)
     memset(&t, 0, sizeof(t));
     t.srv = s;
     lws_sul_schedule(s->ctx, 0, &t.sul, on_tick, LWS_US_PER_SEC);
-    struct tick_timer bg;
+    struct tick_timer bg, pres;
     memset(&bg, 0, sizeof(bg));
     bg.srv = s;
+    memset(&pres, 0, sizeof(pres));
+    pres.srv = s;
     s->background_due = 1;
     s->watchdog_usec = mx_notify_watchdog_usec();
     char status[160];
@@ -491,6 +502,9 @@ int mx_server_run(struct mx_server *s)
                 shed_waiting(s, s->listen_fds[i]);
         }
         int rc = mx_engine_commit(s->engine);
+        if (mx_engine_presence_waiting(s->engine))
+            lws_sul_schedule(s->ctx, 0, &pres.sul, on_presence_due,
+                             (lws_usec_t)MX_PRESENCE_INTERVAL_MS * LWS_US_PER_MS);
         if (s->reload) {
             s->reload = 0;
             mx_notify("RELOADING=1");
@@ -532,6 +546,7 @@ int mx_server_run(struct mx_server *s)
     }
     lws_sul_cancel(&t.sul);
     lws_sul_cancel(&bg.sul);
+    lws_sul_cancel(&pres.sul);
     return ret;
 }
 

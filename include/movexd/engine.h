@@ -102,6 +102,14 @@ void mx_engine_close(mx_engine *e);
  * and unsubscribed. 0 or a negative mx_err. */
 int mx_engine_delete_room(mx_engine *e, const char *id, size_t len);
 
+/* Presence (presence.h): at most one announcement per connection and room
+ * in this interval; later changes are coalesced (the latest wins) and go
+ * out at the first commit after it. */
+#define MX_PRESENCE_INTERVAL_MS 50
+/* 1 while presence changes wait for their interval: the loop must commit
+ * again within MX_PRESENCE_INTERVAL_MS even if nothing else happens. */
+int mx_engine_presence_waiting(const mx_engine *e);
+
 /* 1 when the outbox holds undelivered messages. */
 int mx_engine_has_pending(const mx_engine *e);
 

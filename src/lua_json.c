@@ -74,6 +74,16 @@ int mx_lua_utf8_ok(const char *s, size_t len)
 
 /* ------------------------------------------------------------------ in -- */
 
+/* Integral numbers arrive as Lua integers, so they index arrays and pass
+ * math.type(x) == "integer" checks; the rest as floats. */
+static void push_number(lua_State *L, double d)
+{
+    if (d == floor(d) && fabs(d) < 9007199254740992.0)
+        lua_pushinteger(L, (lua_Integer)d);
+    else
+        lua_pushnumber(L, d);
+}
+
 void mx_lua_push_json(lua_State *L, const json_t *j)
 {
     luaL_checkstack(L, 4, "action nests too deep");
@@ -88,17 +98,11 @@ void mx_lua_push_json(lua_State *L, const json_t *j)
         lua_pushboolean(L, 0);
         break;
     case JSON_INTEGER:
-        lua_pushnumber(L, (lua_Number)json_integer_value(j));
+        push_number(L, (double)json_integer_value(j));
         break;
-    case JSON_REAL: {
-        double d = json_real_value(j);
-        /* integral values arrive as Lua integers so they index arrays */
-        if (d == floor(d) && fabs(d) < 9007199254740992.0)
-            lua_pushinteger(L, (lua_Integer)d);
-        else
-            lua_pushnumber(L, d);
+    case JSON_REAL:
+        push_number(L, json_real_value(j));
         break;
-    }
     case JSON_STRING:
         lua_pushlstring(L, json_string_value(j), json_string_length(j));
         break;
@@ -220,14 +224,9 @@ void mx_lua_push_view(lua_State *L, const mx_val *v)
     case MX_FALSE:
         lua_pushboolean(L, v->type == MX_TRUE);
         return;
-    case MX_NUMBER: {
-        double d = v->u.num;
-        if (d == floor(d) && fabs(d) < 9007199254740992.0)
-            lua_pushinteger(L, (lua_Integer)d);
-        else
-            lua_pushnumber(L, d);
+    case MX_NUMBER:
+        push_number(L, v->u.num);
         return;
-    }
     case MX_STRING:
         lua_pushlstring(L, v->u.str.s, v->u.str.len);
         return;
@@ -468,19 +467,30 @@ static json_t *conv_value(struct conv *c, int idx)
     return NULL;
 }
 
+/* A conversion state (its cycle stack is large: heap, not zeroed). */
+static struct conv *conv_new(lua_State *L, const struct mx_lua_out *lim, char *why, size_t whylen)
+{
+    struct conv *c = mx_malloc(sizeof(*c));
+    if (!c)
+        return NULL;
+    c->L = L;
+    c->lim = lim;
+    c->bytes = 0;
+    c->depth = 0;
+    c->why = why;
+    c->whylen = whylen;
+    why[0] = '\0';
+    return c;
+}
+
 json_t *mx_lua_to_json(lua_State *L, int idx, const struct mx_lua_out *lim, char *why,
                        size_t whylen)
 {
-    struct conv *c = mx_calloc(1, sizeof(*c));
+    struct conv *c = conv_new(L, lim, why, whylen);
     if (!c) {
         snprintf(why, whylen, "out of memory");
         return NULL;
     }
-    c->L = L;
-    c->lim = lim;
-    c->why = why;
-    c->whylen = whylen;
-    why[0] = '\0';
     json_t *j = conv_value(c, lua_absindex(L, idx));
     free(c);
     return j;
@@ -501,10 +511,13 @@ int mx_lua_to_effects(lua_State *L, int idx, const struct mx_lua_out *lim, json_
         return MX_EBAD_EFFECTS;
     }
     char why[160];
-    struct mx_lua_out one = *lim;
     json_t *effects = json_array();
-    if (!effects)
+    struct conv *c = conv_new(L, lim, why, sizeof(why));
+    if (!effects || !c) {
+        json_decref(effects);
+        free(c);
         return MX_ENOMEM;
+    }
     size_t count = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -513,29 +526,26 @@ int mx_lua_to_effects(lua_State *L, int idx, const struct mx_lua_out *lim, json_
     }
     if (count != n) {
         json_decref(effects);
+        free(c);
         snprintf(msg, msglen, "the effects list has holes or keys other than 1..n");
         return MX_EBAD_EFFECTS;
     }
-    size_t used = 0;
+    /* one conversion state over the whole list: max_bytes bounds the sum */
     for (size_t i = 0; i < n; i++) {
+        why[0] = '\0';
         lua_rawgeti(L, idx, (lua_Integer)i + 1);
-        one.max_bytes = lim->max_bytes ? lim->max_bytes - used : 0;
-        json_t *op = mx_lua_to_json(L, -1, &one, why, sizeof(why));
+        json_t *op = conv_value(c, lua_gettop(L));
         lua_pop(L, 1);
         if (!op || json_array_append_new(effects, op)) {
             json_decref(effects);
+            free(c);
             if (!op && strcmp(why, "out of memory") == 0)
                 return MX_ENOMEM;
             snprintf(msg, msglen, "effect %zu: %s", i, op ? "out of memory" : why);
             return MX_EBAD_EFFECTS;
         }
-        used += json_dumpb(op, NULL, 0, JSON_COMPACT);
-        if (lim->max_bytes && used > lim->max_bytes) {
-            json_decref(effects);
-            snprintf(msg, msglen, "the effects are larger than %zu bytes", lim->max_bytes);
-            return MX_EBAD_EFFECTS;
-        }
     }
+    free(c);
     mx_patch_limits pl = {.max_depth = lim->max_depth, .max_ops = lim->max_ops};
     mx_patch_error perr;
     if (mx_patch_validate(effects, &pl, &perr)) {

@@ -239,9 +239,29 @@ static int ctx_random(lua_State *L)
     return 1;
 }
 
+/* ctx is one table per VM, refilled for every call (a table, a closure
+ * and a userdata per action showed in the cost of small reducers); a
+ * reducer that keeps ctx sees the fields of the latest call. */
+static char ctx_key;
+
 static void push_ctx(lua_State *L, const struct mx_reduce_ctx *ctx)
 {
-    lua_createtable(L, 0, 5);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 5);
+        lua_newuserdatauv(L, sizeof(struct rng), 0);
+        lua_pushcclosure(L, ctx_random, 1);
+        lua_setfield(L, -2, "random");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
+    }
+    lua_getfield(L, -1, "random");
+    lua_getupvalue(L, -1, 1);
+    struct rng *r = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    uint64_t x = ctx->seed;
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix(&x);
     lua_pushlstring(L, ctx->client ? ctx->client : "", ctx->clientlen);
     lua_setfield(L, -2, "client");
     lua_pushlstring(L, ctx->room ? ctx->room : "", ctx->roomlen);
@@ -250,12 +270,6 @@ static void push_ctx(lua_State *L, const struct mx_reduce_ctx *ctx)
     lua_setfield(L, -2, "seq");
     lua_pushinteger(L, (lua_Integer)ctx->time_ms);
     lua_setfield(L, -2, "time");
-    struct rng *r = lua_newuserdatauv(L, sizeof(*r), 0);
-    uint64_t x = ctx->seed;
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix(&x);
-    lua_pushcclosure(L, ctx_random, 1);
-    lua_setfield(L, -2, "random");
 }
 
 struct call_args {

@@ -20,47 +20,6 @@ static char *slurp_file(const char *path)
     return buf;
 }
 
-START_TEST(control_characters_cannot_split_or_forge_lines)
-{
-    char path[] = "/tmp/mx-log-test-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_int_eq(mx_log_open(path), 0);
-    mx_log_set_level(MX_LOG_DEBUG);
-    /* what a hostile client id or message text could carry */
-    mx_info("event=error client=%s message=\"%s\"", "evil\nerror event=fatal", "a\rb\x1b[2Jc\x7f" "d\te");
-    mx_log_open(NULL);
-    mx_log_set_level(MX_LOG_INFO);
-    const char *text = slurp_file(path);
-    unlink(path);
-    /* exactly one line, ending in its newline */
-    const char *nl = strchr(text, '\n');
-    ck_assert_ptr_nonnull(nl);
-    ck_assert_str_eq(nl + 1, "");
-    for (const unsigned char *p = (const unsigned char *)text; p < (const unsigned char *)nl; p++)
-        ck_assert_msg(*p >= 0x20 && *p != 0x7f, "control byte 0x%02x in %s", *p, text);
-    ck_assert_msg(strstr(text, " info event=error client=\"evil\\nerror event=fatal\" "
-                               "message=\"a\\rb\\x1b[2Jc\\x7fd\\te\"") != NULL,
-                  "%s", text);
-}
-END_TEST
-
-START_TEST(utf8_text_is_kept)
-{
-    char path[] = "/tmp/mx-log-test-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_int_eq(mx_log_open(path), 0);
-    mx_info("event=room_created room=%s", "todo:caf\xc3\xa9-\xe2\x82\xac");
-    mx_log_open(NULL);
-    const char *text = slurp_file(path);
-    unlink(path);
-    ck_assert_msg(strstr(text, "room=todo:caf\xc3\xa9-\xe2\x82\xac\n") != NULL, "%s", text);
-}
-END_TEST
-
 /* A fake monotonic clock, so the one-second window is exact. */
 static uint64_t fake_us = 1000000000;
 static uint64_t fake_clock(void) { return fake_us; }
@@ -92,6 +51,35 @@ static const char *log_done(void)
     unlink(log_path);
     return text;
 }
+
+START_TEST(control_characters_cannot_split_or_forge_lines)
+{
+    log_to_temp();
+    mx_log_set_level(MX_LOG_DEBUG);
+    /* what a hostile client id or message text could carry */
+    mx_info("event=error client=%s message=\"%s\"", "evil\nerror event=fatal", "a\rb\x1b[2Jc\x7f" "d\te");
+    mx_log_set_level(MX_LOG_INFO);
+    const char *text = log_done();
+    /* exactly one line, ending in its newline */
+    const char *nl = strchr(text, '\n');
+    ck_assert_ptr_nonnull(nl);
+    ck_assert_str_eq(nl + 1, "");
+    for (const unsigned char *p = (const unsigned char *)text; p < (const unsigned char *)nl; p++)
+        ck_assert_msg(*p >= 0x20 && *p != 0x7f, "control byte 0x%02x in %s", *p, text);
+    ck_assert_msg(strstr(text, " info event=error client=\"evil\\nerror event=fatal\" "
+                               "message=\"a\\rb\\x1b[2Jc\\x7fd\\te\"") != NULL,
+                  "%s", text);
+}
+END_TEST
+
+START_TEST(utf8_text_is_kept)
+{
+    log_to_temp();
+    mx_info("event=room_created room=%s", "todo:caf\xc3\xa9-\xe2\x82\xac");
+    const char *text = log_done();
+    ck_assert_msg(strstr(text, "room=todo:caf\xc3\xa9-\xe2\x82\xac\n") != NULL, "%s", text);
+}
+END_TEST
 
 START_TEST(a_storm_of_one_line_is_one_line_a_second_with_the_count)
 {

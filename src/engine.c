@@ -1139,10 +1139,10 @@ static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request
     mx_buf_init(&v, 0);
     int clear = json_is_null(q->presence);
     if (!clear && (mx_json_dump_jansson(q->presence, &v) || v.oom)) {
-        int oom = v.oom; /* out of memory is not the client's fault */
+        if (v.oom)
+            goto oom; /* not the client's fault */
         mx_buf_free(&v);
-        reply_error(e, c, q->has_id, q->id, oom ? MX_ENOMEM : MX_EBAD_REQUEST,
-                    oom ? "out of memory; the presence was not changed" : "the state must be JSON of finite numbers");
+        reply_error(e, c, q->has_id, q->id, MX_EBAD_REQUEST, "the state must be JSON of finite numbers");
         return;
     }
     if (!clear && v.len > r->type.max_presence_bytes) {

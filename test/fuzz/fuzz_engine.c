@@ -67,6 +67,8 @@
 #include "movexd/room.h"
 #include "movexd/storage.h"
 
+#include "engine_script.h"
+
 #define MAX_INPUT_BYTES (64 * 1024)
 #define NCONN 3
 #define NTRACK 16 /* rooms tracked per connection (max_rooms_per_conn is 4) */
@@ -506,17 +508,8 @@ static void since_request(mx_engine *e, struct fake *fk, const char *line, size_
     size_t rlen = len - i;
     if (rlen > MX_ROOM_ID_MAX)
         rlen = MX_ROOM_ID_MAX;
-    uint8_t sum[MX_DIGEST_LEN] = {0};
-    struct mx_room *r = mx_engine_room(e, room, rlen);
-    if (r) {
-        const struct mx_oplog_entry *en = mx_oplog_get(r->log, seq + 1);
-        if (seq == r->seq)
-            memcpy(sum, r->checksum, MX_DIGEST_LEN);
-        else if (en)
-            memcpy(sum, en->prev, MX_DIGEST_LEN);
-    }
     char hex[MX_CHECKSUM_HEX];
-    mx_digest_hex(sum, hex);
+    mx_script_since_checksum(e, room, rlen, seq, hex);
     if (rlen <= MX_ROOM_ID_MAX && !memchr(room, '\0', rlen)) {
         fk->pend++;
         memcpy(fk->pend_room, room, rlen);
@@ -589,12 +582,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t next_id = 1000000;
 
     const char *p = (const char *)data, *end = p + size;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        const char *line = p;
-        p += len + (nl ? 1 : 0);
-        if (cur->closed && !(len >= 2 && line[0] == '@' && strchr("012bctxd", line[1]))) {
+    const char *line;
+    size_t len;
+    while (mx_script_next_line(&p, end, &line, &len)) {
+        if (cur->closed && mx_script_dropped_when_closing(line, len)) {
             /* the edge drops what a closing connection still sends */
         } else if (len >= 2 && line[0] == '@') {
             const char *arg = line + 2;

@@ -39,6 +39,8 @@
 #include "movexd/room.h"
 #include "movexd/storage.h"
 
+#include "../fuzz/engine_script.h"
+
 #define NCONN 3
 #define NROOMS 64
 
@@ -222,17 +224,8 @@ static void since_line(struct run *r, struct fake *fk, const char *arg, size_t a
     while (i < alen && arg[i] == ' ')
         i++;
     size_t rlen = alen - i < MX_ROOM_ID_MAX ? alen - i : MX_ROOM_ID_MAX;
-    uint8_t sum[MX_DIGEST_LEN] = {0};
-    struct mx_room *rm = mx_engine_room(r->e, arg + i, rlen);
-    if (rm) {
-        const struct mx_oplog_entry *en = mx_oplog_get(rm->log, seq + 1);
-        if (seq == rm->seq)
-            memcpy(sum, rm->checksum, MX_DIGEST_LEN);
-        else if (en)
-            memcpy(sum, en->prev, MX_DIGEST_LEN);
-    }
     char hex[MX_CHECKSUM_HEX];
-    mx_digest_hex(sum, hex);
+    mx_script_since_checksum(r->e, arg + i, rlen, seq, hex);
     json_t *m = json_pack("{s:s, s:I, s:s%, s:{s:I, s:s}}", "type", sub ? "subscribe" : "sync", "id",
                           (json_int_t)id, "room", arg + i, rlen, "since", "seq", (json_int_t)seq, "checksum", hex);
     if (!m)
@@ -261,12 +254,10 @@ static uint64_t run_script(const struct mx_config *cfg, const char *data, size_t
     int batch = 0;
     uint64_t next_id = 1000000;
     const char *p = data, *end = data + size;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        const char *line = p;
-        p += len + (nl ? 1 : 0);
-        if (cur->closed && !(len >= 2 && line[0] == '@' && strchr("012bctxd", line[1]))) {
+    const char *line;
+    size_t len;
+    while (mx_script_next_line(&p, end, &line, &len)) {
+        if (cur->closed && mx_script_dropped_when_closing(line, len)) {
             /* the edge drops what a closing connection still sends */
         } else if (len >= 2 && line[0] == '@') {
             const char *arg = line + 2;

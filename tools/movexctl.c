@@ -374,7 +374,8 @@ static int run_client(const struct opts *o)
     memset(&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* TLS set-up loads the system's CA bundle: only for wss:// */
+    info.options = strcmp(prot, "wss") ? 0 : LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     g.ctx = lws_create_context(&info);
     if (!g.ctx) {
         fprintf(stderr, "movexctl: cannot create the libwebsockets context\n");

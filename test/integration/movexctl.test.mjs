@@ -311,3 +311,25 @@ test('--help and --version', async () => {
   assert.equal(v.code, 0);
   assert.match(v.out, /^movexctl \d+\.\d+\.\d+/);
 });
+
+test('wss://: --insecure accepts a self-signed certificate; without it the connection fails', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'movexctl-tls-'));
+  try {
+    const cert = join(dir, 'cert.pem'), key = join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const d = await startDaemon({ conf: makeConf({ global: [`tls_cert_file ${cert}`, `tls_key_file ${key}`] }) });
+    try {
+      const url = `wss://127.0.0.1:${d.port}/ws`;
+      let r = await ctl(['--url', url, '--insecure', 'dispatch', 'todo:tls', inc(1)]);
+      assert.equal(r.code, 0, r.err);
+      assert.equal(r.lines[0].type, 'ack');
+      r = await ctl(['--url', url, '--timeout', '5', 'get', 'todo:tls']);
+      assert.equal(r.code, 3, 'an unknown CA is refused without --insecure');
+    } finally {
+      await d.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -80,16 +80,6 @@ static void on_signal(int s)
     stop = 1;
 }
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "ceiling: out of memory\n");
-        exit(2);
-    }
-    return q;
-}
-
 static void conn_close(struct conn *c);
 
 static void set_out(struct conn *c, bool on)

@@ -165,9 +165,9 @@ async function runCell(name, wl, o) {
   return r;
 }
 
-const median = (a) => { const s = a.filter((x) => Number.isFinite(x)).sort((x, y) => x - y); const n = s.length; return n ? (n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2) : NaN; };
-const range = (a) => { const s = a.filter((x) => Number.isFinite(x)); return s.length ? [Math.min(...s), Math.max(...s)] : [NaN, NaN]; };
-const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
+export const median = (a) => { const s = a.filter((x) => Number.isFinite(x)).sort((x, y) => x - y); const n = s.length; return n ? (n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2) : NaN; };
+export const range = (a) => { const s = a.filter((x) => Number.isFinite(x)); return s.length ? [Math.min(...s), Math.max(...s)] : [NaN, NaN]; };
+export const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '-');
 
 export function summarize(cells, servers, workloads) {
   const lines = [];
@@ -193,11 +193,12 @@ export function summarize(cells, servers, workloads) {
         fp99: median(ok.map((r) => r.fwd_p99_us)) / 1000,
         lost: ok.reduce((x, r) => x + (r.lost_updates || 0), 0),
         correct: ok.filter((r) => r.final_ok).length, runs: rs.length,
+        genBound: ok.filter((r) => r.generator_bound).length,
         errors: rs.filter((r) => r.error).map((r) => r.error),
         problems: ok.filter((r) => r.problem).map((r) => r.problem).slice(0, 2),
       };
       sum[wl][s] = m;
-      lines.push(`| ${s} | ${fmt(m.acked)} [${fmt(lo)}..${fmt(hi)}] | ${fmt(m.deliv)} | ${fmt(m.us, 1)} | ${fmt(m.cores, 2)} | ${fmt(m.gen, 2)} | ${fmt(m.p50, 2)} / ${fmt(m.p99, 2)} | ${fmt(m.fp99, 2)} | ${m.lost} | ${m.correct}/${m.runs} |`);
+      lines.push(`| ${s} | ${fmt(m.acked)} [${fmt(lo)}..${fmt(hi)}] | ${fmt(m.deliv)} | ${fmt(m.us, 1)} | ${fmt(m.cores, 2)} | ${fmt(m.gen, 2)}${m.genBound ? ` (bound in ${m.genBound})` : ''} | ${fmt(m.p50, 2)} / ${fmt(m.p99, 2)} | ${fmt(m.fp99, 2)} | ${m.lost} | ${m.correct}/${m.runs} |`);
     }
     for (const s of servers) {
       const m = sum[wl][s];

@@ -158,16 +158,6 @@ static void problem(const char *fmt, ...)
         fprintf(stderr, "loadgen: %s\n", G.first_problem);
 }
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "loadgen: out of memory\n");
-        exit(2);
-    }
-    return q;
-}
-
 /* ------------------------------------------------------------ histogram -- */
 /* log-linear: exact below 64 ns, then 32 sub-buckets per power of two (<3%) */
 static unsigned hist_idx(uint64_t v)
@@ -1248,11 +1238,13 @@ int main(int argc, char **argv)
            win > 0 ? (double)G.fwds_win / win : 0, hist_pct_us(&G.h_ack, 0.5), hist_pct_us(&G.h_ack, 0.99),
            hist_pct_us(&G.h_ack, 0.999), hist_pct_us(&G.h_fwd, 0.5), hist_pct_us(&G.h_fwd, 0.99),
            hist_pct_us(&G.h_fwd, 0.999));
+    /* one thread: at ~0.9 of a core the generator, not the server, is the limit */
+    bool gen_bound = win > 0 && gen_cpu_s / win >= 0.9;
     printf("\"server_cpu_cores\":%.3f,\"server_cpu_us_per_ack\":%.2f,\"gen_cpu_cores\":%.3f,"
-           "\"gen_cpu_us_per_ack\":%.2f,",
+           "\"gen_cpu_us_per_ack\":%.2f,\"generator_bound\":%s,",
            srv_cpu_s >= 0 && win > 0 ? srv_cpu_s / win : -1.0,
            srv_cpu_s >= 0 && G.acks_win ? srv_cpu_s * 1e6 / (double)G.acks_win : -1.0, win > 0 ? gen_cpu_s / win : -1.0,
-           G.acks_win ? gen_cpu_s * 1e6 / (double)G.acks_win : -1.0);
+           G.acks_win ? gen_cpu_s * 1e6 / (double)G.acks_win : -1.0, gen_bound ? "true" : "false");
     if (G.server_pid)
         printf("\"server_rss_kb_before\":%ld,\"server_rss_kb_ready\":%ld,\"server_anon_kb_before\":%ld,"
                "\"server_anon_kb_ready\":%ld,\"server_bytes_per_conn\":%.0f,",

@@ -1,6 +1,7 @@
 /* wsjson.h - the pieces bench/loadgen.c and bench/ceiling.c share: a scanner
  * of a JSON object's top-level members (spans into the message, nothing
- * allocated) and the decoding of a WebSocket frame header.
+ * allocated), the encoding and decoding of a WebSocket frame header, and a
+ * realloc that exits when memory runs out (a benchmark has nothing to save).
  *
  * The scanner trusts its input to be JSON from a known peer: it skips nested
  * values by counting brackets outside strings and never validates numbers or
@@ -12,7 +13,19 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return q;
+}
 
 struct span {
     const char *p;

@@ -50,10 +50,24 @@ const now = () => Number(process.hrtime.bigint()) / 1e3; // µs
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const pct = (a, p) => (a.length ? a[Math.min(a.length - 1, Math.max(0, Math.ceil(p * a.length) - 1))] : -1);
 
+// A peer that stops answering (movex-server stalls after ~200 subscribe
+// calls) must end the run with an error, not leave a promise that nothing
+// will settle (Node would then exit 0 without a result).
+function within(p, ms, what) {
+  let t;
+  return Promise.race([p, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`${what}: no answer in ${ms / 1000} s`)), ms); })])
+    .finally(() => clearTimeout(t));
+}
+
 async function main() {
   const name = process.argv[2];
   const o = parseArgs(process.argv);
-  const peer = await import(`./${name}.mjs`);
+  const loaded = await import(`./${name}.mjs`);
+  const peer = {
+    prepare: (a) => within(loaded.prepare(a), 60000, 'prepare'),
+    connect: (a) => within(loaded.connect(a), 60000, `connect ${a.client}`),
+    readCount: (a) => within(loaded.readCount(a), 60000, `read ${a.room}`),
+  };
   const rooms = Array.from({ length: o.rooms }, (_, r) => `b${process.pid}r${r}`);
   let measuring = false;
   let stopping = false;
@@ -156,6 +170,7 @@ async function main() {
     fwd_p50_us: pct(latFwd, 0.5), fwd_p99_us: pct(latFwd, 0.99), fwd_p999_us: pct(latFwd, 0.999),
     server_cpu_cores: srvS / win, server_cpu_us_per_ack: acksWin ? (srvS * 1e6) / acksWin : -1,
     gen_cpu_cores: genS / win, gen_cpu_us_per_ack: acksWin ? (genS * 1e6) / acksWin : -1,
+    generator_bound: genS / win >= 0.9, // one event loop: at ~0.9 of a core it is the limit
     rejects, lost_updates: lost, surplus_updates: surplus,
     final_ok: counted && !lost && !surplus && !rejects && !left, loadavg: loadavg()[0],
   };

@@ -69,9 +69,12 @@ export async function connect({ port, room, index, role, onAck, onFwd }) {
   ws.on('message', (data) => {
     const m = JSON.parse(data);
     if (m.a === 'op') {
-      if (typeof m.v === 'number' && m.v + 1 > seen && !m.error) seen = m.v + 1;
+      // an op of a version already seen here is one the server sent back
+      // with an ack (see above): not a new delivery
+      const fresh = typeof m.v === 'number' && m.v + 1 > seen;
+      if (fresh && !m.error) seen = m.v + 1;
       if (m.src === src && !m.op) onAck(m.seq, !m.error); else if (m.op) {
-        if (m.src !== src) onFwd(writerBySrc.get(m.src), m.seq);
+        if (m.src !== src && fresh) onFwd(writerBySrc.get(m.src), m.seq);
       } else if (m.error) onAck(m.seq, false);
     } else if (m.a === 'hs') {
       src = m.id;

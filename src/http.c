@@ -105,27 +105,30 @@ static int http_metrics(struct lws *wsi, struct mx_http *h, struct mx_server *sr
     mx_buf b;
     mx_buf_init(&b, 0);
     mx_engine_metrics(srv->engine, &b);
-    mx_metrics_counter(&b, "movexd_bytes_in_total", "WebSocket payload bytes received", mx_metric_bytes_in);
-    mx_metrics_counter(&b, "movexd_bytes_out_total", "WebSocket payload bytes sent", mx_metric_bytes_out);
-    mx_metrics_counter(&b, "movexd_frames_out_total", "WebSocket messages sent", mx_metric_frames_out);
-    mx_metrics_counter(&b, "movexd_send_calls_total",
-                       "socket writes that carried them (each gathers a connection's queue)",
-                       mx_metric_send_calls);
-    mx_metrics_counter(&b, "movexd_send_partials_total",
-                       "socket writes that ended inside a frame (its rest was buffered)",
-                       mx_metric_send_partials);
-    mx_metrics_counter(&b, "movexd_slow_consumer_closes_total",
-                       "connections closed with 4008 (send queue over max_queue_bytes)", srv->slow_closes);
-    mx_metrics_counter(&b, "movexd_too_large_closes_total", "connections closed with 1009",
-                       srv->too_large_closes);
-    mx_metrics_counter(&b, "movexd_origin_refusals_total", "connections closed with 4003 (origin)",
-                       srv->origin_refusals);
-    mx_metrics_counter(&b, "movexd_address_limit_refusals_total",
-                       "connections refused by max_connections_per_ip", srv->ip_refusals);
-    mx_metrics_counter(&b, "movexd_rate_limited_total", "messages refused by the rate limit",
-                       srv->rate_limited);
-    mx_metrics_counter(&b, "movexd_rate_limit_closes_total", "connections closed with 4029",
-                       srv->rate_closes);
+    const struct {
+        const char *name, *help;
+        uint64_t value;
+    } counters[] = {
+        {"movexd_bytes_in_total", "WebSocket payload bytes received", mx_metric_bytes_in},
+        {"movexd_bytes_out_total", "WebSocket payload bytes sent", mx_metric_bytes_out},
+        {"movexd_frames_out_total", "WebSocket messages sent", mx_metric_frames_out},
+        {"movexd_send_calls_total", "socket writes that carried them (each gathers a connection's queue)",
+         mx_metric_send_calls},
+        {"movexd_send_partials_total", "socket writes that ended inside a frame (its rest was buffered)",
+         mx_metric_send_partials},
+        {"movexd_slow_consumer_closes_total", "connections closed with 4008 (send queue over max_queue_bytes)",
+         srv->slow_closes},
+        {"movexd_too_large_closes_total", "connections closed with 1009", srv->too_large_closes},
+        {"movexd_origin_refusals_total", "connections closed with 4003 (origin)", srv->origin_refusals},
+        {"movexd_address_limit_refusals_total", "connections refused by max_connections_per_ip",
+         srv->ip_refusals},
+        {"movexd_rate_limited_total", "messages refused by the rate limit", srv->rate_limited},
+        {"movexd_rate_limit_closes_total", "connections closed with 4029", srv->rate_closes},
+        {"movexd_descriptor_refusals_total", "connections closed at accept: too few descriptors left",
+         srv->fd_refusals},
+    };
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        mx_metrics_counter(&b, counters[i].name, counters[i].help, counters[i].value);
     mx_metrics_process(&b, MOVEXD_VERSION);
     int rc = b.oom ? -1
                    : mx_http_respond_len(wsi, h, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8",

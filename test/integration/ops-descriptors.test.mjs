@@ -11,7 +11,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withDaemon, withTimeout, Client, BIN, TIMEOUT, waitFor } from './lib.mjs';
+import { withDaemon, withTimeout, httpRequest, Client, BIN, TIMEOUT, waitFor } from './lib.mjs';
 import { healthy } from './rawhttp.mjs';
 
 const CONF = 'log_level info\nmax_connections 10000\nroom default {\n    create_on_subscribe yes\n}\n';
@@ -100,6 +100,8 @@ test('80 idle TCP connections under 64 descriptors: no accept storm; /healthz an
     const lines = d.stderr.split('\n').length;
     assert.ok(lines < 200, `the log stays small: ${lines} lines\n${d.stderr.slice(-2000)}`);
     assert.match(d.stderr, /warn event=connection_refused reason="too few descriptors left"/);
+    const m = /^movexd_descriptor_refusals_total (\d+)$/m.exec((await httpRequest(d, { path: '/metrics' })).body);
+    assert.ok(m && Number(m[1]) >= 80 - 64 + 8, `movexd_descriptor_refusals_total counts them: ${m && m[1]}`);
     for (const s of socks) s.destroy();
   });
 });

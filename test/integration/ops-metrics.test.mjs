@@ -198,6 +198,7 @@ const EXPECTED = {
   movexd_address_limit_refusals_total: 'counter',
   movexd_rate_limited_total: 'counter',
   movexd_rate_limit_closes_total: 'counter',
+  movexd_descriptor_refusals_total: 'counter',
   movexd_build_info: 'gauge',
   process_cpu_seconds_total: 'counter',
   process_resident_memory_bytes: 'gauge',

@@ -25,6 +25,7 @@
 #   TGT_REPS       repetitions of each connection/latency target (default 3)
 #   TGT_IDLE       idle connection counts measured (default 10000,100000)
 #   TGT_STORM      subscribers in the reconnect storm (default 10000)
+#   TGT_RATES      paced rates for the ack-latency target (default 10000,2000)
 #   SKIP_OLD       1: run only the comparison and the targets (sections 5-6)
 #
 # Raw output and JSON results go to build/bench-results/<timestamp>/.
@@ -46,6 +47,7 @@ CMP_SERVERS=${CMP_SERVERS:-movexd,ceiling,ceiling-per-frame,movex-server,sharedb
 TGT_REPS=${TGT_REPS:-3}
 TGT_IDLE=${TGT_IDLE:-10000,100000}
 TGT_STORM=${TGT_STORM:-10000}
+TGT_RATES=${TGT_RATES:-10000,2000}
 SKIP_OLD=${SKIP_OLD:-0}
 
 make --no-print-directory VARIANT=release all bench-bin >/dev/null
@@ -111,7 +113,7 @@ node bench/compare.mjs --reps "$CMP_REPS" --duration "$CMP_DURATION" --servers "
 
 echo
 echo "== 6/7 targets: idle connections ($TGT_IDLE), reconnect storm ($TGT_STORM), ack p99 at 10k/s, W4 fsync always/no =="
-node bench/targets.mjs --reps "$TGT_REPS" --idle "$TGT_IDLE" --storm "$TGT_STORM" --dir "$BENCH_DIR" \
+node bench/targets.mjs --reps "$TGT_REPS" --idle "$TGT_IDLE" --storm "$TGT_STORM" --rates "$TGT_RATES" --dir "$BENCH_DIR" \
     --json "$OUT/targets.json" | tee "$OUT/targets.txt"
 
 set +e +o pipefail # the summary only extracts lines; a missing one is not an error

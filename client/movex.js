@@ -1835,7 +1835,7 @@ class Connection extends Emitter {
   }
 
   _wentOffline() {
-    if (this._closed) return;
+    if (this._closed || this.status === 'waiting') return; // (waiting for a lock, not the network)
     if (this._ws) this._drop('the browser went offline');
     else this._setStatus('offline');
   }

@@ -25,16 +25,22 @@ function codeBlocks(markdown) {
   const out = [];
   const lines = markdown.split('\n');
   for (let i = 0; i < lines.length; i++) {
-    const m = /^```(\S*)\s*(.*)$/.exec(lines[i]);
-    if (!m || !m[1]) { if (m) i = closeOf(lines, i); continue; }
-    const end = closeOf(lines, i);
-    out.push({ lang: m[1], words: m[2].split(/\s+/).filter(Boolean), text: lines.slice(i + 1, end).join('\n'), line: i + 1 });
+    // a fence is 3+ backticks and an info string without backticks (as in
+    // CommonMark: a line starting with an inline ```` `code` ```` span is not one)
+    const m = /^(`{3,})([^`\s]*)\s*([^`]*)$/.exec(lines[i]);
+    if (!m) continue;
+    const end = closeOf(lines, i, m[1].length);
+    if (!m[2]) { i = end; continue; }
+    out.push({ lang: m[2], words: m[3].split(/\s+/).filter(Boolean), text: lines.slice(i + 1, end).join('\n'), line: i + 1 });
     i = end;
   }
   return out;
 }
-function closeOf(lines, i) {
-  for (let j = i + 1; j < lines.length; j++) if (/^```\s*$/.test(lines[j])) return j;
+function closeOf(lines, i, ticks = 3) {
+  for (let j = i + 1; j < lines.length; j++) {
+    const m = /^(`{3,})\s*$/.exec(lines[j]);
+    if (m && m[1].length >= ticks) return j;
+  }
   throw new Error(`unclosed code block at line ${i + 1}`);
 }
 
@@ -161,7 +167,7 @@ async function runPage(file, t) {
 }
 
 test('codeBlocks reads fences, info strings and norun', () => {
-  const bs = codeBlocks('a\n```sh norun\nmake run\n```\n```\nplain\n```\n```html x/index.html\n<p>\n```\n');
+  const bs = codeBlocks('a\n```sh norun\nmake run\n```\n```\nplain\n```\n```` ```sh ```` is inline code\n```html x/index.html\n<p>\n```\n');
   assert.deepEqual(bs.map((b) => [b.lang, b.words, b.text, runnable(b)]),
     [['sh', ['norun'], 'make run', false], ['html', ['x/index.html'], '<p>', true]]);
 });

@@ -183,7 +183,7 @@ static int sync_current(mx_wal *w)
     w->fsyncs++;
     int e = WAL_FAULT(w);
     uint64_t t0 = mx_now_us();
-    if (!e && fdatasync(w->fd) != 0)
+    if (!e && MX_FDATASYNC(w->fd) != 0)
         e = errno;
     mx_hist_observe(&mx_metric_fsync_latency, (double)(mx_now_us() - t0) / 1e6);
     if (e)
@@ -306,6 +306,7 @@ static int write_buffer(mx_wal *w)
         if (!e) {
             ssize_t n = pwrite(w->fd, w->buf + done, w->len - done, (off_t)(w->written + done));
             if (n > 0) {
+                MX_FAULT_WROTE(w->fd, w->written + done, (uint64_t)n);
                 done += (size_t)n;
                 continue;
             }

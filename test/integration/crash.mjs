@@ -35,7 +35,7 @@
 //                [--bin PATH] [--rooms R] [--writers W] [--full-every K] [--quiet]
 //          (bin defaults to $MOVEXD_BIN, else build/release/movexd; set
 //          MOVEXD_ASAN=1 for a sanitizer build so timeouts are scaled)
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -123,9 +123,17 @@ class Conn {
 }
 
 // ---- the tester ------------------------------------------------------------
+// powercut: instead of a SIGKILL from outside, arm the daemon's simulated
+// power cut (a -DMX_FAULT_INJECTION build; docs/STORAGE.md "Fault
+// injection"): wal/FAULT holds "powercut SEED COUNT", and at the COUNT-th
+// durable-file operation (1..maxCountdown) the daemon drops or tears every
+// WAL write not yet fdatasync'ed and kills itself. Unlike a kill -9 this
+// loses what only the page cache held, so a missing fdatasync shows up as a
+// lost ack. Only meaningful with fsync always (the policy that promises it).
 export async function runCrashCycles({
   bin = BIN, cycles = 20, seed, fsync = 'always', rooms: nRooms = 6, writers: nWriters = 4,
   window = 8, maxKillAcks = 400, maxKillDelayMs = 250, fullEvery, idleChance = 0.25, log = () => {}, keepOnFailure = true,
+  powercut = false, maxCountdown = 300,
 } = {}) {
   if (seed === undefined) seed = (Date.now() ^ (process.pid << 10)) >>> 0;
   seed >>>= 0;
@@ -154,6 +162,7 @@ export async function runCrashCycles({
     seed, cycles: 0, acks: 0, duplicateAcks: 0, resent: 0, resentApplied: 0, resentDuplicate: 0,
     tornTails: 0, idleEvictions: 0, killsDuringEviction: 0, killsAfterAcks: 0, killsAfterDelay: 0, maxWalFiles: 0, maxSnapshots: 0,
     checkpoints: 0, maxHeadSeq: 0, fullVerifications: 0, incrementalVerifications: 0, durationMs: 0,
+    powercuts: 0, unsyncedWrites: 0, writesLost: 0, writesTorn: 0, writesKept: 0,
   };
   let d = null;
   let cycle = -1;
@@ -305,8 +314,9 @@ export async function runCrashCycles({
   // than evict_idle_ms): the next cycle then loads them from snapshots.
   // killMidway: SIGKILL as soon as the first eviction is logged (snapshots
   // of the others may be in progress), restart and verify.
-  const waitEvicted = async (killMidway) => {
-    const from = d.stderr.length;
+  // `from`: where in the log to look (rooms may go idle and be evicted
+  // while the verifier still reads them, before this is called).
+  const waitEvicted = async (killMidway, from) => {
     const end = Date.now() + 10000 * SLOW;
     for (;;) {
       const seen = new Set([...d.stderr.slice(from).matchAll(/event=room_evicted room=(\S+)/g)].map((m) => m[1]));
@@ -334,10 +344,12 @@ export async function runCrashCycles({
         conns.push(c);
       }
       let cycleAcks = 0, killed = false;
-      const killByAcks = rnd() < 0.5;
+      const faultFile = join(d.dataDir, 'wal', 'FAULT');
+      if (powercut) writeFileSync(faultFile, `powercut ${rnd.int(1, 0x7fffffff)} ${rnd.int(1, maxCountdown)}\n`);
+      const killByAcks = !powercut && rnd() < 0.5;
       const killAt = killByAcks ? rnd.int(0, maxKillAcks) : rnd.int(0, maxKillDelayMs);
       const kill = () => { if (!killed) { killed = true; d.proc.kill('SIGKILL'); } };
-      if (killByAcks) stats.killsAfterAcks++; else stats.killsAfterDelay++;
+      if (killByAcks) stats.killsAfterAcks++; else if (!powercut) stats.killsAfterDelay++;
       let fatal = null;
       const pump = (w, c) => {
         if (killed || c.isClosed) return;
@@ -353,7 +365,8 @@ export async function runCrashCycles({
         }, () => { /* connection closed by the crash: stays pending */ });
       };
       let timer;
-      if (killByAcks && killAt === 0) kill();
+      if (powercut) d.exited.then(() => { killed = true; }); // it cuts its own power
+      else if (killByAcks && killAt === 0) kill();
       else if (!killByAcks) timer = setTimeout(kill, killAt);
       // a safety net: an acks-triggered kill that never comes (stall)
       const stall = setTimeout(kill, 5000 * SLOW);
@@ -365,6 +378,17 @@ export async function runCrashCycles({
       check(ex.signal === 'SIGKILL', () => `cycle ${cycle}: daemon exit ${J(ex)}`);
       await withTimeout(Promise.all(conns.map((c) => c.closed)), TIMEOUT, 'writer connections closing after the crash');
       if (fatal) throw fatal;
+      if (powercut) {
+        rmSync(faultFile, { force: true });
+        const m = /event=fault_powercut unsynced_writes=(\d+) lost=(\d+) torn=(\d+) kept=(\d+)/.exec(d.stderr);
+        if (m) {
+          stats.powercuts++;
+          stats.unsyncedWrites += Number(m[1]);
+          stats.writesLost += Number(m[2]);
+          stats.writesTorn += Number(m[3]);
+          stats.writesKept += Number(m[4]);
+        }
+      }
       observeDir();
 
       // ---- restart, reconnect, resend -------------------------------------
@@ -411,12 +435,13 @@ export async function runCrashCycles({
         await c.close();
       }
       // ---- verify ---------------------------------------------------------
+      const idleFrom = d.stderr.length; // the writers are gone: rooms may be evicted from here on
       await verifyAll();
       observeDir();
       // now and then let every room go idle and leave memory, so the next
       // cycle loads them back from their snapshots (and a kill may hit
       // rooms just loaded)
-      if (rnd() < idleChance) await waitEvicted(rnd() < 0.3);
+      if (rnd() < idleChance) await waitEvicted(rnd() < 0.3, idleFrom);
       stats.cycles++;
       log(`cycle ${cycle}: kill after ${killByAcks ? `${killAt} acks` : `${killAt} ms`} (${cycleAcks} acked in the cycle); total acks ${stats.acks}, resent ${stats.resent} (${stats.resentDuplicate} duplicate), head seq max ${stats.maxHeadSeq}`);
     }

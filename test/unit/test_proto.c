@@ -340,6 +340,63 @@ START_TEST(broken_inputs_never_make_a_message)
 }
 END_TEST
 
+/* ---- decoding: dep arrays and presence ---- */
+
+static int decode(const char *text, struct mx_request *q, char *why)
+{
+    json_t *j = parse(text);
+    int rc = mx_proto_decode(j, q, why, 200);
+    json_decref(j); /* (q's borrowed values are not used after this) */
+    return rc;
+}
+
+START_TEST(decode_dep_forms)
+{
+    struct mx_request q;
+    char why[200];
+    const char *act = "\"action\":{\"type\":\"patch\",\"payload\":[]}";
+    char msg[400];
+    snprintf(msg, sizeof(msg), "{\"type\":\"action\",\"id\":1,\"room\":\"t:a\",\"n\":9,\"dep\":7,%s}", act);
+    ck_assert_int_eq(decode(msg, &q, why), 0);
+    ck_assert_uint_eq(q.ndeps, 1);
+    ck_assert_uint_eq(q.deps[0], 7);
+    snprintf(msg, sizeof(msg), "{\"type\":\"action\",\"id\":1,\"room\":\"t:a\",\"n\":9,\"dep\":[3,8,1],%s}", act);
+    ck_assert_int_eq(decode(msg, &q, why), 0);
+    ck_assert_uint_eq(q.ndeps, 3);
+    ck_assert_uint_eq(q.deps[1], 8);
+    snprintf(msg, sizeof(msg), "{\"type\":\"action\",\"id\":1,\"room\":\"t:a\",\"n\":9,\"dep\":[],%s}", act);
+    ck_assert_int_eq(decode(msg, &q, why), 0);
+    ck_assert_uint_eq(q.ndeps, 0);
+    const char *bad[] = {"[9]", "[0]", "[1,\"2\"]", "[1.5]", "{}", "[[1]]",
+                         "[1,2,3,4,5,6,7,8,1,2,3,4,5,6,7,8,1]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(msg, sizeof(msg), "{\"type\":\"action\",\"id\":1,\"room\":\"t:a\",\"n\":9,\"dep\":%s,%s}",
+                 bad[i], act);
+        ck_assert_msg(decode(msg, &q, why) == MX_EBAD_REQUEST, "dep %s accepted", bad[i]);
+        ck_assert_int_eq(q.has_id, 1);
+    }
+    /* sixteen is the bound */
+    snprintf(msg, sizeof(msg), "{\"type\":\"action\",\"id\":1,\"room\":\"t:a\",\"n\":99,"
+             "\"dep\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],%s}", act);
+    ck_assert_int_eq(decode(msg, &q, why), 0);
+    ck_assert_uint_eq(q.ndeps, MX_DEPS_MAX);
+}
+END_TEST
+
+START_TEST(decode_presence)
+{
+    struct mx_request q;
+    char why[200];
+    ck_assert_int_eq(decode("{\"type\":\"presence\",\"id\":2,\"room\":\"t:a\",\"state\":{\"x\":1}}", &q, why), 0);
+    ck_assert_int_eq(q.type, MX_REQ_PRESENCE);
+    ck_assert_int_eq(decode("{\"type\":\"presence\",\"id\":2,\"room\":\"t:a\",\"state\":null}", &q, why), 0);
+    ck_assert_int_eq(decode("{\"type\":\"presence\",\"id\":2,\"room\":\"t:a\"}", &q, why), MX_EBAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(why, "\"state\" is required"));
+    ck_assert_int_eq(decode("{\"type\":\"presence\",\"room\":\"t:a\",\"state\":1}", &q, why), MX_EBAD_REQUEST);
+    ck_assert_int_eq(decode("{\"type\":\"presence\",\"id\":2,\"room\":\"\",\"state\":1}", &q, why), MX_EBAD_ROOM);
+}
+END_TEST
+
 Suite *mx_suite_proto(void)
 {
     Suite *s = suite_create("proto");
@@ -353,5 +410,9 @@ Suite *mx_suite_proto(void)
     tcase_add_test(enc, optional_fields_absent_when_zero);
     tcase_add_test(enc, broken_inputs_never_make_a_message);
     suite_add_tcase(s, enc);
+    TCase *dec = tcase_create("decode");
+    tcase_add_test(dec, decode_dep_forms);
+    tcase_add_test(dec, decode_presence);
+    suite_add_tcase(s, dec);
     return s;
 }

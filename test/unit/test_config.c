@@ -686,6 +686,51 @@ START_TEST(load_files)
 }
 END_TEST
 
+/* mx_config_diff: conf names of what differs, room keys as TYPE.KEY, blocks
+ * added/removed as +room:/-room:, "" when equal; cut with "..." when long. */
+START_TEST(diff_names_changed_keys)
+{
+    struct mx_config a, b;
+    char err[300], out[256];
+    ck_assert_int_eq(mx_config_parse(&a, "listen 127.0.0.1:1\nroom todo {\n history 5\n}\nroom old {\n}\n", "a", err, sizeof err), 0);
+    ck_assert_int_eq(mx_config_parse(&b, "listen 127.0.0.1:1\nroom todo {\n history 5\n}\nroom old {\n}\n", "b", err, sizeof err), 0);
+    ck_assert_uint_eq(mx_config_diff(&a, &b, out, sizeof out), 0);
+    ck_assert_str_eq(out, "");
+    mx_config_free(&b);
+    ck_assert_int_eq(mx_config_parse(&b, "listen 127.0.0.1:2\nmax_depth 9\nallowed_origins http://x\n"
+                                         "room default {\n max_ops 3\n}\nroom todo {\n history 6\n anonymous read\n}\n"
+                                         "room chat {\n}\n", "b", err, sizeof err), 0);
+    mx_config_diff(&a, &b, out, sizeof out);
+    /* room todo inherits default's max_ops, so it changed there too */
+    ck_assert_str_eq(out, "listen,max_depth,allowed_origins,default.max_ops,+room:chat,todo.history,todo.max_ops,"
+                          "todo.anonymous,-room:old");
+    char small[16];
+    size_t want = mx_config_diff(&a, &b, small, sizeof small);
+    ck_assert_uint_eq(want, strlen(out));
+    ck_assert_str_eq(small, "listen,max_d...");
+    mx_config_free(&a);
+    mx_config_free(&b);
+}
+END_TEST
+
+/* mx_config_key_line: the top-level line of a key, never one in a room block. */
+START_TEST(key_line_of_top_level_keys)
+{
+    char path[] = "/tmp/mx-conf-line-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *text = "# c\nroom todo {\n    history 5\n}\n  history_x 1\n\tlisten 127.0.0.1:1\nhistory 9\n";
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    ck_assert_int_eq(mx_config_key_line(path, "listen"), 6);
+    ck_assert_int_eq(mx_config_key_line(path, "history"), 7);
+    ck_assert_int_eq(mx_config_key_line(path, "data_dir"), 0);
+    ck_assert_int_eq(mx_config_key_line(NULL, "listen"), 0);
+    unlink(path);
+    ck_assert_int_eq(mx_config_key_line(path, "listen"), 0);
+}
+END_TEST
+
 Suite *mx_suite_config(void)
 {
     Suite *s = suite_create("config");
@@ -706,6 +751,8 @@ Suite *mx_suite_config(void)
     tcase_add_test(tc, log_level_names);
     tcase_add_test(tc, error_buffer_and_name);
     tcase_add_test(tc, load_files);
+    tcase_add_test(tc, diff_names_changed_keys);
+    tcase_add_test(tc, key_line_of_top_level_keys);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -108,8 +108,8 @@ export interface ConnectOptions {
    * rejects with code "unauthorized". A function (may be async) is called
    * for every (re)connect, again before the token expires (at 90% of the
    * lifetime its `exp` claim leaves; the connection is renewed with the new
-   * token), and again after a refusal or a 4001 (reconnecting at once);
-   * refused twice in a row, it stops the same way. */
+   * token), and again after a refusal or a 4001 (reconnecting after the
+   * backoff delay); refused twice in a row, it stops the same way. */
   token?: string | (() => string | undefined | Promise<string | undefined>);
   /** The browser's connectivity: `offline` drops the socket at once (status
    * "offline"), `online` reconnects at once. Default: window's events and

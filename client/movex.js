@@ -1821,8 +1821,8 @@ class Connection extends Emitter {
 
   // The server refused the token (an error before welcome, or close 4001
   // when it expired). A static token would be refused again: stop and
-  // report (joins reject with it). A token function is asked again, once:
-  // refused twice in a row, it stops the same way.
+  // report (joins reject with it). A token function is asked again (after
+  // the backoff delay), once: refused twice in a row, it stops the same way.
   _unauthorized(err) {
     if (this._closed) return;
     this._emit('error', err);
@@ -1831,7 +1831,9 @@ class Connection extends Emitter {
       this._stop(err);
       return;
     }
-    this._drop(err.message, undefined, { now: true });
+    // after the usual backoff: a token that is accepted at hello but refused
+    // right after (a clock far off) must not make a tight reconnect loop
+    this._drop(err.message);
   }
 
   _wentOffline() {

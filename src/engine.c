@@ -1022,9 +1022,12 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
     }
     case MX_DECIDED_DUPLICATE:
         e->stats.actions_duplicate++;
-        if (o.prior->kind == MX_OUTCOME_ACK)
-            reply_ack(e, c, q, r, o.prior->seq, o.prior->prev, o.prior->checksum, 1, NULL);
-        else
+        if (o.prior->kind == MX_OUTCOME_ACK) {
+            /* an app reducer's effects, so a resending client can follow */
+            json_t *eff = r->reducer->uses_ctx ? mx_room_logged_effects(r, o.prior->seq) : NULL;
+            reply_ack(e, c, q, r, o.prior->seq, o.prior->prev, o.prior->checksum, 1, eff);
+            json_decref(eff);
+        } else
             reply_reject(e, c, q, r, o.prior->code, o.prior->message, o.prior->seq,
                          o.prior->checksum, 1);
         break;

@@ -314,6 +314,17 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
     return 0;
 }
 
+json_t *mx_room_logged_effects(const struct mx_room *r, uint64_t seq)
+{
+    const struct mx_oplog_entry *e = mx_oplog_get(r->log, seq);
+    if (!e)
+        return NULL;
+    json_t *j = json_loadb(e->text, e->len, JSON_DECODE_INT_AS_REAL, NULL);
+    json_t *eff = json_incref(json_object_get(j, "effects"));
+    json_decref(j);
+    return eff;
+}
+
 int mx_room_initial_state(const struct mx_room_type *t, const char *id, size_t idlen,
                           const json_t *params, const struct mx_action_in *in, mx_val **state,
                           char *msg, size_t msglen)

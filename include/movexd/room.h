@@ -120,6 +120,11 @@ int mx_room_initial_state(const struct mx_room_type *t, const char *id, size_t i
                           const json_t *params, const struct mx_action_in *in, mx_val **state,
                           char *msg, size_t msglen);
 
+/* The "effects" of the logged action at seq (a new reference), or NULL
+ * when the log no longer holds it or it has none (its payload was the
+ * patch): a duplicate ack repeats them when it still can. */
+json_t *mx_room_logged_effects(const struct mx_room *r, uint64_t seq);
+
 /* next_n for client in this room. */
 uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen);
 

@@ -75,6 +75,7 @@ test('catch-up (actions) carries effects, time and seed; resend is exactly-once;
     assert.equal(dup.type, 'ack');
     assert.equal(dup.duplicate, true);
     assert.equal(dup.seq, r1.seq);
+    assert.deepEqual(dup.effects, r1.effects, 'a duplicate ack repeats the effects while the log holds them');
     // a reducer reject uses up n; an action depending on it is after_reject
     const bad = await a.act({ type: 'say', payload: { text: '' } });
     assert.equal(bad.type, 'reject');

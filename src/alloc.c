@@ -19,6 +19,18 @@ void *mx_json_malloc(size_t n)
 
 uint64_t mx_json_alloc_failures(void) { return json_failures; }
 
+json_t *mx_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err, int *oom)
+{
+    uint64_t before = json_failures;
+    json_t *j = json_loadb(buf, len, flags, err);
+    *oom = json_failures != before || (!j && json_error_code(err) == json_error_out_of_memory);
+    if (*oom) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
 #ifdef MX_FAULT_INJECTION
 static uint64_t fail_at, counted;
 static int enabled, fired;

@@ -1342,19 +1342,9 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
         e->wall_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     }
     json_error_t jerr;
-    uint64_t failures = mx_json_alloc_failures();
-    json_t *j = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
-    /* Not the client's fault when the parser ran out of memory. jansson
-     * (2.14) reports that as a syntax error, and when the failing
-     * allocation grows a string's buffer it drops the byte and parses on:
-     * the message would be served with altered text. So any allocation
-     * failure during the parse refuses the message, parsed or not. */
-    int oom = (!j && json_error_code(&jerr) == json_error_out_of_memory) ||
-              mx_json_alloc_failures() != failures;
-    if (oom) {
-        json_decref(j);
-        j = NULL;
-    }
+    /* running out of memory is not the client's fault: no_memory, not bad_json */
+    int oom;
+    json_t *j = mx_json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr, &oom);
     if (!j && (json_error_code(&jerr) == json_error_stack_overflow || oom)) {
         char why[120];
         snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);

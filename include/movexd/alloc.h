@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #ifdef MX_FAULT_INJECTION
 void *mx_malloc(size_t n);
 void *mx_calloc(size_t n, size_t size);
@@ -45,5 +47,13 @@ static inline char *mx_strdup(const char *s) { return strdup(s); }
  * them: a parse that fails while the count moves ran out of memory. */
 void *mx_json_malloc(size_t n);
 uint64_t mx_json_alloc_failures(void);
+
+/* json_loadb that tells running out of memory apart from bad input: NULL
+ * with *oom = 1 when any allocation failed during the parse. jansson (2.14)
+ * reports those as syntax errors, and when the allocation that grows a
+ * string's buffer fails it drops that byte and parses on, returning a
+ * value whose text differs from the input; this never returns one. Needs
+ * jansson on mx_json_malloc (mx_engine_new sets it). */
+json_t *mx_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err, int *oom);
 
 #endif

@@ -362,6 +362,43 @@ static const char extra_script[] =
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* jansson 2.14 drops a byte of a string when the allocation growing its
+ * buffer fails, and parses on; mx_json_loadb must never hand out such a
+ * value: with any allocation failing it returns the exact value or NULL
+ * with oom set (never a syntax error either). */
+START_TEST(json_parse_never_returns_altered_text)
+{
+    static const char text[] = "{\"type\":\"subscribe\",\"id\":7,\"room\":\"t:a\",\"since\":{\"seq\":0,"
+                               "\"checksum\":\"4ccbe3a80f8112da36171794db81f2d5\"},\"k\":[\"abcdefghijklmnop\"]}";
+    json_set_alloc_funcs(mx_json_malloc, free);
+    json_error_t err;
+    int oom = 0;
+    json_t *want = mx_json_loadb(text, sizeof text - 1, 0, &err, &oom);
+    ck_assert_ptr_nonnull(want);
+    int failed = 0;
+    for (uint64_t n = 1; n < 200; n++) {
+        mx_alloc_fault_reset(n);
+        mx_alloc_fault_enable(1);
+        json_t *j = mx_json_loadb(text, sizeof text - 1, 0, &err, &oom);
+        mx_alloc_fault_enable(0);
+        if (!mx_alloc_fault_fired()) {
+            json_decref(j);
+            break;
+        }
+        failed++;
+        ck_assert_msg(!j == !!oom, "allocation %llu failing: %s with oom=%d", (unsigned long long)n,
+                      j ? "a value" : "no value", oom);
+        ck_assert_msg(!j || json_equal(j, want), "allocation %llu failing altered the parsed value",
+                      (unsigned long long)n);
+        ck_assert_msg(j || oom, "allocation %llu failing was reported as bad input", (unsigned long long)n);
+        json_decref(j);
+    }
+    ck_assert_int_gt(failed, 10);
+    json_decref(want);
+    json_set_alloc_funcs(malloc, free);
+}
+END_TEST
+
 START_TEST(engine_corpus_every_allocation_can_fail)
 {
     const char *dir = getenv("MX_FUZZ_CORPUS");
@@ -470,6 +507,7 @@ Suite *mx_suite_alloc_fail(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, every_allocation_in_src_goes_through_the_seam);
 #ifdef MX_FAULT_INJECTION
+    tcase_add_test(tc, json_parse_never_returns_altered_text);
     tcase_add_test(tc, engine_corpus_every_allocation_can_fail);
 #endif
     suite_add_tcase(s, tc);

@@ -20,6 +20,7 @@
  * returned 0.
  */
 #include "movexd/fault.h"
+#include "movexd/alloc.h"
 
 #ifdef MX_FAULT_INJECTION
 #include <errno.h>
@@ -61,13 +62,13 @@ void mx_fault_wrote(int fd, uint64_t off, uint64_t len)
          * allocation-failure count (alloc.h) so it never changes what that
          * test sees */
         size_t ncap = cappending ? cappending * 2 : 64;
-        struct unsynced *nv = realloc(pending, ncap * sizeof(*nv));
+        struct unsynced *nv = mx_realloc(pending, ncap * sizeof(*nv));
         if (!nv)
             abort();
         pending = nv;
         cappending = ncap;
     }
-    char *p = strdup(path);
+    char *p = mx_strdup(path);
     if (!p)
         abort();
     pending[npending++] = (struct unsynced){st.st_dev, st.st_ino, p, off, len};

@@ -225,33 +225,45 @@ static int read_all(int fd, void *p, size_t n)
     return 0;
 }
 
+/* Open DIR/NAME for reading: a descriptor (*path set, caller frees), or a
+ * negative mx_err with err filled - MX_ENO_SUCH_ROOM when missing,
+ * MX_EUNAVAILABLE when out of descriptors or memory (the file is fine, try
+ * again later). */
+static int open_for_read(const char *dir, const char *name, char **path, char *err, size_t errlen)
+{
+    *path = NULL;
+    if (!valid_name(name)) {
+        mx_wal_errf(err, errlen, "%s: bad file name", name ? name : "(null)");
+        return MX_EINTERNAL;
+    }
+    *path = mx_path_join(dir, name, "");
+    if (!*path) {
+        mx_wal_errf(err, errlen, "out of memory");
+        return MX_ENOMEM;
+    }
+    int fd = open(*path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        return fd;
+    int e = errno;
+    mx_wal_errf(err, errlen, "%s: %s", *path, strerror(e));
+    free(*path);
+    *path = NULL;
+    return e == ENOENT                                   ? MX_ENO_SUCH_ROOM
+           : (e == EMFILE || e == ENFILE || e == ENOMEM) ? MX_EUNAVAILABLE
+                                                         : MX_EINTERNAL;
+}
+
 int mx_atomic_read(const char *dir, const char *name, const char magic[8], void **payload,
                    size_t *len, char *err, size_t errlen)
 {
     *payload = NULL;
     *len = 0;
-    if (!valid_name(name)) {
-        mx_wal_errf(err, errlen, "%s: bad file name", name ? name : "(null)");
-        return MX_EINTERNAL;
-    }
-    char *path = mx_path_join(dir, name, "");
-    if (!path) {
-        mx_wal_errf(err, errlen, "out of memory");
-        return MX_ENOMEM;
-    }
+    char *path;
+    int fd = open_for_read(dir, name, &path, err, errlen);
+    if (fd < 0)
+        return fd;
     int rc = MX_EINTERNAL;
     uint8_t *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        mx_wal_errf(err, errlen, "%s: %s", path, strerror(e));
-        /* out of descriptors or memory: the file is fine, try again later */
-        rc = e == ENOENT                                       ? MX_ENO_SUCH_ROOM
-             : (e == EMFILE || e == ENFILE || e == ENOMEM) ? MX_EUNAVAILABLE
-                                                              : MX_EINTERNAL;
-        free(path);
-        return rc;
-    }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         mx_wal_errf(err, errlen, "%s: stat: %s", path, strerror(errno));
@@ -311,26 +323,11 @@ out:
 int mx_atomic_peek(const char *dir, const char *name, const char magic[8], void *out, size_t n,
                    char *err, size_t errlen)
 {
-    if (!valid_name(name)) {
-        mx_wal_errf(err, errlen, "%s: bad file name", name ? name : "(null)");
-        return MX_EINTERNAL;
-    }
-    char *path = mx_path_join(dir, name, "");
-    if (!path) {
-        mx_wal_errf(err, errlen, "out of memory");
-        return MX_ENOMEM;
-    }
+    char *path;
+    int fd = open_for_read(dir, name, &path, err, errlen);
+    if (fd < 0)
+        return fd;
     int rc = MX_EINTERNAL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        mx_wal_errf(err, errlen, "%s: %s", path, strerror(e));
-        rc = e == ENOENT ? MX_ENO_SUCH_ROOM
-             : (e == EMFILE || e == ENFILE || e == ENOMEM) ? MX_EUNAVAILABLE
-                                                           : MX_EINTERNAL;
-        free(path);
-        return rc;
-    }
     uint8_t h[ATOMIC_HEADER];
     struct stat st;
     int e = fstat(fd, &st) != 0 ? errno : read_all(fd, h, sizeof h);

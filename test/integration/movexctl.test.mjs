@@ -145,10 +145,13 @@ test('presence lists the others; watch prints presence changes as lines', async 
 
     // watch: ann's next change, then her leaving, arrive as presence lines
     r = await ctl(['--url', d.url, '--count', '2', 'watch', 'todo:p'], {
+      // each change waits until watch has printed the one before: presence
+      // is coalesced per connection (the latest wins), so two changes sent
+      // back to back may legitimately arrive as one
       onLine: (line) => {
-        if (JSON.parse(line).type !== 'snapshot') return;
-        ann.request({ type: 'presence', room: 'todo:p', state: { editing: 'b2' } })
-          .then(() => ann.request({ type: 'presence', room: 'todo:p', state: null }));
+        const m = JSON.parse(line);
+        if (m.type === 'snapshot') ann.request({ type: 'presence', room: 'todo:p', state: { editing: 'b2' } });
+        else if (m.type === 'presence' && m.state?.editing === 'b2') ann.request({ type: 'presence', room: 'todo:p', state: null });
       },
     });
     assert.equal(r.code, 0, r.err);

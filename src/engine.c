@@ -10,6 +10,7 @@
 #include "movexd/engine.h"
 #include "movexd/alloc.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1208,11 +1209,68 @@ static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 
 /* The top-level "id" of a message the parser refused (nesting past its own
  * limit, a key holding U+0000, broken JSON), so the error can still name
- * the request. A plain scan: strings
- * and depth are tracked, nothing else is interpreted. */
+ * the request. A plain scan: strings and depth are tracked, nothing else is
+ * interpreted. It must find the id wherever the parser would have: a key
+ * spelled with escapes ("i\u0064") is "id", any JSON number that
+ * mx_proto_decode takes as an id (1, 1.0, 1e2) counts, JSON whitespace may
+ * follow it, and of duplicate keys the last one wins, as in jansson. */
+static int key_is_id_text(const char *k, size_t n)
+{
+    char want[2] = {'i', 'd'};
+    size_t got = 0;
+    for (size_t i = 0; i < n; got++) {
+        char ch = k[i];
+        if (ch == '\\' && i + 5 < n && k[i + 1] == 'u') {
+            unsigned v = 0;
+            for (size_t h = i + 2; h < i + 6; h++) {
+                char x = k[h];
+                v = v * 16 + (unsigned)(x >= '0' && x <= '9'   ? x - '0'
+                                        : x >= 'a' && x <= 'f' ? x - 'a' + 10
+                                        : x >= 'A' && x <= 'F' ? x - 'A' + 10
+                                                               : 0x10000);
+            }
+            if (v > 0x7f)
+                return 0;
+            ch = (char)v;
+            i += 6;
+        } else if (ch == '\\') {
+            return 0; /* \n, \" ...: no such character in "id" */
+        } else {
+            i++;
+        }
+        if (got >= 2 || ch != want[got])
+            return 0;
+    }
+    return got == 2;
+}
+
+/* A JSON number at m[j..len) that is an integer in 0..MX_MAX_SAFE_INT,
+ * ended by whitespace, ',' or '}'. The value is read with strtod, as
+ * jansson reads reals, so 1.0 and 1e2 give what the parser gives. */
+static int scan_number_id(const char *m, size_t j, size_t len, uint64_t *id)
+{
+    size_t s = j;
+    while (j < len && ((m[j] >= '0' && m[j] <= '9') || m[j] == '.' || m[j] == 'e' || m[j] == 'E' ||
+                       m[j] == '+' || m[j] == '-'))
+        j++;
+    if (j == s || j - s > 40 || m[s] < '0' || m[s] > '9')
+        return 0;
+    if (j < len && m[j] != ',' && m[j] != '}' && m[j] != ' ' && m[j] != '\t' && m[j] != '\n' && m[j] != '\r')
+        return 0;
+    char num[41];
+    memcpy(num, m + s, j - s);
+    num[j - s] = '\0';
+    char *end;
+    double d = strtod(num, &end);
+    if (*end || !(d >= 0) || d > MX_MAX_SAFE_INT || floor(d) != d)
+        return 0;
+    *id = (uint64_t)d;
+    return 1;
+}
+
 static int scan_id(const char *m, size_t len, uint64_t *id)
 {
-    int depth = 0, in_str = 0, key_is_id = 0;
+    int depth = 0, in_str = 0, key_is_id = 0, found = 0;
     size_t str_start = 0;
     for (size_t i = 0; i < len; i++) {
         char ch = m[i];
@@ -1221,7 +1279,7 @@ static int scan_id(const char *m, size_t len, uint64_t *id)
                 i++;
             else if (ch == '"') {
                 in_str = 0;
-                key_is_id = depth == 1 && i - str_start == 2 && m[str_start] == 'i' && m[str_start + 1] == 'd';
+                key_is_id = depth == 1 && key_is_id_text(m + str_start, i - str_start);
             }
             continue;
         }
@@ -1236,22 +1294,13 @@ static int scan_id(const char *m, size_t len, uint64_t *id)
             size_t j = i + 1;
             while (j < len && (m[j] == ' ' || m[j] == '\t' || m[j] == '\n' || m[j] == '\r'))
                 j++;
-            uint64_t v = 0;
-            size_t digits = 0;
-            while (j < len && m[j] >= '0' && m[j] <= '9' && digits < 16) {
-                v = v * 10 + (uint64_t)(m[j++] - '0');
-                digits++;
-            }
-            if (!digits || v > (uint64_t)MX_MAX_SAFE_INT ||
-                (j < len && m[j] != ',' && m[j] != '}' && m[j] != ' '))
-                return 0;
-            *id = v;
-            return 1;
+            found = scan_number_id(m, j, len, id);
+            key_is_id = 0;
         } else if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
             key_is_id = 0;
         }
     }
-    return 0;
+    return found;
 }
 
 void mx_engine_admin_action(mx_engine *e, struct mx_conn *c, const char *room, size_t roomlen,

@@ -134,6 +134,36 @@ test('an object key holding U+0000 is refused with bad_json carrying the request
   });
 });
 
+test('a refused message names its id however the parser would have read it: escaped key, 1.0 or 1e2, whitespace after it, the last of duplicates', async () => {
+  await withDaemon({}, async (d) => {
+    const c = await connectHello(d, 'nulid');
+    const bad = '"x":{"k\\u0000":1}';
+    // each: the raw text and the id mx_proto_decode would have taken from it
+    const cases = [
+      [`{"type":"ping",${bad},"i\\u0064":51}`, 51],
+      [`{"type":"ping",${bad},"\\u0069\\u0044":99,"\\u0069\\u0064":52}`, 52],
+      [`{"type":"ping",${bad},"id":53.0}`, 53],
+      [`{"type":"ping",${bad},"id":5.4e1}`, 54],
+      [`{"type":"ping",${bad},"id":55\n}`, 55],
+      [`{"type":"ping",${bad},"id":55\t,"y":1}`.replace('55', '56'), 56],
+      [`{"id":1,"type":"ping",${bad},"id":57}`, 57],
+    ];
+    for (const [text, id] of cases) {
+      c.send(text);
+      const r = await c.next((m) => m.type === 'error', `error for ${text}`);
+      assert.equal(r.id, id, `${text}: ${JSON.stringify(r)}`);
+      assert.equal(r.code, 'bad_json');
+    }
+    // not an id the parser would take: no id, still an error, the connection goes on
+    for (const text of [`{"type":"ping",${bad},"id":"58"}`, `{"type":"ping",${bad},"id":58.5}`, `{"type":"ping",${bad},"i\\u0064x":58}`]) {
+      c.send(text);
+      const r = await c.next((m) => m.type === 'error', `error for ${text}`);
+      assert.equal(r.id, undefined, `${text}: ${JSON.stringify(r)}`);
+    }
+    assert.equal((await c.request({ type: 'ping' })).type, 'pong');
+  });
+});
+
 test('n is at most 2^53-2 so next_n stays exact; id, n, base, dep and since.seq above 2^53-1 are bad_request', async () => {
   await withDaemon({}, async (d) => {
     const MAX_N = 2 ** 53 - 2;

@@ -54,7 +54,7 @@ max_connections_per_ip 1000000
 rate_messages_per_sec 1000000
 rate_burst 10000000
 idle_timeout_ms 0
-hello_timeout_ms 60000
+hello_timeout_ms 600s
 max_queue_bytes 64m
 ${extra}
 room default {

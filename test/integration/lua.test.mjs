@@ -164,3 +164,40 @@ test('the tic-tac-toe demo page is served, and conf/lua-demo.conf (the examples)
     assert.match(js.body, /predict:/);
   });
 });
+
+const INIT = `local M = {}
+function M.init(params, ctx)
+  if params.refuse then return nil, "no_thanks", "refused by init" end
+  if params.boom then error("init failed") end
+  return {size = params.size or 3, by = ctx.client}
+end
+function M.reduce() return {} end
+return M
+`;
+
+test('init: create passes its state as params and gets the returned state; a refusal is an error with the reducer code', async () => {
+  const files = luaFiles({ 'init.lua': INIT });
+  try {
+    await withDaemon({ conf: luaConf({ g: files.paths['init.lua'] }) }, async (d) => {
+      const c = await connectHello(d, 'ivy');
+      const made = await c.request({ type: 'create', room: 'g:1', state: { size: 5 } });
+      assert.equal(made.type, 'created', JSON.stringify(made));
+      const g = await c.request({ type: 'get', room: 'g:1' });
+      assert.deepEqual(g.state, { size: 5, by: 'ivy' });
+      assert.equal(g.checksum, checksum({ size: 5, by: 'ivy' }));
+      const sub = await c.request({ type: 'subscribe', room: 'g:2' }); // create_on_subscribe: init({})
+      assert.deepEqual(sub.state, { size: 3, by: 'ivy' });
+      const no = await c.request({ type: 'create', room: 'g:3', state: { refuse: true } });
+      assert.equal(no.type, 'error');
+      assert.equal(no.code, 'no_thanks');
+      assert.equal(no.message, 'refused by init');
+      const boom = await c.request({ type: 'create', room: 'g:4', state: { boom: true } });
+      assert.equal(boom.code, 'reducer_error');
+      assert.match(boom.message, /^init\.lua:4: init failed/);
+      assert.equal((await c.request({ type: 'get', room: 'g:3' })).code, 'no_such_room');
+      c.close();
+    });
+  } finally {
+    files.cleanup();
+  }
+});

@@ -183,6 +183,8 @@ install: all
 	  install -d -m 0755 $(SHARE_DIR)/movexd/client/demo && \
 	  find client/demo -maxdepth 1 -type f -exec install -m 0644 {} $(SHARE_DIR)/movexd/client/demo/ \; ; \
 	fi
+	install -d -m 0755 $(SHARE_DIR)/movexd/examples
+	install -m 0644 $(wildcard examples/*.lua) $(SHARE_DIR)/movexd/examples/
 	install -D -m 0644 $(INSTALL_DIST)/movexd.8 $(SHARE_DIR)/man/man8/movexd.8
 	install -D -m 0644 $(INSTALL_DIST)/movexd.conf.5 $(SHARE_DIR)/man/man5/movexd.conf.5
 	install -D -m 0644 $(INSTALL_DIST)/movexctl.1 $(SHARE_DIR)/man/man1/movexctl.1

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { BIN, ROOT, TIMEOUT } from './lib.mjs';
@@ -58,6 +58,10 @@ function expectedFiles() {
     for (const f of readdirSync(demo, { withFileTypes: true }).filter((e) => e.isFile())) {
       files[`${PREFIX}/share/movexd/client/demo/${f.name}`] = 0o644;
     }
+  }
+  // The example reducers (docs/REDUCERS.md, "Examples").
+  for (const f of readdirSync(join(ROOT, 'examples')).filter((n) => n.endsWith('.lua'))) {
+    files[`${PREFIX}/share/movexd/examples/${f}`] = 0o644;
   }
   return files;
 }
@@ -119,6 +123,15 @@ test('make install puts every file in place, adjusted to PREFIX; make uninstall 
     const check = spawnSync(binary, ['-t', '-c', conf], { encoding: 'utf8', timeout: TIMEOUT });
     assert.equal(check.status, 0, `movexd -t -c ${conf}: ${check.stdout}${check.stderr}`);
     assert.match(check.stdout, /is valid/);
+
+    // the installed examples load from their installed place (absolute
+    // reducer paths, as docs/REDUCERS.md says)
+    const exConf = join(dest, 'examples.conf');
+    writeFileSync(exConf, `data_dir ${join(dest, 'exdata')}\n`
+      + `room ttt {\n  reducer lua:${join(dest, PREFIX, 'share/movexd/examples/tictactoe.lua')}\n}\n`
+      + `room chat {\n  reducer lua:${join(dest, PREFIX, 'share/movexd/examples/chat.lua')}\n}\n`);
+    const exCheck = spawnSync(binary, ['-t', '-c', exConf], { encoding: 'utf8', timeout: TIMEOUT });
+    assert.equal(exCheck.status, 0, `movexd -t with the installed examples: ${exCheck.stdout}${exCheck.stderr}`);
 
     // the unit runs PREFIX/bin/movexd on the installed conf
     const unit = readFileSync(join(dest, 'lib/systemd/system/movexd.service'), 'utf8');

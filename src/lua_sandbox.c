@@ -14,6 +14,11 @@
  *    whatever they execute next raises too, until the call unwinds to C.
  *    xpcall's handler runs after the unwinding (w_xpcall): Lua would run
  *    it inside the hook, where hooks are off;
+ *  - wall clock: single VM instructions whose cost grows with string size
+ *    (==, <, .. on long strings, tonumber of a long string) cost one count
+ *    each, so the hook also compares the time with the call's deadline
+ *    (mx_lua_time_limit_ns of the budget) and stops the call the same way
+ *    when it has passed: no call holds the event loop much longer;
  *  - library functions whose cost the hook cannot see (they loop inside C)
  *    are wrapped: each charges its cost before it runs (string.rep, format,
  *    the pattern functions, table.concat, move, insert, remove, unpack, sort,
@@ -34,6 +39,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -76,18 +82,39 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 /* --------------------------------------------------------------- budget -- */
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t mx_lua_time_limit_ns(uint64_t budget)
+{
+    /* 1 us per instruction of budget, at least 1 s: about 100 times what
+     * the budget takes to run, so only work the count cannot see hits it */
+    uint64_t ns = budget > UINT64_MAX / 1000 ? UINT64_MAX : budget * 1000;
+    return ns < 1000000000u ? 1000000000u : ns;
+}
+
 static void hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     struct mx_lua_vm *vm = mx_lua_vm_of(L);
-    if (!vm->mem_hit) { /* once stopped, the first cause is the answer */
+    if (!vm->mem_hit && !vm->over) { /* once stopped, the first cause is the answer */
         vm->used += HOOK_STEP;
-        if (vm->used > vm->budget)
+        if (vm->used > vm->budget) {
             vm->over = 1;
+        } else if (now_ns() > vm->deadline_ns) {
+            vm->over = 1;
+            vm->timed_out = 1;
+        }
     }
     if (vm->over || vm->mem_hit) {
         lua_sethook(L, hook, LUA_MASKCOUNT, 1);
-        luaL_error(L, vm->over ? "instruction budget exceeded" : "memory limit reached");
+        luaL_error(L, !vm->over        ? "memory limit reached"
+                      : vm->timed_out ? "time limit exceeded"
+                                      : "instruction budget exceeded");
     }
 }
 
@@ -167,6 +194,11 @@ static double pattern_cost(const char *p, size_t plen, size_t n, int anchored_on
     int anchored = plen > 0 && p[0] == '^';
     for (size_t i = 0; i < plen; i++) {
         if (p[i] == '%') {
+            /* %bxy scans ahead for its closing y like a quantifier does */
+            if (i + 1 < plen && p[i + 1] == 'b') {
+                k++;
+                i += 2;
+            }
             i++;
             continue;
         }
@@ -566,7 +598,10 @@ enum mx_lua_status mx_lua_vm_run(struct mx_lua_vm *vm, lua_CFunction fn, void *u
     lua_settop(L, 0);
     vm->used = 0;
     vm->over = 0;
+    vm->timed_out = 0;
     vm->mem_hit = 0;
+    uint64_t limit = mx_lua_time_limit_ns(vm->budget), start = now_ns();
+    vm->deadline_ns = start > UINT64_MAX - limit ? UINT64_MAX : start + limit;
     lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_STEP);
     vm->gen++; /* views of earlier calls die; this call's live until the next */
     int rc = LUA_ERRMEM;

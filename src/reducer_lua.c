@@ -107,7 +107,8 @@ static struct mx_lua_vm *build_vm(const char *src, size_t len, const char *name,
     if (st != MX_LUA_OK) {
         const char *m = lua_type(vm->L, -1) == LUA_TSTRING ? lua_tostring(vm->L, -1) : NULL;
         if (st == MX_LUA_BUDGET)
-            snprintf(err, errlen, "%s: the file's top level ran past reducer_budget", name + 1);
+            snprintf(err, errlen, "%s: the file's top level ran past reducer_budget%s", name + 1,
+                     vm->timed_out ? "'s time limit" : "");
         else if (st == MX_LUA_MEMORY)
             snprintf(err, errlen, "%s: the file's top level ran past reducer_memory", name + 1);
         else
@@ -322,10 +323,14 @@ static int run(struct lua_reducer *lr, struct call_args *a, char *msg, size_t ms
     enum mx_lua_status st = mx_lua_vm_run(lr->vm, call_fn, a, 3);
     if (st == MX_LUA_BUDGET || st == MX_LUA_MEMORY) {
         int code = st == MX_LUA_BUDGET ? MX_EREDUCER_BUDGET : MX_EREDUCER_MEMORY;
-        snprintf(msg, msglen, st == MX_LUA_BUDGET
-                                  ? "the reducer ran past its instruction budget (%zu)"
-                                  : "the reducer ran past its memory limit (%zu bytes)",
-                 st == MX_LUA_BUDGET ? lr->budget : lr->memory);
+        if (lr->vm->timed_out)
+            snprintf(msg, msglen, "the reducer ran past its time limit (%llu ms)",
+                     (unsigned long long)(mx_lua_time_limit_ns(lr->budget) / 1000000u));
+        else
+            snprintf(msg, msglen, st == MX_LUA_BUDGET
+                                      ? "the reducer ran past its instruction budget (%zu)"
+                                      : "the reducer ran past its memory limit (%zu bytes)",
+                     st == MX_LUA_BUDGET ? lr->budget : lr->memory);
         mx_lua_vm_free(lr->vm); /* may be damaged: rebuilt before the next call */
         lr->vm = NULL;
         if (rebuild(lr, err, sizeof(err)))

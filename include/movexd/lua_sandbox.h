@@ -17,6 +17,8 @@ struct mx_lua_vm {
     uint64_t budget; /* instructions per call */
     uint64_t used;   /* charged during this call (hook steps + wrapper costs) */
     int over;        /* the budget ran out during this call */
+    int timed_out;   /* ... because the call's wall-clock limit passed */
+    uint64_t deadline_ns; /* CLOCK_MONOTONIC time the running call must end by */
     int loading;     /* the file's top level runs: globals may still be defined */
     uint32_t gen;    /* bumped at every call's start: state views of older calls are dead */
 };
@@ -44,6 +46,10 @@ void mx_lua_vm_freeze(struct mx_lua_vm *vm);
 void mx_lua_charge(lua_State *L, uint64_t cost);
 
 struct mx_lua_vm *mx_lua_vm_of(lua_State *L);
+
+/* The wall-clock limit of one call with this budget (ns): a call running
+ * past it stops like one over budget (timed_out set). */
+uint64_t mx_lua_time_limit_ns(uint64_t budget);
 
 /* JSON null as a Lua value (movex.null) and the markers of movex.array() /
  * movex.object(). */

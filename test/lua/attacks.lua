@@ -65,6 +65,39 @@ A.pattern_gsub = function()
   s:gsub(string.rep("a-", 10) .. "b", "")
   return {}
 end
+A.pattern_balance = function()
+  -- %b scans to the end of the subject from every start: n^2 on "((((...."
+  local s = string.rep("(", 100000)
+  return {s:find("%b()")}
+end
+-- single VM instructions whose cost grows with the strings (one count
+-- each): ==, < and .. on long strings, tonumber of a long string. Each
+-- makes two distinct equal 4 MiB strings by doubling (.. is not charged).
+local function long_pair()
+  local a, b = "x", "x"
+  for _ = 1, 22 do a = a .. a; b = b .. b end
+  return a, b
+end
+A.long_eq = function()
+  local a, b = long_pair()
+  local n = 0
+  while true do if a == b then n = n + 1 end end
+end
+A.long_lt = function()
+  local a, b = long_pair()
+  local n = 0
+  while true do if a <= b then n = n + 1 end end
+end
+A.long_concat = function()
+  local a = long_pair()
+  local keep = {}
+  while true do keep[1] = a .. "y" end
+end
+A.long_tonumber = function()
+  local s = " "
+  for _ = 1, 22 do s = s .. s end
+  while true do tonumber(s) end
+end
 A.find_huge = function()
   local s = string.rep("ab", 1 << 19) -- 1 MiB
   for _ = 1, 1000 do s:find("abc", 1, true) end

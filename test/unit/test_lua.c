@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "movexd/config.h"
@@ -92,6 +93,7 @@ static const struct {
     {"rep_sep", MX_EREDUCER_BUDGET, NULL},
     {"pattern", MX_EREDUCER_BUDGET, NULL},
     {"pattern_gsub", MX_EREDUCER_BUDGET, NULL},
+    {"pattern_balance", MX_EREDUCER_BUDGET, NULL},
     {"find_huge", MX_EREDUCER_BUDGET, NULL},
     {"table_move", MX_EREDUCER_BUDGET, NULL},
     {"table_concat", MX_EREDUCER_BUDGET, NULL},
@@ -162,6 +164,35 @@ START_TEST(attacks_are_stopped)
         rc = reduce(r, state, "ok", NULL, &out, msg, sizeof(msg), 1);
         ck_assert_msg(rc == 0, "after %s: %s", attacks[i].type, msg);
         ck_assert_str_eq(out, "[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1.0}]");
+        free(out);
+    }
+    mx_json_free(state);
+    mx_lua_reducer_free(r);
+}
+END_TEST
+
+/* ==, <=, .. on 4 MiB strings and tonumber of one are one VM instruction
+ * each: the count alone would let each loop run for minutes (and hold the
+ * event loop); the wall-clock limit of the call stops them in about 1 s. */
+START_TEST(long_string_work_is_timed)
+{
+    char err[512], msg[256];
+    struct mx_reducer *r = mx_lua_reducer_new(ATTACKS, 1000000, 32u << 20, err, sizeof(err));
+    ck_assert_msg(r != NULL, "%s", err);
+    mx_val *state = state_of("{\"n\":0}");
+    static const char *const types[] = {"long_eq", "long_lt", "long_concat", "long_tonumber"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = reduce(r, state, types[i], NULL, NULL, msg, sizeof(msg), 1);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        ck_assert_msg(rc == MX_EREDUCER_BUDGET || rc == MX_EREDUCER_MEMORY, "%s: got %s (%s)",
+                      types[i], rc ? mx_err_code(rc) : "ok", msg);
+        /* the limit is 1 s; the slack is for a loaded machine */
+        ck_assert_msg(s < 15.0, "%s took %.1f s", types[i], s);
+        char *out;
+        ck_assert_int_eq(reduce(r, state, "ok", NULL, &out, msg, sizeof(msg), 1), 0);
         free(out);
     }
     mx_json_free(state);
@@ -392,6 +423,7 @@ Suite *mx_suite_lua(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, attacks_are_stopped);
+    tcase_add_test(tc, long_string_work_is_timed);
     tcase_add_test(tc, effects_bounds);
     tcase_add_test(tc, reject_codes_and_messages);
     tcase_add_test(tc, state_view_and_ctx);

@@ -176,17 +176,24 @@ static void send_action(uint64_t n, uint64_t base)
     free(type);
 }
 
+/* A field that must be an integer in [0, 2^53-1]; anything else (a hostile
+ * or broken server: 1e300, -1, 2.5) is 0, never an out-of-range cast. */
 static uint64_t num_field(const json_t *m, const char *name)
 {
     const json_t *v = json_object_get(m, name);
     double d = json_is_number(v) ? json_number_value(v) : 0;
-    return d > 0 ? (uint64_t)d : 0;
+    return d > 0 && d <= 9007199254740991.0 && d == (double)(uint64_t)d ? (uint64_t)d : 0;
+}
+
+static const char *str_field(const json_t *m, const char *name)
+{
+    const char *s = json_string_value(json_object_get(m, name));
+    return s ? s : "(none)";
 }
 
 static void server_error(const json_t *m)
 {
-    fprintf(stderr, "movexctl: %s: %s\n", json_string_value(json_object_get(m, "code")),
-            json_string_value(json_object_get(m, "message")));
+    fprintf(stderr, "movexctl: %s: %s\n", str_field(m, "code"), str_field(m, "message"));
 }
 
 /* One complete message from the server. */
@@ -233,6 +240,12 @@ static void on_message(const char *text, size_t len)
             break;
         }
         case CMD_DISPATCH:
+            if (!o->n && !num_field(m, "next_n")) {
+                fprintf(stderr, "movexctl: the server's reply has no valid next_n "
+                                "(a positive integer up to 2^53-1); give --n\n");
+                finish(3);
+                break;
+            }
             send_action(o->n ? o->n : num_field(m, "next_n"), num_field(m, "seq"));
             break;
         }

@@ -24,6 +24,7 @@
 #include "movexd/map.h"
 #include "movexd/metrics.h"
 #include "movexd/presence.h"
+#include "movexd/reducer.h"
 #include "movexd/room.h"
 #include "movexd/version.h"
 
@@ -142,6 +143,8 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
     const struct mx_engine_stats *st = &e->stats;
     mx_metrics_gauge(b, "movexd_connections", "WebSocket connections open", (double)st->connections);
     mx_metrics_gauge(b, "movexd_rooms_loaded", "rooms in memory", (double)mx_map_len(e->rooms));
+    mx_metrics_gauge(b, "movexd_lua_vms", "Lua reducer VMs (at most one per lua room block)",
+                     (double)mx_reducers_vms());
     struct mx_storage_stats ss;
     e->st->stats(e->st->ctx, &ss);
     size_t it = 0, len, unsnapped = 0;

@@ -1,12 +1,15 @@
 /* reducer.c - which reducer a room type uses, and the Lua instances' lives.
  *
  * Invariants:
- *  - `json` is one shared, stateless reducer; every room type whose reducer
- *    is `lua:PATH` has its own instance (its own VM), keyed by the type name
- *    taken from the room id (types without a block of their own, covered by
- *    `room default`, still get one VM each), created on the type's first
- *    room and kept until mx_reducers_free: rooms hold plain pointers, and a
- *    reload swaps the VM inside the instance, never the instance;
+ *  - `json` is one shared, stateless reducer; each conf room block whose
+ *    reducer is `lua:PATH` has one instance (one VM), keyed by the block's
+ *    name: a named block's VM serves the rooms of that one type, and the
+ *    `room default` block's VM is shared by every type the default block
+ *    covers. So the number of VMs is bounded by the conf (named Lua blocks
+ *    + 1), never by the room types clients invent (each VM may take up to
+ *    reducer_memory). An instance is created on its block's first room and
+ *    kept until mx_reducers_free: rooms hold plain pointers, and a reload
+ *    swaps the VM inside the instance, never the instance;
  *  - a conf is accepted only after mx_reducers_check compiled every file it
  *    names, so a running daemon never meets a broken file on a new room
  *    unless the file changed on disk since (then the room is refused).
@@ -22,7 +25,7 @@
 #include "movexd/reducer_lua.h"
 
 struct instance {
-    char type[MX_ROOM_TYPE_MAX + 1];
+    char type[MX_ROOM_TYPE_MAX + 1]; /* the conf block's name ("default" for the default block) */
     struct mx_reducer *r;
 };
 
@@ -38,8 +41,11 @@ const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char
         snprintf(err, errlen, "unknown reducer '%s'", t->reducer);
         return NULL;
     }
+    /* keyed by the block (t->name), not by the room's type: see above */
+    (void)type;
+    (void)typelen;
     for (size_t i = 0; i < ninsts; i++)
-        if (strlen(insts[i].type) == typelen && memcmp(insts[i].type, type, typelen) == 0)
+        if (strcmp(insts[i].type, t->name) == 0)
             return insts[i].r;
     if (ninsts == capinsts) {
         size_t ncap = capinsts ? capinsts * 2 : 8;
@@ -55,11 +61,10 @@ const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char
         mx_lua_reducer_new(t->reducer_path, t->reducer_budget, t->reducer_memory, err, errlen);
     if (!r)
         return NULL;
-    memcpy(insts[ninsts].type, type, typelen);
-    insts[ninsts].type[typelen] = '\0';
+    snprintf(insts[ninsts].type, sizeof(insts[ninsts].type), "%s", t->name);
     insts[ninsts].r = r;
     ninsts++;
-    mx_info("event=reducer_loaded type=%s file=%s", insts[ninsts - 1].type, t->reducer_path);
+    mx_info("event=reducer_loaded block=%s file=%s", insts[ninsts - 1].type, t->reducer_path);
     return r;
 }
 
@@ -87,17 +92,22 @@ void mx_reducers_reload(const struct mx_config *c)
         const struct mx_room_type *t = mx_config_room_type(c, insts[i].type, strlen(insts[i].type));
         if (strcmp(t->reducer, "lua") != 0) {
             /* a live room keeps its reducer kind until it is reloaded from disk */
-            mx_warn("event=reducer_kept type=%s note=\"the conf no longer names a lua reducer; "
+            mx_warn("event=reducer_kept block=%s note=\"the conf no longer names a lua reducer; "
                     "live rooms keep theirs\"", insts[i].type);
             continue;
         }
         if (mx_lua_reducer_reload(insts[i].r, t->reducer_path, t->reducer_budget, t->reducer_memory,
                                   err, sizeof(err)))
-            mx_err("event=reducer_reload_refused type=%s reason=\"%s\" note=\"the old reducer stays\"",
+            mx_err("event=reducer_reload_refused block=%s reason=\"%s\" note=\"the old reducer stays\"",
                    insts[i].type, err);
         else
-            mx_info("event=reducer_reloaded type=%s file=%s", insts[i].type, t->reducer_path);
+            mx_info("event=reducer_reloaded block=%s file=%s", insts[i].type, t->reducer_path);
     }
+}
+
+size_t mx_reducers_vms(void)
+{
+    return ninsts;
 }
 
 void mx_reducers_free(void)

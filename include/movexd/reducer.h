@@ -57,10 +57,12 @@ struct mx_reducer {
                 const struct mx_reduce_ctx *ctx, json_t **state, char *msg, size_t msglen);
 };
 
-/* The reducer of room type `type` (the room id's prefix) configured by t:
- * the shared `json` reducer, or that type's own Lua VM (created on first
- * use and kept until mx_reducers_free). NULL with err filled when the
- * reducer cannot be loaded. The pointer stays valid across reloads. */
+/* The reducer of a room of type `type` (the room id's prefix) configured by
+ * block t (mx_config_room_type): the shared `json` reducer, or block t's
+ * Lua VM (one per conf block, shared by every type the block covers;
+ * created on first use and kept until mx_reducers_free). NULL with err
+ * filled when the reducer cannot be loaded. The pointer stays valid across
+ * reloads. */
 const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char *type,
                                         size_t typelen, char *err, size_t errlen);
 
@@ -73,6 +75,9 @@ int mx_reducers_check(const struct mx_config *c, char *err, size_t errlen);
  * its type's current settings; a file that fails to load is logged and the
  * old reducer kept. */
 void mx_reducers_reload(const struct mx_config *c);
+
+/* Lua VMs alive (at most one per conf room block that names lua:PATH). */
+size_t mx_reducers_vms(void);
 
 /* Close every Lua VM (exit, tests). Rooms must be gone first. */
 void mx_reducers_free(void);

@@ -83,7 +83,7 @@ test('SIGHUP reloads a changed reducer file and refuses a broken one (the old re
       writeFileSync(files.paths['r.lua'], V2);
       from = d.stderr.length;
       d.proc.kill('SIGHUP');
-      await d.waitLog(/event=reducer_reloaded type=r /, undefined, from);
+      await d.waitLog(/event=reducer_reloaded block=r /, undefined, from);
       assert.equal((await c.act({ type: 'x' })).effects[0].value, 2, 'the new file runs');
       c.close();
     });

@@ -168,6 +168,7 @@ async function scrape(d) {
 const EXPECTED = {
   movexd_connections: 'gauge',
   movexd_rooms_loaded: 'gauge',
+  movexd_lua_vms: 'gauge',
   movexd_rooms_total: 'gauge',
   movexd_actions_total: 'counter',
   movexd_rejects_total: 'counter',

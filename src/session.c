@@ -244,19 +244,20 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
     mx_metric_bytes_in += len;
     if (lws_is_first_fragment(wsi))
         s->rxlen = 0;
+    if (s->closing)
+        return 0; /* closing: ignore what the peer still sends */
     size_t limit = s->srv->cfg->max_message_bytes;
     size_t announced = lws_remaining_packet_payload(wsi);
     if (s->rxlen + len + announced > limit) {
         s->srv->too_large_closes++;
         mx_warn("event=message_too_large client=%s limit=%zu", s->conn.clientlen ? s->conn.client : "-",
                 limit);
-        static const char why[] = "message larger than max_message_bytes";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why, strlen(why));
-        s->closing = 1;
-        return -1;
+        /* graceful: the replies decided before this message (acks of
+         * committed actions) still go out ahead of the 1009; the rest of
+         * the message is read and dropped, never buffered */
+        mx_session_close(s, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message larger than max_message_bytes");
+        return 0;
     }
-    if (s->closing)
-        return 0; /* closing: ignore what the peer still sends */
     if (s->rxlen + len > s->rxcap) {
         size_t ncap = s->rxcap ? s->rxcap : 4096;
         while (ncap < s->rxlen + len)

@@ -964,6 +964,21 @@ static struct mx_room *room_to_write(mx_engine *e, struct mx_conn *c, const stru
     return r;
 }
 
+/* The log has no room for the action's record (`bytes`): reject it
+ * `unavailable` without using up n, so the client can resend, and keep
+ * /readyz not ready until that much fits again. */
+static void refuse_unavailable(mx_engine *e, struct mx_conn *c, const struct mx_request *q,
+                               struct mx_room *r, size_t bytes)
+{
+    e->refused_bytes = bytes;
+    e->stats.actions_unavailable++;
+    size_t before = e->nout;
+    reply_reject(e, c, q, r, MX_EUNAVAILABLE,
+                 "the server cannot make actions durable right now (disk full?); resend later",
+                 r->seq, r->checksum, 0);
+    mark_free(e, before);
+}
+
 static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
     struct mx_room *r = room_to_write(e, c, q, "sending actions to it");
@@ -975,19 +990,17 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
                               .max_depth = e->cfg->max_depth, .time_ms = e->wall_ms};
     if (r->reducer->uses_ctx)
         randombytes_buf(&in.seed, sizeof(in.seed));
+    in.reserve = e->st->reserve;
+    in.reserve_ctx = e->st->ctx;
     struct mx_action_out o;
     /* Room in the log for the record first: a full disk is refused before
      * anything is applied, and n stays unused so the client can resend. The
      * bound covers the entry's re-encoding (numbers such as 1e20 grow). */
+    /* (mx_room_decide reserves again with the record's real size once the
+     * reducer has run: effects can be far larger than the message.) */
     size_t need = q->msglen * 6 + 4096;
     if (e->st->reserve(e->st->ctx, need)) {
-        e->refused_bytes = need; /* /readyz: not ready until this fits */
-        e->stats.actions_unavailable++;
-        size_t before = e->nout;
-        reply_reject(e, c, q, r, MX_EUNAVAILABLE,
-                     "the server cannot make actions durable right now (disk full?); resend later",
-                     r->seq, r->checksum, 0);
-        mark_free(e, before);
+        refuse_unavailable(e, c, q, r, need);
         return;
     }
     e->refused_bytes = 0;
@@ -996,6 +1009,9 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         return;
     }
     switch (o.decision) {
+    case MX_DECIDED_UNAVAILABLE:
+        refuse_unavailable(e, c, q, r, o.entry_len);
+        break;
     case MX_DECIDED_APPLIED: {
         e->stats.actions_applied++;
         struct mx_storage_action sa = {.seq = o.seq, .prev = o.prev, .checksum = o.checksum,

@@ -284,7 +284,36 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
     struct mx_outcome o = {.n = in->n, .kind = MX_OUTCOME_ACK, .seq = r->seq};
     memcpy(o.prev, prev, MX_DIGEST_LEN);
     memcpy(o.checksum, newsum, MX_DIGEST_LEN);
-    if (encode_entry(r, in, effects, is_payload, &b) ||
+    int enc = encode_entry(r, in, effects, is_payload, &b);
+    /* The record's real size is known only now (a reducer's effects may be
+     * far larger than the message the engine reserved for): reserve it
+     * before committing, so an ack never rests on unreserved log space. The
+     * record is the entry plus the client, the room id and fixed fields. */
+    size_t recbytes = b.len + in->clientlen + r->idlen + MX_ROOM_RECORD_OVERHEAD;
+    int rsv = !enc && in->reserve ? in->reserve(in->reserve_ctx, recbytes) : 0;
+    if (rsv) {
+        r->seq = oldseq;
+        memcpy(r->checksum, prev, MX_DIGEST_LEN);
+        mx_patch_rollback(&r->state, undo);
+        mx_digest_refresh(r->state);
+        json_decref(effects);
+        mx_buf_free(&b);
+        if (rsv == MX_ETOO_LARGE) {
+            /* no disk space would ever hold it (max_state_bytes 0 lets
+             * effects grow past a log record's limit): a plain reject */
+            snprintf(out->message, sizeof(out->message),
+                     "the action's log record would be %zu bytes, over the log's record limit",
+                     recbytes);
+            return reject(r, in, out, MX_ETOO_LARGE);
+        }
+        out->decision = MX_DECIDED_UNAVAILABLE;
+        out->code = MX_EUNAVAILABLE;
+        out->seq = r->seq;
+        memcpy(out->checksum, r->checksum, MX_DIGEST_LEN);
+        out->entry_len = recbytes;
+        return 0;
+    }
+    if (enc ||
         mx_oplog_append(r->log, r->seq, prev, newsum, mx_buf_data(&b), b.len) ||
         mx_dedup_record(r->dedup, in->client, in->clientlen, &o)) {
         /* Out of memory mid-commit: undo everything so the room is as it was. */

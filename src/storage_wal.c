@@ -109,6 +109,8 @@ static int st_reserve(void *ctx, size_t bytes)
     struct mx_walstore *s = ctx;
     if (s->failed)
         return MX_EUNAVAILABLE;
+    if (bytes > MX_WAL_MAX_RECORD)
+        return MX_ETOO_LARGE; /* no free space would help */
     return mx_wal_reserve(s->wal, bytes) ? MX_EUNAVAILABLE : 0;
 }
 

@@ -56,6 +56,11 @@ void mx_room_free(struct mx_room *r);
 int mx_room_sub_add(struct mx_room *r, struct mx_conn *c); /* 0, -1 OOM; idempotent */
 void mx_room_sub_del(struct mx_room *r, struct mx_conn *c);
 
+/* A storage record of an applied action holds its log entry, the client
+ * and the room id plus fixed fields (type, seq, two checksums, n, length
+ * prefixes: ~110 bytes in storage_wal.c); this bounds the fixed part. */
+#define MX_ROOM_RECORD_OVERHEAD 256
+
 struct mx_action_in {
     const char *client;
     size_t clientlen;
@@ -68,6 +73,14 @@ struct mx_action_in {
     int max_depth;
     uint64_t time_ms; /* ctx.time for app reducers (the engine's clock, read once) */
     uint64_t seed;    /* ctx.random's seed for this action */
+    /* Optional (NULL: no check). Called once the action is decided and its
+     * log entry is built, before anything is committed, with the size of
+     * the storage record it will take (effects included): 0, or an error
+     * that refuses it as MX_DECIDED_UNAVAILABLE with the room unchanged and
+     * n not used up (MX_ETOO_LARGE: rejected `too_large` instead). The
+     * engine passes the storage's reserve. */
+    int (*reserve)(void *ctx, size_t bytes);
+    void *reserve_ctx;
 };
 
 enum mx_decision {
@@ -75,6 +88,8 @@ enum mx_decision {
     MX_DECIDED_REJECTED,     /* new reject, recorded in the exactly-once memory */
     MX_DECIDED_DUPLICATE,    /* n decided before: out.prior is its outcome */
     MX_DECIDED_TOO_OLD,      /* refused without using up n (too_old, bad_dep): not recorded */
+    MX_DECIDED_UNAVAILABLE,  /* in.reserve refused the record: not recorded, n not used up;
+                              * out.entry_len is the size that was refused */
 };
 
 struct mx_action_out {

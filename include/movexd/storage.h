@@ -54,7 +54,8 @@ struct mx_storage {
     const char *name;
     /* Before deciding an action whose record may take up to `bytes`: 0, or
      * MX_EUNAVAILABLE when it could not be made durable now (the engine then
-     * rejects with `unavailable` and does not use up n). */
+     * rejects with `unavailable` and does not use up n), or MX_ETOO_LARGE
+     * when no free space could ever hold a record that large. */
     int (*reserve)(void *ctx, size_t bytes);
     /* Each returns 0 or a negative mx_err. */
     int (*room_created)(void *ctx, struct mx_room *r);

@@ -47,6 +47,8 @@ struct opts {
     int strict;
     int has_base;
     uint64_t base;
+    int (*reserve)(void *ctx, size_t bytes);
+    void *reserve_ctx;
 };
 
 /* Decide action n of `client` with the patch `payload` (JSON text); the
@@ -64,7 +66,8 @@ static struct mx_action_out decide(struct mx_room *r, const char *client, uint64
         o = &none;
     struct mx_action_in in = {.client = client, .clientlen = strlen(client), .n = n,
                               .has_base = o->has_base || o->strict, .strict = o->strict, .base = o->base,
-                              .ndeps = o->ndeps, .deps = o->deps, .action = action, .max_depth = 32};
+                              .ndeps = o->ndeps, .deps = o->deps, .action = action, .max_depth = 32,
+                              .reserve = o->reserve, .reserve_ctx = o->reserve_ctx};
     struct mx_action_out out;
     ck_assert_int_eq(mx_room_decide(r, &in, &out), 0);
     free(out.entry_text);
@@ -263,6 +266,56 @@ START_TEST(reject_changes_nothing_but_the_memory)
 }
 END_TEST
 
+struct reserve_stub {
+    int rc;       /* what the storage answers */
+    size_t asked; /* the size it was asked for */
+};
+
+static int stub_reserve(void *ctx, size_t bytes)
+{
+    struct reserve_stub *st = ctx;
+    st->asked = bytes;
+    return st->rc;
+}
+
+/* The record's real size (effects included) is reserved after the reducer
+ * ran and before anything is committed; a refusal leaves the room as it
+ * was and n unused (unavailable), or rejects too_large. */
+START_TEST(reserve_covers_the_record_before_commit)
+{
+    struct mx_room *r = room(16, 8);
+    decide(r, "alice", 1, ADD_N, NULL);
+    struct head h = head_of(r);
+    char big[20100];
+    int len = snprintf(big, sizeof big, "[{\"op\":\"add\",\"path\":\"/big\",\"value\":\"");
+    memset(big + len, 'x', 20000);
+    strcpy(big + len + 20000, "\"}]");
+    struct reserve_stub st = {.rc = MX_EUNAVAILABLE};
+    struct opts o = {.reserve = stub_reserve, .reserve_ctx = &st};
+
+    struct mx_action_out out = decide(r, "alice", 2, big, &o);
+    ck_assert_int_eq(out.decision, MX_DECIDED_UNAVAILABLE);
+    ck_assert_int_eq(out.code, MX_EUNAVAILABLE);
+    ck_assert_msg(st.asked >= 20000 + strlen("alice") + strlen(ID), "reserved %zu bytes", st.asked);
+    ck_assert_uint_eq(mx_oplog_last_seq(r->log), 1);
+    assert_unchanged(r, &h, "a record the storage could not reserve");
+    ck_assert_uint_eq(mx_room_next_n(r, "alice", 5), 2); /* n = 2 is not used up */
+
+    st.rc = MX_ETOO_LARGE;
+    h = head_of(r);
+    out = decide(r, "alice", 2, big, &o);
+    ck_assert_int_eq(out.decision, MX_DECIDED_REJECTED);
+    ck_assert_int_eq(out.code, MX_ETOO_LARGE);
+    assert_unchanged(r, &h, "a record past the log's limit");
+
+    st.rc = 0;
+    out = decide(r, "alice", 3, big, &o);
+    ck_assert_int_eq(out.decision, MX_DECIDED_APPLIED);
+    ck_assert_uint_eq(r->seq, 2);
+    mx_room_free(r);
+}
+END_TEST
+
 START_TEST(catch_up_never_partial)
 {
     struct mx_room *r = room(4, 8); /* the log keeps 4 entries */
@@ -335,6 +388,7 @@ Suite *mx_suite_room(void)
     tcase_add_test(tc, reject_changes_nothing_but_the_memory);
     tcase_add_test(tc, catch_up_never_partial);
     tcase_add_test(tc, applied_entry_chains_prev_to_checksum);
+    tcase_add_test(tc, reserve_covers_the_record_before_commit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -60,9 +60,10 @@ export class Env {
     return this.browser;
   }
 
-  // Start movexd on this test's data dir; `port` reuses a port (restart).
-  async daemon(port = 0) {
-    const d = await startDaemon({ conf: conf(), dir: this.dir, port });
+  // Start movexd on this test's data dir; `port` reuses a port (restart);
+  // `confText` replaces the demo conf.
+  async daemon(port = 0, confText = conf()) {
+    const d = await startDaemon({ conf: confText, dir: this.dir, port });
     this.daemons.push(d);
     this.d = d;
     return d;

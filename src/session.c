@@ -291,7 +291,10 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
         if (++s->limited_in_row > cfg->rate_close_after) {
             s->srv->rate_closes++;
             mx_warn("event=rate_limit_close client=%s", s->conn.clientlen ? s->conn.client : "-");
-            start_close(s, 4029, "message rate limit exceeded", 1);
+            /* graceful: the replies to what came before the flood (acks of
+             * committed actions) still go out ahead of the 4029; what the
+             * peer sends from now on is dropped unread by the engine */
+            mx_session_close(s, 4029, "message rate limit exceeded");
             return 0;
         }
         mx_engine_refuse(s->srv->engine, &s->conn, s->rx, mlen, MX_ERATE_LIMITED,

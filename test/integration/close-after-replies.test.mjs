@@ -1,5 +1,6 @@
 // A close the server decides because of what the client sent (1009 for a
-// message over max_message_bytes, 1002 for an unmasked frame) comes after
+// message over max_message_bytes, 1002 for an unmasked frame, 4029 for a
+// flood past the rate limit) comes after
 // every reply decided before that message: the acks of committed actions
 // are not dropped with the queue. Raw sockets: the reader stays paused while
 // megabytes of snapshots are queued ahead of the acks, so the daemon still
@@ -13,8 +14,8 @@ import { upgradeRequest, wsFrame, parseFrames } from './rawhttp.mjs';
 const GETS = 150; // x ~100 KB snapshots: far more than the kernel buffers hold
 const ACTIONS = 20;
 
-async function closeAfterReplies(offending) {
-  const conf = makeConf({ global: ['max_queue_bytes 64m', 'max_message_bytes 32k'] });
+async function closeAfterReplies(offending, extra = []) {
+  const conf = makeConf({ global: ['max_queue_bytes 64m', 'max_message_bytes 32k', ...extra] });
   let code;
   await withDaemon({ conf }, async (d) => {
     const w = await connectHello(d, 'filler');
@@ -55,7 +56,7 @@ async function closeAfterReplies(offending) {
     assert.equal(last && last.opcode, 8, 'the connection ends with a close frame');
     const msgs = frames.filter((f) => f.opcode === 1).map((f) => JSON.parse(f.payload.toString('utf8')));
     const snapshots = msgs.filter((m) => m.type === 'snapshot' && m.id >= 100 && m.id < 100 + GETS);
-    const acks = msgs.filter((m) => m.id >= 1000);
+    const acks = msgs.filter((m) => m.id >= 1000 && m.id < 1000 + ACTIONS);
     assert.equal(snapshots.length, GETS, 'every snapshot decided before the offending frame arrives');
     assert.deepEqual(acks.map((m) => m.type), Array(ACTIONS).fill('ack'), 'every ack arrives before the close');
     await w.close();
@@ -72,4 +73,12 @@ test('a message over max_message_bytes closes with 1009 after every reply decide
 test('an unmasked frame closes with 1002 after every reply decided before it', async () => {
   const bare = wsFrame(1, JSON.stringify({ type: 'ping', id: 5 }), { mask: false });
   assert.equal(await closeAfterReplies(bare), 1002);
+});
+
+test('a flood past the rate limit closes with 4029 after every reply decided before it', async () => {
+  // the burst takes hello, subscribe, the gets and the actions; then ten
+  // pings in a row: the first ones refused rate_limited, then the close
+  const pings = Buffer.concat(Array.from({ length: 10 }, (_, i) => wsFrame(1, JSON.stringify({ type: 'ping', id: 9000 + i }))));
+  const burst = 2 + GETS + ACTIONS;
+  assert.equal(await closeAfterReplies(pings, ['rate_messages_per_sec 1', `rate_burst ${burst}`, 'rate_close_after 1']), 4029);
 });

@@ -69,6 +69,9 @@ enum kind {
     K_REDUCER,  /* json, or lua:PATH (parse_reducer) -> char[size] + reducer_path */
     K_AUTH,     /* none|jwt -> enum mx_auth_mode */
     K_RIGHTS,   /* none, or a comma list of read,write,create -> unsigned bits */
+    K_ENDPOINT, /* HOST:PORT or [v6]:PORT, host and port required -> struct mx_endpoint */
+    K_ENDPOINTS,/* 1..MX_CLUSTER_SENTINELS_MAX endpoints, comma separated -> sentinels[] */
+    K_NODEID,   /* 1..MX_CLUSTER_NODE_ID_MAX of A-Z a-z 0-9 _ . - -> char[size] */
 };
 
 struct key {
@@ -135,8 +138,27 @@ static const struct key room_keys[] = {
     R("authenticated", K_RIGHTS, 0, 0, authenticated),
 };
 
+#define C(name, kind, min, max, field)                                                             \
+    { name, kind, min, max, offsetof(struct mx_cluster_config, field),                             \
+      sizeof(((struct mx_cluster_config *)0)->field) }
+
+/* The `cluster { ... }` block. Which combinations are required (node_id;
+ * redis, or sentinels with master_name) is checked after the block. */
+static const struct key cluster_keys[] = {
+    C("node_id", K_NODEID, 0, 0, node_id),
+    C("redis", K_ENDPOINT, 0, 0, redis),
+    C("sentinels", K_ENDPOINTS, 0, 0, sentinels),
+    C("master_name", K_PATH, 0, 0, master_name),
+    C("key_prefix", K_PATH, 0, 0, key_prefix),
+    C("connect_timeout_ms", K_MS, 10, 600000, connect_timeout_ms),
+    C("command_timeout_ms", K_MS, 10, 600000, command_timeout_ms),
+    C("reconnect_max_ms", K_MS, 10, 600000, reconnect_max_ms),
+    C("append_retries", K_COUNT, 0, 1000, append_retries),
+};
+
 #define NGLOBAL (sizeof global_keys / sizeof global_keys[0])
 #define NROOM (sizeof room_keys / sizeof room_keys[0])
+#define NCLUSTER (sizeof cluster_keys / sizeof cluster_keys[0])
 
 /* Reducers the daemon knows. A conf naming another one is an error now,
  * rather than a room that fails on its first action later. */
@@ -191,6 +213,12 @@ void mx_config_defaults(struct mx_config *c)
     c->rate_burst = 10000;
     c->rate_close_after = 1000;
     c->idle_timeout_ms = 120000;
+    c->cluster.enabled = 0;
+    strcpy(c->cluster.key_prefix, "movexd:");
+    c->cluster.connect_timeout_ms = 2000;
+    c->cluster.command_timeout_ms = 5000;
+    c->cluster.reconnect_max_ms = 5000;
+    c->cluster.append_retries = 16;
     room_defaults(&c->def);
     c->types = NULL;
     c->ntypes = 0;
@@ -448,6 +476,28 @@ static int parse_listen(const char *s, char *addr, size_t addrlen, int *port, ch
     return 0;
 }
 
+/* A Redis or Sentinel address: the listen syntax, but the host and a
+ * non-zero port are required (there is no "every address" to connect to). */
+static int parse_endpoint(const char *s, struct mx_endpoint *e, char *why, size_t whylen)
+{
+    char host[sizeof e->host] = { 0 }; /* zero-filled: the diff compares whole fields */
+    int port = 0;
+    if (parse_listen(s, host, sizeof host, &port, why, whylen) < 0)
+        return -1;
+    if (!host[0] || strcmp(s, "*") == 0 || s[0] == '*') {
+        snprintf(why, whylen, "'%.100s': the host is missing (expected HOST:PORT or [IPv6]:PORT)",
+                 s);
+        return -1;
+    }
+    if (port == 0) {
+        snprintf(why, whylen, "'%.100s': port 0 is not a port to connect to (1..65535)", s);
+        return -1;
+    }
+    memcpy(e->host, host, sizeof e->host);
+    e->port = port;
+    return 0;
+}
+
 int mx_config_set_listen(struct mx_config *c, const char *s)
 {
     char why[256];
@@ -561,6 +611,45 @@ static int apply_value(const struct key *k, void *base, const char *v, char *why
             }
         }
         *(unsigned *)(void *)field = bits;
+        return 0;
+    }
+    case K_ENDPOINT:
+        return parse_endpoint(v, (struct mx_endpoint *)(void *)field, why, whylen);
+    case K_ENDPOINTS: {
+        struct mx_cluster_config *cl = base;
+        char one[VALUE_MAX + 1];
+        size_t cnt = 0;
+        const char *q = v;
+        while (*q) {
+            size_t len = strcspn(q, ", ");
+            if (len) {
+                if (cnt == MX_CLUSTER_SENTINELS_MAX) {
+                    snprintf(why, whylen, "more than %d addresses", MX_CLUSTER_SENTINELS_MAX);
+                    return -1;
+                }
+                memcpy(one, q, len);
+                one[len] = '\0';
+                if (parse_endpoint(one, &cl->sentinels[cnt], why, whylen) < 0)
+                    return -1;
+                cnt++;
+            }
+            q += len;
+            q += strspn(q, ", ");
+        }
+        cl->nsentinels = cnt;
+        return 0;
+    }
+    case K_NODEID: {
+        size_t len = strlen(v);
+        bool ok = len >= 1 && len <= MX_CLUSTER_NODE_ID_MAX;
+        for (size_t j = 0; ok && j < len; j++)
+            ok = host_char(v[j]);
+        if (!ok) {
+            snprintf(why, whylen, "'%.100s' is not a node id (1..%d of A-Z a-z 0-9 _ . -)", v,
+                     MX_CLUSTER_NODE_ID_MAX);
+            return -1;
+        }
+        strcpy(field, v);
         return 0;
     }
     case K_REDUCER:
@@ -768,6 +857,37 @@ struct pending {
     size_t set[NROOM];
 };
 
+/* The cluster block as a whole: who this node is and where Redis is. set[]
+ * holds the line of each cluster key (0 = not set). 0, or -1 with why. */
+static int check_cluster(const struct mx_cluster_config *cl, const size_t *set, char *why,
+                         size_t whylen)
+{
+    bool redis = set[1] != 0, sentinels = set[2] != 0, master = set[3] != 0;
+    if (!set[0]) {
+        snprintf(why, whylen, "node_id is required (a name unique to this node, e.g. node_id n1)");
+        return -1;
+    }
+    if (redis == sentinels) {
+        snprintf(why, whylen,
+                 redis ? "set either redis HOST:PORT or sentinels (with master_name), not both"
+                       : "set redis HOST:PORT, or sentinels HOST:PORT,... with master_name");
+        return -1;
+    }
+    if (sentinels && (!master || !cl->master_name[0])) {
+        snprintf(why, whylen, "sentinels needs master_name (the primary's name in Sentinel)");
+        return -1;
+    }
+    if (!sentinels && master) {
+        snprintf(why, whylen, "master_name only applies with sentinels");
+        return -1;
+    }
+    if (sentinels && cl->nsentinels == 0) {
+        snprintf(why, whylen, "sentinels: no address given");
+        return -1;
+    }
+    return 0;
+}
+
 static int cmp_type(const void *a, const void *b)
 {
     return strcmp(((const struct mx_room_type *)a)->name, ((const struct mx_room_type *)b)->name);
@@ -780,11 +900,11 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
     struct mx_config tmp;
     struct pending *pend = NULL;
     size_t npend = 0, cap = 0;
-    size_t gset[NGLOBAL] = { 0 }, dset[NROOM] = { 0 };
-    size_t def_line = 0;
+    size_t gset[NGLOBAL] = { 0 }, dset[NROOM] = { 0 }, cset[NCLUSTER] = { 0 };
+    size_t def_line = 0, cluster_line = 0;
 
-    /* the open block: none, the default block, or pend[cur] */
-    enum { NONE, DEFAULT, NAMED } block = NONE;
+    /* the open block: none, the default block, pend[cur] or the cluster block */
+    enum { NONE, DEFAULT, NAMED, CLUSTER } block = NONE;
     size_t cur = 0, block_line = 0;
 
     char val[VALUE_MAX + 1], why[512], hint[64], list[1024];
@@ -814,7 +934,7 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
 
         if (*s == '}') {
             if (block == NONE) {
-                fail(&ps, line, "'}' without an open 'room TYPE {' block");
+                fail(&ps, line, "'}' without an open 'room TYPE {' or 'cluster {' block");
                 goto error;
             }
             if (!blank_rest(s + 1, end)) {
@@ -832,7 +952,33 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
         int kshow = kl > 64 ? 64 : (int)kl;
         s = skip_ws(s, end);
 
+        if (kl == 7 && memcmp(k, "cluster", 7) == 0 && block == NONE) {
+            if (s == end || *s != '{') {
+                fail(&ps, line, "expected '{' after 'cluster' (the '{' goes on the same line)");
+                goto error;
+            }
+            if (!blank_rest(s + 1, end)) {
+                fail(&ps, line, "unexpected text after '{' (put each key on a line of its own)");
+                goto error;
+            }
+            if (cluster_line) {
+                fail(&ps, line, "duplicate block 'cluster' (first at line %zu)", cluster_line);
+                goto error;
+            }
+            cluster_line = block_line = line;
+            tmp.cluster.enabled = 1;
+            block = CLUSTER;
+            continue;
+        }
+
         if (kl == 4 && memcmp(k, "room", 4) == 0) {
+            if (block == CLUSTER) {
+                fail(&ps, line,
+                     "blocks cannot be nested: block 'cluster' (line %zu) is still open; "
+                     "close it with '}' first",
+                     block_line);
+                goto error;
+            }
             if (block != NONE) {
                 fail(&ps, line,
                      "room blocks cannot be nested: block 'room %s' (line %zu) is still open; "
@@ -909,12 +1055,29 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
         }
 
         /* key value */
-        const struct key *keys = block == NONE ? global_keys : room_keys;
-        size_t nkeys = block == NONE ? NGLOBAL : NROOM;
+        const struct key *keys = block == NONE      ? global_keys
+                                 : block == CLUSTER ? cluster_keys
+                                                    : room_keys;
+        size_t nkeys = block == NONE ? NGLOBAL : block == CLUSTER ? NCLUSTER : NROOM;
         const struct key *key = NULL;
         for (size_t i = 0; i < nkeys; i++)
             if (strlen(keys[i].name) == kl && memcmp(keys[i].name, k, kl) == 0)
                 key = &keys[i];
+        if (!key && block == CLUSTER) {
+            suggest(hint, sizeof hint, k, kl, keys, nkeys);
+            key_list(list, sizeof list, keys, nkeys);
+            fail(&ps, line, "unknown key '%.*s' in block 'cluster'%s; cluster keys are: %s", kshow,
+                 k, hint, list);
+            goto error;
+        }
+        if (!key && block == NONE) {
+            for (size_t i = 0; i < NCLUSTER; i++)
+                if (strlen(cluster_keys[i].name) == kl && memcmp(cluster_keys[i].name, k, kl) == 0) {
+                    fail(&ps, line, "'%.*s' is a cluster setting: put it inside the 'cluster { ... }' block",
+                         kshow, k);
+                    goto error;
+                }
+        }
         if (!key) {
             const struct key *other = block == NONE ? room_keys : global_keys;
             size_t nother = block == NONE ? NROOM : NGLOBAL;
@@ -936,7 +1099,7 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
                 suggest(hint, sizeof hint, k, kl, keys, nkeys);
                 key_list(list, sizeof list, keys, nkeys);
                 if (block == NONE)
-                    fail(&ps, line, "unknown key '%.*s'%s; global keys are: %s, and 'room TYPE {' blocks",
+                    fail(&ps, line, "unknown key '%.*s'%s; global keys are: %s, and 'room TYPE {' and 'cluster {' blocks",
                          kshow, k, hint, list);
                 else
                     fail(&ps, line, "unknown key '%.*s' in block 'room %s'%s; room keys are: %s",
@@ -946,9 +1109,15 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
         }
 
         size_t idx = (size_t)(key - keys);
-        size_t *set = block == NONE ? gset : block == DEFAULT ? dset : pend[cur].set;
+        size_t *set = block == NONE      ? gset
+                      : block == DEFAULT ? dset
+                      : block == CLUSTER ? cset
+                                         : pend[cur].set;
         if (set[idx]) {
-            if (block == NONE)
+            if (block == CLUSTER)
+                fail(&ps, line, "duplicate key '%s' in block 'cluster' (first set at line %zu)",
+                     key->name, set[idx]);
+            else if (block == NONE)
                 fail(&ps, line, "duplicate key '%s' (first set at line %zu)", key->name, set[idx]);
             else
                 fail(&ps, line, "duplicate key '%s' in block 'room %s' (first set at line %zu)",
@@ -963,8 +1132,10 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
             fail(&ps, line, "%s: missing value", key->name);
             goto error;
         }
-        void *base = block == NONE ? (void *)&tmp : block == DEFAULT ? (void *)&tmp.def
-                                                                     : (void *)&pend[cur].t;
+        void *base = block == NONE      ? (void *)&tmp
+                     : block == DEFAULT ? (void *)&tmp.def
+                     : block == CLUSTER ? (void *)&tmp.cluster
+                                        : (void *)&pend[cur].t;
         if (key->kind == K_REDUCER && strncmp(val, "lua:", 4) == 0) {
             if (set_lua_reducer(&tmp, ps.name, (struct mx_room_type *)base, val + 4, why,
                                 sizeof why) < 0) {
@@ -979,8 +1150,13 @@ int mx_config_parse(struct mx_config *c, const char *text, const char *name, cha
     }
 
     if (block != NONE) {
-        fail(&ps, block_line, "block 'room %s' is not closed: missing '}' before the end of the file",
-             block == NAMED ? pend[cur].t.name : "default");
+        fail(&ps, block_line, "block '%s%s' is not closed: missing '}' before the end of the file",
+             block == CLUSTER ? "cluster" : "room ",
+             block == CLUSTER ? "" : block == NAMED ? pend[cur].t.name : "default");
+        goto error;
+    }
+    if (cluster_line && check_cluster(&tmp.cluster, cset, why, sizeof why) < 0) {
+        fail(&ps, cluster_line, "block 'cluster': %s", why);
         goto error;
     }
 
@@ -1112,12 +1288,12 @@ int mx_config_key_line(const char *path, const char *key)
         const char *p = line;
         while (*p == ' ' || *p == '\t')
             p++;
-        if (!strncmp(p, "room ", 5) && strchr(p, '{'))
+        if (!strncmp(p, key, kl) && (p[kl] == ' ' || p[kl] == '\t') && !depth)
+            found = n; /* also a block's own line: "cluster {" */
+        else if ((!strncmp(p, "room ", 5) || !strncmp(p, "cluster ", 8)) && strchr(p, '{'))
             depth = 1;
         else if (*p == '}')
             depth = 0;
-        else if (!depth && !strncmp(p, key, kl) && (p[kl] == ' ' || p[kl] == '\t'))
-            found = n;
         if (!strchr(line, '\n')) { /* a long line: skip its rest */
             int ch;
             while ((ch = fgetc(f)) != EOF && ch != '\n')
@@ -1132,7 +1308,7 @@ int mx_config_key_line(const char *path, const char *key)
 static int field_differs(const struct key *k, const void *a, const void *b)
 {
     const char *x = (const char *)a + k->off, *y = (const char *)b + k->off;
-    if (k->kind == K_PATH || k->kind == K_REDUCER)
+    if (k->kind == K_PATH || k->kind == K_REDUCER || k->kind == K_NODEID)
         return strncmp(x, y, k->size) != 0;
     return memcmp(x, y, k->size) != 0;
 }
@@ -1176,6 +1352,17 @@ size_t mx_config_diff(const struct mx_config *a, const struct mx_config *b, char
         if (differs)
             add_name(out, outlen, &len, "", k->name);
     }
+    if (a->cluster.enabled != b->cluster.enabled)
+        add_name(out, outlen, &len, b->cluster.enabled ? "+" : "-", "cluster");
+    else
+        for (size_t i = 0; i < NCLUSTER; i++) {
+            const struct key *k = &cluster_keys[i];
+            int differs = field_differs(k, &a->cluster, &b->cluster);
+            if (k->kind == K_ENDPOINTS)
+                differs = differs || a->cluster.nsentinels != b->cluster.nsentinels;
+            if (differs)
+                add_name(out, outlen, &len, "cluster.", k->name);
+        }
     room_diff(&a->def, &b->def, out, outlen, &len);
     for (size_t i = 0; i < b->ntypes; i++) {
         const struct mx_room_type *t = find_type(a, b->types[i].name);

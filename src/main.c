@@ -269,6 +269,11 @@ static void keep_fixed(struct mx_config *next, const struct mx_config *cur)
     KEEP_STR(tls_key_file)
     KEEP_STR(tls_chain_file)
     KEEP_VAL(dedup_window)
+    /* the storage mode and this node's identity in Redis are chosen at start */
+    if (memcmp(&next->cluster, &cur->cluster, sizeof(next->cluster))) {
+        mx_warn("event=reload_ignored key=cluster note=\"needs a restart\"");
+        next->cluster = cur->cluster;
+    }
 #undef KEEP_STR
 #undef KEEP_VAL
 }
@@ -389,9 +394,31 @@ int main(int argc, char **argv)
     }
     if (test_only) {
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
+        if (cfg.cluster.enabled)
+            printf("movexd: cluster mode: node %s, %s; note: this build cannot serve in cluster "
+                   "mode yet (docs/CLUSTER.md)\n",
+                   cfg.cluster.node_id, cfg.cluster.nsentinels ? "via Sentinel" : "one Redis");
         sodium_memzero(&keys, sizeof(keys));
         mx_config_free(&cfg);
         return 0;
+    }
+    if (cfg.cluster.enabled) {
+        /* refuse rather than silently run single-node: nodes that each kept
+         * their own order of a room would fork it (docs/CLUSTER.md) */
+        char where[1100];
+        int line = mx_config_key_line(conf_path, "cluster");
+        if (line > 0)
+            snprintf(where, sizeof(where), "%s:%d: ", conf_path, line);
+        else
+            where[0] = '\0';
+        fprintf(stderr,
+                "movexd: %scluster mode is not available in this build yet: the conf and its "
+                "checks are, the Redis commit path is not (docs/CLUSTER.md). Remove the "
+                "'cluster' block to run single-node.\n",
+                where);
+        sodium_memzero(&keys, sizeof(keys));
+        mx_config_free(&cfg);
+        return 1;
     }
     /* socket activation: listening sockets passed by systemd take the place
      * of `listen`; auth none is refused on any of them that is not

@@ -8,7 +8,8 @@
  *         ...
  *     }
  *
- * and the block `room default { ... }` applies to every type the file does
+ * the optional block `cluster { ... }` (docs/CLUSTER.md) turns on cluster
+ * mode, and the block `room default { ... }` applies to every type the file does
  * not name. A named block starts from the default block's values (wherever
  * in the file the default block stands). Unknown keys, bad values and
  * duplicate keys are errors that name file:line.
@@ -45,6 +46,32 @@ struct mx_room_type {
     size_t max_presence_bytes;       /* one connection's presence state; 0 = presence off */
     unsigned anonymous;              /* rights without a token (auth jwt) */
     unsigned authenticated;          /* rights every valid token adds */
+};
+
+/* A Redis (or Sentinel) address of the cluster block: host name or IP
+ * address, and a port 1..65535. */
+struct mx_endpoint {
+    char host[256];
+    int port;
+};
+
+#define MX_CLUSTER_SENTINELS_MAX 8
+#define MX_CLUSTER_NODE_ID_MAX 32
+
+/* The `cluster { ... }` block (docs/CLUSTER.md). enabled = 0 when the conf
+ * has no such block: single-node mode with the WAL, exactly as before. */
+struct mx_cluster_config {
+    int enabled;
+    char node_id[MX_CLUSTER_NODE_ID_MAX + 1]; /* unique per node: client ids and presence carry it */
+    struct mx_endpoint redis;                 /* `redis ADDR:PORT` (port 0 = not set) */
+    struct mx_endpoint sentinels[MX_CLUSTER_SENTINELS_MAX]; /* `sentinels A:P, B:P` */
+    size_t nsentinels;
+    char master_name[256];     /* Sentinel's name of the primary */
+    char key_prefix[64];       /* every Redis key and channel starts with it */
+    int connect_timeout_ms;    /* TCP connect + handshake to Redis */
+    int command_timeout_ms;    /* a command without reply this long: the link is dropped */
+    int reconnect_max_ms;      /* reconnect backoff cap */
+    size_t append_retries;     /* head moved under an append: retries on the fresh head */
 };
 
 struct mx_config {
@@ -89,6 +116,8 @@ struct mx_config {
     char tls_key_file[1024];
     char tls_chain_file[1024];
     char admin_token_file[1024]; /* bearer token for /admin/ (unset: admin API off) */
+
+    struct mx_cluster_config cluster; /* the `cluster` block; standalone when absent */
 
     struct mx_room_type def;   /* the `room default` block (or built-in defaults) */
     struct mx_room_type *types;/* named blocks */

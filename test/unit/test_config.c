@@ -475,7 +475,7 @@ START_TEST(errors_blocks)
     ck_parse_err("max_depth 3\nroom a {\nhistory 1\n", "t.conf:2: ",
                  "block 'room a' is not closed: missing '}'");
     ck_parse_err("room default {\n", "t.conf:1: ", "block 'room default' is not closed");
-    ck_parse_err("max_depth 3\n}\n", "t.conf:2: ", "'}' without an open 'room TYPE {' block");
+    ck_parse_err("max_depth 3\n}\n", "t.conf:2: ", "'}' without an open 'room TYPE {' or 'cluster {' block");
     ck_parse_err("room a {\n}\n}\n", "t.conf:3: ", "'}' without an open");
     ck_parse_err("room a {\n  room b {\n  }\n}\n", "t.conf:2: ",
                  "room blocks cannot be nested: block 'room a' (line 1) is still open");
@@ -731,6 +731,129 @@ START_TEST(key_line_of_top_level_keys)
 }
 END_TEST
 
+/* The cluster block: absent means standalone; every key lands in its field;
+ * a Sentinel list; the block's place in the file does not matter. */
+START_TEST(cluster_block)
+{
+    struct mx_config c;
+    parse_ok(&c, "max_depth 9\n");
+    ck_assert_int_eq(c.cluster.enabled, 0);
+    ck_assert_str_eq(c.cluster.key_prefix, "movexd:");
+    ck_assert_int_eq(c.cluster.connect_timeout_ms, 2000);
+    ck_assert_int_eq(c.cluster.command_timeout_ms, 5000);
+    mx_config_free(&c);
+
+    parse_ok(&c, "room default {\n history 5\n}\ncluster {\n  node_id n-1.a_b\n  redis 127.0.0.1:6390\n"
+                 "  key_prefix \"t:\"\n  connect_timeout_ms 1s\n  command_timeout_ms 250\n"
+                 "  reconnect_max_ms 3s\n  append_retries 4\n}\nmax_depth 7\n");
+    ck_assert_int_eq(c.cluster.enabled, 1);
+    ck_assert_str_eq(c.cluster.node_id, "n-1.a_b");
+    ck_assert_str_eq(c.cluster.redis.host, "127.0.0.1");
+    ck_assert_int_eq(c.cluster.redis.port, 6390);
+    ck_assert_uint_eq(c.cluster.nsentinels, 0);
+    ck_assert_str_eq(c.cluster.key_prefix, "t:");
+    ck_assert_int_eq(c.cluster.connect_timeout_ms, 1000);
+    ck_assert_int_eq(c.cluster.command_timeout_ms, 250);
+    ck_assert_int_eq(c.cluster.reconnect_max_ms, 3000);
+    ck_assert_uint_eq(c.cluster.append_retries, 4);
+    ck_assert_int_eq(c.max_depth, 7);
+    ck_assert_uint_eq(c.def.history, 5);
+    mx_config_free(&c);
+
+    parse_ok(&c, "cluster {\n node_id a\n sentinels redis-a:26379, [::1]:26380,127.0.0.1:26381\n"
+                 " master_name mymaster\n}\n");
+    ck_assert_uint_eq(c.cluster.nsentinels, 3);
+    ck_assert_str_eq(c.cluster.sentinels[0].host, "redis-a");
+    ck_assert_int_eq(c.cluster.sentinels[0].port, 26379);
+    ck_assert_str_eq(c.cluster.sentinels[1].host, "::1");
+    ck_assert_int_eq(c.cluster.sentinels[1].port, 26380);
+    ck_assert_int_eq(c.cluster.sentinels[2].port, 26381);
+    ck_assert_str_eq(c.cluster.master_name, "mymaster");
+    ck_assert_int_eq(c.cluster.redis.port, 0);
+    mx_config_free(&c);
+}
+END_TEST
+
+/* Every way a cluster block can be wrong names its line. */
+START_TEST(cluster_errors)
+{
+    ck_parse_err("cluster {\n redis 127.0.0.1:1\n}\n", "t.conf:1: ", "node_id is required");
+    ck_parse_err("cluster {\n node_id a\n}\n", "t.conf:1: ", "set redis HOST:PORT, or sentinels");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n sentinels h:2\n master_name m\n}\n", "t.conf:1: ",
+                 "not both");
+    ck_parse_err("cluster {\n node_id a\n sentinels h:2\n}\n", "t.conf:1: ", "needs master_name");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n master_name m\n}\n", "t.conf:1: ",
+                 "master_name only applies with sentinels");
+    ck_parse_err("cluster {\n node_id a\n redis 6379\n}\n", "t.conf:3: ", "the host is missing");
+    ck_parse_err("cluster {\n node_id a\n redis *:6379\n}\n", "t.conf:3: ", "the host is missing");
+    ck_parse_err("cluster {\n node_id a\n redis h:0\n}\n", "t.conf:3: ", "port 0");
+    ck_parse_err("cluster {\n node_id a\n redis h:70000\n}\n", "t.conf:3: ", "out of range");
+    ck_parse_err("cluster {\n node_id a\n redis ::1:5\n}\n", "t.conf:3: ", "needs brackets");
+    ck_parse_err("cluster {\n node_id a b\n redis h:1\n}\n", "t.conf:2: ", "is not a node id");
+    ck_parse_err("cluster {\n node_id 123456789012345678901234567890123\n}\n", "t.conf:2: ",
+                 "is not a node id");
+    ck_parse_err("cluster {\n node_id a\n sentinels a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9\n master_name m\n}\n",
+                 "t.conf:3: ", "more than 8");
+    ck_parse_err("cluster {\n node_id a\n sentinels a:1,b\n master_name m\n}\n", "t.conf:3: ",
+                 "missing ':PORT'");
+    ck_parse_err("cluster {\n node_id a\n node_id b\n}\n", "t.conf:3: ",
+                 "duplicate key 'node_id' in block 'cluster' (first set at line 2)");
+    ck_parse_err("cluster {\n nodeid a\n}\n", "t.conf:2: ", "unknown key 'nodeid' in block 'cluster' (did you mean 'node_id'?)");
+    ck_parse_err("cluster {\n max_depth 3\n}\n", "t.conf:2: ", "cluster keys are: node_id, redis");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n", "t.conf:1: ", "block 'cluster' is not closed");
+    ck_parse_err("cluster {\n room x {\n", "t.conf:2: ", "block 'cluster' (line 1) is still open");
+    ck_parse_err("room x {\n cluster {\n", "t.conf:2: ", "unknown key 'cluster' in block 'room x'");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n}\ncluster {\n}\n", "t.conf:5: ",
+                 "duplicate block 'cluster' (first at line 1)");
+    ck_parse_err("cluster\n", "t.conf:1: ", "expected '{' after 'cluster'");
+    ck_parse_err("cluster { node_id a\n", "t.conf:1: ", "unexpected text after '{'");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n connect_timeout_ms 5\n}\n", "t.conf:4: ",
+                 "out of range");
+    ck_parse_err("node_id a\n", "t.conf:1: ", "'node_id' is a cluster setting: put it inside the 'cluster");
+}
+END_TEST
+
+/* A reload's log line names changed cluster keys, and the block coming or
+ * going; the key line of the block is its own line. */
+START_TEST(cluster_diff_and_line)
+{
+    struct mx_config a, b, c;
+    char out[256], err[256];
+    parse_ok(&a, "cluster {\n node_id a\n redis h:1\n}\n");
+    parse_ok(&b, "cluster {\n node_id a\n redis h:2\n command_timeout_ms 9s\n}\n");
+    parse_ok(&c, "max_depth 5\n");
+    mx_config_diff(&a, &b, out, sizeof out);
+    ck_assert_str_eq(out, "cluster.redis,cluster.command_timeout_ms");
+    mx_config_diff(&a, &a, out, sizeof out);
+    ck_assert_str_eq(out, "");
+    mx_config_diff(&c, &a, out, sizeof out);
+    ck_assert_str_eq(out, "max_depth,+cluster");
+    mx_config_diff(&a, &c, out, sizeof out);
+    ck_assert_str_eq(out, "max_depth,-cluster");
+    mx_config_free(&a);
+    mx_config_free(&b);
+    mx_config_free(&c);
+    ck_assert_int_eq(mx_config_parse(&a, "cluster {\n node_id a\n sentinels h:1\n master_name m\n}\n", "x",
+                                     err, sizeof err), 0);
+    ck_assert_int_eq(mx_config_parse(&b, "cluster {\n node_id a\n sentinels h:1 h:2\n master_name m\n}\n",
+                                     "x", err, sizeof err), 0);
+    mx_config_diff(&a, &b, out, sizeof out);
+    ck_assert_str_eq(out, "cluster.sentinels");
+    mx_config_free(&a);
+    mx_config_free(&b);
+
+    char path[] = "/tmp/mx-conf-cl-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *text = "# c\nroom x {\n}\ncluster {\n listen 1\n}\nlisten 127.0.0.1:1\n";
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    ck_assert_int_eq(mx_config_key_line(path, "cluster"), 4);
+    ck_assert_int_eq(mx_config_key_line(path, "listen"), 7);
+    unlink(path);
+}
+END_TEST
+
 Suite *mx_suite_config(void)
 {
     Suite *s = suite_create("config");
@@ -753,6 +876,9 @@ Suite *mx_suite_config(void)
     tcase_add_test(tc, load_files);
     tcase_add_test(tc, diff_names_changed_keys);
     tcase_add_test(tc, key_line_of_top_level_keys);
+    tcase_add_test(tc, cluster_block);
+    tcase_add_test(tc, cluster_errors);
+    tcase_add_test(tc, cluster_diff_and_line);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -32,18 +32,15 @@ struct instance {
 static struct instance *insts;
 static size_t ninsts, capinsts;
 
-const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char *type,
-                                        size_t typelen, char *err, size_t errlen)
+const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, char *err, size_t errlen)
 {
     if (strcmp(t->reducer, "json") == 0)
         return &mx_reducer_json;
-    if (strcmp(t->reducer, "lua") != 0 || !t->reducer_path || typelen > MX_ROOM_TYPE_MAX) {
+    if (strcmp(t->reducer, "lua") != 0 || !t->reducer_path) {
         snprintf(err, errlen, "unknown reducer '%s'", t->reducer);
         return NULL;
     }
     /* keyed by the block (t->name), not by the room's type: see above */
-    (void)type;
-    (void)typelen;
     for (size_t i = 0; i < ninsts; i++)
         if (strcmp(insts[i].type, t->name) == 0)
             return insts[i].r;

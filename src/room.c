@@ -37,7 +37,7 @@ struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_t
     r->type = *t;
     r->state = state;
     char why[512];
-    r->reducer = mx_reducer_for(t, id, mx_proto_room_type_len(id, idlen), why, sizeof(why));
+    r->reducer = mx_reducer_for(t, why, sizeof(why));
     if (!r->reducer) {
         mx_err("event=reducer_unavailable room=%.*s reason=\"%s\"", (int)idlen, id, why);
         *err = MX_EINTERNAL;
@@ -201,6 +201,19 @@ static int encode_entry(const struct mx_room *r, const struct mx_action_in *in,
     return mx_proto_entry(b, &m);
 }
 
+/* Undo a decision that was applied in memory but not committed: the room's
+ * seq, checksum and state are as they were before it. */
+static void uncommit(struct mx_room *r, uint64_t oldseq, const uint8_t *prev, mx_patch_undo *undo,
+                     json_t *effects, mx_buf *b)
+{
+    r->seq = oldseq;
+    memcpy(r->checksum, prev, MX_DIGEST_LEN);
+    mx_patch_rollback(&r->state, undo);
+    mx_digest_refresh(r->state);
+    json_decref(effects);
+    mx_buf_free(b);
+}
+
 int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
 {
     memset(out, 0, sizeof(*out));
@@ -292,12 +305,7 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
     size_t recbytes = b.len + in->clientlen + r->idlen + MX_ROOM_RECORD_OVERHEAD;
     int rsv = !enc && in->reserve ? in->reserve(in->reserve_ctx, recbytes) : 0;
     if (rsv) {
-        r->seq = oldseq;
-        memcpy(r->checksum, prev, MX_DIGEST_LEN);
-        mx_patch_rollback(&r->state, undo);
-        mx_digest_refresh(r->state);
-        json_decref(effects);
-        mx_buf_free(&b);
+        uncommit(r, oldseq, prev, undo, effects, &b);
         if (rsv == MX_ETOO_LARGE) {
             /* no disk space would ever hold it (max_state_bytes 0 lets
              * effects grow past a log record's limit): a plain reject */
@@ -321,12 +329,7 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
             /* the log append went through; a log cannot pop, so rebuild it */
             mx_oplog_clear(r->log);
         }
-        r->seq = oldseq;
-        memcpy(r->checksum, prev, MX_DIGEST_LEN);
-        mx_patch_rollback(&r->state, undo);
-        mx_digest_refresh(r->state);
-        json_decref(effects);
-        mx_buf_free(&b);
+        uncommit(r, oldseq, prev, undo, effects, &b);
         return MX_ENOMEM;
     }
     mx_patch_commit(undo);
@@ -361,7 +364,7 @@ int mx_room_initial_state(const struct mx_room_type *t, const char *id, size_t i
     *state = NULL;
     char why[512];
     const struct mx_reducer *red =
-        mx_reducer_for(t, id, mx_proto_room_type_len(id, idlen), why, sizeof(why));
+        mx_reducer_for(t, why, sizeof(why));
     if (!red) {
         mx_err("event=reducer_unavailable room=%.*s reason=\"%s\"", (int)idlen, id, why);
         snprintf(msg, msglen, "the room type's reducer is unavailable");

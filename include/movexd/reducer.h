@@ -57,14 +57,13 @@ struct mx_reducer {
                 const struct mx_reduce_ctx *ctx, json_t **state, char *msg, size_t msglen);
 };
 
-/* The reducer of a room of type `type` (the room id's prefix) configured by
+/* The reducer of a room whose type (the room id's prefix) is configured by
  * block t (mx_config_room_type): the shared `json` reducer, or block t's
  * Lua VM (one per conf block, shared by every type the block covers;
  * created on first use and kept until mx_reducers_free). NULL with err
  * filled when the reducer cannot be loaded. The pointer stays valid across
  * reloads. */
-const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char *type,
-                                        size_t typelen, char *err, size_t errlen);
+const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, char *err, size_t errlen);
 
 /* Compile every Lua reducer the conf names (and run its top level) without
  * installing anything: 0, or -1 with "FILE:LINE: message" in err. movexd
@@ -72,7 +71,7 @@ const struct mx_reducer *mx_reducer_for(const struct mx_room_type *t, const char
 int mx_reducers_check(const struct mx_config *c, char *err, size_t errlen);
 
 /* SIGHUP: each live Lua reducer reloads its (possibly changed) file with
- * its type's current settings; a file that fails to load is logged and the
+ * its block's current settings; a file that fails to load is logged and the
  * old reducer kept. */
 void mx_reducers_reload(const struct mx_config *c);
 

@@ -3,11 +3,12 @@
 // VM, while a type with its own block keeps a VM of its own. A client that
 // creates rooms of many distinct types over real sockets makes no new VMs
 // (movexd_lua_vms stays at the number of Lua blocks) and the daemon's peak
-// RSS (VmHWM) stays bounded. Each VM here holds a 1 MiB ballast string, so
-// a VM per type (the old design) would add >= TYPES MiB.
+// RSS (VmHWM) stays bounded; SIGHUP reloads each block's VM. Each VM here
+// holds a 1 MiB ballast string, so a VM per type (the old design) would add
+// >= TYPES MiB.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { withDaemon, connectHello, httpRequest } from './lib.mjs';
 import { luaFiles } from './lua-lib.mjs';
 
@@ -60,6 +61,16 @@ test('room types under a default Lua block share one VM: VMs and RSS bounded by 
       }
       const o = await own.request({ type: 'action', room: 'own:1', n: 1, action: { type: 'x' } });
       assert.equal(o.effects[0].value, 1, 'the type with its own block has a separate VM');
+
+      // SIGHUP reloads each block's one VM (the default block's included)
+      writeFileSync(f, R.replace('value = calls +', 'value = 1000 + calls +'));
+      const from = d.stderr.length;
+      d.proc.kill('SIGHUP');
+      await d.waitLog(/event=reducer_reloaded block=default /, undefined, from);
+      await d.waitLog(/event=reducer_reloaded block=own /, undefined, from);
+      const after = await conns[2].request({ type: 'action', room: 't120:1', n: 1, action: { type: 'x' } });
+      assert.equal(after.effects[0].value, 1001, 'a type under default runs the reloaded file');
+      assert.equal(await vms(d), 2, 'a reload makes no new VM');
       for (const c of [own, ...conns]) c.close();
     });
   } finally {

@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(check nodejs npm openssl curl python3 clang libclang-rt-14-dev systemd man-db)
+  # cluster mode's tests start their own redis-server (docs/CLUSTER.md)
+  pkgs+=(redis-server)
   # test/e2e/ drives /usr/bin/chromium through playwright-core (Playwright's
   # own browser downloads are not used)
   pkgs+=(chromium)

@@ -1,0 +1,173 @@
+#!lua name=movexd
+--[[ cluster_fn.lua - the Redis Function library of cluster mode (issue #14,
+docs/CLUSTER.md): the one place where a room's order is decided.
+
+A node decides an action on its replica of the room and submits the outcome
+here with the head (seq, sub, sum) it decided on; this library appends it
+atomically, or refuses because the head moved. It never runs app logic: an
+applied action's effects arrive as an opaque JSON text that is stored and
+published verbatim (never decoded and re-encoded, so numbers keep every
+digit and the hash chain covers exactly the bytes replicas receive).
+
+Invariants, per room (its keys share the hash tag {R}):
+- head = the last stream entry: seq (applied actions, gap-free from 1),
+  sub (recorded rejects since that apply), sum (the state checksum after
+  the head), hash (the chain). Stream IDs are seq-sub, strictly increasing.
+- hash = sha1(previous hash .. " " .. ID .. " " .. entry); "" before the
+  first entry.
+- For each client: hi = highest decided n; dd["client:n"] = its outcome
+  ("ack SEQ" or "reject CODE") for the last `window` n. An n at or below
+  hi is never decided again: it is answered from dd (duplicate) or too_old.
+- Rules the library can check itself (duplicate, dep, strict) decide here.
+  When its verdict differs from the node's, the verdict stands for that
+  action and every later action of the batch is answered "moved": the node
+  had chained them on a state that will not exist.
+
+Numbers cross this boundary as decimal strings: Lua 5.1 numbers are doubles
+and cjson prints 14 digits, n goes up to 2^53-2.
+]]
+
+local function int(s)
+  local v = tonumber(s)
+  if v == nil or v ~= v or v < 0 or v > 9007199254740992 or v % 1 ~= 0 then
+    return nil
+  end
+  return v
+end
+
+local function dec(v) return string.format('%d', v) end
+
+local function head_of(key)
+  local h = redis.call('HMGET', key, 'seq', 'sub', 'sum', 'hash')
+  if not h[1] then return nil end
+  return { seq = int(h[1]), sub = int(h[2]), sum = h[3], hash = h[4] }
+end
+
+local function head_reply(h, out)
+  local r = { dec(h.seq), dec(h.sub), h.sum, h.hash }
+  for i = 1, #out do r[#r + 1] = out[i] end
+  return r
+end
+
+-- movexd_create: KEYS head; ARGV sum (the checksum of the empty state).
+-- Creates the room at seq 0 unless it exists. Reply: "created" or
+-- "exists", then the head (seq, sub, sum, hash).
+local function create(keys, args)
+  local sum = args[1]
+  if not sum or sum == '' then return redis.error_reply('ERR movexd: missing sum') end
+  local h = head_of(keys[1])
+  if h then
+    local r = head_reply(h, {})
+    table.insert(r, 1, 'exists')
+    return r
+  end
+  redis.call('HSET', keys[1], 'seq', '0', 'sub', '0', 'sum', sum, 'hash', '')
+  return { 'created', '0', '0', sum, '' }
+end
+
+-- movexd_append: KEYS head, log, hi, dd.
+-- ARGV channel, window, expected seq, expected sub, expected sum, now_ms,
+-- count, then per action 8 fields: client, n, deps ("3,7" or ""), strict
+-- ("1"/"0"), base, kind ("a" applied / "r" rejected), sum-after (a) or
+-- reject code (r), effects JSON (a; "" for r).
+-- Reply: the head after the batch (seq, sub, sum, hash), then one outcome
+-- per action: "ack SEQ", "reject CODE", "dup ack SEQ", "dup reject CODE",
+-- "too_old", "bad_dep" or "moved".
+local FIELDS = 8
+local function append(keys, args)
+  local head_k, log_k, hi_k, dd_k = keys[1], keys[2], keys[3], keys[4]
+  local channel, window = args[1], int(args[2])
+  local eseq, esub, esum = int(args[3]), int(args[4]), args[5]
+  local now, count = int(args[6]), int(args[7])
+  if not channel or not window or window < 1 or not eseq or not esub or not esum
+     or not now or not count or #args ~= 7 + count * FIELDS then
+    return redis.error_reply('ERR movexd: bad arguments')
+  end
+  -- every argument is checked before the first write: a function that
+  -- fails half-way keeps its writes (Redis has no rollback)
+  for i = 1, count do
+    local b = 7 + (i - 1) * FIELDS
+    local n, kind, what, body = int(args[b + 2]), args[b + 6], args[b + 7], args[b + 8]
+    if args[b + 1] == '' or not n or n < 1 or not int(args[b + 5])
+       or (args[b + 4] ~= '0' and args[b + 4] ~= '1') or (kind ~= 'a' and kind ~= 'r')
+       or what == '' or (kind == 'a' and body == '') then
+      return redis.error_reply('ERR movexd: bad action ' .. i)
+    end
+    for d in string.gmatch(args[b + 3], '[^,]+') do
+      local dn = int(d)
+      if not dn or dn < 1 or dn >= n then return redis.error_reply('ERR movexd: bad dep ' .. i) end
+    end
+  end
+  local h = head_of(head_k)
+  if not h then return redis.error_reply('ERR movexd: no_room') end
+  local out = {}
+  if h.seq ~= eseq or h.sub ~= esub or h.sum ~= esum then
+    for i = 1, count do out[i] = 'moved' end
+    return head_reply(h, out)
+  end
+  local stopped = false
+  for i = 1, count do
+    local b = 7 + (i - 1) * FIELDS
+    local client, n, deps, strict = args[b + 1], int(args[b + 2]), args[b + 3], args[b + 4]
+    local base, kind, what, body = int(args[b + 5]), args[b + 6], args[b + 7], args[b + 8]
+    if stopped then
+      out[i] = 'moved'
+    else
+      local hi = int(redis.call('HGET', hi_k, client) or '0')
+      local verdict = nil -- the library's own decision, when it has one
+      local record = true
+      if n <= hi then
+        local o = redis.call('HGET', dd_k, client .. ':' .. dec(n))
+        verdict = o and ('dup ' .. o) or 'too_old'
+        record = false
+      else
+        for d in string.gmatch(deps, '[^,]+') do
+          local dn = int(d)
+          local o = redis.call('HGET', dd_k, client .. ':' .. dec(dn))
+          if o and string.sub(o, 1, 7) == 'reject ' then
+            verdict = 'reject after_reject'
+            break
+          elseif not o then
+            if dn <= hi then verdict = 'reject too_old' else verdict = 'bad_dep'; record = false end
+            break
+          end
+        end
+        if not verdict and strict == '1' and base ~= h.seq then verdict = 'reject stale' end
+      end
+      local mine = kind == 'a' and ('ack ' .. dec(h.seq + 1)) or ('reject ' .. what)
+      if verdict and verdict ~= mine then
+        stopped = true
+      else
+        verdict = mine
+      end
+      if record then
+        local rk, code = 'a', nil
+        if string.sub(verdict, 1, 7) == 'reject ' then rk, code = 'r', string.sub(verdict, 8) end
+        local entry
+        if rk == 'a' then
+          h.seq, h.sub, h.sum = h.seq + 1, 0, what
+          verdict = 'ack ' .. dec(h.seq)
+          entry = '{"c":' .. cjson.encode(client) .. ',"n":' .. dec(n) .. ',"k":"a","sum":'
+                  .. cjson.encode(what) .. ',"t":' .. dec(now) .. ',"e":' .. body .. '}'
+        else
+          h.sub = h.sub + 1
+          entry = '{"c":' .. cjson.encode(client) .. ',"n":' .. dec(n) .. ',"k":"r","code":'
+                  .. cjson.encode(code) .. ',"t":' .. dec(now) .. '}'
+        end
+        local id = dec(h.seq) .. '-' .. dec(h.sub)
+        redis.call('XADD', log_k, id, 'e', entry)
+        h.hash = redis.sha1hex(h.hash .. ' ' .. id .. ' ' .. entry)
+        redis.call('HSET', head_k, 'seq', dec(h.seq), 'sub', dec(h.sub), 'sum', h.sum, 'hash', h.hash)
+        redis.call('HSET', hi_k, client, dec(n))
+        redis.call('HSET', dd_k, client .. ':' .. dec(n), verdict)
+        if n > window then redis.call('HDEL', dd_k, client .. ':' .. dec(n - window)) end
+        redis.call('PUBLISH', channel, id .. ' ' .. h.hash .. ' ' .. entry)
+      end
+      out[i] = verdict
+    end
+  end
+  return head_reply(h, out)
+end
+
+redis.register_function('movexd_create', create)
+redis.register_function('movexd_append', append)

@@ -1,0 +1,179 @@
+// The Redis Function library of cluster mode (src/cluster_fn.lua, issue
+// #14, docs/CLUSTER.md) against a real redis-server: the per-room append
+// that gives a room one order however many nodes write to it. Each test
+// proves one rule: gap-free seq with stream IDs seq-0 and recorded rejects
+// at seq-k; the hash chain over exactly the published bytes; effects stored
+// verbatim; refusal when the head moved; exactly-once answered from the
+// library's own memory; dep and strict decided here; the memory window;
+// argument checks before any write (a failed function keeps its writes).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './lib.mjs';
+import { startRedis } from './redis-lib.mjs';
+
+const LIB = readFileSync(join(ROOT, 'src/cluster_fn.lua'), 'utf8');
+let redis, r;
+
+before(async () => {
+  redis = await startRedis();
+  r = await redis.connect();
+  assert.equal(await r.ok('FUNCTION', 'LOAD', 'REPLACE', LIB), 'movexd');
+});
+after(async () => {
+  r?.close();
+  await redis?.stop();
+});
+
+let roomNo = 0;
+function room() {
+  const R = `t:r${++roomNo}`;
+  const k = (s) => `movexd:{${R}}:${s}`;
+  return { keys: [k('head'), k('log'), k('hi'), k('dd')], ch: k('ch'), head: k('head'), log: k('log') };
+}
+
+const act = (client, n, kind, what, body = '', { deps = '', strict = '0', base = 0 } = {}) =>
+  [client, n, deps, strict, base, kind, what, body];
+
+async function append(rm, [seq, sub, sum], actions, { window = 1024, now = 1700000000000 } = {}) {
+  return r.cmd('FCALL', 'movexd_append', 4, ...rm.keys, rm.ch, window, seq, sub, sum, now,
+    actions.length, ...actions.flat());
+}
+
+async function created(sum = 'S0') {
+  const rm = room();
+  assert.deepEqual(await r.ok('FCALL', 'movexd_create', 1, rm.head, sum), ['created', '0', '0', sum, '']);
+  return rm;
+}
+
+const sha1 = (s) => createHash('sha1').update(s).digest('hex');
+
+test('create makes seq 0 once; a second create answers the existing head', async () => {
+  const rm = await created('S0');
+  assert.deepEqual(await r.ok('FCALL', 'movexd_create', 1, rm.head, 'OTHER'), ['exists', '0', '0', 'S0', '']);
+  const none = room();
+  const e = await append(none, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', '[]')]);
+  assert.ok(e instanceof Error && /no_room/.test(e.message), String(e));
+});
+
+test('applies get gap-free seqs (IDs seq-0), effects verbatim, a hash chain over the published bytes', async () => {
+  const rm = await created();
+  const sub = await redis.connect();
+  await sub.subscribe(rm.ch);
+  // 2^53+ digits and a long fraction: a decode/encode would change them
+  const body = '[{"op":"replace","path":"/x","value":12345678901234567890123.000000000001}]';
+  const rep = await append(rm, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', body), act('c2', 9007199254740990, 'a', 'S2', '[]')]);
+  const e1 = `{"c":"c1","n":1,"k":"a","sum":"S1","t":1700000000000,"e":${body}}`;
+  const e2 = '{"c":"c2","n":9007199254740990,"k":"a","sum":"S2","t":1700000000000,"e":[]}';
+  const h1 = sha1(` 1-0 ${e1}`), h2 = sha1(`${h1} 2-0 ${e2}`);
+  assert.deepEqual(rep, ['2', '0', 'S2', h2, 'ack 1', 'ack 2']);
+  assert.deepEqual(await r.ok('XRANGE', rm.log, '-', '+'), [['1-0', ['e', e1]], ['2-0', ['e', e2]]]);
+  assert.equal(await sub.nextMessage(), `1-0 ${h1} ${e1}`);
+  assert.equal(await sub.nextMessage(), `2-0 ${h2} ${e2}`);
+  sub.close();
+  // the next batch must name the new head
+  assert.deepEqual(await append(rm, [2, 0, 'S2'], [act('c1', 2, 'a', 'S3', '[]')]), ['3', '0', 'S3', sha1(`${h2} 3-0 {"c":"c1","n":2,"k":"a","sum":"S3","t":1700000000000,"e":[]}`), 'ack 3']);
+});
+
+test('a moved head refuses the whole batch and writes nothing; two nodes racing: one wins', async () => {
+  const rm = await created();
+  await append(rm, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', '[]')]);
+  for (const stale of [[0, 0, 'S0'], [1, 0, 'SX'], [1, 1, 'S1']]) {
+    const rep = await append(rm, stale, [act('c2', 1, 'a', 'S2', '[]'), act('c2', 2, 'r', 'test_failed')]);
+    assert.deepEqual(rep.slice(4), ['moved', 'moved']);
+    assert.deepEqual(rep.slice(0, 3), ['1', '0', 'S1']);
+  }
+  assert.equal(await r.ok('XLEN', rm.log), 1);
+  // both decided on head 1: pipelined on one link, so both reach Redis
+  const [a, b] = await Promise.all([
+    append(rm, [1, 0, 'S1'], [act('nodeA', 1, 'a', 'SA', '[]')]),
+    append(rm, [1, 0, 'S1'], [act('nodeB', 1, 'a', 'SB', '[]')]),
+  ]);
+  assert.deepEqual([a[4], b[4]], ['ack 2', 'moved']);
+  assert.equal(await r.ok('XLEN', rm.log), 2);
+});
+
+test('rejects are recorded at seq-k without moving seq; the next apply is seq+1-0', async () => {
+  const rm = await created();
+  await append(rm, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', '[]')]);
+  const rep = await append(rm, [1, 0, 'S1'], [act('c1', 2, 'r', 'test_failed'), act('c2', 1, 'r', 'too_large'), act('c1', 3, 'a', 'S2', '[]')]);
+  assert.deepEqual(rep.slice(0, 3), ['2', '0', 'S2']);
+  assert.deepEqual(rep.slice(4), ['reject test_failed', 'reject too_large', 'ack 2']);
+  const ids = (await r.ok('XRANGE', rm.log, '-', '+')).map((x) => x[0]);
+  assert.deepEqual(ids, ['1-0', '1-1', '1-2', '2-0']);
+  assert.equal((await r.ok('XRANGE', rm.log, '1-1', '1-1'))[0][1][1], '{"c":"c1","n":2,"k":"r","code":"test_failed","t":1700000000000}');
+});
+
+test('exactly-once across nodes: a resent (client, n) gets its first outcome, whichever node asks', async () => {
+  const rm = await created();
+  await append(rm, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', '[]'), act('c1', 3, 'r', 'bad_patch')]);
+  const head = [1, 1, 'S1'];
+  // another node, not knowing, decided the resend as new: the library's memory wins,
+  // and what that node chained after it is moved
+  let rep = await append(rm, head, [act('c1', 1, 'a', 'S9', '[]'), act('c2', 1, 'a', 'S10', '[]')]);
+  assert.deepEqual(rep.slice(4), ['dup ack 1', 'moved']);
+  rep = await append(rm, head, [act('c1', 3, 'a', 'S9', '[]')]);
+  assert.deepEqual(rep.slice(4), ['dup reject bad_patch']);
+  // n 2 was skipped (never decided, at or below the highest): too_old
+  rep = await append(rm, head, [act('c1', 2, 'a', 'S9', '[]')]);
+  assert.deepEqual(rep.slice(4), ['too_old']);
+  assert.equal(await r.ok('XLEN', rm.log), 2);
+  assert.deepEqual(rep.slice(0, 3), ['1', '1', 'S1']);
+});
+
+test('dep: after a rejected dep the action is rejected after_reject (recorded); an undecided dep is bad_dep (n not used)', async () => {
+  const rm = await created();
+  await append(rm, [0, 0, 'S0'], [act('c1', 1, 'r', 'test_failed'), act('c1', 2, 'a', 'S1', '[]')]);
+  let h = [1, 0, 'S1'];
+  // the node applied n 3 built on the rejected n 1: the library rejects it
+  let rep = await append(rm, h, [act('c1', 3, 'a', 'SX', '[]', { deps: '2,1' }), act('c1', 4, 'a', 'SY', '[]')]);
+  assert.deepEqual(rep.slice(4), ['reject after_reject', 'moved']);
+  assert.deepEqual(rep.slice(0, 3), ['1', '1', 'S1']);
+  h = [1, 1, 'S1'];
+  // the node agreeing is fine, and a dep on n 6 not decided yet is bad_dep, not recorded
+  rep = await append(rm, h, [act('c1', 4, 'r', 'after_reject', '', { deps: '3' }), act('c1', 7, 'a', 'SZ', '[]', { deps: '6' })]);
+  assert.deepEqual(rep.slice(4), ['reject after_reject', 'bad_dep']);
+  h = rep.slice(0, 3);
+  assert.deepEqual(h, ['1', '2', 'S1']);
+  // once 6 is decided, 7 goes through with the same n
+  rep = await append(rm, h, [act('c1', 6, 'a', 'S2', '[]'), act('c1', 7, 'a', 'S3', '[]', { deps: '6' })]);
+  assert.deepEqual(rep.slice(4), ['ack 2', 'ack 3']);
+});
+
+test('strict: a base that is not the head seq is rejected stale', async () => {
+  const rm = await created();
+  await append(rm, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', '[]')]);
+  let rep = await append(rm, [1, 0, 'S1'], [act('c2', 1, 'a', 'SX', '[]', { strict: '1', base: 0 })]);
+  assert.deepEqual(rep.slice(4), ['reject stale']);
+  rep = await append(rm, rep.slice(0, 3), [act('c2', 2, 'a', 'S2', '[]', { strict: '1', base: 1 })]);
+  assert.deepEqual(rep.slice(4), ['ack 2']);
+});
+
+test('the exactly-once memory keeps the last `window` outcomes per client', async () => {
+  const rm = await created();
+  const acts = [1, 2, 3, 4].map((n) => act('c1', n, 'r', 'test_failed'));
+  let rep = await append(rm, [0, 0, 'S0'], acts, { window: 2 });
+  assert.deepEqual(rep.slice(0, 2), ['0', '4']);
+  const h = rep.slice(0, 3);
+  // one per call: a verdict that differs from the node's moves the rest of a batch
+  assert.deepEqual((await append(rm, h, [act('c1', 2, 'r', 'x')], { window: 2 })).slice(4), ['too_old']);
+  assert.deepEqual((await append(rm, h, [act('c1', 3, 'r', 'x')], { window: 2 })).slice(4), ['dup reject test_failed']);
+});
+
+test('bad arguments are refused before any write', async () => {
+  const rm = await created();
+  const good = act('c1', 1, 'a', 'S1', '[]');
+  for (const bad of [act('', 2, 'a', 'S', '[]'), act('c1', 0, 'a', 'S', '[]'), act('c1', 2.5, 'a', 'S', '[]'),
+    act('c1', 2, 'x', 'S', '[]'), act('c1', 2, 'a', 'S', ''), act('c1', 2, 'a', '', '[]'),
+    act('c1', 2, 'a', 'S', '[]', { deps: '2' }), act('c1', 2, 'a', 'S', '[]', { deps: 'x' }),
+    act('c1', 2, 'a', 'S', '[]', { strict: 'yes' })]) {
+    const e = await append(rm, [0, 0, 'S0'], [good, bad]);
+    assert.ok(e instanceof Error && /bad (action|dep) 2/.test(e.message), `${bad} => ${e}`);
+  }
+  const e = await r.cmd('FCALL', 'movexd_append', 4, ...rm.keys, rm.ch, 1024, 0, 0, 'S0', 1, 2, ...good);
+  assert.ok(e instanceof Error && /bad arguments/.test(e.message));
+  assert.equal(await r.ok('XLEN', rm.log), 0);
+  assert.deepEqual(await r.ok('HGETALL', rm.head), ['seq', '0', 'sub', '0', 'sum', 'S0', 'hash', '']);
+});

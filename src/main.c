@@ -306,6 +306,10 @@ static void reload(struct mx_server *s)
         return;
     }
     keep_fixed(&next, &cfg);
+    /* fitted before the comparison: the running max_connections is the
+     * fitted one, so an unchanged conf under an unchanged limit is no change */
+    if (fit_descriptors(&next, 0))
+        next.max_connections = 1;
     char changed[1024];
     mx_config_diff(&cfg, &next, changed, sizeof changed);
     int log_moved = strcmp(next.log_file, cfg.log_file) != 0;
@@ -317,8 +321,6 @@ static void reload(struct mx_server *s)
         reopen_log(cfg.log_file);
     mx_engine_set_keys(engine, &keys);
     sodium_memzero(&keys, sizeof(keys));
-    if (fit_descriptors(&cfg, 0))
-        cfg.max_connections = 1;
     mx_engine_config_changed(engine);
     if (mx_admin_load_token(s, &cfg, err, sizeof(err)))
         mx_err("event=reload_admin_token_failed reason=\"%s\" note=\"admin API disabled\"", err);

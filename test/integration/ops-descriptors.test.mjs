@@ -49,6 +49,15 @@ test('max_connections that the descriptor limit cannot hold is lowered at start,
   });
 });
 
+test('a reload of the same conf under the same descriptor limit says changed=none (the lowered max_connections is not a change)', async () => {
+  await withLimitedDaemon(async (d) => {
+    await d.waitLog(/event=max_connections_lowered/);
+    d.proc.kill('SIGHUP');
+    const m = await d.waitLog(/event=reloaded config=\S+ changed=(\S+)/);
+    assert.equal(m[1], 'none', 'nothing in the conf changed');
+  });
+});
+
 test('80 WebSocket clients under 64 descriptors: some served, the rest closed; the log stays small, the CPU idle, /healthz answers', async () => {
   await withLimitedDaemon(async (d) => {
     const effective = Number((await d.waitLog(/effective=(\d+)/))[1]);

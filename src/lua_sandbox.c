@@ -23,7 +23,8 @@
  *    are wrapped: each charges its cost before it runs (string.rep, format,
  *    the pattern functions, table.concat, move, insert, remove, unpack, sort,
  *    utf8.len, ...); a pattern whose worst case on its subject exceeds what
- *    is left of the budget is refused before it starts;
+ *    is left of the budget is refused before it starts; coroutine.create
+ *    and wrap charge the HOOK_STEP a new thread may run unseen;
  *  - reach: only base (without load, dofile, loadfile, collectgarbage,
  *    print, warn), string (without dump), table, math (without random and
  *    randomseed: ctx.random is the seeded one), utf8, coroutine and the
@@ -124,6 +125,10 @@ void mx_lua_charge(lua_State *L, uint64_t cost)
     if (vm->mem_hit) {
         lua_sethook(L, hook, LUA_MASKCOUNT, 1);
         luaL_error(L, "memory limit reached");
+    }
+    if (vm->over) { /* spent already: the first cause stays the answer */
+        lua_sethook(L, hook, LUA_MASKCOUNT, 1);
+        luaL_error(L, vm->timed_out ? "time limit exceeded" : "instruction budget exceeded");
     }
     if (cost > vm->budget || vm->used + cost > vm->budget) {
         vm->over = 1;
@@ -289,6 +294,17 @@ static int w_table_len(lua_State *L)
         n *= lg;
     }
     mx_lua_charge(L, n + 1);
+    return call_orig(L);
+}
+
+/* coroutine.create and wrap: a new thread starts with a full hook count of
+ * its own, so it can run up to HOOK_STEP - 1 instructions that no hook ever
+ * charges (a coroutine that ends first). Charged up front, a tree of short
+ * coroutines (each spawning more before its own hook fires) pays for what
+ * it can run, and none can be made once the budget is spent. */
+static int w_thread(lua_State *L)
+{
+    mx_lua_charge(L, HOOK_STEP);
     return call_orig(L);
 }
 
@@ -513,6 +529,8 @@ static int open_sandbox(lua_State *L)
 
     luaL_requiref(L, "coroutine", luaopen_coroutine, 0);
     int C = lua_gettop(L);
+    wrap(L, C, "create", w_thread, 0);
+    wrap(L, C, "wrap", w_thread, 0);
 
     new_marker(L, &array_mt_key, "movex.array");
     new_marker(L, &object_mt_key, "movex.object");

@@ -29,6 +29,19 @@ A.coroutine_wrap_loop = function()
   pcall(f)
   return {}
 end
+-- a tree of coroutines that each end before their own count hook fires
+-- (fewer than 1000 instructions of their own), so no hook ever charges
+-- them: 30^6 short threads, unbounded without a charge per coroutine
+local function tree(d)
+  if d == 0 then return end
+  for _ = 1, 30 do coroutine.wrap(tree)(d - 1) end
+end
+A.coroutine_tree = function() tree(6); return {} end
+local function tree_create(d)
+  if d == 0 then return end
+  for _ = 1, 30 do coroutine.resume(coroutine.create(tree_create), d - 1) end
+end
+A.coroutine_tree_create = function() tree_create(6); return {} end
 A.index_loop = function()
   local t = setmetatable({}, {__index = function() spin() end})
   return t.x

@@ -82,6 +82,8 @@ static const struct {
     {"xpcall_loop", MX_EREDUCER_BUDGET, NULL},
     {"coroutine_loop", MX_EREDUCER_BUDGET, NULL},
     {"coroutine_wrap_loop", MX_EREDUCER_BUDGET, NULL},
+    {"coroutine_tree", MX_EREDUCER_BUDGET, "instruction budget"},
+    {"coroutine_tree_create", MX_EREDUCER_BUDGET, "instruction budget"},
     {"index_loop", MX_EREDUCER_BUDGET, NULL},
     {"close_loop", MX_EREDUCER_BUDGET, NULL},
     {"memory", MX_EREDUCER_MEMORY, "memory limit"},

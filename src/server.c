@@ -179,6 +179,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0;
         }
         return mx_session_receive(&p->u.sess, in, len);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (mx_wsmask_unmasked(lws_get_socket_fd(wsi))) {
+            /* an unmasked close frame too is answered 1002, not echoed */
+            static const char why[] = "unmasked client frame";
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)why, strlen(why));
+            return -1;
+        }
+        return 0;
     case LWS_CALLBACK_TIMER:
         return p && p->ws ? mx_session_timer(&p->u.sess) : 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:

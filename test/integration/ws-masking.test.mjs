@@ -47,6 +47,15 @@ test('an unmasked text frame is answered with close 1002, and its message is not
   });
 });
 
+test('an unmasked close frame is answered with 1002, not echoed as a normal close', async () => {
+  await withDaemon({}, async (d) => {
+    await expectClose1002(d, (c) => c.write(Buffer.concat([
+      wsFrame(1, JSON.stringify({ type: 'hello', client: 'closer' })),
+      wsFrame(8, Buffer.from([0x03, 0xe8]), { mask: false }), // 1000, unmasked
+    ])));
+  });
+});
+
 test('an unmasked frame after masked ones (hello answered first) closes with 1002', async () => {
   await withDaemon({}, async (d) => {
     const { c, start } = await rawWebSocket(d);

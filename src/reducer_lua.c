@@ -242,35 +242,49 @@ static int ctx_random(lua_State *L)
 
 /* ctx is one table per VM, refilled for every call (a table, a closure
  * and a userdata per action showed in the cost of small reducers); a
- * reducer that keeps ctx sees the fields of the latest call. */
-static char ctx_key;
+ * reducer that keeps ctx sees the fields of the latest call. The table is
+ * the reducer's to scribble on, so nothing is read back from it: the
+ * generator's state and ctx.random live in registry slots of their own,
+ * and every field is stored raw (a metatable on ctx runs nothing here). */
+static char ctx_key, rng_key, random_key;
+
+static void set_raw(lua_State *L, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_insert(L, -2);
+    lua_rawset(L, -3);
+}
 
 static void push_ctx(lua_State *L, const struct mx_reduce_ctx *ctx)
 {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key) != LUA_TTABLE) {
+    struct rng *r;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &rng_key) != LUA_TUSERDATA) {
         lua_pop(L, 1);
-        lua_createtable(L, 0, 5);
-        lua_newuserdatauv(L, sizeof(struct rng), 0);
-        lua_pushcclosure(L, ctx_random, 1);
-        lua_setfield(L, -2, "random");
+        r = lua_newuserdatauv(L, sizeof(struct rng), 0);
         lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &rng_key);
+        lua_pushcclosure(L, ctx_random, 1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &random_key);
+        lua_createtable(L, 0, 5);
         lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
+    } else {
+        r = lua_touserdata(L, -1);
+        lua_pop(L, 1);
     }
-    lua_getfield(L, -1, "random");
-    lua_getupvalue(L, -1, 1);
-    struct rng *r = lua_touserdata(L, -1);
-    lua_pop(L, 2);
     uint64_t x = ctx->seed;
     for (int i = 0; i < 4; i++)
         r->s[i] = splitmix(&x);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &random_key);
+    set_raw(L, "random");
     lua_pushlstring(L, ctx->client ? ctx->client : "", ctx->clientlen);
-    lua_setfield(L, -2, "client");
+    set_raw(L, "client");
     lua_pushlstring(L, ctx->room ? ctx->room : "", ctx->roomlen);
-    lua_setfield(L, -2, "room");
+    set_raw(L, "room");
     lua_pushinteger(L, (lua_Integer)ctx->seq);
-    lua_setfield(L, -2, "seq");
+    set_raw(L, "seq");
     lua_pushinteger(L, (lua_Integer)ctx->time_ms);
-    lua_setfield(L, -2, "time");
+    set_raw(L, "time");
 }
 
 struct call_args {

@@ -202,6 +202,51 @@ START_TEST(long_string_work_is_timed)
 }
 END_TEST
 
+/* ctx is a plain table the reducer may write into; the next call must not
+ * read anything back from it (ctx.random = 5 made the next push_ctx take
+ * the generator from a number's "upvalue": a NULL pointer, a crash; a
+ * closure over a state view gave it the view's 16-byte userdata to write
+ * 32 bytes into). */
+static const char *CTX_SRC =
+    "local M = {}\n"
+    "function M.reduce(state, action, ctx)\n"
+    "  local t = action.type\n"
+    "  if t == 'number' then ctx.random = 5\n"
+    "  elseif t == 'closure' then local v = state; ctx.random = function() return v end\n"
+    "  elseif t == 'cfunction' then ctx.random = string.len\n"
+    "  elseif t == 'metatable' then ctx.random = nil; ctx.client = nil\n"
+    "    setmetatable(ctx, {__newindex = function() error('ran') end})\n"
+    "  elseif t == 'read' then\n"
+    "    return {{op = 'add', path = '/r', value = ctx.random(1, 1000000)},\n"
+    "            {op = 'add', path = '/c', value = ctx.client}}\n"
+    "  end\n"
+    "  return {}\n"
+    "end\n"
+    "return M\n";
+
+START_TEST(ctx_writes_do_not_reach_the_next_call)
+{
+    char err[512], msg[256], *out, *first;
+    struct mx_reducer *r = from_source(CTX_SRC, 1000000, 8u << 20, err, sizeof(err));
+    ck_assert_msg(r != NULL, "%s", err);
+    mx_val *state = state_of("{\"n\":0}");
+    ck_assert_int_eq(reduce(r, state, "read", NULL, &first, msg, sizeof(msg), 42), 0);
+    static const char *const clobber[] = {"number", "closure", "cfunction", "metatable"};
+    for (size_t i = 0; i < sizeof(clobber) / sizeof(clobber[0]); i++) {
+        ck_assert_int_eq(reduce(r, state, clobber[i], NULL, &out, msg, sizeof(msg), 42), 0);
+        free(out);
+        int rc = reduce(r, state, "read", NULL, &out, msg, sizeof(msg), 42);
+        ck_assert_msg(rc == 0, "after %s: %s", clobber[i], msg);
+        ck_assert_str_eq(out, first); /* same seed, same draw, the real client */
+        free(out);
+    }
+    ck_assert_ptr_nonnull(strstr(first, "\"alice\""));
+    free(first);
+    mx_json_free(state);
+    mx_lua_reducer_free(r);
+}
+END_TEST
+
 START_TEST(effects_bounds)
 {
     char err[512], msg[256];
@@ -426,6 +471,7 @@ Suite *mx_suite_lua(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, attacks_are_stopped);
     tcase_add_test(tc, long_string_work_is_timed);
+    tcase_add_test(tc, ctx_writes_do_not_reach_the_next_call);
     tcase_add_test(tc, effects_bounds);
     tcase_add_test(tc, reject_codes_and_messages);
     tcase_add_test(tc, state_view_and_ctx);

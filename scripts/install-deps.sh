@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev)
+pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev libhiredis-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(check nodejs npm openssl curl python3 clang libclang-rt-14-dev systemd man-db)
   # cluster mode's tests start their own redis-server (docs/CLUSTER.md)

@@ -1,0 +1,68 @@
+/* redis_adapter.h - one Redis link (hiredis 0.14 async) driven by the
+ * libwebsockets event loop, with the timeouts and reconnects hiredis 0.14
+ * lacks (cluster mode, docs/CLUSTER.md).
+ *
+ * The link is "up" once TCP is connected and a PING has been answered; it
+ * goes down on an error, a closed socket, a connect that is not up within
+ * connect_timeout_ms, or commands that get no reply for command_timeout_ms
+ * (the link is dropped: a stuck Redis and a dead one look the same). While
+ * down it reconnects with a backoff from 50 ms doubling up to
+ * reconnect_max_ms. Commands sent while down, and commands pending when the
+ * link drops, complete at once with reply NULL: the caller decides (cluster
+ * mode answers `unavailable`, which does not use up n).
+ */
+#ifndef MOVEXD_REDIS_ADAPTER_H
+#define MOVEXD_REDIS_ADAPTER_H
+
+#include <stddef.h>
+
+struct lws_context;
+struct lws_vhost;
+struct lws_protocols;
+struct redisReply;
+struct mx_redis;
+
+/* reply: NULL when the link failed or was down; otherwise owned by hiredis
+ * and valid only during the call (REDIS_REPLY_ERROR replies included). */
+typedef void (*mx_redis_reply_fn)(struct mx_redis *r, struct redisReply *reply, void *priv);
+/* up: 1 when the link has just come up, 0 when it has just gone down. */
+typedef void (*mx_redis_state_fn)(struct mx_redis *r, int up, void *priv);
+
+struct mx_redis_opts {
+    const char *host;
+    int port;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    int reconnect_max_ms;
+    mx_redis_state_fn on_state; /* may be NULL */
+    void *priv;
+};
+
+/* The lws protocol the Redis socket is adopted under: add it to the
+ * vhost's protocol list (before the terminating empty entry). */
+extern const struct lws_protocols mx_redis_protocol;
+
+/* A link that starts connecting at once. NULL when out of memory. The
+ * vhost must list mx_redis_protocol. */
+struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
+                              const struct mx_redis_opts *o);
+
+/* Send one command (argv with lengths, binary safe); fn runs exactly once.
+ * 0, or -1 when the link is down (fn has then already run with NULL). */
+int mx_redis_command(struct mx_redis *r, int argc, const char **argv, const size_t *lens,
+                     mx_redis_reply_fn fn, void *priv);
+
+int mx_redis_is_up(const struct mx_redis *r);
+
+/* Counters for tests and metrics. */
+struct mx_redis_stats {
+    unsigned long connects;     /* links that came up */
+    unsigned long drops;        /* links that went down (any cause) */
+    unsigned long timeouts;     /* of which: connect or command timeouts */
+};
+void mx_redis_stats(const struct mx_redis *r, struct mx_redis_stats *out);
+
+/* Every pending fn runs with NULL, then the link is freed. */
+void mx_redis_free(struct mx_redis *r);
+
+#endif

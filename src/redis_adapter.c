@@ -1,0 +1,309 @@
+/* redis_adapter.c - one hiredis 0.14 async link on the libwebsockets loop.
+ *
+ * What it owns: the hiredis async context, an lws "raw file" wsi that
+ * watches the same socket (through a dup() of its descriptor: hiredis closes
+ * its own, lws closes its own, so neither closes the other's), three lws
+ * timers (connect timeout, command timeout, reconnect), and the callbacks of
+ * commands in flight.
+ *
+ * Invariants:
+ * - r->ac is the live context or NULL. hiredis frees a context itself after
+ *   an error (calling every pending callback with NULL, then onDisconnect or
+ *   onConnect(ERR), then ev.cleanup); we free it ourselves only outside
+ *   hiredis callbacks (timers, mx_redis_free). Either way every command's fn
+ *   runs exactly once.
+ * - r->pending counts commands in flight (PING included). While it is non-
+ *   zero the command timer is armed for command_timeout_ms after the last
+ *   reply (or the first command): no progress for that long drops the link.
+ * - up = 1 only after the connect's PING was answered, so a peer that
+ *   accepts TCP and never answers is caught by the connect timeout.
+ * - While not up, a reconnect is scheduled (backoff 50 ms doubling up to
+ *   reconnect_max_ms, reset once up) unless the link is being freed.
+ */
+#include "movexd/redis_adapter.h"
+#include "movexd/alloc.h"
+
+#include <fcntl.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BACKOFF_MIN_MS 50
+
+struct mx_redis {
+    struct lws_context *ctx;
+    struct lws_vhost *vh;
+    char host[256];
+    int port, connect_ms, command_ms, reconnect_max_ms, backoff_ms;
+    mx_redis_state_fn on_state;
+    void *priv;
+
+    redisAsyncContext *ac;
+    struct lws *wsi;
+    int up, freeing;
+    size_t pending;
+    struct mx_redis_stats st;
+
+    lws_sorted_usec_list_t t_connect, t_command, t_retry;
+};
+
+struct pend {
+    struct mx_redis *r;
+    mx_redis_reply_fn fn; /* NULL: the connect's PING */
+    void *priv;
+};
+
+static void connect_now(struct mx_redis *r);
+
+static void timer(struct mx_redis *r, lws_sorted_usec_list_t *t, sul_cb_t cb, int ms)
+{
+    lws_sul_schedule(r->ctx, 0, t, cb, ms < 0 ? LWS_SET_TIMER_USEC_CANCEL : (lws_usec_t)ms * 1000);
+}
+
+static void on_retry(lws_sorted_usec_list_t *sul)
+{
+    connect_now(lws_container_of(sul, struct mx_redis, t_retry));
+}
+
+/* The context is gone (freed by us or by hiredis): say so, plan the next try. */
+static void went_down(struct mx_redis *r)
+{
+    r->ac = NULL;
+    r->pending = 0;
+    timer(r, &r->t_command, NULL, -1);
+    timer(r, &r->t_connect, NULL, -1);
+    int was_up = r->up;
+    r->up = 0;
+    r->st.drops++;
+    if (r->freeing)
+        return;
+    timer(r, &r->t_retry, on_retry, r->backoff_ms);
+    r->backoff_ms = r->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : r->backoff_ms * 2;
+    if (was_up && r->on_state)
+        r->on_state(r, 0, r->priv);
+}
+
+/* Drop the live context from outside hiredis's callbacks. */
+static void drop(struct mx_redis *r)
+{
+    redisAsyncContext *ac = r->ac;
+    if (!ac)
+        return;
+    r->ac = NULL; /* its onDisconnect, if any, now sees a stranger */
+    redisAsyncFree(ac);
+    went_down(r);
+}
+
+static void on_connect_timeout(lws_sorted_usec_list_t *sul)
+{
+    struct mx_redis *r = lws_container_of(sul, struct mx_redis, t_connect);
+    r->st.timeouts++;
+    drop(r);
+}
+
+static void on_command_timeout(lws_sorted_usec_list_t *sul)
+{
+    struct mx_redis *r = lws_container_of(sul, struct mx_redis, t_command);
+    r->st.timeouts++;
+    drop(r);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct pend *p = privdata;
+    struct mx_redis *r = p->r;
+    if (reply && ac == r->ac) {
+        if (r->pending)
+            r->pending--;
+        timer(r, &r->t_command, on_command_timeout, r->pending ? r->command_ms : -1);
+    }
+    if (p->fn) {
+        p->fn(r, reply, p->priv);
+    } else if (reply && ac == r->ac) {
+        redisReply *rep = reply;
+        if (rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0) {
+            timer(r, &r->t_connect, NULL, -1);
+            r->up = 1;
+            r->backoff_ms = BACKOFF_MIN_MS;
+            r->st.connects++;
+            if (r->on_state)
+                r->on_state(r, 1, r->priv);
+        } /* any other answer: the connect timeout drops the link */
+    }
+    free(p);
+}
+
+static int send_argv(struct mx_redis *r, int argc, const char **argv, const size_t *lens,
+                     mx_redis_reply_fn fn, void *priv)
+{
+    struct pend *p = mx_malloc(sizeof *p);
+    if (!p)
+        return -1;
+    p->r = r;
+    p->fn = fn;
+    p->priv = priv;
+    if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, lens) != REDIS_OK) {
+        free(p);
+        return -1;
+    }
+    if (r->pending++ == 0)
+        timer(r, &r->t_command, on_command_timeout, r->command_ms);
+    return 0;
+}
+
+/* hiredis -> lws: it wants to write (or to learn that connect finished). */
+static void ev_add_write(void *data)
+{
+    struct mx_redis *r = data;
+    if (r->wsi)
+        lws_callback_on_writable(r->wsi);
+}
+
+static void ev_noop(void *data) { (void)data; }
+
+/* hiredis frees the context: let go of our wsi (and with it our dup). */
+static void ev_cleanup(void *data)
+{
+    struct mx_redis *r = data;
+    if (r->wsi) {
+        lws_set_opaque_user_data(r->wsi, NULL);
+        lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        r->wsi = NULL;
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct mx_redis *r = ac->data;
+    if (r && ac == r->ac)
+        went_down(r);
+}
+
+static void on_connected(const redisAsyncContext *ac, int status)
+{
+    struct mx_redis *r = ac->data;
+    if (status != REDIS_OK && r && ac == r->ac)
+        went_down(r); /* hiredis frees this context after we return */
+}
+
+static void connect_now(struct mx_redis *r)
+{
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        r->st.drops++;
+        timer(r, &r->t_retry, on_retry, r->backoff_ms);
+        r->backoff_ms = r->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : r->backoff_ms * 2;
+        return;
+    }
+    int fd = fcntl(ac->c.fd, F_DUPFD_CLOEXEC, 0);
+    lws_sock_file_fd_type d;
+    memset(&d, 0, sizeof d);
+    d.filefd = fd;
+    struct lws *wsi = fd < 0 ? NULL
+                             : lws_adopt_descriptor_vhost(r->vh, LWS_ADOPT_RAW_FILE_DESC, d,
+                                                          mx_redis_protocol.name, NULL);
+    if (!wsi) {
+        if (fd >= 0)
+            close(fd);
+        redisAsyncFree(ac);
+        r->st.drops++;
+        timer(r, &r->t_retry, on_retry, r->backoff_ms);
+        return;
+    }
+    lws_set_opaque_user_data(wsi, r);
+    r->wsi = wsi;
+    r->ac = ac;
+    ac->data = r;
+    ac->ev.data = r;
+    ac->ev.addRead = ev_noop; /* lws watches POLLIN all the time */
+    ac->ev.delRead = ev_noop;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_noop; /* lws's writable requests are one-shot */
+    ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisAsyncSetConnectCallback(ac, on_connected); /* asks for the first POLLOUT */
+    timer(r, &r->t_connect, on_connect_timeout, r->connect_ms);
+    const char *ping = "PING";
+    size_t plen = 4;
+    if (send_argv(r, 1, &ping, &plen, NULL, NULL) < 0)
+        drop(r);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct mx_redis *r = lws_get_opaque_user_data(wsi);
+    if (!r || r->wsi != wsi || !r->ac)
+        return 0;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        redisAsyncHandleRead(r->ac);
+        break;
+    case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+        redisAsyncHandleWrite(r->ac);
+        break;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        /* lws gave up the descriptor (hang-up): the link is over */
+        lws_set_opaque_user_data(wsi, NULL);
+        r->wsi = NULL;
+        drop(r);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+const struct lws_protocols mx_redis_protocol = { "mx-redis", callback, 0, 0, 0, NULL, 0 };
+
+struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
+                              const struct mx_redis_opts *o)
+{
+    struct mx_redis *r = mx_calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->ctx = ctx;
+    r->vh = vh;
+    snprintf(r->host, sizeof r->host, "%s", o->host);
+    r->port = o->port;
+    r->connect_ms = o->connect_timeout_ms;
+    r->command_ms = o->command_timeout_ms;
+    r->reconnect_max_ms = o->reconnect_max_ms < BACKOFF_MIN_MS ? BACKOFF_MIN_MS : o->reconnect_max_ms;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->on_state = o->on_state;
+    r->priv = o->priv;
+    connect_now(r);
+    return r;
+}
+
+int mx_redis_command(struct mx_redis *r, int argc, const char **argv, const size_t *lens,
+                     mx_redis_reply_fn fn, void *priv)
+{
+    if (!r->up || !r->ac || send_argv(r, argc, argv, lens, fn, priv) < 0) {
+        fn(r, NULL, priv);
+        return -1;
+    }
+    return 0;
+}
+
+int mx_redis_is_up(const struct mx_redis *r) { return r->up; }
+
+void mx_redis_stats(const struct mx_redis *r, struct mx_redis_stats *out) { *out = r->st; }
+
+void mx_redis_free(struct mx_redis *r)
+{
+    if (!r)
+        return;
+    r->freeing = 1;
+    timer(r, &r->t_retry, NULL, -1);
+    drop(r);
+    timer(r, &r->t_connect, NULL, -1);
+    timer(r, &r->t_command, NULL, -1);
+    free(r);
+}

@@ -1,0 +1,341 @@
+/* Unit tests for redis_adapter.c against a real redis-server (started here
+ * on a free loopback port, stopped by PID) on a real lws loop: the link
+ * comes up and carries binary-safe commands; a command without reply past
+ * command_timeout_ms drops the link and it comes back; a killed Redis fails
+ * pending and new commands at once and the link returns when Redis does; a
+ * peer that accepts TCP but never answers is caught by the connect timeout;
+ * nothing listening means retries; freeing leaks no descriptor. */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <libwebsockets.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "movexd/redis_adapter.h"
+
+#define WAIT_MS 20000 /* generous: a loaded 2-core machine */
+
+static struct lws_context *ctx;
+static struct lws_vhost *vh;
+static lws_sorted_usec_list_t beat;
+
+/* keeps lws_service() returning while a test waits on a condition */
+static void on_beat(lws_sorted_usec_list_t *s)
+{
+    lws_sul_schedule(ctx, 0, s, on_beat, 5 * 1000);
+}
+
+static void loop_setup(void)
+{
+    static const struct lws_protocols protos[] = { { "mx-redis-dummy", NULL, 0, 0, 0, NULL, 0 },
+                                                   { NULL, NULL, 0, 0, 0, NULL, 0 },
+                                                   { NULL, NULL, 0, 0, 0, NULL, 0 } };
+    static struct lws_protocols list[3];
+    memcpy(list, protos, sizeof list);
+    list[0] = mx_redis_protocol;
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = list;
+    lws_set_log_level(LLL_ERR, NULL);
+    ctx = lws_create_context(&info);
+    ck_assert_ptr_nonnull(ctx);
+    vh = lws_get_vhost_by_name(ctx, "default");
+    ck_assert_ptr_nonnull(vh);
+    memset(&beat, 0, sizeof beat);
+    on_beat(&beat);
+}
+
+static void loop_teardown(void)
+{
+    lws_sul_schedule(ctx, 0, &beat, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    lws_context_destroy(ctx);
+    ctx = NULL;
+}
+
+static long long now_ms(void) { return (long long)(lws_now_usecs() / 1000); }
+
+/* Service the loop until *flag is non-zero; ck-fails after WAIT_MS. */
+#define RUN_UNTIL(cond)                                                                            \
+    do {                                                                                           \
+        long long until_ = now_ms() + WAIT_MS;                                                     \
+        while (!(cond) && now_ms() < until_)                                                       \
+            lws_service(ctx, 0);                                                                   \
+        ck_assert_msg((cond), "timed out waiting for: %s", #cond);                                \
+    } while (0)
+
+static int free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t l = sizeof a;
+    getsockname(s, (struct sockaddr *)&a, &l);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static pid_t start_redis(int port)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", "/tmp", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop_redis(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+struct got {
+    int done, null, type;
+    char str[64];
+    size_t len;
+};
+
+static void on_got(struct mx_redis *r, redisReply *rep, void *priv)
+{
+    struct got *g = priv;
+    g->done++;
+    g->null = rep == NULL;
+    if (rep) {
+        g->type = rep->type;
+        g->len = rep->str ? rep->len : 0;
+        if (rep->str)
+            memcpy(g->str, rep->str, rep->len < sizeof g->str ? rep->len : sizeof g->str);
+    }
+}
+
+static int ups, downs;
+static void on_state(struct mx_redis *r, int up, void *priv)
+{
+    if (up)
+        ups++;
+    else
+        downs++;
+}
+
+static struct mx_redis *link_to(int port, int cmd_ms)
+{
+    struct mx_redis_opts o = { "127.0.0.1", port, 500, cmd_ms, 200, on_state, NULL };
+    ups = downs = 0;
+    return mx_redis_new(ctx, vh, &o);
+}
+
+static void cmd(struct mx_redis *r, struct got *g, int argc, const char **argv, const size_t *lens)
+{
+    memset(g, 0, sizeof *g);
+    mx_redis_command(r, argc, argv, lens, on_got, g);
+}
+
+START_TEST(up_and_binary_safe)
+{
+    int fds = count_fds();
+    loop_setup();
+    int port = free_port();
+    pid_t pid = start_redis(port);
+    struct mx_redis *r = link_to(port, 5000);
+    RUN_UNTIL(mx_redis_is_up(r)); /* retries until redis-server listens */
+    ck_assert_int_eq(ups, 1);
+    struct got g;
+    const char *set[] = { "SET", "k", "a\0b" };
+    size_t setl[] = { 3, 1, 3 };
+    cmd(r, &g, 3, set, setl);
+    const char *get[] = { "GET", "k" };
+    size_t getl[] = { 3, 1 };
+    struct got g2;
+    cmd(r, &g2, 2, get, getl);
+    RUN_UNTIL(g2.done);
+    ck_assert_int_eq(g.done, 1);
+    ck_assert_int_eq(g.type, REDIS_REPLY_STATUS);
+    ck_assert_int_eq(g2.type, REDIS_REPLY_STRING);
+    ck_assert_uint_eq(g2.len, 3);
+    ck_assert_int_eq(memcmp(g2.str, "a\0b", 3), 0);
+    /* an error reply is a reply */
+    const char *bad[] = { "NOSUCHCOMMAND" };
+    size_t badl[] = { 13 };
+    cmd(r, &g, 1, bad, badl);
+    RUN_UNTIL(g.done);
+    ck_assert_int_eq(g.type, REDIS_REPLY_ERROR);
+    /* pending commands complete with NULL when the link is freed */
+    const char *blk[] = { "BLPOP", "nolist", "0" };
+    size_t blkl[] = { 5, 6, 1 };
+    cmd(r, &g, 3, blk, blkl);
+    for (int i = 0; i < 20; i++)
+        lws_service(ctx, 0);
+    mx_redis_free(r);
+    ck_assert_int_eq(g.done, 1);
+    ck_assert_int_eq(g.null, 1);
+    for (int i = 0; i < 20; i++)
+        lws_service(ctx, 0);
+    stop_redis(pid);
+    loop_teardown();
+    ck_assert_int_eq(count_fds(), fds);
+}
+END_TEST
+
+START_TEST(command_timeout_drops_and_reconnects)
+{
+    loop_setup();
+    int port = free_port();
+    pid_t pid = start_redis(port);
+    struct mx_redis *r = link_to(port, 300);
+    RUN_UNTIL(mx_redis_is_up(r));
+    struct got g;
+    const char *blk[] = { "BLPOP", "nolist", "0" }; /* never answered */
+    size_t blkl[] = { 5, 6, 1 };
+    long long t0 = now_ms();
+    cmd(r, &g, 3, blk, blkl);
+    RUN_UNTIL(g.done);
+    ck_assert_int_eq(g.null, 1);
+    ck_assert_int_ge(now_ms() - t0, 250);
+    ck_assert_int_eq(downs, 1);
+    struct mx_redis_stats st;
+    mx_redis_stats(r, &st);
+    ck_assert_uint_eq(st.timeouts, 1);
+    RUN_UNTIL(mx_redis_is_up(r));
+    ck_assert_int_eq(ups, 2);
+    const char *ping[] = { "PING" };
+    size_t pingl[] = { 4 };
+    cmd(r, &g, 1, ping, pingl);
+    RUN_UNTIL(g.done);
+    ck_assert_int_eq(g.null, 0);
+    ck_assert_str_eq(g.str, "PONG");
+    mx_redis_free(r);
+    stop_redis(pid);
+    loop_teardown();
+}
+END_TEST
+
+START_TEST(redis_killed_and_back)
+{
+    loop_setup();
+    int port = free_port();
+    pid_t pid = start_redis(port);
+    struct mx_redis *r = link_to(port, 5000);
+    RUN_UNTIL(mx_redis_is_up(r));
+    struct got g;
+    const char *blk[] = { "BLPOP", "nolist", "0" };
+    size_t blkl[] = { 5, 6, 1 };
+    cmd(r, &g, 3, blk, blkl);
+    for (int i = 0; i < 10; i++)
+        lws_service(ctx, 0);
+    stop_redis(pid);
+    RUN_UNTIL(g.done);
+    ck_assert_int_eq(g.null, 1);
+    RUN_UNTIL(downs == 1);
+    ck_assert_int_eq(mx_redis_is_up(r), 0);
+    /* while down: failed at once, not queued */
+    const char *ping[] = { "PING" };
+    size_t pingl[] = { 4 };
+    memset(&g, 0, sizeof g);
+    ck_assert_int_eq(mx_redis_command(r, 1, ping, pingl, on_got, &g), -1);
+    ck_assert_int_eq(g.done, 1);
+    ck_assert_int_eq(g.null, 1);
+    pid = start_redis(port);
+    RUN_UNTIL(mx_redis_is_up(r));
+    ck_assert_int_eq(ups, 2);
+    mx_redis_free(r);
+    stop_redis(pid);
+    loop_teardown();
+}
+END_TEST
+
+START_TEST(silent_peer_hits_connect_timeout)
+{
+    int fds = count_fds();
+    loop_setup();
+    /* accepts TCP (the kernel's backlog), never answers PING */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(s, 16), 0);
+    socklen_t l = sizeof a;
+    getsockname(s, (struct sockaddr *)&a, &l);
+    struct mx_redis *r = link_to(ntohs(a.sin_port), 5000);
+    struct mx_redis_stats st;
+    long long t0 = now_ms();
+    do {
+        lws_service(ctx, 0);
+        mx_redis_stats(r, &st);
+    } while (st.timeouts < 2 && now_ms() - t0 < WAIT_MS);
+    ck_assert_uint_ge(st.timeouts, 2); /* and it kept trying */
+    ck_assert_int_ge(now_ms() - t0, 450);
+    ck_assert_int_eq(ups, 0);
+    ck_assert_int_eq(mx_redis_is_up(r), 0);
+    mx_redis_free(r);
+    for (int i = 0; i < 20; i++)
+        lws_service(ctx, 0);
+    close(s);
+    loop_teardown();
+    ck_assert_int_eq(count_fds(), fds);
+}
+END_TEST
+
+START_TEST(nothing_listening_retries)
+{
+    loop_setup();
+    int port = free_port();
+    struct mx_redis *r = link_to(port, 5000);
+    struct mx_redis_stats st;
+    long long t0 = now_ms();
+    do {
+        lws_service(ctx, 0);
+        mx_redis_stats(r, &st);
+    } while (st.drops < 3 && now_ms() - t0 < WAIT_MS);
+    ck_assert_uint_ge(st.drops, 3);
+    ck_assert_uint_eq(st.connects, 0);
+    mx_redis_free(r);
+    loop_teardown();
+}
+END_TEST
+
+Suite *mx_suite_redis_adapter(void)
+{
+    Suite *s = suite_create("redis_adapter");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, up_and_binary_safe);
+    tcase_add_test(tc, command_timeout_drops_and_reconnects);
+    tcase_add_test(tc, redis_killed_and_back);
+    tcase_add_test(tc, silent_peer_hits_connect_timeout);
+    tcase_add_test(tc, nothing_listening_retries);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -385,11 +385,23 @@ static int globals_newindex(lua_State *L)
     return 0;
 }
 
-/* pairs() over a read-only proxy walks the table behind it */
+/* pairs() over a read-only proxy walks the table behind it without
+ * handing it out: pairs' second result is the proxy itself (returning the
+ * real table there let `local _, g = pairs(_G)` write globals freely) */
+static int proxy_next(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_next(L, lua_upvalueindex(1)))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
 static int proxy_pairs(lua_State *L)
 {
-    lua_getglobal(L, "next");
     lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, proxy_next, 1);
+    lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
 }

@@ -42,6 +42,24 @@ local function tree_create(d)
   for _ = 1, 30 do coroutine.resume(coroutine.create(tree_create), d - 1) end
 end
 A.coroutine_tree_create = function() tree_create(6); return {} end
+-- pairs over a read-only proxy must not hand out the table behind it
+A.pairs_G_write = function()
+  local _, g = pairs(_G)
+  g.leak = 1
+  return {}
+end
+A.pairs_lib_write = function()
+  local _, t = pairs(string)
+  t.rep = nil
+  return {}
+end
+A.pairs_lib_walk = function()
+  local n = 0
+  for k, v in pairs(string) do n = n + 1 end
+  for k, v in pairs(_G) do n = n + 1 end
+  if n < 20 then error("pairs over the libraries found only " .. n) end
+  return {}
+end
 A.index_loop = function()
   local t = setmetatable({}, {__index = function() spin() end})
   return t.x

@@ -85,6 +85,9 @@ static const struct {
     {"coroutine_tree", MX_EREDUCER_BUDGET, "instruction budget"},
     {"coroutine_tree_create", MX_EREDUCER_BUDGET, "instruction budget"},
     {"index_loop", MX_EREDUCER_BUDGET, NULL},
+    {"pairs_G_write", MX_EREDUCER_ERROR, "globals are read-only"},
+    {"pairs_lib_write", MX_EREDUCER_ERROR, "read-only"},
+    {"pairs_lib_walk", 0, NULL}, /* pairs still walks them */
     {"close_loop", MX_EREDUCER_BUDGET, NULL},
     {"memory", MX_EREDUCER_MEMORY, "memory limit"},
     {"memory_pcall", MX_EREDUCER_MEMORY, NULL},

@@ -69,6 +69,13 @@ static void on_retry(lws_sorted_usec_list_t *sul)
     connect_now(lws_container_of(sul, struct mx_redis, t_retry));
 }
 
+/* The next connect attempt after the current backoff, which then doubles. */
+static void schedule_retry(struct mx_redis *r)
+{
+    timer(r, &r->t_retry, on_retry, r->backoff_ms);
+    r->backoff_ms = r->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : r->backoff_ms * 2;
+}
+
 /* The context is gone (freed by us or by hiredis): say so, plan the next try. */
 static void went_down(struct mx_redis *r)
 {
@@ -81,8 +88,7 @@ static void went_down(struct mx_redis *r)
     r->st.drops++;
     if (r->freeing)
         return;
-    timer(r, &r->t_retry, on_retry, r->backoff_ms);
-    r->backoff_ms = r->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : r->backoff_ms * 2;
+    schedule_retry(r);
     if (was_up && r->on_state)
         r->on_state(r, 0, r->priv);
 }
@@ -197,8 +203,7 @@ static void connect_now(struct mx_redis *r)
         if (ac)
             redisAsyncFree(ac);
         r->st.drops++;
-        timer(r, &r->t_retry, on_retry, r->backoff_ms);
-        r->backoff_ms = r->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : r->backoff_ms * 2;
+        schedule_retry(r);
         return;
     }
     int fd = fcntl(ac->c.fd, F_DUPFD_CLOEXEC, 0);
@@ -213,7 +218,7 @@ static void connect_now(struct mx_redis *r)
             close(fd);
         redisAsyncFree(ac);
         r->st.drops++;
-        timer(r, &r->t_retry, on_retry, r->backoff_ms);
+        schedule_retry(r);
         return;
     }
     lws_set_opaque_user_data(wsi, r);

@@ -72,7 +72,26 @@ static long long now_ms(void) { return (long long)(lws_now_usecs() / 1000); }
         ck_assert_msg((cond), "timed out waiting for: %s", #cond);                                \
     } while (0)
 
-static int free_port(void)
+/* Service the loop until the link's counter `field` reaches at least n
+ * (or WAIT_MS pass); the counters then. */
+#define WAIT_STAT(r, field, n, st)                                                                 \
+    do {                                                                                           \
+        long long until_ = now_ms() + WAIT_MS;                                                     \
+        do {                                                                                       \
+            lws_service(ctx, 0);                                                                   \
+            mx_redis_stats((r), &(st));                                                            \
+        } while ((st).field < (n) && now_ms() < until_);                                           \
+    } while (0)
+
+/* A few loop turns: lets async closes and writes happen. */
+static void spin(int n)
+{
+    for (int i = 0; i < n; i++)
+        lws_service(ctx, 0);
+}
+
+/* A TCP socket bound to a free loopback port (listening if asked). */
+static int loopback_socket(int do_listen, int *port)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a;
@@ -80,10 +99,19 @@ static int free_port(void)
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    if (do_listen)
+        ck_assert_int_eq(listen(s, 16), 0);
     socklen_t l = sizeof a;
     getsockname(s, (struct sockaddr *)&a, &l);
-    close(s);
-    return ntohs(a.sin_port);
+    *port = ntohs(a.sin_port);
+    return s;
+}
+
+static int free_port(void)
+{
+    int port;
+    close(loopback_socket(0, &port));
+    return port;
 }
 
 static pid_t start_redis(int port)
@@ -155,6 +183,29 @@ static struct mx_redis *link_to(int port, int cmd_ms)
     return mx_redis_new(ctx, vh, &o);
 }
 
+/* A loop, a redis-server on a free port and a link to it that is up. */
+static struct mx_redis *start_up(int cmd_ms, pid_t *pid, int *port)
+{
+    loop_setup();
+    *port = free_port();
+    *pid = start_redis(*port);
+    struct mx_redis *r = link_to(*port, cmd_ms);
+    long long until = now_ms() + WAIT_MS; /* retries until redis-server listens */
+    while (!mx_redis_is_up(r) && now_ms() < until)
+        lws_service(ctx, 0);
+    ck_assert_msg(mx_redis_is_up(r), "the link did not come up");
+    return r;
+}
+
+/* Free the link, let its wsi close, stop Redis and the loop. */
+static void finish(struct mx_redis *r, pid_t pid)
+{
+    mx_redis_free(r);
+    spin(20);
+    stop_redis(pid);
+    loop_teardown();
+}
+
 static void cmd(struct mx_redis *r, struct got *g, int argc, const char **argv, const size_t *lens)
 {
     memset(g, 0, sizeof *g);
@@ -164,11 +215,9 @@ static void cmd(struct mx_redis *r, struct got *g, int argc, const char **argv, 
 START_TEST(up_and_binary_safe)
 {
     int fds = count_fds();
-    loop_setup();
-    int port = free_port();
-    pid_t pid = start_redis(port);
-    struct mx_redis *r = link_to(port, 5000);
-    RUN_UNTIL(mx_redis_is_up(r)); /* retries until redis-server listens */
+    pid_t pid;
+    int port;
+    struct mx_redis *r = start_up(5000, &pid, &port);
     ck_assert_int_eq(ups, 1);
     struct got g;
     const char *set[] = { "SET", "k", "a\0b" };
@@ -194,13 +243,11 @@ START_TEST(up_and_binary_safe)
     const char *blk[] = { "BLPOP", "nolist", "0" };
     size_t blkl[] = { 5, 6, 1 };
     cmd(r, &g, 3, blk, blkl);
-    for (int i = 0; i < 20; i++)
-        lws_service(ctx, 0);
+    spin(20);
     mx_redis_free(r);
     ck_assert_int_eq(g.done, 1);
     ck_assert_int_eq(g.null, 1);
-    for (int i = 0; i < 20; i++)
-        lws_service(ctx, 0);
+    spin(20);
     stop_redis(pid);
     loop_teardown();
     ck_assert_int_eq(count_fds(), fds);
@@ -209,11 +256,9 @@ END_TEST
 
 START_TEST(command_timeout_drops_and_reconnects)
 {
-    loop_setup();
-    int port = free_port();
-    pid_t pid = start_redis(port);
-    struct mx_redis *r = link_to(port, 300);
-    RUN_UNTIL(mx_redis_is_up(r));
+    pid_t pid;
+    int port;
+    struct mx_redis *r = start_up(300, &pid, &port);
     struct got g;
     const char *blk[] = { "BLPOP", "nolist", "0" }; /* never answered */
     size_t blkl[] = { 5, 6, 1 };
@@ -234,25 +279,20 @@ START_TEST(command_timeout_drops_and_reconnects)
     RUN_UNTIL(g.done);
     ck_assert_int_eq(g.null, 0);
     ck_assert_str_eq(g.str, "PONG");
-    mx_redis_free(r);
-    stop_redis(pid);
-    loop_teardown();
+    finish(r, pid);
 }
 END_TEST
 
 START_TEST(redis_killed_and_back)
 {
-    loop_setup();
-    int port = free_port();
-    pid_t pid = start_redis(port);
-    struct mx_redis *r = link_to(port, 5000);
-    RUN_UNTIL(mx_redis_is_up(r));
+    pid_t pid;
+    int port;
+    struct mx_redis *r = start_up(5000, &pid, &port);
     struct got g;
     const char *blk[] = { "BLPOP", "nolist", "0" };
     size_t blkl[] = { 5, 6, 1 };
     cmd(r, &g, 3, blk, blkl);
-    for (int i = 0; i < 10; i++)
-        lws_service(ctx, 0);
+    spin(10);
     stop_redis(pid);
     RUN_UNTIL(g.done);
     ck_assert_int_eq(g.null, 1);
@@ -268,9 +308,7 @@ START_TEST(redis_killed_and_back)
     pid = start_redis(port);
     RUN_UNTIL(mx_redis_is_up(r));
     ck_assert_int_eq(ups, 2);
-    mx_redis_free(r);
-    stop_redis(pid);
-    loop_teardown();
+    finish(r, pid);
 }
 END_TEST
 
@@ -279,29 +317,18 @@ START_TEST(silent_peer_hits_connect_timeout)
     int fds = count_fds();
     loop_setup();
     /* accepts TCP (the kernel's backlog), never answers PING */
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(s, 16), 0);
-    socklen_t l = sizeof a;
-    getsockname(s, (struct sockaddr *)&a, &l);
-    struct mx_redis *r = link_to(ntohs(a.sin_port), 5000);
+    int port;
+    int s = loopback_socket(1, &port);
+    struct mx_redis *r = link_to(port, 5000);
     struct mx_redis_stats st;
     long long t0 = now_ms();
-    do {
-        lws_service(ctx, 0);
-        mx_redis_stats(r, &st);
-    } while (st.timeouts < 2 && now_ms() - t0 < WAIT_MS);
+    WAIT_STAT(r, timeouts, 2, st);
     ck_assert_uint_ge(st.timeouts, 2); /* and it kept trying */
     ck_assert_int_ge(now_ms() - t0, 450);
     ck_assert_int_eq(ups, 0);
     ck_assert_int_eq(mx_redis_is_up(r), 0);
     mx_redis_free(r);
-    for (int i = 0; i < 20; i++)
-        lws_service(ctx, 0);
+    spin(20);
     close(s);
     loop_teardown();
     ck_assert_int_eq(count_fds(), fds);
@@ -314,11 +341,7 @@ START_TEST(nothing_listening_retries)
     int port = free_port();
     struct mx_redis *r = link_to(port, 5000);
     struct mx_redis_stats st;
-    long long t0 = now_ms();
-    do {
-        lws_service(ctx, 0);
-        mx_redis_stats(r, &st);
-    } while (st.drops < 3 && now_ms() - t0 < WAIT_MS);
+    WAIT_STAT(r, drops, 3, st);
     ck_assert_uint_ge(st.drops, 3);
     ck_assert_uint_eq(st.connects, 0);
     mx_redis_free(r);

@@ -40,7 +40,10 @@ struct mx_redis {
     char host[256];
     int port, connect_ms, command_ms, reconnect_max_ms, backoff_ms;
     mx_redis_state_fn on_state;
+    mx_redis_message_fn on_message;
     void *priv;
+    char **channels; /* subscribed again each time the link comes up */
+    size_t nchannels;
 
     redisAsyncContext *ac;
     struct lws *wsi;
@@ -58,6 +61,7 @@ struct pend {
 };
 
 static void connect_now(struct mx_redis *r);
+static void send_subscribe(struct mx_redis *r, const char *channel);
 
 static void timer(struct mx_redis *r, lws_sorted_usec_list_t *t, sul_cb_t cb, int ms)
 {
@@ -136,6 +140,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             r->up = 1;
             r->backoff_ms = BACKOFF_MIN_MS;
             r->st.connects++;
+            for (size_t i = 0; i < r->nchannels; i++)
+                send_subscribe(r, r->channels[i]);
             if (r->on_state)
                 r->on_state(r, 1, r->priv);
         } /* any other answer: the connect timeout drops the link */
@@ -158,6 +164,49 @@ static int send_argv(struct mx_redis *r, int argc, const char **argv, const size
     }
     if (r->pending++ == 0)
         timer(r, &r->t_command, on_command_timeout, r->command_ms);
+    return 0;
+}
+
+/* A subscriber link's callback: hiredis keeps it for the channel and calls
+ * it for the confirmation, for each message, and with NULL when freed. */
+static void on_sub(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct mx_redis *r = privdata;
+    redisReply *rep = reply;
+    if (!rep || ac != r->ac || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        r->st.subscribed++;
+    } else if (strcmp(rep->element[0]->str, "message") == 0 &&
+               rep->element[1]->type == REDIS_REPLY_STRING &&
+               rep->element[2]->type == REDIS_REPLY_STRING) {
+        r->st.messages++;
+        if (r->on_message)
+            r->on_message(r, rep->element[1]->str, rep->element[1]->len, rep->element[2]->str,
+                          rep->element[2]->len, r->priv);
+    }
+}
+
+static void send_subscribe(struct mx_redis *r, const char *channel)
+{
+    const char *argv[2] = { "SUBSCRIBE", channel };
+    size_t lens[2] = { 9, strlen(channel) };
+    if (redisAsyncCommandArgv(r->ac, on_sub, r, 2, argv, lens) != REDIS_OK)
+        timer(r, &r->t_connect, on_connect_timeout, 0); /* drop and retry, outside hiredis */
+}
+
+int mx_redis_subscribe(struct mx_redis *r, const char *channel)
+{
+    char **nc = mx_realloc(r->channels, (r->nchannels + 1) * sizeof *nc);
+    if (!nc)
+        return -1;
+    r->channels = nc;
+    if (!(nc[r->nchannels] = mx_strdup(channel)))
+        return -1;
+    r->nchannels++;
+    if (r->up && r->ac)
+        send_subscribe(r, channel);
     return 0;
 }
 
@@ -282,6 +331,7 @@ struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
     r->reconnect_max_ms = o->reconnect_max_ms < BACKOFF_MIN_MS ? BACKOFF_MIN_MS : o->reconnect_max_ms;
     r->backoff_ms = BACKOFF_MIN_MS;
     r->on_state = o->on_state;
+    r->on_message = o->on_message;
     r->priv = o->priv;
     connect_now(r);
     return r;
@@ -310,5 +360,8 @@ void mx_redis_free(struct mx_redis *r)
     drop(r);
     timer(r, &r->t_connect, NULL, -1);
     timer(r, &r->t_command, NULL, -1);
+    for (size_t i = 0; i < r->nchannels; i++)
+        free(r->channels[i]);
+    free(r->channels);
     free(r);
 }

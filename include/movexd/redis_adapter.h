@@ -27,6 +27,9 @@ struct mx_redis;
 typedef void (*mx_redis_reply_fn)(struct mx_redis *r, struct redisReply *reply, void *priv);
 /* up: 1 when the link has just come up, 0 when it has just gone down. */
 typedef void (*mx_redis_state_fn)(struct mx_redis *r, int up, void *priv);
+/* A pub/sub message on a subscribed channel (binary safe, valid during the call). */
+typedef void (*mx_redis_message_fn)(struct mx_redis *r, const char *channel, size_t clen,
+                                    const char *msg, size_t mlen, void *priv);
 
 struct mx_redis_opts {
     const char *host;
@@ -34,7 +37,8 @@ struct mx_redis_opts {
     int connect_timeout_ms;
     int command_timeout_ms;
     int reconnect_max_ms;
-    mx_redis_state_fn on_state; /* may be NULL */
+    mx_redis_state_fn on_state;     /* may be NULL */
+    mx_redis_message_fn on_message; /* subscriber links (mx_redis_subscribe) */
     void *priv;
 };
 
@@ -54,11 +58,21 @@ int mx_redis_command(struct mx_redis *r, int argc, const char **argv, const size
 
 int mx_redis_is_up(const struct mx_redis *r);
 
+/* Make this a subscriber link and subscribe to channel (plain SUBSCRIBE:
+ * hiredis 0.14 asserts on SSUBSCRIBE). The link remembers its channels and
+ * subscribes them again each time it comes up; messages published while it
+ * was down are lost, so the caller catches up (XRANGE) on on_state(up). A
+ * subscriber link carries nothing else, and has no command timeout (a
+ * closed socket still drops it). 0, or -1 when out of memory. */
+int mx_redis_subscribe(struct mx_redis *r, const char *channel);
+
 /* Counters for tests and metrics. */
 struct mx_redis_stats {
     unsigned long connects;     /* links that came up */
     unsigned long drops;        /* links that went down (any cause) */
     unsigned long timeouts;     /* of which: connect or command timeouts */
+    unsigned long subscribed;   /* SUBSCRIBE confirmations received */
+    unsigned long messages;     /* pub/sub messages delivered */
 };
 void mx_redis_stats(const struct mx_redis *r, struct mx_redis_stats *out);
 

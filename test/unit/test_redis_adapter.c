@@ -176,9 +176,19 @@ static void on_state(struct mx_redis *r, int up, void *priv)
         downs++;
 }
 
+static char last_msg[64], last_ch[64];
+static size_t last_len;
+static void on_message(struct mx_redis *r, const char *ch, size_t clen, const char *msg,
+                       size_t mlen, void *priv)
+{
+    snprintf(last_ch, sizeof last_ch, "%.*s", (int)clen, ch);
+    last_len = mlen;
+    memcpy(last_msg, msg, mlen < sizeof last_msg ? mlen : sizeof last_msg);
+}
+
 static struct mx_redis *link_to(int port, int cmd_ms)
 {
-    struct mx_redis_opts o = { "127.0.0.1", port, 500, cmd_ms, 200, on_state, NULL };
+    struct mx_redis_opts o = { "127.0.0.1", port, 500, cmd_ms, 200, on_state, on_message, NULL };
     ups = downs = 0;
     return mx_redis_new(ctx, vh, &o);
 }
@@ -349,6 +359,47 @@ START_TEST(nothing_listening_retries)
 }
 END_TEST
 
+/* A subscriber link gets published messages (binary safe) and subscribes
+ * again after Redis comes back. */
+START_TEST(subscriber_resubscribes)
+{
+    pid_t pid;
+    int port;
+    struct mx_redis *pub = start_up(5000, &pid, &port);
+    struct mx_redis_opts o = { "127.0.0.1", port, 500, 5000, 200, NULL, on_message, NULL };
+    struct mx_redis *sub = mx_redis_new(ctx, vh, &o);
+    ck_assert_int_eq(mx_redis_subscribe(sub, "ch:1"), 0);
+    struct mx_redis_stats st;
+    WAIT_STAT(sub, subscribed, 1, st);
+    ck_assert_uint_eq(st.subscribed, 1);
+    struct got g;
+    const char *p1[] = { "PUBLISH", "ch:1", "x\0y" };
+    size_t p1l[] = { 7, 4, 3 };
+    cmd(pub, &g, 3, p1, p1l);
+    WAIT_STAT(sub, messages, 1, st);
+    ck_assert_uint_eq(st.messages, 1);
+    ck_assert_str_eq(last_ch, "ch:1");
+    ck_assert_uint_eq(last_len, 3);
+    ck_assert_int_eq(memcmp(last_msg, "x\0y", 3), 0);
+    ck_assert_int_eq(g.type, REDIS_REPLY_INTEGER); /* one receiver */
+
+    stop_redis(pid);
+    RUN_UNTIL(!mx_redis_is_up(sub) && !mx_redis_is_up(pub));
+    pid = start_redis(port);
+    WAIT_STAT(sub, subscribed, 2, st);
+    ck_assert_uint_eq(st.subscribed, 2);
+    RUN_UNTIL(mx_redis_is_up(pub));
+    const char *p2[] = { "PUBLISH", "ch:1", "again" };
+    size_t p2l[] = { 7, 4, 5 };
+    cmd(pub, &g, 3, p2, p2l);
+    WAIT_STAT(sub, messages, 2, st);
+    ck_assert_uint_eq(st.messages, 2);
+    ck_assert_int_eq(memcmp(last_msg, "again", 5), 0);
+    mx_redis_free(sub);
+    finish(pub, pid);
+}
+END_TEST
+
 Suite *mx_suite_redis_adapter(void)
 {
     Suite *s = suite_create("redis_adapter");
@@ -359,6 +410,7 @@ Suite *mx_suite_redis_adapter(void)
     tcase_add_test(tc, redis_killed_and_back);
     tcase_add_test(tc, silent_peer_hits_connect_timeout);
     tcase_add_test(tc, nothing_listening_retries);
+    tcase_add_test(tc, subscriber_resubscribes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -134,6 +134,7 @@ static const struct key room_keys[] = {
     R("reducer_budget", K_COUNT, 1000, 1000000000, reducer_budget),
     R("reducer_memory", K_SIZE, 256 * KiB, 4 * GiB, reducer_memory),
     R("max_presence_bytes", K_SIZE, 0, 1 * MiB, max_presence_bytes),
+    R("max_presence_room_bytes", K_SIZE, 0, 64 * MiB, max_presence_room_bytes),
     R("anonymous", K_RIGHTS, 0, 0, anonymous),
     R("authenticated", K_RIGHTS, 0, 0, authenticated),
 };
@@ -183,6 +184,7 @@ static void room_defaults(struct mx_room_type *t)
     t->reducer_budget = 1000000;
     t->reducer_memory = 32 * MiB;
     t->max_presence_bytes = 4 * KiB;
+    t->max_presence_room_bytes = 1 * MiB;
 }
 
 void mx_config_defaults(struct mx_config *c)

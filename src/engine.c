@@ -1176,6 +1176,19 @@ static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request
         reply_error(e, c, q->has_id, q->id, MX_ETOO_LARGE, msg);
         return;
     }
+    /* the room's total bounds the presence list of a subscribe reply, which
+     * must fit a connection's max_queue_bytes for newcomers to join */
+    size_t others = mx_presence_bytes_without(r->presence, c);
+    if (!clear && others + v.len > r->type.max_presence_room_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the room's presence states would total %zu bytes, over this room type's "
+                 "max_presence_room_bytes %zu; the presence was not set",
+                 others + v.len, r->type.max_presence_room_bytes);
+        mx_buf_free(&v);
+        reply_error(e, c, q->has_id, q->id, MX_ETOO_LARGE, msg);
+        return;
+    }
     /* room on the list of tables to flush before the change, so a failure
      * leaves nothing half done */
     int listed = r->presence && *mx_presence_listed(r->presence);

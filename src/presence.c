@@ -8,7 +8,9 @@
  *     and is removed by the flush that announces it;
  *   - an empty table does not exist: whoever removes the last entry frees
  *     it and sets the room's pointer to NULL, so a room without presence
- *     costs one pointer and an idle room can leave memory as before.
+ *     costs one pointer and an idle room can leave memory as before;
+ *   - bytes is the sum of statelen over the entries, so the per-room bound
+ *     (max_presence_room_bytes) is checked without walking the table.
  * Nothing here is written to storage or feeds the checksum.
  */
 #include "movexd/presence.h"
@@ -22,6 +24,7 @@
 struct mx_presence {
     struct mx_presence_entry *v;
     size_t n, cap;
+    size_t bytes; /* sum of the entries' statelen */
     int listed; /* the engine's flag: on its list of tables to flush */
 };
 
@@ -37,6 +40,7 @@ static struct mx_presence_entry *find(const mx_presence *p, const void *owner)
 static void drop(mx_presence **pp, size_t i)
 {
     mx_presence *p = *pp;
+    p->bytes -= p->v[i].statelen;
     free(p->v[i].state);
     memmove(&p->v[i], &p->v[i + 1], (p->n - i - 1) * sizeof(p->v[0]));
     if (--p->n == 0) {
@@ -51,6 +55,7 @@ int mx_presence_set(mx_presence **pp, const void *owner, uint64_t conn, const ch
     struct mx_presence_entry *en = find(*pp, owner);
     if (!state) {
         if (en) {
+            (*pp)->bytes -= en->statelen;
             free(en->state);
             en->state = NULL;
             en->statelen = 0;
@@ -91,6 +96,7 @@ int mx_presence_set(mx_presence **pp, const void *owner, uint64_t conn, const ch
         memcpy(en->client, client, clientlen);
         en->clientlen = clientlen;
     }
+    (*pp)->bytes = (*pp)->bytes - en->statelen + len;
     free(en->state);
     en->state = copy;
     en->statelen = len;
@@ -152,6 +158,14 @@ int mx_presence_flush(mx_presence **pp, uint64_t now_ms, uint64_t interval_ms,
 int *mx_presence_listed(mx_presence *p) { return &p->listed; }
 
 size_t mx_presence_count(const mx_presence *p) { return p ? p->n : 0; }
+
+size_t mx_presence_bytes_without(const mx_presence *p, const void *owner)
+{
+    if (!p)
+        return 0;
+    const struct mx_presence_entry *en = find(p, owner);
+    return p->bytes - (en ? en->statelen : 0);
+}
 
 void mx_presence_free(mx_presence *p)
 {

@@ -44,6 +44,7 @@ struct mx_room_type {
     int create_on_subscribe;         /* subscribe to a missing room creates it with {} */
     size_t max_ops;                  /* operations per patch action; 0 = none */
     size_t max_presence_bytes;       /* one connection's presence state; 0 = presence off */
+    size_t max_presence_room_bytes;  /* all presence states in one room (subscribe reply) */
     unsigned anonymous;              /* rights without a token (auth jwt) */
     unsigned authenticated;          /* rights every valid token adds */
 };

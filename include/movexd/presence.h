@@ -59,6 +59,9 @@ int mx_presence_flush(mx_presence **pp, uint64_t now_ms, uint64_t interval_ms,
 int *mx_presence_listed(mx_presence *p);
 
 size_t mx_presence_count(const mx_presence *p);
+/* Bytes of all the room's presence states except owner's (which a set
+ * replaces): what a subscribe reply lists, for max_presence_room_bytes. */
+size_t mx_presence_bytes_without(const mx_presence *p, const void *owner);
 void mx_presence_free(mx_presence *p);
 
 #endif

@@ -112,6 +112,47 @@ test('updates are coalesced per connection (the latest wins) and rate-limited', 
   });
 });
 
+test('bounds: max_presence_room_bytes caps the room total (too_large), so the subscribe reply stays bounded', async () => {
+  const conf = makeConf({ room: ['max_presence_bytes 100', 'max_presence_room_bytes 250'] });
+  await withDaemon({ conf }, async (d) => {
+    const room = 'pres:roomcap';
+    const str = (n) => 'x'.repeat(n - 2); // a JSON string of n bytes with its quotes
+    const { c: a } = await join(d, 'ra', room);
+    const { c: b } = await join(d, 'rb', room);
+    const { c: c } = await join(d, 'rc', room);
+    assert.equal((await a.request(presence(room, str(100)))).type, 'presence_ok');
+    assert.equal((await b.request(presence(room, str(100)))).type, 'presence_ok');
+    const over = await c.request(presence(room, str(51))); // request() matches the reply by its id
+    assert.equal(over.type, 'error');
+    assert.equal(over.code, 'too_large');
+    assert.match(over.message, /251 bytes.*max_presence_room_bytes 250/);
+    assert.equal((await c.request(presence(room, str(50)))).type, 'presence_ok', 'exactly at the cap fits');
+    // replacing one's own state counts its new size only, not both
+    assert.equal((await b.request(presence(room, str(100)))).type, 'presence_ok');
+    assert.equal((await b.request(presence(room, str(99)))).type, 'presence_ok');
+    assert.equal((await b.request(presence(room, str(100)))).type, 'presence_ok');
+    assert.equal((await b.request(presence(room, str(1 + 100)))).code, 'too_large', 'max_presence_bytes still applies');
+    // the newcomer's subscribe reply lists at most the cap
+    const { c: n, sub } = await join(d, 'rn', room);
+    const listed = sub.presence.reduce((t, p) => t + JSON.stringify(p.state).length, 0);
+    assert.equal(listed, 250);
+    assert.equal((await n.request(presence(room, 1))).code, 'too_large', 'the room is full');
+    // clearing and disconnecting give the bytes back
+    assert.equal((await a.request(presence(room, null))).type, 'presence_ok');
+    assert.equal((await n.request(presence(room, str(100)))).type, 'presence_ok');
+    assert.equal((await c.request(presence(room, str(51)))).code, 'too_large');
+    await b.close();
+    await n.next((m) => m.type === 'presence' && m.client === 'rb' && m.left === true);
+    assert.equal((await c.request(presence(room, str(100)))).type, 'presence_ok');
+    const { sub: sub2, c: n2 } = await join(d, 'rn2', room);
+    assert.deepEqual(sub2.presence.map((p) => p.client).sort(), ['rc', 'rn']);
+    await a.close();
+    await c.close();
+    await n.close();
+    await n2.close();
+  });
+});
+
 test('bounds: max_presence_bytes (too_large), state required, must be subscribed, room must exist', async () => {
   const conf = makeConf({ room: ['max_presence_bytes 100'], extra: 'room off {\n    max_presence_bytes 0\n}' });
   await withDaemon({ conf }, async (d) => {

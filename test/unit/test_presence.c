@@ -117,6 +117,33 @@ START_TEST(many_owners_grow)
 }
 END_TEST
 
+/* The running total behind max_presence_room_bytes: set, replace, clear,
+ * the flush that drops a cleared entry, and remove all keep it exact. */
+START_TEST(bytes_total)
+{
+    mx_presence *p = NULL;
+    static int o1, o2, o3;
+    ck_assert_uint_eq(mx_presence_bytes_without(NULL, &o1), 0);
+    ck_assert_int_eq(SET(&p, &o1, 1, "\"abc\""), 0);  /* 5 */
+    ck_assert_int_eq(SET(&p, &o2, 2, "[1,2,3]"), 0);   /* 7 */
+    ck_assert_uint_eq(mx_presence_bytes_without(p, &o3), 12);
+    ck_assert_uint_eq(mx_presence_bytes_without(p, &o1), 7);
+    ck_assert_int_eq(SET(&p, &o1, 1, "1"), 0); /* replaced: 1 + 7 */
+    ck_assert_uint_eq(mx_presence_bytes_without(p, &o3), 8);
+    ck_assert_int_eq(SET(&p, &o2, 2, NULL), 0); /* cleared, not yet announced */
+    ck_assert_uint_eq(mx_presence_bytes_without(p, &o3), 1);
+    struct seen s = {0};
+    mx_presence_flush(&p, 1000, 0, list, &s); /* drops o2's entry */
+    ck_assert_uint_eq(mx_presence_count(p), 1);
+    ck_assert_uint_eq(mx_presence_bytes_without(p, &o3), 1);
+    struct mx_presence_entry gone;
+    ck_assert_int_eq(SET(&p, &o3, 3, "{}"), 0);
+    ck_assert_int_eq(mx_presence_remove(&p, &o1, &gone), 1);
+    ck_assert_uint_eq(mx_presence_bytes_without(p, NULL), 2);
+    mx_presence_free(p);
+}
+END_TEST
+
 Suite *mx_suite_presence(void)
 {
     Suite *s = suite_create("presence");
@@ -124,6 +151,7 @@ Suite *mx_suite_presence(void)
     tcase_add_test(tc, set_coalesce_clear);
     tcase_add_test(tc, remove_and_each);
     tcase_add_test(tc, many_owners_grow);
+    tcase_add_test(tc, bytes_total);
     suite_add_tcase(s, tc);
     return s;
 }

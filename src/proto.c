@@ -49,6 +49,12 @@ int mx_proto_client_ok(const char *c, size_t len)
     return 1;
 }
 
+/* get_uint's refusals: not a non-negative integer at all, or one past
+ * 2^53-1 (which a client cannot hold exactly), told apart so the message
+ * names the bound instead of calling a big integer "not positive". */
+enum { NOT_UINT = -1, PAST_MAX = -2 };
+#define SAFE_MAX_TEXT "at most 2^53-1 (9007199254740991)"
+
 /* A JSON number that is a non-negative integer no larger than 2^53-1. */
 static int get_uint(const json_t *v, uint64_t *out)
 {
@@ -58,9 +64,11 @@ static int get_uint(const json_t *v, uint64_t *out)
     else if (json_is_integer(v))
         d = (double)json_integer_value(v);
     else
-        return -1;
-    if (!(d >= 0) || d > MX_MAX_SAFE_INT || floor(d) != d)
-        return -1;
+        return NOT_UINT;
+    if (!(d >= 0) || floor(d) != d)
+        return NOT_UINT;
+    if (d > MX_MAX_SAFE_INT)
+        return PAST_MAX;
     *out = (uint64_t)d;
     return 0;
 }
@@ -98,7 +106,10 @@ static int decode_since(const json_t *msg, struct mx_request *req, int required,
     }
     if (!json_is_object(s))
         FAIL("\"since\" must be an object {\"seq\", \"checksum\"}");
-    if (get_uint(json_object_get(s, "seq"), &req->since.seq))
+    int rc = get_uint(json_object_get(s, "seq"), &req->since.seq);
+    if (rc == PAST_MAX)
+        FAIL("\"since.seq\" must be " SAFE_MAX_TEXT);
+    if (rc)
         FAIL("\"since.seq\" must be a non-negative integer");
     const json_t *c = json_object_get(s, "checksum");
     if (!json_is_string(c) ||
@@ -110,14 +121,18 @@ static int decode_since(const json_t *msg, struct mx_request *req, int required,
 
 static int decode_action(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
 {
-    if (get_uint(json_object_get(msg, "n"), &req->n) || req->n == 0)
+    int rc = get_uint(json_object_get(msg, "n"), &req->n);
+    if (rc == NOT_UINT || (rc == 0 && req->n == 0))
         FAIL("\"n\" must be a positive integer");
     /* the reply's next_n (n + 1) must stay an integer a client holds exactly */
-    if (req->n > MX_N_MAX)
+    if (rc == PAST_MAX || req->n > MX_N_MAX)
         FAIL("\"n\" must be at most 2^53-2 (9007199254740990)");
     const json_t *v = json_object_get(msg, "base");
     if (v && !json_is_null(v)) {
-        if (get_uint(v, &req->base))
+        rc = get_uint(v, &req->base);
+        if (rc == PAST_MAX)
+            FAIL("\"base\" must be " SAFE_MAX_TEXT);
+        if (rc)
             FAIL("\"base\" must be a non-negative integer");
         req->has_base = 1;
     }
@@ -131,7 +146,10 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
             FAIL("\"dep\" may list at most %d actions", MX_DEPS_MAX);
         for (size_t i = 0; i < count; i++) {
             uint64_t d;
-            if (get_uint(one ? v : json_array_get(v, i), &d) || d == 0)
+            rc = get_uint(one ? v : json_array_get(v, i), &d);
+            if (rc == PAST_MAX)
+                FAIL("\"dep\" must be " SAFE_MAX_TEXT);
+            if (rc || d == 0)
                 FAIL("\"dep\" must be a positive integer or an array of them");
             if (d >= req->n)
                 FAIL("\"dep\" must name earlier actions (each dep < n)");
@@ -161,14 +179,14 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
     const json_t *id = json_object_get(msg, "id");
     int id_bad = 0;
     if (id && !json_is_null(id)) {
-        if (get_uint(id, &req->id) == 0)
-            req->has_id = 1;
-        else
-            id_bad = 1;
+        id_bad = get_uint(id, &req->id);
+        req->has_id = !id_bad;
     }
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!type)
         FAIL("\"type\" must be a string");
+    if (id_bad == PAST_MAX)
+        FAIL("\"id\" must be " SAFE_MAX_TEXT);
     if (id_bad)
         FAIL("\"id\" must be a non-negative integer");
     int rc;

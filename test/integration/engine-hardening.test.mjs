@@ -183,22 +183,32 @@ test('n is at most 2^53-2 so next_n stays exact; id, n, base, dep and since.seq 
     assert.equal(dup.duplicate, true);
 
     // every other integer field: 2^53 (and 2^53 + 2, which JSON text can
-    // hold but a double cannot tell apart) is refused
+    // hold but a double cannot tell apart) is refused, and the message names
+    // the bound (not "must be a positive integer", which 2^53 is)
     const checksum = snap.checksum;
+    const atMost = /must be at most 2\^53-1 \(9007199254740991\)/;
     const bad = {
-      n: patchAction('todo:big', 2 ** 53, []),
-      base: patchAction('todo:big', 5, [], { base: 2 ** 53 }),
-      dep: patchAction('todo:big', MAX_N, [], { dep: 2 ** 53 }),
-      'since.seq': { type: 'sync', room: 'todo:big', since: { seq: 2 ** 53, checksum } },
+      n: [patchAction('todo:big', 2 ** 53, []), /"n" must be at most 2\^53-2/],
+      base: [patchAction('todo:big', 5, [], { base: 2 ** 53 }), atMost],
+      dep: [patchAction('todo:big', MAX_N, [], { dep: 2 ** 53 }), atMost],
+      'dep[]': [patchAction('todo:big', MAX_N, [], { dep: [1, 2 ** 53 + 2] }), atMost],
+      'since.seq': [{ type: 'sync', room: 'todo:big', since: { seq: 2 ** 53, checksum } }, atMost],
     };
-    for (const [field, msg] of Object.entries(bad)) {
+    for (const [field, [msg, message]] of Object.entries(bad)) {
       const r = await c.request(msg);
       assert.equal(r.type, 'error', `${field}: ${JSON.stringify(r)}`);
       assert.equal(r.code, 'bad_request', `${field}: ${JSON.stringify(r)}`);
+      assert.match(r.message, message, `${field}: ${JSON.stringify(r)}`);
+      assert.ok(r.message.startsWith(`"${field.replace('[]', '')}"`), `${field} names itself: ${r.message}`);
+      assert.doesNotMatch(r.message, /positive|non-negative/, `${field}: ${r.message}`);
     }
+    // the integer past 2^53-1 is told apart from a value that is not one at all
+    const frac = await c.request(patchAction('todo:big', MAX_N, [], { dep: 1.5 }));
+    assert.match(frac.message, /"dep" must be a positive integer/);
     c.send('{"type":"ping","id":9007199254740994}');
     const idr = await c.next((m) => m.type === 'error' || m.type === 'pong', 'reply to an id over 2^53-1');
     assert.equal(idr.code, 'bad_request', JSON.stringify(idr));
+    assert.match(idr.message, /"id" must be at most 2\^53-1/);
     assert.equal(idr.id, undefined, 'an id that cannot be held exactly is not echoed');
     // the room is unchanged by the refusals
     const after = await c.request({ type: 'get', room: 'todo:big' });

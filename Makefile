@@ -71,6 +71,14 @@ bench-bin: $(BENCH_BIN)
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/movexd/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
+# cluster mode's Redis Function library, built into the binary as a C
+# string (src/cluster.c includes it)
+build/%/cluster_fn.inc: src/cluster_fn.lua
+	@mkdir -p $(@D)
+	@awk '{ gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "\"" $$0 "\\n\"" }' $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/cluster.o: $(BUILD)/cluster_fn.inc
+
 $(BUILD)/test/%.o: test/unit/%.c $(wildcard include/movexd/*.h) $(BUILD)/suites.h | $(BUILD)/test
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
@@ -256,7 +264,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 20
 FUZZ_DIR := build/fuzz
 FUZZ_FLAGS = $(STD) -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -DMX_FAULT_INJECTION \
-	-Iinclude $(PKG_CFLAGS)
+	-Iinclude -I$(FUZZ_DIR) $(PKG_CFLAGS)
 FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst test/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
 FUZZ_OBJ := $(patsubst src/%.c,$(FUZZ_DIR)/obj/%.o,$(CORE_SRC))
@@ -274,6 +282,8 @@ $(FUZZ_OBJ): $(FUZZ_DIR)/obj/%.o: src/%.c $(wildcard include/movexd/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter-out -Werror,$(WARN)) \
 	  -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+$(FUZZ_DIR)/obj/cluster.o: $(FUZZ_DIR)/cluster_fn.inc
 
 $(FUZZ_BIN): $(FUZZ_DIR)/%: test/fuzz/%.c $(FUZZ_OBJ) $(wildcard include/movexd/*.h)
 	@mkdir -p $(@D)

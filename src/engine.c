@@ -287,6 +287,7 @@ static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
     }
     e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f, .ack_t_us = 0, .free = 0};
     c->pending++;
+    c->pending_bytes += f->len;
 }
 
 /* Encode b into a frame and queue it for c. */
@@ -315,6 +316,7 @@ static void release_free(mx_engine *e)
         struct mx_conn *c = o.conn;
         if (c && o.free && !c->held) {
             c->pending--;
+            c->pending_bytes -= o.frame->len;
             e->out[i].conn = NULL;
             c->deliver(c, o.frame);
             mx_frame_unref(o.frame);
@@ -367,6 +369,7 @@ int mx_engine_commit(mx_engine *e)
         if (o->conn) {
             struct mx_conn *c = o->conn;
             c->pending--;
+            c->pending_bytes -= o->frame->len;
             o->conn = NULL;
             c->deliver(c, o->frame);
         }
@@ -477,6 +480,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->rooms = NULL;
     c->nrooms = c->caprooms = 0;
     c->pending = 0;
+    c->pending_bytes = 0;
     c->authed = 0;
     c->closed = 0;
     c->admin = 0;
@@ -520,6 +524,7 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
             c->pending--;
         }
     }
+    c->pending_bytes = 0;
     mx_token_free(&c->token);
     c->authed = 0;
     if (e->stats.connections)

@@ -238,7 +238,39 @@ void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *ws
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, secs > 0 ? secs : 1);
 }
 
+/* Backpressure (docs/SECURITY.md, "Memory per connection"): what one
+ * connection's requests make the server hold - replies waiting in the
+ * engine's outbox for the commit (conn.pending_bytes) and frames in its send
+ * queue - is bounded by reading no more from it while that passes half of
+ * max_queue_bytes; it reads again once the queue is down to a quarter.
+ * Pipelined requests then wait in the client's and the kernel's buffers,
+ * not as answers in the server's memory. (The send queue's own bound, 4008,
+ * still applies to fwds caused by other connections.) Checked after each
+ * message and after each write. */
+static void flow_check(struct mx_session *s)
+{
+    size_t held = s->conn.pending_bytes + s->qbytes, bound = s->srv->cfg->max_queue_bytes;
+    if (!s->rx_paused && held >= bound / 2) {
+        s->rx_paused = 1;
+        mx_metric_rx_pauses++;
+        lws_rx_flow_control(s->wsi, 0);
+    } else if (s->rx_paused && held <= bound / 4) {
+        s->rx_paused = 0;
+        lws_rx_flow_control(s->wsi, 1);
+    }
+}
+
+static int receive(struct mx_session *s, const void *in, size_t len);
+
 int mx_session_receive(struct mx_session *s, const void *in, size_t len)
+{
+    int rc = receive(s, in, len);
+    if (!rc && !s->closing)
+        flow_check(s);
+    return rc;
+}
+
+static int receive(struct mx_session *s, const void *in, size_t len)
 {
     struct lws *wsi = s->wsi;
     mx_metric_bytes_in += len;
@@ -444,6 +476,8 @@ int mx_session_writable(struct mx_session *s)
     }
     if (s->qlen && (lws_is_ssl(s->wsi) ? send_tls(s) : send_plain(s)))
         return -1;
+    if (s->rx_paused)
+        flow_check(s);
     if (lws_partial_buffered(s->wsi))
         return 0; /* lws asked for the writable event itself */
     if (s->closing && !s->qlen) {

@@ -42,6 +42,10 @@ struct mx_conn {
     struct mx_room **rooms; /* subscriptions */
     size_t nrooms, caprooms;
     size_t pending; /* outbox entries addressed to this connection */
+    size_t pending_bytes; /* their bytes: what this connection's requests made
+                             the server hold until the commit (the edge stops
+                             reading from it when this and its send queue
+                             reach max_queue_bytes) */
     int held;       /* scratch: an entry for it is held by a failed flush */
     int closed;             /* the engine asked the edge to close it */
     int admin;              /* the admin API: every right, no subscription needed */

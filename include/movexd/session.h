@@ -42,6 +42,7 @@ struct mx_session {
     struct mx_session *next, *prev; /* the server's list of open sessions */
     int linked;
 
+    int rx_paused; /* not reading: its replies fill half of max_queue_bytes */
     int closing; /* no more sends; close with close_code when drained */
     int close_now; /* closing without sending what is queued */
     int close_sent; /* our close frame is out; waiting for the peer's */

@@ -478,6 +478,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->clientlen = 0;
     c->client[0] = '\0';
     c->rooms = NULL;
+    c->room_pos = NULL;
     c->nrooms = c->caprooms = 0;
     c->pending = 0;
     c->pending_bytes = 0;
@@ -501,7 +502,27 @@ static void conn_forget_room(struct mx_conn *c, const struct mx_room *r)
 {
     for (size_t i = 0; i < c->nrooms; i++) {
         if (c->rooms[i] == r) {
-            c->rooms[i] = c->rooms[--c->nrooms];
+            c->nrooms--;
+            c->rooms[i] = c->rooms[c->nrooms];
+            c->room_pos[i] = c->room_pos[c->nrooms];
+            return;
+        }
+    }
+}
+
+/* Take c out of r's subscribers in O(1) (c->rooms[k] == r); the subscriber
+ * that took its place learns its new index. The connection's own list is
+ * left to the caller. */
+static void room_unsubscribe(struct mx_conn *c, size_t k)
+{
+    struct mx_room *r = c->rooms[k];
+    size_t at = c->room_pos[k];
+    struct mx_conn *moved = mx_room_sub_del_at(r, at);
+    if (!moved)
+        return;
+    for (size_t j = 0; j < moved->nrooms; j++) {
+        if (moved->rooms[j] == r) {
+            moved->room_pos[j] = at;
             return;
         }
     }
@@ -512,11 +533,13 @@ static void presence_leave(mx_engine *e, struct mx_conn *c, struct mx_room *r);
 void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
 {
     for (size_t i = 0; i < c->nrooms; i++) {
-        mx_room_sub_del(c->rooms[i], c);
+        room_unsubscribe(c, i);
         presence_leave(e, c, c->rooms[i]);
     }
     free(c->rooms);
     c->rooms = NULL;
+    free(c->room_pos);
+    c->room_pos = NULL;
     c->nrooms = c->caprooms = 0;
     for (size_t i = 0; c->pending && i < e->nout; i++) {
         if (e->out[i].conn == c) {
@@ -848,18 +871,23 @@ static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_reques
         if (c->nrooms == c->caprooms) {
             size_t ncap = c->caprooms ? c->caprooms * 2 : 4;
             struct mx_room **n = mx_realloc(c->rooms, ncap * sizeof(*n));
-            if (!n) {
+            if (n)
+                c->rooms = n;
+            size_t *np = n ? mx_realloc(c->room_pos, ncap * sizeof(*np)) : NULL;
+            if (!np) {
                 reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
                 return;
             }
-            c->rooms = n;
+            c->room_pos = np;
             c->caprooms = ncap;
         }
-        if (mx_room_sub_add(r, c)) {
+        long at = mx_room_sub_add(r, c);
+        if (at < 0) {
             reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
             return;
         }
-        c->rooms[c->nrooms++] = r;
+        c->rooms[c->nrooms] = r;
+        c->room_pos[c->nrooms++] = (size_t)at;
     }
     if (q->since.present)
         reply_catch_up(e, c, q, r);
@@ -886,7 +914,12 @@ static void do_unsubscribe(mx_engine *e, struct mx_conn *c, const struct mx_requ
         reply_error(e, c, q->has_id, q->id, MX_ENOT_SUBSCRIBED, "not subscribed to this room");
         return;
     }
-    mx_room_sub_del(r, c);
+    for (size_t k = 0; k < c->nrooms; k++) {
+        if (c->rooms[k] == r) {
+            room_unsubscribe(c, k);
+            break;
+        }
+    }
     conn_forget_room(c, r);
     presence_leave(e, c, r);
     mx_buf b;

@@ -71,11 +71,8 @@ void mx_room_free(struct mx_room *r)
     free(r);
 }
 
-int mx_room_sub_add(struct mx_room *r, struct mx_conn *c)
+long mx_room_sub_add(struct mx_room *r, struct mx_conn *c)
 {
-    for (size_t i = 0; i < r->nsubs; i++)
-        if (r->subs[i] == c)
-            return 0;
     if (r->nsubs == r->capsubs) {
         size_t ncap = r->capsubs ? r->capsubs * 2 : 4;
         struct mx_conn **n = mx_realloc(r->subs, ncap * sizeof(*n));
@@ -84,20 +81,18 @@ int mx_room_sub_add(struct mx_room *r, struct mx_conn *c)
         r->subs = n;
         r->capsubs = ncap;
     }
-    r->subs[r->nsubs++] = c;
-    return 0;
+    r->subs[r->nsubs] = c;
+    return (long)r->nsubs++;
 }
 
-void mx_room_sub_del(struct mx_room *r, struct mx_conn *c)
+struct mx_conn *mx_room_sub_del_at(struct mx_room *r, size_t i)
 {
-    for (size_t i = 0; i < r->nsubs; i++) {
-        if (r->subs[i] == c) {
-            /* keep subscription order: fan-out order is then stable */
-            memmove(&r->subs[i], &r->subs[i + 1], (r->nsubs - i - 1) * sizeof(*r->subs));
-            r->nsubs--;
-            return;
-        }
-    }
+    if (i >= r->nsubs)
+        return NULL;
+    /* fan-out order across connections is no guarantee (each connection's
+     * own order is), so the last subscriber simply takes the hole */
+    r->subs[i] = r->subs[--r->nsubs];
+    return i < r->nsubs ? r->subs[i] : NULL;
 }
 
 uint64_t mx_room_next_n(const struct mx_room *r, const char *client, size_t clen)

@@ -80,6 +80,12 @@ static void start_close(struct mx_session *s, int code, const char *reason, int 
         return;
     s->closing = 1;
     s->close_now = now;
+    if (s->rx_paused) {
+        /* read again: the peer's close frame must get through (what else
+         * it sends is ignored while closing) */
+        s->rx_paused = 0;
+        lws_rx_flow_control(s->wsi, 1);
+    }
     s->close_code = code;
     snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
     if (now) {

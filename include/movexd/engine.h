@@ -40,6 +40,7 @@ struct mx_conn {
     char client[MX_CLIENT_ID_MAX + 1];
     size_t clientlen;
     struct mx_room **rooms; /* subscriptions */
+    size_t *room_pos;       /* room_pos[k]: this connection's index in rooms[k]->subs */
     size_t nrooms, caprooms;
     size_t pending; /* outbox entries addressed to this connection */
     size_t pending_bytes; /* their bytes: what this connection's requests made

@@ -53,8 +53,14 @@ struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_t
                             mx_val *state, size_t dedup_window, int *err);
 void mx_room_free(struct mx_room *r);
 
-int mx_room_sub_add(struct mx_room *r, struct mx_conn *c); /* 0, -1 OOM; idempotent */
-void mx_room_sub_del(struct mx_room *r, struct mx_conn *c);
+/* Subscribers, unordered. add appends c (the caller knows it is not
+ * subscribed: no scan) and returns its index, or -1 on OOM. del_at removes
+ * the subscriber at index i in O(1) by moving the last one there, and
+ * returns the subscriber now at i (whose index changed), or NULL. The
+ * engine keeps each connection's index per room (mx_conn.room_pos), so a
+ * disconnect storm in a big room costs O(subscribers), not O(n^2). */
+long mx_room_sub_add(struct mx_room *r, struct mx_conn *c);
+struct mx_conn *mx_room_sub_del_at(struct mx_room *r, size_t i);
 
 /* A storage record of an applied action holds its log entry, the client
  * and the room id plus fixed fields (type, seq, two checksums, n, length

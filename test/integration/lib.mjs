@@ -1,9 +1,9 @@
 // Test harness: start the real movexd on a free loopback port and talk to it
 // over real WebSockets (package `ws`). Everything waits on conditions with
 // generous timeouts; nothing sleeps for a fixed time.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { request as nodeHttpRequest } from 'node:http';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import WebSocket from '../node_modules/ws/index.js';
@@ -403,3 +403,17 @@ scmp_filter_ctx seccomp_init(uint32_t def_action);
 int seccomp_rule_add_array(scmp_filter_ctx, uint32_t action, int syscall, unsigned int n, const struct scmp_arg_cmp *a);
 int seccomp_syscall_resolve_name(const char *name);
 int seccomp_load(scmp_filter_ctx);`;
+
+// A throwaway self-signed P-256 certificate for localhost/127.0.0.1 in a
+// fresh temporary dir (openssl CLI): {dir, cert, key (paths), ca (the PEM)}.
+export function makeTestCert() {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-tls-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ], { stdio: 'pipe' });
+  return { dir, cert, key, ca: readFileSync(cert) };
+}

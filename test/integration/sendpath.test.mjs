@@ -9,27 +9,18 @@
 // (movexd_send_calls_total far below movexd_frames_out_total).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checksum } from '../../client/movex.js';
 import https from 'node:https';
-import { Client, withDaemon, withTimeout, connectHello, patchAction, makeConf, waitFor, httpRequest, TIMEOUT } from './lib.mjs';
+import { Client, withDaemon, withTimeout, makeTestCert, connectHello, patchAction, makeConf, waitFor, httpRequest, TIMEOUT } from './lib.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 let DIR, CERT, KEY, CA;
 before(() => {
-  DIR = mkdtempSync(join(tmpdir(), 'movexd-sendpath-'));
-  CERT = join(DIR, 'cert.pem');
-  KEY = join(DIR, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    '-keyout', KEY, '-out', CERT,
-  ], { stdio: 'pipe' });
-  CA = readFileSync(CERT);
+  ({ dir: DIR, cert: CERT, key: KEY, ca: CA } = makeTestCert());
 });
 after(() => rmSync(DIR, { recursive: true, force: true }));
 

@@ -4,26 +4,17 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import https from 'node:https';
 import http from 'node:http';
 import tls from 'node:tls';
 import WebSocket from '../node_modules/ws/index.js';
-import { TIMEOUT, Client, withDaemon, withTimeout, makeConf, patchAction } from './lib.mjs';
+import { TIMEOUT, Client, withDaemon, withTimeout, makeConf, patchAction, makeTestCert } from './lib.mjs';
 
 let DIR, CERT, KEY, CA;
 before(() => {
-  DIR = mkdtempSync(join(tmpdir(), 'movexd-tls-'));
-  CERT = join(DIR, 'cert.pem');
-  KEY = join(DIR, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    '-keyout', KEY, '-out', CERT,
-  ], { stdio: 'pipe' });
-  CA = readFileSync(CERT);
+  ({ dir: DIR, cert: CERT, key: KEY, ca: CA } = makeTestCert());
 });
 after(() => rmSync(DIR, { recursive: true, force: true }));
 

@@ -3,7 +3,11 @@
  * Owns, so far, the Redis Function library: its text is src/cluster_fn.lua,
  * turned into a C string at build time (build/VARIANT/cluster_fn.inc) so
  * the binary and the library it loads can never disagree, and loading it
- * with FUNCTION LOAD REPLACE. The commit path, replicas and presence
+ * with FUNCTION LOAD REPLACE; and the client side of the per-room append:
+ * a batch of decided actions -> FCALL movexd_append's arguments, its reply
+ * -> a head and one outcome per action. Numbers cross as decimal strings
+ * and are parsed strictly (a reply that does not parse is a failed call,
+ * never a guess). The commit path, replicas and presence
  * across nodes will live here too (docs/CLUSTER.md, "Not built yet").
  */
 #include "movexd/cluster.h"
@@ -11,6 +15,8 @@
 #include "movexd/redis_adapter.h"
 
 #include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,4 +57,180 @@ void mx_cluster_load_library(struct mx_redis *r, mx_cluster_loaded_fn done, void
     const char *argv[] = { "FUNCTION", "LOAD", "REPLACE", fn_source };
     size_t lens[] = { 8, 4, 7, sizeof fn_source - 1 };
     mx_redis_command(r, 4, argv, lens, on_loaded, l);
+}
+
+/* A decimal uint64 with nothing else (no sign, no spaces, no overflow). */
+static int parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 20)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* "CODE" into out->code: 1..MX_CLUSTER_CODE_MAX of a-z and _. */
+static int parse_code(const char *s, struct mx_cluster_outcome *out)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > MX_CLUSTER_CODE_MAX || strspn(s, "abcdefghijklmnopqrstuvwxyz_") != len)
+        return -1;
+    memcpy(out->code, s, len + 1);
+    return 0;
+}
+
+int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out)
+{
+    memset(out, 0, sizeof *out);
+    int dup = strncmp(s, "dup ", 4) == 0;
+    const char *t = dup ? s + 4 : s;
+    if (strncmp(t, "ack ", 4) == 0) {
+        out->verdict = dup ? MX_CLUSTER_DUP_ACK : MX_CLUSTER_ACK;
+        return parse_u64(t + 4, strlen(t + 4), &out->seq);
+    }
+    if (strncmp(t, "reject ", 7) == 0) {
+        out->verdict = dup ? MX_CLUSTER_DUP_REJECT : MX_CLUSTER_REJECT;
+        return parse_code(t + 7, out);
+    }
+    if (dup)
+        return -1;
+    if (strcmp(s, "too_old") == 0)
+        out->verdict = MX_CLUSTER_TOO_OLD;
+    else if (strcmp(s, "bad_dep") == 0)
+        out->verdict = MX_CLUSTER_BAD_DEP;
+    else if (strcmp(s, "moved") == 0)
+        out->verdict = MX_CLUSTER_MOVED;
+    else
+        return -1;
+    return 0;
+}
+
+struct append {
+    mx_cluster_appended_fn done;
+    void *priv;
+    size_t n;
+};
+
+static int parse_head(redisReply **e, struct mx_cluster_head *h)
+{
+    for (int i = 0; i < 4; i++)
+        if (e[i]->type != REDIS_REPLY_STRING)
+            return -1;
+    if (parse_u64(e[0]->str, e[0]->len, &h->seq) < 0 || parse_u64(e[1]->str, e[1]->len, &h->sub) < 0 ||
+        e[2]->len > MX_CLUSTER_SUM_MAX || e[3]->len > 40)
+        return -1;
+    memcpy(h->sum, e[2]->str, e[2]->len + 1);
+    memcpy(h->hash, e[3]->str, e[3]->len + 1);
+    return 0;
+}
+
+static void on_appended(struct mx_redis *r, redisReply *rep, void *priv)
+{
+    struct append a = *(struct append *)priv;
+    free(priv);
+    if (!rep) {
+        a.done(0, "link down", NULL, NULL, 0, a.priv);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        a.done(0, rep->str, NULL, NULL, 0, a.priv);
+        return;
+    }
+    struct mx_cluster_head h;
+    struct mx_cluster_outcome *out = mx_calloc(a.n ? a.n : 1, sizeof *out);
+    int ok = out && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 + a.n &&
+             parse_head(rep->element, &h) == 0;
+    for (size_t i = 0; ok && i < a.n; i++)
+        ok = rep->element[4 + i]->type == REDIS_REPLY_STRING &&
+             mx_cluster_parse_outcome(rep->element[4 + i]->str, &out[i]) == 0;
+    if (ok)
+        a.done(1, NULL, &h, out, a.n, a.priv);
+    else
+        a.done(0, out ? "unexpected reply to movexd_append" : "out of memory", NULL, NULL, 0, a.priv);
+    free(out);
+}
+
+#define FIXED_ARGS 14 /* FCALL movexd_append 4 keys*4 channel window seq sub sum now count */
+#define ACTION_ARGS 8
+#define NUM_MAX 21    /* a uint64 in decimal, with its NUL */
+
+int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,
+                      const struct mx_cluster_head *expected, size_t window, uint64_t now_ms,
+                      const struct mx_cluster_action *a, size_t n, mx_cluster_appended_fn done,
+                      void *priv)
+{
+    size_t ndeps = 0, keylen = strlen(prefix) + strlen(room) + 8; /* "{" "}:" "head" NUL */
+    for (size_t i = 0; i < n; i++)
+        ndeps += a[i].ndeps;
+    size_t argc = FIXED_ARGS + ACTION_ARGS * n;
+    size_t text = 5 * keylen + 6 * NUM_MAX + n * (3 * NUM_MAX) + ndeps * NUM_MAX;
+    struct append *st = NULL;
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    char *buf = NULL;
+    if (n > 100000 || !(st = mx_malloc(sizeof *st)) || !(argv = mx_calloc(argc, sizeof *argv)) ||
+        !(lens = mx_calloc(argc, sizeof *lens)) || !(buf = mx_malloc(text))) {
+        free(st);
+        free(argv);
+        free(lens);
+        free(buf);
+        done(0, "out of memory", NULL, NULL, 0, priv);
+        return -1;
+    }
+    char *w = buf;
+    size_t k = 0;
+#define ARG_STR(s) (argv[k] = (s), lens[k] = strlen(argv[k]), k++)
+#define ARG_FMT(...)                                                                               \
+    do {                                                                                           \
+        int len_ = sprintf(w, __VA_ARGS__);                                                        \
+        argv[k] = w, lens[k] = (size_t)len_, k++;                                                  \
+        w += len_ + 1;                                                                             \
+    } while (0)
+    ARG_STR("FCALL");
+    ARG_STR("movexd_append");
+    ARG_STR("4");
+    static const char *const suffix[] = { "head", "log", "hi", "dd", "ch" };
+    for (int i = 0; i < 5; i++)
+        ARG_FMT("%s{%s}:%s", prefix, room, suffix[i]);
+    ARG_FMT("%zu", window);
+    ARG_FMT("%" PRIu64, expected->seq);
+    ARG_FMT("%" PRIu64, expected->sub);
+    ARG_STR(expected->sum);
+    ARG_FMT("%" PRIu64, now_ms);
+    ARG_FMT("%zu", n);
+    for (size_t i = 0; i < n; i++) {
+        ARG_STR(a[i].client);
+        ARG_FMT("%" PRIu64, a[i].n);
+        argv[k] = w;
+        char *d0 = w;
+        *w = '\0';
+        for (size_t j = 0; j < a[i].ndeps; j++)
+            w += sprintf(w, "%s%" PRIu64, j ? "," : "", a[i].deps[j]);
+        lens[k++] = (size_t)(w - d0);
+        w++;
+        ARG_STR(a[i].strict ? "1" : "0");
+        ARG_FMT("%" PRIu64, a[i].base);
+        ARG_STR(a[i].applied ? "a" : "r");
+        ARG_STR(a[i].what);
+        argv[k] = a[i].applied && a[i].body ? a[i].body : "";
+        lens[k++] = a[i].applied && a[i].body ? a[i].body_len : 0;
+    }
+#undef ARG_STR
+#undef ARG_FMT
+    st->done = done;
+    st->priv = priv;
+    st->n = n;
+    int rc = mx_redis_command(r, (int)argc, argv, lens, on_appended, st);
+    free(argv); /* hiredis has formatted the command */
+    free(lens);
+    free(buf);
+    return rc;
 }

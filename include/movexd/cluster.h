@@ -18,4 +18,68 @@ typedef void (*mx_cluster_loaded_fn)(int ok, const char *err, void *priv);
  * time its link comes up, so a Redis restarted empty gets it back. */
 void mx_cluster_load_library(struct mx_redis *r, mx_cluster_loaded_fn done, void *priv);
 
+/* ---- the per-room append (FCALL movexd_append, docs/CLUSTER.md) ---- */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MX_CLUSTER_SUM_MAX 128
+#define MX_CLUSTER_CODE_MAX 32
+
+/* A room's head in Redis: the last entry's ID (seq-sub), the checksum
+ * after it and the hash chain. */
+struct mx_cluster_head {
+    uint64_t seq, sub;
+    char sum[MX_CLUSTER_SUM_MAX + 1];
+    char hash[41]; /* sha1 hex, "" before the first entry */
+};
+
+/* One decided action of a batch. */
+struct mx_cluster_action {
+    const char *client;
+    uint64_t n;
+    const uint64_t *deps; /* this client's earlier n it was built on */
+    size_t ndeps;
+    int strict;
+    uint64_t base;
+    int applied;          /* 1: applied (what = checksum after, body = effects JSON); 0: rejected (what = code) */
+    const char *what;
+    const char *body;
+    size_t body_len;
+};
+
+enum mx_cluster_verdict {
+    MX_CLUSTER_ACK,        /* appended as seq */
+    MX_CLUSTER_REJECT,     /* recorded reject, code */
+    MX_CLUSTER_DUP_ACK,    /* decided before: ack at seq */
+    MX_CLUSTER_DUP_REJECT, /* decided before: reject code */
+    MX_CLUSTER_TOO_OLD,
+    MX_CLUSTER_BAD_DEP,    /* not recorded: n not used up */
+    MX_CLUSTER_MOVED,      /* head moved: catch up, decide again */
+};
+
+struct mx_cluster_outcome {
+    enum mx_cluster_verdict verdict;
+    uint64_t seq;
+    char code[MX_CLUSTER_CODE_MAX + 1];
+};
+
+/* ok = 0: the link failed or Redis refused the call (err says why; head
+ * and out are NULL). ok = 1: head after the batch and one outcome per
+ * action, valid during the call. */
+typedef void (*mx_cluster_appended_fn)(int ok, const char *err, const struct mx_cluster_head *head,
+                                       const struct mx_cluster_outcome *out, size_t n, void *priv);
+
+/* Submit a batch decided on `expected` for room (keys prefix{room}:...).
+ * done runs exactly once. 0, or -1 when out of memory or the batch is too
+ * large (done has then run with ok = 0). */
+int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,
+                      const struct mx_cluster_head *expected, size_t window, uint64_t now_ms,
+                      const struct mx_cluster_action *a, size_t n, mx_cluster_appended_fn done,
+                      void *priv);
+
+/* Parse one outcome string of the library ("ack 7", "dup reject stale",
+ * "moved", ...). 0, or -1 when it is none of them. */
+int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out);
+
 #endif

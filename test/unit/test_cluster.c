@@ -57,13 +57,20 @@ static void on_reply(struct mx_redis *r, redisReply *rep, void *priv)
     }
 }
 
-START_TEST(load_library_then_fcall)
+/* A loop, a redis-server on a free port, and a link to it (not yet up). */
+static struct mx_redis *redis_and_link(pid_t *pid)
 {
     loop_setup();
     int port = free_port();
-    pid_t pid = start_redis(port);
+    *pid = start_redis(port);
     struct mx_redis_opts o = { "127.0.0.1", port, 500, 5000, 200, NULL, NULL, NULL };
-    struct mx_redis *r = mx_redis_new(ctx, vh, &o);
+    return mx_redis_new(ctx, vh, &o);
+}
+
+START_TEST(load_library_then_fcall)
+{
+    pid_t pid;
+    struct mx_redis *r = redis_and_link(&pid);
     struct loaded l = { 0 };
     /* down (not connected yet): refused at once */
     mx_cluster_load_library(r, on_loaded, &l);
@@ -92,6 +99,128 @@ START_TEST(load_library_then_fcall)
 }
 END_TEST
 
+START_TEST(parse_outcomes)
+{
+    struct mx_cluster_outcome o;
+    ck_assert_int_eq(mx_cluster_parse_outcome("ack 9007199254740990", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_ACK);
+    ck_assert_uint_eq(o.seq, 9007199254740990ull);
+    ck_assert_int_eq(mx_cluster_parse_outcome("dup ack 3", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_DUP_ACK);
+    ck_assert_uint_eq(o.seq, 3);
+    ck_assert_int_eq(mx_cluster_parse_outcome("reject after_reject", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_REJECT);
+    ck_assert_str_eq(o.code, "after_reject");
+    ck_assert_int_eq(mx_cluster_parse_outcome("dup reject stale", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_DUP_REJECT);
+    ck_assert_int_eq(mx_cluster_parse_outcome("too_old", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_TOO_OLD);
+    ck_assert_int_eq(mx_cluster_parse_outcome("bad_dep", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_BAD_DEP);
+    ck_assert_int_eq(mx_cluster_parse_outcome("moved", &o), 0);
+    ck_assert_int_eq(o.verdict, MX_CLUSTER_MOVED);
+    const char *bad[] = { "", "ack", "ack ", "ack -1", "ack 1x", "ack 18446744073709551616",
+                          "reject ", "reject Stale", "reject a b", "dup moved", "dup too_old",
+                          "moved ", "dup  ack 1",
+                          "reject aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" /* 33 */ };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(mx_cluster_parse_outcome(bad[i], &o) == -1, "accepted '%s'", bad[i]);
+}
+END_TEST
+
+struct appended {
+    int done, ok;
+    char err[128];
+    struct mx_cluster_head head;
+    struct mx_cluster_outcome out[4];
+    size_t n;
+};
+
+static void on_appended(int ok, const char *err, const struct mx_cluster_head *h,
+                        const struct mx_cluster_outcome *out, size_t n, void *priv)
+{
+    struct appended *x = priv;
+    x->done++;
+    x->ok = ok;
+    snprintf(x->err, sizeof x->err, "%s", err ? err : "");
+    if (ok) {
+        x->head = *h;
+        x->n = n;
+        memcpy(x->out, out, (n < 4 ? n : 4) * sizeof *out);
+    }
+}
+
+static void append_wait(struct mx_redis *r, const struct mx_cluster_head *exp,
+                        const struct mx_cluster_action *a, size_t n, struct appended *x)
+{
+    memset(x, 0, sizeof *x);
+    mx_cluster_append(r, "movexd:", "t:a", exp, 1024, 1700000000000ull, a, n, on_appended, x);
+    RUN_UNTIL(x->done);
+    ck_assert_int_eq(x->done, 1);
+}
+
+/* The batch's arguments as the library expects them, its reply parsed. */
+START_TEST(append_round_trip)
+{
+    pid_t pid;
+    struct mx_redis *r = redis_and_link(&pid);
+    RUN_UNTIL(mx_redis_is_up(r));
+    struct loaded l = { 0 };
+    mx_cluster_load_library(r, on_loaded, &l);
+    RUN_UNTIL(l.done);
+    ck_assert(l.ok);
+    const char *argv[] = { "FCALL", "movexd_create", "1", "movexd:{t:a}:head", "S0" };
+    size_t lens[] = { 5, 13, 1, 17, 2 };
+    struct reply y = { 0 };
+    mx_redis_command(r, 5, argv, lens, on_reply, &y);
+    RUN_UNTIL(y.done);
+    ck_assert_str_eq(y.first, "created");
+
+    struct mx_cluster_head h0 = { 0, 0, "S0", "" };
+    const char *body = "[{\"op\":\"add\",\"path\":\"/a\",\"value\":1}]";
+    struct mx_cluster_action a[2] = {
+        { "c1", 1, NULL, 0, 0, 0, 1, "S1", body, strlen(body) },
+        { "c2", 1, NULL, 0, 0, 0, 0, "test_failed", NULL, 0 },
+    };
+    struct appended x;
+    append_wait(r, &h0, a, 2, &x);
+    ck_assert_msg(x.ok, "%s", x.err);
+    ck_assert_uint_eq(x.n, 2);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_ACK);
+    ck_assert_uint_eq(x.out[0].seq, 1);
+    ck_assert_int_eq(x.out[1].verdict, MX_CLUSTER_REJECT);
+    ck_assert_str_eq(x.out[1].code, "test_failed");
+    ck_assert_uint_eq(x.head.seq, 1);
+    ck_assert_uint_eq(x.head.sub, 1);
+    ck_assert_str_eq(x.head.sum, "S1");
+    ck_assert_uint_eq(strlen(x.head.hash), 40);
+    struct mx_cluster_head h1 = x.head;
+
+    /* the old head: moved */
+    append_wait(r, &h0, a, 1, &x);
+    ck_assert(x.ok);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_MOVED);
+    /* a resend on the fresh head: the first outcome */
+    append_wait(r, &h1, a, 1, &x);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_DUP_ACK);
+    ck_assert_uint_eq(x.out[0].seq, 1);
+    /* deps travel as a list: n 5 built on 3 and 4, neither decided */
+    uint64_t deps[2] = { 3, 4 };
+    struct mx_cluster_action b = { "c1", 5, deps, 2, 1, 1, 1, "S2", "[]", 2 };
+    append_wait(r, &h1, &b, 1, &x);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_BAD_DEP);
+    /* a refused call: the library's error */
+    struct mx_cluster_action bad = { "", 9, NULL, 0, 0, 0, 1, "S", "[]", 2 };
+    append_wait(r, &h1, &bad, 1, &x);
+    ck_assert_int_eq(x.ok, 0);
+    ck_assert_msg(strstr(x.err, "bad action 1") != NULL, "%s", x.err);
+    mx_redis_free(r);
+    spin(20);
+    stop_redis(pid);
+    loop_teardown();
+}
+END_TEST
+
 Suite *mx_suite_cluster(void)
 {
     Suite *s = suite_create("cluster");
@@ -99,6 +228,8 @@ Suite *mx_suite_cluster(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, embedded_library_is_the_source_file);
     tcase_add_test(tc, load_library_then_fcall);
+    tcase_add_test(tc, parse_outcomes);
+    tcase_add_test(tc, append_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,8 +1,12 @@
 /* session.c - per-connection edge state.
  *
- * Inbound: WebSocket messages arrive in chunks; they are reassembled into
- * one buffer, refusing (close 1009) as soon as the announced or received
- * size passes max_message_bytes, so a huge frame never gets buffered.
+ * Inbound: WebSocket messages arrive in chunks (of at most libwebsockets'
+ * receive buffer, pt_serv_buf_size in src/server.c). A message that arrives whole in one chunk
+ * is decoded straight from libwebsockets' buffer; only one that comes in
+ * several chunks is reassembled into a buffer of our own, which is freed
+ * once the message is handled, so an idle connection holds none. Either
+ * way it is refused (close 1009) as soon as the announced or received size
+ * passes max_message_bytes, so a huge frame never gets buffered.
  * Outbound: the engine delivers shared frames; the session keeps a ring of
  * references and the total queued bytes. A connection whose queue would pass
  * max_queue_bytes is closed with 4008 and its queue dropped, so one slow
@@ -276,6 +280,17 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len)
     return rc;
 }
 
+/* The reassembly buffer exists only while a message that came in several
+ * chunks is being put together: an idle connection holds none (issue #12). */
+static void drop_rx(struct mx_session *s)
+{
+    free(s->rx);
+    s->rx = NULL;
+    s->rxlen = s->rxcap = 0;
+}
+
+static void dispatch(struct mx_session *s, const char *msg, size_t mlen);
+
 static int receive(struct mx_session *s, const void *in, size_t len)
 {
     struct lws *wsi = s->wsi;
@@ -290,16 +305,26 @@ static int receive(struct mx_session *s, const void *in, size_t len)
         s->srv->too_large_closes++;
         mx_warn("event=message_too_large client=%s limit=%zu", s->conn.clientlen ? s->conn.client : "-",
                 limit);
+        drop_rx(s);
         /* graceful: the replies decided before this message (acks of
          * committed actions) still go out ahead of the 1009; the rest of
          * the message is read and dropped, never buffered */
         mx_session_close(s, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message larger than max_message_bytes");
         return 0;
     }
+    if (s->rxlen == 0 && lws_is_final_fragment(wsi)) {
+        /* the whole message in one chunk: decode it where lws put it
+         * (valid for this callback); no copy, no allocation */
+        dispatch(s, in, len);
+        return 0;
+    }
     if (s->rxlen + len > s->rxcap) {
+        /* sized for the rest of the current frame at once, when announced */
         size_t ncap = s->rxcap ? s->rxcap : 4096;
-        while (ncap < s->rxlen + len)
+        while (ncap < s->rxlen + len + announced)
             ncap *= 2;
+        if (ncap > limit)
+            ncap = limit; /* the check above keeps rxlen + len + announced within it */
         char *n = mx_realloc(s->rx, ncap);
         if (!n)
             return -1;
@@ -310,12 +335,19 @@ static int receive(struct mx_session *s, const void *in, size_t len)
     s->rxlen += len;
     if (!lws_is_final_fragment(wsi))
         return 0;
-    size_t mlen = s->rxlen;
-    s->rxlen = 0;
+    dispatch(s, s->rx, s->rxlen);
+    drop_rx(s);
+    return 0;
+}
+
+/* A complete inbound message (msg is valid only during the call). */
+static void dispatch(struct mx_session *s, const char *msg, size_t mlen)
+{
+    struct lws *wsi = s->wsi;
     if (lws_frame_is_binary(wsi)) {
         mx_engine_send_error(s->srv->engine, &s->conn, MX_EBAD_JSON,
                              "binary frames are not accepted; send text (UTF-8 JSON)");
-        return 0;
+        return;
     }
     /* token bucket: rate_messages_per_sec, bursts up to rate_burst */
     const struct mx_config *cfg = s->srv->cfg;
@@ -333,28 +365,21 @@ static int receive(struct mx_session *s, const void *in, size_t len)
              * committed actions) still go out ahead of the 4029; what the
              * peer sends from now on is dropped unread by the engine */
             mx_session_close(s, 4029, "message rate limit exceeded");
-            return 0;
+            return;
         }
-        mx_engine_refuse(s->srv->engine, &s->conn, s->rx, mlen, MX_ERATE_LIMITED,
+        mx_engine_refuse(s->srv->engine, &s->conn, msg, mlen, MX_ERATE_LIMITED,
                          "too many messages; slow down");
-        return 0;
+        return;
     }
     s->tokens -= 1;
     s->limited_in_row = 0;
     int had_hello = s->conn.hello;
-    mx_engine_handle(s->srv->engine, &s->conn, s->rx, mlen);
+    mx_engine_handle(s->srv->engine, &s->conn, msg, mlen);
     if (!had_hello && s->conn.hello) {
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
         if (s->conn.authed && s->conn.token.exp)
             arm_token_timer(s); /* close when the token expires, even if the client goes quiet */
     }
-    /* keep big buffers from lingering on idle connections */
-    if (s->rxcap > 65536) {
-        free(s->rx);
-        s->rx = NULL;
-        s->rxcap = 0;
-    }
-    return 0;
 }
 
 /* The head frame has left (to the socket or to lws's buffer). */

@@ -26,7 +26,7 @@ struct mx_session {
     int is_ws;  /* this per-session area belongs to a WebSocket */
     int opened; /* mx_engine_conn_open was called */
 
-    char *rx; /* message being reassembled */
+    char *rx; /* message being reassembled; NULL between messages */
     size_t rxlen, rxcap;
 
     mx_frame **q; /* ring of queued frames */

@@ -176,9 +176,9 @@ static int verify(const char *tok, size_t len, const struct mx_jwt_keys *k, stru
     CHECK(sl >= 1 && sl <= 128, "sub of %zu bytes", sl);
     for (size_t i = 0; i < sl; i++)
         CHECK(client_char((unsigned char)out->sub[i]), "sub \"%s\" is not a client id", out->sub);
-    CHECK(out->exp == 0 || out->exp + LEEWAY >= NOW, "expired token accepted (exp %lld)",
+    CHECK(out->exp == 0 || mx_add_sat_i64(out->exp, LEEWAY) >= NOW, "expired token accepted (exp %lld)",
           (long long)out->exp);
-    CHECK(out->nbf == 0 || out->nbf - LEEWAY <= NOW, "not-yet-valid token accepted (nbf %lld)",
+    CHECK(out->nbf == 0 || mx_add_sat_i64(out->nbf, -LEEWAY) <= NOW, "not-yet-valid token accepted (nbf %lld)",
           (long long)out->nbf);
     CHECK(out->ngrants == 0 || out->grants, "grants missing");
     for (size_t i = 0; i < out->ngrants; i++) {

@@ -343,6 +343,15 @@ static void mark_free(mx_engine *e, size_t before)
         e->out[e->nout - 1].free = 1;
 }
 
+/* A reply that depends on no decision (error, pong, presence_ok): queued
+ * and marked free to leave while earlier decisions are still held. */
+static void push_free_buf(mx_engine *e, struct mx_conn *c, mx_buf *b)
+{
+    size_t before = e->nout;
+    push_buf(e, c, b);
+    mark_free(e, before);
+}
+
 static void flush_presence(mx_engine *e);
 
 int mx_engine_commit(mx_engine *e)
@@ -585,9 +594,7 @@ static void reply_error(mx_engine *e, struct mx_conn *c, int has_id, uint64_t id
     else
         mx_debug("event=error client=%s code=%s message=\"%s\"", c->clientlen ? c->client : "-",
                  mx_err_code(err), message ? message : "");
-    size_t before = e->nout;
-    push_buf(e, c, &b);
-    mark_free(e, before);
+    push_free_buf(e, c, &b);
 }
 
 void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *message)
@@ -1257,9 +1264,7 @@ static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request
     mx_buf_init(&b, MX_FRAME_PRE);
     struct mx_msg_head h = reply_head(q, r);
     mx_proto_presence_ok(&b, &h);
-    size_t before = e->nout;
-    push_buf(e, c, &b);
-    mark_free(e, before);
+    push_free_buf(e, c, &b);
     return;
 oom:
     mx_buf_free(&v);
@@ -1272,9 +1277,7 @@ static void do_ping(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
     mx_buf_init(&b, MX_FRAME_PRE);
     struct mx_msg_head h = reply_head(q, NULL);
     mx_proto_pong(&b, &h);
-    size_t before = e->nout;
-    push_buf(e, c, &b);
-    mark_free(e, before);
+    push_free_buf(e, c, &b);
 }
 
 /* The top-level "id" of a message the parser refused (nesting past its own

@@ -41,6 +41,7 @@ struct mx_redis {
     int port, connect_ms, command_ms, reconnect_max_ms, backoff_ms;
     mx_redis_state_fn on_state;
     mx_redis_message_fn on_message;
+    mx_redis_subscribed_fn on_subscribed;
     void *priv;
     char **channels; /* subscribed again each time the link comes up */
     size_t nchannels;
@@ -178,6 +179,8 @@ static void on_sub(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
         r->st.subscribed++;
+        if (r->on_subscribed && rep->element[1]->type == REDIS_REPLY_STRING)
+            r->on_subscribed(r, rep->element[1]->str, rep->element[1]->len, r->priv);
     } else if (strcmp(rep->element[0]->str, "message") == 0 &&
                rep->element[1]->type == REDIS_REPLY_STRING &&
                rep->element[2]->type == REDIS_REPLY_STRING) {
@@ -208,6 +211,25 @@ int mx_redis_subscribe(struct mx_redis *r, const char *channel)
     if (r->up && r->ac)
         send_subscribe(r, channel);
     return 0;
+}
+
+void mx_redis_on_subscribed(struct mx_redis *r, mx_redis_subscribed_fn fn) { r->on_subscribed = fn; }
+
+void mx_redis_unsubscribe(struct mx_redis *r, const char *channel)
+{
+    for (size_t i = 0; i < r->nchannels; i++) {
+        if (strcmp(r->channels[i], channel) != 0)
+            continue;
+        free(r->channels[i]);
+        r->channels[i] = r->channels[--r->nchannels];
+        /* no callback of its own: hiredis hands the confirmation to the
+         * channel's subscribe callback (on_sub ignores it) and forgets it */
+        const char *argv[2] = { "UNSUBSCRIBE", channel };
+        size_t lens[2] = { 11, strlen(channel) };
+        if (r->up && r->ac && redisAsyncCommandArgv(r->ac, NULL, NULL, 2, argv, lens) != REDIS_OK)
+            timer(r, &r->t_connect, on_connect_timeout, 0); /* drop and retry, outside hiredis */
+        return;
+    }
 }
 
 /* hiredis -> lws: it wants to write (or to learn that connect finished). */

@@ -30,6 +30,10 @@ typedef void (*mx_redis_state_fn)(struct mx_redis *r, int up, void *priv);
 /* A pub/sub message on a subscribed channel (binary safe, valid during the call). */
 typedef void (*mx_redis_message_fn)(struct mx_redis *r, const char *channel, size_t clen,
                                     const char *msg, size_t mlen, void *priv);
+/* Redis confirmed a SUBSCRIBE of channel (each time the link subscribes it,
+ * so also after every reconnect): from now on its messages arrive. */
+typedef void (*mx_redis_subscribed_fn)(struct mx_redis *r, const char *channel, size_t clen,
+                                       void *priv);
 
 struct mx_redis_opts {
     const char *host;
@@ -65,6 +69,15 @@ int mx_redis_is_up(const struct mx_redis *r);
  * subscriber link carries nothing else, and has no command timeout (a
  * closed socket still drops it). 0, or -1 when out of memory. */
 int mx_redis_subscribe(struct mx_redis *r, const char *channel);
+
+/* Have fn (with opts.priv) told of each SUBSCRIBE confirmation. A setter,
+ * not an opts field, so the existing positional initialisers stay whole. */
+void mx_redis_on_subscribed(struct mx_redis *r, mx_redis_subscribed_fn fn);
+
+/* Forget channel (UNSUBSCRIBE when the link is up): it is not subscribed
+ * again on reconnect. Messages already on their way may still arrive.
+ * Unknown channels are ignored. */
+void mx_redis_unsubscribe(struct mx_redis *r, const char *channel);
 
 /* Counters for tests and metrics. */
 struct mx_redis_stats {

@@ -24,6 +24,7 @@
 
 struct got {
     int done, null, type;
+    long long integer;
     char str[64];
     size_t len;
 };
@@ -35,6 +36,7 @@ static void on_got(struct mx_redis *r, redisReply *rep, void *priv)
     g->null = rep == NULL;
     if (rep) {
         g->type = rep->type;
+        g->integer = rep->integer;
         g->len = rep->str ? rep->len : 0;
         if (rep->str)
             memcpy(g->str, rep->str, rep->len < sizeof g->str ? rep->len : sizeof g->str);
@@ -274,6 +276,70 @@ START_TEST(subscriber_resubscribes)
 }
 END_TEST
 
+static char confirmed[4][16];
+static int nconfirmed;
+static void on_subscribed(struct mx_redis *r, const char *ch, size_t clen, void *priv)
+{
+    if (nconfirmed < 4)
+        snprintf(confirmed[nconfirmed++], sizeof confirmed[0], "%.*s", (int)clen, ch);
+}
+
+/* on_subscribed names each confirmed channel; after mx_redis_unsubscribe a
+ * channel's messages stop (PUBLISH counts no receiver) while the others
+ * still arrive, and a reconnect subscribes only what is left. */
+START_TEST(unsubscribe_forgets_the_channel)
+{
+    pid_t pid;
+    int port;
+    struct mx_redis *pub = start_up(5000, &pid, &port);
+    struct mx_redis_opts o = { "127.0.0.1", port, 500, 5000, 200, NULL, on_message, NULL };
+    struct mx_redis *sub = mx_redis_new(ctx, vh, &o);
+    mx_redis_on_subscribed(sub, on_subscribed);
+    nconfirmed = 0;
+    ck_assert_int_eq(mx_redis_subscribe(sub, "ch:a"), 0);
+    ck_assert_int_eq(mx_redis_subscribe(sub, "ch:b"), 0);
+    RUN_UNTIL(nconfirmed == 2);
+    ck_assert_str_eq(confirmed[0], "ch:a");
+    ck_assert_str_eq(confirmed[1], "ch:b");
+    mx_redis_unsubscribe(sub, "ch:a");
+    mx_redis_unsubscribe(sub, "ch:unknown"); /* ignored */
+    /* the UNSUBSCRIBE travels on another connection than our commands:
+     * ask Redis until it counts no subscriber of ch:a (one of ch:b stays) */
+    struct got g;
+    const char *pa[] = { "PUBLISH", "ch:a", "x" };
+    size_t pal[] = { 7, 4, 1 };
+    const char *pb[] = { "PUBLISH", "ch:b", "yes" };
+    size_t pbl[] = { 7, 4, 3 };
+    long long until = now_ms() + WAIT_MS;
+    int receivers = -1;
+    while (receivers != 0 && now_ms() < until) {
+        cmd(pub, &g, 3, pa, pal);
+        RUN_UNTIL(g.done);
+        receivers = g.type == REDIS_REPLY_INTEGER ? (int)g.integer : -1;
+        spin(2);
+    }
+    ck_assert_int_eq(receivers, 0);
+    struct mx_redis_stats st;
+    spin(5);
+    mx_redis_stats(sub, &st);
+    unsigned long before = st.messages; /* an "x" that beat the UNSUBSCRIBE */
+    cmd(pub, &g, 3, pb, pbl);
+    RUN_UNTIL(g.done);
+    ck_assert_int_eq(g.integer, 1);
+    WAIT_STAT(sub, messages, before + 1, st);
+    ck_assert_str_eq(last_ch, "ch:b");
+    /* a reconnect subscribes ch:b only */
+    stop_redis(pid);
+    RUN_UNTIL(!mx_redis_is_up(sub) && !mx_redis_is_up(pub));
+    nconfirmed = 0;
+    pid = start_redis(port);
+    RUN_UNTIL(nconfirmed == 1 && mx_redis_is_up(pub));
+    ck_assert_str_eq(confirmed[0], "ch:b");
+    mx_redis_free(sub);
+    finish(pub, pid);
+}
+END_TEST
+
 Suite *mx_suite_redis_adapter(void)
 {
     Suite *s = suite_create("redis_adapter");
@@ -285,6 +351,7 @@ Suite *mx_suite_redis_adapter(void)
     tcase_add_test(tc, silent_peer_hits_connect_timeout);
     tcase_add_test(tc, nothing_listening_retries);
     tcase_add_test(tc, subscriber_resubscribes);
+    tcase_add_test(tc, unsubscribe_forgets_the_channel);
     suite_add_tcase(s, tc);
     return s;
 }

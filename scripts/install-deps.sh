@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev libhiredis-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(check nodejs npm openssl curl python3 clang libclang-rt-14-dev systemd man-db)
-  # cluster mode's tests start their own redis-server (docs/CLUSTER.md)
+  # cluster mode's tests start their own redis-server (docs/CLUSTER.md),
+  # replicas and Sentinels (test/integration/cluster-lib.mjs); a Sentinel
+  # is `redis-server CONF --sentinel`, so Debian's redis-sentinel package
+  # (a symlink plus a system-wide Sentinel service) is not needed
   pkgs+=(redis-server)
   # test/e2e/ drives /usr/bin/chromium through playwright-core (Playwright's
   # own browser downloads are not used)

@@ -58,6 +58,15 @@ export class RedisConn {
     this.pushes = [];  // pub/sub messages once subscribed
     this.onPush = null;
     this.subscribed = false;
+    this.closed = false;
+    // a Redis killed under a test must not crash it: every command still
+    // waiting, and every later one, resolves with an Error
+    const gone = (why) => {
+      this.closed = true;
+      for (const w of this.waiting.splice(0)) w(new Error(`redis connection ${why}`));
+    };
+    sock.on('error', (e) => gone(`error: ${e.message}`));
+    sock.on('close', () => gone('closed'));
     sock.on('data', (d) => {
       this.buf = Buffer.concat([this.buf, d]);
       for (;;) {
@@ -76,16 +85,19 @@ export class RedisConn {
     });
   }
 
+  // path: a Unix socket's path, or a TCP port on 127.0.0.1.
   static open(path) {
     return new Promise((resolve, reject) => {
-      const s = connect({ path });
-      s.once('connect', () => resolve(new RedisConn(s)));
+      const s = typeof path === 'number' ? connect({ host: '127.0.0.1', port: path }) : connect({ path });
+      s.once('connect', () => { s.removeListener('error', reject); resolve(new RedisConn(s)); });
       s.once('error', reject);
     });
   }
 
-  // Resolves with the reply (an Error object for an error reply).
+  // Resolves with the reply (an Error object for an error reply, or when
+  // the connection is gone).
   cmd(...args) {
+    if (this.closed) return Promise.resolve(new Error('redis connection closed'));
     return new Promise((resolve) => {
       this.waiting.push(resolve);
       this.sock.write(encode(args));

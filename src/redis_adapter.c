@@ -19,9 +19,21 @@
  *   accepts TCP and never answers is caught by the connect timeout.
  * - While not up, a reconnect is scheduled (backoff 50 ms doubling up to
  *   reconnect_max_ms, reset once up) unless the link is being freed.
+ *
+ * Sentinel mode (mx_redis_new_sentinel): the primary's address is not
+ * configured but asked for. Each attempt first connects to a Sentinel
+ * (phase ASK: SENTINEL get-master-addr-by-name, within connect_timeout_ms),
+ * then to the address it names (phase PRIMARY), which must answer ROLE
+ * with "master" - a Sentinel's view can be stale, and a demoted primary
+ * still accepts connections. A Sentinel that fails or does not know the
+ * name passes the turn to the next one at once; only when every Sentinel
+ * of the round failed does the backoff apply. Whenever the link goes down
+ * the address is forgotten, so every reconnect asks again; a -READONLY
+ * reply (the node was demoted under us) drops the link to get there.
  */
 #include "movexd/redis_adapter.h"
 #include "movexd/alloc.h"
+#include "movexd/config.h"
 
 #include <fcntl.h>
 #include <hiredis/async.h>
@@ -53,16 +65,29 @@ struct mx_redis {
     struct mx_redis_stats st;
 
     lws_sorted_usec_list_t t_connect, t_command, t_retry;
+
+    /* Sentinel mode: nsentinels > 0; host/port above are then the primary
+     * the last Sentinel named, valid while have_addr */
+    struct mx_endpoint *sentinels;
+    size_t nsentinels, si, tried; /* the Sentinel asked next; failed this round */
+    char master_name[256];
+    int have_addr, asking;        /* asking: the live context is a Sentinel */
 };
+
+/* What a command in flight is: the caller's, or one of the link's own
+ * probes while it comes up. */
+enum probe { P_NONE, P_PING, P_ROLE, P_ASK };
 
 struct pend {
     struct mx_redis *r;
-    mx_redis_reply_fn fn; /* NULL: the connect's PING */
+    mx_redis_reply_fn fn; /* the caller's (P_NONE) */
+    enum probe probe;
     void *priv;
 };
 
 static void connect_now(struct mx_redis *r);
 static void send_subscribe(struct mx_redis *r, const char *channel);
+static int send_probe(struct mx_redis *r, enum probe probe, int argc, const char **argv);
 
 static void timer(struct mx_redis *r, lws_sorted_usec_list_t *t, sul_cb_t cb, int ms)
 {
@@ -88,12 +113,22 @@ static void went_down(struct mx_redis *r)
     r->pending = 0;
     timer(r, &r->t_command, NULL, -1);
     timer(r, &r->t_connect, NULL, -1);
-    int was_up = r->up;
+    int was_up = r->up, was_asking = r->asking;
     r->up = 0;
+    r->asking = 0;
+    r->have_addr = 0; /* Sentinel mode: ask again where the primary is */
     r->st.drops++;
     if (r->freeing)
         return;
-    schedule_retry(r);
+    if (was_asking && ++r->tried < r->nsentinels) {
+        r->si = (r->si + 1) % r->nsentinels; /* the next Sentinel, at once */
+        timer(r, &r->t_retry, on_retry, 0);
+    } else {
+        r->tried = 0;
+        if (was_asking)
+            r->si = (r->si + 1) % r->nsentinels;
+        schedule_retry(r);
+    }
     if (was_up && r->on_state)
         r->on_state(r, 0, r->priv);
 }
@@ -123,6 +158,87 @@ static void on_command_timeout(lws_sorted_usec_list_t *sul)
     drop(r);
 }
 
+static void on_drop_now(lws_sorted_usec_list_t *sul)
+{
+    drop(lws_container_of(sul, struct mx_redis, t_connect));
+}
+
+/* Drop the link from inside a hiredis callback: on the next loop turn. */
+static void drop_soon(struct mx_redis *r)
+{
+    timer(r, &r->t_connect, on_drop_now, 0);
+}
+
+/* A Sentinel named the primary: close the Sentinel's context and connect
+ * there (outside hiredis's callback, like drop_soon). */
+static void on_primary_named(lws_sorted_usec_list_t *sul)
+{
+    struct mx_redis *r = lws_container_of(sul, struct mx_redis, t_connect);
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
+    r->pending = 0;
+    r->asking = 0;
+    timer(r, &r->t_command, NULL, -1);
+    if (ac)
+        redisAsyncFree(ac);
+    connect_now(r);
+}
+
+/* The link is up: the probe (PING, or ROLE in Sentinel mode) was answered. */
+static void came_up(struct mx_redis *r)
+{
+    timer(r, &r->t_connect, NULL, -1);
+    r->up = 1;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->tried = 0;
+    r->st.connects++;
+    for (size_t i = 0; i < r->nchannels; i++)
+        send_subscribe(r, r->channels[i]);
+    if (r->on_state)
+        r->on_state(r, 1, r->priv);
+}
+
+/* A probe's answer, on the live context. Anything but the expected answer
+ * ends this attempt (at once; the connect timeout would do it later). */
+static void probe_answered(struct mx_redis *r, enum probe probe, redisReply *rep)
+{
+    if (probe == P_PING) {
+        if (rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0)
+            came_up(r);
+        /* any other answer: the connect timeout drops the link */
+        return;
+    }
+    if (probe == P_ROLE) {
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+            rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, "master") == 0) {
+            came_up(r);
+        } else {
+            r->st.wrong_role++; /* a stale answer of a Sentinel: ask again */
+            drop_soon(r);
+        }
+        return;
+    }
+    /* P_ASK: [host, port], or nil when this Sentinel does not know the name */
+    uint64_t port = 0;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_STRING && rep->element[1]->type == REDIS_REPLY_STRING &&
+        rep->element[0]->len > 0 && rep->element[0]->len < sizeof r->host) {
+        char *end;
+        port = strtoull(rep->element[1]->str, &end, 10);
+        if (*end || port == 0 || port > 65535)
+            port = 0;
+    }
+    if (!port) {
+        drop_soon(r); /* went_down passes the turn to the next Sentinel */
+        return;
+    }
+    memcpy(r->host, rep->element[0]->str, rep->element[0]->len + 1);
+    r->port = (int)port;
+    r->have_addr = 1;
+    r->st.resolves++;
+    timer(r, &r->t_connect, on_primary_named, 0);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct pend *p = privdata;
@@ -132,32 +248,30 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             r->pending--;
         timer(r, &r->t_command, on_command_timeout, r->pending ? r->command_ms : -1);
     }
-    if (p->fn) {
+    if (p->probe == P_NONE) {
+        redisReply *rep = reply;
+        /* Sentinel mode: a demoted primary refuses writes; find the new one */
+        if (rep && ac == r->ac && r->nsentinels && rep->type == REDIS_REPLY_ERROR &&
+            strncmp(rep->str, "READONLY", 8) == 0) {
+            r->st.readonly++;
+            drop_soon(r);
+        }
         p->fn(r, reply, p->priv);
     } else if (reply && ac == r->ac) {
-        redisReply *rep = reply;
-        if (rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0) {
-            timer(r, &r->t_connect, NULL, -1);
-            r->up = 1;
-            r->backoff_ms = BACKOFF_MIN_MS;
-            r->st.connects++;
-            for (size_t i = 0; i < r->nchannels; i++)
-                send_subscribe(r, r->channels[i]);
-            if (r->on_state)
-                r->on_state(r, 1, r->priv);
-        } /* any other answer: the connect timeout drops the link */
+        probe_answered(r, p->probe, reply);
     }
     free(p);
 }
 
 static int send_argv(struct mx_redis *r, int argc, const char **argv, const size_t *lens,
-                     mx_redis_reply_fn fn, void *priv)
+                     mx_redis_reply_fn fn, enum probe probe, void *priv)
 {
     struct pend *p = mx_malloc(sizeof *p);
     if (!p)
         return -1;
     p->r = r;
     p->fn = fn;
+    p->probe = probe;
     p->priv = priv;
     if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, lens) != REDIS_OK) {
         free(p);
@@ -267,9 +381,19 @@ static void on_connected(const redisAsyncContext *ac, int status)
         went_down(r); /* hiredis frees this context after we return */
 }
 
+static int send_probe(struct mx_redis *r, enum probe probe, int argc, const char **argv)
+{
+    size_t lens[4];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    return send_argv(r, argc, argv, lens, NULL, probe, NULL);
+}
+
 static void connect_now(struct mx_redis *r)
 {
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    int ask = r->nsentinels && !r->have_addr;
+    const struct mx_endpoint *s = ask ? &r->sentinels[r->si] : NULL;
+    redisAsyncContext *ac = redisAsyncConnect(s ? s->host : r->host, s ? s->port : r->port);
     if (!ac || ac->err) {
         if (ac)
             redisAsyncFree(ac);
@@ -305,9 +429,13 @@ static void connect_now(struct mx_redis *r)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisAsyncSetConnectCallback(ac, on_connected); /* asks for the first POLLOUT */
     timer(r, &r->t_connect, on_connect_timeout, r->connect_ms);
-    const char *ping = "PING";
-    size_t plen = 4;
-    if (send_argv(r, 1, &ping, &plen, NULL, NULL) < 0)
+    r->asking = ask;
+    static const char *const ping[] = { "PING" }, *const role[] = { "ROLE" };
+    const char *askv[] = { "SENTINEL", "get-master-addr-by-name", r->master_name };
+    int rc = ask              ? send_probe(r, P_ASK, 3, askv)
+             : r->nsentinels ? send_probe(r, P_ROLE, 1, (const char **)role)
+                             : send_probe(r, P_PING, 1, (const char **)ping);
+    if (rc < 0)
         drop(r);
 }
 
@@ -338,8 +466,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
 const struct lws_protocols mx_redis_protocol = { "mx-redis", callback, 0, 0, 0, NULL, 0 };
 
-struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
-                              const struct mx_redis_opts *o)
+/* The link without its first connect attempt. */
+static struct mx_redis *link_new(struct lws_context *ctx, struct lws_vhost *vh,
+                                 const struct mx_redis_opts *o)
 {
     struct mx_redis *r = mx_calloc(1, sizeof *r);
     if (!r)
@@ -355,14 +484,63 @@ struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
     r->on_state = o->on_state;
     r->on_message = o->on_message;
     r->priv = o->priv;
+    return r;
+}
+
+struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
+                              const struct mx_redis_opts *o)
+{
+    struct mx_redis *r = link_new(ctx, vh, o);
+    if (r)
+        connect_now(r);
+    return r;
+}
+
+struct mx_redis *mx_redis_new_sentinel(struct lws_context *ctx, struct lws_vhost *vh,
+                                       const struct mx_redis_opts *o,
+                                       const struct mx_endpoint *sentinels, size_t n,
+                                       const char *master_name)
+{
+    if (n == 0 || strlen(master_name) >= sizeof ((struct mx_redis *)0)->master_name)
+        return NULL;
+    struct mx_redis *r = link_new(ctx, vh, o);
+    if (!r)
+        return NULL;
+    if (!(r->sentinels = mx_calloc(n, sizeof *r->sentinels))) {
+        free(r);
+        return NULL;
+    }
+    memcpy(r->sentinels, sentinels, n * sizeof *sentinels);
+    r->nsentinels = n;
+    snprintf(r->master_name, sizeof r->master_name, "%s", master_name);
     connect_now(r);
     return r;
+}
+
+struct mx_redis *mx_redis_new_cluster(struct lws_context *ctx, struct lws_vhost *vh,
+                                      const struct mx_redis_opts *o,
+                                      const struct mx_cluster_config *cl)
+{
+    if (cl->nsentinels)
+        return mx_redis_new_sentinel(ctx, vh, o, cl->sentinels, cl->nsentinels, cl->master_name);
+    struct mx_redis_opts d = *o;
+    d.host = cl->redis.host;
+    d.port = cl->redis.port;
+    return mx_redis_new(ctx, vh, &d);
+}
+
+int mx_redis_peer(const struct mx_redis *r, char *host, size_t hostlen)
+{
+    if (!r->up)
+        return 0;
+    snprintf(host, hostlen, "%s", r->host);
+    return r->port;
 }
 
 int mx_redis_command(struct mx_redis *r, int argc, const char **argv, const size_t *lens,
                      mx_redis_reply_fn fn, void *priv)
 {
-    if (!r->up || !r->ac || send_argv(r, argc, argv, lens, fn, priv) < 0) {
+    if (!r->up || !r->ac || send_argv(r, argc, argv, lens, fn, P_NONE, priv) < 0) {
         fn(r, NULL, priv);
         return -1;
     }
@@ -385,5 +563,6 @@ void mx_redis_free(struct mx_redis *r)
     for (size_t i = 0; i < r->nchannels; i++)
         free(r->channels[i]);
     free(r->channels);
+    free(r->sentinels);
     free(r);
 }

@@ -21,6 +21,8 @@ struct lws_vhost;
 struct lws_protocols;
 struct redisReply;
 struct mx_redis;
+struct mx_endpoint;
+struct mx_cluster_config;
 
 /* reply: NULL when the link failed or was down; otherwise owned by hiredis
  * and valid only during the call (REDIS_REPLY_ERROR replies included). */
@@ -57,6 +59,28 @@ struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
 
 /* Send one command (argv with lengths, binary safe); fn runs exactly once.
  * 0, or -1 when the link is down (fn has then already run with NULL). */
+/* A link whose primary is found through Sentinel (o->host and o->port are
+ * not used): each connect asks the sentinels in turn (SENTINEL
+ * get-master-addr-by-name master_name, each within connect_timeout_ms)
+ * and the link is up once the server they name answers ROLE with
+ * "master". Whenever the link goes down (error, timeout, or a -READONLY
+ * reply: the primary was demoted) the next connect asks again. NULL when
+ * out of memory, n is 0 or master_name is too long. */
+struct mx_redis *mx_redis_new_sentinel(struct lws_context *ctx, struct lws_vhost *vh,
+                                       const struct mx_redis_opts *o,
+                                       const struct mx_endpoint *sentinels, size_t n,
+                                       const char *master_name);
+
+/* The link the cluster block describes: `redis` (o->host/port replaced)
+ * or `sentinels` + `master_name`. */
+struct mx_redis *mx_redis_new_cluster(struct lws_context *ctx, struct lws_vhost *vh,
+                                      const struct mx_redis_opts *o,
+                                      const struct mx_cluster_config *cl);
+
+/* The port of the server the link is up to, its host into host; 0 while
+ * down. */
+int mx_redis_peer(const struct mx_redis *r, char *host, size_t hostlen);
+
 int mx_redis_command(struct mx_redis *r, int argc, const char **argv, const size_t *lens,
                      mx_redis_reply_fn fn, void *priv);
 
@@ -86,6 +110,9 @@ struct mx_redis_stats {
     unsigned long timeouts;     /* of which: connect or command timeouts */
     unsigned long subscribed;   /* SUBSCRIBE confirmations received */
     unsigned long messages;     /* pub/sub messages delivered */
+    unsigned long resolves;     /* Sentinel mode: a Sentinel named the primary */
+    unsigned long wrong_role;   /* ... and it did not answer ROLE "master" */
+    unsigned long readonly;     /* ... -READONLY replies (each drops the link) */
 };
 void mx_redis_stats(const struct mx_redis *r, struct mx_redis_stats *out);
 

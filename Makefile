@@ -38,8 +38,9 @@ UNIT_SRC := $(wildcard test/unit/*.c)
 UNIT_OBJ := $(patsubst test/unit/%.c,$(BUILD)/test/%.o,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tools/*.c)
 TOOL_OBJ := $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(TOOL_SRC))
-BENCH_SRC := $(wildcard bench/*.c)
-BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+BENCH_SRC := $(filter-out bench/allocsites.c,$(wildcard bench/*.c))
+# allocsites is an LD_PRELOAD shim (bench/idle_bytes.mjs), not a program
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC)) $(BUILD)/bench/allocsites.so
 
 .PHONY: all deps test-deps run test unit integration bench crash-test install uninstall clean check-conf
 all: $(BUILD)/movexd $(BUILD)/movexctl
@@ -104,6 +105,10 @@ $(BUILD)/unit-tests: $(UNIT_OBJ) $(CORE_OBJ)
 
 $(BUILD)/bench/%: bench/%.c $(CORE_OBJ) | $(BUILD)/bench
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(CORE_OBJ) $(PKG_LIBS) $(LDFLAGS)
+
+# without the variant's sanitizers: it is preloaded into a release daemon
+$(BUILD)/bench/allocsites.so: bench/allocsites.c | $(BUILD)/bench
+	$(CC) $(STD) $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl -lpthread
 
 # the load generator and the ceiling relay share a header
 $(BUILD)/bench/loadgen $(BUILD)/bench/ceiling: bench/wsjson.h

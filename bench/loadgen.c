@@ -104,6 +104,7 @@ static struct {
     uint32_t writers, subs, rooms, window, sources, connect_batch;
     double duration, warmup, rate, storm_at, drain_timeout, ready_timeout;
     int server_pid;
+    int ready_signal; /* sent to server_pid once every connection is ready */
     bool quiet;
     /* state */
     int ep;
@@ -933,7 +934,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen --port P [--host 127.0.0.1] [--path /ws] [--writers 1] [--window 64]\n"
             "  [--subscribers 10] [--rooms 1] [--duration 5] [--warmup 1] [--rate 0 (actions/s, 0 = as fast as acks)]\n"
-            "  [--server-pid PID] [--prefix NAME] [--sources N] [--connect-batch 1000]\n"
+            "  [--server-pid PID] [--ready-signal SIG (to PID once all are ready)] [--prefix NAME] [--sources N] [--connect-batch 1000]\n"
             "  [--storm-at S (reconnect storm S s into the window)] [--drain-timeout 20] [--ready-timeout 120] [--quiet]\n");
     exit(2);
 }
@@ -1021,6 +1022,8 @@ int main(int argc, char **argv)
             G.rate = atof(v);
         else if (!strcmp(a, "--server-pid"))
             G.server_pid = atoi(v);
+        else if (!strcmp(a, "--ready-signal"))
+            G.ready_signal = atoi(v);
         else if (!strcmp(a, "--prefix"))
             G.prefix = v;
         else if (!strcmp(a, "--sources"))
@@ -1130,6 +1133,8 @@ int main(int argc, char **argv)
                 if (G.server_pid) {
                     G.srv_rss1 = proc_status_kb(G.server_pid, "VmRSS");
                     G.srv_anon1 = proc_status_kb(G.server_pid, "RssAnon");
+                    if (G.ready_signal) /* bench/idle_bytes.mjs: the allocation count now */
+                        kill(G.server_pid, G.ready_signal);
                 }
                 rate_t0 = t;
                 per_writer = G.writers ? G.rate / G.writers : 0;

@@ -1,6 +1,6 @@
 /* engine.c - request dispatch, the room registry and the outbox.
  *
- * Each inbound message is parsed (jansson), decoded into a typed request
+ * Each inbound message is parsed (json_parse.c, else jansson), decoded into a typed request
  * (proto.c), checked against the connection's state, and carried out on a
  * room (room.c). Every reply and fwd is encoded once into a refcounted
  * frame and appended to the outbox; mx_engine_commit() flushes storage and
@@ -20,6 +20,7 @@
 
 #include "movexd/digest.h"
 #include "movexd/err.h"
+#include "movexd/json_parse.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/metrics.h"
@@ -1465,9 +1466,17 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     }
     json_error_t jerr;
     /* running out of memory is not the client's fault: no_memory, not bad_json */
-    int oom;
-    json_t *j = mx_json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr, &oom);
-    if (!j && (json_error_code(&jerr) == json_error_stack_overflow || oom)) {
+    int oom = 0;
+    /* the fast parser builds jansson's tree for ordinary messages; anything
+     * else (errors included) goes to jansson, whose answer stands */
+    json_t *j = NULL;
+    int depth = -1;
+    int fast = mx_json_parse(msg, len, &j, &depth);
+    if (fast == MX_JP_OOM)
+        oom = 1;
+    else if (fast == MX_JP_FALLBACK)
+        j = mx_json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr, &oom);
+    if (!j && (oom || json_error_code(&jerr) == json_error_stack_overflow)) {
         char why[120];
         snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
         uint64_t id = 0;
@@ -1501,7 +1510,9 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     struct mx_request q;
     char why[200] = "";
     int rc;
-    if (mx_json_depth(j, e->cfg->max_depth) > e->cfg->max_depth) {
+    if (depth < 0)
+        depth = mx_json_depth(j, e->cfg->max_depth);
+    if (depth > e->cfg->max_depth) {
         snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
         mx_proto_decode(j, &q, why + strlen(why), 0); /* only to echo a valid id */
         reply_error(e, c, q.has_id, q.id, MX_ETOO_DEEP, why);

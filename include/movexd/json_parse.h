@@ -1,0 +1,43 @@
+/* json_parse.h - a fast parser for inbound messages that builds the same
+ * jansson tree json_loadb() would, for the common shapes, and says so when
+ * it cannot.
+ *
+ * jansson's own parser reads one byte at a time through a stream layer and
+ * copies every token twice; on the per-action path it was a third of the
+ * daemon's CPU (docs/PERFORMANCE.md, "The per-action work"). This parser
+ * reads the buffer directly. It is not a second JSON grammar with its own
+ * errors: it accepts a subset of what json_loadb accepts, and for any input
+ * outside that subset (or any invalid input) it answers MX_JP_FALLBACK, and
+ * the caller runs json_loadb, whose answer and error message stand. So the
+ * daemon accepts and refuses exactly what it did before.
+ */
+#ifndef MOVEXD_JSON_PARSE_H
+#define MOVEXD_JSON_PARSE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+enum {
+    MX_JP_OK = 0,       /* *out is the tree */
+    MX_JP_FALLBACK = 1, /* not handled here: use json_loadb */
+    MX_JP_OOM = -1,     /* an allocation failed (nothing is returned) */
+};
+
+/* Deepest nesting handled here; deeper input falls back. */
+#define MX_JP_MAX_DEPTH 64
+
+/* Parse buf[0..len) as json_loadb(buf, len, JSON_REJECT_DUPLICATES |
+ * JSON_DECODE_INT_AS_REAL) would: a top-level object or array; every number
+ * a real, bit for bit the value jansson gives; object members in input
+ * order; the jansson singletons for true/false/null. On MX_JP_OK, *depth is
+ * the nesting depth as mx_json_depth() counts it (containers count, scalars
+ * do not).
+ *
+ * Handled: any such JSON text whose strings are printable ASCII, the UTF-8
+ * that jansson accepts, and the escapes \" \\ \/ \b \f \n \r \t, nesting up
+ * to MX_JP_MAX_DEPTH. Falls back on: \u escapes, any syntax or encoding
+ * error, duplicate keys, numbers that overflow a double. */
+int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth);
+
+#endif

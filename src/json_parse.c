@@ -1,0 +1,403 @@
+/* json_parse.c - the fast path of inbound JSON (json_parse.h).
+ *
+ * A recursive-descent parser over the message buffer that builds jansson
+ * values directly. Its one invariant: it returns a tree only for input that
+ * json_loadb(JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL) parses, and
+ * then the very tree json_loadb builds (same types, same doubles, same
+ * strings, members in the same order); everything else - errors included -
+ * is MX_JP_FALLBACK, so jansson keeps the last word and its error texts.
+ * test/fuzz/fuzz_json_parse.c checks exactly that against jansson, and
+ * test/unit/test_json_parse.c walks the boundaries (numbers, escapes,
+ * UTF-8, duplicates, depth).
+ *
+ * Numbers follow jansson: with JSON_DECODE_INT_AS_REAL every number is read
+ * with strtod (C locale). An integer of at most 15 digits is converted
+ * exactly by hand instead (it is below 2^53, so the double is the same
+ * correctly rounded value strtod gives, sign of zero included).
+ */
+#include "movexd/json_parse.h"
+#include "movexd/alloc.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct parser {
+    const unsigned char *p, *end;
+    int depth, max_depth;
+    int status; /* MX_JP_OK until the first fallback or OOM */
+    char *tmp;  /* decode buffer of an escaped string (grown as needed) */
+    size_t tmpcap;
+};
+
+static json_t *value(struct parser *ps);
+
+static json_t *fail(struct parser *ps, int status)
+{
+    if (ps->status == MX_JP_OK)
+        ps->status = status;
+    return NULL;
+}
+
+static void skip_ws(struct parser *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t'))
+        ps->p++;
+}
+
+/* Bytes of the well-formed UTF-8 sequence at s (2..4) or 0: the sequences
+ * jansson's decoder accepts (no overlongs, no surrogates, nothing above
+ * U+10FFFF). */
+static size_t utf8_len(const unsigned char *s, const unsigned char *end)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t need;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else
+        return 0;
+    if ((size_t)(end - s) <= need)
+        return 0;
+    for (size_t i = 1; i <= need; i++) {
+        if (s[i] < lo || s[i] > hi)
+            return 0;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return need + 1;
+}
+
+/* The string at ps->p (just past its opening quote): its bytes in *s, *n.
+ * Plain strings point into the input; escaped ones are decoded into
+ * ps->tmp. 0, or -1 with ps->status set. */
+static int string(struct parser *ps, const char **s, size_t *n)
+{
+    const unsigned char *start = ps->p, *q = ps->p;
+    int escaped = 0;
+    while (q < ps->end && *q != '"') {
+        unsigned char c = *q;
+        if (c < 0x20) {
+            fail(ps, MX_JP_FALLBACK); /* control character: jansson's error */
+            return -1;
+        }
+        if (c == '\\') {
+            if (q + 1 >= ps->end || q[1] == 'u') {
+                fail(ps, MX_JP_FALLBACK); /* \uXXXX (surrogates, NUL): jansson decides */
+                return -1;
+            }
+            escaped = 1;
+            q += 2;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t k = utf8_len(q, ps->end);
+            if (!k) {
+                fail(ps, MX_JP_FALLBACK);
+                return -1;
+            }
+            q += k;
+            continue;
+        }
+        q++;
+    }
+    if (q >= ps->end) {
+        fail(ps, MX_JP_FALLBACK);
+        return -1;
+    }
+    ps->p = q + 1;
+    if (!escaped) {
+        *s = (const char *)start;
+        *n = (size_t)(q - start);
+        return 0;
+    }
+    size_t raw = (size_t)(q - start);
+    if (raw + 1 > ps->tmpcap) {
+        char *t = mx_realloc(ps->tmp, raw + 1);
+        if (!t) {
+            fail(ps, MX_JP_OOM);
+            return -1;
+        }
+        ps->tmp = t;
+        ps->tmpcap = raw + 1;
+    }
+    size_t o = 0;
+    for (const unsigned char *r = start; r < q; r++) {
+        if (*r != '\\') {
+            ps->tmp[o++] = (char)*r;
+            continue;
+        }
+        char d;
+        switch (*++r) {
+        case '"': d = '"'; break;
+        case '\\': d = '\\'; break;
+        case '/': d = '/'; break;
+        case 'b': d = '\b'; break;
+        case 'f': d = '\f'; break;
+        case 'n': d = '\n'; break;
+        case 'r': d = '\r'; break;
+        case 't': d = '\t'; break;
+        default:
+            fail(ps, MX_JP_FALLBACK); /* invalid escape: jansson's error */
+            return -1;
+        }
+        ps->tmp[o++] = d;
+    }
+    *s = ps->tmp;
+    *n = o;
+    return 0;
+}
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* A number in jansson's grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static json_t *number(struct parser *ps)
+{
+    const unsigned char *s = ps->p, *q = ps->p;
+    int neg = 0, simple = 1;
+    if (q < ps->end && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    if (q >= ps->end || !is_digit(*q))
+        return fail(ps, MX_JP_FALLBACK);
+    const unsigned char *digits = q;
+    if (*q == '0') {
+        q++;
+        if (q < ps->end && is_digit(*q))
+            return fail(ps, MX_JP_FALLBACK); /* leading zero */
+    } else {
+        while (q < ps->end && is_digit(*q))
+            q++;
+    }
+    size_t ndigits = (size_t)(q - digits);
+    if (q < ps->end && *q == '.') {
+        simple = 0;
+        q++;
+        if (q >= ps->end || !is_digit(*q))
+            return fail(ps, MX_JP_FALLBACK);
+        while (q < ps->end && is_digit(*q))
+            q++;
+    }
+    if (q < ps->end && (*q == 'e' || *q == 'E')) {
+        simple = 0;
+        q++;
+        if (q < ps->end && (*q == '+' || *q == '-'))
+            q++;
+        if (q >= ps->end || !is_digit(*q))
+            return fail(ps, MX_JP_FALLBACK);
+        while (q < ps->end && is_digit(*q))
+            q++;
+    }
+    ps->p = q;
+    double d;
+    if (simple && ndigits <= 15) {
+        uint64_t v = 0;
+        for (const unsigned char *r = digits; r < q; r++)
+            v = v * 10 + (uint64_t)(*r - '0');
+        d = (double)v;
+        if (neg)
+            d = -d; /* "-0" is -0.0, as strtod gives */
+    } else {
+        char tmp[128];
+        size_t n = (size_t)(q - s);
+        if (n >= sizeof(tmp))
+            return fail(ps, MX_JP_FALLBACK);
+        memcpy(tmp, s, n);
+        tmp[n] = '\0';
+        d = strtod(tmp, NULL);
+        if (!isfinite(d))
+            return fail(ps, MX_JP_FALLBACK); /* jansson: "real number overflow" */
+    }
+    json_t *j = json_real(d);
+    return j ? j : fail(ps, MX_JP_OOM);
+}
+
+static json_t *literal(struct parser *ps, const char *word, size_t n, json_t *v)
+{
+    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
+        return fail(ps, MX_JP_FALLBACK);
+    ps->p += n;
+    /* "truex" is one invalid token to jansson; anything after a literal
+     * other than a delimiter is left to it */
+    if (ps->p < ps->end && ((*ps->p >= 'a' && *ps->p <= 'z') || (*ps->p >= 'A' && *ps->p <= 'Z')))
+        return fail(ps, MX_JP_FALLBACK);
+    return v;
+}
+
+static json_t *object(struct parser *ps)
+{
+    json_t *o = json_object();
+    if (!o)
+        return fail(ps, MX_JP_OOM);
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == '}') {
+        ps->p++;
+        return o;
+    }
+    for (;;) {
+        if (ps->p >= ps->end || *ps->p != '"')
+            goto bad;
+        ps->p++;
+        const char *k;
+        size_t kn;
+        if (string(ps, &k, &kn))
+            goto out;
+        /* a decoded key lives in ps->tmp, which the value may reuse */
+        char kbuf[64];
+        char *kheap = NULL;
+        if (k == ps->tmp) {
+            if (kn < sizeof(kbuf)) {
+                memcpy(kbuf, k, kn);
+                k = kbuf;
+            } else {
+                kheap = mx_malloc(kn);
+                if (!kheap) {
+                    fail(ps, MX_JP_OOM);
+                    goto out;
+                }
+                memcpy(kheap, k, kn);
+                k = kheap;
+            }
+        }
+        if (json_object_getn(o, k, kn)) {
+            free(kheap);
+            goto bad; /* duplicate key: jansson refuses it */
+        }
+        skip_ws(ps);
+        if (ps->p >= ps->end || *ps->p != ':') {
+            free(kheap);
+            goto bad;
+        }
+        ps->p++;
+        skip_ws(ps);
+        json_t *v = value(ps);
+        if (!v) {
+            free(kheap);
+            goto out;
+        }
+        int rc = json_object_setn_new_nocheck(o, k, kn, v);
+        free(kheap);
+        if (rc) {
+            fail(ps, MX_JP_OOM);
+            goto out;
+        }
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            skip_ws(ps);
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == '}') {
+            ps->p++;
+            return o;
+        }
+        goto bad;
+    }
+bad:
+    fail(ps, MX_JP_FALLBACK);
+out:
+    json_decref(o);
+    return NULL;
+}
+
+static json_t *array(struct parser *ps)
+{
+    json_t *a = json_array();
+    if (!a)
+        return fail(ps, MX_JP_OOM);
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == ']') {
+        ps->p++;
+        return a;
+    }
+    for (;;) {
+        json_t *v = value(ps);
+        if (!v)
+            goto out;
+        if (json_array_append_new(a, v)) {
+            fail(ps, MX_JP_OOM);
+            goto out;
+        }
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            skip_ws(ps);
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == ']') {
+            ps->p++;
+            return a;
+        }
+        fail(ps, MX_JP_FALLBACK);
+        goto out;
+    }
+out:
+    json_decref(a);
+    return NULL;
+}
+
+static json_t *container(struct parser *ps, int is_object)
+{
+    if (++ps->depth > MX_JP_MAX_DEPTH)
+        return fail(ps, MX_JP_FALLBACK);
+    if (ps->depth > ps->max_depth)
+        ps->max_depth = ps->depth;
+    ps->p++;
+    json_t *v = is_object ? object(ps) : array(ps);
+    ps->depth--;
+    return v;
+}
+
+/* The value at ps->p (no leading whitespace). */
+static json_t *value(struct parser *ps)
+{
+    if (ps->p >= ps->end)
+        return fail(ps, MX_JP_FALLBACK);
+    switch (*ps->p) {
+    case '{': return container(ps, 1);
+    case '[': return container(ps, 0);
+    case '"': {
+        ps->p++;
+        const char *s;
+        size_t n;
+        if (string(ps, &s, &n))
+            return NULL;
+        json_t *j = json_stringn_nocheck(s, n);
+        return j ? j : fail(ps, MX_JP_OOM);
+    }
+    case 't': return literal(ps, "true", 4, json_true());
+    case 'f': return literal(ps, "false", 5, json_false());
+    case 'n': return literal(ps, "null", 4, json_null());
+    default: return number(ps);
+    }
+}
+
+int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth)
+{
+    *out = NULL;
+    struct parser ps = {.p = (const unsigned char *)buf, .end = (const unsigned char *)buf + len};
+    skip_ws(&ps);
+    if (ps.p >= ps.end || (*ps.p != '{' && *ps.p != '['))
+        return MX_JP_FALLBACK; /* jansson: "'[' or '{' expected" */
+    json_t *j = value(&ps);
+    free(ps.tmp);
+    if (!j)
+        return ps.status;
+    skip_ws(&ps);
+    if (ps.p != ps.end) {
+        json_decref(j); /* trailing bytes: jansson's "end of file expected" */
+        return MX_JP_FALLBACK;
+    }
+    *out = j;
+    *depth = ps.max_depth;
+    return MX_JP_OK;
+}

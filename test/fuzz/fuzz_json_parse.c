@@ -1,0 +1,58 @@
+/* fuzz_json_parse.c - libFuzzer harness for the fast JSON parser
+ * (json_parse.c) against jansson, the parser it stands in for.
+ *
+ * Oracle (json_parse.h's contract), on every input:
+ *  - MX_JP_OK only if json_loadb(JSON_REJECT_DUPLICATES |
+ *    JSON_DECODE_INT_AS_REAL) accepts the input too, and then the two
+ *    trees are the same bit for bit (mx_test_json_same: types, double
+ *    bits, string bytes, member order) and the reported depth is
+ *    mx_json_depth's;
+ *  - otherwise MX_JP_FALLBACK (no allocation fails here) and no tree.
+ * So whatever the daemon is sent, it accepts and refuses exactly what
+ * jansson alone did, with jansson's error texts.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "../unit/json_same.h"
+#include "movexd/json.h"
+#include "movexd/json_parse.h"
+
+#define MAX_INPUT_BYTES (64 * 1024)
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "fuzz_json_parse: check failed: %s: ", #cond);     \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > MAX_INPUT_BYTES)
+        return 0;
+    const char *buf = (const char *)data;
+    json_t *fast = NULL;
+    int depth = -1;
+    int st = mx_json_parse(buf, size, &fast, &depth);
+    json_error_t err;
+    json_t *ref = json_loadb(buf, size, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &err);
+    if (st == MX_JP_OK) {
+        CHECK(ref != NULL, "accepted what jansson refuses: %s", err.text);
+        CHECK(mx_test_json_same(fast, ref), "the trees differ");
+        CHECK(depth == mx_json_depth(ref, 1 << 20), "depth %d, jansson's tree %d", depth,
+              mx_json_depth(ref, 1 << 20));
+    } else {
+        CHECK(st == MX_JP_FALLBACK, "status %d", st);
+        CHECK(fast == NULL, "a tree with status %d", st);
+    }
+    json_decref(fast);
+    json_decref(ref);
+    return 0;
+}

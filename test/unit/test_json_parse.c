@@ -1,0 +1,220 @@
+/* Unit tests for json_parse.c, the fast path of inbound JSON. Its contract
+ * (json_parse.h): a tree only for input jansson accepts, and then jansson's
+ * very tree (mx_test_json_same: types, double bits, string bytes, member
+ * order); everything else falls back to jansson. The tables walk the
+ * boundaries of numbers, strings, escapes, UTF-8, duplicates and depth; the
+ * mutation test checks the contract on ~30k corrupted protocol messages;
+ * the allocation test (fault-injection builds) makes each allocation fail
+ * in turn. test/fuzz/fuzz_json_parse.c checks the same contract with
+ * libFuzzer. */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "json_same.h"
+#include "movexd/alloc.h"
+#include "movexd/json.h"
+#include "movexd/json_parse.h"
+
+#define FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL)
+
+/* Parse with both; the contract must hold. Returns the fast status. */
+static int check_one(const char *buf, size_t len)
+{
+    json_t *fast = NULL;
+    int depth = -1;
+    int st = mx_json_parse(buf, len, &fast, &depth);
+    json_error_t err;
+    json_t *ref = json_loadb(buf, len, FLAGS, &err);
+    if (st == MX_JP_OK) {
+        ck_assert_msg(ref != NULL, "fast parser accepted what jansson refuses (%s): %.*s", err.text,
+                      (int)len, buf);
+        ck_assert_msg(mx_test_json_same(fast, ref), "trees differ for: %.*s", (int)len, buf);
+        ck_assert_int_eq(depth, mx_json_depth(ref, 1 << 20));
+    } else {
+        ck_assert_ptr_null(fast);
+        ck_assert_int_eq(st, MX_JP_FALLBACK);
+    }
+    json_decref(fast);
+    json_decref(ref);
+    return st;
+}
+
+static int check_str(const char *s) { return check_one(s, strlen(s)); }
+
+START_TEST(handled_like_jansson)
+{
+    static const char *const ok[] = {
+        "{\"type\":\"action\",\"id\":1,\"room\":\"bench:r0\",\"n\":1,\"action\":{\"type\":\"patch\","
+        "\"payload\":[{\"op\":\"inc\",\"path\":\"/count\",\"value\":1}]}}",
+        "{}", "[]", " \t\r\n{ \"a\" : [ 1 , 2 ] , \"b\" : { } }\n ", "[[[[]]]]",
+        "{\"a\":true,\"b\":false,\"c\":null}", "[true,false,null]",
+        /* numbers: exact integers by hand, everything else through strtod */
+        "[0,-0,1,-1,123456789012345,-123456789012345,1234567890123456,99999999999999999999]",
+        "[9007199254740993,18446744073709551616,1e2,1E2,1e+2,1e-2,-1.5e-3,0.1,0.30000000000000004]",
+        "[1e308,-1e308,1e-400,2.2250738585072014e-308,4.9e-324,0.0,-0.0,1.7976931348623157e308]",
+        "[123.456e7,0e0,-0e-0,10,100000000000000]",
+        /* strings */
+        "{\"\":\"\"}", "[\"a b ~!@#$%^&*()_+-={}[]|:;'<>?,./`\"]",
+        "[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\",\"x\\ny\",\"\\/\\/\"]",
+        "{\"k\\ney\":1,\"k\\tey\":2}",
+        "[\"caf\xc3\xa9\",\"\xe2\x82\xac\",\"\xf0\x9f\x98\x80\",\"\xed\x9f\xbf\",\"\xee\x80\x80\",\"\xf4\x8f\xbf\xbf\"]",
+        "{\"\xc3\xa9\":1,\"\xe2\x82\xac\":2}",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        ck_assert_msg(check_str(ok[i]) == MX_JP_OK, "not handled: %s", ok[i]);
+    /* a long escaped key (decoded on the heap) and a long escaped value */
+    char big[1024];
+    size_t n = (size_t)snprintf(big, sizeof(big), "{\"");
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "a\\n");
+    n += (size_t)snprintf(big + n, sizeof(big) - n, "\":\"");
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "\\tb");
+    snprintf(big + n, sizeof(big) - n, "\"}");
+    ck_assert_int_eq(check_str(big), MX_JP_OK);
+    /* depth up to MX_JP_MAX_DEPTH is handled, one more falls back */
+    char deep[2 * MX_JP_MAX_DEPTH + 8];
+    for (int d = MX_JP_MAX_DEPTH; d <= MX_JP_MAX_DEPTH + 1; d++) {
+        memset(deep, '[', (size_t)d);
+        memset(deep + d, ']', (size_t)d);
+        ck_assert_int_eq(check_one(deep, 2 * (size_t)d), d <= MX_JP_MAX_DEPTH ? MX_JP_OK : MX_JP_FALLBACK);
+    }
+}
+END_TEST
+
+START_TEST(falls_back_to_jansson)
+{
+    static const char *const fb[] = {
+        /* not handled here, valid for jansson */
+        "[\"\\u0041\"]", "{\"\\u00e9\":1}", "[\"\\ud83d\\ude00\"]", "[1e1000000000000000000]",
+        /* errors: jansson's message stands */
+        "", " ", "1", "\"s\"", "true", "null", "{", "[", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "[1,]",
+        "[,1]", "{\"a\":1 \"b\":2}", "{a:1}", "{'a':1}", "{\"a\":1}}", "{\"a\":1} x", "[1][2]",
+        "{\"a\":1,\"a\":2}", "{\"a\":{\"b\":1,\"b\":1}}", "[01]", "[-]", "[-a]", "[1.]", "[.5]",
+        "[1e]", "[1e+]", "[+1]", "[1.5.3]", "[0x10]", "[Infinity]", "[NaN]", "[1e400]", "[-1e400]",
+        "[tru]", "[truex]", "[nul]", "[True]", "[true1]", "[\"a\tb\"]", "[\"a\nb\"]", "[\"\\x\"]",
+        "[\"\\u12\"]", "[\"\\", "[\"abc", "[\"\xc3\"]", "[\"\xc0\xaf\"]", "[\"\xe0\x80\xaf\"]",
+        "[\"\xed\xa0\x80\"]", "[\"\xf4\x90\x80\x80\"]", "[\"\xf5\x80\x80\x80\"]", "[\"\x80\"]",
+        "[\"\xff\"]", "[\xc3\xa9]", "{\"a\":1}\xc3\xa9", "/*c*/{}", "{}//",
+    };
+    for (size_t i = 0; i < sizeof(fb) / sizeof(fb[0]); i++)
+        ck_assert_msg(check_str(fb[i]) == MX_JP_FALLBACK, "handled, should fall back: %s", fb[i]);
+    /* a number longer than the parser's 127-byte token buffer: strtod's
+     * business through jansson */
+    char num[300] = "[0.";
+    memset(num + 3, '0', 200);
+    strcpy(num + 203, "1]");
+    ck_assert_int_eq(check_str(num), MX_JP_FALLBACK);
+    /* a NUL byte anywhere */
+    ck_assert_int_eq(check_one("{\"a\":\"x\0y\"}", 11), MX_JP_FALLBACK);
+    ck_assert_int_eq(check_one("{\"a\":1}\0", 8), MX_JP_FALLBACK);
+    ck_assert_int_eq(check_one("{\"a\":1\0}", 8), MX_JP_FALLBACK);
+}
+END_TEST
+
+/* xorshift64*: a fixed sequence, so a failure reproduces */
+static uint64_t rnd_state = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state >> 12;
+    rnd_state ^= rnd_state << 25;
+    rnd_state ^= rnd_state >> 27;
+    return rnd_state * 2685821657736338717ull;
+}
+
+START_TEST(mutated_messages)
+{
+    static const char *const seeds[] = {
+        "{\"type\":\"action\",\"id\":17,\"room\":\"game:1\",\"n\":17,\"base\":3,\"dep\":[1,2],"
+        "\"action\":{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/a\\/b\",\"value\":"
+        "{\"x\":-1.25e-3,\"y\":[true,false,null],\"s\":\"caf\xc3\xa9\\n\"}}]}}",
+        "{\"type\":\"subscribe\",\"id\":2,\"room\":\"r\",\"since\":{\"seq\":10,\"checksum\":"
+        "\"00112233445566778899aabbccddeeff\"}}",
+        "{\"type\":\"hello\",\"id\":1,\"client\":\"c-1\",\"token\":\"eyJ.x.y\"}",
+        "[0,-0,1e2,123456789012345678,{\"\":[]}]",
+    };
+    static const char alphabet[] = "{}[]:,\"\\ -+.0123456789eEtrufalsn/\x80\xc3\xa9\xed\xf4";
+    char buf[512];
+    int handled = 0;
+    for (int it = 0; it < 30000; it++) {
+        const char *s = seeds[rnd() % (sizeof(seeds) / sizeof(seeds[0]))];
+        size_t len = strlen(s);
+        memcpy(buf, s, len);
+        int edits = 1 + (int)(rnd() % 3);
+        for (int k = 0; k < edits && len > 0; k++) {
+            size_t at = (size_t)(rnd() % len);
+            char ch = alphabet[rnd() % (sizeof(alphabet) - 1)];
+            switch (rnd() % 4) {
+            case 0: buf[at] = ch; break; /* replace */
+            case 1: /* insert */
+                if (len + 1 < sizeof(buf)) {
+                    memmove(buf + at + 1, buf + at, len - at);
+                    buf[at] = ch;
+                    len++;
+                }
+                break;
+            case 2: /* delete */
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                len--;
+                break;
+            default: len = at; /* truncate */
+            }
+        }
+        handled += check_one(buf, len) == MX_JP_OK;
+    }
+    /* many mutations keep the text valid (a digit for a digit, ...) */
+    ck_assert_int_gt(handled, 1000);
+}
+END_TEST
+
+#ifdef MX_FAULT_INJECTION
+/* Each allocation the parser makes fails in turn: MX_JP_OOM, nothing
+ * leaked (ASan), and the next attempt succeeds. */
+START_TEST(allocation_failures)
+{
+    json_set_alloc_funcs(mx_json_malloc, free);
+    const char *msg = "{\"type\":\"action\",\"id\":1,\"room\":\"r\",\"n\":1,\"action\":{\"type\":\"patch\","
+                      "\"payload\":[{\"op\":\"add\",\"path\":\"/k\",\"value\":\"a\\nb\"}]},"
+                      "\"k\\tey\":[1.5,true]}";
+    int failed = 0;
+    for (uint64_t at = 1;; at++) {
+        mx_alloc_fault_reset(at);
+        mx_alloc_fault_enable(1);
+        json_t *j = NULL;
+        int depth;
+        int st = mx_json_parse(msg, strlen(msg), &j, &depth);
+        mx_alloc_fault_enable(0);
+        if (!mx_alloc_fault_fired()) {
+            ck_assert_int_eq(st, MX_JP_OK);
+            json_decref(j);
+            break;
+        }
+        ck_assert_int_eq(st, MX_JP_OOM);
+        ck_assert_ptr_null(j);
+        failed++;
+    }
+    mx_alloc_fault_reset(0);
+    ck_assert_int_gt(failed, 10);
+}
+END_TEST
+#endif
+
+Suite *mx_suite_json_parse(void)
+{
+    Suite *s = suite_create("json_parse");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, handled_like_jansson);
+    tcase_add_test(tc, falls_back_to_jansson);
+    tcase_add_test(tc, mutated_messages);
+#ifdef MX_FAULT_INJECTION
+    tcase_add_test(tc, allocation_failures);
+#endif
+    suite_add_tcase(s, tc);
+    return s;
+}

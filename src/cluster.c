@@ -113,11 +113,45 @@ int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out)
     return 0;
 }
 
+/* One append in flight: the FCALL's reply, and with wait the WAIT's that
+ * follows it. done runs once, when the last of the two callbacks has. */
 struct append {
     mx_cluster_appended_fn done;
     void *priv;
     size_t n;
+    int left;   /* callbacks still to come (1, or 2 with WAIT) */
+    int wait;   /* replicas WAIT must report; 0 = no WAIT */
+    long acked; /* what WAIT reported; -1 = no usable reply */
+    int ok;     /* the FCALL's reply parsed */
+    char err[128];
+    struct mx_cluster_head head;
+    struct mx_cluster_outcome *out;
 };
+
+static void append_finish(struct append *a)
+{
+    if (a->ok && a->wait && a->acked < a->wait) {
+        a->ok = 0;
+        if (a->acked < 0)
+            snprintf(a->err, sizeof a->err, "WAIT: no answer (link down)");
+        else
+            snprintf(a->err, sizeof a->err, "WAIT: %ld of %d replicas", a->acked, a->wait);
+    }
+    if (a->ok)
+        a->done(1, NULL, &a->head, a->out, a->n, a->priv);
+    else
+        a->done(0, a->err, NULL, NULL, 0, a->priv);
+    free(a->out);
+    free(a);
+}
+
+static void on_waited(struct mx_redis *r, redisReply *rep, void *priv)
+{
+    struct append *a = priv;
+    a->acked = rep && rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : -1;
+    if (--a->left == 0)
+        append_finish(a);
+}
 
 static int parse_head(redisReply **e, struct mx_cluster_head *h)
 {
@@ -134,28 +168,24 @@ static int parse_head(redisReply **e, struct mx_cluster_head *h)
 
 static void on_appended(struct mx_redis *r, redisReply *rep, void *priv)
 {
-    struct append a = *(struct append *)priv;
-    free(priv);
+    struct append *a = priv;
     if (!rep) {
-        a.done(0, "link down", NULL, NULL, 0, a.priv);
-        return;
+        snprintf(a->err, sizeof a->err, "link down");
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(a->err, sizeof a->err, "%s", rep->str);
+    } else {
+        a->out = mx_calloc(a->n ? a->n : 1, sizeof *a->out);
+        a->ok = a->out && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 + a->n &&
+                parse_head(rep->element, &a->head) == 0;
+        for (size_t i = 0; a->ok && i < a->n; i++)
+            a->ok = rep->element[4 + i]->type == REDIS_REPLY_STRING &&
+                    mx_cluster_parse_outcome(rep->element[4 + i]->str, &a->out[i]) == 0;
+        if (!a->ok)
+            snprintf(a->err, sizeof a->err, "%s",
+                     a->out ? "unexpected reply to movexd_append" : "out of memory");
     }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        a.done(0, rep->str, NULL, NULL, 0, a.priv);
-        return;
-    }
-    struct mx_cluster_head h;
-    struct mx_cluster_outcome *out = mx_calloc(a.n ? a.n : 1, sizeof *out);
-    int ok = out && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 + a.n &&
-             parse_head(rep->element, &h) == 0;
-    for (size_t i = 0; ok && i < a.n; i++)
-        ok = rep->element[4 + i]->type == REDIS_REPLY_STRING &&
-             mx_cluster_parse_outcome(rep->element[4 + i]->str, &out[i]) == 0;
-    if (ok)
-        a.done(1, NULL, &h, out, a.n, a.priv);
-    else
-        a.done(0, out ? "unexpected reply to movexd_append" : "out of memory", NULL, NULL, 0, a.priv);
-    free(out);
+    if (--a->left == 0)
+        append_finish(a);
 }
 
 #define FIXED_ARGS 14 /* FCALL movexd_append 4 keys*4 channel window seq sub sum now count */
@@ -167,6 +197,14 @@ int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,
                       const struct mx_cluster_action *a, size_t n, mx_cluster_appended_fn done,
                       void *priv)
 {
+    return mx_cluster_append_wait(r, prefix, room, expected, window, now_ms, a, n, 0, 0, done, priv);
+}
+
+int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *room,
+                           const struct mx_cluster_head *expected, size_t window, uint64_t now_ms,
+                           const struct mx_cluster_action *a, size_t n, int wait_replicas,
+                           int wait_timeout_ms, mx_cluster_appended_fn done, void *priv)
+{
     size_t ndeps = 0, keylen = strlen(prefix) + strlen(room) + 8; /* "{" "}:" "head" NUL */
     for (size_t i = 0; i < n; i++)
         ndeps += a[i].ndeps;
@@ -176,7 +214,7 @@ int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,
     const char **argv = NULL;
     size_t *lens = NULL;
     char *buf = NULL;
-    if (n > 100000 || !(st = mx_malloc(sizeof *st)) || !(argv = mx_calloc(argc, sizeof *argv)) ||
+    if (n > 100000 || !(st = mx_calloc(1, sizeof *st)) || !(argv = mx_calloc(argc, sizeof *argv)) ||
         !(lens = mx_calloc(argc, sizeof *lens)) || !(buf = mx_malloc(text))) {
         free(st);
         free(argv);
@@ -228,9 +266,22 @@ int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,
     st->done = done;
     st->priv = priv;
     st->n = n;
+    st->left = 1;
+    st->acked = -1;
+    /* the WAIT goes out right behind the FCALL; if the FCALL could not be
+     * sent its callback has already finished the append */
     int rc = mx_redis_command(r, (int)argc, argv, lens, on_appended, st);
     free(argv); /* hiredis has formatted the command */
     free(lens);
     free(buf);
+    if (rc == 0 && wait_replicas > 0) {
+        char nb[NUM_MAX], tb[NUM_MAX];
+        const char *wv[] = { "WAIT", nb, tb };
+        size_t wl[] = { 4, (size_t)sprintf(nb, "%d", wait_replicas),
+                        (size_t)sprintf(tb, "%d", wait_timeout_ms) };
+        st->wait = wait_replicas;
+        st->left++;
+        mx_redis_command(r, 3, wv, wl, on_waited, st);
+    }
     return rc;
 }

@@ -155,6 +155,8 @@ static const struct key cluster_keys[] = {
     C("command_timeout_ms", K_MS, 10, 600000, command_timeout_ms),
     C("reconnect_max_ms", K_MS, 10, 600000, reconnect_max_ms),
     C("append_retries", K_COUNT, 0, 1000, append_retries),
+    C("wait_replicas", K_INT, 0, 16, wait_replicas),
+    C("wait_timeout_ms", K_MS, 1, 600000, wait_timeout_ms),
 };
 
 #define NGLOBAL (sizeof global_keys / sizeof global_keys[0])
@@ -221,6 +223,8 @@ void mx_config_defaults(struct mx_config *c)
     c->cluster.command_timeout_ms = 5000;
     c->cluster.reconnect_max_ms = 5000;
     c->cluster.append_retries = 16;
+    c->cluster.wait_replicas = 0;
+    c->cluster.wait_timeout_ms = 1000;
     room_defaults(&c->def);
     c->types = NULL;
     c->ntypes = 0;
@@ -885,6 +889,15 @@ static int check_cluster(const struct mx_cluster_config *cl, const size_t *set, 
     }
     if (sentinels && cl->nsentinels == 0) {
         snprintf(why, whylen, "sentinels: no address given");
+        return -1;
+    }
+    /* WAIT blocks the command link for up to its timeout: a command
+     * timeout at or below it would drop the link under every slow WAIT */
+    if (cl->wait_replicas > 0 && cl->wait_timeout_ms >= cl->command_timeout_ms) {
+        snprintf(why, whylen,
+                 "wait_timeout_ms (%d) must be below command_timeout_ms (%d): the link is dropped "
+                 "when WAIT blocks that long",
+                 cl->wait_timeout_ms, cl->command_timeout_ms);
         return -1;
     }
     return 0;

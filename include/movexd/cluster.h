@@ -78,6 +78,20 @@ int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,
                       const struct mx_cluster_action *a, size_t n, mx_cluster_appended_fn done,
                       void *priv);
 
+/* As mx_cluster_append, and when wait_replicas > 0 the FCALL is followed,
+ * pipelined on the same link, by WAIT wait_replicas wait_timeout_ms (group
+ * commit: one WAIT per batch). The batch counts as done only if WAIT
+ * reports at least wait_replicas replicas; otherwise done runs with ok = 0
+ * and err "WAIT: K of N replicas" - the entries may well be in the primary,
+ * their outcome is unknown, which is safe to answer `unavailable` because
+ * a resend of the same (client, n) is answered from Redis's memory. WAIT
+ * blocks the link meanwhile: wait_timeout_ms must stay below the link's
+ * command timeout (the conf checks it). */
+int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *room,
+                           const struct mx_cluster_head *expected, size_t window, uint64_t now_ms,
+                           const struct mx_cluster_action *a, size_t n, int wait_replicas,
+                           int wait_timeout_ms, mx_cluster_appended_fn done, void *priv);
+
 /* Parse one outcome string of the library ("ack 7", "dup reject stale",
  * "moved", ...). 0, or -1 when it is none of them. */
 int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out);

@@ -73,6 +73,8 @@ struct mx_cluster_config {
     int command_timeout_ms;    /* a command without reply this long: the link is dropped */
     int reconnect_max_ms;      /* reconnect backoff cap */
     size_t append_retries;     /* head moved under an append: retries on the fresh head */
+    int wait_replicas;         /* > 0: each append batch is followed by WAIT N (group commit) */
+    int wait_timeout_ms;       /* ... WAIT's timeout; fewer replicas by then: unavailable */
 };
 
 struct mx_config {

@@ -113,22 +113,36 @@ static inline int free_port(void)
     return port;
 }
 
-static inline pid_t start_redis(int port)
+/* argv[0] with its output to /dev/null; its PID. */
+static inline pid_t spawn_quiet(char *const argv[])
 {
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", "/tmp", (char *)NULL);
+        execvp(argv[0], argv);
         _exit(127);
     }
     return pid;
 }
+
+/* redis-server on port without persistence; a replica of replica_of
+ * unless that is 0. */
+static inline pid_t start_redis_of(int port, int replica_of)
+{
+    char p[16], m[16];
+    snprintf(p, sizeof p, "%d", port);
+    snprintf(m, sizeof m, "%d", replica_of);
+    char *argv[] = { "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", "/tmp", "--replicaof", "127.0.0.1", m, NULL };
+    if (!replica_of)
+        argv[11] = NULL;
+    return spawn_quiet(argv);
+}
+
+static inline pid_t start_redis(int port) { return start_redis_of(port, 0); }
 
 static inline void stop_redis(pid_t pid)
 {

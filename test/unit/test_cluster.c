@@ -58,10 +58,11 @@ static void on_reply(struct mx_redis *r, redisReply *rep, void *priv)
 }
 
 /* A loop, a redis-server on a free port, and a link to it (not yet up). */
+static int redis_port;
 static struct mx_redis *redis_and_link(pid_t *pid)
 {
     loop_setup();
-    int port = free_port();
+    int port = redis_port = free_port();
     *pid = start_redis(port);
     struct mx_redis_opts o = { "127.0.0.1", port, 500, 5000, 200, NULL, NULL, NULL };
     return mx_redis_new(ctx, vh, &o);
@@ -221,6 +222,72 @@ START_TEST(append_round_trip)
 }
 END_TEST
 
+/* Group commit with WAIT: without a replica the batch is appended but not
+ * acknowledged (WAIT reports 0 of 1: outcome unknown, the caller answers
+ * unavailable); the resend of the same (client, n) is answered from
+ * Redis's memory - `dup ack` - once a replica has it; then a new batch
+ * with WAIT is acknowledged. */
+START_TEST(append_wait_replicas)
+{
+    pid_t pid;
+    struct mx_redis *r = redis_and_link(&pid);
+    RUN_UNTIL(mx_redis_is_up(r));
+    struct loaded l = { 0 };
+    mx_cluster_load_library(r, on_loaded, &l);
+    RUN_UNTIL(l.done);
+    ck_assert(l.ok);
+    const char *argv[] = { "FCALL", "movexd_create", "1", "movexd:{t:a}:head", "S0" };
+    size_t lens[] = { 5, 13, 1, 17, 2 };
+    struct reply y = { 0 };
+    mx_redis_command(r, 5, argv, lens, on_reply, &y);
+    RUN_UNTIL(y.done);
+
+    struct mx_cluster_head h0 = { 0, 0, "S0", "" };
+    struct mx_cluster_action a = { "c1", 1, NULL, 0, 0, 0, 1, "S1", "[]", 2 };
+    struct appended x = { 0 };
+    mx_cluster_append_wait(r, "movexd:", "t:a", &h0, 1024, 1, &a, 1, 1, 100, on_appended, &x);
+    RUN_UNTIL(x.done);
+    ck_assert_int_eq(x.ok, 0);
+    ck_assert_str_eq(x.err, "WAIT: 0 of 1 replicas");
+    /* it is in the primary all the same: the old head has moved */
+    append_wait(r, &h0, &a, 1, &x);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_MOVED);
+    struct mx_cluster_head h1 = x.head;
+    ck_assert_uint_eq(h1.seq, 1);
+
+    int rport = free_port();
+    pid_t rp = start_redis_of(rport, redis_port);
+    long long until = now_ms() + WAIT_MS;
+    do { /* the replica's initial sync: WAIT reports it once it has the entry */
+        memset(&x, 0, sizeof x);
+        mx_cluster_append_wait(r, "movexd:", "t:a", &h1, 1024, 1, &a, 1, 1, 200, on_appended, &x);
+        RUN_UNTIL(x.done);
+    } while (!x.ok && now_ms() < until);
+    ck_assert_msg(x.ok, "%s", x.err);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_DUP_ACK);
+    ck_assert_uint_eq(x.out[0].seq, 1);
+    struct mx_cluster_action b = { "c1", 2, NULL, 0, 0, 0, 1, "S2", "[]", 2 };
+    memset(&x, 0, sizeof x);
+    mx_cluster_append_wait(r, "movexd:", "t:a", &h1, 1024, 1, &b, 1, 1, 5000, on_appended, &x);
+    RUN_UNTIL(x.done);
+    ck_assert_msg(x.ok, "%s", x.err);
+    ck_assert_int_eq(x.out[0].verdict, MX_CLUSTER_ACK);
+    ck_assert_uint_eq(x.out[0].seq, 2);
+    /* the link goes while both are in flight: one completion, a failure */
+    struct mx_cluster_action c = { "c1", 3, NULL, 0, 0, 0, 1, "S3", "[]", 2 };
+    memset(&x, 0, sizeof x);
+    mx_cluster_append_wait(r, "movexd:", "t:a", &x.head, 1024, 1, &c, 1, 1, 5000, on_appended, &x);
+    mx_redis_free(r);
+    ck_assert_int_eq(x.done, 1);
+    ck_assert_int_eq(x.ok, 0);
+    ck_assert_str_eq(x.err, "link down");
+    spin(20);
+    stop_redis(rp);
+    stop_redis(pid);
+    loop_teardown();
+}
+END_TEST
+
 Suite *mx_suite_cluster(void)
 {
     Suite *s = suite_create("cluster");
@@ -230,6 +297,7 @@ Suite *mx_suite_cluster(void)
     tcase_add_test(tc, load_library_then_fcall);
     tcase_add_test(tc, parse_outcomes);
     tcase_add_test(tc, append_round_trip);
+    tcase_add_test(tc, append_wait_replicas);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -756,6 +756,8 @@ START_TEST(cluster_block)
     ck_assert_int_eq(c.cluster.command_timeout_ms, 250);
     ck_assert_int_eq(c.cluster.reconnect_max_ms, 3000);
     ck_assert_uint_eq(c.cluster.append_retries, 4);
+    ck_assert_int_eq(c.cluster.wait_replicas, 0);
+    ck_assert_int_eq(c.cluster.wait_timeout_ms, 1000);
     ck_assert_int_eq(c.max_depth, 7);
     ck_assert_uint_eq(c.def.history, 5);
     mx_config_free(&c);
@@ -770,6 +772,11 @@ START_TEST(cluster_block)
     ck_assert_int_eq(c.cluster.sentinels[2].port, 26381);
     ck_assert_str_eq(c.cluster.master_name, "mymaster");
     ck_assert_int_eq(c.cluster.redis.port, 0);
+    mx_config_free(&c);
+
+    parse_ok(&c, "cluster {\n node_id a\n redis h:1\n wait_replicas 2\n wait_timeout_ms 4s\n}\n");
+    ck_assert_int_eq(c.cluster.wait_replicas, 2);
+    ck_assert_int_eq(c.cluster.wait_timeout_ms, 4000);
     mx_config_free(&c);
 }
 END_TEST
@@ -810,6 +817,10 @@ START_TEST(cluster_errors)
     ck_parse_err("cluster {\n node_id a\n redis h:1\n connect_timeout_ms 5\n}\n", "t.conf:4: ",
                  "out of range");
     ck_parse_err("node_id a\n", "t.conf:1: ", "'node_id' is a cluster setting: put it inside the 'cluster");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n wait_replicas 17\n}\n", "t.conf:4: ", "out of range");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n wait_timeout_ms 0\n}\n", "t.conf:4: ", "out of range");
+    ck_parse_err("cluster {\n node_id a\n redis h:1\n wait_replicas 1\n wait_timeout_ms 5s\n}\n",
+                 "t.conf:1: ", "wait_timeout_ms (5000) must be below command_timeout_ms (5000)");
 }
 END_TEST
 

@@ -25,31 +25,6 @@
 
 #define NAME "movexd"
 
-static pid_t spawn_quiet(char *const argv[])
-{
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        dup2(null, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* A replica of primary_port (no persistence). */
-static pid_t start_replica(int port, int primary_port)
-{
-    char p[16], m[16];
-    snprintf(p, sizeof p, "%d", port);
-    snprintf(m, sizeof m, "%d", primary_port);
-    char *argv[] = { "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                     "no", "--dir", "/tmp", "--replicaof", "127.0.0.1", m, NULL };
-    return spawn_quiet(argv);
-}
-
 /* A Sentinel on port monitoring primary_port as NAME (quorum 1), its conf
  * in a fresh directory dir (it rewrites the file: it must be its own). */
 static pid_t start_sentinel(int port, int primary_port, char *dir, size_t dirlen)
@@ -246,7 +221,7 @@ START_TEST(follows_a_failover)
     loop_setup();
     int pport = free_port(), rport = free_port(), sport = free_port();
     pid_t p = start_redis(pport);
-    pid_t rp = start_replica(rport, pport);
+    pid_t rp = start_redis_of(rport, pport);
     wait_reply(rport, "INFO replication", "master_link_status:up");
     char sdir[64];
     pid_t s = start_sentinel(sport, pport, sdir, sizeof sdir);

@@ -49,9 +49,11 @@ local function head_reply(h, out)
   return r
 end
 
--- movexd_create: KEYS head; ARGV sum (the checksum of the empty state).
--- Creates the room at seq 0 unless it exists. Reply: "created" or
--- "exists", then the head (seq, sub, sum, hash).
+-- movexd_create: KEYS head; ARGV sum (the checksum of the initial state),
+-- init (the initial state as JSON, stored verbatim; "{}" when absent: a
+-- node loading the room starts from it). Creates the room at seq 0 unless
+-- it exists. Reply: "created" or "exists", then the head (seq, sub, sum,
+-- hash).
 local function create(keys, args)
   local sum = args[1]
   if not sum or sum == '' then return redis.error_reply('ERR movexd: missing sum') end
@@ -61,7 +63,9 @@ local function create(keys, args)
     table.insert(r, 1, 'exists')
     return r
   end
-  redis.call('HSET', keys[1], 'seq', '0', 'sub', '0', 'sum', sum, 'hash', '')
+  local init = args[2]
+  if not init or init == '' then init = '{}' end
+  redis.call('HSET', keys[1], 'seq', '0', 'sub', '0', 'sum', sum, 'hash', '', 'init', init)
   return { 'created', '0', '0', sum, '' }
 end
 

@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "movexd/cluster_node.h"
 #include "movexd/digest.h"
 #include "movexd/err.h"
 #include "movexd/json_parse.h"
@@ -34,6 +35,7 @@ struct outbox_entry {
     mx_frame *frame;
     uint64_t ack_t_us; /* an ack: when its request arrived (ack latency); else 0 */
     int free;          /* depends on no unflushed decision (pong, error, unavailable) */
+    struct mx_gate *gate; /* cluster mode: leaves when it passes, dropped when it fails */
 };
 
 struct mx_engine {
@@ -55,6 +57,12 @@ struct mx_engine {
     uint64_t last_conn_id; /* conn ids are never reused */
     char **pres_rooms;     /* ids of rooms whose presence table has changes to announce */
     size_t npres, cappres;
+    /* cluster mode (cluster_node.h): the node, the gate of the request being
+     * handled (its outbox entries are held behind it), and whether the
+     * request is handled again only to be answered `unavailable` */
+    struct mx_cnode *cl;
+    struct mx_gate *gate;
+    int unavailable;
 };
 
 
@@ -125,8 +133,10 @@ void mx_engine_free(mx_engine *e)
 {
     if (!e)
         return;
-    for (size_t i = 0; i < e->nout; i++)
+    for (size_t i = 0; i < e->nout; i++) {
         mx_frame_unref(e->out[i].frame);
+        mx_gate_unref(e->out[i].gate);
+    }
     free(e->out);
     for (size_t i = 0; i < e->npres; i++)
         free(e->pres_rooms[i]);
@@ -172,6 +182,8 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
     mx_metrics_counter(b, "movexd_auth_failures_total", "refused tokens (bad or expired)", st->auth_failures);
     mx_metrics_counter(b, "movexd_forbidden_total", "requests refused for lack of a right", st->forbidden);
     mx_metrics_counter(b, "movexd_rooms_evicted_total", "rooms moved out of memory", st->rooms_evicted);
+    if (e->cl)
+        mx_cnode_metrics(e->cl, b);
     mx_metrics_hist(b, "movexd_ack_latency_seconds", "from receiving an action to releasing its durable ack",
                     &mx_metric_ack_latency);
     mx_metrics_hist(b, "movexd_fsync_seconds", "one fdatasync of the write-ahead log", &mx_metric_fsync_latency);
@@ -194,6 +206,8 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
 
 int mx_engine_ready(mx_engine *e)
 {
+    if (e->cl)
+        return mx_cnode_ready(e->cl);
     struct mx_storage_stats ss;
     e->st->stats(e->st->ctx, &ss);
     if (ss.failed || e->storage_error)
@@ -230,6 +244,10 @@ void mx_engine_config_changed(mx_engine *e)
 }
 
 static void evict_batch(mx_engine *e);
+static void conn_forget_room(struct mx_conn *c, const struct mx_room *r);
+static void push_buf(mx_engine *e, struct mx_conn *c, mx_buf *b);
+static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
+                    const struct mx_action_out *o);
 
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len)
 {
@@ -240,6 +258,55 @@ struct mx_room *mx_engine_room_load(mx_engine *e, const char *id, size_t len, in
 {
     *err = 0;
     return find_room(e, id, len, err);
+}
+
+/* ---- cluster mode's side of the seam (cluster_node.h) ---- */
+
+void mx_engine_set_cluster(mx_engine *e, struct mx_cnode *n)
+{
+    e->cl = n;
+    if (!n)
+        return;
+    /* conn ids unique across nodes: 20 bits of the node id's hash above a
+     * 32-bit counter (below 2^53, so JSON numbers keep them exact) */
+    uint32_t h = 2166136261u;
+    for (const char *p = e->cfg->cluster.node_id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    e->last_conn_id = (uint64_t)(h & 0xFFFFF) << 32;
+}
+
+int mx_engine_adopt_room(mx_engine *e, struct mx_room *r)
+{
+    if (mx_map_put(e->rooms, r->id, r->idlen, r))
+        return -1;
+    r->last_active_ms = now_ms();
+    return 0;
+}
+
+void mx_engine_forget_room(mx_engine *e, struct mx_room *r, int tell)
+{
+    for (size_t i = 0; i < r->nsubs; i++) {
+        struct mx_conn *c = r->subs[i];
+        if (tell) {
+            mx_buf b;
+            mx_buf_init(&b, MX_FRAME_PRE);
+            mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = r->id, .roomlen = r->idlen},
+                                                          .code = MX_ENO_SUCH_ROOM,
+                                                          .message = "the room is gone from the cluster"});
+            push_buf(e, c, &b);
+        }
+        conn_forget_room(c, r);
+    }
+    r->nsubs = 0;
+    mx_map_del(e->rooms, r->id, r->idlen);
+    mx_room_free(r);
+}
+
+void mx_engine_fwd(mx_engine *e, struct mx_room *r, const uint8_t *prev, const char *entry, size_t len)
+{
+    struct mx_action_out o = {.entry_text = (char *)entry, .entry_len = len};
+    memcpy(o.prev, prev, MX_DIGEST_LEN);
+    fan_out(e, NULL, r, &o);
 }
 
 int mx_engine_background(mx_engine *e, uint64_t budget_us)
@@ -286,7 +353,8 @@ static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
         e->out = n;
         e->capout = ncap;
     }
-    e->out[e->nout++] = (struct outbox_entry){.conn = c, .frame = f, .ack_t_us = 0, .free = 0};
+    e->out[e->nout++] = (struct outbox_entry){
+        .conn = c, .frame = f, .ack_t_us = 0, .free = 0, .gate = e->gate ? mx_gate_ref(e->gate) : NULL};
     c->pending++;
     c->pending_bytes += f->len;
 }
@@ -327,6 +395,7 @@ static void release_free(mx_engine *e)
             c->held = 1;
         if (!c) {
             mx_frame_unref(o.frame);
+            mx_gate_unref(o.gate);
             continue;
         }
         e->out[keep++] = e->out[i];
@@ -355,11 +424,63 @@ static void push_free_buf(mx_engine *e, struct mx_conn *c, mx_buf *b)
 
 static void flush_presence(mx_engine *e);
 
+/* Cluster mode: an entry leaves once its gate passed (or it has none), in
+ * order per connection: one behind a pending gate holds the later entries
+ * of its connection; one whose gate failed is dropped (its request is
+ * handled again, cluster_node.h). A moved entry's old slot loses its conn,
+ * so a connection closed by a deliver is counted off once. */
+static void release_gated(mx_engine *e)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < e->nout; i++) {
+        struct outbox_entry *o = &e->out[i];
+        struct mx_conn *c = o->conn;
+        int st = o->gate ? o->gate->state : MX_GATE_PASSED;
+        if (c && st == MX_GATE_FAILED) {
+            c->pending--;
+            c->pending_bytes -= o->frame->len;
+            o->conn = c = NULL;
+        }
+        if (!c) {
+            mx_frame_unref(o->frame);
+            mx_gate_unref(o->gate);
+            continue;
+        }
+        if (st == MX_GATE_PENDING)
+            c->held = 1;
+        if (c->held) {
+            struct outbox_entry t = *o;
+            o->conn = NULL;
+            e->out[keep++] = t;
+            continue;
+        }
+        if (o->ack_t_us)
+            mx_hist_observe(&mx_metric_ack_latency, (double)(mx_now_us() - o->ack_t_us) / 1e6);
+        mx_frame *f = o->frame;
+        struct mx_gate *g = o->gate;
+        c->pending--;
+        c->pending_bytes -= f->len;
+        o->conn = NULL;
+        c->deliver(c, f);
+        mx_frame_unref(f);
+        mx_gate_unref(g);
+    }
+    e->nout = keep;
+    for (size_t i = 0; i < e->nout; i++)
+        if (e->out[i].conn)
+            e->out[i].conn->held = 0;
+}
+
 int mx_engine_commit(mx_engine *e)
 {
     if (e->storage_error)
         return MX_EINTERNAL;
     flush_presence(e);
+    if (e->cl) {
+        mx_cnode_flush(e->cl); /* the turn's batches to Redis */
+        release_gated(e);
+        return 0;
+    }
     if (!e->nout && !e->unflushed)
         return 0;
     int rc = e->st->flush(e->st->ctx);
@@ -429,6 +550,8 @@ static void evict_batch(mx_engine *e)
 
 int mx_engine_tick(mx_engine *e)
 {
+    if (e->cl)
+        mx_cnode_tick(e->cl);
     int rc = e->st->tick(e->st->ctx);
     if (rc)
         return rc;
@@ -444,6 +567,8 @@ void mx_engine_close(mx_engine *e)
 
 int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
 {
+    if (e->cl)
+        return MX_EUNAVAILABLE; /* not in cluster mode yet (docs/CLUSTER.md) */
     int err = 0;
     struct mx_room *r = find_room(e, id, len, &err);
     if (!r && err == MX_EINTERNAL && e->st->drop_unrecoverable) {
@@ -542,6 +667,8 @@ static void presence_leave(mx_engine *e, struct mx_conn *c, struct mx_room *r);
 
 void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
 {
+    if (e->cl)
+        mx_cnode_conn_closed(e->cl, c);
     for (size_t i = 0; i < c->nrooms; i++) {
         room_unsubscribe(c, i);
         presence_leave(e, c, c->rooms[i]);
@@ -733,9 +860,11 @@ static void do_hello(mx_engine *e, struct mx_conn *c, const struct mx_request *q
          * its own, so it cannot reach anyone's exactly-once memory */
         unsigned char rnd[8];
         randombytes_buf(rnd, sizeof(rnd));
-        memcpy(c->client, "anon-", 5);
+        /* in cluster mode the node's id is part of it (unique across nodes) */
+        int at = e->cl ? snprintf(c->client, sizeof(c->client), "anon-%s-", e->cfg->cluster.node_id)
+                       : snprintf(c->client, sizeof(c->client), "anon-");
         for (size_t i = 0; i < sizeof(rnd); i++)
-            snprintf(c->client + 5 + 2 * i, 3, "%02x", rnd[i]);
+            snprintf(c->client + at + 2 * i, 3, "%02x", rnd[i]);
         c->clientlen = strlen(c->client);
     }
     c->client[c->clientlen] = '\0';
@@ -788,6 +917,18 @@ static struct mx_room *create_room(mx_engine *e, struct mx_conn *c, const struct
         return NULL;
     }
     r->last_active_ms = now_ms();
+    if (e->cl) {
+        /* created in Redis first: the replies wait behind the create's gate */
+        struct mx_gate *g = mx_cnode_created(e->cl, r);
+        if (!g) {
+            mx_map_del(e->rooms, r->id, r->idlen);
+            mx_room_free(r);
+            reply_error(e, c, q->has_id, q->id, MX_ENOMEM, NULL);
+            return NULL;
+        }
+        mx_gate_unref(e->gate);
+        e->gate = g;
+    }
     e->unflushed = 1;
     int rc = e->st->room_created(e->st->ctx, r);
     if (rc)
@@ -1067,6 +1208,8 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         int rc = e->st->action(e->st->ctx, r, &sa);
         if (rc)
             storage_broken(e, "action", r, rc);
+        if (e->cl) /* out of memory fails the slot: answered unavailable */
+            mx_cnode_decided(e->cl, r, c, q, &o);
         reply_ack(e, c, q, r, o.seq, o.prev, o.checksum, 0, o.effects);
         fan_out(e, c, r, &o);
         free(o.entry_text);
@@ -1082,6 +1225,8 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
             int rc = e->st->reject(e->st->ctx, r, c->client, c->clientlen, rec);
             if (rc)
                 storage_broken(e, "reject", r, rc);
+            if (e->cl)
+                mx_cnode_decided(e->cl, r, c, q, &o);
         }
         reply_reject(e, c, q, r, o.code, o.message, o.seq, o.checksum, 0);
         break;
@@ -1453,12 +1598,50 @@ void mx_engine_refuse(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     reply_error(e, c, has_id, id, err, message);
 }
 
+/* Cluster mode without a usable Redis (or a request handled again only to
+ * be refused): an action gets `reject unavailable` (n not used up) when
+ * its room is in memory, anything else an error `unavailable`. */
+static void cluster_unavailable(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
+{
+    struct mx_room *r = mx_map_get(e->rooms, q->room, q->roomlen);
+    const char *why = "the cluster's Redis is not reachable or the outcome of the call is unknown; "
+                      "resend (a resend of the same n is answered exactly once)";
+    if (q->type == MX_REQ_ACTION && r) {
+        e->stats.actions_unavailable++;
+        size_t before = e->nout;
+        reply_reject(e, c, q, r, MX_EUNAVAILABLE, why, r->seq, r->checksum, 0);
+        mark_free(e, before);
+        return;
+    }
+    if (q->type == MX_REQ_ACTION)
+        e->stats.actions_unavailable++;
+    reply_error(e, c, q->has_id, q->id, MX_EUNAVAILABLE, why);
+}
+
+static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len);
+
 void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
 {
     if (c->closed)
         return; /* closing: what a refused client still sends is not served */
     e->stats.messages_in++;
     e->cur_t_us = mx_now_us();
+    handle(e, c, msg, len);
+}
+
+void mx_engine_handle_again(mx_engine *e, struct mx_conn *c, const char *msg, size_t len,
+                            uint64_t t_us, int unavailable)
+{
+    if (c->closed)
+        return;
+    e->cur_t_us = t_us;
+    e->unavailable = unavailable;
+    handle(e, c, msg, len);
+    e->unavailable = 0;
+}
+
+static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
+{
     {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -1539,6 +1722,21 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
             goto done;
         }
     }
+    if (e->cl && q.room) {
+        /* cluster mode: the room must be ready (cluster_node.h) */
+        struct mx_gate *g = NULL;
+        enum mx_cnode_verdict v =
+            e->unavailable ? MX_CNODE_DOWN : mx_cnode_gate(e->cl, c, &q, msg, len, e->cur_t_us, &g);
+        if (v == MX_CNODE_QUEUED)
+            goto done;
+        if (v == MX_CNODE_DOWN) {
+            e->cur = &q;
+            cluster_unavailable(e, c, &q);
+            e->cur = NULL;
+            goto done;
+        }
+        e->gate = g;
+    }
     e->cur = &q;
     switch (q.type) {
     case MX_REQ_HELLO: do_hello(e, c, &q); break;
@@ -1553,5 +1751,7 @@ void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t l
     }
     e->cur = NULL;
 done:
+    mx_gate_unref(e->gate);
+    e->gate = NULL;
     json_decref(j);
 }

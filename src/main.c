@@ -25,9 +25,11 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <libwebsockets.h>
 #include <sodium.h>
 
 #include "movexd/admin.h"
+#include "movexd/cluster_node.h"
 #include "movexd/config.h"
 #include "movexd/engine.h"
 #include "movexd/jwt.h"
@@ -397,16 +399,15 @@ int main(int argc, char **argv)
     if (test_only) {
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
         if (cfg.cluster.enabled)
-            printf("movexd: cluster mode: node %s, %s; note: this build cannot serve in cluster "
-                   "mode yet (docs/CLUSTER.md)\n",
-                   cfg.cluster.node_id, cfg.cluster.nsentinels ? "via Sentinel" : "one Redis");
+            printf("movexd: cluster mode: node %s, %s\n", cfg.cluster.node_id,
+                   cfg.cluster.nsentinels ? "via Sentinel" : "one Redis");
         sodium_memzero(&keys, sizeof(keys));
         mx_config_free(&cfg);
         return 0;
     }
-    if (cfg.cluster.enabled) {
-        /* refuse rather than silently run single-node: nodes that each kept
-         * their own order of a room would fork it (docs/CLUSTER.md) */
+    if (cfg.cluster.enabled && cfg.cluster.nsentinels) {
+        /* Sentinel discovery is not built yet (docs/CLUSTER.md): refuse
+         * rather than guess a primary */
         char where[1100];
         int line = mx_config_key_line(conf_path, "cluster");
         if (line > 0)
@@ -414,9 +415,8 @@ int main(int argc, char **argv)
         else
             where[0] = '\0';
         fprintf(stderr,
-                "movexd: %scluster mode is not available in this build yet: the conf and its "
-                "checks are, the Redis commit path is not (docs/CLUSTER.md). Remove the "
-                "'cluster' block to run single-node.\n",
+                "movexd: %scluster mode with `sentinels` is not available in this build yet; "
+                "use `redis ADDR:PORT` (docs/CLUSTER.md).\n",
                 where);
         sodium_memzero(&keys, sizeof(keys));
         mx_config_free(&cfg);
@@ -467,7 +467,10 @@ int main(int argc, char **argv)
 
     const struct mx_storage *st = NULL;
     mx_map *rooms = NULL;
-    if (mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof(err))) {
+    if (cfg.cluster.enabled) {
+        /* cluster mode: Redis holds every room's log; no WAL (docs/CLUSTER.md) */
+        st = mx_storage_mem();
+    } else if (mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof(err))) {
         mx_err("event=start_failed reason=\"recovery failed\" error=\"%s\"", err);
         mx_config_free(&cfg);
         return 2;
@@ -501,6 +504,18 @@ int main(int argc, char **argv)
         return 2;
     }
     server.on_reload = reload;
+    struct mx_cnode *cnode = NULL;
+    if (cfg.cluster.enabled) {
+        cnode = mx_cnode_new(&cfg, engine, server.ctx, lws_get_vhost_by_name(server.ctx, "default"));
+        if (!cnode) {
+            mx_err("event=start_failed reason=\"out of memory\"");
+            mx_server_destroy(&server);
+            return 2;
+        }
+        mx_engine_set_cluster(engine, cnode);
+        mx_info("event=cluster node=%s redis=%s:%d", cfg.cluster.node_id, cfg.cluster.redis.host,
+                cfg.cluster.redis.port);
+    }
     if (mx_admin_load_token(&server, &cfg, err, sizeof(err))) {
         mx_err("event=start_failed reason=\"%s\"", err);
         mx_server_destroy(&server);
@@ -518,6 +533,10 @@ int main(int argc, char **argv)
          * and snapshots make the next start quick */
         mx_server_shutdown(&server, 5000);
         mx_engine_close(engine);
+    }
+    if (cnode) {
+        mx_engine_set_cluster(engine, NULL);
+        mx_cnode_free(cnode);
     }
     mx_server_destroy(&server);
     if (rc != 0)

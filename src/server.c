@@ -38,6 +38,7 @@
 #include "movexd/map.h"
 #include "movexd/metrics.h"
 #include "movexd/notify.h"
+#include "movexd/redis_adapter.h"
 #include "movexd/session.h"
 #include "movexd/version.h"
 #include "movexd/wsmask.h"
@@ -215,6 +216,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 static struct lws_protocols protocols[] = {
     {.name = "movex.v1", .callback = callback, .per_session_data_size = sizeof(struct pss),
      .tx_packet_size = MX_SESSION_SEND_BUDGET},
+    {0}, /* cluster mode's Redis links (mx_redis_protocol), set in mx_server_start_on */
     {0},
 };
 
@@ -369,6 +371,7 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
                       : (long)rl.rlim_cur;
     s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
+    protocols[1] = mx_redis_protocol; /* Redis sockets are adopted under it (cluster mode) */
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     /* with sockets from systemd, lws binds nothing: they are added below */

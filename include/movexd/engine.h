@@ -153,6 +153,23 @@ int mx_engine_room_json(mx_engine *e, const char *room, size_t roomlen, mx_buf *
 /* Admin API: JSON {"rooms":[{"room","seq","subscribers"}...],"on_disk":N}. */
 void mx_engine_rooms_json(mx_engine *e, mx_buf *out);
 
+/* ---- cluster mode (cluster_node.h): what the node calls ---- */
+struct mx_cnode;
+/* Cluster mode on: requests naming a room pass mx_cnode_gate first, the
+ * outbox releases entries by their gates, storage is only memory. */
+void mx_engine_set_cluster(mx_engine *e, struct mx_cnode *n);
+/* Handle a message the node queued (t_us: when it arrived); unavailable=1
+ * answers it `unavailable` without handling it. */
+void mx_engine_handle_again(mx_engine *e, struct mx_conn *c, const char *msg, size_t len,
+                            uint64_t t_us, int unavailable);
+/* A room loaded from Redis joins the rooms in memory: 0, or -1 (OOM). */
+int mx_engine_adopt_room(mx_engine *e, struct mx_room *r);
+/* Drop a room from memory; its subscribers are unsubscribed, and told
+ * (error no_such_room) when tell is 1. */
+void mx_engine_forget_room(mx_engine *e, struct mx_room *r, int tell);
+/* An entry applied from Redis goes to the room's local subscribers. */
+void mx_engine_fwd(mx_engine *e, struct mx_room *r, const uint8_t *prev, const char *entry, size_t len);
+
 /* Look a room up in memory (tests, admin). */
 struct mx_room *mx_engine_room(mx_engine *e, const char *id, size_t len);
 /* The same, loading it from storage when needed; NULL with *err set. */

@@ -53,6 +53,11 @@ const sha1 = (s) => createHash('sha1').update(s).digest('hex');
 test('create makes seq 0 once; a second create answers the existing head', async () => {
   const rm = await created('S0');
   assert.deepEqual(await r.ok('FCALL', 'movexd_create', 1, rm.head, 'OTHER'), ['exists', '0', '0', 'S0', '']);
+  // the initial state is kept verbatim (nodes that load the room start from it); "{}" when not given
+  assert.equal(await r.ok('HGET', rm.head, 'init'), '{}');
+  const withInit = room();
+  await r.ok('FCALL', 'movexd_create', 1, withInit.head, 'S9', '{"a":[1,2.5e300]}');
+  assert.equal(await r.ok('HGET', withInit.head, 'init'), '{"a":[1,2.5e300]}');
   const none = room();
   const e = await append(none, [0, 0, 'S0'], [act('c1', 1, 'a', 'S1', '[]')]);
   assert.ok(e instanceof Error && /no_room/.test(e.message), String(e));
@@ -175,5 +180,5 @@ test('bad arguments are refused before any write', async () => {
   const e = await r.cmd('FCALL', 'movexd_append', 4, ...rm.keys, rm.ch, 1024, 0, 0, 'S0', 1, 2, ...good);
   assert.ok(e instanceof Error && /bad arguments/.test(e.message));
   assert.equal(await r.ok('XLEN', rm.log), 0);
-  assert.deepEqual(await r.ok('HGETALL', rm.head), ['seq', '0', 'sub', '0', 'sum', 'S0', 'hash', '']);
+  assert.deepEqual(await r.ok('HGETALL', rm.head), ['seq', '0', 'sub', '0', 'sum', 'S0', 'hash', '', 'init', '{}']);
 });

@@ -1,0 +1,124 @@
+/* cluster_room.h - what src/cluster_commit.c (the gate, per-room batches,
+ * FCALLs) and src/cluster_replica.c (loading rooms from Redis, applying
+ * entries, catch-up) share. Private to those two files; the engine sees
+ * only cluster_node.h.
+ *
+ * Threading rule: Redis callbacks that carry a reply run inside
+ * lws_service (never inside mx_engine_handle); a command that fails at
+ * once runs its callback synchronously, possibly inside the engine. So a
+ * callback only changes this module's state, opens or fails gates and
+ * sends commands; handling queued messages again (the engine) happens in
+ * cn_drain, from mx_cnode_flush, for the rooms on the due list. Only
+ * callbacks with a real reply (never synchronous) may push fwds.
+ */
+#ifndef MOVEXD_CLUSTER_ROOM_H
+#define MOVEXD_CLUSTER_ROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/cluster.h"
+#include "movexd/cluster_node.h"
+#include "movexd/map.h"
+
+struct mx_redis;
+
+/* A message waiting for its room, or the message of a slot. */
+struct cn_msg {
+    struct mx_conn *conn; /* NULL once its connection closed */
+    char *msg;
+    size_t len;
+    uint64_t t_us;
+    int type;             /* enum mx_req_type */
+    unsigned retries;     /* times decided again after `moved` */
+    int unavailable;      /* handle again only to answer `unavailable` */
+};
+
+/* One action of a batch. kind 0: decided without a record (duplicate,
+ * too_old, refused): not sent, but its replies rest on the batch's
+ * speculative state, so it shares the fate of the slots before it. */
+struct cn_slot {
+    struct cn_msg m;
+    struct mx_gate *gate;
+    char kind;            /* 0, 'a' applied, 'r' recorded reject */
+    char *client;
+    uint64_t n, base, seq;
+    uint64_t deps[16];
+    size_t ndeps;
+    int strict;
+    char what[MX_CLUSTER_SUM_MAX + 1]; /* 'a': checksum after (hex); 'r': reject code */
+    char *body;           /* 'a': the log entry text */
+    size_t body_len;
+};
+
+enum cn_busy { CN_IDLE = 0, CN_LOADING, CN_CATCHUP, CN_CREATING, CN_APPENDING };
+
+struct cn_room {
+    struct mx_cnode *node;
+    char *id;
+    size_t idlen;
+    char *channel;
+    int known;       /* the engine's room is a replica of Redis's: head is valid */
+    int absent;      /* the last load found no such room (the queue is handled once so) */
+    enum cn_busy busy;
+    int subscribed;
+    int recheck;     /* catch up at the next tick (a message may have been missed) */
+    int due;         /* on the node's due list */
+    int drop_room;   /* drain: forget the engine's room (a lost create, a room gone) */
+    int drop_tell;
+    struct mx_cluster_head head; /* confirmed */
+    uint64_t fwd_seq;            /* local subscribers have had fwds up to here */
+    uint64_t seen_seq, seen_sub; /* highest ID published while busy */
+    char *init;                  /* loading: the room's initial state (JSON) */
+    struct cn_msg *q;
+    size_t nq, capq;
+    struct cn_slot *forming, *inflight;
+    size_t nforming, capforming, ninflight;
+    int create_due;              /* a create to send at the next flush */
+    struct mx_gate *create_gate;
+    struct cn_msg create_msg;
+};
+
+struct mx_cnode {
+    const struct mx_config *cfg;
+    mx_engine *e;
+    struct lws_context *ctx;
+    struct mx_redis *cmd, *sub;
+    int lib_ok;                /* the function library is loaded on the current link */
+    mx_map *rooms;             /* room id -> struct cn_room */
+    struct cn_room **duel;     /* rooms to drain at the next flush */
+    size_t ndue, capdue;
+    struct cn_room **dirty;    /* rooms with a forming batch or a create to send */
+    size_t ndirty, capdirty;
+    struct cn_room *pass;      /* the room of the message being handled again */
+    unsigned pass_retries;
+    struct cn_room *cur;       /* the room of the request that passed the gate last */
+    long cur_slot;             /* its slot in cur->forming, -1: none */
+    const char *cur_msg;
+    size_t cur_len;
+    struct mx_conn *cur_conn;
+    uint64_t cur_t_us;
+    int cur_type;
+    size_t live_msgs;          /* queued messages + slots + creates (conn_closed scans only then) */
+    int closing;
+    struct mx_cnode_stats st;
+};
+
+/* cluster_commit.c */
+void cn_due(struct mx_cnode *n, struct cn_room *cr);
+int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *m);
+void cn_fail_queue(struct cn_room *cr);
+
+/* cluster_replica.c */
+/* Load (or reload) the room from Redis: busy = CN_LOADING until done. */
+void cn_replica_load(struct mx_cnode *n, struct cn_room *cr);
+/* Fetch and apply what follows the confirmed head: busy = CN_CATCHUP. */
+void cn_replica_catch_up(struct mx_cnode *n, struct cn_room *cr);
+/* A message on a room's channel. */
+void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, const char *msg,
+                        size_t mlen);
+/* After a call of the room finished: catch up when something newer was
+ * published meanwhile. */
+void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr);
+
+#endif

@@ -1,0 +1,786 @@
+/* cluster_commit.c - cluster mode's commit path (issue #14, docs/CLUSTER.md,
+ * the flow in include/movexd/cluster_node.h): the node's two Redis links,
+ * the gate in front of every request naming a room, each room's queue and
+ * batches, FCALL movexd_append / movexd_create and what their answers do
+ * to the gates.
+ *
+ * Invariants, per room:
+ * - at most one call of the room in flight (busy != CN_IDLE); while busy,
+ *   or while anything of the room is queued, new requests of the room are
+ *   queued, so the room's requests are handled in arrival order;
+ * - the forming batch holds the actions decided in this loop turn on the
+ *   confirmed head; a request that depends on the room's state (get,
+ *   subscribe, sync, unsubscribe) is never handled on top of it: it waits
+ *   for the batch's answer, so no reply ever shows unconfirmed state;
+ * - every reply to an action of a batch is held behind its slot's gate
+ *   until Redis answered: an ack leaves only once Redis has the entry;
+ * - slots pass in order up to the first one Redis did not confirm; that one
+ *   and the later ones fail, and their messages are handled again first, on
+ *   the room reloaded from Redis;
+ * - the engine is called (handling messages again, forgetting a room) only
+ *   from cn_drain, at mx_cnode_flush: callbacks may run inside the engine
+ *   (a command that fails at once), see cluster_room.h.
+ */
+#include "movexd/cluster_node.h"
+#include "movexd/alloc.h"
+#include "movexd/cluster_room.h"
+#include "movexd/digest.h"
+#include "movexd/engine.h"
+#include "movexd/err.h"
+#include "movexd/log.h"
+#include "movexd/metrics.h"
+#include "movexd/proto.h"
+#include "movexd/redis_adapter.h"
+#include "movexd/room.h"
+
+#include <hiredis/hiredis.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- gates ---- */
+
+static struct mx_gate *gate_new(void)
+{
+    struct mx_gate *g = mx_calloc(1, sizeof *g);
+    if (g)
+        g->refs = 1;
+    return g;
+}
+
+struct mx_gate *mx_gate_ref(struct mx_gate *g)
+{
+    g->refs++;
+    return g;
+}
+
+void mx_gate_unref(struct mx_gate *g)
+{
+    if (g && --g->refs == 0)
+        free(g);
+}
+
+/* ---- rooms, queues, slots ---- */
+
+static struct cn_room *room_get(struct mx_cnode *n, const char *id, size_t len, int make)
+{
+    struct cn_room *cr = mx_map_get(n->rooms, id, len);
+    if (cr || !make)
+        return cr;
+    cr = mx_calloc(1, sizeof *cr);
+    const char *p = n->cfg->cluster.key_prefix;
+    size_t chlen = strlen(p) + len + 6;
+    if (cr) {
+        cr->id = mx_malloc(len + 1);
+        cr->channel = mx_malloc(chlen);
+    }
+    if (!cr || !cr->id || !cr->channel || mx_map_put(n->rooms, id, len, cr)) {
+        if (cr) {
+            free(cr->id);
+            free(cr->channel);
+        }
+        free(cr);
+        return NULL;
+    }
+    cr->node = n;
+    memcpy(cr->id, id, len);
+    cr->id[len] = '\0';
+    cr->idlen = len;
+    snprintf(cr->channel, chlen, "%s{%s}:ch", p, cr->id);
+    return cr;
+}
+
+static void msg_free(struct mx_cnode *n, struct cn_msg *m)
+{
+    if (m->msg)
+        n->live_msgs--;
+    free(m->msg);
+    m->msg = NULL;
+}
+
+/* A copy of msg (counted in live_msgs). 0 or -1 (OOM). */
+static int msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, const char *msg,
+                    size_t len, uint64_t t_us, int type)
+{
+    memset(m, 0, sizeof *m);
+    m->msg = mx_malloc(len + 1);
+    if (!m->msg)
+        return -1;
+    memcpy(m->msg, msg, len);
+    m->msg[len] = '\0';
+    m->len = len;
+    m->conn = c;
+    m->t_us = t_us;
+    m->type = type;
+    n->live_msgs++;
+    return 0;
+}
+
+static int queue_grow(struct cn_room *cr)
+{
+    if (cr->nq < cr->capq)
+        return 0;
+    size_t ncap = cr->capq ? cr->capq * 2 : 8;
+    struct cn_msg *q = mx_realloc(cr->q, ncap * sizeof *q);
+    if (!q)
+        return -1;
+    cr->q = q;
+    cr->capq = ncap;
+    return 0;
+}
+
+/* Put m (taken over) first in the queue: a failed slot goes before what
+ * arrived after it. */
+int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *m)
+{
+    (void)n;
+    if (queue_grow(cr))
+        return -1;
+    memmove(cr->q + 1, cr->q, cr->nq * sizeof *cr->q);
+    cr->q[0] = *m;
+    cr->nq++;
+    return 0;
+}
+
+/* Every queued message is answered `unavailable` when drained. */
+void cn_fail_queue(struct cn_room *cr)
+{
+    for (size_t i = 0; i < cr->nq; i++)
+        cr->q[i].unavailable = 1;
+}
+
+void cn_due(struct mx_cnode *n, struct cn_room *cr)
+{
+    if (cr->due)
+        return;
+    if (n->ndue == n->capdue) {
+        size_t ncap = n->capdue ? n->capdue * 2 : 16;
+        struct cn_room **d = mx_realloc(n->duel, ncap * sizeof *d);
+        if (!d) {
+            cn_fail_queue(cr); /* cannot come back to it: nothing may wait forever */
+            return;
+        }
+        n->duel = d;
+        n->capdue = ncap;
+    }
+    cr->due = 1;
+    n->duel[n->ndue++] = cr;
+    if (n->ctx)
+        lws_cancel_service(n->ctx); /* the loop turns and flushes */
+}
+
+static int mark_dirty(struct mx_cnode *n, struct cn_room *cr)
+{
+    for (size_t i = 0; i < n->ndirty; i++)
+        if (n->dirty[i] == cr)
+            return 0;
+    if (n->ndirty == n->capdirty) {
+        size_t ncap = n->capdirty ? n->capdirty * 2 : 16;
+        struct cn_room **d = mx_realloc(n->dirty, ncap * sizeof *d);
+        if (!d)
+            return -1;
+        n->dirty = d;
+        n->capdirty = ncap;
+    }
+    n->dirty[n->ndirty++] = cr;
+    return 0;
+}
+
+static void slot_free(struct mx_cnode *n, struct cn_slot *s)
+{
+    msg_free(n, &s->m);
+    mx_gate_unref(s->gate);
+    free(s->client);
+    free(s->body);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- the gate (cluster_node.h step 1) ---- */
+
+int mx_cnode_ready(const struct mx_cnode *n)
+{
+    return n->cmd && mx_redis_is_up(n->cmd) && n->lib_ok;
+}
+
+enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const struct mx_request *q,
+                                    const char *msg, size_t len, uint64_t t_us,
+                                    struct mx_gate **gate)
+{
+    *gate = NULL;
+    struct cn_room *cr = n->pass;
+    n->pass = NULL;
+    n->cur = NULL;
+    n->cur_slot = -1;
+    if (!cr) {
+        if (!mx_cnode_ready(n))
+            return MX_CNODE_DOWN;
+        cr = room_get(n, q->room, q->roomlen, 1);
+        if (!cr)
+            return MX_CNODE_DOWN;
+        int state_dep = q->type != MX_REQ_ACTION && q->type != MX_REQ_PRESENCE;
+        if (cr->busy || cr->nq || !cr->known || (cr->nforming && state_dep)) {
+            if (queue_grow(cr))
+                return MX_CNODE_DOWN;
+            if (msg_copy(n, &cr->q[cr->nq], c, msg, len, t_us, (int)q->type))
+                return MX_CNODE_DOWN;
+            cr->nq++;
+            if (!cr->known && !cr->busy)
+                cn_replica_load(n, cr);
+            return MX_CNODE_QUEUED;
+        }
+    }
+    n->cur = cr;
+    n->cur_msg = msg;
+    n->cur_len = len;
+    n->cur_conn = c;
+    n->cur_t_us = t_us;
+    n->cur_type = (int)q->type;
+    if (q->type != MX_REQ_ACTION)
+        return MX_CNODE_PASS;
+    if (cr->nforming == cr->capforming) {
+        size_t ncap = cr->capforming ? cr->capforming * 2 : 8;
+        struct cn_slot *f = mx_realloc(cr->forming, ncap * sizeof *f);
+        if (!f)
+            return MX_CNODE_DOWN;
+        cr->forming = f;
+        cr->capforming = ncap;
+    }
+    struct cn_slot *s = &cr->forming[cr->nforming];
+    memset(s, 0, sizeof *s);
+    if (mark_dirty(n, cr) || !(s->gate = gate_new()))
+        return MX_CNODE_DOWN;
+    if (msg_copy(n, &s->m, c, msg, len, t_us, (int)q->type)) {
+        mx_gate_unref(s->gate);
+        return MX_CNODE_DOWN;
+    }
+    s->m.retries = n->pass_retries;
+    n->cur_slot = (long)cr->nforming++;
+    *gate = mx_gate_ref(s->gate);
+    return MX_CNODE_PASS;
+}
+
+/* ---- what the engine decided (step 2) ---- */
+
+int mx_cnode_decided(struct mx_cnode *n, struct mx_room *r, struct mx_conn *c,
+                     const struct mx_request *q, const struct mx_action_out *o)
+{
+    struct cn_room *cr = n->cur;
+    if (!cr || n->cur_slot < 0)
+        return 0;
+    struct cn_slot *s = &cr->forming[n->cur_slot];
+    s->client = mx_strdup(c->client);
+    if (o->decision == MX_DECIDED_APPLIED) {
+        s->body = mx_malloc(o->entry_len + 1);
+        if (s->body) {
+            memcpy(s->body, o->entry_text, o->entry_len);
+            s->body[o->entry_len] = '\0';
+        }
+    }
+    if (!s->client || (o->decision == MX_DECIDED_APPLIED && !s->body) ||
+        q->ndeps > sizeof s->deps / sizeof s->deps[0]) {
+        /* the replica holds a decision Redis will not get: answer
+         * unavailable and reload before the room is used again */
+        s->m.unavailable = 1;
+        s->kind = 0;
+        cr->known = 0;
+        return MX_ENOMEM;
+    }
+    s->n = q->n;
+    s->strict = q->strict;
+    s->base = q->has_base ? q->base : 0;
+    s->ndeps = q->ndeps;
+    memcpy(s->deps, q->deps, q->ndeps * sizeof q->deps[0]);
+    s->seq = o->seq;
+    if (o->decision == MX_DECIDED_APPLIED) {
+        s->kind = 'a';
+        s->body_len = o->entry_len;
+        mx_digest_hex(o->checksum, s->what);
+    } else {
+        s->kind = 'r';
+        snprintf(s->what, sizeof s->what, "%s", mx_err_code(o->code));
+    }
+    (void)r;
+    return 0;
+}
+
+struct mx_gate *mx_cnode_created(struct mx_cnode *n, struct mx_room *r)
+{
+    struct cn_room *cr = n->cur;
+    if (!cr || cr->busy || cr->create_gate)
+        return NULL;
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    if (mx_json_dump(r->state, &b) || b.oom || mark_dirty(n, cr) || !(cr->create_gate = gate_new()) ||
+        msg_copy(n, &cr->create_msg, n->cur_conn, n->cur_msg, n->cur_len, n->cur_t_us, n->cur_type)) {
+        mx_buf_free(&b);
+        mx_gate_unref(cr->create_gate);
+        cr->create_gate = NULL;
+        return NULL;
+    }
+    free(cr->init);
+    cr->init = mx_buf_steal(&b);
+    mx_digest_hex(r->checksum, cr->head.sum);
+    cr->head.seq = cr->head.sub = 0;
+    cr->head.hash[0] = '\0';
+    cr->busy = CN_CREATING;
+    cr->create_due = 1;
+    n->st.creates++;
+    return mx_gate_ref(cr->create_gate);
+}
+
+/* ---- answers ---- */
+
+static void on_created(struct mx_redis *rd, redisReply *rep, void *priv)
+{
+    struct cn_room *cr = priv;
+    struct mx_cnode *n = cr->node;
+    (void)rd;
+    int created = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5 &&
+                  rep->element[0]->type == REDIS_REPLY_STRING && !strcmp(rep->element[0]->str, "created");
+    int exists = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+                 rep->element[0]->type == REDIS_REPLY_STRING && !strcmp(rep->element[0]->str, "exists");
+    free(cr->init);
+    cr->init = NULL;
+    cr->busy = CN_IDLE;
+    if (created) {
+        cr->known = 1;
+        cr->fwd_seq = 0;
+        cr->create_gate->state = MX_GATE_PASSED;
+        msg_free(n, &cr->create_msg);
+        if (!cr->subscribed && !mx_redis_subscribe(n->sub, cr->channel))
+            cr->subscribed = 1;
+        cr->recheck = 1;
+    } else {
+        /* another node created it first (exists), or the outcome is
+         * unknown: the local room goes, the request is handled again on
+         * the room loaded from Redis, or answered unavailable */
+        cr->create_gate->state = MX_GATE_FAILED;
+        cr->known = 0;
+        cr->drop_room = 1;
+        cr->drop_tell = 0;
+        if (exists) {
+            n->st.create_lost++;
+        } else {
+            cr->create_msg.unavailable = 1;
+            mx_warn("event=cluster_create_failed room=%s error=\"%s\"", cr->id,
+                    !rep ? "link down" : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        }
+        if (cn_queue_front(n, cr, &cr->create_msg))
+            msg_free(n, &cr->create_msg);
+        memset(&cr->create_msg, 0, sizeof cr->create_msg);
+    }
+    mx_gate_unref(cr->create_gate);
+    cr->create_gate = NULL;
+    cn_due(n, cr);
+}
+
+/* Slots from `from` on failed: their replies are dropped, their messages
+ * handled again first (after `moved`, up to append_retries times). */
+static void fail_slots(struct mx_cnode *n, struct cn_room *cr, size_t from, int unavailable)
+{
+    for (size_t i = cr->ninflight; i > from; i--) {
+        struct cn_slot *s = &cr->inflight[i - 1];
+        s->gate->state = MX_GATE_FAILED;
+        if (s->m.conn) {
+            s->m.retries++;
+            s->m.unavailable |= unavailable || s->m.retries > n->cfg->cluster.append_retries;
+            if (!cn_queue_front(n, cr, &s->m))
+                s->m.msg = NULL; /* taken over by the queue */
+        }
+    }
+}
+
+static void free_inflight(struct mx_cnode *n, struct cn_room *cr)
+{
+    for (size_t i = 0; i < cr->ninflight; i++)
+        slot_free(n, &cr->inflight[i]);
+    free(cr->inflight);
+    cr->inflight = NULL;
+    cr->ninflight = 0;
+}
+
+static void on_appended(int ok, const char *err, const struct mx_cluster_head *head,
+                        const struct mx_cluster_outcome *out, size_t nout, void *priv)
+{
+    struct cn_room *cr = priv;
+    struct mx_cnode *n = cr->node;
+    cr->busy = CN_IDLE;
+    if (!ok) {
+        /* the outcome is unknown (the call may have been applied): every
+         * action is answered unavailable; a resend of the same (client, n)
+         * is answered from Redis's exactly-once memory */
+        n->st.call_failures++;
+        mx_warn("event=cluster_append_failed room=%s actions=%zu error=\"%s\"", cr->id, cr->ninflight, err);
+        fail_slots(n, cr, 0, 1);
+        free_inflight(n, cr);
+        cr->known = 0;
+        cn_due(n, cr);
+        return;
+    }
+    size_t j = 0, bad = cr->ninflight;
+    for (size_t i = 0; i < cr->ninflight && bad == cr->ninflight; i++) {
+        struct cn_slot *s = &cr->inflight[i];
+        if (!s->kind)
+            continue;
+        const struct mx_cluster_outcome *o = j < nout ? &out[j++] : NULL;
+        int same = o && ((s->kind == 'a' && o->verdict == MX_CLUSTER_ACK && o->seq == s->seq) ||
+                         (s->kind == 'r' && o->verdict == MX_CLUSTER_REJECT && !strcmp(o->code, s->what)));
+        if (!same)
+            bad = i;
+    }
+    for (size_t i = 0; i < bad; i++) {
+        struct cn_slot *s = &cr->inflight[i];
+        s->gate->state = MX_GATE_PASSED;
+        if (s->kind == 'a' && s->seq > cr->fwd_seq)
+            cr->fwd_seq = s->seq;
+    }
+    if (bad == cr->ninflight) {
+        cr->head = *head;
+        free_inflight(n, cr);
+        cn_replica_settled(n, cr);
+        cn_due(n, cr);
+        return;
+    }
+    /* the head moved (or Redis's memory knew better): back to the
+     * confirmed head the simplest way - reload the room - and decide the
+     * rest again */
+    n->st.moved++;
+    fail_slots(n, cr, bad, 0);
+    free_inflight(n, cr);
+    cr->known = 0;
+    cn_replica_load(n, cr);
+    cn_due(n, cr);
+}
+
+/* ---- flush (step 3) ---- */
+
+static void send_create(struct mx_cnode *n, struct cn_room *cr)
+{
+    cr->create_due = 0;
+    char key[300];
+    snprintf(key, sizeof key, "%s{%s}:head", n->cfg->cluster.key_prefix, cr->id);
+    const char *argv[] = {"FCALL", "movexd_create", "1", key, cr->head.sum, cr->init};
+    size_t lens[] = {5, 13, 1, strlen(key), strlen(cr->head.sum), strlen(cr->init)};
+    mx_redis_command(n->cmd, 6, argv, lens, on_created, cr);
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void send_batch(struct mx_cnode *n, struct cn_room *cr)
+{
+    struct mx_cluster_action *a = mx_calloc(cr->nforming, sizeof *a);
+    size_t k = 0;
+    for (size_t i = 0; a && i < cr->nforming; i++) {
+        struct cn_slot *s = &cr->forming[i];
+        if (!s->kind)
+            continue;
+        a[k++] = (struct mx_cluster_action){
+            .client = s->client, .n = s->n, .deps = s->deps, .ndeps = s->ndeps, .strict = s->strict,
+            .base = s->base, .applied = s->kind == 'a', .what = s->what, .body = s->body,
+            .body_len = s->body_len};
+    }
+    cr->inflight = cr->forming;
+    cr->ninflight = cr->nforming;
+    cr->forming = NULL;
+    cr->nforming = cr->capforming = 0;
+    cr->busy = CN_APPENDING;
+    if (!a) {
+        on_appended(0, "out of memory", NULL, NULL, 0, cr);
+        return;
+    }
+    if (k == 0) {
+        /* nothing to record (duplicates, refusals): decided on the
+         * confirmed head, nothing to wait for */
+        struct mx_cluster_head h = cr->head;
+        free(a);
+        on_appended(1, NULL, &h, NULL, 0, cr);
+        return;
+    }
+    n->st.calls++;
+    n->st.batched_actions += k;
+    mx_cluster_append(n->cmd, n->cfg->cluster.key_prefix, cr->id, &cr->head, n->cfg->dedup_window,
+                      wall_ms(), a, k, on_appended, cr);
+    free(a);
+}
+
+static void drain(struct mx_cnode *n, struct cn_room *cr);
+
+void mx_cnode_flush(struct mx_cnode *n)
+{
+    for (int round = 0; round < 8; round++) {
+        while (n->ndue) {
+            struct cn_room *cr = n->duel[--n->ndue];
+            cr->due = 0;
+            drain(n, cr);
+        }
+        if (!n->ndirty)
+            break;
+        /* drains above may have formed batches; send them (a call that
+         * fails at once puts its room back on the due list) */
+        size_t nd = n->ndirty;
+        struct cn_room **d = n->dirty;
+        n->dirty = NULL;
+        n->ndirty = n->capdirty = 0;
+        for (size_t i = 0; i < nd; i++) {
+            struct cn_room *cr = d[i];
+            if (cr->create_due)
+                send_create(n, cr);
+            else if (cr->nforming && !cr->busy)
+                send_batch(n, cr);
+            else if (cr->nforming)
+                mark_dirty(n, cr); /* cannot happen: the gate queues while busy */
+        }
+        free(d);
+        if (!n->ndue)
+            break;
+    }
+}
+
+/* Hand the room's queue back to the engine while the room is ready. */
+static void drain(struct mx_cnode *n, struct cn_room *cr)
+{
+    if (cr->drop_room) {
+        cr->drop_room = 0;
+        struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
+        if (r)
+            mx_engine_forget_room(n->e, r, cr->drop_tell);
+    }
+    while (cr->nq && !cr->busy && !n->closing) {
+        struct cn_msg *m = &cr->q[0];
+        if (m->conn && !m->unavailable) {
+            if (!mx_cnode_ready(n)) {
+                m->unavailable = 1;
+            } else if (!cr->known && !cr->absent) {
+                cn_replica_load(n, cr);
+                if (cr->busy)
+                    break;
+                continue; /* failed at once: the queue is now unavailable */
+            } else if (cr->nforming && m->type != MX_REQ_ACTION && m->type != MX_REQ_PRESENCE) {
+                break; /* waits for the batch's answer */
+            }
+        }
+        struct cn_msg t = *m;
+        memmove(cr->q, cr->q + 1, (cr->nq - 1) * sizeof *cr->q);
+        cr->nq--;
+        if (t.conn) {
+            n->pass = cr;
+            n->pass_retries = t.retries;
+            mx_engine_handle_again(n->e, t.conn, t.msg, t.len, t.t_us, t.unavailable);
+            n->pass = NULL;
+            n->pass_retries = 0;
+        }
+        msg_free(n, &t);
+    }
+    cr->absent = 0;
+    if (!cr->known && !cr->busy && !cr->nq && !cr->nforming && !cr->subscribed && !cr->due &&
+        !mx_engine_room(n->e, cr->id, cr->idlen)) {
+        for (size_t i = 0; i < n->ndirty; i++)
+            if (n->dirty[i] == cr)
+                return;
+        mx_map_del(n->rooms, cr->id, cr->idlen);
+        free(cr->q);
+        free(cr->forming);
+        free(cr->id);
+        free(cr->channel);
+        free(cr->init);
+        free(cr);
+    }
+}
+
+/* ---- connections, links, node ---- */
+
+void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c)
+{
+    if (!n->live_msgs)
+        return;
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
+        struct cn_room *cr = val;
+        for (size_t i = 0; i < cr->nq; i++)
+            if (cr->q[i].conn == c)
+                cr->q[i].conn = NULL;
+        for (size_t i = 0; i < cr->nforming; i++)
+            if (cr->forming[i].m.conn == c)
+                cr->forming[i].m.conn = NULL;
+        for (size_t i = 0; i < cr->ninflight; i++)
+            if (cr->inflight[i].m.conn == c)
+                cr->inflight[i].m.conn = NULL;
+        if (cr->create_msg.conn == c)
+            cr->create_msg.conn = NULL;
+    }
+}
+
+static void on_library(int ok, const char *err, void *priv)
+{
+    struct mx_cnode *n = priv;
+    n->lib_ok = ok;
+    if (ok)
+        mx_info("event=cluster_ready node=%s", n->cfg->cluster.node_id);
+    else
+        mx_warn("event=cluster_library_failed error=\"%s\"", err);
+}
+
+static void on_cmd_state(struct mx_redis *r, int up, void *priv)
+{
+    struct mx_cnode *n = priv;
+    n->lib_ok = 0;
+    if (up) {
+        mx_cluster_load_library(r, on_library, n);
+    } else {
+        mx_warn("event=cluster_redis_down link=command");
+        /* every room's replica may now miss entries: check at the next
+         * chance (calls in flight fail on their own) */
+        size_t it = 0, len;
+        const char *key;
+        void *val;
+        while (mx_map_next(n->rooms, &it, &key, &len, &val))
+            ((struct cn_room *)val)->recheck = 1;
+    }
+}
+
+static void on_sub_state(struct mx_redis *r, int up, void *priv)
+{
+    struct mx_cnode *n = priv;
+    (void)r;
+    if (!up)
+        return;
+    /* messages published while the link was down are lost: catch up */
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
+        struct cn_room *cr = val;
+        cr->recheck = 1;
+    }
+    mx_cnode_tick(n);
+}
+
+static void on_sub_message(struct mx_redis *r, const char *channel, size_t clen, const char *msg,
+                           size_t mlen, void *priv)
+{
+    (void)r;
+    cn_replica_message(priv, channel, clen, msg, mlen);
+}
+
+struct mx_cnode *mx_cnode_new(const struct mx_config *cfg, mx_engine *e, struct lws_context *ctx,
+                              struct lws_vhost *vh)
+{
+    struct mx_cnode *n = mx_calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->cfg = cfg;
+    n->e = e;
+    n->ctx = ctx;
+    n->cur_slot = -1;
+    n->rooms = mx_map_new();
+    const struct mx_cluster_config *cc = &cfg->cluster;
+    struct mx_redis_opts o = {.host = cc->redis.host, .port = cc->redis.port,
+                              .connect_timeout_ms = cc->connect_timeout_ms,
+                              .command_timeout_ms = cc->command_timeout_ms,
+                              .reconnect_max_ms = cc->reconnect_max_ms, .on_state = on_cmd_state,
+                              .priv = n};
+    if (n->rooms)
+        n->cmd = mx_redis_new(ctx, vh, &o);
+    o.on_state = on_sub_state;
+    o.on_message = on_sub_message;
+    if (n->cmd)
+        n->sub = mx_redis_new(ctx, vh, &o);
+    if (!n->sub) {
+        mx_cnode_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+static void free_room(void *p)
+{
+    struct cn_room *cr = p;
+    free(cr->q);
+    free(cr->forming);
+    free(cr->inflight);
+    free(cr->id);
+    free(cr->channel);
+    free(cr->init);
+    free(cr);
+}
+
+void mx_cnode_free(struct mx_cnode *n)
+{
+    if (!n)
+        return;
+    n->closing = 1;
+    /* pending callbacks run (with no reply) while the rooms still exist */
+    mx_redis_free(n->cmd);
+    mx_redis_free(n->sub);
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (n->rooms && mx_map_next(n->rooms, &it, &key, &len, &val)) {
+        struct cn_room *cr = val;
+        for (size_t i = 0; i < cr->nq; i++)
+            msg_free(n, &cr->q[i]);
+        for (size_t i = 0; i < cr->nforming; i++)
+            slot_free(n, &cr->forming[i]);
+        free_inflight(n, cr);
+        msg_free(n, &cr->create_msg);
+        mx_gate_unref(cr->create_gate);
+    }
+    if (n->rooms)
+        mx_map_free(n->rooms, free_room);
+    free(n->duel);
+    free(n->dirty);
+    free(n);
+}
+
+void mx_cnode_tick(struct mx_cnode *n)
+{
+    if (!mx_cnode_ready(n))
+        return;
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
+        struct cn_room *cr = val;
+        if (cr->busy || cr->nforming)
+            continue;
+        if (cr->known && cr->recheck) {
+            cr->recheck = 0;
+            cn_replica_catch_up(n, cr);
+        } else if (!cr->known && mx_engine_room(n->e, cr->id, cr->idlen)) {
+            cn_replica_load(n, cr); /* a replica left stale by a failed call: readers need it too */
+        }
+    }
+}
+
+void mx_cnode_stats(const struct mx_cnode *n, struct mx_cnode_stats *out) { *out = n->st; }
+
+void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
+{
+    const struct mx_cnode_stats *s = &n->st;
+    mx_metrics_gauge(b, "movexd_cluster_redis_up", "1 while the command link to Redis is up and the library loaded",
+                     mx_cnode_ready(n));
+    mx_metrics_counter(b, "movexd_cluster_calls_total", "FCALL movexd_append calls sent", s->calls);
+    mx_metrics_counter(b, "movexd_cluster_batched_actions_total", "actions sent in those calls",
+                       s->batched_actions);
+    mx_metrics_counter(b, "movexd_cluster_moved_total",
+                       "batches Redis refused in part (the head moved): the room was reloaded and the rest decided again",
+                       s->moved);
+    mx_metrics_counter(b, "movexd_cluster_call_failures_total",
+                       "calls that failed (link down, timeout, error): their actions answered unavailable",
+                       s->call_failures);
+    mx_metrics_counter(b, "movexd_cluster_reloads_total", "rooms (re)loaded from Redis", s->reloads);
+    mx_metrics_counter(b, "movexd_cluster_catchups_total", "XRANGE catch-ups of a room", s->catchups);
+    mx_metrics_counter(b, "movexd_cluster_applied_foreign_total", "entries of other nodes applied",
+                       s->applied_foreign);
+    mx_metrics_counter(b, "movexd_cluster_creates_total", "rooms created in Redis by this node", s->creates);
+    mx_metrics_counter(b, "movexd_cluster_creates_lost_total", "creates another node won", s->create_lost);
+}

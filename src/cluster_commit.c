@@ -683,17 +683,17 @@ struct mx_cnode *mx_cnode_new(const struct mx_config *cfg, mx_engine *e, struct 
     n->cur_slot = -1;
     n->rooms = mx_map_new();
     const struct mx_cluster_config *cc = &cfg->cluster;
-    struct mx_redis_opts o = {.host = cc->redis.host, .port = cc->redis.port,
-                              .connect_timeout_ms = cc->connect_timeout_ms,
+    struct mx_redis_opts o = {.connect_timeout_ms = cc->connect_timeout_ms,
                               .command_timeout_ms = cc->command_timeout_ms,
                               .reconnect_max_ms = cc->reconnect_max_ms, .on_state = on_cmd_state,
                               .priv = n};
+    /* `redis` or `sentinels` (the adapter finds the primary) */
     if (n->rooms)
-        n->cmd = mx_redis_new(ctx, vh, &o);
+        n->cmd = mx_redis_new_cluster(ctx, vh, &o, cc);
     o.on_state = on_sub_state;
     o.on_message = on_sub_message;
     if (n->cmd)
-        n->sub = mx_redis_new(ctx, vh, &o);
+        n->sub = mx_redis_new_cluster(ctx, vh, &o, cc);
     if (!n->sub) {
         mx_cnode_free(n);
         return NULL;

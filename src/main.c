@@ -405,23 +405,6 @@ int main(int argc, char **argv)
         mx_config_free(&cfg);
         return 0;
     }
-    if (cfg.cluster.enabled && cfg.cluster.nsentinels) {
-        /* Sentinel discovery is not built yet (docs/CLUSTER.md): refuse
-         * rather than guess a primary */
-        char where[1100];
-        int line = mx_config_key_line(conf_path, "cluster");
-        if (line > 0)
-            snprintf(where, sizeof(where), "%s:%d: ", conf_path, line);
-        else
-            where[0] = '\0';
-        fprintf(stderr,
-                "movexd: %scluster mode with `sentinels` is not available in this build yet; "
-                "use `redis ADDR:PORT` (docs/CLUSTER.md).\n",
-                where);
-        sodium_memzero(&keys, sizeof(keys));
-        mx_config_free(&cfg);
-        return 1;
-    }
     /* socket activation: listening sockets passed by systemd take the place
      * of `listen`; auth none is refused on any of them that is not
      * loopback, as it is for the configured address */

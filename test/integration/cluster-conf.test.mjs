@@ -1,8 +1,6 @@
 // The `cluster` conf block from the command line (issue #14): `movexd -t`
 // accepts a valid block and says what it found, refuses a bad one with
-// FILE:LINE; starting with `sentinels` is refused (Sentinel discovery is not
-// built yet) instead of guessing a primary. Serving in cluster mode is
-// covered by cluster-core.test.mjs. Without the block nothing changes
+// FILE:LINE. Serving in cluster mode is covered by cluster-core.test.mjs. Without the block nothing changes
 // (every other test covers that).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -60,12 +58,4 @@ test('movexd -t refuses a bad cluster block with FILE:LINE', () => {
       assert.match(r.stderr, want);
       assert.ok(r.stderr.includes(path), r.stderr);
     });
-});
-
-test('starting with a sentinels cluster block is refused, pointing at the block', () => {
-  withConf('# cluster\nlisten 127.0.0.1:0\ncluster {\n node_id n2\n sentinels 127.0.0.1:26379\n master_name m\n}\n', (path, dir) => {
-    const r = run(['-c', path, '--data-dir', join(dir, 'data')]);
-    assert.equal(r.status, 1, r.stderr);
-    assert.ok(r.stderr.includes(`${path}:3: cluster mode with \`sentinels\` is not available in this build yet`), r.stderr);
-  });
 });

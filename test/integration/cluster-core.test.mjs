@@ -8,31 +8,21 @@
 // 503, and everything works again once it is back, without a restart.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedis, freePort } from './redis-lib.mjs';
-import { startDaemon, connectHello, makeConf, patchAction, httpRequest, waitFor, TIMEOUT } from './lib.mjs';
+import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks, redisAt, PREFIX } from './cluster-lib.mjs';
+import { connectHello, patchAction, httpRequest, waitFor } from './lib.mjs';
 
-const stops = [];
-after(async () => { for (const s of stops.reverse()) await s(); });
+after(stopAll);
 
-async function redis(opts = {}) {
-  const port = await freePort();
-  const r = await startRedis({ port, ...opts });
-  stops.push(() => r.stop());
-  return r;
-}
-
-const clusterConf = (port, id, extra = '') => makeConf({
-  extra: `cluster {\n    node_id ${id}\n    redis 127.0.0.1:${port}\n    command_timeout_ms 1000\n` +
-    `    connect_timeout_ms 1000\n    reconnect_max_ms 200\n${extra}}\n`,
-});
+// One redis-server, no replica, no Sentinel (appendonly: an acked entry
+// survives a kill -9 and a restart on the same directory).
+const redis = (appendonly = false) => startRedisGroup({ replicas: 0, sentinels: 0, appendonly });
 
 async function ready(d, want = 200) {
   await waitFor(async () => (await httpRequest(d, { path: '/readyz' })).status === want, `/readyz ${want}`);
 }
 
-async function node(r, id) {
-  const d = await startDaemon({ conf: clusterConf(r.port, id) });
-  stops.push(() => d.stop());
+async function node(g, id) {
+  const d = await startNode(g, id);
   await ready(d);
   return d;
 }
@@ -44,15 +34,12 @@ async function metric(d, name) {
 }
 
 // The room's stream: [{id, seq, sub, e}] with e the parsed entry.
-async function stream(r, room) {
-  const c = await r.connect();
-  try {
-    const x = await c.ok('XRANGE', `movexd:{${room}}:log`, '-', '+');
-    return x.map(([id, f]) => {
-      const [seq, sub] = id.split('-').map(Number);
-      return { id, seq, sub, e: JSON.parse(f[1]) };
-    });
-  } finally { c.close(); }
+async function stream(g, room) {
+  const x = await redisAt(g.primary.port, 'XRANGE', `${PREFIX}{${room}}:log`, '-', '+');
+  return x.map(([id, f]) => {
+    const [seq, sub] = id.split('-').map(Number);
+    return { id, seq, sub, e: JSON.parse(f[1]) };
+  });
 }
 
 // Every applied entry once per (client, n), seqs 1..N without a gap.
@@ -100,6 +87,7 @@ test('two nodes: clients of one room on different nodes see each other, same seq
   const none = await c1.request({ type: 'get', room: 'nobody' });
   assert.equal(none.code, 'no_such_room');
   checkStream(await stream(r, 'two'));
+  await checkInvariants(r.primary.port, { rooms: ['two'], nodes: [a, b] });
   await c1.close();
   await c2.close();
 });
@@ -155,6 +143,10 @@ test('three nodes, concurrent writers on every node: one order, each action once
   const applied = checkStream(await stream(r, room));
   assert.equal(applied.length, total);
   for (const x of applied) assert.equal(acked.get(`${x.e.c}:${x.e.n}`), x.seq);
+  await waitConverged(r.primary.port, nodes, [room]);
+  const inv = await checkInvariants(r.primary.port, { rooms: [room], nodes });
+  const acks = [...acked].map(([k, seq]) => ({ client: k.split(':')[0], n: Number(k.split(':')[1]), seq }));
+  assert.deepEqual(missingAcks(inv, room, acks, { sameSeq: true }), []);
   for (const c of clients) await c.close();
 });
 
@@ -210,20 +202,18 @@ test('a restarted node serves the room from Redis', async () => {
 });
 
 test('Redis gone: actions answered unavailable, /readyz 503; back: works again without a restart', async () => {
-  const port = await freePort();
-  const r = await startRedis({ port, aof: true });
-  let live = r;
-  stops.push(() => live.stop());
+  const r = await redis(true);
   const a = await node(r, 'n1');
   const c = await connectHello(a, 'erin');
   await c.request({ type: 'subscribe', room: 'down' });
   assert.equal((await c.request(patchAction('down', 1, [{ op: 'add', path: '/a', value: 1 }]))).seq, 1);
-  await r.stop({ keepDir: true });
+  await r.primary.kill('SIGKILL');
   await ready(a, 503);
   const u = await c.request(patchAction('down', 2, [{ op: 'add', path: '/b', value: 2 }]));
   assert.equal(u.type, 'reject');
   assert.equal(u.code, 'unavailable');
-  live = await startRedis({ port, dir: r.dir, aof: true });
+  assert.ok((await metric(a, 'movexd_cluster_redis_up')) === 0);
+  await r.primary.start(); // same port, same directory: the append-only file brings every entry back
   await ready(a);
   // n was not used up: the same n is applied now
   const ok = await c.request(patchAction('down', 2, [{ op: 'add', path: '/b', value: 2 }]));
@@ -231,4 +221,5 @@ test('Redis gone: actions answered unavailable, /readyz 503; back: works again w
   assert.equal(ok.seq, 2);
   assert.deepEqual((await c.request({ type: 'get', room: 'down' })).state, { a: 1, b: 2 });
   await c.close();
+  await checkInvariants(r.primary.port, { rooms: ['down'], nodes: [a] });
 });

@@ -3,7 +3,7 @@
 // it (commands as arrays of strings, replies as strings, numbers, arrays,
 // null, or Error objects for error replies). Shared by the cluster tests.
 import { spawn } from 'node:child_process';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,41 +133,22 @@ export class RedisConn {
   close() { this.sock.destroy(); }
 }
 
-// A free loopback TCP port (the kernel's pick, released at once).
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 // Start redis-server (no persistence) on a Unix socket; resolves once it
-// answers PING. stop() kills it by PID and removes its directory. With
-// `port` (a number: movexd's cluster block needs IP:PORT) it also listens
-// on 127.0.0.1:port; `dir` reuses a directory (restart on the same port);
-// `aof` keeps an append-only file fsynced on every write (a SIGKILL loses
-// nothing, so a restart on the same dir comes back with every entry).
-export async function startRedis({ port = 0, dir: reuse, aof = false } = {}) {
-  const dir = reuse || mkdtempSync(join(tmpdir(), 'movexd-redis-'));
+// answers PING. stop() kills it by PID and removes its directory.
+export async function startRedis() {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-redis-'));
   const path = join(dir, 'redis.sock');
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--unixsocket', path,
-    '--unixsocketperm', '700', '--save', '', '--appendonly', aof ? 'yes' : 'no',
-    ...(aof ? ['--appendfsync', 'always'] : []), '--dir', dir],
-  { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn('redis-server', ['--port', '0', '--unixsocket', path, '--unixsocketperm', '700',
+    '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   const exited = new Promise((resolve) => proc.once('exit', resolve));
-  // keepDir: leave the directory for a restart on it
-  const stop = async ({ keepDir = false } = {}) => {
+  const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL');
       await exited;
     }
-    if (!keepDir) rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   };
   const deadline = Date.now() + TIMEOUT;
   for (;;) {
@@ -187,5 +168,5 @@ export async function startRedis({ port = 0, dir: reuse, aof = false } = {}) {
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { path, port, dir, pid: proc.pid, stop, connect: () => RedisConn.open(path) };
+  return { path, pid: proc.pid, stop, connect: () => RedisConn.open(path) };
 }

@@ -131,6 +131,20 @@ static int queue_grow(struct cn_room *cr)
     return 0;
 }
 
+/* A queued message counts in its connection's pending_bytes, like the
+ * replies it will cause: the edge stops reading a connection whose held
+ * bytes pass half of max_queue_bytes (session.c flow_check), so a client
+ * cannot pile up messages behind a slow room without bound. */
+static void q_count(const struct cn_msg *m, int add)
+{
+    if (!m->conn)
+        return;
+    if (add)
+        m->conn->pending_bytes += m->len;
+    else
+        m->conn->pending_bytes -= m->len < m->conn->pending_bytes ? m->len : m->conn->pending_bytes;
+}
+
 /* Put m (taken over) first in the queue: a failed slot goes before what
  * arrived after it. */
 int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *m)
@@ -141,6 +155,7 @@ int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *
     memmove(cr->q + 1, cr->q, cr->nq * sizeof *cr->q);
     cr->q[0] = *m;
     cr->nq++;
+    q_count(m, 1);
     return 0;
 }
 
@@ -225,6 +240,7 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
                 return MX_CNODE_DOWN;
             if (msg_copy(n, &cr->q[cr->nq], c, msg, len, t_us, (int)q->type))
                 return MX_CNODE_DOWN;
+            q_count(&cr->q[cr->nq], 1);
             cr->nq++;
             if (!cr->known && !cr->busy)
                 cn_replica_load(n, cr);
@@ -569,6 +585,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
         struct cn_msg t = *m;
         memmove(cr->q, cr->q + 1, (cr->nq - 1) * sizeof *cr->q);
         cr->nq--;
+        q_count(&t, 0);
         if (t.conn) {
             n->pass = cr;
             n->pass_retries = t.retries;

@@ -36,7 +36,9 @@ int mx_buf_reserve(mx_buf *b, size_t extra)
         return -1;
     if (b->len + extra <= b->cap && b->mem)
         return 0;
-    size_t ncap = b->cap ? b->cap : 64;
+    /* 256: a protocol reply, a log entry or a fwd fits in the first
+     * allocation (growing from 64 cost two or three reallocs per message) */
+    size_t ncap = b->cap ? b->cap : 256;
     while (ncap < b->len + extra) {
         if (ncap > ((size_t)-1) / 4) {
             b->oom = 1;

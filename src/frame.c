@@ -3,11 +3,13 @@
  * complete WebSocket text frame (RFC 6455 5.2: FIN, opcode 1, no mask, the
  * shortest length encoding) and never change while the frame is alive. */
 #include "movexd/frame.h"
-#include "movexd/alloc.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Static_assert(MX_FRAME_PRE >= sizeof(mx_frame) + 10,
+               "the headroom holds the frame struct and the longest WebSocket header");
 
 mx_frame *mx_frame_from_buf(mx_buf *b)
 {
@@ -16,13 +18,12 @@ mx_frame *mx_frame_from_buf(mx_buf *b)
         mx_buf_free(b);
         return NULL;
     }
-    mx_frame *f = mx_malloc(sizeof(*f));
-    char *mem = f ? mx_buf_steal(b) : NULL;
-    if (!mem) {
-        free(f);
-        mx_buf_free(b);
+    /* the struct goes at the start of the buffer's headroom (malloc'd
+     * memory is aligned for it); the header ends where the payload starts */
+    char *mem = mx_buf_steal(b);
+    if (!mem)
         return NULL;
-    }
+    mx_frame *f = (mx_frame *)(void *)mem;
     f->refs = 1;
     f->len = len;
     f->mem = mem;
@@ -55,8 +56,6 @@ unsigned mx_frame_header(char *end, size_t len)
 
 void mx_frame_unref(mx_frame *f)
 {
-    if (f && --f->refs == 0) {
-        free(f->mem);
-        free(f);
-    }
+    if (f && --f->refs == 0)
+        free(f->mem); /* the struct is part of it */
 }

@@ -98,9 +98,20 @@ size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX])
     unsigned long long best;
     int best_e; /* value = best * 10^best_e */
     if (d < 9007199254740992.0 && d == (double)(unsigned long long)d) {
-        /* integers below 2^53 are exact: their digits are the shortest form */
-        best = (unsigned long long)d;
-        best_e = 0;
+        /* integers below 2^53 are exact: their digits are the shortest form
+         * and print plainly (at most 16 digits); no snprintf on this path,
+         * which every counter and index takes */
+        unsigned long long v = (unsigned long long)d;
+        char t[20];
+        int k = (int)sizeof(t);
+        do {
+            t[--k] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        memcpy(o, t + k, sizeof(t) - (size_t)k);
+        o += sizeof(t) - (size_t)k;
+        *o = '\0';
+        return (size_t)(o - out);
     } else {
         shortest(d, &best, &best_e);
     }

@@ -85,11 +85,19 @@ struct step {
     size_t anc_off, anc_n; /* this step's ancestors in undo->anc */
 };
 
+/* A patch of an op or two (the common action) records its steps and
+ * ancestors in the undo's own arrays: no allocation beyond the undo. */
+#define SMALL_STEPS 4
+#define SMALL_ANC 16
+#define SMALL_TOK 64
+
 struct mx_patch_undo {
-    struct step *steps;
+    struct step *steps; /* small_steps until it grows */
     size_t n, cap;
-    mx_val **anc; /* ancestor chains, root first, parent last */
+    mx_val **anc; /* ancestor chains, root first, parent last; small_anc until it grows */
     size_t anc_n, anc_cap;
+    struct step small_steps[SMALL_STEPS];
+    mx_val *small_anc[SMALL_ANC];
 };
 
 #define PTR_CLIP 48  /* bytes of a pointer quoted in a message */
@@ -103,8 +111,9 @@ typedef struct {
     size_t index;              /* current op */
     char opname[NAME_CLIP + 4];
     int missing;               /* code for "does not resolve": bad_patch or test_failed */
-    char *tok;                 /* decoded reference token */
+    char *tok;                 /* decoded reference token (small_tok until it grows) */
     size_t tokcap;
+    char small_tok[SMALL_TOK];
 } ctx;
 
 /* Where a path leads: the container that holds (or would hold) the target,
@@ -164,14 +173,23 @@ static int oom(ctx *c) { return fail(c, MX_ENOMEM, NULL, NULL, "out of memory");
 
 /* ---- growth (only ever before a mutation) ------------------------------ */
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
+/* Grow *p (of *cap elements) to hold need; `small` is the inline array it
+ * starts as, which is copied out, never reallocated or freed. */
+static int grow(void **p, size_t *cap, size_t need, size_t size, void *small)
 {
     if (need <= *cap)
         return 0;
     size_t ncap = *cap ? *cap : 8;
     while (ncap < need)
         ncap *= 2;
-    void *np = mx_realloc(*p, ncap * size);
+    void *np;
+    if (*p == small) {
+        np = mx_malloc(ncap * size);
+        if (np && *cap)
+            memcpy(np, small, *cap * size);
+    } else {
+        np = mx_realloc(*p, ncap * size);
+    }
     if (!np)
         return -1;
     *p = np;
@@ -181,12 +199,12 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
 
 static int steps_reserve(mx_patch_undo *u, size_t extra)
 {
-    return grow((void **)&u->steps, &u->cap, u->n + extra, sizeof(struct step));
+    return grow((void **)&u->steps, &u->cap, u->n + extra, sizeof(struct step), u->small_steps);
 }
 
 static int anc_reserve(mx_patch_undo *u, size_t extra)
 {
-    return grow((void **)&u->anc, &u->anc_cap, u->anc_n + extra, sizeof(mx_val *));
+    return grow((void **)&u->anc, &u->anc_cap, u->anc_n + extra, sizeof(mx_val *), u->small_anc);
 }
 
 /* ---- pointers ---------------------------------------------------------- */
@@ -395,8 +413,10 @@ static void commit_step(struct step *s)
 
 static void undo_free(mx_patch_undo *u)
 {
-    free(u->steps);
-    free(u->anc);
+    if (u->steps != u->small_steps)
+        free(u->steps);
+    if (u->anc != u->small_anc)
+        free(u->anc);
     free(u);
 }
 
@@ -446,7 +466,7 @@ static int child(ctx *c, mx_val *cur, const char *t, size_t n, const char *label
 static int locate(ctx *c, const char *label, const char *path, int record, loc *l)
 {
     size_t plen = strlen(path);
-    if (grow((void **)&c->tok, &c->tokcap, plen + 1, 1))
+    if (grow((void **)&c->tok, &c->tokcap, plen + 1, 1, c->small_tok))
         return oom(c);
     l->depth = count_tokens(path);
     if (record && anc_reserve(c->u, l->depth))
@@ -879,8 +899,14 @@ int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *li
     if (rc)
         return rc;
     ctx c = {.root = root, .max_depth = lim ? lim->max_depth : 0, .err = err};
+    c.tok = c.small_tok;
+    c.tokcap = sizeof(c.small_tok);
     if (!(c.u = mx_calloc(1, sizeof(*c.u))))
         return oom(&c);
+    c.u->steps = c.u->small_steps;
+    c.u->cap = SMALL_STEPS;
+    c.u->anc = c.u->small_anc;
+    c.u->anc_cap = SMALL_ANC;
     for (size_t i = 0; i < json_array_size(patch) && !rc; i++) {
         const json_t *op = json_array_get(patch, i);
         const struct opdef *def = NULL;
@@ -889,7 +915,8 @@ int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *li
         check_op(&c, op, &def); /* validated above; sets the name and def */
         rc = steps_reserve(c.u, 2) ? oom(&c) : def->apply(&c, op);
     }
-    free(c.tok);
+    if (c.tok != c.small_tok)
+        free(c.tok);
     if (rc) {
         mx_patch_rollback(root, c.u);
         return rc;

@@ -5,7 +5,10 @@
  * masked, so the header depends on the length only) is built once in the
  * MX_FRAME_PRE bytes of headroom just before the payload, and the frame is
  * immutable afterwards, so the same bytes can be written to any number of
- * sockets, in any slicing, by one gathered write per connection. */
+ * sockets, in any slicing, by one gathered write per connection.
+ *
+ * The frame's own struct lives at the start of that headroom too (one
+ * allocation per frame, not two: an action makes an ack and a fwd). */
 #ifndef MOVEXD_FRAME_H
 #define MOVEXD_FRAME_H
 
@@ -13,13 +16,13 @@
 
 #include "movexd/buf.h"
 
-#define MX_FRAME_PRE 32
+#define MX_FRAME_PRE 48 /* the struct mx_frame, then up to 10 header bytes */
 
 typedef struct mx_frame {
     unsigned refs;
     unsigned hlen; /* bytes of WebSocket header, just before the data */
     size_t len;    /* bytes of payload */
-    char *mem;     /* data at mem + MX_FRAME_PRE */
+    char *mem;     /* the allocation (it starts with this struct); data at mem + MX_FRAME_PRE */
 } mx_frame;
 
 /* Take over b's memory (b must have been initialised with MX_FRAME_PRE).

@@ -323,6 +323,46 @@ START_TEST(rollback_restores_same_nodes)
 }
 END_TEST
 
+/* The undo log starts in the undo's own small arrays (a few steps and
+ * ancestors, a short path token) and moves to the heap past them: a patch
+ * of 12 ops on a path 24 deep (218 bytes) crosses all three, and
+ * still applies, rolls back to the very same document, and commits. */
+START_TEST(undo_grows_past_its_inline_arrays)
+{
+    const char *key = "kkkkkkkk";
+    char doc_text[4096], path[4096], patch[16384];
+    size_t dn = 0, pn = 0;
+    for (int i = 0; i < 24; i++) {
+        dn += (size_t)snprintf(doc_text + dn, sizeof(doc_text) - dn, "{\"%s\":", key);
+        pn += (size_t)snprintf(path + pn, sizeof(path) - pn, "/%s", key);
+    }
+    dn += (size_t)snprintf(doc_text + dn, sizeof(doc_text) - dn, "{\"n\":0}");
+    for (int i = 0; i < 24; i++)
+        doc_text[dn++] = '}';
+    doc_text[dn] = '\0';
+    size_t qn = (size_t)snprintf(patch, sizeof(patch), "[");
+    for (int i = 0; i < 12; i++)
+        qn += (size_t)snprintf(patch + qn, sizeof(patch) - qn, "%s{\"op\":\"inc\",\"path\":\"%s/n\",\"value\":1}",
+                               i ? "," : "", path);
+    snprintf(patch + qn, sizeof(patch) - qn, "]");
+    mx_val *doc = parse(doc_text);
+    mx_val *copy = mx_json_copy(doc);
+    mx_patch_undo *u;
+    mx_patch_error err;
+    ck_assert_msg(apply_text(&doc, patch, NULL, &u, &err) == 0, "%s", err.message);
+    char npath[4200];
+    snprintf(npath, sizeof(npath), "%s/n", path);
+    ck_assert(at(doc, npath)->u.num == 12);
+    mx_patch_rollback(&doc, u);
+    ck_assert(mx_json_equal(doc, copy));
+    ck_assert(apply_text(&doc, patch, NULL, &u, &err) == 0);
+    mx_patch_commit(u);
+    ck_assert(at(doc, npath)->u.num == 12);
+    mx_json_free(copy);
+    mx_json_free(doc);
+}
+END_TEST
+
 START_TEST(rollback_root_replacement)
 {
     mx_val *doc = parse("{\"a\":1}");
@@ -575,6 +615,7 @@ Suite *mx_suite_patch(void)
     tcase_add_test(tc, fresh_cleared_on_mutated_paths_only);
     tcase_add_test(tc, test_op_touches_nothing);
     tcase_add_test(tc, rollback_restores_same_nodes);
+    tcase_add_test(tc, undo_grows_past_its_inline_arrays);
     tcase_add_test(tc, rollback_root_replacement);
     tcase_add_test(tc, failure_restores_root);
     tcase_add_test(tc, max_ops_limit);

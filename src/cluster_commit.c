@@ -521,8 +521,11 @@ static void send_batch(struct mx_cnode *n, struct cn_room *cr)
     }
     n->st.calls++;
     n->st.batched_actions += k;
-    mx_cluster_append(n->cmd, n->cfg->cluster.key_prefix, cr->id, &cr->head, n->cfg->dedup_window,
-                      wall_ms(), a, k, on_appended, cr);
+    /* with wait_replicas, WAIT N follows the FCALL (group commit to the
+     * replicas too): fewer replicas in time fails the call - unavailable */
+    const struct mx_cluster_config *cc = &n->cfg->cluster;
+    mx_cluster_append_wait(n->cmd, cc->key_prefix, cr->id, &cr->head, n->cfg->dedup_window, wall_ms(), a, k,
+                           cc->wait_replicas, cc->wait_timeout_ms, on_appended, cr);
     free(a);
 }
 

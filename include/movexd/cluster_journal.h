@@ -1,0 +1,97 @@
+/* cluster_journal.h - a node's journal of its own acknowledged append
+ * batches, per room, in memory and bounded (cluster mode, issue #14,
+ * docs/CLUSTER.md "Rollback and the journal").
+ *
+ * Redis can lose writes it acknowledged: a Sentinel failover promotes a
+ * replica that had not received them, or a Redis without persistence
+ * restarts empty. A node keeps, for each room, the last batches it had
+ * appended - exactly as sent (the head they were decided on and every
+ * action's arguments) with the head Redis answered after them. When the
+ * node finds Redis's head of a room behind what it knows (a rollback), the
+ * batches past that head are sent again verbatim, in order: the function
+ * appends them only on the very head they were first decided on, so they
+ * get back the same seqs and checksums their acks carried (clients stay
+ * valid), and a batch that is in fact there is answered from Redis's
+ * exactly-once memory. A batch answered `moved` cannot be restored so
+ * (another node appended first): it and the later ones are reported lost.
+ *
+ * In memory, not on disk: the journal guards against Redis losing data,
+ * not against the node's own crash (a node crash together with a Redis
+ * loss is a double failure), and writing it to disk would put an fsync
+ * back on the ack path that cluster mode moves to Redis. Bounded: at most
+ * max_batches per room and max_bytes in all (the oldest batches go first,
+ * evictions counted); a rollback deeper than what is kept loses acks.
+ */
+#ifndef MOVEXD_CLUSTER_JOURNAL_H
+#define MOVEXD_CLUSTER_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "movexd/cluster.h"
+
+struct mx_journal;
+
+/* One batch as it was appended. The actions' strings and deps are the
+ * journal's own copies. */
+struct mx_journal_batch {
+    struct mx_cluster_head expected; /* the head it was decided on */
+    struct mx_cluster_head after;    /* the head Redis answered after it */
+    struct mx_cluster_action *a;
+    size_t n;
+    uint64_t now_ms;                 /* the call's time and dedup window: */
+    size_t window;                   /* a resend must be byte for byte the same */
+    size_t bytes;                    /* what it costs the journal */
+};
+
+struct mx_journal_stats {
+    uint64_t batches, bytes;   /* kept now */
+    uint64_t added, evicted;   /* evicted: dropped for the bounds */
+};
+
+/* NULL when out of memory. */
+struct mx_journal *mx_journal_new(size_t max_batches, size_t max_bytes);
+void mx_journal_free(struct mx_journal *j);
+
+/* Remember a batch of room that Redis appended (after = the head in its
+ * reply). Batches of a room must be added in the order of their heads; a
+ * batch whose `after` is not beyond the room's last one replaces nothing
+ * and is refused. 0, MX_ENOMEM, or MX_EINTERNAL (out of order). */
+int mx_journal_add(struct mx_journal *j, const char *room, const struct mx_cluster_head *expected,
+                   const struct mx_cluster_head *after, size_t window, uint64_t now_ms,
+                   const struct mx_cluster_action *a, size_t n);
+
+/* The batches of room whose `after` ID is beyond head's ID (seq, sub) -
+ * what Redis lost when its head is `head` - oldest first, into out (at
+ * most max). Returns how many there are (may exceed max). Valid until the
+ * journal changes. */
+size_t mx_journal_lost(const struct mx_journal *j, const char *room, const struct mx_cluster_head *head,
+                       const struct mx_journal_batch **out, size_t max);
+
+/* Forget every batch of room up to and including ID (seq, sub) (they are
+ * safe, or given up), or all of them with seq = UINT64_MAX. */
+void mx_journal_forget(struct mx_journal *j, const char *room, uint64_t seq, uint64_t sub);
+
+void mx_journal_stats(const struct mx_journal *j, struct mx_journal_stats *out);
+
+/* done(ok, restored, lost, head, priv): ok = 0 when a call failed (the
+ * link; what is left stays in the journal for the next try); restored =
+ * batches Redis appended again with the very head they had (or answered
+ * as present); lost = batches given up (`moved`: Redis's log went another
+ * way) and forgotten; head = the room's head after the last answer. */
+typedef void (*mx_journal_replayed_fn)(int ok, size_t restored, size_t lost,
+                                       const struct mx_cluster_head *head, void *priv);
+
+/* Send room's batches lost past head again over r, one call at a time in
+ * their order, each exactly as first sent (same expected head, time,
+ * window, actions; with WAIT as given). done runs exactly once. The
+ * journal must outlive the replay; batches added meanwhile are beyond
+ * what is replayed only if they follow it. 0, or MX_ENOMEM (done not run). */
+int mx_journal_replay(struct mx_journal *j, struct mx_redis *r, const char *prefix, const char *room,
+                      const struct mx_cluster_head *head, int wait_replicas, int wait_timeout_ms,
+                      mx_journal_replayed_fn done, void *priv);
+
+/* -1, 0, 1 as ID (seq, sub) of a is before, equal to, after b's. */
+int mx_cluster_id_cmp(const struct mx_cluster_head *a, const struct mx_cluster_head *b);
+
+#endif

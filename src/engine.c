@@ -63,6 +63,7 @@ struct mx_engine {
     struct mx_cnode *cl;
     struct mx_gate *gate;
     int unavailable;
+    struct mx_engine_presence_hook ph; /* cluster presence; all NULL when single-node */
 };
 
 
@@ -598,6 +599,8 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
         push_buf(e, c, &b);
         conn_forget_room(c, r);
     }
+    if (r->nsubs && e->ph.held)
+        e->ph.held(e->ph.priv, r->id, r->idlen, 0);
     r->nsubs = 0;
     mx_map_del(e->rooms, r->id, r->idlen);
     mx_info("event=room_deleted room=%s", r->id);
@@ -620,7 +623,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->authed = 0;
     c->closed = 0;
     c->admin = 0;
-    c->conn_id = ++e->last_conn_id;
+    c->conn_id = mx_engine_new_conn_id(e);
     memset(&c->token, 0, sizeof(c->token));
     e->stats.connections++;
 }
@@ -648,11 +651,13 @@ static void conn_forget_room(struct mx_conn *c, const struct mx_room *r)
 /* Take c out of r's subscribers in O(1) (c->rooms[k] == r); the subscriber
  * that took its place learns its new index. The connection's own list is
  * left to the caller. */
-static void room_unsubscribe(struct mx_conn *c, size_t k)
+static void room_unsubscribe(mx_engine *e, struct mx_conn *c, size_t k)
 {
     struct mx_room *r = c->rooms[k];
     size_t at = c->room_pos[k];
     struct mx_conn *moved = mx_room_sub_del_at(r, at);
+    if (r->nsubs == 0 && e->ph.held)
+        e->ph.held(e->ph.priv, r->id, r->idlen, 0);
     if (!moved)
         return;
     for (size_t j = 0; j < moved->nrooms; j++) {
@@ -670,7 +675,7 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
     if (e->cl)
         mx_cnode_conn_closed(e->cl, c);
     for (size_t i = 0; i < c->nrooms; i++) {
-        room_unsubscribe(c, i);
+        room_unsubscribe(e, c, i);
         presence_leave(e, c, c->rooms[i]);
     }
     free(c->rooms);
@@ -1037,6 +1042,8 @@ static void do_subscribe(mx_engine *e, struct mx_conn *c, const struct mx_reques
         }
         c->rooms[c->nrooms] = r;
         c->room_pos[c->nrooms++] = (size_t)at;
+        if (r->nsubs == 1 && e->ph.held)
+            e->ph.held(e->ph.priv, r->id, r->idlen, 1);
     }
     if (q->since.present)
         reply_catch_up(e, c, q, r);
@@ -1065,7 +1072,7 @@ static void do_unsubscribe(mx_engine *e, struct mx_conn *c, const struct mx_requ
     }
     for (size_t k = 0; k < c->nrooms; k++) {
         if (c->rooms[k] == r) {
-            room_unsubscribe(c, k);
+            room_unsubscribe(e, c, k);
             break;
         }
     }
@@ -1280,6 +1287,9 @@ static void presence_announce_cb(void *ctx, const struct mx_presence_entry *en)
 {
     struct announce *a = ctx;
     struct mx_room *r = a->r;
+    if (!en->remote && a->e->ph.local)
+        a->e->ph.local(a->e->ph.priv, r->id, r->idlen, en->conn, en->client, en->clientlen, en->state,
+                       en->statelen);
     if (r->nsubs == 0 || (r->nsubs == 1 && r->subs[0] == en->owner))
         return;
     mx_buf b;
@@ -1344,6 +1354,69 @@ static void flush_presence(mx_engine *e)
 
 int mx_engine_presence_waiting(const mx_engine *e) { return e->npres > 0; }
 
+/* Set (or clear, state NULL) owner's presence in r and put r on the list
+ * of tables to flush. The list has room before the change, so a failure
+ * (MX_ENOMEM) leaves nothing half done. */
+static int presence_change(mx_engine *e, struct mx_room *r, const void *owner, int remote,
+                           uint64_t conn, const char *client, size_t clientlen, const char *state,
+                           size_t len)
+{
+    int listed = r->presence && *mx_presence_listed(r->presence);
+    if (!listed && e->npres == e->cappres) {
+        size_t ncap = e->cappres ? e->cappres * 2 : 16;
+        char **n = mx_realloc(e->pres_rooms, ncap * sizeof(*n));
+        if (!n)
+            return MX_ENOMEM;
+        e->pres_rooms = n;
+        e->cappres = ncap;
+    }
+    char *id = listed ? NULL : mx_strdup(r->id);
+    if (!listed && !id)
+        return MX_ENOMEM;
+    int rc = remote ? mx_presence_set_remote(&r->presence, owner, conn, client, clientlen, state, len)
+                    : mx_presence_set(&r->presence, owner, conn, client, clientlen, state, len);
+    if (rc) {
+        free(id);
+        return MX_ENOMEM;
+    }
+    if (id && r->presence) {
+        e->pres_rooms[e->npres++] = id;
+        *mx_presence_listed(r->presence) = 1;
+    } else {
+        free(id); /* cleared without an entry: nothing to announce */
+    }
+    return 0;
+}
+
+void mx_engine_set_presence_hook(mx_engine *e, const struct mx_engine_presence_hook *h) { e->ph = *h; }
+
+uint64_t mx_engine_new_conn_id(void *engine)
+{
+    mx_engine *e = engine;
+    return ++e->last_conn_id;
+}
+
+void mx_engine_presence_remote(void *engine, const char *room, size_t roomlen, const void *owner,
+                               uint64_t conn, const char *client, size_t clientlen, const char *state,
+                               size_t statelen)
+{
+    mx_engine *e = engine;
+    struct mx_room *r = mx_map_get(e->rooms, room, roomlen);
+    if (!r)
+        return;
+    if (!state) { /* gone: the others are told at once, as for a disconnect */
+        struct mx_presence_entry gone;
+        if (mx_presence_remove(&r->presence, owner, &gone)) {
+            struct announce a = {e, r};
+            presence_announce_cb(&a, &gone);
+        }
+        return;
+    }
+    if (presence_change(e, r, owner, 1, conn, client, clientlen, state, statelen))
+        mx_warn("event=presence_dropped room=%s client=%.*s reason=\"out of memory\"", r->id,
+                (int)clientlen, client);
+}
+
 static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request *q)
 {
     struct mx_room *r = room_to_write(e, c, q, "setting a presence in it");
@@ -1380,31 +1453,9 @@ static void do_presence(mx_engine *e, struct mx_conn *c, const struct mx_request
         reply_error(e, c, q->has_id, q->id, MX_ETOO_LARGE, msg);
         return;
     }
-    /* room on the list of tables to flush before the change, so a failure
-     * leaves nothing half done */
-    int listed = r->presence && *mx_presence_listed(r->presence);
-    if (!listed && e->npres == e->cappres) {
-        size_t ncap = e->cappres ? e->cappres * 2 : 16;
-        char **n = mx_realloc(e->pres_rooms, ncap * sizeof(*n));
-        if (!n)
-            goto oom;
-        e->pres_rooms = n;
-        e->cappres = ncap;
-    }
-    char *id = listed ? NULL : mx_strdup(r->id);
-    if (!listed && !id)
+    if (presence_change(e, r, c, 0, c->conn_id, c->client, c->clientlen,
+                        clear ? NULL : mx_buf_data(&v), v.len))
         goto oom;
-    if (mx_presence_set(&r->presence, c, c->conn_id, c->client, c->clientlen,
-                        clear ? NULL : mx_buf_data(&v), v.len)) {
-        free(id);
-        goto oom;
-    }
-    if (id && r->presence) {
-        e->pres_rooms[e->npres++] = id;
-        *mx_presence_listed(r->presence) = 1;
-    } else {
-        free(id); /* cleared without an entry: nothing to announce */
-    }
     mx_buf_free(&v);
     mx_buf b;
     mx_buf_init(&b, MX_FRAME_PRE);

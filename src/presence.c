@@ -104,6 +104,16 @@ int mx_presence_set(mx_presence **pp, const void *owner, uint64_t conn, const ch
     return 0;
 }
 
+int mx_presence_set_remote(mx_presence **pp, const void *owner, uint64_t conn, const char *client,
+                           size_t clientlen, const char *state, size_t len)
+{
+    int rc = mx_presence_set(pp, owner, conn, client, clientlen, state, len);
+    struct mx_presence_entry *en = rc ? NULL : find(*pp, owner);
+    if (en)
+        en->remote = 1;
+    return rc;
+}
+
 int mx_presence_remove(mx_presence **pp, const void *owner, struct mx_presence_entry *gone)
 {
     mx_presence *p = *pp;

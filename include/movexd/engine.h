@@ -115,6 +115,33 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len);
  * again within MX_PRESENCE_INTERVAL_MS even if nothing else happens. */
 int mx_engine_presence_waiting(const mx_engine *e);
 
+/* Cluster mode's presence seam (cluster_presence.c, docs/CLUSTER.md): told
+ * of every announced presence change of a local connection (state NULL:
+ * it left) and of each room gaining its first local subscriber (held 1)
+ * or losing its last (held 0). The hooks must not call back into the
+ * engine. Unset (all NULL): single-node mode. */
+struct mx_engine_presence_hook {
+    void (*local)(void *priv, const char *room, size_t roomlen, uint64_t conn, const char *client,
+                  size_t clientlen, const char *state, size_t statelen);
+    void (*held)(void *priv, const char *room, size_t roomlen, int held);
+    void *priv;
+};
+void mx_engine_set_presence_hook(mx_engine *e, const struct mx_engine_presence_hook *h);
+
+/* A connection of another node (owner: its identity, conn: the number
+ * shown for it) set its presence in room to state, or left (state NULL).
+ * Announced to the room's subscribers like a local one (a set coalesced
+ * and rate-limited, a leave at once) and listed in subscribe replies.
+ * Ignored when the room is not in memory. engine is the mx_engine (the
+ * signature is cluster_presence.h's mx_cpres_remote_fn). */
+void mx_engine_presence_remote(void *engine, const char *room, size_t roomlen, const void *owner,
+                               uint64_t conn, const char *client, size_t clientlen, const char *state,
+                               size_t statelen);
+
+/* A fresh connection number (welcome "conn"), also for the connections of
+ * other nodes, so the numbers a client sees never collide. */
+uint64_t mx_engine_new_conn_id(void *engine);
+
 /* 1 when the outbox holds undelivered messages. */
 int mx_engine_has_pending(const mx_engine *e);
 

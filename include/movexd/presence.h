@@ -25,6 +25,7 @@ struct mx_presence_entry {
     char *state; /* encoded JSON; NULL: cleared, "left" not announced yet */
     size_t statelen;
     int dirty;        /* changed since it was last announced */
+    int remote;       /* a connection of another cluster node (never re-published) */
     uint64_t sent_ms; /* when it was last announced (0: never) */
 };
 
@@ -36,6 +37,11 @@ typedef struct mx_presence mx_presence;
  * owner without an entry does nothing. */
 int mx_presence_set(mx_presence **pp, const void *owner, uint64_t conn, const char *client,
                     size_t clientlen, const char *state, size_t len);
+
+/* As mx_presence_set, for a connection of another cluster node
+ * (cluster_presence.c): the entry is marked remote. */
+int mx_presence_set_remote(mx_presence **pp, const void *owner, uint64_t conn, const char *client,
+                           size_t clientlen, const char *state, size_t len);
 
 /* Remove owner's entry at once (unsubscribe, disconnect). Returns 1 and
  * copies the entry's identity into *gone (its state NULL) when there was

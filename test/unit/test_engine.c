@@ -486,6 +486,108 @@ START_TEST(scale_disconnect_storm_is_linear)
 }
 END_TEST
 
+/* ---- the cluster presence seam (mx_engine_presence_hook, _remote) ---- */
+
+static struct {
+    char log[16][96]; /* "held ROOM 1", "local ROOM CONN CLIENT STATE|-" */
+    int n;
+} hk;
+
+static void hk_local(void *priv, const char *room, size_t roomlen, uint64_t conn, const char *client,
+                     size_t clientlen, const char *state, size_t statelen)
+{
+    ck_assert_int_lt(hk.n, 16);
+    snprintf(hk.log[hk.n++], sizeof hk.log[0], "local %.*s %llu %.*s %.*s", (int)roomlen, room,
+             (unsigned long long)conn, (int)clientlen, client, state ? (int)statelen : 1,
+             state ? state : "-");
+}
+
+static void hk_held(void *priv, const char *room, size_t roomlen, int held)
+{
+    ck_assert_int_lt(hk.n, 16);
+    snprintf(hk.log[hk.n++], sizeof hk.log[0], "held %.*s %d", (int)roomlen, room, held);
+}
+
+static void hook_on(void)
+{
+    memset(&hk, 0, sizeof hk);
+    mx_engine_set_presence_hook(e, &(struct mx_engine_presence_hook){ hk_local, hk_held, NULL });
+}
+
+/* held follows the first local subscriber in and the last one out
+ * (unsubscribe, disconnect, deletion); local reports each announced change
+ * of a local connection, at the commit that announces it */
+START_TEST(cluster_hook_held_and_local)
+{
+    hook_on();
+    join(&conns[0], "alice", "t:a");
+    join(&conns[1], "bob", "t:a");
+    ck_assert_int_eq(hk.n, 1);
+    ck_assert_str_eq(hk.log[0], "held t:a 1");
+    send_text(&conns[0], "{\"type\":\"presence\",\"id\":2,\"room\":\"t:a\",\"state\":{\"x\":1}}");
+    ck_assert_int_eq(hk.n, 1); /* not before the announcement */
+    commit_ok();
+    ck_assert_int_eq(hk.n, 2);
+    char want[96];
+    snprintf(want, sizeof want, "local t:a %llu alice {\"x\":1}", (unsigned long long)conns[0].conn.conn_id);
+    ck_assert_str_eq(hk.log[1], want);
+    send_text(&conns[1], "{\"type\":\"unsubscribe\",\"id\":3,\"room\":\"t:a\"}");
+    ck_assert_int_eq(hk.n, 2); /* alice is still there */
+    uint64_t alice = conns[0].conn.conn_id;
+    mx_engine_conn_closed(e, &conns[0].conn);
+    mx_engine_conn_open(e, &conns[0].conn);
+    ck_assert_int_eq(hk.n, 4);
+    ck_assert_str_eq(hk.log[2], "held t:a 0");
+    snprintf(want, sizeof want, "local t:a %llu alice -", (unsigned long long)alice);
+    ck_assert_str_eq(hk.log[3], want);
+    join(&conns[2], "cy", "t:a");
+    ck_assert_str_eq(hk.log[4], "held t:a 1");
+    ck_assert_int_eq(mx_engine_delete_room(e, "t:a", 3), 0);
+    ck_assert_int_eq(hk.n, 6);
+    ck_assert_str_eq(hk.log[5], "held t:a 0");
+}
+END_TEST
+
+/* another node's connection: announced to every local subscriber with the
+ * number this node gave it, listed in a later subscribe reply, its leave
+ * announced at once; never reported back through local */
+START_TEST(cluster_remote_presence_reaches_subscribers)
+{
+    hook_on();
+    join(&conns[0], "alice", "t:a");
+    uint64_t alias = mx_engine_new_conn_id(e);
+    ck_assert_uint_gt(alias, conns[2].conn.conn_id);
+    static int owner; /* its identity */
+    mx_engine_presence_remote(e, "t:a", 3, &owner, alias, "zed", 3, "{\"r\":1}", 7);
+    mx_engine_presence_remote(e, "t:none", 6, &owner, alias, "zed", 3, "1", 1); /* not in memory */
+    commit_ok();
+    json_t *m = next(&conns[0]);
+    ck_assert_str_eq(s_of(m, "type"), "presence");
+    ck_assert_str_eq(s_of(m, "client"), "zed");
+    ck_assert_uint_eq(u_of(m, "conn"), alias);
+    ck_assert(json_number_value(json_object_get(json_object_get(m, "state"), "r")) == 1);
+    ck_assert_int_eq(hk.n, 1); /* held only: a remote entry is not published again */
+    sendf(&conns[1], "{\"type\":\"hello\",\"client\":\"bob\"}");
+    sendf(&conns[1], "{\"type\":\"subscribe\",\"id\":1,\"room\":\"t:a\"}");
+    commit_ok();
+    next(&conns[1]);
+    json_t *snap = next(&conns[1]);
+    json_t *pres = json_object_get(snap, "presence");
+    ck_assert_uint_eq(json_array_size(pres), 1);
+    ck_assert_str_eq(s_of(json_array_get(pres, 0), "client"), "zed");
+    mx_engine_presence_remote(e, "t:a", 3, &owner, alias, "zed", 3, NULL, 0);
+    commit_ok();
+    for (int i = 0; i < 2; i++) {
+        m = next(&conns[i]);
+        ck_assert_str_eq(s_of(m, "type"), "presence");
+        ck_assert_uint_eq(u_of(m, "conn"), alias);
+        ck_assert(json_is_true(json_object_get(m, "left")));
+    }
+    ck_assert_int_eq(hk.n, 1);
+    ck_assert_uint_eq(conns[0].n, conns[0].seen);
+}
+END_TEST
+
 Suite *mx_suite_engine(void)
 {
     Suite *s = suite_create("engine");
@@ -502,6 +604,8 @@ Suite *mx_suite_engine(void)
     tcase_add_test(tc, cascade_and_strict_as_replies);
     tcase_add_test(tc, catch_up_actions_cover_the_whole_gap);
     tcase_add_test(tc, catch_up_gap_or_foreign_checksum_is_a_snapshot);
+    tcase_add_test(tc, cluster_hook_held_and_local);
+    tcase_add_test(tc, cluster_remote_presence_reaches_subscribers);
     suite_add_tcase(s, tc);
     TCase *scale = tcase_create("scale");
     tcase_add_checked_fixture(scale, setup, teardown);

@@ -64,6 +64,8 @@ struct mx_engine {
     struct mx_gate *gate;
     int unavailable;
     struct mx_engine_presence_hook ph; /* cluster presence; all NULL when single-node */
+    void (*released)(void *ctx); /* mx_engine_set_released */
+    void *released_ctx;
 };
 
 
@@ -472,6 +474,18 @@ static void release_gated(mx_engine *e)
             e->out[i].conn->held = 0;
 }
 
+void mx_engine_set_released(mx_engine *e, void (*fn)(void *ctx), void *ctx)
+{
+    e->released = fn;
+    e->released_ctx = ctx;
+}
+
+static void released(mx_engine *e)
+{
+    if (e->released)
+        e->released(e->released_ctx);
+}
+
 int mx_engine_commit(mx_engine *e)
 {
     if (e->storage_error)
@@ -480,6 +494,7 @@ int mx_engine_commit(mx_engine *e)
     if (e->cl) {
         mx_cnode_flush(e->cl); /* the turn's batches to Redis */
         release_gated(e);
+        released(e);
         return 0;
     }
     if (!e->nout && !e->unflushed)
@@ -489,6 +504,7 @@ int mx_engine_commit(mx_engine *e)
         e->unflushed = 0;
     if (rc) {
         release_free(e);
+        released(e);
         return rc;
     }
     /* deliver may close a connection (send queue over its bound), which
@@ -509,6 +525,10 @@ int mx_engine_commit(mx_engine *e)
         o->frame = NULL;
     }
     e->nout = 0;
+    /* the replies leave before the housekeeping: a snapshot written here
+     * (an fdatasync of the WAL, the file, its fsync: ~15 ms on a busy disk)
+     * used to hold every reply of the turn (docs/PERFORMANCE.md) */
+    released(e);
     e->st->after_commit(e->st->ctx, e->rooms);
     return 0;
 }

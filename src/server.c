@@ -10,8 +10,9 @@
  *
  * The loop: lws_service() runs one poll turn and dispatches every ready
  * socket; then mx_engine_commit() makes the turn's decisions durable and
- * releases their replies (group commit). Signals only set a flag and wake
- * the loop.
+ * releases their replies (group commit), which session.c writes at once.
+ * The idle policy (idle.c) runs on the one-second tick. Signals only set a
+ * flag and wake the loop.
  */
 #include "movexd/server.h"
 
@@ -187,6 +188,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)why, strlen(why));
             return -1;
         }
+        return 0;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (p && p->ws)
+            mx_session_pong(&p->u.sess);
         return 0;
     case LWS_CALLBACK_TIMER:
         return p && p->ws ? mx_session_timer(&p->u.sess) : 0;
@@ -387,15 +392,13 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
     info.options = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
     if (info.iface && strchr(info.iface, ':') == NULL)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    /* dead peers: lws pings after half the idle time without traffic and
-     * hangs up after all of it (browsers answer pings by themselves) */
-    static lws_retry_bo_t idle;
-    if (cfg->idle_timeout_ms > 0) {
-        int secs = (cfg->idle_timeout_ms + 999) / 1000;
-        idle.secs_since_valid_hangup = (uint16_t)(secs > 65535 ? 65535 : secs);
-        idle.secs_since_valid_ping = (uint16_t)(idle.secs_since_valid_hangup / 2 ? idle.secs_since_valid_hangup / 2 : 1);
-        info.retry_and_idle_policy = &idle;
-    }
+    /* dead peers: pinged after half of idle_timeout_ms without traffic,
+     * hung up after all of it (browsers answer pings by themselves) - by
+     * session.c/idle.c on the tick, not by lws: its per-connection timer
+     * costs O(connections) to arm (idle.c). A policy without a hang-up time
+     * turns lws's off (else it applies its default, 300/310 s). */
+    static const lws_retry_bo_t no_lws_idle;
+    info.retry_and_idle_policy = &no_lws_idle;
     if (cfg->tls_cert_file[0]) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg->tls_cert_file;
@@ -427,6 +430,8 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
         s->ctx = NULL;
         return -1;
     }
+    /* a commit's replies are written as soon as it is made (session.c) */
+    mx_engine_set_released(e, mx_session_flush_released, s);
     return 0;
 }
 
@@ -536,6 +541,7 @@ int mx_server_run(struct mx_server *s)
         if (s->tick_due) {
             s->tick_due = 0;
             mx_log_flush(); /* the counts of log storms that stopped */
+            mx_session_expire_idle(s);
             /* the tick retries a failed flush; then held acks can go */
             int trc = mx_engine_tick(s->engine);
             rc = trc ? trc : mx_engine_commit(s->engine);
@@ -590,6 +596,8 @@ void mx_server_wake(struct mx_server *s)
 
 void mx_server_destroy(struct mx_server *s)
 {
+    if (s->engine)
+        mx_engine_set_released(s->engine, NULL, NULL);
     mx_wsmask_free();
     if (s->spare_fd > 0)
         close(s->spare_fd);

@@ -13,10 +13,12 @@
  * reader can never make the server grow without bound or slow the others.
  *
  * The send path (docs/PERFORMANCE.md): each frame already carries its
- * WebSocket header (frame.h), so a writable callback gathers whole queued
- * frames, up to MX_SEND_BUDGET bytes, into one sendmsg() on the socket (one
+ * WebSocket header (frame.h), so a write gathers whole queued frames, up to
+ * MX_SEND_BUDGET bytes, into one sendmsg() on the socket (one
  * lws_write(LWS_WRITE_RAW) of the gathered copy under TLS); no poll per
- * frame. Invariant: between two of our writes the byte stream is at a frame
+ * frame. The first write follows the commit that released the frames at
+ * once (mx_session_flush_released, before the storage's housekeeping); what
+ * the socket or the budget leaves goes from the writable callback. Invariant: between two of our writes the byte stream is at a frame
  * boundary as far as libwebsockets can tell - when the socket takes only
  * part of a frame, the rest of that frame is handed to lws at once, which
  * keeps it (its buflist_out) and sends it before anything else it writes on
@@ -27,6 +29,7 @@
 #include "movexd/alloc.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -102,6 +105,45 @@ static void start_close(struct mx_session *s, int code, const char *reason, int 
     lws_callback_on_writable(s->wsi);
 }
 
+/* Frames arrive only from mx_engine_commit(), which then calls
+ * mx_session_flush_released(): the sessions given frames wait in
+ * srv->dirty until then (instead of asking lws for a writable event, which
+ * would cost a poll turn before the reply leaves). */
+static void mark_dirty(struct mx_session *s)
+{
+    if (s->dirty)
+        return;
+    /* at the tail: connections are written in the order the commit gave
+     * them their first frame (a writer's ack before the fwds of its
+     * action: each loopback send runs the receiver's TCP path) */
+    struct mx_server *srv = s->srv;
+    s->dirty = 1;
+    s->dnext = NULL;
+    s->dprev = srv->dirty_tail;
+    if (s->dprev)
+        s->dprev->dnext = s;
+    else
+        srv->dirty = s;
+    srv->dirty_tail = s;
+}
+
+static void unmark_dirty(struct mx_session *s)
+{
+    if (!s->dirty)
+        return;
+    struct mx_server *srv = s->srv;
+    if (s->dprev)
+        s->dprev->dnext = s->dnext;
+    else
+        srv->dirty = s->dnext;
+    if (s->dnext)
+        s->dnext->dprev = s->dprev;
+    else
+        srv->dirty_tail = s->dprev;
+    s->dnext = s->dprev = NULL;
+    s->dirty = 0;
+}
+
 static void conn_deliver(struct mx_conn *c, mx_frame *f)
 {
     struct mx_session *s = c->edge;
@@ -133,8 +175,8 @@ static void conn_deliver(struct mx_conn *c, mx_frame *f)
     s->q[(s->qhead + s->qlen) % s->qcap] = mx_frame_ref(f);
     s->qlen++;
     s->qbytes += f->len;
-    if (s->qlen == 1) /* else a writable callback is already asked for */
-        lws_callback_on_writable(s->wsi);
+    if (s->qlen == 1) /* else a write is already on its way */
+        mark_dirty(s);
 }
 
 static void conn_close(struct mx_conn *c, int code, const char *reason)
@@ -211,6 +253,7 @@ void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *ws
     srv->sessions = s;
     srv->nsessions++;
     s->linked = 1;
+    mx_idle_add(&srv->idle, &s->idle, mx_now_us());
     if (srv->stopping) {
         start_close(s, 1001, "server shutting down", 0);
         return;
@@ -274,6 +317,7 @@ static int receive(struct mx_session *s, const void *in, size_t len);
 
 int mx_session_receive(struct mx_session *s, const void *in, size_t len)
 {
+    mx_idle_alive(&s->srv->idle, &s->idle, mx_now_us());
     int rc = receive(s, in, len);
     if (!rc && !s->closing)
         flow_check(s);
@@ -505,6 +549,17 @@ int mx_session_writable(struct mx_session *s)
         lws_callback_on_writable(s->wsi);
         return 0;
     }
+    if (s->ping_due && !s->close_sent) {
+        /* the idle policy's ping, between two of our frames; lws frames
+         * it. Not empty: lws 4.1.6 does not report an empty pong. */
+        unsigned char buf[LWS_PRE + 4];
+        memcpy(buf + LWS_PRE, "idle", 4);
+        s->ping_due = 0;
+        if (lws_write(s->wsi, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0)
+            return -1;
+        if (lws_partial_buffered(s->wsi))
+            return 0; /* lws asked for the writable event itself */
+    }
     if (s->qlen && (lws_is_ssl(s->wsi) ? send_tls(s) : send_plain(s)))
         return -1;
     if (s->rx_paused)
@@ -535,6 +590,64 @@ int mx_session_writable(struct mx_session *s)
     return 0;
 }
 
+void mx_session_flush_released(void *ctx)
+{
+    struct mx_server *srv = ctx;
+    while (srv->dirty) {
+        struct mx_session *s = srv->dirty;
+        unmark_dirty(s);
+        if (!s->qlen)
+            continue; /* dropped meanwhile (a close that does not wait) */
+        if (lws_partial_buffered(s->wsi) ||
+            (lws_is_ssl(s->wsi) ? send_tls(s) : send_plain(s))) {
+            /* lws still holds the tail of an earlier write, or the socket
+             * failed: the writable callback sends (or closes) as before */
+            lws_callback_on_writable(s->wsi);
+            continue;
+        }
+        if (s->rx_paused)
+            flow_check(s);
+        /* what the budget or the socket left, or the close frame that
+         * follows the last queued frame, goes from the writable callback
+         * (lws asks for it itself when it kept part of this write) */
+        if ((s->qlen || s->closing) && !lws_partial_buffered(s->wsi))
+            lws_callback_on_writable(s->wsi);
+    }
+}
+
+void mx_session_pong(struct mx_session *s)
+{
+    mx_idle_alive(&s->srv->idle, &s->idle, mx_now_us());
+}
+
+static struct mx_session *idle_session(struct mx_idle_node *n)
+{
+    return (struct mx_session *)((char *)n - offsetof(struct mx_session, idle));
+}
+
+static void idle_ping(struct mx_idle_node *n, void *ctx)
+{
+    struct mx_session *s = idle_session(n);
+    s->ping_due = 1;
+    lws_callback_on_writable(s->wsi);
+}
+
+static void idle_hangup(struct mx_idle_node *n, void *ctx)
+{
+    struct mx_session *s = idle_session(n);
+    mx_debug("event=idle_timeout client=%s", s->conn.clientlen ? s->conn.client : "-");
+    /* as lws's own idle policy did: the peer does not answer, so no close
+     * handshake; lws closes it from its loop */
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+void mx_session_expire_idle(struct mx_server *srv)
+{
+    uint64_t hangup = (uint64_t)srv->cfg->idle_timeout_ms * 1000;
+    if (hangup)
+        mx_idle_expire(&srv->idle, mx_now_us(), hangup / 2, hangup, idle_ping, idle_hangup, srv);
+}
+
 int mx_session_timer(struct mx_session *s)
 {
     if (s->conn.authed && s->conn.token.exp && !arm_token_timer(s)) {
@@ -546,6 +659,8 @@ int mx_session_timer(struct mx_session *s)
 
 void mx_session_closed(struct mx_session *s)
 {
+    unmark_dirty(s);
+    mx_idle_remove(&s->srv->idle, &s->idle);
     if (s->linked) {
         if (s->prev)
             s->prev->next = s->next;

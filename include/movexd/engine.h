@@ -88,6 +88,13 @@ void mx_engine_send_error(mx_engine *e, struct mx_conn *c, int err, const char *
  * turn. Returns 0, or the storage's error (then nothing was delivered). */
 int mx_engine_commit(mx_engine *e);
 
+/* Called by mx_engine_commit() once the turn's frames are handed to the
+ * connections (deliver) and before the storage's after-commit housekeeping
+ * (snapshots, checkpoints): the edge writes them to the sockets there, so
+ * replies never wait for that work nor for another turn of the loop. NULL
+ * (the default): nothing is called. */
+void mx_engine_set_released(mx_engine *e, void (*fn)(void *ctx), void *ctx);
+
 /* About once a second, right after a commit: storage housekeeping (fsync
  * everysec, retry after a full disk) and eviction of idle rooms. Returns
  * the storage's error, as mx_engine_commit. */

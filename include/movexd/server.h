@@ -8,6 +8,7 @@
 
 #include "movexd/config.h"
 #include "movexd/engine.h"
+#include "movexd/idle.h"
 
 struct lws_context;
 struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
@@ -26,6 +27,8 @@ struct mx_server {
     int background_due; /* a slice of start-up recovery work is due */
     void *per_ip; /* mx_map: peer address -> connection count */
     struct mx_session *sessions; /* open WebSocket sessions */
+    struct mx_session *dirty, *dirty_tail; /* given frames since the last flush (session.c) */
+    struct mx_idle idle;                   /* sessions by last sign of life (idle.c) */
     size_t nsessions;
     int stopping;                /* shutting down: refuse new connections */
     uint64_t watchdog_usec;

@@ -8,6 +8,7 @@
 
 #include "movexd/engine.h"
 #include "movexd/frame.h"
+#include "movexd/idle.h"
 
 /* Bytes one connection may send per writable callback (Redis caps a client's
  * writes per event the same way): a reader with a deep queue cannot keep the
@@ -48,6 +49,12 @@ struct mx_session {
     int close_sent; /* our close frame is out; waiting for the peer's */
     int close_code;
     char close_reason[100];
+    /* in the server's list of sessions given frames since the last
+     * mx_session_flush_released() */
+    struct mx_session *dnext, *dprev;
+    int dirty;
+    struct mx_idle_node idle; /* in srv->idle: when the peer last showed life */
+    int ping_due;             /* idle: a ping goes out at the next writable callback */
 };
 
 void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *wsi);
@@ -56,8 +63,19 @@ int mx_session_receive(struct mx_session *s, const void *in, size_t len);
 /* The socket can take more; returns -1 when the connection must close now. */
 int mx_session_writable(struct mx_session *s);
 void mx_session_closed(struct mx_session *s);
+/* Right after a commit (mx_engine_set_released): write the frames the
+ * commit gave each connection now, as a writable callback would on the
+ * next turn of the loop; what the socket does not take waits for that
+ * callback. ctx is the struct mx_server. */
+void mx_session_flush_released(void *ctx);
 /* Close gracefully with code (after what is queued). */
 void mx_session_close(struct mx_session *s, int code, const char *reason);
+/* The peer answered a ping. */
+void mx_session_pong(struct mx_session *s);
+/* About once a second: ping connections quiet for half of idle_timeout_ms,
+ * hang up those quiet for all of it (idle.c; lws's own per-connection
+ * idle timer is not used, see there). */
+void mx_session_expire_idle(struct mx_server *srv);
 /* The per-connection timer fired (token expiry). */
 int mx_session_timer(struct mx_session *s);
 

@@ -118,10 +118,18 @@ static int msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, con
     return 0;
 }
 
+#define QAT(cr, i) (&(cr)->q[(cr)->qh + (i)])
+
+/* Room for one more message at the queue's end. */
 static int queue_grow(struct cn_room *cr)
 {
-    if (cr->nq < cr->capq)
+    if (cr->qh + cr->nq < cr->capq)
         return 0;
+    if (cr->qh) { /* popped slots at the front: slide down (amortized O(1)) */
+        memmove(cr->q, cr->q + cr->qh, cr->nq * sizeof *cr->q);
+        cr->qh = 0;
+        return 0;
+    }
     size_t ncap = cr->capq ? cr->capq * 2 : 8;
     struct cn_msg *q = mx_realloc(cr->q, ncap * sizeof *q);
     if (!q)
@@ -150,10 +158,14 @@ static void q_count(const struct cn_msg *m, int add)
 int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *m)
 {
     (void)n;
-    if (queue_grow(cr))
-        return -1;
-    memmove(cr->q + 1, cr->q, cr->nq * sizeof *cr->q);
-    cr->q[0] = *m;
+    if (cr->qh) {
+        cr->qh--;
+    } else {
+        if (queue_grow(cr))
+            return -1;
+        memmove(cr->q + 1, cr->q, cr->nq * sizeof *cr->q);
+    }
+    cr->q[cr->qh] = *m;
     cr->nq++;
     q_count(m, 1);
     return 0;
@@ -163,7 +175,7 @@ int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *
 void cn_fail_queue(struct cn_room *cr)
 {
     for (size_t i = 0; i < cr->nq; i++)
-        cr->q[i].unavailable = 1;
+        QAT(cr, i)->unavailable = 1;
 }
 
 void cn_due(struct mx_cnode *n, struct cn_room *cr)
@@ -188,9 +200,8 @@ void cn_due(struct mx_cnode *n, struct cn_room *cr)
 
 static int mark_dirty(struct mx_cnode *n, struct cn_room *cr)
 {
-    for (size_t i = 0; i < n->ndirty; i++)
-        if (n->dirty[i] == cr)
-            return 0;
+    if (cr->dirty)
+        return 0;
     if (n->ndirty == n->capdirty) {
         size_t ncap = n->capdirty ? n->capdirty * 2 : 16;
         struct cn_room **d = mx_realloc(n->dirty, ncap * sizeof *d);
@@ -200,6 +211,7 @@ static int mark_dirty(struct mx_cnode *n, struct cn_room *cr)
         n->capdirty = ncap;
     }
     n->dirty[n->ndirty++] = cr;
+    cr->dirty = 1;
     return 0;
 }
 
@@ -210,6 +222,15 @@ static void slot_free(struct mx_cnode *n, struct cn_slot *s)
     free(s->client);
     free(s->body);
     memset(s, 0, sizeof *s);
+}
+
+int mx_cnode_head(const struct mx_cnode *n, const char *room, size_t len, uint64_t *seq, uint8_t sum[16])
+{
+    const struct cn_room *cr = mx_map_get(n->rooms, room, len);
+    if (!cr || !cr->head.sum[0] || mx_digest_parse_hex(cr->head.sum, strlen(cr->head.sum), sum))
+        return -1;
+    *seq = cr->head.seq;
+    return 0;
 }
 
 /* ---- the gate (cluster_node.h step 1) ---- */
@@ -238,9 +259,9 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
         if (cr->busy || cr->nq || !cr->known || (cr->nforming && state_dep)) {
             if (queue_grow(cr))
                 return MX_CNODE_DOWN;
-            if (msg_copy(n, &cr->q[cr->nq], c, msg, len, t_us, (int)q->type))
+            if (msg_copy(n, QAT(cr, cr->nq), c, msg, len, t_us, (int)q->type))
                 return MX_CNODE_DOWN;
-            q_count(&cr->q[cr->nq], 1);
+            q_count(QAT(cr, cr->nq), 1);
             cr->nq++;
             if (!cr->known && !cr->busy)
                 cn_replica_load(n, cr);
@@ -547,6 +568,8 @@ void mx_cnode_flush(struct mx_cnode *n)
         struct cn_room **d = n->dirty;
         n->dirty = NULL;
         n->ndirty = n->capdirty = 0;
+        for (size_t i = 0; i < nd; i++)
+            d[i]->dirty = 0;
         for (size_t i = 0; i < nd; i++) {
             struct cn_room *cr = d[i];
             if (cr->create_due)
@@ -572,7 +595,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
             mx_engine_forget_room(n->e, r, cr->drop_tell);
     }
     while (cr->nq && !cr->busy && !n->closing) {
-        struct cn_msg *m = &cr->q[0];
+        struct cn_msg *m = QAT(cr, 0);
         if (m->conn && !m->unavailable) {
             if (!mx_cnode_ready(n)) {
                 m->unavailable = 1;
@@ -586,8 +609,9 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
             }
         }
         struct cn_msg t = *m;
-        memmove(cr->q, cr->q + 1, (cr->nq - 1) * sizeof *cr->q);
-        cr->nq--;
+        cr->qh++;
+        if (--cr->nq == 0)
+            cr->qh = 0;
         q_count(&t, 0);
         if (t.conn) {
             n->pass = cr;
@@ -600,10 +624,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
     }
     cr->absent = 0;
     if (!cr->known && !cr->busy && !cr->nq && !cr->nforming && !cr->subscribed && !cr->due &&
-        !mx_engine_room(n->e, cr->id, cr->idlen)) {
-        for (size_t i = 0; i < n->ndirty; i++)
-            if (n->dirty[i] == cr)
-                return;
+        !cr->dirty && !mx_engine_room(n->e, cr->id, cr->idlen)) {
         mx_map_del(n->rooms, cr->id, cr->idlen);
         free(cr->q);
         free(cr->forming);
@@ -626,8 +647,8 @@ void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c)
     while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
         struct cn_room *cr = val;
         for (size_t i = 0; i < cr->nq; i++)
-            if (cr->q[i].conn == c)
-                cr->q[i].conn = NULL;
+            if (QAT(cr, i)->conn == c)
+                QAT(cr, i)->conn = NULL;
         for (size_t i = 0; i < cr->nforming; i++)
             if (cr->forming[i].m.conn == c)
                 cr->forming[i].m.conn = NULL;
@@ -747,7 +768,7 @@ void mx_cnode_free(struct mx_cnode *n)
     while (n->rooms && mx_map_next(n->rooms, &it, &key, &len, &val)) {
         struct cn_room *cr = val;
         for (size_t i = 0; i < cr->nq; i++)
-            msg_free(n, &cr->q[i]);
+            msg_free(n, QAT(cr, i));
         for (size_t i = 0; i < cr->nforming; i++)
             slot_free(n, &cr->forming[i]);
         free_inflight(n, cr);

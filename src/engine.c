@@ -1679,8 +1679,14 @@ static void cluster_unavailable(mx_engine *e, struct mx_conn *c, const struct mx
                       "resend (a resend of the same n is answered exactly once)";
     if (q->type == MX_REQ_ACTION && r) {
         e->stats.actions_unavailable++;
+        /* the head Redis confirmed: the replica may hold decisions whose
+         * outcome is unknown */
+        uint64_t seq = r->seq;
+        uint8_t sum[MX_DIGEST_LEN];
+        memcpy(sum, r->checksum, MX_DIGEST_LEN);
+        mx_cnode_head(e->cl, r->id, r->idlen, &seq, sum);
         size_t before = e->nout;
-        reply_reject(e, c, q, r, MX_EUNAVAILABLE, why, r->seq, r->checksum, 0);
+        reply_reject(e, c, q, r, MX_EUNAVAILABLE, why, seq, sum, 0);
         mark_free(e, before);
         return;
     }

@@ -102,6 +102,13 @@ void mx_cnode_flush(struct mx_cnode *n);
  * outcomes are recorded in Redis either way) without a reply. */
 void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c);
 
+/* The room's last head confirmed by Redis (the replica may hold more, not
+ * yet confirmed, after a failed call): 0 with *seq and sum, or -1 when
+ * the node has none. Replies that name a head without a decision
+ * (`unavailable`) use it. */
+int mx_cnode_head(const struct mx_cnode *n, const char *room, size_t len, uint64_t *seq,
+                  uint8_t sum[16]);
+
 /* 1 while the command link is up and the library loaded (/readyz). */
 int mx_cnode_ready(const struct mx_cnode *n);
 

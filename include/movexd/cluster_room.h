@@ -64,14 +64,15 @@ struct cn_room {
     int subscribed;
     int recheck;     /* catch up at the next tick (a message may have been missed) */
     int due;         /* on the node's due list */
+    int dirty;       /* on the node's dirty list */
     int drop_room;   /* drain: forget the engine's room (a lost create, a room gone) */
     int drop_tell;
     struct mx_cluster_head head; /* confirmed */
     uint64_t fwd_seq;            /* local subscribers have had fwds up to here */
     uint64_t seen_seq, seen_sub; /* highest ID published while busy */
     char *init;                  /* loading: the room's initial state (JSON) */
-    struct cn_msg *q;
-    size_t nq, capq;
+    struct cn_msg *q;            /* the queue: q[qh .. qh + nq) */
+    size_t qh, nq, capq;
     struct cn_slot *forming, *inflight;
     size_t nforming, capforming, ninflight;
     int create_due;              /* a create to send at the next flush */

@@ -10,8 +10,8 @@
  *  - two nodes writing the same room in the same turn: one call is
  *    `moved`, that node reloads and decides again, both actions are acked
  *    once, at seqs 1 and 2, and both replicas end at the same checksum;
- *  - Redis gone: an action is answered `reject unavailable`, the node is
- *    not ready. */
+ *  - Redis gone: a call in flight and an action sent then are answered
+ *    `reject unavailable` naming the last confirmed head; not ready. */
 #include <check.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -265,14 +265,28 @@ START_TEST(redis_gone_answers_unavailable)
 {
     struct nodex *a = &nx[0];
     join(a, 0, "c1", "u");
+    sendf(&a->f[0], a->e, ACT(2, 1, "u", INC));
+    json_t *ack = next(&a->f[0]);
+    ck_assert_str_eq(s_of(ack, "type"), "ack");
+    /* a call in flight when Redis dies: its outcome is unknown, the action
+     * is answered unavailable naming the last head Redis confirmed (the
+     * replica holds the unconfirmed decision) */
+    sendf(&a->f[0], a->e, ACT(3, 2, "u", INC));
+    mx_engine_commit(a->e);
     stop_redis(redis_pid);
     redis_pid = 0;
-    TURN_UNTIL(!mx_cnode_ready(a->cn));
-    sendf(&a->f[0], a->e, ACT(2, 1, "u", INC));
     json_t *m = next(&a->f[0]);
     ck_assert_str_eq(s_of(m, "type"), "reject");
     ck_assert_str_eq(s_of(m, "code"), "unavailable");
+    ck_assert_uint_eq(u_of(m, "seq"), 1);
+    ck_assert_str_eq(s_of(m, "checksum"), s_of(ack, "checksum"));
+    TURN_UNTIL(!mx_cnode_ready(a->cn));
     ck_assert_int_eq(mx_engine_ready(a->e), 0);
+    sendf(&a->f[0], a->e, ACT(4, 2, "u", INC));
+    m = next(&a->f[0]);
+    ck_assert_str_eq(s_of(m, "type"), "reject");
+    ck_assert_str_eq(s_of(m, "code"), "unavailable");
+    ck_assert_uint_eq(u_of(m, "seq"), 1);
 }
 END_TEST
 

@@ -30,7 +30,7 @@ void mx_buf_reset(mx_buf *b)
         b->mem[b->pre] = '\0';
 }
 
-int mx_buf_reserve(mx_buf *b, size_t extra)
+int mx_buf_grow(mx_buf *b, size_t extra)
 {
     if (b->oom)
         return -1;
@@ -55,21 +55,6 @@ int mx_buf_reserve(mx_buf *b, size_t extra)
     b->cap = ncap;
     return 0;
 }
-
-int mx_buf_append(mx_buf *b, const void *p, size_t n)
-{
-    if (mx_buf_reserve(b, n))
-        return -1;
-    if (n)
-        memcpy(b->mem + b->pre + b->len, p, n);
-    b->len += n;
-    b->mem[b->pre + b->len] = '\0';
-    return 0;
-}
-
-int mx_buf_puts(mx_buf *b, const char *s) { return mx_buf_append(b, s, strlen(s)); }
-
-int mx_buf_putc(mx_buf *b, char c) { return mx_buf_append(b, &c, 1); }
 
 int mx_buf_printf(mx_buf *b, const char *fmt, ...)
 {

@@ -48,6 +48,11 @@ static int put_outcome(void *arg, const char *client, size_t clen, uint64_t high
 
 int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out)
 {
+    /* room for the state and the whole log at once: grown by doubling, a
+     * snapshot of a full log (megabytes) was copied over and over */
+    size_t count = mx_oplog_count(r->log);
+    mx_buf_reserve(out, 64 + r->idlen + r->state->jsize + mx_oplog_bytes(r->log) +
+                            count * (8 + 2 * MX_DIGEST_LEN + 4));
     mx_put_u64(out, lsn);
     mx_put_bytes(out, r->id, r->idlen);
     mx_put_u64(out, r->seq);
@@ -63,7 +68,6 @@ int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out)
         p[2] = (unsigned char)(slen >> 16);
         p[3] = (unsigned char)(slen >> 24);
     }
-    size_t count = mx_oplog_count(r->log);
     mx_put_u32(out, (uint32_t)count);
     for (uint64_t s = mx_oplog_first_seq(r->log); count && s <= mx_oplog_last_seq(r->log); s++) {
         const struct mx_oplog_entry *e = mx_oplog_get(r->log, s);

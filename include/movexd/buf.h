@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
     char *mem;  /* allocation; data starts at mem + pre */
@@ -22,10 +23,40 @@ typedef struct {
 void mx_buf_init(mx_buf *b, size_t pre);
 void mx_buf_free(mx_buf *b);
 void mx_buf_reset(mx_buf *b); /* len = 0, keeps memory */
-int mx_buf_reserve(mx_buf *b, size_t extra);
-int mx_buf_append(mx_buf *b, const void *p, size_t n);
-int mx_buf_puts(mx_buf *b, const char *s);
-int mx_buf_putc(mx_buf *b, char c);
+/* The slow path of mx_buf_reserve: grow the allocation. */
+int mx_buf_grow(mx_buf *b, size_t extra);
+
+/* The appends are inline: encoders make a dozen small ones per message
+ * (field names, digits, hex), and almost all of them fit. */
+static inline int mx_buf_reserve(mx_buf *b, size_t extra)
+{
+    if (!b->oom && b->mem && b->len + extra <= b->cap)
+        return 0;
+    return mx_buf_grow(b, extra);
+}
+
+static inline int mx_buf_append(mx_buf *b, const void *p, size_t n)
+{
+    if (mx_buf_reserve(b, n))
+        return -1;
+    if (n)
+        memcpy(b->mem + b->pre + b->len, p, n);
+    b->len += n;
+    b->mem[b->pre + b->len] = '\0';
+    return 0;
+}
+
+/* strlen of a literal folds to a constant once inlined */
+static inline int mx_buf_puts(mx_buf *b, const char *s) { return mx_buf_append(b, s, strlen(s)); }
+
+static inline int mx_buf_putc(mx_buf *b, char c)
+{
+    if (mx_buf_reserve(b, 1))
+        return -1;
+    b->mem[b->pre + b->len++] = c;
+    b->mem[b->pre + b->len] = '\0';
+    return 0;
+}
 int mx_buf_printf(mx_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int mx_buf_put_u64(mx_buf *b, unsigned long long v);

@@ -5,7 +5,7 @@
  * answer "who is here" and to re-announce after a lost publish), the
  * remote entries other nodes announced in the rooms this node joined, the
  * table of nodes heard from (id, boot, when last heard), a subscriber link
- * of its own, and two lws timers (the heartbeat tick, the per-turn flush).
+ * of its own and a command link of its own, and two lws timers (the heartbeat tick, the per-turn flush).
  *
  * Wire (JSON, on P{R}:pr and Pnodes):
  *   {"o":NODE,"b":BOOT,"t":"d","e":[[CONN,CLIENT,STATE|null],...]}  changes
@@ -29,8 +29,8 @@
  *   node cannot tell a dead peer from its own outage).
  * Publishes that fail set `republish`: at the next tick every room with
  * local entries is published in full, since a lost change cannot be
- * named. The callbacks of publishes in flight keep a small handle that
- * outlives mx_cpres_free.
+ * named. The command link is ours: freeing it runs the callbacks of
+ * publishes in flight while cp is still whole.
  */
 #include "movexd/cluster_presence.h"
 #include "movexd/alloc.h"
@@ -85,11 +85,6 @@ struct room {
     size_t nrem, caprem;
 };
 
-struct handle { /* what a publish's callback needs, outliving cp */
-    struct mx_cpres *cp;
-    size_t inflight;
-};
-
 struct mx_cpres {
     struct lws_context *ctx;
     struct mx_redis *cmd, *sub;
@@ -104,7 +99,6 @@ struct mx_cpres {
     struct node **nodes;
     size_t nnodes;
     int sub_up, republish, stale_pending, flush_armed;
-    struct handle *h;
     struct mx_cpres_stats st;
     lws_sorted_usec_list_t t_tick, t_flush;
 };
@@ -115,15 +109,9 @@ static uint64_t now_ms(void) { return (uint64_t)(lws_now_usecs() / 1000); }
 
 static void on_published(struct mx_redis *r, redisReply *rep, void *priv)
 {
-    struct handle *h = priv;
-    h->inflight--;
-    if (!h->cp) {
-        if (!h->inflight)
-            free(h);
-        return;
-    }
+    struct mx_cpres *cp = priv;
     if (!rep || rep->type == REDIS_REPLY_ERROR)
-        h->cp->republish = 1; /* a change may be lost: the next tick sends full lists */
+        cp->republish = 1; /* a change may be lost: the next tick sends full lists */
 }
 
 static void publish(struct mx_cpres *cp, const char *channel, const mx_buf *msg)
@@ -134,9 +122,8 @@ static void publish(struct mx_cpres *cp, const char *channel, const mx_buf *msg)
     }
     const char *argv[3] = { "PUBLISH", channel, mx_buf_data(msg) };
     size_t lens[3] = { 7, strlen(channel), msg->len };
-    cp->h->inflight++;
     cp->st.published++;
-    mx_redis_command(cp->cmd, 3, argv, lens, on_published, cp->h);
+    mx_redis_command(cp->cmd, 3, argv, lens, on_published, cp);
 }
 
 /* {"o":NODE,"b":BOOT,"t":TYPE and, unless closed, the caller goes on. */
@@ -636,37 +623,38 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 
 /* ---- the interface ---- */
 
-struct mx_cpres *mx_cpres_new(struct lws_context *ctx, struct lws_vhost *vh, struct mx_redis *cmd,
-                              const struct mx_redis_opts *link, const struct mx_cpres_opts *o)
+struct mx_cpres *mx_cpres_new(struct lws_context *ctx, struct lws_vhost *vh,
+                              const struct mx_cluster_config *cc, const struct mx_cpres_opts *o)
 {
     struct mx_cpres *cp = mx_calloc(1, sizeof *cp);
     if (!cp)
         return NULL;
     cp->ctx = ctx;
-    cp->cmd = cmd;
     cp->heartbeat_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms : 1000;
     cp->dead_ms = o->dead_ms > 0 ? o->dead_ms : 3000;
     cp->on_remote = o->on_remote;
     cp->new_conn = o->new_conn;
     cp->priv = o->priv;
-    snprintf(cp->node_id, sizeof cp->node_id, "%s", o->node_id);
+    snprintf(cp->node_id, sizeof cp->node_id, "%s", cc->node_id);
     unsigned char rnd[BOOT_LEN / 2];
     randombytes_buf(rnd, sizeof rnd);
     sodium_bin2hex(cp->boot, sizeof cp->boot, rnd, sizeof rnd);
-    size_t nl = strlen(o->prefix) + 6;
-    cp->prefix = mx_strdup(o->prefix);
+    size_t nl = strlen(cc->key_prefix) + 6;
+    cp->prefix = mx_strdup(cc->key_prefix);
     cp->nodes_ch = mx_malloc(nl);
     cp->rooms = mx_map_new();
-    cp->h = mx_calloc(1, sizeof *cp->h);
-    if (!cp->prefix || !cp->nodes_ch || !cp->rooms || !cp->h)
+    if (!cp->prefix || !cp->nodes_ch || !cp->rooms)
         goto fail;
-    snprintf(cp->nodes_ch, nl, "%snodes", o->prefix);
-    cp->h->cp = cp;
-    struct mx_redis_opts so = *link;
-    so.on_state = on_sub_state;
-    so.on_message = on_message;
-    so.priv = cp;
-    if (!(cp->sub = mx_redis_new(ctx, vh, &so)))
+    snprintf(cp->nodes_ch, nl, "%snodes", cc->key_prefix);
+    struct mx_redis_opts lo = {.connect_timeout_ms = cc->connect_timeout_ms,
+                               .command_timeout_ms = cc->command_timeout_ms,
+                               .reconnect_max_ms = cc->reconnect_max_ms};
+    if (!(cp->cmd = mx_redis_new_cluster(ctx, vh, &lo, cc)))
+        goto fail;
+    lo.on_state = on_sub_state;
+    lo.on_message = on_message;
+    lo.priv = cp;
+    if (!(cp->sub = mx_redis_new_cluster(ctx, vh, &lo, cc)))
         goto fail;
     mx_redis_on_subscribed(cp->sub, on_subscribed);
     if (mx_redis_subscribe(cp->sub, cp->nodes_ch))
@@ -677,6 +665,14 @@ fail:
     mx_cpres_free(cp);
     return NULL;
 }
+
+void mx_cpres_stop(struct mx_cpres *cp)
+{
+    lws_sul_schedule(cp->ctx, 0, &cp->t_tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    publish_simple(cp, cp->nodes_ch, "bye");
+}
+
+int mx_cpres_up(const struct mx_cpres *cp) { return mx_redis_is_up(cp->cmd) && cp->sub_up; }
 
 int mx_cpres_join(struct mx_cpres *cp, const char *room, size_t roomlen)
 {
@@ -795,9 +791,8 @@ void mx_cpres_free(struct mx_cpres *cp)
         lws_sul_schedule(cp->ctx, 0, &cp->t_tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
         lws_sul_schedule(cp->ctx, 0, &cp->t_flush, NULL, LWS_SET_TIMER_USEC_CANCEL);
     }
-    if (cp->h && cp->nodes_ch)
-        publish_simple(cp, cp->nodes_ch, "bye"); /* best effort: the others need not wait */
     mx_redis_free(cp->sub);
+    mx_redis_free(cp->cmd); /* runs the callbacks of what is in flight (cp still valid) */
     if (cp->rooms) {
         each_room(cp, forget_room, NULL);
         mx_map_free(cp->rooms, NULL);
@@ -806,11 +801,6 @@ void mx_cpres_free(struct mx_cpres *cp)
         free(cp->nodes[i]);
     free(cp->nodes);
     free(cp->dirty);
-    if (cp->h) {
-        cp->h->cp = NULL;
-        if (!cp->h->inflight)
-            free(cp->h);
-    }
     free(cp->prefix);
     free(cp->nodes_ch);
     free(cp);

@@ -30,6 +30,7 @@
 
 #include "movexd/admin.h"
 #include "movexd/cluster_node.h"
+#include "movexd/cluster_presence.h"
 #include "movexd/config.h"
 #include "movexd/engine.h"
 #include "movexd/jwt.h"
@@ -488,6 +489,7 @@ int main(int argc, char **argv)
     }
     server.on_reload = reload;
     struct mx_cnode *cnode = NULL;
+    struct mx_cpres *cpres = NULL;
     if (cfg.cluster.enabled) {
         cnode = mx_cnode_new(&cfg, engine, server.ctx, lws_get_vhost_by_name(server.ctx, "default"));
         if (!cnode) {
@@ -496,6 +498,19 @@ int main(int argc, char **argv)
             return 2;
         }
         mx_engine_set_cluster(engine, cnode);
+        /* presence across nodes: links of its own, the engine's seam */
+        cpres = mx_cpres_new(server.ctx, lws_get_vhost_by_name(server.ctx, "default"), &cfg.cluster,
+                             &(struct mx_cpres_opts){.on_remote = mx_engine_presence_remote,
+                                                     .new_conn = mx_engine_new_conn_id,
+                                                     .priv = engine});
+        if (!cpres) {
+            mx_err("event=start_failed reason=\"out of memory\"");
+            mx_server_destroy(&server);
+            return 2;
+        }
+        struct mx_engine_presence_hook ph;
+        mx_cpres_engine_hook(cpres, &ph);
+        mx_engine_set_presence_hook(engine, &ph);
         mx_info("event=cluster node=%s redis=%s:%d", cfg.cluster.node_id, cfg.cluster.redis.host,
                 cfg.cluster.redis.port);
     }
@@ -511,11 +526,17 @@ int main(int argc, char **argv)
             conf_path ? conf_path : "(defaults)", st->name, cfg.auth == MX_AUTH_JWT ? "jwt" : "none");
     int rc = mx_server_run(&server);
     mx_info("event=stopping");
+    if (cpres)
+        mx_cpres_stop(cpres); /* "bye" goes out during the drain: peers clear us at once */
     if (rc == 0) {
         /* in-flight replies go out, clients get 1001, then the final flush
          * and snapshots make the next start quick */
         mx_server_shutdown(&server, 5000);
         mx_engine_close(engine);
+    }
+    if (cpres) {
+        mx_engine_set_presence_hook(engine, &(struct mx_engine_presence_hook){ 0 });
+        mx_cpres_free(cpres);
     }
     if (cnode) {
         mx_engine_set_cluster(engine, NULL);

@@ -21,8 +21,6 @@
 
 struct lws_context;
 struct lws_vhost;
-struct mx_redis;
-struct mx_redis_opts;
 struct mx_cpres;
 
 /* A remote connection's presence in room changed. owner identifies it (a
@@ -35,21 +33,24 @@ typedef void (*mx_cpres_remote_fn)(void *priv, const char *room, size_t roomlen,
                                    const char *state, size_t statelen);
 
 struct mx_cpres_opts {
-    const char *prefix;  /* key_prefix */
-    const char *node_id; /* this node (cluster.node_id) */
-    int heartbeat_ms;    /* heartbeat period; 0: 1000 */
-    int dead_ms;         /* a node silent this long is gone; 0: 3000 */
+    int heartbeat_ms; /* heartbeat period; 0: 1000 */
+    int dead_ms;      /* a node silent this long is gone; 0: 3000 */
     mx_cpres_remote_fn on_remote;
     uint64_t (*new_conn)(void *priv);
     void *priv;
 };
 
-/* A presence layer publishing over cmd (a command link, shared, owned by
- * the caller) and listening on a subscriber link of its own made from
- * link (address and timeouts; its callbacks are ignored). NULL when out of
- * memory. */
-struct mx_cpres *mx_cpres_new(struct lws_context *ctx, struct lws_vhost *vh, struct mx_redis *cmd,
-                              const struct mx_redis_opts *link, const struct mx_cpres_opts *o);
+struct mx_cluster_config;
+
+/* The presence layer of node cc->node_id: keys under cc->key_prefix, two
+ * Redis links of its own (a command link to publish, a subscriber link),
+ * made like the node's other links (`redis` or `sentinels`, timeouts), so
+ * presence never waits behind a room's FCALL. NULL when out of memory. */
+struct mx_cpres *mx_cpres_new(struct lws_context *ctx, struct lws_vhost *vh,
+                              const struct mx_cluster_config *cc, const struct mx_cpres_opts *o);
+
+/* 1 while both links are up. */
+int mx_cpres_up(const struct mx_cpres *cp);
 
 /* This node holds room: listen on its channel and learn who is there. 0,
  * or -1 when out of memory. Joining twice is one join. */
@@ -83,7 +84,12 @@ void mx_cpres_stats(const struct mx_cpres *cp, struct mx_cpres_stats *out);
 struct mx_engine_presence_hook;
 void mx_cpres_engine_hook(struct mx_cpres *cp, struct mx_engine_presence_hook *out);
 
-/* Tell the others this node leaves (best effort), report nothing, free. */
+/* The node stops: tell the others ("bye", so they need not wait for its
+ * silence) and stop the heartbeat. The bye leaves with the next turns of
+ * the loop (a daemon calls this before its shutdown drain). */
+void mx_cpres_stop(struct mx_cpres *cp);
+
+/* Report nothing, free (links included). */
 void mx_cpres_free(struct mx_cpres *cp);
 
 #endif

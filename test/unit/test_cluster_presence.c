@@ -30,7 +30,6 @@ struct ev {
 };
 
 struct node {
-    struct mx_redis *cmd;
     struct mx_cpres *cp;
     struct ev ev[MAXEV];
     int nev;
@@ -58,22 +57,33 @@ static uint64_t new_conn(void *priv)
 
 static int port;
 
+/* The cluster block of node id against our redis-server. */
+static struct mx_cluster_config conf_of(const char *id)
+{
+    struct mx_cluster_config cc;
+    memset(&cc, 0, sizeof cc);
+    cc.enabled = 1;
+    snprintf(cc.node_id, sizeof cc.node_id, "%s", id);
+    snprintf(cc.redis.host, sizeof cc.redis.host, "127.0.0.1");
+    cc.redis.port = port;
+    snprintf(cc.key_prefix, sizeof cc.key_prefix, "mx:");
+    cc.connect_timeout_ms = 500;
+    cc.command_timeout_ms = 5000;
+    cc.reconnect_max_ms = 200;
+    return cc;
+}
+
 static void node_start(struct node *n, const char *id, int hb_ms, int dead_ms)
 {
     memset(n, 0, sizeof *n);
     n->next_conn = 1000;
-    struct mx_redis_opts o = { "127.0.0.1", port, 500, 5000, 200, NULL, NULL, NULL };
-    n->cmd = mx_redis_new(ctx, vh, &o);
-    struct mx_cpres_opts po = { "mx:", id, hb_ms, dead_ms, on_remote, new_conn, n };
-    n->cp = mx_cpres_new(ctx, vh, n->cmd, &o, &po);
+    struct mx_cluster_config cc = conf_of(id);
+    struct mx_cpres_opts po = { hb_ms, dead_ms, on_remote, new_conn, n };
+    n->cp = mx_cpres_new(ctx, vh, &cc, &po);
     ck_assert_ptr_nonnull(n->cp);
 }
 
-static void node_stop(struct node *n)
-{
-    mx_cpres_free(n->cp);
-    mx_redis_free(n->cmd);
-}
+static void node_stop(struct node *n) { mx_cpres_free(n->cp); }
 
 static pid_t setup(void)
 {
@@ -241,17 +251,17 @@ START_TEST(bye_clears_at_once)
     redisContext *rc = sync_link();
     ck_assert_int_eq(mx_cpres_join(b.cp, "r", 1), 0);
     wait_subscribers(rc, "mx:{r}:pr", 1);
-    RUN_UNTIL(mx_redis_is_up(a.cmd));
+    RUN_UNTIL(mx_cpres_up(a.cp));
     ck_assert_int_eq(mx_cpres_local(a.cp, "r", 1, 1, "ann", 3, "1", 1), 0);
     RUN_UNTIL(b.nev == 1);
-    mx_cpres_free(a.cp);
+    mx_cpres_stop(a.cp);
     RUN_UNTIL(b.nev == 2);
     ck_assert_str_eq(b.ev[1].state, "");
     struct mx_cpres_stats st;
     mx_cpres_stats(b.cp, &st);
     ck_assert_uint_eq(st.nodes_gone, 1);
-    mx_redis_free(a.cmd);
     redisFree(rc);
+    node_stop(&a);
     node_stop(&b);
     teardown(pid);
 }
@@ -340,7 +350,7 @@ START_TEST(redis_restart_keeps_entries)
     RUN_UNTIL(b.nev == 1);
     redisFree(rc);
     stop_redis(pid);
-    RUN_UNTIL(!mx_redis_is_up(a.cmd) && !mx_redis_is_up(b.cmd));
+    RUN_UNTIL(!mx_cpres_up(a.cp) && !mx_cpres_up(b.cp));
     pid = start_redis(port);
     rc = sync_link();
     wait_subscribers(rc, "mx:{r}:pr", 2);
@@ -377,7 +387,7 @@ START_TEST(unconfirmed_entries_go_after_resubscribe)
     RUN_UNTIL(b.nev == 1);
     redisFree(rc);
     stop_redis(pid);
-    RUN_UNTIL(!mx_redis_is_up(b.cmd));
+    RUN_UNTIL(!mx_cpres_up(b.cp));
     pid = start_redis(port);
     rc = sync_link();
     wait_subscribers(rc, "mx:{r}:pr", 1);
@@ -402,7 +412,6 @@ END_TEST
 
 struct eng {
     mx_engine *e;
-    struct mx_redis *cmd;
     struct mx_cpres *cp;
     struct mx_conn conn;
     char got[16][256]; /* delivered messages */
@@ -425,10 +434,9 @@ static void eng_start(struct eng *g, const char *id)
     memset(g, 0, sizeof *g);
     g->e = mx_engine_new(&ecfg, mx_storage_mem(), NULL);
     ck_assert_ptr_nonnull(g->e);
-    struct mx_redis_opts o = { "127.0.0.1", port, 500, 5000, 200, NULL, NULL, NULL };
-    g->cmd = mx_redis_new(ctx, vh, &o);
-    struct mx_cpres_opts po = { "mx:", id, 100, 500, mx_engine_presence_remote, mx_engine_new_conn_id, g->e };
-    g->cp = mx_cpres_new(ctx, vh, g->cmd, &o, &po);
+    struct mx_cluster_config cc = conf_of(id);
+    struct mx_cpres_opts po = { 100, 500, mx_engine_presence_remote, mx_engine_new_conn_id, g->e };
+    g->cp = mx_cpres_new(ctx, vh, &cc, &po);
     struct mx_engine_presence_hook h;
     mx_cpres_engine_hook(g->cp, &h);
     mx_engine_set_presence_hook(g->e, &h);
@@ -501,7 +509,6 @@ START_TEST(two_engines_share_presence)
     redisFree(rc);
     for (struct eng *g = &a; g; g = g == &a ? &b : NULL) {
         mx_cpres_free(g->cp);
-        mx_redis_free(g->cmd);
         mx_engine_free(g->e);
     }
     mx_config_free(&ecfg);

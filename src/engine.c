@@ -36,6 +36,7 @@ struct outbox_entry {
     uint64_t ack_t_us; /* an ack: when its request arrived (ack latency); else 0 */
     int free;          /* depends on no unflushed decision (pong, error, unavailable) */
     struct mx_gate *gate; /* cluster mode: leaves when it passes, dropped when it fails */
+    size_t next_own;      /* the next entry for the same conn, as index + 1 (0: none) */
 };
 
 struct mx_engine {
@@ -64,6 +65,7 @@ struct mx_engine {
     struct mx_gate *gate;
     int unavailable;
     struct mx_engine_presence_hook ph; /* cluster presence; all NULL when single-node */
+    int relinking; /* the outbox is being compacted: the conns' chains are stale */
     void (*released)(void *ctx); /* mx_engine_set_released */
     void *released_ctx;
 };
@@ -338,6 +340,18 @@ static void close_conn(struct mx_conn *c, int code, const char *reason)
 
 /* ---- outbox ---- */
 
+/* Entry i (the newest of its conn) at the end of its conn's chain. */
+static void link_own(mx_engine *e, size_t i)
+{
+    struct mx_conn *c = e->out[i].conn;
+    e->out[i].next_own = 0;
+    if (c->out_last)
+        e->out[c->out_last - 1].next_own = i + 1;
+    else
+        c->out_first = i + 1;
+    c->out_last = i + 1;
+}
+
 /* Queue frame f (one reference is taken over) for c. */
 static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
 {
@@ -358,8 +372,23 @@ static void push(mx_engine *e, struct mx_conn *c, mx_frame *f)
     }
     e->out[e->nout++] = (struct outbox_entry){
         .conn = c, .frame = f, .ack_t_us = 0, .free = 0, .gate = e->gate ? mx_gate_ref(e->gate) : NULL};
+    link_own(e, e->nout - 1);
     c->pending++;
     c->pending_bytes += f->len;
+}
+
+/* After the outbox was compacted (entries moved): chain each connection's
+ * entries again. Connections whose entries all left had their chain
+ * cleared when the last one left. */
+static void relink_all(mx_engine *e)
+{
+    for (size_t i = 0; i < e->nout; i++)
+        if (e->out[i].conn)
+            e->out[i].conn->out_first = e->out[i].conn->out_last = 0;
+    for (size_t i = 0; i < e->nout; i++)
+        if (e->out[i].conn)
+            link_own(e, i);
+    e->relinking = 0;
 }
 
 /* Encode b into a frame and queue it for c. */
@@ -383,12 +412,14 @@ int mx_engine_has_pending(const mx_engine *e) { return e->nout > 0; }
 static void release_free(mx_engine *e)
 {
     size_t keep = 0;
+    e->relinking = 1;
     for (size_t i = 0; i < e->nout; i++) {
         struct outbox_entry o = e->out[i];
         struct mx_conn *c = o.conn;
         if (c && o.free && !c->held) {
             c->pending--;
             c->pending_bytes -= o.frame->len;
+            c->out_first = c->out_last = 0; /* relink_all chains what stays */
             e->out[i].conn = NULL;
             c->deliver(c, o.frame);
             mx_frame_unref(o.frame);
@@ -407,6 +438,7 @@ static void release_free(mx_engine *e)
     for (size_t i = 0; i < e->nout; i++)
         if (e->out[i].conn)
             e->out[i].conn->held = 0;
+    relink_all(e);
 }
 
 /* Mark the entry just queued as independent of unflushed decisions. */
@@ -435,6 +467,7 @@ static void flush_presence(mx_engine *e);
 static void release_gated(mx_engine *e)
 {
     size_t keep = 0;
+    e->relinking = 1;
     for (size_t i = 0; i < e->nout; i++) {
         struct outbox_entry *o = &e->out[i];
         struct mx_conn *c = o->conn;
@@ -442,6 +475,7 @@ static void release_gated(mx_engine *e)
         if (c && st == MX_GATE_FAILED) {
             c->pending--;
             c->pending_bytes -= o->frame->len;
+            c->out_first = c->out_last = 0; /* relink_all chains what stays */
             o->conn = c = NULL;
         }
         if (!c) {
@@ -463,6 +497,7 @@ static void release_gated(mx_engine *e)
         struct mx_gate *g = o->gate;
         c->pending--;
         c->pending_bytes -= f->len;
+        c->out_first = c->out_last = 0; /* relink_all chains what stays */
         o->conn = NULL;
         c->deliver(c, f);
         mx_frame_unref(f);
@@ -472,6 +507,7 @@ static void release_gated(mx_engine *e)
     for (size_t i = 0; i < e->nout; i++)
         if (e->out[i].conn)
             e->out[i].conn->held = 0;
+    relink_all(e);
 }
 
 void mx_engine_set_released(mx_engine *e, void (*fn)(void *ctx), void *ctx)
@@ -518,6 +554,10 @@ int mx_engine_commit(mx_engine *e)
             struct mx_conn *c = o->conn;
             c->pending--;
             c->pending_bytes -= o->frame->len;
+            /* entries leave in index order: this one heads c's chain */
+            c->out_first = o->next_own;
+            if (!c->out_first)
+                c->out_last = 0;
             o->conn = NULL;
             c->deliver(c, o->frame);
         }
@@ -640,6 +680,7 @@ void mx_engine_conn_open(mx_engine *e, struct mx_conn *c)
     c->nrooms = c->caprooms = 0;
     c->pending = 0;
     c->pending_bytes = 0;
+    c->out_first = c->out_last = 0;
     c->authed = 0;
     c->closed = 0;
     c->admin = 0;
@@ -703,12 +744,25 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c)
     free(c->room_pos);
     c->room_pos = NULL;
     c->nrooms = c->caprooms = 0;
-    for (size_t i = 0; c->pending && i < e->nout; i++) {
-        if (e->out[i].conn == c) {
-            e->out[i].conn = NULL;
-            c->pending--;
+    if (e->relinking) {
+        /* closed from a deliver while the outbox is compacted (the edges
+         * close from their loop, so not expected): the chain is stale */
+        for (size_t i = 0; c->pending && i < e->nout; i++) {
+            if (e->out[i].conn == c) {
+                e->out[i].conn = NULL;
+                c->pending--;
+            }
+        }
+    } else {
+        /* its own entries only: a storm of closes is not O(outbox) each */
+        for (size_t i = c->out_first; i; i = e->out[i - 1].next_own) {
+            if (e->out[i - 1].conn == c) {
+                e->out[i - 1].conn = NULL;
+                c->pending--;
+            }
         }
     }
+    c->out_first = c->out_last = 0;
     c->pending_bytes = 0;
     mx_token_free(&c->token);
     c->authed = 0;

@@ -47,6 +47,8 @@ struct mx_conn {
                              the server hold until the commit (the edge stops
                              reading from it when this and its send queue
                              reach max_queue_bytes) */
+    size_t out_first, out_last; /* its outbox entries, as index + 1 (0: none), chained
+                                   in order, so closing it costs its own entries only */
     int held;       /* scratch: an entry for it is held by a failed flush */
     int closed;             /* the engine asked the edge to close it */
     int admin;              /* the admin API: every right, no subscription needed */

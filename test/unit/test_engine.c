@@ -486,6 +486,70 @@ START_TEST(scale_disconnect_storm_is_linear)
 }
 END_TEST
 
+/* A reconnect storm closes connections while the outbox holds a turn's
+ * worth of other entries: one connection with 100k replies queued, then 20k
+ * connections with one reply each behind them. Closing the 20k walks only
+ * their own entries (a walk of the outbox per close was 2*10^9 steps);
+ * then the commit delivers exactly the replies of the connections left. */
+static size_t own_delivered;
+static void own_deliver(struct mx_conn *c, mx_frame *f)
+{
+    (void)c;
+    (void)f;
+    own_delivered++;
+}
+
+#define PING1 "{\"type\":\"ping\",\"id\":1}"
+START_TEST(scale_close_walks_own_entries)
+{
+    enum { BIG = 100000, N = 20000 };
+    struct mx_conn *cs = calloc(N + 1, sizeof(*cs));
+    ck_assert(cs);
+    char msg[96];
+    for (int i = 0; i <= N; i++) {
+        cs[i].deliver = own_deliver;
+        cs[i].close = fake_close;
+        cs[i].edge = &conns[0];
+        mx_engine_conn_open(e, &cs[i]);
+    }
+    int n = snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"client\":\"big\"}");
+    mx_engine_handle(e, &cs[N], msg, (size_t)n);
+    for (int k = 0; k < BIG; k++) {
+        n = snprintf(msg, sizeof msg, "{\"type\":\"ping\",\"id\":%d}", k + 1);
+        mx_engine_handle(e, &cs[N], msg, (size_t)n);
+    }
+    for (int i = 0; i < N; i++) {
+        n = snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"client\":\"c%d\"}", i);
+        mx_engine_handle(e, &cs[i], msg, (size_t)n);
+        /* the middle of a connection's chain moves too: two entries each
+         * for the odd ones */
+        if (i % 2)
+            mx_engine_handle(e, &cs[i], PING1, strlen(PING1));
+    }
+    ck_assert_uint_eq(cs[N].pending, BIG + 1);
+    ck_assert_uint_eq(cs[1].pending, 2);
+    double t0 = mono_s();
+    for (int i = N - 1; i >= 0; i -= 2) /* every other one, from the back */
+        mx_engine_conn_closed(e, &cs[i]);
+    double took = mono_s() - t0;
+    if (getenv("MX_TEST_VERBOSE"))
+        fprintf(stderr, "close storm behind %d entries: %.4f s\n", BIG, took);
+    ck_assert_msg(took < 0.5, "%d closes took %.2f s", N / 2, took);
+    for (int i = N - 1; i >= 0; i -= 2)
+        ck_assert_uint_eq(cs[i].pending, 0);
+    own_delivered = 0;
+    commit_ok();
+    ck_assert_uint_eq(own_delivered, BIG + 1 + N / 2);
+    ck_assert_uint_eq(cs[N].pending, 0);
+    ck_assert_uint_eq(cs[N].out_first, 0);
+    ck_assert_uint_eq(cs[0].out_first, 0);
+    for (int i = 0; i < N; i += 2)
+        mx_engine_conn_closed(e, &cs[i]);
+    mx_engine_conn_closed(e, &cs[N]);
+    free(cs);
+}
+END_TEST
+
 /* ---- the cluster presence seam (mx_engine_presence_hook, _remote) ---- */
 
 static struct {
@@ -611,6 +675,7 @@ Suite *mx_suite_engine(void)
     tcase_add_checked_fixture(scale, setup, teardown);
     tcase_set_timeout(scale, 300);
     tcase_add_test(scale, scale_disconnect_storm_is_linear);
+    tcase_add_test(scale, scale_close_walks_own_entries);
     suite_add_tcase(s, scale);
     return s;
 }

@@ -59,6 +59,43 @@ void mx_cluster_load_library(struct mx_redis *r, mx_cluster_loaded_fn done, void
     mx_redis_command(r, 4, argv, lens, on_loaded, l);
 }
 
+struct epoch_call {
+    mx_cluster_epoch_fn done;
+    void *priv;
+    char candidate[64];
+};
+
+static void on_epoch(struct mx_redis *r, redisReply *rep, void *priv)
+{
+    struct epoch_call e = *(struct epoch_call *)priv;
+    free(priv);
+    if (rep && rep->type == REDIS_REPLY_NIL)
+        e.done(1, e.candidate, e.priv); /* there was none: ours is it now */
+    else if (rep && rep->type == REDIS_REPLY_STRING)
+        e.done(1, rep->str, e.priv);
+    else
+        e.done(0, NULL, e.priv);
+}
+
+void mx_cluster_epoch(struct mx_redis *r, const char *prefix, const char *candidate,
+                      mx_cluster_epoch_fn done, void *priv)
+{
+    struct epoch_call *e = mx_malloc(sizeof *e);
+    char key[128];
+    int kl = snprintf(key, sizeof key, "%sepoch", prefix);
+    if (!e || kl < 0 || (size_t)kl >= sizeof key || strlen(candidate) >= sizeof e->candidate) {
+        free(e);
+        done(0, NULL, priv);
+        return;
+    }
+    e->done = done;
+    e->priv = priv;
+    snprintf(e->candidate, sizeof e->candidate, "%s", candidate);
+    const char *argv[] = { "SET", key, candidate, "NX", "GET" };
+    size_t lens[] = { 3, (size_t)kl, strlen(candidate), 2, 3 };
+    mx_redis_command(r, 5, argv, lens, on_epoch, e);
+}
+
 /* A decimal uint64 with nothing else (no sign, no spaces, no overflow). */
 static int parse_u64(const char *s, size_t len, uint64_t *out)
 {

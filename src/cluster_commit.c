@@ -474,6 +474,7 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
             cr->fwd_seq = s->seq;
     }
     if (bad == cr->ninflight) {
+        cn_rb_confirmed(n, cr, &cr->head, head); /* the journal, for a rollback */
         cr->head = *head;
         free_inflight(n, cr);
         cn_replica_settled(n, cr);
@@ -487,7 +488,9 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
     fail_slots(n, cr, bad, 0);
     free_inflight(n, cr);
     cr->known = 0;
-    cn_replica_load(n, cr);
+    /* a head behind the confirmed one is a rollback: the journal first */
+    if (!cn_rb_check_append(n, cr, head))
+        cn_replica_load(n, cr);
     cn_due(n, cr);
 }
 
@@ -510,19 +513,24 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+size_t cn_batch_actions(const struct cn_slot *s, size_t n, struct mx_cluster_action *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!s[i].kind)
+            continue;
+        out[k++] = (struct mx_cluster_action){
+            .client = s[i].client, .n = s[i].n, .deps = s[i].deps, .ndeps = s[i].ndeps,
+            .strict = s[i].strict, .base = s[i].base, .applied = s[i].kind == 'a', .what = s[i].what,
+            .body = s[i].body, .body_len = s[i].body_len};
+    }
+    return k;
+}
+
 static void send_batch(struct mx_cnode *n, struct cn_room *cr)
 {
     struct mx_cluster_action *a = mx_calloc(cr->nforming, sizeof *a);
-    size_t k = 0;
-    for (size_t i = 0; a && i < cr->nforming; i++) {
-        struct cn_slot *s = &cr->forming[i];
-        if (!s->kind)
-            continue;
-        a[k++] = (struct mx_cluster_action){
-            .client = s->client, .n = s->n, .deps = s->deps, .ndeps = s->ndeps, .strict = s->strict,
-            .base = s->base, .applied = s->kind == 'a', .what = s->what, .body = s->body,
-            .body_len = s->body_len};
-    }
+    size_t k = a ? cn_batch_actions(cr->forming, cr->nforming, a) : 0;
     cr->inflight = cr->forming;
     cr->ninflight = cr->nforming;
     cr->forming = NULL;
@@ -545,7 +553,8 @@ static void send_batch(struct mx_cnode *n, struct cn_room *cr)
     /* with wait_replicas, WAIT N follows the FCALL (group commit to the
      * replicas too): fewer replicas in time fails the call - unavailable */
     const struct mx_cluster_config *cc = &n->cfg->cluster;
-    mx_cluster_append_wait(n->cmd, cc->key_prefix, cr->id, &cr->head, n->cfg->dedup_window, wall_ms(), a, k,
+    cr->sent_ms = wall_ms();
+    mx_cluster_append_wait(n->cmd, cc->key_prefix, cr->id, &cr->head, n->cfg->dedup_window, cr->sent_ms, a, k,
                            cc->wait_replicas, cc->wait_timeout_ms, on_appended, cr);
     free(a);
 }
@@ -588,6 +597,8 @@ void mx_cnode_flush(struct mx_cnode *n)
 /* Hand the room's queue back to the engine while the room is ready. */
 static void drain(struct mx_cnode *n, struct cn_room *cr)
 {
+    if (!cr->busy)
+        cn_rb_settled(n, cr); /* an epoch change seen while busy */
     if (cr->drop_room) {
         cr->drop_room = 0;
         struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
@@ -675,6 +686,7 @@ static void on_cmd_state(struct mx_redis *r, int up, void *priv)
     struct mx_cnode *n = priv;
     n->lib_ok = 0;
     if (up) {
+        cn_rb_link_up(n, r); /* answered before the library: ready implies the epoch is known */
         mx_cluster_load_library(r, on_library, n);
     } else {
         mx_warn("event=cluster_redis_down link=command");
@@ -723,6 +735,10 @@ struct mx_cnode *mx_cnode_new(const struct mx_config *cfg, mx_engine *e, struct 
     n->ctx = ctx;
     n->cur_slot = -1;
     n->rooms = mx_map_new();
+    if (n->rooms && cn_rb_init(n)) {
+        mx_map_free(n->rooms, NULL);
+        n->rooms = NULL;
+    }
     const struct mx_cluster_config *cc = &cfg->cluster;
     struct mx_redis_opts o = {.connect_timeout_ms = cc->connect_timeout_ms,
                               .command_timeout_ms = cc->command_timeout_ms,
@@ -762,6 +778,7 @@ void mx_cnode_free(struct mx_cnode *n)
     /* pending callbacks run (with no reply) while the rooms still exist */
     mx_redis_free(n->cmd);
     mx_redis_free(n->sub);
+    cn_rb_free(n); /* after the links: a replay's last callback has run */
     size_t it = 0, len;
     const char *key;
     void *val;
@@ -824,4 +841,5 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
                        s->applied_foreign);
     mx_metrics_counter(b, "movexd_cluster_creates_total", "rooms created in Redis by this node", s->creates);
     mx_metrics_counter(b, "movexd_cluster_creates_lost_total", "creates another node won", s->create_lost);
+    cn_rb_metrics(n, b);
 }

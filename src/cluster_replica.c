@@ -300,6 +300,14 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
         }
     }
     struct mx_room *have = mx_engine_room(n->e, cr->id, cr->idlen);
+    if (have && cn_rb_check_reload(n, cr, &h, have, r)) {
+        /* the log is behind what subscribers were sent: they resync */
+        mx_room_free(r);
+        free(cr->init);
+        cr->init = NULL;
+        cr->busy = CN_IDLE;
+        return;
+    }
     if (have) {
         swap_contents(have, r);
         mx_room_free(r);

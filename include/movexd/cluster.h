@@ -18,6 +18,22 @@ typedef void (*mx_cluster_loaded_fn)(int ok, const char *err, void *priv);
  * time its link comes up, so a Redis restarted empty gets it back. */
 void mx_cluster_load_library(struct mx_redis *r, mx_cluster_loaded_fn done, void *priv);
 
+/* ---- the epoch of the data under a key prefix ---- */
+
+/* done(ok, epoch, priv): ok = 0 when the link failed (epoch NULL);
+ * otherwise epoch is the value of PREFIX"epoch" after the call, valid
+ * during it. */
+typedef void (*mx_cluster_epoch_fn)(int ok, const char *epoch, void *priv);
+
+/* SET PREFIX"epoch" candidate NX GET: one round trip that reads the epoch,
+ * setting it to candidate (a fresh random id) when there is none. A node
+ * does it each time its command link comes up: an epoch other than the one
+ * it knew means Redis lost its data (restarted without persistence,
+ * flushed, or another Redis), so every room must be resynced. done runs
+ * exactly once. */
+void mx_cluster_epoch(struct mx_redis *r, const char *prefix, const char *candidate,
+                      mx_cluster_epoch_fn done, void *priv);
+
 /* ---- the per-room append (FCALL movexd_append, docs/CLUSTER.md) ---- */
 
 #include <stddef.h>

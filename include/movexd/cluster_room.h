@@ -22,6 +22,7 @@
 #include "movexd/map.h"
 
 struct mx_redis;
+struct mx_journal;
 
 /* A message waiting for its room, or the message of a slot. */
 struct cn_msg {
@@ -63,6 +64,8 @@ struct cn_room {
     enum cn_busy busy;
     int subscribed;
     int recheck;     /* catch up at the next tick (a message may have been missed) */
+    int epoch_stale; /* Redis's epoch changed while busy: resync once idle (cluster_rollback.c) */
+    uint64_t sent_ms; /* the in-flight batch's time (the journal resends it byte for byte) */
     int due;         /* on the node's due list */
     int dirty;       /* on the node's dirty list */
     int drop_room;   /* drain: forget the engine's room (a lost create, a room gone) */
@@ -103,6 +106,8 @@ struct mx_cnode {
     size_t live_msgs;          /* queued messages + slots + creates (conn_closed scans only then) */
     int closing;
     struct mx_cnode_stats st;
+    struct mx_journal *journal; /* this node's confirmed batches (cluster_rollback.c) */
+    char epoch[64];             /* Redis's epoch as last seen; "" before the first link */
 };
 
 /* cluster_commit.c */
@@ -121,5 +126,29 @@ void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, co
 /* After a call of the room finished: catch up when something newer was
  * published meanwhile. */
 void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr);
+/* The recorded actions of slots (kind 'a' or 'r') as the append's
+ * arguments, into out (room for n); how many. */
+size_t cn_batch_actions(const struct cn_slot *s, size_t n, struct mx_cluster_action *out);
+
+/* cluster_rollback.c: the journal, the epoch, rollback detection */
+int cn_rb_init(struct mx_cnode *n);
+void cn_rb_free(struct mx_cnode *n);
+/* The command link came up: read (or set) Redis's epoch. */
+void cn_rb_link_up(struct mx_cnode *n, struct mx_redis *r);
+/* The in-flight batch was confirmed whole: journal it. */
+void cn_rb_confirmed(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *expected,
+                     const struct mx_cluster_head *after);
+/* An append was refused on head redis: 1 when that is a rollback (the
+ * journal replay has started, the room is busy until it ends). */
+int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis);
+/* A reload built `loaded` (head h) for the engine's room `have`: 1 when
+ * subscribers were sent what the log no longer has - a head behind what
+ * they saw, or another checksum at the seq they are at (a fork) - and the
+ * room is then resynced (the caller drops what it loaded). */
+int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *h,
+                       const struct mx_room *have, const struct mx_room *loaded);
+/* The room is idle again: 1 when an epoch change made it resync. */
+int cn_rb_settled(struct mx_cnode *n, struct cn_room *cr);
+void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b);
 
 #endif

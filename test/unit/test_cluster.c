@@ -222,6 +222,56 @@ START_TEST(append_round_trip)
 }
 END_TEST
 
+struct epoch_got {
+    int done, ok;
+    char epoch[64];
+};
+
+static void on_epoch_got(int ok, const char *epoch, void *priv)
+{
+    struct epoch_got *x = priv;
+    x->done++;
+    x->ok = ok;
+    snprintf(x->epoch, sizeof x->epoch, "%s", ok ? epoch : "");
+}
+
+static void epoch_of(struct mx_redis *r, const char *candidate, struct epoch_got *x)
+{
+    memset(x, 0, sizeof *x);
+    mx_cluster_epoch(r, "movexd:", candidate, on_epoch_got, x);
+    RUN_UNTIL(x->done);
+    ck_assert_int_eq(x->done, 1);
+}
+
+/* The epoch is set once (the first candidate wins, later ones read it);
+ * a Redis restarted without persistence has a new one; down: ok = 0. */
+START_TEST(epoch_set_once_new_after_data_loss)
+{
+    pid_t pid;
+    struct mx_redis *r = redis_and_link(&pid);
+    struct epoch_got x;
+    epoch_of(r, "aaaa", &x); /* not up yet */
+    ck_assert_int_eq(x.ok, 0);
+    RUN_UNTIL(mx_redis_is_up(r));
+    epoch_of(r, "aaaa", &x);
+    ck_assert_int_eq(x.ok, 1);
+    ck_assert_str_eq(x.epoch, "aaaa");
+    epoch_of(r, "bbbb", &x);
+    ck_assert_str_eq(x.epoch, "aaaa");
+    stop_redis(pid);
+    RUN_UNTIL(!mx_redis_is_up(r));
+    pid = start_redis(redis_port);
+    RUN_UNTIL(mx_redis_is_up(r));
+    epoch_of(r, "cccc", &x);
+    ck_assert_int_eq(x.ok, 1);
+    ck_assert_str_eq(x.epoch, "cccc");
+    mx_redis_free(r);
+    spin(20);
+    stop_redis(pid);
+    loop_teardown();
+}
+END_TEST
+
 /* Group commit with WAIT: without a replica the batch is appended but not
  * acknowledged (WAIT reports 0 of 1: outcome unknown, the caller answers
  * unavailable); the resend of the same (client, n) is answered from
@@ -298,6 +348,7 @@ Suite *mx_suite_cluster(void)
     tcase_add_test(tc, parse_outcomes);
     tcase_add_test(tc, append_round_trip);
     tcase_add_test(tc, append_wait_replicas);
+    tcase_add_test(tc, epoch_set_once_new_after_data_loss);
     suite_add_tcase(s, tc);
     return s;
 }

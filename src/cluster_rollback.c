@@ -1,0 +1,242 @@
+/* cluster_rollback.c - cluster mode noticing that Redis lost data it had
+ * acknowledged, and what the node does about it (issue #14,
+ * docs/CLUSTER.md "Rollback, epoch and the journal").
+ *
+ * What it owns: the node's journal of its own confirmed batches
+ * (cluster_journal.c), the epoch it last saw, and the three checks:
+ * - the epoch (PREFIX"epoch", set NX each time the command link comes up):
+ *   another value than the one the node knew means Redis lost its data
+ *   (restarted without persistence, flushed): every room the node holds is
+ *   forgotten with its subscribers told, and loaded again when used;
+ * - an append answered with a head behind the room's confirmed head, or at
+ *   the same ID with another hash (a fork): Redis rolled back (a failover
+ *   promoted a replica that missed writes). The journal's batches past
+ *   that head are sent again verbatim (same seqs, checksums, hashes as
+ *   their acks); if the room's head is then exactly where it was, nothing
+ *   changed for anyone; otherwise subscribers saw entries the log no
+ *   longer has, so the room is forgotten with its subscribers told (they
+ *   subscribe again with `since` and get what the log has now);
+ * - a reload of a room that brings a head behind what local subscribers
+ *   were sent: the same resync, for nodes that only read the room.
+ *
+ * Invariants: while a replay runs the room is busy (CN_LOADING), so its
+ * requests queue; the room is touched in the engine only through
+ * drop_room in cn_drain (cluster_room.h's threading rule).
+ */
+#include "movexd/alloc.h"
+#include "movexd/cluster.h"
+#include "movexd/cluster_journal.h"
+#include "movexd/cluster_room.h"
+#include "movexd/digest.h"
+#include "movexd/oplog.h"
+#include "movexd/room.h"
+#include "movexd/engine.h"
+#include "movexd/log.h"
+#include "movexd/metrics.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The journal's bounds: enough for the batches of the last seconds of a
+ * busy node, which is what a failover can lose. */
+#define JOURNAL_BATCHES 65536
+#define JOURNAL_BYTES (64u << 20)
+
+int cn_rb_init(struct mx_cnode *n)
+{
+    n->journal = mx_journal_new(JOURNAL_BATCHES, JOURNAL_BYTES);
+    return n->journal ? 0 : -1;
+}
+
+void cn_rb_free(struct mx_cnode *n)
+{
+    mx_journal_free(n->journal);
+    n->journal = NULL;
+}
+
+/* The room's subscribers were sent what the log no longer has: forget the
+ * room in the engine (they are told, and subscribe again), load it afresh
+ * when it is next used. */
+static void resync_room(struct mx_cnode *n, struct cn_room *cr)
+{
+    if (mx_engine_room(n->e, cr->id, cr->idlen)) {
+        cr->drop_room = 1;
+        cr->drop_tell = 1;
+    }
+    cr->known = 0;
+    cr->fwd_seq = 0;
+    memset(&cr->head, 0, sizeof cr->head);
+    n->st.resyncs++;
+    cn_due(n, cr);
+}
+
+static void on_epoch(int ok, const char *epoch, void *priv)
+{
+    struct mx_cnode *n = priv;
+    if (!ok || n->closing)
+        return; /* the link went: the next link-up asks again */
+    if (n->epoch[0] && strcmp(n->epoch, epoch) != 0) {
+        mx_warn("event=cluster_epoch_changed old=%s new=%s note=\"Redis lost its data: every room "
+                "is reloaded and its subscribers resync\"",
+                n->epoch, epoch);
+        n->st.epoch_changes++;
+        size_t it = 0, len;
+        const char *key;
+        void *val;
+        while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
+            struct cn_room *cr = val;
+            mx_journal_forget(n->journal, cr->id, UINT64_MAX, 0);
+            if (cr->busy == CN_IDLE)
+                resync_room(n, cr);
+            else
+                cr->epoch_stale = 1; /* after its call: see cn_rb_settled */
+        }
+    }
+    snprintf(n->epoch, sizeof n->epoch, "%s", epoch);
+}
+
+void cn_rb_link_up(struct mx_cnode *n, struct mx_redis *r)
+{
+    unsigned char raw[16];
+    char cand[33];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(cand, sizeof cand, raw, sizeof raw);
+    mx_cluster_epoch(r, n->cfg->cluster.key_prefix, cand, on_epoch, n);
+}
+
+int cn_rb_settled(struct mx_cnode *n, struct cn_room *cr)
+{
+    if (!cr->epoch_stale)
+        return 0;
+    cr->epoch_stale = 0;
+    resync_room(n, cr);
+    return 1;
+}
+
+void cn_rb_confirmed(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *expected,
+                     const struct mx_cluster_head *after)
+{
+    struct mx_cluster_action *a = mx_calloc(cr->ninflight ? cr->ninflight : 1, sizeof *a);
+    size_t k = a ? cn_batch_actions(cr->inflight, cr->ninflight, a) : 0;
+    if (k && mx_journal_add(n->journal, cr->id, expected, after, n->cfg->dedup_window, cr->sent_ms, a, k))
+        n->st.journal_failures++; /* out of memory: this batch cannot be restored */
+    free(a);
+}
+
+struct replay {
+    struct mx_cnode *n;
+    struct cn_room *cr;
+    struct mx_cluster_head before; /* the confirmed head when the rollback showed */
+};
+
+static void on_replayed(int ok, size_t restored, size_t lost, const struct mx_cluster_head *head,
+                        void *priv)
+{
+    struct replay *p = priv;
+    struct mx_cnode *n = p->n;
+    struct cn_room *cr = p->cr;
+    n->st.restored_batches += restored;
+    n->st.lost_batches += lost;
+    cr->busy = CN_IDLE;
+    int whole = ok && mx_cluster_id_cmp(head, &p->before) == 0 && strcmp(head->hash, p->before.hash) == 0;
+    mx_warn("event=cluster_rollback_replayed room=%s restored=%zu lost=%zu head=%llu-%llu "
+            "was=%llu-%llu result=%s",
+            cr->id, restored, lost, (unsigned long long)head->seq, (unsigned long long)head->sub,
+            (unsigned long long)p->before.seq, (unsigned long long)p->before.sub,
+            !ok ? "call_failed" : whole ? "log_restored" : "subscribers_resync");
+    free(p);
+    if (n->closing)
+        return;
+    if (whole) {
+        cr->known = 0; /* the same log as before: reload quietly */
+        cn_due(n, cr);
+    } else {
+        resync_room(n, cr);
+    }
+}
+
+int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis)
+{
+    int cmp = mx_cluster_id_cmp(redis, &cr->head);
+    if (cmp > 0 || (cmp == 0 && strcmp(redis->hash, cr->head.hash) == 0))
+        return 0; /* Redis is at or ahead of what the node confirmed: no rollback */
+    n->st.rollbacks++;
+    mx_warn("event=cluster_rollback room=%s redis_head=%llu-%llu confirmed=%llu-%llu%s", cr->id,
+            (unsigned long long)redis->seq, (unsigned long long)redis->sub,
+            (unsigned long long)cr->head.seq, (unsigned long long)cr->head.sub,
+            cmp == 0 ? " note=\"same ID, another hash: a fork\"" : "");
+    struct replay *p = mx_malloc(sizeof *p);
+    if (!p) {
+        resync_room(n, cr);
+        return 1;
+    }
+    p->n = n;
+    p->cr = cr;
+    p->before = cr->head;
+    cr->busy = CN_LOADING; /* the room's requests queue until the replay is done */
+    cr->known = 0;
+    const struct mx_cluster_config *cc = &n->cfg->cluster;
+    /* a fork at the same ID: everything of ours past the previous ID */
+    struct mx_cluster_head from = *redis;
+    if (cmp == 0 && from.sub > 0)
+        from.sub--;
+    else if (cmp == 0 && from.seq > 0)
+        from.seq--, from.sub = UINT64_MAX;
+    if (mx_journal_replay(n->journal, n->cmd, cc->key_prefix, cr->id, &from, cc->wait_replicas,
+                          cc->wait_timeout_ms, on_replayed, p)) {
+        free(p);
+        cr->busy = CN_IDLE;
+        resync_room(n, cr);
+    }
+    return 1;
+}
+
+/* The checksum of room r's state at seq (after that entry), or NULL when
+ * r's history no longer has it. */
+static const uint8_t *sum_at(const struct mx_room *r, uint64_t seq)
+{
+    if (seq == r->seq)
+        return r->checksum;
+    const struct mx_oplog_entry *e = seq < r->seq ? mx_oplog_get(r->log, seq + 1) : NULL;
+    return e ? e->prev : NULL;
+}
+
+int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *h,
+                       const struct mx_room *have, const struct mx_room *loaded)
+{
+    /* subscribers are at fwd_seq with the engine's room's checksum there */
+    const uint8_t *seen = sum_at(have, cr->fwd_seq), *now = sum_at(loaded, cr->fwd_seq);
+    int behind = h->seq < cr->fwd_seq;
+    int forked = !behind && seen && now && memcmp(seen, now, MX_DIGEST_LEN) != 0;
+    if (!behind && !forked)
+        return 0;
+    n->st.rollbacks++;
+    mx_warn("event=cluster_rollback room=%s redis_head=%llu-%llu sent_to_subscribers=%llu "
+            "note=\"%s: subscribers resync\"",
+            cr->id, (unsigned long long)h->seq, (unsigned long long)h->sub,
+            (unsigned long long)cr->fwd_seq,
+            behind ? "the log is behind what subscribers saw" : "another history at the seq subscribers are at");
+    resync_room(n, cr);
+    return 1;
+}
+
+void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b)
+{
+    const struct mx_cnode_stats *s = &n->st;
+    struct mx_journal_stats js = { 0 };
+    if (n->journal)
+        mx_journal_stats(n->journal, &js);
+    mx_metrics_counter(b, "movexd_cluster_rollbacks_total",
+                       "times Redis's head of a room was found behind what this node had confirmed or sent", s->rollbacks);
+    mx_metrics_counter(b, "movexd_cluster_epoch_changes_total", "times Redis's epoch changed (its data was lost)",
+                       s->epoch_changes);
+    mx_metrics_counter(b, "movexd_cluster_journal_restored_total",
+                       "batches sent again after a rollback and appended with their original seqs", s->restored_batches);
+    mx_metrics_counter(b, "movexd_cluster_journal_lost_total",
+                       "batches that could not be restored after a rollback (the log went another way)", s->lost_batches);
+    mx_metrics_counter(b, "movexd_cluster_resyncs_total", "rooms whose subscribers were told to resync", s->resyncs);
+    mx_metrics_gauge(b, "movexd_cluster_journal_batches", "batches in the journal", js.batches);
+    mx_metrics_gauge(b, "movexd_cluster_journal_bytes", "bytes of the journal", js.bytes);
+}

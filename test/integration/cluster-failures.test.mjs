@@ -161,7 +161,8 @@ test('SIGSTOP a node past its subscription buffer, SIGCONT: it catches up or res
     const l = await g.primary.cmd('CLIENT', 'LIST', 'TYPE', 'pubsub');
     return typeof l === 'string' ? l.split('\n').filter(Boolean).length : -1;
   };
-  assert.equal(await subscribers(), 2);
+  const before = await subscribers(); // every node's subscriber links (rooms, presence)
+  assert.ok(before >= 2, `${before} pub/sub clients`);
   ns[1].signal('SIGSTOP');
   try {
     // published bytes until the kernel's socket buffers are full and
@@ -170,7 +171,7 @@ test('SIGSTOP a node past its subscription buffer, SIGCONT: it catches up or res
     let cut = false;
     for (let k = 0; k < 4000 && !cut; k++) {
       await writers[0].write(4096);
-      if (k % 10 === 9) cut = (await subscribers()) === 1;
+      if (k % 10 === 9) cut = (await subscribers()) < before;
     }
     assert.ok(cut, 'Redis cut the stopped node\'s subscriber link');
   } finally {

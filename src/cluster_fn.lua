@@ -159,8 +159,10 @@ local function append(keys, args)
                   .. cjson.encode(code) .. ',"t":' .. dec(now) .. '}'
         end
         local id = dec(h.seq) .. '-' .. dec(h.sub)
-        redis.call('XADD', log_k, id, 'e', entry)
         h.hash = redis.sha1hex(h.hash .. ' ' .. id .. ' ' .. entry)
+        -- the chain hash after the entry rides along (field h), so a
+        -- snapshot at any ID still in the stream can be checked against it
+        redis.call('XADD', log_k, id, 'e', entry, 'h', h.hash)
         redis.call('HSET', head_k, 'seq', dec(h.seq), 'sub', dec(h.sub), 'sum', h.sum, 'hash', h.hash)
         redis.call('HSET', hi_k, client, dec(n))
         redis.call('HSET', dd_k, client .. ':' .. dec(n), verdict)
@@ -173,5 +175,59 @@ local function append(keys, args)
   return head_reply(h, out)
 end
 
+-- movexd_snapshot: KEYS head, log, snap.
+-- ARGV seq, sub (the ID the snapshot is at), hash (the chain hash after
+-- that entry), sum (the state checksum there), keep (applied entries to
+-- keep in the stream behind the snapshot: the room type's history), data
+-- (the node's encoding of the room at that ID, stored verbatim: state,
+-- history and exactly-once memory), now_ms.
+-- Stores it only if it is newer than the stored one and the stream's
+-- entry at seq-sub carries that hash (and, for an applied entry, that
+-- sum): a node whose replica forked, or that is behind the last snapshot,
+-- cannot store anything, whichever node calls first. Then XTRIM MINID ~
+-- drops entries older than seq - keep + 1 (~: whole stream nodes only, so
+-- at least `keep` stay; a node behind the snapshot by less catches up with
+-- XRANGE, one further behind loads the snapshot).
+-- Reply: "stored" | "stale" (not newer) | "mismatch" (hash or sum differ)
+-- | "gone" (no entry at that ID), then the stored snapshot's seq and sub
+-- (after the call) and the number of entries trimmed.
+local function snapshot(keys, args)
+  local head_k, log_k, snap_k = keys[1], keys[2], keys[3]
+  local seq, sub, hash, sum = int(args[1]), int(args[2]), args[3], args[4]
+  local keep, data, now = int(args[5]), args[6], int(args[7])
+  if not seq or not sub or seq < 1 or not hash or not string.match(hash, '^%x+$') or #hash ~= 40
+     or not sum or sum == '' or not keep or not data or data == '' or not now then
+    return redis.error_reply('ERR movexd: bad arguments')
+  end
+  local h = head_of(head_k)
+  if not h then return redis.error_reply('ERR movexd: no_room') end
+  local s = redis.call('HMGET', snap_k, 'seq', 'sub')
+  local sseq, ssub = int(s[1] or '0') or 0, int(s[2] or '0') or 0
+  local function reply(what, trimmed)
+    return { what, dec(sseq), dec(ssub), trimmed or 0 }
+  end
+  if seq < sseq or (seq == sseq and sub <= ssub) then return reply('stale') end
+  local id = dec(seq) .. '-' .. dec(sub)
+  local e = redis.call('XRANGE', log_k, id, id)
+  if #e == 0 then return reply('gone') end
+  local f, eh, etext = e[1][2], nil, nil
+  for i = 1, #f - 1, 2 do
+    if f[i] == 'h' then eh = f[i + 1] elseif f[i] == 'e' then etext = f[i + 1] end
+  end
+  if eh ~= hash then return reply('mismatch') end
+  if sub == 0 and not (etext and string.find(etext, ',"sum":' .. cjson.encode(sum) .. ',', 1, true)) then
+    return reply('mismatch')
+  end
+  redis.call('HSET', snap_k, 'seq', dec(seq), 'sub', dec(sub), 'hash', hash, 'sum', sum, 'data', data,
+             't', dec(now))
+  sseq, ssub = seq, sub
+  local trimmed = 0
+  if seq > keep then
+    trimmed = redis.call('XTRIM', log_k, 'MINID', '~', dec(seq - keep + 1) .. '-0')
+  end
+  return reply('stored', trimmed)
+end
+
 redis.register_function('movexd_create', create)
 redis.register_function('movexd_append', append)
+redis.register_function('movexd_snapshot', snapshot)

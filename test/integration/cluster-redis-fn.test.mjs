@@ -31,7 +31,7 @@ let roomNo = 0;
 function room() {
   const R = `t:r${++roomNo}`;
   const k = (s) => `movexd:{${R}}:${s}`;
-  return { keys: [k('head'), k('log'), k('hi'), k('dd')], ch: k('ch'), head: k('head'), log: k('log') };
+  return { keys: [k('head'), k('log'), k('hi'), k('dd')], ch: k('ch'), head: k('head'), log: k('log'), snap: k('snap') };
 }
 
 const act = (client, n, kind, what, body = '', { deps = '', strict = '0', base = 0 } = {}) =>
@@ -74,7 +74,7 @@ test('applies get gap-free seqs (IDs seq-0), effects verbatim, a hash chain over
   const e2 = '{"c":"c2","n":9007199254740990,"k":"a","sum":"S2","t":1700000000000,"e":[]}';
   const h1 = sha1(` 1-0 ${e1}`), h2 = sha1(`${h1} 2-0 ${e2}`);
   assert.deepEqual(rep, ['2', '0', 'S2', h2, 'ack 1', 'ack 2']);
-  assert.deepEqual(await r.ok('XRANGE', rm.log, '-', '+'), [['1-0', ['e', e1]], ['2-0', ['e', e2]]]);
+  assert.deepEqual(await r.ok('XRANGE', rm.log, '-', '+'), [['1-0', ['e', e1, 'h', h1]], ['2-0', ['e', e2, 'h', h2]]]);
   assert.equal(await sub.nextMessage(), `1-0 ${h1} ${e1}`);
   assert.equal(await sub.nextMessage(), `2-0 ${h2} ${e2}`);
   sub.close();
@@ -181,4 +181,96 @@ test('bad arguments are refused before any write', async () => {
   assert.ok(e instanceof Error && /bad arguments/.test(e.message));
   assert.equal(await r.ok('XLEN', rm.log), 0);
   assert.deepEqual(await r.ok('HGETALL', rm.head), ['seq', '0', 'sub', '0', 'sum', 'S0', 'hash', '', 'init', '{}']);
+});
+
+// ---- snapshots (movexd_snapshot) ----
+
+// A room with `count` applied entries (sums S1..Scount) and, after entry
+// `rejectAt`, one recorded reject; resolves with the head reply.
+async function grown(count, { rejectAt = 0 } = {}) {
+  const rm = await created();
+  const acts = [];
+  for (let i = 1; i <= count; i++) {
+    acts.push(act('c1', acts.length + 1, 'a', `S${i}`, '[]'));
+    if (i === rejectAt) acts.push(act('c1', acts.length + 1, 'r', 'test_failed'));
+  }
+  let head = ['0', '0', 'S0'];
+  for (let i = 0; i < acts.length; i += 500) {
+    const rep = await append(rm, head, acts.slice(i, i + 500));
+    head = rep.slice(0, 4);
+  }
+  return { rm, head };
+}
+
+// The chain hash the stream holds after entry id (field h).
+async function hashAt(rm, id) {
+  const [[, f]] = await r.ok('XRANGE', rm.log, id, id);
+  return f[f.indexOf('h') + 1];
+}
+
+const snap = (rm, seq, sub, hash, sum, { keep = 10, data = 'DATA', now = 1 } = {}) =>
+  r.cmd('FCALL', 'movexd_snapshot', 3, rm.head, rm.log, rm.snap, seq, sub, hash, sum, keep, data, now);
+
+test('snapshot: stored at an ID whose hash and sum match the stream; the stored data is verbatim', async () => {
+  const { rm } = await grown(30);
+  const data = 'bytes \u0000\u0001\r\n\u00ff and {"json": true}';
+  assert.deepEqual(await snap(rm, 20, 0, await hashAt(rm, '20-0'), 'S20', { keep: 100, data }), ['stored', '20', '0', 0]);
+  const got = await r.ok('HGETALL', rm.snap);
+  const f = Object.fromEntries(got.map((v, i) => [v, got[i + 1]]).filter((_, i) => i % 2 === 0));
+  assert.equal(f.seq, '20');
+  assert.equal(f.sub, '0');
+  assert.equal(f.sum, 'S20');
+  assert.equal(f.hash, await hashAt(rm, '20-0'));
+  assert.equal(f.data, data);
+  assert.equal(await r.ok('XLEN', rm.log), 30); // keep 100: nothing to trim
+});
+
+test('snapshot: a stale one (older or the same ID) is refused whichever node sends it, the newer stays', async () => {
+  const { rm } = await grown(50);
+  const [h30, h40] = [await hashAt(rm, '30-0'), await hashAt(rm, '40-0')];
+  // two nodes race: the one at 40 lands first; the one at 30 is refused
+  const [x, y] = await Promise.all([snap(rm, 40, 0, h40, 'S40', { data: 'forty' }), snap(rm, 30, 0, h30, 'S30', { data: 'thirty' })]);
+  assert.deepEqual(x.slice(0, 3), ['stored', '40', '0']);
+  assert.deepEqual(y.slice(0, 3), ['stale', '40', '0']);
+  assert.deepEqual((await snap(rm, 40, 0, h40, 'S40', { data: 'again' })).slice(0, 3), ['stale', '40', '0']);
+  assert.equal(await r.ok('HGET', rm.snap, 'data'), 'forty');
+});
+
+test('snapshot: a hash or sum that is not the stream\'s, or an ID not in it, stores nothing', async () => {
+  const { rm } = await grown(20, { rejectAt: 10 });
+  const h10 = await hashAt(rm, '10-0');
+  assert.deepEqual(await snap(rm, 10, 0, 'a'.repeat(40), 'S10'), ['mismatch', '0', '0', 0]);
+  assert.deepEqual(await snap(rm, 10, 0, h10, 'S9'), ['mismatch', '0', '0', 0]); // a forked replica's state
+  assert.deepEqual(await snap(rm, 10, 5, h10, 'S10'), ['gone', '0', '0', 0]);
+  assert.deepEqual(await snap(rm, 99, 0, h10, 'S10'), ['gone', '0', '0', 0]);
+  assert.equal(await r.ok('EXISTS', rm.snap), 0);
+  // at a recorded reject's ID (10-1) the hash is what counts
+  assert.deepEqual((await snap(rm, 10, 1, await hashAt(rm, '10-1'), 'S10')).slice(0, 3), ['stored', '10', '1']);
+  for (const bad of [[0, 0, h10, 'S'], [10, 0, 'xyz', 'S10'], [10, 0, h10, ''], [1.5, 0, h10, 'S1']]) {
+    const e = await snap(rm, ...bad);
+    assert.ok(e instanceof Error && /bad arguments/.test(e.message), `${bad} => ${e}`);
+  }
+  const e = await r.cmd('FCALL', 'movexd_snapshot', 3, rm.head, rm.log, rm.snap, 10, 0, h10, 'S10', 10, '', 1);
+  assert.ok(e instanceof Error && /bad arguments/.test(e.message));
+  assert.deepEqual((await r.ok('HMGET', rm.snap, 'seq', 'sub')), ['10', '1']);
+});
+
+test('snapshot: XTRIM MINID ~ keeps at least `keep` applied entries behind it, and the stream stays bounded', async () => {
+  const { rm } = await grown(3000);
+  const rep = await snap(rm, 2500, 0, await hashAt(rm, '2500-0'), 'S2500', { keep: 200 });
+  assert.deepEqual(rep.slice(0, 3), ['stored', '2500', '0']);
+  const first = (await r.ok('XRANGE', rm.log, '-', '+', 'COUNT', 1))[0][0];
+  const firstSeq = Number(first.split('-')[0]);
+  // never past MINID (2301): every entry from there on is still there
+  assert.ok(firstSeq <= 2301, `first entry ${first}`);
+  const len = await r.ok('XLEN', rm.log);
+  assert.equal(len, 3000 - rep[3]);
+  // ~ trims whole stream nodes (stream-node-max-entries, 100 by default): at most one node more
+  const nodeMax = Number((await r.ok('CONFIG', 'GET', 'stream-node-max-entries'))[1]);
+  assert.ok(firstSeq > 2301 - nodeMax, `first entry ${first}: trimmed too little`);
+  assert.ok(len <= 3000 - 2300 + nodeMax, `XLEN ${len}`);
+  // the entries from the snapshot on are whole: a loader reads (2500-0 .. + and finds 2501..3000
+  const after = await r.ok('XRANGE', rm.log, '(2500-0', '+');
+  assert.equal(after.length, 500);
+  assert.equal(after[0][0], '2501-0');
 });

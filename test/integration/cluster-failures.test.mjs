@@ -6,6 +6,11 @@
 // stream: gap-free seqs, each (client, n) once, the hash chain, every
 // node's checksum at its seq = the log's; and every acked action is in the
 // log. Everything is started on free loopback ports and stopped by PID.
+// Redis failures: kill -9 of the primary under Sentinel with WAIT (nothing
+// acked is lost); a failover that does lose acked writes (the replica cut
+// off first) and the node's journal restoring them at their seqs; Redis
+// restarted with persistence (same epoch) and without (a new epoch: every
+// node's subscribers are told and resync).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -37,7 +42,7 @@ const alive = (d) => d.proc.exitCode === null && d.proc.signalCode === null && !
 // action it had no answer for. acks: {client, n, seq} of each ack.
 class Writer {
   constructor(name, room, nodeList, at) {
-    Object.assign(this, { name, room, nodeList, at, n: 0, acks: [], since: null, moves: 0, c: null });
+    Object.assign(this, { name, room, nodeList, at, n: 0, acks: [], since: null, moves: 0, c: null, all: [] });
   }
 
   async connect() {
@@ -67,6 +72,7 @@ class Writer {
 
   saw(m) {
     if (m.room !== this.room) return;
+    this.all.push(m);
     if (m.type === 'snapshot' || ((m.type === 'ack' || m.type === 'fwd') && (!this.since || m.seq > this.since.seq))) {
       this.since = { seq: m.seq, checksum: m.checksum };
     } else if (m.type === 'actions' && m.actions.length) {
@@ -92,8 +98,11 @@ class Writer {
         this.acks.push({ client: this.name, n, seq: r.seq });
         return r;
       }
-      if (r && !(r.type === 'reject' && r.code === 'unavailable')) throw new Error(`${this.name} n=${n}: ${JSON.stringify(r)}`);
-      // no answer, closed or unavailable: another node (or this one again)
+      const retry = r && ((r.type === 'reject' && r.code === 'unavailable') || (r.type === 'error' && r.code === 'not_subscribed'));
+      if (r && !retry) throw new Error(`${this.name} n=${n}: ${JSON.stringify(r)}`);
+      // no answer, closed, unavailable, or the room was resynced under us
+      // (not_subscribed after a no_such_room notice): another node (or
+      // this one again), subscribing with since
       this.c.close();
       this.c = null;
       this.at++;
@@ -187,4 +196,107 @@ test('SIGSTOP a node past its subscription buffer, SIGCONT: it catches up or res
   assert.deepEqual([a.seq, a.checksum], [b.seq, b.checksum]);
   await reader.close();
   await writers[0].close();
+});
+
+// A node's metric (a plain counter line of /metrics).
+async function metric(d, name) {
+  const { body } = await httpRequest(d, { path: '/metrics' });
+  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(body);
+  return m ? Number(m[1]) : NaN;
+}
+
+test('kill -9 the Redis primary while writers run (wait_replicas 1): Sentinel fails over, every acked action is there', async () => {
+  // two replicas: after the failover the new primary still has one, so
+  // WAIT 1 can be satisfied again
+  const g = await startRedisGroup({ replicas: 2, sentinels: 3 });
+  const ns = await nodes(g, 3, { cluster: ['wait_replicas 1', `wait_timeout_ms ${1000}`] });
+  const room = 'failover';
+  const writers = [0, 1, 2].map((i) => new Writer(`f${i}`, room, ns, i));
+  for (const w of writers) await w.connect();
+  const old = g.primary;
+  await writeAll(writers, 24, async () => { await old.kill('SIGKILL'); });
+  const np = await g.waitFailover(old.port);
+  assert.notEqual(np.port, old.port);
+  await checkAll(g, ns, room, writers);
+  for (const w of writers) await w.close();
+});
+
+test('a failover that loses acked writes (no WAIT): the node finds the rollback and its journal restores them with their seqs', async () => {
+  const g = await startRedisGroup({ replicas: 1, sentinels: 3 });
+  const ns = await nodes(g, 2);
+  const room = 'rollback';
+  const a = new Writer('ra', room, [ns[0]], 0);
+  const b = new Writer('rb', room, [ns[1]], 0);
+  await a.connect();
+  await b.connect();
+  for (let k = 0; k < 5; k++) { await a.write(); await b.write(); }
+  // the replica is cut off (the primary refuses its PSYNC from now on):
+  // what is acked now is only on the primary, as with a replica that lags
+  assert.equal(await g.primary.cmd('WAIT', 1, 10000), 1);
+  assert.equal(await g.primary.cmd('ACL', 'SETUSER', 'default', '-psync', '-sync'), 'OK');
+  assert.ok((await g.primary.cmd('CLIENT', 'KILL', 'TYPE', 'replica')) >= 1);
+  for (let k = 0; k < 6; k++) await a.write(); // only node n1 writes these
+  const lostAcks = a.acks.slice(-6);
+  assert.equal(await g.primary.cmd('WAIT', 1, 200), 0, 'the replica does not have them');
+  await g.primary.kill('SIGKILL');
+  await g.waitFailover();
+  const head = await until(async () => {
+    const h = await g.primary.cmd('HGET', `movexd:{${room}}:head`, 'seq');
+    return typeof h === 'string' ? Number(h) : null;
+  }, 'the promoted replica has the room');
+  assert.equal(head, 10, 'the promoted replica lacks the last 6 acked actions (the rollback to restore)');
+  // the next write of n1 meets the rolled-back head: the journal restores
+  // its 6 batches before it is decided again
+  await a.write();
+  await until(async () => (await metric(ns[0], 'movexd_cluster_journal_restored_total')) >= 1, 'n1 restored its batches');
+  assert.ok((await metric(ns[0], 'movexd_cluster_rollbacks_total')) >= 1);
+  assert.equal(await metric(ns[0], 'movexd_cluster_journal_lost_total'), 0);
+  for (let k = 0; k < 3; k++) { await a.write(); await b.write(); }
+  const res = await checkAll(g, ns, room, [a, b]);
+  assert.deepEqual(missingAcks(res, room, lostAcks, { sameSeq: true }), [], 'the rolled-back acks are back at their seqs');
+  await a.close();
+  await b.close();
+});
+
+// Restart the group's only Redis on its port and directory.
+async function restartRedis(g) {
+  await g.primary.kill('SIGKILL');
+  await g.primary.start();
+}
+
+test('Redis restarted with persistence (appendonly): same epoch, nodes go on, every ack kept', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0, appendonly: true });
+  const ns = await nodes(g, 2);
+  const room = 'aof';
+  const writers = [0, 1].map((i) => new Writer(`p${i}`, room, ns, i));
+  for (const w of writers) await w.connect();
+  await writeAll(writers, 12, () => restartRedis(g));
+  await checkAll(g, ns, room, writers);
+  for (const d of ns) assert.equal(await metric(d, 'movexd_cluster_epoch_changes_total'), 0);
+  for (const w of writers) await w.close();
+});
+
+test('Redis restarted without persistence: every node sees a new epoch and its clients resync', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const ns = await nodes(g, 2);
+  const room = 'empty';
+  const writers = [0, 1].map((i) => new Writer(`e${i}`, room, ns, i));
+  for (const w of writers) await w.connect();
+  for (let k = 0; k < 5; k++) for (const w of writers) await w.write();
+  await restartRedis(g);
+  for (const d of ns) {
+    await until(async () => (await metric(d, 'movexd_cluster_epoch_changes_total')) === 1, `${d.id} saw the new epoch`);
+  }
+  // each subscriber was told its room is gone (no id: not a reply)
+  for (const w of writers) {
+    await until(() => w.all.some((m) => m.type === 'error' && m.code === 'no_such_room' && m.id === undefined), `${w.name} told to resync`);
+  }
+  // they come back: the room starts again in the new Redis; everything
+  // written from now on holds the invariants
+  const before = writers.map((w) => w.acks.length);
+  for (const w of writers) { w.acks = []; w.since = null; await w.close(); w.c = null; }
+  for (let k = 0; k < 5; k++) for (const w of writers) await w.write();
+  await checkAll(g, ns, room, writers);
+  assert.deepEqual(before, [5, 5]);
+  for (const w of writers) await w.close();
 });

@@ -101,7 +101,7 @@ static void decide(struct mx_room *r, const char *client, uint64_t n, const json
                 o.message);
         exit(1);
     }
-    free(o.entry_text);
+    free(o.entry_owned);
     json_decref(o.effects);
 }
 

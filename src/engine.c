@@ -1293,7 +1293,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
             mx_cnode_decided(e->cl, r, c, q, &o);
         reply_ack(e, c, q, r, o.seq, o.prev, o.checksum, 0, o.effects);
         fan_out(e, c, r, &o);
-        free(o.entry_text);
+        free(o.entry_owned);
         json_decref(o.effects);
         break;
     }

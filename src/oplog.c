@@ -89,6 +89,33 @@ void mx_oplog_free(mx_oplog *l)
     free(l);
 }
 
+int mx_oplog_append_take(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
+                         const uint8_t checksum[MX_DIGEST_LEN], char *text, size_t len)
+{
+    if (l->count && seq != mx_oplog_last_seq(l) + 1)
+        return -1;
+    if (l->capacity == 0)
+        return 1;
+    if (l->count == l->alloc && l->alloc < l->capacity) {
+        size_t n = l->alloc ? l->alloc * 2 : MIN_ALLOC;
+        if (n > l->capacity || n < l->alloc)
+            n = l->capacity;
+        if (realloc_ring(l, n) < 0)
+            return -1;
+    }
+    if (l->count == l->capacity)
+        drop_oldest(l, 1);
+    struct mx_oplog_entry *e = at(l, l->count);
+    e->seq = seq;
+    memcpy(e->prev, prev, MX_DIGEST_LEN);
+    memcpy(e->checksum, checksum, MX_DIGEST_LEN);
+    e->text = text;
+    e->len = len;
+    l->count++;
+    l->bytes += len;
+    return 0;
+}
+
 int mx_oplog_append(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
                     const uint8_t checksum[MX_DIGEST_LEN], const char *text, size_t len)
 {
@@ -102,25 +129,10 @@ int mx_oplog_append(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN]
     if (len)
         memcpy(copy, text, len);
     copy[len] = '\0';
-    if (l->count == l->alloc && l->alloc < l->capacity) {
-        size_t n = l->alloc ? l->alloc * 2 : MIN_ALLOC;
-        if (n > l->capacity || n < l->alloc)
-            n = l->capacity;
-        if (realloc_ring(l, n) < 0) {
-            free(copy);
-            return -1;
-        }
+    if (mx_oplog_append_take(l, seq, prev, checksum, copy, len)) {
+        free(copy);
+        return -1;
     }
-    if (l->count == l->capacity)
-        drop_oldest(l, 1);
-    struct mx_oplog_entry *e = at(l, l->count);
-    e->seq = seq;
-    memcpy(e->prev, prev, MX_DIGEST_LEN);
-    memcpy(e->checksum, checksum, MX_DIGEST_LEN);
-    e->text = copy;
-    e->len = len;
-    l->count++;
-    l->bytes += len;
     return 0;
 }
 

@@ -316,13 +316,20 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         out->entry_len = recbytes;
         return 0;
     }
-    if (enc ||
-        mx_oplog_append(r->log, r->seq, prev, newsum, mx_buf_data(&b), b.len) ||
-        mx_dedup_record(r->dedup, in->client, in->clientlen, &o)) {
+    /* the encoded entry goes into the log as it is (no copy); the caller
+     * borrows it from there (out->entry_text), or owns it when the log
+     * keeps nothing (history 0) */
+    size_t elen = b.len;
+    char *text = enc ? NULL : mx_buf_steal(&b);
+    int kept = text ? mx_oplog_append_take(r->log, r->seq, prev, newsum, text, elen) : -1;
+    if (kept < 0 || mx_dedup_record(r->dedup, in->client, in->clientlen, &o)) {
         /* Out of memory mid-commit: undo everything so the room is as it was. */
-        if (mx_oplog_last_seq(r->log) == r->seq) {
-            /* the log append went through; a log cannot pop, so rebuild it */
+        if (kept == 0) {
+            /* the log append went through (and owns text); a log cannot
+             * pop, so rebuild it */
             mx_oplog_clear(r->log);
+        } else {
+            free(text);
         }
         uncommit(r, oldseq, prev, undo, effects, &b);
         return MX_ENOMEM;
@@ -336,8 +343,9 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
     out->seq = r->seq;
     memcpy(out->prev, prev, MX_DIGEST_LEN);
     memcpy(out->checksum, newsum, MX_DIGEST_LEN);
-    out->entry_len = b.len;
-    out->entry_text = mx_buf_steal(&b);
+    out->entry_len = elen;
+    out->entry_text = text;
+    out->entry_owned = kept == 1 ? text : NULL;
     return 0;
 }
 

@@ -29,6 +29,15 @@ typedef struct mx_oplog mx_oplog;
 mx_oplog *mx_oplog_new(size_t capacity); /* capacity 0 keeps nothing */
 void mx_oplog_free(mx_oplog *l);
 
+/* Append text, taking it over: text is a malloc'd block holding len bytes
+ * and a NUL after them (an mx_buf's memory, stolen, with pre 0). Returns 0
+ * when the log keeps it (it frees it when the entry goes), 1 when the log
+ * keeps nothing (capacity 0: text is still the caller's), -1 on allocation
+ * failure or a seq gap (log unchanged, text still the caller's). The room's
+ * hot path: the entry it just encoded goes into the log without a copy. */
+int mx_oplog_append_take(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
+                         const uint8_t checksum[MX_DIGEST_LEN], char *text, size_t len);
+
 /* Append a copy of text. seq must be exactly last seq + 1 unless the log is
  * empty. Returns 0, -1 on allocation failure or a seq gap (log unchanged). */
 int mx_oplog_append(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],

@@ -106,15 +106,19 @@ struct mx_action_out {
     uint64_t seq;            /* APPLIED: new seq; reject: head seq */
     uint8_t prev[MX_DIGEST_LEN];
     uint8_t checksum[MX_DIGEST_LEN];
-    const struct mx_oplog_entry *entry; /* APPLIED: the log entry (borrowed) */
-    char *entry_text;        /* APPLIED when history is 0: owned text */
+    /* APPLIED: the log entry's text (NUL-terminated). It is the log's own
+     * copy, valid until the room's next decision - or, when the log keeps
+     * nothing (history 0), the caller's: then entry_owned is the same
+     * pointer, to free. */
+    const char *entry_text;
+    char *entry_owned;
     size_t entry_len;
     json_t *effects;         /* APPLIED: owned reference to the effects when they
                               * are not the action's payload (else NULL) */
 };
 
 /* Decide one action. Returns 0 (out filled) or MX_ENOMEM (nothing changed).
- * The caller frees out->entry_text and json_decref()s out->effects. */
+ * The caller frees out->entry_owned and json_decref()s out->effects. */
 int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out);
 
 /* 1 when the log can bring a client at `since` up to the head (then every

@@ -2,6 +2,7 @@
  * capacity 0, capacity changes, bytes accounting and clear. */
 #include <check.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "movexd/oplog.h"
@@ -93,6 +94,37 @@ START_TEST(text_is_copied)
     ck_assert_str_eq(mx_oplog_get(l, 3)->text, "");
     ck_assert_uint_eq(mx_oplog_bytes(l), strlen(text) + 3);
     mx_oplog_free(l);
+}
+END_TEST
+
+/* append_take keeps the caller's block itself (no copy) when the log keeps
+ * entries, and leaves it with the caller otherwise (ASan: no double free,
+ * no leak). */
+START_TEST(append_take_keeps_the_block)
+{
+    uint8_t z[MX_DIGEST_LEN] = {0};
+    mx_oplog *l = mx_oplog_new(2);
+    char *t1 = strdup("{\"seq\":1}"), *t2 = strdup("two"), *t3 = strdup("three");
+    ck_assert_int_eq(mx_oplog_append_take(l, 1, z, z, t1, strlen(t1)), 0);
+    ck_assert_ptr_eq(mx_oplog_get(l, 1)->text, t1);
+    ck_assert_int_eq(mx_oplog_append_take(l, 2, z, z, t2, 3), 0);
+    /* a gap: refused, the block is still the caller's */
+    char *gap = strdup("gap");
+    ck_assert_int_eq(mx_oplog_append_take(l, 9, z, z, gap, 3), -1);
+    free(gap);
+    /* full: the oldest (t1) is freed by the log */
+    ck_assert_int_eq(mx_oplog_append_take(l, 3, z, z, t3, 5), 0);
+    ck_assert_ptr_null(mx_oplog_get(l, 1));
+    ck_assert_ptr_eq(mx_oplog_get(l, 3)->text, t3);
+    ck_assert_uint_eq(mx_oplog_bytes(l), 3 + 5);
+    mx_oplog_free(l);
+    /* capacity 0 keeps nothing: the block stays the caller's */
+    mx_oplog *none = mx_oplog_new(0);
+    char *t = strdup("x");
+    ck_assert_int_eq(mx_oplog_append_take(none, 1, z, z, t, 1), 1);
+    ck_assert_uint_eq(mx_oplog_count(none), 0);
+    free(t);
+    mx_oplog_free(none);
 }
 END_TEST
 
@@ -269,6 +301,7 @@ Suite *mx_suite_oplog(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, append_get);
     tcase_add_test(tc, text_is_copied);
+    tcase_add_test(tc, append_take_keeps_the_block);
     tcase_add_test(tc, first_seq_anywhere);
     tcase_add_test(tc, wraparound_eviction);
     tcase_add_test(tc, seq_gap_rejected);

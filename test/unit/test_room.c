@@ -70,8 +70,8 @@ static struct mx_action_out decide(struct mx_room *r, const char *client, uint64
                               .reserve = o->reserve, .reserve_ctx = o->reserve_ctx};
     struct mx_action_out out;
     ck_assert_int_eq(mx_room_decide(r, &in, &out), 0);
-    free(out.entry_text);
-    out.entry_text = NULL;
+    free(out.entry_owned);
+    out.entry_owned = NULL;
     json_decref(out.effects);
     out.effects = NULL;
     json_decref(action);
@@ -111,6 +111,37 @@ static void assert_unchanged(const struct mx_room *r, struct head *h, const char
     free(h->text);
     h->text = NULL;
 }
+
+/* An applied action's entry is the log's own copy (no second one), or the
+ * caller's when the log keeps nothing (history 0). */
+START_TEST(applied_entry_is_the_logs_copy)
+{
+    struct mx_room *r = room(4, 16);
+    json_t *action = json_pack("{s:s, s:[{s:s, s:s, s:i}]}", "type", "patch", "payload", "op", "add",
+                               "path", "/a", "value", 1);
+    struct mx_action_in in = {.client = "c", .clientlen = 1, .n = 1, .action = action, .max_depth = 32};
+    struct mx_action_out out;
+    ck_assert_int_eq(mx_room_decide(r, &in, &out), 0);
+    ck_assert_int_eq(out.decision, MX_DECIDED_APPLIED);
+    ck_assert_ptr_null(out.entry_owned);
+    const struct mx_oplog_entry *e = mx_oplog_get(r->log, out.seq);
+    ck_assert_ptr_eq(out.entry_text, e->text);
+    ck_assert_uint_eq(out.entry_len, e->len);
+    ck_assert_int_eq(out.entry_text[out.entry_len], '\0');
+    mx_room_free(r);
+
+    r = room(0, 16);
+    ck_assert_int_eq(mx_room_decide(r, &in, &out), 0);
+    ck_assert_int_eq(out.decision, MX_DECIDED_APPLIED);
+    ck_assert_ptr_nonnull(out.entry_owned);
+    ck_assert_ptr_eq(out.entry_text, out.entry_owned);
+    ck_assert_uint_eq(mx_oplog_count(r->log), 0);
+    ck_assert_uint_eq(strlen(out.entry_text), out.entry_len);
+    free(out.entry_owned);
+    mx_room_free(r);
+    json_decref(action);
+}
+END_TEST
 
 START_TEST(exactly_once_duplicate_gets_the_original_ack)
 {
@@ -379,6 +410,7 @@ Suite *mx_suite_room(void)
 {
     Suite *s = suite_create("room");
     TCase *tc = tcase_create("core");
+    tcase_add_test(tc, applied_entry_is_the_logs_copy);
     tcase_add_test(tc, exactly_once_duplicate_gets_the_original_ack);
     tcase_add_test(tc, exactly_once_duplicate_replays_the_original_reject);
     tcase_add_test(tc, exactly_once_too_old_beyond_the_memory_and_skipped_n);

@@ -80,14 +80,14 @@ test('the invariant checker passes a log the library wrote and names each broken
     const p = rs.port;
     assert.equal(await rs.cmd('FUNCTION', 'LOAD', 'REPLACE', LIB), 'movexd');
     const k = (room, s) => `${PREFIX}{${room}}:${s}`;
-    for (const room of ['t:ok', 't:gap', 't:dup', 't:hash', 't:head']) {
+    for (const room of ['t:ok', 't:gap', 't:dup', 't:hash', 't:head', 't:hf']) {
       assert.equal((await redisAt(p, 'FCALL', 'movexd_create', 1, k(room, 'head'), 'S0'))[0], 'created');
       assert.equal((await append(p, room, 'c1', 1, 'a', 'S1'))[4], 'ack 1');
       assert.equal((await append(p, room, 'c2', 1, 'r', 'stale'))[4], 'reject stale');
       assert.equal((await append(p, room, 'c1', 2, 'a', 'S2'))[4], 'ack 2');
     }
     assert.equal((await redisAt(p, 'FCALL', 'movexd_create', 1, k('t:empty', 'head'), 'S0'))[0], 'created');
-    assert.deepEqual(await listRooms(p), ['t:dup', 't:empty', 't:gap', 't:hash', 't:head', 't:ok']);
+    assert.deepEqual(await listRooms(p), ['t:dup', 't:empty', 't:gap', 't:hash', 't:head', 't:hf', 't:ok']);
 
     const good = await checkInvariants(p, { rooms: ['t:ok', 't:empty'] });
     const ok = good.rooms.get('t:ok');
@@ -114,6 +114,10 @@ test('the invariant checker passes a log the library wrote and names each broken
     await assert.rejects(checkRoomLog(p, 't:dup'), /\(client c1, n 2\) logged twice: 2-0 and 3-0/);
     await redisAt(p, 'HSET', k('t:hash', 'head'), 'hash', '0'.repeat(40));
     await assert.rejects(checkRoomLog(p, 't:hash'), /hash chain/);
+    // an entry whose own h field is not the chain (the head agrees with it)
+    await redisAt(p, 'XADD', k('t:hf', 'log'), '3-0', 'e', '{"c":"c1","n":3,"k":"a","sum":"S3","t":1,"e":[]}', 'h', 'f'.repeat(40));
+    await redisAt(p, 'HSET', k('t:hf', 'head'), 'seq', '3', 'sum', 'S3', 'hash', 'f'.repeat(40));
+    await assert.rejects(checkRoomLog(p, 't:hf'), /hash chain: entry 3-0 carries f{40}, the chain gives/);
     await redisAt(p, 'HSET', k('t:head', 'head'), 'seq', '1');
     await assert.rejects(checkRoomLog(p, 't:head'), /head 1-0 is not the last entry 2-0/);
     await assert.rejects(checkInvariants(p), /room t:dup: .* logged twice/); // all rooms, in order

@@ -334,12 +334,14 @@ export async function checkRoomLog(port, room, prefix = PREFIX) {
   const byAction = new Map();
   const sumAt = new Map();
   let seq = null, sub = 0, hash = trimmed ? null : '', sum = null;
+  // a trimmed log can only be chained from an entry's own h field
   for (const [id, fields] of log) {
     const m = /^(\d+)-(\d+)$/.exec(id);
-    if (!m || fields[0] !== 'e') fail(`malformed entry ${id}`);
+    const f = pairs(fields);
+    if (!m || typeof f.e !== 'string') fail(`malformed entry ${id}`);
     const [s, k] = [Number(m[1]), Number(m[2])];
     let e;
-    try { e = JSON.parse(fields[1]); } catch { fail(`entry ${id} is not JSON`); }
+    try { e = JSON.parse(f.e); } catch { fail(`entry ${id} is not JSON`); }
     if (seq === null && !trimmed && !((s === 1 && k === 0) || (s === 0 && k === 1))) fail(`untrimmed log starts at ${id}`);
     if (seq !== null) {
       if (k === 0 && s !== seq + 1) fail(`gap: ${id} after ${seq}-${sub}`);
@@ -350,7 +352,13 @@ export async function checkRoomLog(port, room, prefix = PREFIX) {
     if (byAction.has(a)) fail(`(client ${e.c}, n ${e.n}) logged twice: ${byAction.get(a).id} and ${id}`);
     byAction.set(a, { id, seq: s, kind: e.k, code: e.code });
     if (e.k === 'a') { sum = e.sum; sumAt.set(s, e.sum); }
-    if (hash !== null) hash = sha1(`${hash} ${id} ${fields[1]}`);
+    // each entry may carry the chain hash after it (field h): verified
+    // from the previous one; a trimmed log's first entry is taken on trust
+    if (hash !== null) hash = sha1(`${hash} ${id} ${f.e}`);
+    if (f.h !== undefined) {
+      if (hash !== null && f.h !== hash) fail(`hash chain: entry ${id} carries ${f.h}, the chain gives ${hash}`);
+      hash = f.h;
+    }
     [seq, sub] = [s, k];
   }
   if (seq !== null) {

@@ -160,11 +160,11 @@ static void append_wait(struct mx_redis *r, const struct mx_cluster_head *exp,
     ck_assert_int_eq(x->done, 1);
 }
 
-/* The batch's arguments as the library expects them, its reply parsed. */
-START_TEST(append_round_trip)
+/* A redis-server with the library loaded and room t:a created at S0, and
+ * a link to it that is up. */
+static struct mx_redis *room_created(pid_t *pid)
 {
-    pid_t pid;
-    struct mx_redis *r = redis_and_link(&pid);
+    struct mx_redis *r = redis_and_link(pid);
     RUN_UNTIL(mx_redis_is_up(r));
     struct loaded l = { 0 };
     mx_cluster_load_library(r, on_loaded, &l);
@@ -176,6 +176,14 @@ START_TEST(append_round_trip)
     mx_redis_command(r, 5, argv, lens, on_reply, &y);
     RUN_UNTIL(y.done);
     ck_assert_str_eq(y.first, "created");
+    return r;
+}
+
+/* The batch's arguments as the library expects them, its reply parsed. */
+START_TEST(append_round_trip)
+{
+    pid_t pid;
+    struct mx_redis *r = room_created(&pid);
 
     struct mx_cluster_head h0 = { 0, 0, "S0", "" };
     const char *body = "[{\"op\":\"add\",\"path\":\"/a\",\"value\":1}]";
@@ -280,17 +288,7 @@ END_TEST
 START_TEST(append_wait_replicas)
 {
     pid_t pid;
-    struct mx_redis *r = redis_and_link(&pid);
-    RUN_UNTIL(mx_redis_is_up(r));
-    struct loaded l = { 0 };
-    mx_cluster_load_library(r, on_loaded, &l);
-    RUN_UNTIL(l.done);
-    ck_assert(l.ok);
-    const char *argv[] = { "FCALL", "movexd_create", "1", "movexd:{t:a}:head", "S0" };
-    size_t lens[] = { 5, 13, 1, 17, 2 };
-    struct reply y = { 0 };
-    mx_redis_command(r, 5, argv, lens, on_reply, &y);
-    RUN_UNTIL(y.done);
+    struct mx_redis *r = room_created(&pid);
 
     struct mx_cluster_head h0 = { 0, 0, "S0", "" };
     struct mx_cluster_action a = { "c1", 1, NULL, 0, 0, 0, 1, "S1", "[]", 2 };

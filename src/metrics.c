@@ -17,6 +17,7 @@ const double mx_hist_bounds[MX_HIST_BUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005
 struct mx_hist mx_metric_ack_latency, mx_metric_fsync_latency;
 uint64_t mx_metric_bytes_in, mx_metric_bytes_out;
 uint64_t mx_metric_frames_out, mx_metric_send_calls, mx_metric_send_partials, mx_metric_rx_pauses;
+uint64_t mx_metric_reads_again;
 
 uint64_t mx_now_us(void)
 {

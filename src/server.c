@@ -9,10 +9,11 @@
  * session.c. Certificates are tls.c's.
  *
  * The loop: lws_service() runs one poll turn and dispatches every ready
- * socket; then mx_engine_commit() makes the turn's decisions durable and
- * releases their replies (group commit), which session.c writes at once.
- * The idle policy (idle.c) runs on the one-second tick. Signals only set a
- * flag and wake the loop.
+ * socket; readmore.c reads again the connections whose small receive
+ * buffer filled; then mx_engine_commit() makes the turn's decisions durable
+ * and releases their replies (group commit), which session.c writes at
+ * once. The idle policy (idle.c) runs on the one-second tick. Signals only
+ * set a flag and wake the loop.
  */
 #include "movexd/server.h"
 
@@ -39,6 +40,7 @@
 #include "movexd/map.h"
 #include "movexd/metrics.h"
 #include "movexd/notify.h"
+#include "movexd/readmore.h"
 #include "movexd/redis_adapter.h"
 #include "movexd/session.h"
 #include "movexd/version.h"
@@ -162,6 +164,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             mx_http_closed(srv, &p->u.http);
         break;
     case LWS_CALLBACK_ESTABLISHED:
+        mx_readmore_forget(lws_get_socket_fd(wsi)); /* nothing of an earlier connection */
         mx_wsmask_watch(lws_get_socket_fd(wsi));
         p->ws = 1;
         mx_session_open(&p->u.sess, srv, wsi);
@@ -199,6 +202,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return mx_session_writable(&p->u.sess);
     case LWS_CALLBACK_CLOSED:
         mx_wsmask_forget(lws_get_socket_fd(wsi));
+        mx_readmore_forget(lws_get_socket_fd(wsi));
         if (p && p->ws) {
             mx_session_closed(&p->u.sess);
             p->ws = 0;
@@ -214,13 +218,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
-/* rx_buffer_size stays 0 (= pt_serv_buf_size): libwebsockets 4.1.6 reads at
- * most that much from a socket per POLLIN, so a small one costs throughput
- * (1 KiB: W1 server CPU per ack 12.8 -> 22 us, for 3.4 instead of 6.3 KB per
- * idle connection); measured in docs/PERFORMANCE.md (issue #12) */
+/* libwebsockets' receive buffer, allocated for each WebSocket connection
+ * for its whole life (rx_buffer_size + LWS_PRE): 1 KiB instead of the
+ * default pt_serv_buf_size (32 KiB, one or two pages resident) takes an
+ * idle connection from ~6.3 to ~3.3 KB. lws 4.1.6 also reads at most this
+ * much per POLLIN, which alone cost W1 throughput (server CPU per ack 12.8
+ * -> 22 us); readmore.c reads a connection whose buffer filled again in the
+ * same turn, up to 32 KiB as before. Inbound messages longer than this
+ * arrive in chunks that session.c reassembles. docs/PERFORMANCE.md (issue
+ * #12). At least 125 (a control frame's payload is delivered whole). */
+#define MX_RX_BUFFER 1024
 static struct lws_protocols protocols[] = {
     {.name = "movex.v1", .callback = callback, .per_session_data_size = sizeof(struct pss),
-     .tx_packet_size = MX_SESSION_SEND_BUDGET},
+     .rx_buffer_size = MX_RX_BUFFER, .tx_packet_size = MX_SESSION_SEND_BUDGET},
     {0}, /* cluster mode's Redis links (mx_redis_protocol), set in mx_server_start_on */
     {0},
 };
@@ -517,6 +527,8 @@ int mx_server_run(struct mx_server *s)
     while (!s->stop) {
         if (lws_service(s->ctx, 0) < 0)
             break;
+        /* the rest of what busy connections sent, before the commit */
+        mx_readmore_service(s->ctx);
         if (accept_out_of_fds) {
             accept_out_of_fds = 0;
             for (int i = 0; i < s->nlisten_fds; i++)
@@ -599,6 +611,7 @@ void mx_server_destroy(struct mx_server *s)
     if (s->engine)
         mx_engine_set_released(s->engine, NULL, NULL);
     mx_wsmask_free();
+    mx_readmore_free();
     if (s->spare_fd > 0)
         close(s->spare_fd);
     s->spare_fd = -1;

@@ -14,7 +14,10 @@
  * parser starts on a frame boundary. The first unmasked frame marks the
  * descriptor; server.c closes the connection with 1002 before that frame's
  * payload reaches the session. Descriptors not watched pass through with
- * one table lookup; MSG_PEEK reads are not parsed.
+ * one table lookup; MSG_PEEK reads are not parsed. A watched descriptor is
+ * read through readmore.c (reading ahead of lws's 1 KiB buffer; for TLS,
+ * a read that filled the buffer is reported to it); the parser sees the
+ * bytes as lws gets them.
  *
  * Invariant: a watched descriptor's parser is at a frame boundary or
  * inside one frame whose remaining header and payload bytes it knows.
@@ -22,6 +25,7 @@
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "movexd/wsmask.h"
 #include "movexd/alloc.h"
+#include "movexd/readmore.h"
 
 #include <dlfcn.h>
 #include <stdint.h>
@@ -148,9 +152,12 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     static ssize_t (*next)(int, void *, size_t, int);
     if (!next)
         *(void **)&next = dlsym(RTLD_NEXT, "recv");
-    ssize_t n = next(fd, buf, len, flags);
+    struct watch *w = watch_of(fd);
+    if (!w)
+        return next(fd, buf, len, flags);
+    ssize_t n = mx_readmore_recv(fd, buf, len, flags, next);
     if (n > 0 && !(flags & MSG_PEEK))
-        mx_wsmask_scan(fd, buf, (size_t)n);
+        scan(w, buf, (size_t)n); /* the bytes as lws gets them */
     return n;
 }
 
@@ -160,7 +167,11 @@ int SSL_read(SSL *ssl, void *buf, int num)
     if (!next)
         *(void **)&next = dlsym(RTLD_NEXT, "SSL_read");
     int n = next(ssl, buf, num);
-    if (n > 0)
-        mx_wsmask_scan(SSL_get_fd(ssl), buf, (size_t)n);
+    struct watch *w;
+    int fd;
+    if (n > 0 && (w = watch_of(fd = SSL_get_fd(ssl)))) {
+        scan(w, buf, (size_t)n);
+        mx_readmore_note(fd, (size_t)n, (size_t)num);
+    }
     return n;
 }

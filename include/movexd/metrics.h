@@ -28,6 +28,7 @@ extern uint64_t mx_metric_bytes_in, mx_metric_bytes_out;
 extern uint64_t mx_metric_frames_out; /* WebSocket messages handed to the socket */
 extern uint64_t mx_metric_send_calls; /* gathered writes (sendmsg / lws_write) that carried them */
 extern uint64_t mx_metric_send_partials; /* writes the socket took in part (the frame's rest went to lws) */
+extern uint64_t mx_metric_reads_again;  /* extra reads in a turn after a full one (readmore.c) */
 extern uint64_t mx_metric_rx_pauses;     /* connections that stopped being read (backpressure) */
 
 /* Append "# HELP/# TYPE" and the series of one histogram. */

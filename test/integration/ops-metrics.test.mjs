@@ -194,6 +194,7 @@ const EXPECTED = {
   movexd_send_calls_total: 'counter',
   movexd_send_partials_total: 'counter',
   movexd_read_pauses_total: 'counter',
+  movexd_reads_again_total: 'counter',
   movexd_slow_consumer_closes_total: 'counter',
   movexd_too_large_closes_total: 'counter',
   movexd_origin_refusals_total: 'counter',

@@ -153,16 +153,18 @@ export function upgradeRequest() {
   });
 }
 
-// One WebSocket frame (FIN set). mask: true (a client's frames must be
-// masked, RFC 6455 5.1) or false (what a broken or hostile client sends).
-export function wsFrame(opcode, payload, { mask = true } = {}) {
+// One WebSocket frame. mask: true (a client's frames must be masked, RFC
+// 6455 5.1) or false (what a broken or hostile client sends); fin: false
+// for a fragment that is not a message's last (opcode 0 = continuation).
+export function wsFrame(opcode, payload, { mask = true, fin = true } = {}) {
   const data = Buffer.isBuffer(payload) ? payload : Buffer.from(payload);
   const len = data.length;
-  const head = [0x80 | opcode];
+  const head = [(fin ? 0x80 : 0) | opcode];
   const m = mask ? 0x80 : 0;
   if (len < 126) head.push(m | len);
   else if (len < 65536) head.push(m | 126, len >> 8, len & 255);
-  else throw new Error('test frames stay small');
+  else if (len < 2 ** 32) head.push(m | 127, 0, 0, 0, 0, len >>> 24, (len >>> 16) & 255, (len >>> 8) & 255, len & 255);
+  else throw new Error('test frames stay under 4 GiB');
   if (!mask) return Buffer.concat([Buffer.from(head), data]);
   const key = randomBytes(4);
   const body = Buffer.from(data.map((b, i) => b ^ key[i % 4]));

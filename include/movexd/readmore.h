@@ -1,0 +1,39 @@
+/* readmore.h - reading a busy WebSocket connection again in the same loop
+ * turn when libwebsockets' small receive buffer filled (see readmore.c). */
+#ifndef MOVEXD_READMORE_H
+#define MOVEXD_READMORE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct lws_context;
+
+/* Reads per connection per loop turn at most, the one from poll included:
+ * with a 1 KiB receive buffer, 32 KiB, what one read of the former 32 KiB
+ * buffer took. */
+#define MX_READMORE_ROUNDS 32
+
+/* Bytes read from a plain socket at once (and handed to lws in pieces of
+ * what it asks for). */
+#define MX_READAHEAD 32768
+
+/* recv() of a WebSocket descriptor (the wrapper in wsmask.c calls this;
+ * next is the real recv): hands out the bytes read ahead first, else reads
+ * up to MX_READAHEAD from the socket and keeps what does not fit in len,
+ * listing fd to be served again. Same result and errno contract as recv(). */
+ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
+                         ssize_t (*next)(int, void *, size_t, int));
+/* An SSL_read of descriptor fd returned got of len bytes: when it filled
+ * the buffer, more may be waiting (lws reads on while SSL_pending, and
+ * this covers the next record). */
+void mx_readmore_note(int fd, size_t got, size_t len);
+/* fd is closed (or newly opened): drop what was read ahead and any note. */
+void mx_readmore_forget(int fd);
+/* After lws_service(): let lws read each noted descriptor again, round by
+ * round, until no read fills the buffer or MX_READMORE_ROUNDS - 1 extra
+ * rounds are done. Returns the number of extra reads asked for. */
+unsigned mx_readmore_service(struct lws_context *ctx);
+/* Free the tables (at exit, for leak checkers). */
+void mx_readmore_free(void);
+
+#endif

@@ -1,0 +1,255 @@
+/* readmore.c - reading a busy connection past lws's small receive buffer.
+ *
+ * libwebsockets 4.1.6 reads a WebSocket connection at most rx_ubuf_alloc
+ * bytes per POLLIN (rops_handle_POLLIN_ws in lib/roles/ws/ops-ws.c: the read
+ * length is the connection's rx buffer, the protocol's rx_buffer_size +
+ * LWS_PRE, capped at pt_serv_buf_size) and, on a plain socket, does not
+ * read again before the next poll (lws_ssl_pending() is 0 without TLS).
+ * Each connection owns that rx buffer for its whole life, so its size is a
+ * per-connection memory cost (32 KiB allocated, a page or two resident, at
+ * rx_buffer_size 0), while a pipelining writer's burst needs large reads to
+ * be decided, group-committed and answered in few turns and few writes.
+ * server.c keeps the buffer at 1 KiB; this file gives back the large reads:
+ *
+ * - Plain sockets: the recv() wrapper (wsmask.c) calls mx_readmore_recv,
+ *   which reads up to MX_READAHEAD (32 KiB, what one lws read took before)
+ *   into a block of its own, hands lws what it asked for and keeps the rest
+ *   ("read ahead") for lws's next recv() of that descriptor, which gets it
+ *   before anything new from the socket: the byte stream lws sees is the
+ *   socket's, in order, cut into smaller reads. The descriptor is listed.
+ * - TLS: OpenSSL buffers a record and lws reads on while SSL_pending(); an
+ *   SSL_read() that filled lws's buffer lists the descriptor, since the
+ *   next record may be waiting in the socket.
+ * - After lws_service(), mx_readmore_service() serves each listed
+ *   descriptor with lws_service_fd() and a POLLIN event, in rounds, until
+ *   none is listed or MX_READMORE_ROUNDS reads were made in the turn (32 x
+ *   1 KiB: a full read-ahead block is handed out within one turn). The
+ *   group commit that follows in the loop covers all of it. A descriptor
+ *   whose bytes read ahead lws did not take (its connection is paused by
+ *   flow control) stays listed and is served again at each later turn, once
+ *   per turn: its socket may be empty, so poll would not report it.
+ *
+ * Why this is safe (lws 4.1.6 source): lws_service_fd() is the public entry
+ * of an external poll loop; it finds the connection by descriptor
+ * (wsi_from_fd: an unknown or closed descriptor is left alone) and runs the
+ * same POLLIN handling as a real event. That handling reads into lws's own
+ * per-thread buffer with lws's own length (we only ever copy at most the
+ * len lws passed to recv), honours rx flow control (a paused connection is
+ * not read), drains its buflist first, treats EAGAIN as "more service
+ * later" and a 0-byte read as the peer's close, as for a real POLLIN. No
+ * buffer of lws's is written here beyond what recv() may write.
+ *
+ * Invariants: a descriptor is in the pending list at most once, exactly
+ * when its slot's `listed` is set; a descriptor with bytes read ahead is
+ * listed (reserve() before reading ahead), so they are always handed out;
+ * mx_readmore_forget() (close, and a new connection on the descriptor)
+ * drops both. The memory: one 32 KiB block per connection that has bytes
+ * read ahead at the end of a turn (only paused ones keep one), plus one
+ * spare block.
+ */
+#include "movexd/readmore.h"
+#include "movexd/alloc.h"
+#include "movexd/metrics.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+/* Bytes read from a socket ahead of lws, not yet handed to it. */
+struct ahead {
+    uint32_t off, n; /* data[off..n) is still to be handed out */
+    unsigned char data[MX_READAHEAD];
+};
+
+enum { LISTED = 1, CARRIED = 2 }; /* slot.listed: 0, or in the pending list */
+
+struct slot {
+    struct ahead *ahead; /* NULL: nothing read ahead */
+    unsigned char listed; /* CARRIED: to be served at the next turn, not this one */
+};
+
+static struct slot *slots; /* indexed by descriptor */
+static size_t nslots;
+static int *pending, *serving; /* descriptors noted this round / being served */
+static size_t npending, cap;
+static struct ahead *spare; /* one drained block kept for the next read */
+
+static struct slot *slot_of(int fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= nslots) {
+        size_t n = (size_t)fd * 2 + 64;
+        struct slot *t = mx_realloc(slots, n * sizeof(*t));
+        if (!t)
+            return NULL;
+        memset(t + nslots, 0, (n - nslots) * sizeof(*t));
+        slots = t;
+        nslots = n;
+    }
+    return &slots[fd];
+}
+
+/* Room in the pending list for one more descriptor. */
+static int reserve(void)
+{
+    if (npending < cap)
+        return 0;
+    size_t n = cap ? cap * 2 : 64;
+    int *p = mx_realloc(pending, n * sizeof(*p));
+    if (!p)
+        return -1;
+    pending = p;
+    int *s = mx_realloc(serving, n * sizeof(*s));
+    if (!s)
+        return -1; /* pending is larger already: fine, cap says what both hold */
+    serving = s;
+    cap = n;
+    return 0;
+}
+
+static void note(int fd)
+{
+    struct slot *sl = slot_of(fd);
+    if (!sl || sl->listed || reserve() < 0)
+        return; /* out of memory: the socket's data waits for the next poll */
+    sl->listed = LISTED;
+    pending[npending++] = fd;
+}
+
+void mx_readmore_note(int fd, size_t got, size_t len)
+{
+    if (got == len && len > 0)
+        note(fd);
+}
+
+static void drop_ahead(struct slot *sl)
+{
+    if (!sl->ahead)
+        return;
+    if (!spare)
+        spare = sl->ahead;
+    else
+        free(sl->ahead);
+    sl->ahead = NULL;
+}
+
+ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
+                         ssize_t (*next)(int, void *, size_t, int))
+{
+    struct slot *sl = slot_of(fd);
+    if (sl && sl->ahead) {
+        /* what was read ahead goes first, in order; the socket is not read
+         * until it is all handed out */
+        struct ahead *a = sl->ahead;
+        size_t k = a->n - a->off < len ? a->n - a->off : len;
+        memcpy(buf, a->data + a->off, k);
+        if (flags & MSG_PEEK)
+            return (ssize_t)k;
+        a->off += (uint32_t)k;
+        if (a->off == a->n)
+            drop_ahead(sl);
+        else
+            note(fd); /* more of it for lws in this turn */
+        return (ssize_t)k;
+    }
+    /* read ahead only when the bytes left over can be listed (so that they
+     * are handed to lws in this turn or a later one) */
+    if (!sl || flags || len >= MX_READAHEAD || (!sl->listed && reserve() < 0))
+        return next(fd, buf, len, flags);
+    struct ahead *a = spare ? spare : mx_malloc(sizeof(*a));
+    if (!a) /* out of memory: a read of what lws asked for */
+        return next(fd, buf, len, flags);
+    spare = NULL;
+    ssize_t n = next(fd, a->data, sizeof(a->data), 0);
+    if (n <= 0) {
+        spare = a; /* errno is next's */
+        return n;
+    }
+    size_t k = (size_t)n < len ? (size_t)n : len;
+    memcpy(buf, a->data, k);
+    if ((size_t)n > k) {
+        a->off = (uint32_t)k;
+        a->n = (uint32_t)n;
+        sl->ahead = a;
+        note(fd);
+    } else {
+        spare = a;
+    }
+    return (ssize_t)k;
+}
+
+void mx_readmore_forget(int fd)
+{
+    if (fd >= 0 && (size_t)fd < nslots) {
+        drop_ahead(&slots[fd]);
+        slots[fd].listed = 0;
+    }
+}
+
+unsigned mx_readmore_service(struct lws_context *ctx)
+{
+    /* carried from the last turn: served again now */
+    for (size_t i = 0; i < npending; i++)
+        if ((size_t)pending[i] < nslots && slots[pending[i]].listed == CARRIED)
+            slots[pending[i]].listed = LISTED;
+    unsigned reads = 0;
+    for (int round = 1; round < MX_READMORE_ROUNDS && npending; round++) {
+        /* this round's list; reads below may note descriptors for the next */
+        size_t n = npending;
+        memcpy(serving, pending, n * sizeof(*serving));
+        npending = 0;
+        for (size_t i = 0; i < n; i++) {
+            int fd = serving[i];
+            if ((size_t)fd >= nslots || !slots[fd].listed)
+                continue; /* closed since the note */
+            if (slots[fd].listed == CARRIED) {
+                pending[npending++] = fd; /* not again in this turn */
+                continue;
+            }
+            slots[fd].listed = 0;
+            struct lws_pollfd p = {.fd = fd, .events = LWS_POLLIN, .revents = LWS_POLLIN};
+            lws_service_fd(ctx, &p);
+            reads++;
+            if (fd < (int)nslots && slots[fd].ahead && !slots[fd].listed) {
+                /* lws did not read (flow control): its socket may be empty,
+                 * so poll will not report it; it waits listed for a later
+                 * turn, and is not served again in this one */
+                slots[fd].listed = CARRIED;
+                pending[npending++] = fd;
+            }
+        }
+    }
+    /* Left for the next turn: a descriptor whose socket still holds data is
+     * reported by poll; one with bytes read ahead stays listed. */
+    size_t keep = 0;
+    for (size_t i = 0; i < npending; i++) {
+        int fd = pending[i];
+        if ((size_t)fd >= nslots)
+            continue;
+        if (slots[fd].listed && slots[fd].ahead) {
+            slots[fd].listed = CARRIED;
+            pending[keep++] = fd;
+        } else {
+            slots[fd].listed = 0;
+        }
+    }
+    npending = keep;
+    mx_metric_reads_again += reads;
+    return reads;
+}
+
+void mx_readmore_free(void)
+{
+    for (size_t i = 0; i < nslots; i++)
+        free(slots[i].ahead);
+    free(slots);
+    free(pending);
+    free(serving);
+    free(spare);
+    slots = NULL;
+    pending = serving = NULL;
+    spare = NULL;
+    nslots = npending = cap = 0;
+}

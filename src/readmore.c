@@ -25,9 +25,12 @@
  *   none is listed or MX_READMORE_ROUNDS reads were made in the turn (32 x
  *   1 KiB: a full read-ahead block is handed out within one turn). The
  *   group commit that follows in the loop covers all of it. A descriptor
- *   whose bytes read ahead lws did not take (its connection is paused by
- *   flow control) stays listed and is served again at each later turn, once
- *   per turn: its socket may be empty, so poll would not report it.
+ *   whose bytes read ahead lws did not take in two rounds (its connection
+ *   is paused by flow control) stays listed and is offered again at each
+ *   later turn: its socket may be empty, so poll would not report it. When
+ *   the session reads it again (session.c flow_check, possibly during the
+ *   commit, after this turn's rounds), mx_readmore_resume() lists it and
+ *   wakes the loop, so it does not wait for the next event or tick.
  *
  * Why this is safe (lws 4.1.6 source): lws_service_fd() is the public entry
  * of an external poll loop; it finds the connection by descriptor
@@ -67,6 +70,7 @@ enum { LISTED = 1, CARRIED = 2 }; /* slot.listed: 0, or in the pending list */
 struct slot {
     struct ahead *ahead; /* NULL: nothing read ahead */
     unsigned char listed; /* CARRIED: to be served at the next turn, not this one */
+    unsigned char idle;   /* rounds of this turn in which lws read none of it */
 };
 
 static struct slot *slots; /* indexed by descriptor */
@@ -148,10 +152,15 @@ ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
         if (flags & MSG_PEEK)
             return (ssize_t)k;
         a->off += (uint32_t)k;
-        if (a->off == a->n)
+        sl->idle = 0;
+        if (a->off == a->n) {
+            int full = a->n == MX_READAHEAD;
             drop_ahead(sl);
-        else
+            if (full)
+                note(fd); /* the socket may hold more */
+        } else {
             note(fd); /* more of it for lws in this turn */
+        }
         return (ssize_t)k;
     }
     /* read ahead only when the bytes left over can be listed (so that they
@@ -180,11 +189,27 @@ ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
     return (ssize_t)k;
 }
 
+void mx_readmore_resume(int fd, struct lws_context *ctx)
+{
+    if (fd < 0 || (size_t)fd >= nslots || !slots[fd].ahead)
+        return;
+    struct slot *sl = &slots[fd];
+    sl->idle = 0;
+    if (sl->listed == CARRIED)
+        sl->listed = LISTED;
+    else if (!sl->listed)
+        note(fd);
+    /* the loop may be about to wait in poll, which knows nothing of these
+     * bytes: make that turn come at once */
+    lws_cancel_service(ctx);
+}
+
 void mx_readmore_forget(int fd)
 {
     if (fd >= 0 && (size_t)fd < nslots) {
         drop_ahead(&slots[fd]);
         slots[fd].listed = 0;
+        slots[fd].idle = 0;
     }
 }
 
@@ -192,8 +217,10 @@ unsigned mx_readmore_service(struct lws_context *ctx)
 {
     /* carried from the last turn: served again now */
     for (size_t i = 0; i < npending; i++)
-        if ((size_t)pending[i] < nslots && slots[pending[i]].listed == CARRIED)
+        if ((size_t)pending[i] < nslots && slots[pending[i]].listed == CARRIED) {
             slots[pending[i]].listed = LISTED;
+            slots[pending[i]].idle = 0;
+        }
     unsigned reads = 0;
     for (int round = 1; round < MX_READMORE_ROUNDS && npending; round++) {
         /* this round's list; reads below may note descriptors for the next */
@@ -213,10 +240,13 @@ unsigned mx_readmore_service(struct lws_context *ctx)
             lws_service_fd(ctx, &p);
             reads++;
             if (fd < (int)nslots && slots[fd].ahead && !slots[fd].listed) {
-                /* lws did not read (flow control): its socket may be empty,
-                 * so poll will not report it; it waits listed for a later
-                 * turn, and is not served again in this one */
-                slots[fd].listed = CARRIED;
+                /* lws took none of it: it parsed its own buflist instead
+                 * (then it reads at the next round), or the connection is
+                 * paused by flow control. Its socket may be empty, so poll
+                 * will not report it: after two such rounds it waits,
+                 * listed, for a later turn (mx_readmore_resume() brings
+                 * that turn at once when the session reads again). */
+                slots[fd].listed = ++slots[fd].idle >= 2 ? CARRIED : LISTED;
                 pending[npending++] = fd;
             }
         }

@@ -42,6 +42,7 @@
 #include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/metrics.h"
+#include "movexd/readmore.h"
 #include "movexd/server.h"
 
 _Static_assert(MX_FRAME_PRE >= 10, "frames need room for the longest WebSocket header");
@@ -92,6 +93,7 @@ static void start_close(struct mx_session *s, int code, const char *reason, int 
          * it sends is ignored while closing) */
         s->rx_paused = 0;
         lws_rx_flow_control(s->wsi, 1);
+        mx_readmore_resume(lws_get_socket_fd(s->wsi), lws_get_context(s->wsi));
     }
     s->close_code = code;
     snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
@@ -310,6 +312,8 @@ static void flow_check(struct mx_session *s)
     } else if (s->rx_paused && held <= bound / 4) {
         s->rx_paused = 0;
         lws_rx_flow_control(s->wsi, 1);
+        /* its requests may be read ahead already (readmore.c) */
+        mx_readmore_resume(lws_get_socket_fd(s->wsi), lws_get_context(s->wsi));
     }
 }
 

@@ -27,6 +27,10 @@ ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
  * the buffer, more may be waiting (lws reads on while SSL_pending, and
  * this covers the next record). */
 void mx_readmore_note(int fd, size_t got, size_t len);
+/* The session lets lws read fd again (end of a backpressure pause): bytes
+ * read ahead for it are served at the next round or turn, which comes at
+ * once (lws_cancel_service). */
+void mx_readmore_resume(int fd, struct lws_context *ctx);
 /* fd is closed (or newly opened): drop what was read ahead and any note. */
 void mx_readmore_forget(int fd);
 /* After lws_service(): let lws read each noted descriptor again, round by

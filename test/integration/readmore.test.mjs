@@ -114,20 +114,20 @@ test('TLS: the same burst through SSL_read', async () => {
 // then empty, so poll will not report it again). Once its replies drain
 // it must be served from what was read ahead: all gets answered.
 test('paused by backpressure with requests read ahead: resumes when the replies drain, every get answered', async () => {
-  await withDaemon({ conf: conf(['max_queue_bytes 1m']) }, async (d) => {
+  await withDaemon({ conf: conf(['max_queue_bytes 256k']) }, async (d) => {
     const { c, start } = await rawWebSocket(d);
     c.write(Buffer.concat([text({ type: 'hello', client: 'paused' }), text({ type: 'subscribe', id: 1, room: 'rm:big' }),
-      text({ type: 'action', id: 2, room: 'rm:big', n: 1, action: { type: 'patch', payload: [{ op: 'add', path: '/big', value: 'z'.repeat(200000) }] } })]));
+      text({ type: 'action', id: 2, room: 'rm:big', n: 1, action: { type: 'patch', payload: [{ op: 'add', path: '/big', value: 'z'.repeat(50000) }] } })]));
     const replies = () => parseFrames(c.buf, start).filter((f) => f.opcode === 1).map((f) => JSON.parse(f.payload.toString('utf8')));
-    await c.until(() => replies().some((m) => m.id === 2), 'the ack of the 200 KB state');
+    await c.until(() => replies().some((m) => m.id === 2), 'the ack of the 50 KB state');
     assert.equal(replies().find((m) => m.id === 2).type, 'ack');
     const pauses0 = Number(/^movexd_read_pauses_total (\d+)$/m.exec((await httpRequest(d, { path: '/metrics' })).body)[1]);
-    const GETS = 60; // ~3 KB of requests, ~12 MB of replies
+    const GETS = 60; // ~3 KB of requests, ~3 MB of replies
     c.write(Buffer.concat(Array.from({ length: GETS }, (_, i) => text({ type: 'get', id: 100 + i, room: 'rm:big' }))));
     await c.until(() => parseFrames(c.buf, start).filter((f) => f.opcode === 1).length >= GETS + 3, `${GETS} snapshots`, TIMEOUT * 3);
     const got = replies().filter((m) => m.id >= 100);
     assert.deepEqual(got.map((m) => m.id), Array.from({ length: GETS }, (_, i) => 100 + i));
-    assert.ok(got.every((m) => m.type === 'snapshot' && m.state.big.length === 200000));
+    assert.ok(got.every((m) => m.type === 'snapshot' && m.state.big.length === 50000));
     const pauses = Number(/^movexd_read_pauses_total (\d+)$/m.exec((await httpRequest(d, { path: '/metrics' })).body)[1]);
     assert.ok(pauses > pauses0, 'the connection was paused (backpressure) on the way');
     c.sock.destroy();

@@ -96,8 +96,7 @@ void mx_cluster_epoch(struct mx_redis *r, const char *prefix, const char *candid
     mx_redis_command(r, 5, argv, lens, on_epoch, e);
 }
 
-/* A decimal uint64 with nothing else (no sign, no spaces, no overflow). */
-static int parse_u64(const char *s, size_t len, uint64_t *out)
+int mx_cluster_parse_u64(const char *s, size_t len, uint64_t *out)
 {
     uint64_t v = 0;
     if (len == 0 || len > 20)
@@ -131,7 +130,7 @@ int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out)
     const char *t = dup ? s + 4 : s;
     if (strncmp(t, "ack ", 4) == 0) {
         out->verdict = dup ? MX_CLUSTER_DUP_ACK : MX_CLUSTER_ACK;
-        return parse_u64(t + 4, strlen(t + 4), &out->seq);
+        return mx_cluster_parse_u64(t + 4, strlen(t + 4), &out->seq);
     }
     if (strncmp(t, "reject ", 7) == 0) {
         out->verdict = dup ? MX_CLUSTER_DUP_REJECT : MX_CLUSTER_REJECT;
@@ -195,7 +194,8 @@ static int parse_head(redisReply **e, struct mx_cluster_head *h)
     for (int i = 0; i < 4; i++)
         if (e[i]->type != REDIS_REPLY_STRING)
             return -1;
-    if (parse_u64(e[0]->str, e[0]->len, &h->seq) < 0 || parse_u64(e[1]->str, e[1]->len, &h->sub) < 0 ||
+    if (mx_cluster_parse_u64(e[0]->str, e[0]->len, &h->seq) < 0 ||
+        mx_cluster_parse_u64(e[1]->str, e[1]->len, &h->sub) < 0 ||
         e[2]->len > MX_CLUSTER_SUM_MAX || e[3]->len > 40)
         return -1;
     memcpy(h->sum, e[2]->str, e[2]->len + 1);

@@ -761,6 +761,7 @@ struct mx_cnode *mx_cnode_new(const struct mx_config *cfg, mx_engine *e, struct 
 static void free_room(void *p)
 {
     struct cn_room *cr = p;
+    mx_room_free(cr->loaded);
     free(cr->q);
     free(cr->forming);
     free(cr->inflight);
@@ -842,4 +843,5 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_creates_total", "rooms created in Redis by this node", s->creates);
     mx_metrics_counter(b, "movexd_cluster_creates_lost_total", "creates another node won", s->create_lost);
     cn_rb_metrics(n, b);
+    cn_snap_metrics(n, b);
 }

@@ -182,6 +182,8 @@ static int stream_entry(const redisReply *el, const char **id, size_t *idlen, co
 static void load_failed(struct mx_cnode *n, struct cn_room *cr, const char *why)
 {
     mx_warn("event=cluster_load_failed room=%s reason=\"%s\"", cr->id, why);
+    mx_room_free(cr->loaded);
+    cr->loaded = NULL;
     free(cr->init);
     cr->init = NULL;
     cr->busy = CN_IDLE;
@@ -191,6 +193,7 @@ static void load_failed(struct mx_cnode *n, struct cn_room *cr, const char *why)
 }
 
 static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv);
+static void on_snap_read(struct mx_cnode *n, struct cn_room *cr, const char *err);
 
 static void on_head(struct mx_redis *rd, redisReply *rep, void *priv)
 {
@@ -227,11 +230,25 @@ static void on_head(struct mx_redis *rd, redisReply *rep, void *priv)
      * between the two links) */
     if (!cr->subscribed && !mx_redis_subscribe(n->sub, cr->channel))
         cr->subscribed = 1;
-    char key[300];
+    cn_snap_read(n, cr, on_snap_read);
+}
+
+/* The snapshot (if any) is in cr->loaded: read the stream after it, or
+ * all of it. */
+static void on_snap_read(struct mx_cnode *n, struct cn_room *cr, const char *err)
+{
+    if (err) {
+        load_failed(n, cr, err);
+        return;
+    }
+    char key[300], from[48] = "-";
     snprintf(key, sizeof key, "%s{%s}:log", n->cfg->cluster.key_prefix, cr->id);
-    const char *argv[] = {"XRANGE", key, "-", "+"};
-    size_t lens[] = {6, strlen(key), 1, 1};
-    mx_redis_command(rd, 4, argv, lens, on_range_full, cr);
+    if (cr->loaded)
+        snprintf(from, sizeof from, "(%llu-%llu", (unsigned long long)cr->loaded_head.seq,
+                 (unsigned long long)cr->loaded_head.sub);
+    const char *argv[] = {"XRANGE", key, from, "+"};
+    size_t lens[] = {6, strlen(key), strlen(from), 1};
+    mx_redis_command(n->cmd, 4, argv, lens, on_range_full, cr);
 }
 
 /* A new room at seq 0 from the initial state text. */
@@ -282,23 +299,42 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
         load_failed(n, cr, !rep ? "link down" : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
         return;
     }
-    struct mx_room *r = initial_room(n, cr);
-    if (!r) {
+    /* from the snapshot (cluster_snapshot.c) at its ID, or from the
+     * initial state at 0 */
+    struct mx_room *r = cr->loaded;
+    struct mx_cluster_head h = {0};
+    if (r) {
+        h = cr->loaded_head;
+        cr->loaded = NULL;
+        if (h.seq > cr->snap_seq)
+            cr->snap_seq = h.seq; /* the next one is due a history later */
+    } else if (!(r = initial_room(n, cr))) {
         load_failed(n, cr, "cannot build the room from its initial state");
         return;
+    } else {
+        mx_digest_hex(r->checksum, h.sum);
     }
-    struct mx_cluster_head h = {0};
-    mx_digest_hex(r->checksum, h.sum);
     for (size_t i = 0; i < rep->elements; i++) {
         const char *id, *e;
         size_t idlen, elen;
-        if (stream_entry(rep->element[i], &id, &idlen, &e, &elen) ||
-            apply_entry(n, cr, &h, r, id, idlen, e, elen, NULL, 0, 0) != 0) {
+        int rc = stream_entry(rep->element[i], &id, &idlen, &e, &elen)
+                     ? -1
+                     : apply_entry(n, cr, &h, r, id, idlen, e, elen, NULL, 0, 0);
+        if (rc == -2 && cr->load_gaps < 3) {
+            /* another node stored a newer snapshot and trimmed between our
+             * two reads: read both again */
+            cr->load_gaps++;
+            mx_room_free(r);
+            cn_replica_load(n, cr);
+            return;
+        }
+        if (rc != 0) {
             mx_room_free(r);
             load_failed(n, cr, "an entry of the stream does not apply (see cluster_entry_refused)");
             return;
         }
     }
+    cr->load_gaps = 0;
     struct mx_room *have = mx_engine_room(n->e, cr->id, cr->idlen);
     if (have && cn_rb_check_reload(n, cr, &h, have, r)) {
         /* the log is behind what subscribers were sent: they resync */
@@ -399,6 +435,7 @@ void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr)
     if (cr->seen_seq > cr->head.seq || (cr->seen_seq == cr->head.seq && cr->seen_sub > cr->head.sub))
         cn_replica_catch_up(n, cr);
     cr->seen_seq = cr->seen_sub = 0;
+    cn_snap_maybe(n, cr); /* only while the replica is exactly the head */
 }
 
 void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, const char *msg, size_t mlen)

@@ -108,6 +108,10 @@ int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *r
                            const struct mx_cluster_action *a, size_t n, int wait_replicas,
                            int wait_timeout_ms, mx_cluster_appended_fn done, void *priv);
 
+/* A decimal uint64 with nothing else (no sign, no spaces, no overflow)
+ * from Redis's reply text. 0, or -1. */
+int mx_cluster_parse_u64(const char *s, size_t len, uint64_t *out);
+
 /* Parse one outcome string of the library ("ack 7", "dup reject stale",
  * "moved", ...). 0, or -1 when it is none of them. */
 int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out);

@@ -122,6 +122,7 @@ struct mx_cnode_stats {
     uint64_t calls, batched_actions, moved, reloads, catchups, applied_foreign, call_failures;
     uint64_t creates, create_lost;
     uint64_t rollbacks, epoch_changes, restored_batches, lost_batches, resyncs, journal_failures;
+    uint64_t snapshots_stored, snapshots_refused, snapshots_failed, snapshot_loads;
 };
 void mx_cnode_stats(const struct mx_cnode *n, struct mx_cnode_stats *out);
 

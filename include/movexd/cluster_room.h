@@ -78,6 +78,11 @@ struct cn_room {
     size_t qh, nq, capq;
     struct cn_slot *forming, *inflight;
     size_t nforming, capforming, ninflight;
+    uint64_t snap_seq;           /* the newest snapshot this node knows of (cluster_snapshot.c) */
+    int snapping;                /* a movexd_snapshot call in flight */
+    struct mx_room *loaded;      /* loading: the room decoded from the snapshot, at loaded_head */
+    struct mx_cluster_head loaded_head;
+    unsigned load_gaps;          /* loads redone because a trim raced the snapshot read */
     int create_due;              /* a create to send at the next flush */
     struct mx_gate *create_gate;
     struct cn_msg create_msg;
@@ -129,6 +134,17 @@ void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr);
 /* The recorded actions of slots (kind 'a' or 'r') as the append's
  * arguments, into out (room for n); how many. */
 size_t cn_batch_actions(const struct cn_slot *s, size_t n, struct mx_cluster_action *out);
+
+/* cluster_snapshot.c */
+/* The room is settled at its confirmed head: store a snapshot when one is
+ * due (the library decides whether it is kept). */
+void cn_snap_maybe(struct mx_cnode *n, struct cn_room *cr);
+/* Read the room's snapshot for a load: done with err NULL and cr->loaded
+ * set (at cr->loaded_head) or NULL (none, or unusable); err set when the
+ * read failed. */
+typedef void (*cn_snap_read_fn)(struct mx_cnode *n, struct cn_room *cr, const char *err);
+void cn_snap_read(struct mx_cnode *n, struct cn_room *cr, cn_snap_read_fn done);
+void cn_snap_metrics(const struct mx_cnode *n, mx_buf *b);
 
 /* cluster_rollback.c: the journal, the epoch, rollback detection */
 int cn_rb_init(struct mx_cnode *n);

@@ -166,7 +166,15 @@ local function append(keys, args)
         redis.call('HSET', head_k, 'seq', dec(h.seq), 'sub', dec(h.sub), 'sum', h.sum, 'hash', h.hash)
         redis.call('HSET', hi_k, client, dec(n))
         redis.call('HSET', dd_k, client .. ':' .. dec(n), verdict)
-        if n > window then redis.call('HDEL', dd_k, client .. ':' .. dec(n - window)) end
+        -- the memory keeps n - window + 1 .. n; before this record it held
+        -- at most hi - window + 1 .. hi, so that range below the new bound
+        -- goes: one HDEL when n follows hi, at most `window` after a jump
+        -- (deleting only n - window would leave older ones behind forever)
+        local lo = hi - window + 1
+        if lo < 1 then lo = 1 end
+        local top = n - window
+        if top > hi then top = hi end
+        for k = lo, top do redis.call('HDEL', dd_k, client .. ':' .. dec(k)) end
         redis.call('PUBLISH', channel, id .. ' ' .. h.hash .. ' ' .. entry)
       end
       out[i] = verdict

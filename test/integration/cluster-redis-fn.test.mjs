@@ -167,6 +167,18 @@ test('the exactly-once memory keeps the last `window` outcomes per client', asyn
   assert.deepEqual((await append(rm, h, [act('c1', 3, 'r', 'x')], { window: 2 })).slice(4), ['dup reject test_failed']);
 });
 
+test('the memory stays within the window when a client skips ahead', async () => {
+  const rm = await created();
+  const dd = rm.keys[3];
+  let rep = await append(rm, [0, 0, 'S0'], [1, 2, 3].map((n) => act('c1', n, 'r', 'test_failed')), { window: 3 });
+  // a jump from 3 to 10: 1, 2 and 3 are all at or below 10 - 3 and go
+  rep = await append(rm, rep.slice(0, 3), [act('c1', 10, 'r', 'test_failed'), act('c2', 1, 'r', 'x')], { window: 3 });
+  assert.deepEqual((await r.ok('HKEYS', dd)).sort(), ['c1:10', 'c2:1']);
+  rep = await append(rm, rep.slice(0, 3), [11, 12, 13].map((n) => act('c1', n, 'r', 'test_failed')), { window: 3 });
+  assert.deepEqual((await r.ok('HKEYS', dd)).sort(), ['c1:11', 'c1:12', 'c1:13', 'c2:1']);
+  assert.deepEqual((await append(rm, rep.slice(0, 3), [act('c1', 10, 'r', 'x')], { window: 3 })).slice(4), ['too_old']);
+});
+
 test('bad arguments are refused before any write', async () => {
   const rm = await created();
   const good = act('c1', 1, 'a', 'S1', '[]');

@@ -671,6 +671,28 @@ static int keep_index(struct mx_walstore *s, mx_wal_reader *rd, char *err, size_
     return 0;
 }
 
+/* wal/STATE (wal_state.c): an upper bound of the snapshots' LSNs, and
+ * whether segments keep their end zeros. Without one (an older data
+ * directory) or with a damaged one, start-up does what it did before the
+ * file existed: every snapshot header is read, no end-zeros rule. */
+static int read_state(struct mx_walstore *s, char *err, size_t errlen)
+{
+    char why[600];
+    int rc = mx_wal_state_read(s->waldir, &s->state, why, sizeof(why));
+    s->state_known = rc == 0;
+    if (rc == MX_EUNAVAILABLE || rc == MX_ENOMEM) {
+        snprintf(err, errlen, "%s: cannot be read now (out of descriptors or memory); start again", why);
+        return -1;
+    }
+    if (rc && rc != MX_ENO_SUCH_ROOM)
+        mx_warn("event=wal_state_ignored error=\"%s\" note=\"every snapshot header is read instead; "
+                "the file is written again\"",
+                why);
+    if (rc)
+        memset(&s->state, 0, sizeof(s->state));
+    return 0;
+}
+
 /* ---- the LSN rule: the next LSN is above every LSN on disk ---- */
 
 /* The highest LSN a snapshot covers, at or above wal_next (0 when none is).
@@ -771,9 +793,12 @@ int mx_recovery_start(struct mx_walstore *s, uint64_t *next_lsn, struct mx_recov
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    if (list_snapshots(s, snaps, err, errlen) || mx_wal_reader_open(&rd, s->waldir, err, errlen))
+    if (list_snapshots(s, snaps, err, errlen) || read_state(s, err, errlen) ||
+        mx_wal_reader_open(&rd, s->waldir, err, errlen))
         goto out;
     mx_wal_reader_keep_maps(rd);
+    if (s->state_known && (s->state.flags & MX_WAL_STATE_END_ZEROS))
+        mx_wal_reader_require_end_zeros(rd);
     if (index_wal(&sc, rd))
         goto out;
     drop_empty_entries(s);
@@ -786,8 +811,13 @@ int mx_recovery_start(struct mx_walstore *s, uint64_t *next_lsn, struct mx_recov
         goto out;
     uint64_t next = mx_wal_reader_next_lsn(rd), floor;
     char which[2400] = "";
-    if (snapshot_floor(s, snaps, next, &floor, which, sizeof(which), err, errlen))
-        goto out;
+    if (s->state_known && s->state.snap_max < next) {
+        floor = 0; /* STATE: no snapshot covers an LSN the WAL does not reach */
+    } else {
+        s->floor_scanned = 1;
+        if (snapshot_floor(s, snaps, next, &floor, which, sizeof(which), err, errlen))
+            goto out;
+    }
     if (floor == UINT64_MAX) {
         snprintf(err, errlen, "%s covers LSN %llu, the last there can be: no LSN is left", which,
                  (unsigned long long)floor);

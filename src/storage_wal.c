@@ -270,10 +270,38 @@ static uint64_t covered_lsn(const struct mx_walstore *s)
     return s->wal ? mx_wal_next_lsn(s->wal) - 1 : s->fold_lsn;
 }
 
+/* wal/STATE must say no snapshot covers more than snap_max before one
+ * covering lsn is written (wal_state.c): raise it first when needed. Its
+ * end-zeros flag goes on once the writer has its own segment (every older
+ * one is then followed by it, so only segments of this writer can be
+ * last). 0 or a negative mx_err (the snapshot must not be written). */
+int mx_swal_state_cover(struct mx_walstore *s, uint64_t lsn)
+{
+    if (s->state_known && lsn <= s->state.snap_max &&
+        (!s->wal || !mx_wal_has_segment(s->wal) || (s->state.flags & MX_WAL_STATE_END_ZEROS)))
+        return 0;
+    struct mx_wal_state n = s->state;
+    if (s->wal && mx_wal_has_segment(s->wal))
+        n.flags |= MX_WAL_STATE_END_ZEROS;
+    n.snap_max = lsn;
+    char err[300];
+    int rc = mx_wal_state_write(s->waldir, &n, err, sizeof(err));
+    if (rc) {
+        mx_err("event=wal_state_failed error=\"%s\"", err);
+        return rc;
+    }
+    s->state = n;
+    s->state_known = 1;
+    return 0;
+}
+
 /* Write r's snapshot. Only called when the WAL holds nothing unwritten. */
 static int write_snapshot(struct mx_walstore *s, struct mx_room *r)
 {
     uint64_t lsn = covered_lsn(s);
+    int src = mx_swal_state_cover(s, lsn);
+    if (src)
+        return src;
     mx_buf b;
     mx_buf_init(&b, 0);
     if (mx_snapshot_encode(r, lsn, &b)) {
@@ -382,9 +410,10 @@ size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, siz
         ndirty++;
     }
     char err[300];
-    size_t written = ndirty ? (size_t)mx_atomic_write_many(s->snapdir, ndirty, names, MX_SNAPSHOT_MAGIC,
-                                                           payloads, lens, err, sizeof(err))
-                            : 0;
+    size_t written = ndirty && mx_swal_state_cover(s, lsn) == 0
+                         ? (size_t)mx_atomic_write_many(s->snapdir, ndirty, names, MX_SNAPSHOT_MAGIC,
+                                                  payloads, lens, err, sizeof(err))
+                         : 0;
     size_t d = 0;
     for (; ok < upto; ok++) {
         struct mx_room *r = rooms[ok];
@@ -601,11 +630,20 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
     struct mx_wal_opts o = {.dir = s->waldir, .fsync = cfg->fsync, .segment_bytes = cfg->wal_segment_bytes};
     if (mx_wal_open(&s->wal, &o, next, err, errlen))
         goto fail;
+    /* every snapshot covers at most next - 1 (the LSN rule): STATE says so,
+     * and, now that the writer has its segment, that segments keep their
+     * end zeros. A full disk leaves the old file (still an upper bound);
+     * the next snapshot tries again. */
+    s->state_known = 0;
+    if (mx_swal_state_cover(s, next - 1))
+        mx_warn("event=wal_state_deferred note=\"wal/STATE could not be written; retried before "
+                "the next snapshot\"");
     mx_info("event=recovered rooms_to_rebuild=%llu records_indexed=%llu rooms_deleted=%llu "
-            "rooms_on_disk=%llu next_lsn=%llu seconds=%.3f",
+            "rooms_on_disk=%llu next_lsn=%llu lsn_floor=%s seconds=%.3f",
             (unsigned long long)s->pending_rooms, (unsigned long long)rc.records,
             (unsigned long long)rc.deleted, (unsigned long long)s->st.rooms_on_disk,
-            (unsigned long long)next, (double)(mx_now_us() - s->recovery_start_us) / 1e6);
+            (unsigned long long)next, s->floor_scanned ? "scan" : "state",
+            (double)(mx_now_us() - s->recovery_start_us) / 1e6);
     set_iface(s);
     *out = &s->iface;
     *rooms = map;

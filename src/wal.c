@@ -209,36 +209,36 @@ static int has_records(int fd)
 
 /* Create (or reuse, when it holds no records) the segment named `lsn`,
  * preallocated to `size` bytes, and make its name durable. On success *out
- * is its descriptor. A full disk leaves no new file behind. */
+ * is its descriptor. A full disk leaves no new file behind. A new segment
+ * is preallocated and synced under a temporary name and only then renamed:
+ * a file under a segment name always has its preallocated size, so one
+ * that ends right after its records was cut short (MX_WAL_END_ZEROS). */
 static int create_segment(mx_wal *w, uint64_t lsn, uint64_t size, int *out)
 {
-    char name[MX_WAL_SEG_NAME_LEN];
+    char name[MX_WAL_SEG_NAME_LEN], tmp[MX_WAL_SEG_NAME_LEN + 4];
     mx_wal_seg_name(name, lsn);
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
     int reused = 0;
-    int fd = openat(w->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST) {
-        fd = openat(w->dirfd, name, O_RDWR | O_CLOEXEC);
-        if (fd >= 0) {
-            int r = has_records(fd);
-            if (r != 0) {
-                int e = errno;
-                close(fd);
-                if (r < 0)
-                    return wal_fail(w, "read", name, e);
-                snprintf(w->errmsg, sizeof w->errmsg,
-                         "%s/%s: segment already holds records; run recovery "
-                         "(mx_wal_reader) and open at its next LSN",
-                         w->dir, name);
-                mx_err("event=wal_segment_exists file=\"%s/%s\"", w->dir, name);
-                return MX_EINTERNAL;
-            }
-            if (ftruncate(fd, 0) != 0) {
-                int e = errno;
-                close(fd);
-                return wal_fail(w, "ftruncate", name, e);
-            }
-            reused = 1;
+    int fd = openat(w->dirfd, name, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        int r = has_records(fd);
+        if (r != 0) {
+            int e = errno;
+            close(fd);
+            if (r < 0)
+                return wal_fail(w, "read", name, e);
+            snprintf(w->errmsg, sizeof w->errmsg,
+                     "%s/%s: segment already holds records; run recovery "
+                     "(mx_wal_reader) and open at its next LSN",
+                     w->dir, name);
+            mx_err("event=wal_segment_exists file=\"%s/%s\"", w->dir, name);
+            return MX_EINTERNAL;
         }
+        /* no records: its bytes are zeros (recovery checked), so it is
+         * extended in place, never shortened */
+        reused = 1;
+    } else if (errno == ENOENT) {
+        fd = openat(w->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     }
     if (fd < 0) {
         int e = errno;
@@ -261,17 +261,18 @@ static int create_segment(mx_wal *w, uint64_t lsn, uint64_t size, int *out)
             e = ftruncate(fd, (off_t)size) != 0 ? errno : 0;
         }
     }
+    /* the size is durable before the name is */
+    if (!e && !reused && fsync(fd) != 0)
+        e = errno;
+    if (!e && !reused && renameat(w->dirfd, tmp, w->dirfd, name) != 0)
+        e = errno;
     if (e) {
+        close(fd);
         if (reused) {
-            /* keep the empty file: its name still tells recovery the LSN */
-            if (ftruncate(fd, 0) != 0)
-                mx_warn("event=wal_truncate_failed file=\"%s/%s\" error=\"%s\"", w->dir, name,
-                        strerror(errno));
-            close(fd);
+            /* keep the file: its name still tells recovery the LSN */
             seg_note(w, lsn, 0);
-        } else if (close(fd), unlinkat(w->dirfd, name, 0) == 0 && fsync(w->dirfd) != 0) {
-            /* a lost unlink would leave an overlapping empty segment */
-            return wal_fail(w, "fsync", ".", errno);
+        } else if (unlinkat(w->dirfd, tmp, 0) != 0 && errno != ENOENT) {
+            mx_warn("event=wal_tmp_left file=\"%s/%s\" error=\"%s\"", w->dir, tmp, strerror(errno));
         }
         if (mx_retry_later(e)) {
             nospace_begin(w, "fallocate", name, e);
@@ -300,11 +301,19 @@ static int write_buffer(mx_wal *w)
 {
     if (w->len == 0)
         return 0;
+    /* the file must not end with the records (MX_WAL_END_ZEROS): zeros go
+     * with them when the preallocation does not reach past them (after a
+     * cut-back on ENOSPC, or without fallocate); the buffer has room */
+    size_t total = w->len;
+    if (w->written + w->len + MX_WAL_END_ZEROS > w->fsize) {
+        memset(w->buf + w->len, 0, MX_WAL_END_ZEROS);
+        total += MX_WAL_END_ZEROS;
+    }
     size_t done = 0;
-    while (done < w->len) {
+    while (done < total) {
         int e = WAL_FAULT(w);
         if (!e) {
-            ssize_t n = pwrite(w->fd, w->buf + done, w->len - done, (off_t)(w->written + done));
+            ssize_t n = pwrite(w->fd, w->buf + done, total - done, (off_t)(w->written + done));
             if (n > 0) {
                 MX_FAULT_WROTE(w->fd, w->written + done, (uint64_t)n);
                 done += (size_t)n;
@@ -317,9 +326,10 @@ static int write_buffer(mx_wal *w)
         if (mx_retry_later(e)) {
             /* Cut off whatever part did land so the segment ends at the last
              * whole record; the buffer is written again later. */
-            if (ftruncate(w->fd, (off_t)w->written) != 0)
+            if (ftruncate(w->fd, (off_t)w->written) != 0 ||
+                ftruncate(w->fd, (off_t)(w->written + MX_WAL_END_ZEROS)) != 0)
                 return wal_fail(w, "ftruncate", w->name, errno);
-            set_fsize(w, w->written);
+            set_fsize(w, w->written + MX_WAL_END_ZEROS);
             /* the preallocation is gone: the next new record goes to a new
              * preallocated segment, once the disk has room for one */
             w->cap = w->written + w->len;
@@ -329,8 +339,8 @@ static int write_buffer(mx_wal *w)
         return wal_fail(w, "write", w->name, e);
     }
     w->written += w->len;
-    if (w->written > w->fsize)
-        set_fsize(w, w->written);
+    if (w->written + (total - w->len) > w->fsize)
+        set_fsize(w, w->written + (total - w->len));
     w->written_lsn = w->next_lsn - 1;
     w->len = 0;
     w->dirty = 1;
@@ -352,6 +362,7 @@ static int write_buffer(mx_wal *w)
  * the old one stays current. */
 static int rotate(mx_wal *w, uint64_t need)
 {
+    need += MX_WAL_END_ZEROS;
     uint64_t size = need > w->seg_bytes ? need : w->seg_bytes;
     if (w->fd >= 0 && w->written + w->len == 0) {
         /* The current segment holds no records, so it has the new one's
@@ -479,11 +490,11 @@ void mx_wal_close(mx_wal *w)
         int rc = write_buffer(w);
         if (rc != 0) {
             mx_warn("event=wal_close_unflushed dir=\"%s\" bytes=%" PRIu64, w->dir, pending);
-        } else if (w->fsize > w->written) {
-            /* give back the unused preallocation; the reader takes the end of
-             * the file as the end of the segment */
-            if (ftruncate(w->fd, (off_t)w->written) == 0)
-                set_fsize(w, w->written);
+        } else if (w->fsize > w->written + MX_WAL_END_ZEROS) {
+            /* give back the unused preallocation but one zero length word:
+             * a last segment never ends with its records (MX_WAL_END_ZEROS) */
+            if (ftruncate(w->fd, (off_t)(w->written + MX_WAL_END_ZEROS)) == 0)
+                set_fsize(w, w->written + MX_WAL_END_ZEROS);
         }
         /* whatever the policy: the next open starts a new segment, and only
          * the current one may hold unsynced data (see rotate) */
@@ -511,7 +522,7 @@ int mx_wal_reserve(mx_wal *w, size_t len)
         return MX_EINTERNAL;
     }
     uint64_t need = MX_WAL_HEADER + (uint64_t)len;
-    if (w->fd >= 0 && w->written + w->len + need <= w->cap)
+    if (w->fd >= 0 && w->written + w->len + need + MX_WAL_END_ZEROS <= w->cap)
         return 0;
     return rotate(w, need);
 }
@@ -521,9 +532,9 @@ uint64_t mx_wal_append(mx_wal *w, const void *payload, size_t len)
     if (w->failed || len == 0 || len > MX_WAL_MAX_RECORD || mx_wal_reserve(w, len) != 0)
         return 0;
     size_t need = w->len + MX_WAL_HEADER + len;
-    if (need > w->bufcap) {
+    if (need + MX_WAL_END_ZEROS > w->bufcap) {
         size_t nc = w->bufcap > BUF_MIN ? w->bufcap : BUF_MIN;
-        while (nc < need)
+        while (nc < need + MX_WAL_END_ZEROS)
             nc *= 2;
         uint8_t *nb = mx_realloc(w->buf, nc);
         if (!nb)
@@ -578,6 +589,7 @@ int mx_wal_tick(mx_wal *w)
 }
 
 uint64_t mx_wal_next_lsn(const mx_wal *w) { return w->next_lsn; }
+int mx_wal_has_segment(const mx_wal *w) { return w->fd >= 0; }
 uint64_t mx_wal_written_lsn(const mx_wal *w) { return w->written_lsn; }
 size_t mx_wal_pending_bytes(const mx_wal *w) { return w->len; }
 uint64_t mx_wal_fsyncs(const mx_wal *w) { return w->fsyncs; }

@@ -49,6 +49,7 @@ struct mx_wal_reader {
     char *torn_path;
     uint64_t torn_off;
     int keep; /* mx_wal_reader_keep_maps: segments stay mapped until close */
+    int end_zeros; /* mx_wal_reader_require_end_zeros */
     struct kept_map {
         const uint8_t *map;
         uint64_t size;
@@ -123,6 +124,14 @@ static int all_zero(const uint8_t *p, uint64_t n)
             return 0;
     return 1;
 }
+
+/* What to do when records that may have been acknowledged are missing
+ * (docs/STORAGE.md, "What to do about a damaged segment"). */
+#define RD_ADVICE                                                                              \
+    "acknowledged records may be missing, so movexd does not start. Keep the daemon stopped, " \
+    "copy the data directory, and restore this segment from a backup; or, accepting the loss, " \
+    "move it and every later wal-*.log out of the wal directory (docs/STORAGE.md, \"What to do "  \
+    "about a damaged segment\")"
 
 __attribute__((format(printf, 2, 3))) static int rd_fail(mx_wal_reader *r, const char *fmt, ...)
 {
@@ -199,6 +208,23 @@ static int rd_map(mx_wal_reader *r)
     return 0;
 }
 
+/* A torn record at r->off of the last segment is a crash's only if the
+ * whole record and the zero length word after it fit in the file: the
+ * writer reserved that space in the file before writing (sector writes do
+ * not tear a 4-byte length word, so its length is the one written). */
+static int torn_fits(const mx_wal_reader *r)
+{
+    uint64_t rem = r->size - r->off;
+    if (rem < MX_WAL_HEADER)
+        return 0;
+    uint32_t l = mx_le32_get(r->map + r->off);
+    if (l == 0)
+        return rem >= MX_WAL_END_ZEROS; /* zero word then stray bytes */
+    if (l > MX_WAL_MAX_RECORD)
+        return 1; /* no length the writer wrote: damage, not evidence of a cut */
+    return (uint64_t)l + MX_WAL_HEADER + MX_WAL_END_ZEROS <= rem;
+}
+
 int mx_wal_reader_open(mx_wal_reader **out, const char *dir, char *err, size_t errlen)
 {
     *out = NULL;
@@ -242,12 +268,24 @@ int mx_wal_reader_next(mx_wal_reader *r, const void **payload, size_t *len, uint
             if (r->cur > 0 && r->segs[r->cur].lsn != r->next_lsn) {
                 char name[MX_WAL_SEG_NAME_LEN];
                 mx_wal_seg_name(name, r->segs[r->cur].lsn);
-                rd_fail(r,
-                        "%s/%s: offset 0: segment starts at LSN %" PRIu64 " but %s ended at "
-                        "offset %" PRIu64 " with LSN %" PRIu64
-                        " next (segments not contiguous: records missing or duplicated)",
-                        r->dir, name, r->segs[r->cur].lsn, r->prev_path, r->prev_end,
-                        r->next_lsn);
+                if (r->segs[r->cur].lsn > r->next_lsn)
+                    rd_fail(r,
+                            "%s: its records end at offset %" PRIu64 " (LSN %" PRIu64
+                            " next) but the next segment, %s/%s, starts at LSN %" PRIu64
+                            ": LSNs %" PRIu64 "..%" PRIu64 " are missing (segments not "
+                            "contiguous; %s%s); " RD_ADVICE,
+                            r->prev_path, r->prev_end, r->next_lsn, r->dir, name,
+                            r->segs[r->cur].lsn, r->next_lsn, r->segs[r->cur].lsn - 1,
+                            r->prev_end == 0 ? "the segment is empty" : "the segment was cut short",
+                            r->prev_end == 0 ? " but is not the last one" : "");
+                else
+                    rd_fail(r,
+                            "%s/%s: offset 0: segment starts at LSN %" PRIu64 " but %s ended at "
+                            "offset %" PRIu64 " with LSN %" PRIu64
+                            " next (segments not contiguous: records duplicated; a segment put "
+                            "back after the daemon went on without it?)",
+                            r->dir, name, r->segs[r->cur].lsn, r->prev_path, r->prev_end,
+                            r->next_lsn);
                 continue;
             }
             if (rd_map(r) != 0)
@@ -270,6 +308,20 @@ int mx_wal_reader_next(mx_wal_reader *r, const void **payload, size_t *len, uint
          * contiguity of the next segment instead. */
         if (k == REC_EOF || (k == REC_ZERO && (!last || all_zero(r->map + r->off,
                                                                   r->size - r->off)))) {
+            if (last && r->end_zeros && r->size - r->off < MX_WAL_END_ZEROS) {
+                char at[64];
+                if (r->size)
+                    snprintf(at, sizeof at, "ends at offset %" PRIu64 " right after its records",
+                             r->size);
+                else
+                    snprintf(at, sizeof at, "is empty (0 bytes)");
+                rd_fail(r,
+                        "%s: the last segment %s (LSN %" PRIu64 " next), without the zero "
+                        "length word movexd keeps after them: the file was cut short "
+                        "(truncated, or copied incompletely), not torn by a crash; " RD_ADVICE,
+                        r->path, at, r->next_lsn);
+                continue;
+            }
             snprintf(r->prev_path, sizeof r->prev_path, "%s", r->path);
             r->prev_end = r->off;
             rd_unmap(r);
@@ -288,6 +340,14 @@ int mx_wal_reader_next(mx_wal_reader *r, const void **payload, size_t *len, uint
                     "%s: offset %" PRIu64 ": %s; a valid record follows at offset %" PRIu64
                     ", so this is not a torn write",
                     r->path, r->off, why, v);
+            continue;
+        }
+        if (r->end_zeros && !torn_fits(r)) {
+            rd_fail(r,
+                    "%s: offset %" PRIu64 ": %s, and the file ends at offset %" PRIu64
+                    " inside that record: a crash leaves a torn record inside the "
+                    "preallocated file, so the file was cut short, not torn; " RD_ADVICE,
+                    r->path, r->off, why, r->size);
             continue;
         }
         r->torn = 1;
@@ -322,7 +382,13 @@ int mx_wal_reader_truncate_tail(mx_wal_reader *r, char *err, size_t errlen)
     }
     struct stat st;
     uint64_t before = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
-    if (ftruncate(fd, (off_t)r->torn_off) != 0 || fsync(fd) != 0) {
+    /* Keep a zero length word after the records (MX_WAL_END_ZEROS): zero
+     * it first, then cut after it; a crash in between leaves a zero word
+     * followed by the torn bytes, which reads as the same torn tail. */
+    static const uint8_t zeros[MX_WAL_END_ZEROS];
+    uint64_t end = r->torn_off + MX_WAL_END_ZEROS;
+    if (pwrite(fd, zeros, sizeof zeros, (off_t)r->torn_off) != (ssize_t)sizeof zeros ||
+        fsync(fd) != 0 || (before > end && ftruncate(fd, (off_t)end) != 0) || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         mx_wal_errf(err, errlen, "%s: truncating at offset %" PRIu64 ": %s", r->torn_path,
@@ -334,7 +400,7 @@ int mx_wal_reader_truncate_tail(mx_wal_reader *r, char *err, size_t errlen)
     close(fd);
     r->truncated = 1;
     mx_warn("event=wal_torn_tail_cut file=\"%s\" offset=%" PRIu64 " bytes_cut=%" PRIu64,
-            r->torn_path, r->torn_off, before > r->torn_off ? before - r->torn_off : 0);
+            r->torn_path, r->torn_off, before > end ? before - end : 0);
     return 0;
 }
 
@@ -365,6 +431,8 @@ int mx_wal_reader_sync(mx_wal_reader *r, char *err, size_t errlen)
 }
 
 void mx_wal_reader_keep_maps(mx_wal_reader *r) { r->keep = 1; }
+
+void mx_wal_reader_require_end_zeros(mx_wal_reader *r) { r->end_zeros = 1; }
 
 int mx_wal_reader_keep_maps_ok(const mx_wal_reader *r) { return r->keep == 1; }
 

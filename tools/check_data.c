@@ -253,6 +253,10 @@ int mx_ctl_check_data(const char *dir)
     if (mx_wal_reader_open(&rd, waldir, err, sizeof err)) {
         damage(&ck, NULL, err);
     } else {
+        /* the daemon's rule for a cut-short last segment (wal/STATE) */
+        struct mx_wal_state ws;
+        if (mx_wal_state_read(waldir, &ws, err, sizeof err) == 0 && (ws.flags & MX_WAL_STATE_END_ZEROS))
+            mx_wal_reader_require_end_zeros(rd);
         const void *p;
         size_t len;
         uint64_t lsn;

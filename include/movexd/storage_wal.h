@@ -44,6 +44,9 @@ struct mx_walstore {
     uint64_t checkpoint_floor; /* see st_after_commit */
     mx_wal_reader *rd;        /* keeps the indexed segments mapped */
     uint64_t fold_lsn;        /* LSN snapshots cover while recovery folds the WAL (no writer yet) */
+    struct mx_wal_state state; /* wal/STATE as on disk (wal_state.c) */
+    int state_known;          /* state holds what the file holds */
+    int floor_scanned;        /* start-up read every snapshot header (no usable STATE) */
 };
 
 /* ---- storage_wal.c, for recovery ---- */
@@ -56,6 +59,10 @@ int mx_swal_ready_for_snapshots(struct mx_walstore *s);
 /* Snapshot the dirty rooms of rooms[0..n) as one batch; how many, from the
  * first on, are loadable from disk now. */
 size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, size_t n);
+/* Raise wal/STATE's snap_max to lsn (and set its end-zeros flag once the
+ * writer has a segment) before a snapshot covering lsn is written. 0 or a
+ * negative mx_err: the snapshot must not be written then. */
+int mx_swal_state_cover(struct mx_walstore *s, uint64_t lsn);
 /* Load a room from its snapshot: 0, MX_ENO_SUCH_ROOM, MX_EUNAVAILABLE
  * (transient), MX_EINTERNAL (damaged; logged). */
 int mx_swal_load_snapshot(struct mx_walstore *s, const char *id, size_t len, struct mx_room **out);

@@ -34,6 +34,14 @@
 #define MX_WAL_MAX_RECORD (256u * 1024u * 1024u)
 #define MX_WAL_HEADER 8
 
+/* The writer keeps at least this many zero bytes (one zero length word)
+ * after the records of every segment, in the file: preallocated space, the
+ * end kept by a clean close, or zeros written after the records when the
+ * file would otherwise end with them. So a last segment whose records run
+ * to the end of the file was cut short, not torn by a crash (the reader
+ * refuses it once the data directory says so: wal_state.c). */
+#define MX_WAL_END_ZEROS 4
+
 /* CRC-32C (Castagnoli). Start with crc = 0; chaining works:
  * mx_crc32c(mx_crc32c(0, a, n), b, m) is the CRC of a then b.
  * mx_crc32c uses the SSE4.2 instruction when the CPU has it;
@@ -102,6 +110,8 @@ int mx_wal_tick(mx_wal *w);
 int mx_wal_sync(mx_wal *w);
 
 uint64_t mx_wal_next_lsn(const mx_wal *w);
+/* 1 when the writer has a current segment (0 after opening on a full disk). */
+int mx_wal_has_segment(const mx_wal *w);
 uint64_t mx_wal_written_lsn(const mx_wal *w); /* last LSN handed to write() */
 size_t mx_wal_pending_bytes(const mx_wal *w); /* buffered, not yet written */
 uint64_t mx_wal_disk_bytes(const mx_wal *w);   /* bytes of all segment files */
@@ -151,6 +161,12 @@ uint64_t mx_wal_reader_next_lsn(const mx_wal_reader *r);
  * -1 (err filled). */
 int mx_wal_reader_sync(mx_wal_reader *r, char *err, size_t errlen);
 void mx_wal_reader_keep_maps(mx_wal_reader *r);
+/* The data directory's segments were all written by a writer that keeps
+ * MX_WAL_END_ZEROS zero bytes after the records (wal_state.c says so): a
+ * last segment that ends with its records, or inside a record, was cut
+ * short, and reading it fails naming the file (docs/STORAGE.md, "Which
+ * cuts are a crash"). Call before the first mx_wal_reader_next. */
+void mx_wal_reader_require_end_zeros(mx_wal_reader *r);
 int mx_wal_reader_keep_maps_ok(const mx_wal_reader *r);
 void mx_wal_reader_close(mx_wal_reader *r);
 
@@ -185,6 +201,22 @@ int mx_atomic_read(const char *dir, const char *name, const char magic[8], void 
  * Returns as mx_atomic_read. */
 int mx_atomic_peek(const char *dir, const char *name, const char magic[8], void *out, size_t n,
                    char *err, size_t errlen);
+
+/* ---- the WAL directory's state file (wal_state.c) ---- */
+
+#define MX_WAL_STATE_END_ZEROS 1u /* every segment keeps MX_WAL_END_ZEROS after its records */
+
+struct mx_wal_state {
+    uint32_t flags;    /* MX_WAL_STATE_* */
+    uint64_t snap_max; /* no snapshot covers an LSN above this */
+};
+
+/* Read WALDIR/STATE. 0, MX_ENO_SUCH_ROOM when there is none (an older
+ * data directory), or as mx_atomic_read (damage: MX_EINTERNAL, err names
+ * the file). */
+int mx_wal_state_read(const char *waldir, struct mx_wal_state *st, char *err, size_t errlen);
+/* Replace WALDIR/STATE atomically and durably. As mx_atomic_write. */
+int mx_wal_state_write(const char *waldir, const struct mx_wal_state *st, char *err, size_t errlen);
 
 /* ---- fault injection (test builds only) ----
  * Built with -DMX_FAULT_INJECTION (the asan test variant), the WAL checks

@@ -1,7 +1,8 @@
-/* wal_common.h - what the WAL writer (wal.c), its reader (wal_reader.c) and
- * atomic files (atomic.c) share: little-endian words, the record frame's
- * CRC, segment names and listing, paths and directory fsync. Internal to
- * those three files; everything else uses wal.h. */
+/* wal_common.h - what the WAL writer (wal.c), its reader (wal_reader.c),
+ * its state file (wal_state.c) and atomic files (atomic.c) share:
+ * little-endian words, the record frame's CRC, segment names and listing,
+ * paths and directory fsync. Internal to those files; everything else uses
+ * wal.h. */
 #ifndef MOVEXD_WAL_COMMON_H
 #define MOVEXD_WAL_COMMON_H
 

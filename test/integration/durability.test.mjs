@@ -267,7 +267,9 @@ for (const [what, garbage] of Object.entries(TORN)) {
       const m = new RegExp(`warn event=wal_torn_tail file=\\S*${newest} offset=(\\d+)`).exec(d.stderr);
       assert.ok(m, `wal_torn_tail warning in the log:\n${d.stderr}`);
       assert.equal(Number(m[1]), end, 'the torn tail starts where the valid data ends');
-      assert.equal(statSync(path).size, end, 'the segment is cut at the end of the valid data');
+      // cut after one zero length word at the end of the valid data (a
+      // last segment never ends with its records: docs/STORAGE.md)
+      assert.equal(statSync(path).size, end + 4, 'the segment is cut after a zero word at the end of the valid data');
       const a2 = await connectHello(d, 'alice');
       assertSameHead(await subscribe(a2, room), before, 'after the torn tail');
       const next = await a2.request(patchAction(room, 11, ACT(11)));

@@ -22,6 +22,7 @@
 #include "movexd/room.h"
 #include "movexd/snapshot.h"
 #include "movexd/storage.h"
+#include "movexd/storage_wal.h"
 
 struct fake {
     struct mx_conn conn;
@@ -773,10 +774,20 @@ START_TEST(snapshot_read_without_descriptors_is_transient)
 END_TEST
 
 /* A snapshot of room `id` (empty state, seq 0) claiming to cover `lsn`,
- * written as the daemon writes them; `damage` flips a byte of its payload
- * after the CRC was computed (the header still reads the same LSN). */
+ * written as the daemon writes them (wal/STATE raised first, as
+ * mx_swal_state_cover does); `damage` flips a byte of its payload after the
+ * CRC was computed (the header still reads the same LSN). */
 static void plant_snapshot(struct env *v, const char *id, uint64_t lsn, int damage)
 {
+    char waldir[128], serr[300];
+    snprintf(waldir, sizeof(waldir), "%s/wal", v->dir);
+    struct mx_wal_state ws = {0, 0};
+    int src = mx_wal_state_read(waldir, &ws, serr, sizeof(serr));
+    ck_assert_msg(src == 0 || src == MX_ENO_SUCH_ROOM, "%s", serr);
+    if (ws.snap_max < lsn) {
+        ws.snap_max = lsn;
+        ck_assert_int_eq(mx_wal_state_write(waldir, &ws, serr, sizeof(serr)), 0);
+    }
     int e;
     struct mx_room *r = mx_room_new(id, strlen(id), mx_config_room_type(&v->cfg, "t", 1), mx_json_obj(),
                                     v->cfg.dedup_window, &e);
@@ -876,6 +887,64 @@ START_TEST(fold_refused_when_a_room_cannot_be_rebuilt)
 }
 END_TEST
 
+/* wal/STATE (item: start-up reads one file for the LSN rule): after runs
+ * that snapshot as they go, crash and stop cleanly, its snap_max is at or
+ * above every snapshot's LSN and below the next LSN, so start-up opens no
+ * snapshot file; with STATE gone (an older data directory) it reads them
+ * and writes STATE again. */
+START_TEST(state_bounds_every_snapshot_lsn)
+{
+    struct env v;
+    env_init(&v, 7);
+    workload(&v);
+    env_stop(&v, 1);
+    for (int round = 0; round < 3; round++) {
+        env_start(&v);
+        ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c9\"}", "\"welcome\"");
+        ck_reply_has(&v, "{\"type\":\"subscribe\",\"id\":100,\"room\":\"t:b\"}", "\"room\":\"t:b\"");
+        char msg[256];
+        for (int i = 1; i <= 9; i++) {
+            snprintf(msg, sizeof(msg),
+                     "{\"type\":\"action\",\"id\":%d,\"room\":\"t:b\",\"n\":%d,\"action\":{\"type\":\"patch\","
+                     "\"payload\":[{\"op\":\"add\",\"path\":\"/k%d\",\"value\":%d}]}}",
+                     i, round * 9 + i, round * 9 + i, i);
+            ck_reply_has(&v, msg, "\"ack\"");
+        }
+        env_stop(&v, round != 1);
+        char waldir[128], snapdir[128], err[300];
+        snprintf(waldir, sizeof(waldir), "%s/wal", v.dir);
+        snprintf(snapdir, sizeof(snapdir), "%s/rooms", v.dir);
+        struct mx_wal_state ws;
+        ck_assert_int_eq(mx_wal_state_read(waldir, &ws, err, sizeof(err)), 0);
+        ck_assert_uint_eq(ws.flags & MX_WAL_STATE_END_ZEROS, MX_WAL_STATE_END_ZEROS);
+        int snaps = 0;
+        for (const char *name = "t:a.snap"; name; name = strcmp(name, "t:a.snap") ? NULL : "t:b.snap") {
+            uint8_t p[MX_SNAPSHOT_LSN_BYTES];
+            if (mx_atomic_peek(snapdir, name, MX_SNAPSHOT_MAGIC, p, sizeof(p), err, sizeof(err)))
+                continue;
+            snaps++;
+            ck_assert_uint_le(mx_snapshot_peek_lsn(p), ws.snap_max);
+        }
+        ck_assert_int_ge(snaps, 1);
+    }
+    env_start(&v); /* STATE is below the WAL's end: no snapshot is opened */
+    struct mx_walstore *ws = v.st->ctx;
+    ck_assert_int_eq(ws->floor_scanned, 0);
+    env_stop(&v, 1);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/wal/STATE", v.dir);
+    ck_assert_int_eq(unlink(path), 0);
+    env_start(&v);
+    ws = v.st->ctx;
+    ck_assert_int_eq(ws->floor_scanned, 1);
+    ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c8\"}", "\"welcome\"");
+    ck_reply_has(&v, "{\"type\":\"get\",\"id\":5,\"room\":\"t:b\"}", "\"seq\":27");
+    env_stop(&v, 0);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    env_free(&v);
+}
+END_TEST
+
 Suite *mx_suite_recovery(void)
 {
     if (sodium_init() < 0)
@@ -884,6 +953,7 @@ Suite *mx_suite_recovery(void)
     TCase *tc = tcase_create("engine+wal");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, crash_recovers_wal_only);
+    tcase_add_test(tc, state_bounds_every_snapshot_lsn);
     tcase_add_test(tc, crash_recovers_snapshot_plus_tail);
     tcase_add_test(tc, delete_and_recreate);
     tcase_add_test(tc, evicted_room_loads_again);

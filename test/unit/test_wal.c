@@ -192,6 +192,9 @@ static const char *verify(const char *dir, uint64_t first, uint64_t last, size_f
         snprintf(msg, sizeof msg, "reader_open: %s", err);
         return msg;
     }
+    /* every directory here is written by this writer: the end-zeros rule
+     * holds whatever happened (crash, torn write, full disk) */
+    mx_wal_reader_require_end_zeros(r);
     uint8_t *want = malloc(20000);
     const void *p;
     size_t len;
@@ -251,10 +254,12 @@ static const char *verify(const char *dir, uint64_t first, uint64_t last, size_f
 
 /* Read until the reader stops; returns its last result (0 or -1), the
  * number of records and the error text. */
-static int read_all_records(const char *dir, uint64_t *count, char *err, size_t errlen)
+static int read_records(const char *dir, int end_zeros, uint64_t *count, char *err, size_t errlen)
 {
     mx_wal_reader *r = NULL;
     ck_assert_int_eq(mx_wal_reader_open(&r, dir, err, errlen), 0);
+    if (end_zeros)
+        mx_wal_reader_require_end_zeros(r);
     const void *p;
     size_t len;
     uint64_t lsn;
@@ -270,6 +275,11 @@ static int read_all_records(const char *dir, uint64_t *count, char *err, size_t 
     }
     mx_wal_reader_close(r);
     return rc;
+}
+
+static int read_all_records(const char *dir, uint64_t *count, char *err, size_t errlen)
+{
+    return read_records(dir, 0, count, err, errlen);
 }
 
 static void seg_path(char *out, size_t n, const char *dir, uint64_t lsn)
@@ -472,7 +482,8 @@ START_TEST(roundtrip_many)
     mx_wal_close(w);
     VERIFY(dir, 1, 3000, mixed_size, END_CLEAN);
 
-    /* every record larger than a segment got a segment of exactly its size */
+    /* every record larger than a segment got a segment of exactly its size
+     * and the zero length word kept after it */
     uint64_t segs[4096];
     size_t n = list_segs(dir, segs, 4096);
     ck_assert_uint_gt(n, 100);
@@ -481,12 +492,12 @@ START_TEST(roundtrip_many)
         char p[512];
         seg_path(p, sizeof p, dir, segs[i]);
         uint64_t sz = file_size(p);
-        if (mixed_size(segs[i]) + 8 > 4096) {
+        if (mixed_size(segs[i]) + 8 + MX_WAL_END_ZEROS > 4096) {
             ck_assert_uint_eq(segs[i + 1], segs[i] + 1);
-            ck_assert_uint_eq(sz, mixed_size(segs[i]) + 8);
+            ck_assert_uint_eq(sz, mixed_size(segs[i]) + 8 + MX_WAL_END_ZEROS);
         } else {
             ck_assert_uint_eq(sz, 4096);
-            ck_assert_uint_le(frame_bytes(segs[i], segs[i + 1] - 1, mixed_size), 4096);
+            ck_assert_uint_le(frame_bytes(segs[i], segs[i + 1] - 1, mixed_size) + MX_WAL_END_ZEROS, 4096);
         }
     }
     drop_tmpdir(dir);
@@ -508,10 +519,11 @@ START_TEST(rotation_names_follow_lsns)
         ck_assert_uint_eq(segs[i], 1 + 9 * i);
     ck_assert_uint_eq(mx_wal_disk_bytes(w), 6 * 1000);
     mx_wal_close(w);
-    /* close gives the current segment's unused space back */
+    /* close gives the current segment's unused space back, but for the
+     * zero length word after the records */
     char p[512];
     seg_path(p, sizeof p, dir, 46);
-    ck_assert_uint_eq(file_size(p), 5 * 108);
+    ck_assert_uint_eq(file_size(p), 5 * 108 + MX_WAL_END_ZEROS);
     VERIFY(dir, 1, 50, fixed100, END_CLEAN);
     drop_tmpdir(dir);
     FD_END;
@@ -535,12 +547,13 @@ START_TEST(reopen_starts_new_segment)
     ck_assert_uint_eq(segs[1], 11);
     VERIFY(dir, 1, 20, small_size, END_CLEAN);
 
-    /* opened and closed without a record: an empty file keeps the LSN */
+    /* opened and closed without a record: a file of one zero length word
+     * keeps the LSN */
     w = open_wal(dir, MX_FSYNC_ALWAYS, 1 << 20, 21);
     mx_wal_close(w);
     char p[512];
     seg_path(p, sizeof p, dir, 21);
-    ck_assert_uint_eq(file_size(p), 0);
+    ck_assert_uint_eq(file_size(p), MX_WAL_END_ZEROS);
     VERIFY(dir, 1, 20, small_size, END_CLEAN);
     /* and is reused by the next open */
     w = open_wal(dir, MX_FSYNC_ALWAYS, 1 << 20, 21);
@@ -680,7 +693,8 @@ START_TEST(torn_header_only)
             mx_wal *w = open_wal(dir, MX_FSYNC_ALWAYS, 1 << 16, 1);
             APPEND(w, 1, 40, small_size, 0);
             mx_wal_close(w);
-            ck_assert_uint_eq(file_size(p), end);
+            /* a clean close keeps one zero length word after the records */
+            ck_assert_uint_eq(file_size(p), end + MX_WAL_END_ZEROS);
             append_file(p, hdr, sizeof hdr);
         }
         mx_wal_reader *r = NULL;
@@ -703,7 +717,7 @@ START_TEST(torn_header_only)
         ck_assert_int_eq(mx_wal_reader_truncate_tail(r, err, sizeof err), 0);
         ck_assert_int_eq(mx_wal_reader_truncate_tail(r, err, sizeof err), 0);
         mx_wal_reader_close(r);
-        ck_assert_uint_eq(file_size(p), end);
+        ck_assert_uint_eq(file_size(p), end + MX_WAL_END_ZEROS); /* cut after a zero word */
         recover_and_continue(dir, 40, 25, 0); /* already cut */
         drop_tmpdir(dir);
     }
@@ -731,7 +745,7 @@ START_TEST(torn_half_payload)
             append_file(p, frame, n / 2);
         }
         recover_and_continue(dir, 30, 10, 1);
-        ck_assert_uint_eq(file_size(p), end);
+        ck_assert_uint_eq(file_size(p), end + MX_WAL_END_ZEROS);
         drop_tmpdir(dir);
     }
     FD_END;
@@ -748,7 +762,7 @@ START_TEST(torn_first_record_of_last_segment)
     seg_path(p, sizeof p, dir, 10);
     flip_bit(p, 8 + 50, 0x10);
     VERIFY(dir, 1, 9, fixed100, END_TORN);
-    ck_assert_uint_eq(file_size(p), 0);
+    ck_assert_uint_eq(file_size(p), MX_WAL_END_ZEROS);
     mx_wal_reader *r = NULL;
     char err[256];
     ck_assert_int_eq(mx_wal_reader_open(&r, dir, err, sizeof err), 0);
@@ -908,6 +922,56 @@ START_TEST(huge_length)
 }
 END_TEST
 
+/* The end-zeros rule (docs/STORAGE.md, "Which cuts are a crash"): the
+ * writer keeps a zero length word after the records of every segment, so
+ * a last segment cut at a record boundary, inside a record, or to 0 bytes
+ * is refused naming the file - records that were acknowledged may be gone -
+ * while a crash's torn tail (inside the preallocated file) still reads as
+ * one. Without the rule (a data directory of an older movexd) such cuts
+ * read as a shorter log, which is how acked records went missing silently. */
+START_TEST(end_zeros_rule_refuses_a_cut_last_segment)
+{
+    FD_BEGIN;
+    for (int cut = 0; cut < 5; cut++) {
+        char *dir = make_tmpdir();
+        /* 9 records per 1000-byte segment: wal-1, wal-10 (records 10..15) */
+        write_then_crash(dir, 1000, 1, 15, fixed100);
+        char p[512];
+        seg_path(p, sizeof p, dir, 10);
+        uint64_t recs = 6 * 108;
+        char err[1024];
+        uint64_t count;
+        if (cut == 0) {
+            /* as the crash left it: all 15, under either rule */
+            ck_assert_int_eq(read_records(dir, 1, &count, err, sizeof err), 0);
+            ck_assert_uint_eq(count, 15);
+        } else if (cut == 4) {
+            /* a crash's torn write: half of record 16 in the preallocated
+             * space, zeros after it: a torn tail, not a cut */
+            uint8_t frame[200];
+            size_t n = make_frame(frame, 16, 100);
+            put_at(p, recs, frame, n / 2);
+            ck_assert_int_eq(read_records(dir, 1, &count, err, sizeof err), 0);
+            ck_assert_uint_eq(count, 15);
+        } else {
+            /* 1: at the boundary after record 13; 2: inside record 14
+             * (its header intact); 3: to 0 bytes */
+            uint64_t at = cut == 1 ? 4 * 108 : cut == 2 ? 4 * 108 + 50 : 0;
+            ck_assert_int_eq(truncate(p, (off_t)at), 0);
+            ck_assert_int_eq(read_records(dir, 1, &count, err, sizeof err), -1);
+            ck_assert_msg(strncmp(err, p, strlen(p)) == 0 && strstr(err, "cut short") &&
+                              strstr(err, "acknowledged records may be missing"),
+                          "cut %d: %s", cut, err);
+            /* the old rule took the cut for the end of the log */
+            ck_assert_int_eq(read_records(dir, 0, &count, err, sizeof err), 0);
+            ck_assert_uint_eq(count, cut == 3 ? 9 : 13);
+        }
+        drop_tmpdir(dir);
+    }
+    FD_END;
+}
+END_TEST
+
 START_TEST(segment_gap)
 {
     FD_BEGIN;
@@ -924,7 +988,11 @@ START_TEST(segment_gap)
     uint64_t count;
     ck_assert_int_eq(read_all_records(dir, &count, err, sizeof err), -1);
     ck_assert_uint_eq(count, 9);
-    ck_assert_msg(strncmp(err, p19, strlen(p19)) == 0 && strstr(err, p1), "%s", err);
+    /* names the segment before the gap, the one after, the missing LSNs,
+     * and what to do */
+    ck_assert_msg(strncmp(err, p1, strlen(p1)) == 0 && strstr(err, p19) &&
+                      strstr(err, "LSNs 10..18 are missing") && strstr(err, "restore this segment"),
+                  "%s", err);
     drop_tmpdir(dir);
     FD_END;
 }
@@ -1084,7 +1152,8 @@ START_TEST(reserve_and_append_bounds)
     ck_assert_int_eq(mx_wal_reserve(w, (size_t)MX_WAL_MAX_RECORD + 1), MX_ETOO_LARGE);
     ck_assert_uint_eq(mx_wal_append(w, "x", 0), 0);
     ck_assert_uint_eq(mx_wal_next_lsn(w), 7);
-    /* a record that exactly fills a segment, then one more */
+    /* a record that fills a whole segment (it gets one with room for the
+     * zero length word after it), then one more */
     static uint8_t big[4088];
     fill(big, sizeof big, 7);
     ck_assert_uint_eq(mx_wal_append(w, big, sizeof big), 7);
@@ -1096,7 +1165,7 @@ START_TEST(reserve_and_append_bounds)
     ck_assert_uint_eq(segs[1], 8);
     char p[512];
     seg_path(p, sizeof p, dir, 7);
-    ck_assert_uint_eq(file_size(p), 4096);
+    ck_assert_uint_eq(file_size(p), 4096 + MX_WAL_END_ZEROS);
     mx_wal_reader *r = NULL;
     char err[256];
     ck_assert_int_eq(mx_wal_reader_open(&r, dir, err, sizeof err), 0);
@@ -1321,7 +1390,8 @@ START_TEST(fault_enospc_on_write)
     size_t pending = mx_wal_pending_bytes(w);
     ck_assert_uint_eq(pending, frame_bytes(11, 20, small_size));
     ck_assert_int_eq(mx_wal_flush(w), MX_EUNAVAILABLE);
-    ck_assert_uint_eq(file_size(p), good); /* cut back to the last good offset */
+    /* cut back to the last good offset, and the zero length word after it */
+    ck_assert_uint_eq(file_size(p), good + MX_WAL_END_ZEROS);
     ck_assert_uint_eq(mx_wal_pending_bytes(w), pending);
     ck_assert_uint_eq(mx_wal_written_lsn(w), 10);
     ck_assert_uint_eq(mx_wal_fsyncs(w), 1);
@@ -1337,7 +1407,8 @@ START_TEST(fault_enospc_on_write)
     ck_assert_uint_eq(mx_wal_written_lsn(w), 20);
     ck_assert_uint_eq(mx_wal_pending_bytes(w), 0);
     ck_assert_uint_eq(mx_wal_fsyncs(w), 2);
-    ck_assert_uint_eq(file_size(p), frame_bytes(1, 20, small_size));
+    /* the retried write brought the zero length word after it */
+    ck_assert_uint_eq(file_size(p), frame_bytes(1, 20, small_size) + MX_WAL_END_ZEROS);
     APPEND(w, 21, 30, small_size, 0); /* into a fresh preallocated segment */
     ck_assert_int_eq(mx_wal_flush(w), 0);
     mx_wal_close(w);
@@ -1502,6 +1573,7 @@ Suite *mx_suite_wal(void)
     tcase_add_test(tc, zero_header_mid_log);
     tcase_add_test(tc, huge_length);
     tcase_add_test(tc, segment_gap);
+    tcase_add_test(tc, end_zeros_rule_refuses_a_cut_last_segment);
     tcase_add_test(tc, remove_before_whole_segments);
     tcase_add_test(tc, fsync_always_group_commit);
     tcase_add_test(tc, fsync_no_never);

@@ -113,11 +113,12 @@ int mx_cluster_parse_u64(const char *s, size_t len, uint64_t *out)
     return 0;
 }
 
-/* "CODE" into out->code: 1..MX_CLUSTER_CODE_MAX of a-z and _. */
+/* "CODE" into out->code: 1..MX_CLUSTER_CODE_MAX of a-z, 0-9 and _ (a
+ * Lua reducer's own codes have digits: docs/REDUCERS.md). */
 static int parse_code(const char *s, struct mx_cluster_outcome *out)
 {
     size_t len = strlen(s);
-    if (len == 0 || len > MX_CLUSTER_CODE_MAX || strspn(s, "abcdefghijklmnopqrstuvwxyz_") != len)
+    if (len == 0 || len > MX_CLUSTER_CODE_MAX || strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") != len)
         return -1;
     memcpy(out->code, s, len + 1);
     return 0;

@@ -31,6 +31,7 @@
 #include "movexd/metrics.h"
 #include "movexd/proto.h"
 #include "movexd/redis_adapter.h"
+#include "movexd/reducer.h"
 #include "movexd/room.h"
 
 #include <hiredis/hiredis.h>
@@ -336,7 +337,18 @@ int mx_cnode_decided(struct mx_cnode *n, struct mx_room *r, struct mx_conn *c,
         mx_digest_hex(o->checksum, s->what);
     } else {
         s->kind = 'r';
-        snprintf(s->what, sizeof s->what, "%s", mx_err_code(o->code));
+        if (o->code == MX_EAPP_REJECT) {
+            /* a reducer's own code is what the client was told: it goes
+             * to Redis as it is, so every node's exactly-once memory (and
+             * a reload's) answers a resend with that code, not
+             * "app_reject" (which replicas turned into reducer_error) */
+            const char *code, *text;
+            size_t clen;
+            mx_reducer_reject_code(o->message, &code, &clen, &text);
+            snprintf(s->what, sizeof s->what, "%.*s", (int)clen, code);
+        } else {
+            snprintf(s->what, sizeof s->what, "%s", mx_err_code(o->code));
+        }
     }
     (void)r;
     return 0;

@@ -27,6 +27,7 @@
 #include "movexd/err.h"
 #include "movexd/log.h"
 #include "movexd/redis_adapter.h"
+#include "movexd/reducer.h"
 #include "movexd/room.h"
 
 #include <hiredis/hiredis.h>
@@ -139,7 +140,16 @@ static int apply_entry(struct mx_cnode *n, struct cn_room *cr, struct mx_cluster
     } else if (!strcmp(k, "r") && sub > 0) {
         const char *code = json_string_value(json_object_get(j, "code"));
         int ec = code ? mx_err_from_code(code, strlen(code)) : 0;
-        struct mx_outcome o = {.n = (uint64_t)dn, .kind = MX_OUTCOME_REJECT, .code = ec, .seq = r->seq};
+        /* any other code is a reducer's own (cluster_commit.c sends it as
+         * it is): kept as single-node mode keeps it, "CODE MESSAGE"
+         * (reducer.h); the reducer's message is not in the log */
+        char app[MX_CLUSTER_CODE_MAX + 64];
+        if (!ec && code && mx_reducer_valid_code(code, strlen(code))) {
+            ec = MX_EAPP_REJECT;
+            snprintf(app, sizeof app, "%s %s", code, mx_err_message(MX_EAPP_REJECT));
+        }
+        struct mx_outcome o = {.n = (uint64_t)dn, .kind = MX_OUTCOME_REJECT, .code = ec, .seq = r->seq,
+                               .message = ec == MX_EAPP_REJECT ? app : NULL};
         memcpy(o.checksum, r->checksum, MX_DIGEST_LEN);
         if (!ec || mx_dedup_record(r->dedup, c, strlen(c), &o)) {
             snprintf(why, sizeof why, "reject of %s n=%.0f not recordable", c, dn);

@@ -116,6 +116,16 @@ void mx_reducers_free(void)
     ninsts = capinsts = 0;
 }
 
+int mx_reducer_valid_code(const char *s, size_t len)
+{
+    if (len < 1 || len > MX_REDUCER_CODE_MAX || s[0] < 'a' || s[0] > 'z')
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
 void mx_reducer_reject_code(const char *stored, const char **code, size_t *codelen,
                             const char **text)
 {

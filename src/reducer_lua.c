@@ -179,16 +179,6 @@ static void clean_message(const char *s, size_t len, char *out, size_t outlen)
     out[o] = '\0';
 }
 
-static int valid_code(const char *s, size_t len)
-{
-    if (len < 1 || len > MX_REDUCER_CODE_MAX || s[0] < 'a' || s[0] > 'z')
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
-            return 0;
-    return 1;
-}
-
 /* xoshiro256** seeded by splitmix64: ctx.random, the same on every platform */
 struct rng {
     uint64_t s[4];
@@ -369,7 +359,7 @@ static int run(struct lua_reducer *lr, struct call_args *a, char *msg, size_t ms
         char text[MSG_MAX + 1];
         clean_message(m ? m : "", m ? mlen : 0, text, sizeof(text));
         lua_settop(L, 0);
-        if (!code || !valid_code(code, clen)) {
+        if (!code || !mx_reducer_valid_code(code, clen)) {
             snprintf(msg, msglen, "the reducer rejected the action with an invalid code%s%s",
                      text[0] ? ": " : "", text);
             return MX_EREDUCER_ERROR;

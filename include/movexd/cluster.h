@@ -40,7 +40,7 @@ void mx_cluster_epoch(struct mx_redis *r, const char *prefix, const char *candid
 #include <stdint.h>
 
 #define MX_CLUSTER_SUM_MAX 128
-#define MX_CLUSTER_CODE_MAX 32
+#define MX_CLUSTER_CODE_MAX 64 /* a reducer's own code (MX_REDUCER_CODE_MAX) travels as it is */
 
 /* A room's head in Redis: the last entry's ID (seq-sub), the checksum
  * after it and the hash chain. */

@@ -81,6 +81,9 @@ size_t mx_reducers_vms(void);
 /* Close every Lua VM (exit, tests). Rooms must be gone first. */
 void mx_reducers_free(void);
 
+/* 1 when s[0..len) is a valid reducer reject code (^[a-z][a-z0-9_]{0,63}$). */
+int mx_reducer_valid_code(const char *s, size_t len);
+
 /* Split a stored MX_EAPP_REJECT message into code and text. */
 void mx_reducer_reject_code(const char *stored, const char **code, size_t *codelen,
                             const char **text);

@@ -1255,6 +1255,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
     struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen, .n = q->n,
                               .has_base = q->has_base, .base = q->base, .ndeps = q->ndeps,
                               .deps = q->deps, .strict = q->strict, .action = q->action,
+                              .action_text = q->action_text, .action_len = q->action_len,
                               .max_depth = e->cfg->max_depth, .time_ms = e->wall_ms};
     if (r->reducer->uses_ctx)
         randombytes_buf(&in.seed, sizeof(in.seed));
@@ -1785,7 +1786,9 @@ static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
      * else (errors included) goes to jansson, whose answer stands */
     json_t *j = NULL;
     int depth = -1;
-    int fast = mx_json_parse(msg, len, &j, &depth);
+    /* the action's source text, when the log entry can copy it as is */
+    struct mx_json_raw raw = {.key = "action", .keylen = 6};
+    int fast = mx_json_parse(msg, len, &j, &depth, &raw);
     if (fast == MX_JP_OOM)
         oom = 1;
     else if (fast == MX_JP_FALLBACK)
@@ -1834,6 +1837,8 @@ static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
     }
     rc = mx_proto_decode(j, &q, why, sizeof(why));
     q.msglen = len;
+    q.action_text = raw.text;
+    q.action_len = raw.len;
     if (rc) {
         reply_error(e, c, q.has_id, q.id, rc, why);
         goto done;

@@ -10,6 +10,12 @@
  * test/unit/test_json_parse.c walks the boundaries (numbers, escapes,
  * UTF-8, duplicates, depth).
  *
+ * On request it also hands back the source text of one top-level member
+ * when that text is exactly what mx_json_dump_jansson() would write for the
+ * value (no whitespace, no "\/" escape, numbers only as plain integers
+ * other than -0), so the log entry can copy the client's action instead of encoding
+ * it again; fuzz_json_parse checks that equality too.
+ *
  * Numbers follow jansson: with JSON_DECODE_INT_AS_REAL every number is read
  * with strtod (C locale). An integer of at most 15 digits is converted
  * exactly by hand instead (it is below 2^53, so the double is the same
@@ -29,6 +35,11 @@ struct parser {
     int status; /* MX_JP_OK until the first fallback or OOM */
     char *tmp;  /* decode buffer of an escaped string (grown as needed) */
     size_t tmpcap;
+    /* source text that mx_json_dump_jansson would not reproduce byte for
+     * byte (whitespace, "\/", a number not in its shortest JS form) seen so
+     * far; a value's text is canonical when this did not move across it */
+    size_t noncanon;
+    struct mx_json_raw *raw; /* the top-level member asked for, or NULL */
 };
 
 static json_t *value(struct parser *ps);
@@ -42,8 +53,10 @@ static json_t *fail(struct parser *ps, int status)
 
 static void skip_ws(struct parser *ps)
 {
+    const unsigned char *s = ps->p;
     while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t'))
         ps->p++;
+    ps->noncanon += ps->p != s;
 }
 
 /* Bytes of the well-formed UTF-8 sequence at s (2..4) or 0: the sequences
@@ -139,7 +152,10 @@ static int string(struct parser *ps, const char **s, size_t *n)
         switch (*++r) {
         case '"': d = '"'; break;
         case '\\': d = '\\'; break;
-        case '/': d = '/'; break;
+        case '/':
+            d = '/';
+            ps->noncanon++; /* dumped as a plain '/' */
+            break;
         case 'b': d = '\b'; break;
         case 'f': d = '\f'; break;
         case 'n': d = '\n'; break;
@@ -217,6 +233,10 @@ static json_t *number(struct parser *ps)
         if (!isfinite(d))
             return fail(ps, MX_JP_FALLBACK); /* jansson: "real number overflow" */
     }
+    /* the dump writes a number in JS form: a plain integer below 2^53 as
+     * its digits (so the source is canonical unless it is "-0"); anything
+     * else is counted as not canonical, which only costs a re-encode */
+    ps->noncanon += !simple || ndigits > 15 || (neg && d == 0);
     json_t *j = json_real(d);
     return j ? j : fail(ps, MX_JP_OOM);
 }
@@ -279,10 +299,17 @@ static json_t *object(struct parser *ps)
         }
         ps->p++;
         skip_ws(ps);
+        const unsigned char *vstart = ps->p;
+        size_t nc = ps->noncanon;
         json_t *v = value(ps);
         if (!v) {
             free(kheap);
             goto out;
+        }
+        if (ps->raw && ps->depth == 1 && kn == ps->raw->keylen && memcmp(k, ps->raw->key, kn) == 0 &&
+            ps->noncanon == nc) {
+            ps->raw->text = (const char *)vstart;
+            ps->raw->len = (size_t)(ps->p - vstart);
         }
         int rc = json_object_setn_new_nocheck(o, k, kn, v);
         free(kheap);
@@ -381,20 +408,29 @@ static json_t *value(struct parser *ps)
     }
 }
 
-int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth)
+int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth, struct mx_json_raw *raw)
 {
     *out = NULL;
-    struct parser ps = {.p = (const unsigned char *)buf, .end = (const unsigned char *)buf + len};
+    if (raw) {
+        raw->text = NULL;
+        raw->len = 0;
+    }
+    struct parser ps = {.p = (const unsigned char *)buf, .end = (const unsigned char *)buf + len, .raw = raw};
     skip_ws(&ps);
     if (ps.p >= ps.end || (*ps.p != '{' && *ps.p != '['))
         return MX_JP_FALLBACK; /* jansson: "'[' or '{' expected" */
     json_t *j = value(&ps);
     free(ps.tmp);
-    if (!j)
+    if (!j) {
+        if (raw)
+            raw->text = NULL;
         return ps.status;
+    }
     skip_ws(&ps);
     if (ps.p != ps.end) {
         json_decref(j); /* trailing bytes: jansson's "end of file expected" */
+        if (raw)
+            raw->text = NULL;
         return MX_JP_FALLBACK;
     }
     *out = j;

@@ -325,7 +325,9 @@ int mx_proto_entry(mx_buf *out, const struct mx_msg_entry *m)
     mx_buf_put_u64(out, m->seq);
     mx_proto_field_hex(out, "checksum", m->checksum);
     mx_buf_puts(out, ",\"action\":");
-    if (mx_json_dump_jansson(m->action, out))
+    if (m->action_text)
+        mx_buf_append(out, m->action_text, m->action_len);
+    else if (mx_json_dump_jansson(m->action, out))
         return -1;
     mx_proto_field_str(out, "client", m->client, m->clientlen);
     mx_proto_field_u64(out, "n", m->n);

@@ -189,6 +189,7 @@ static int encode_entry(const struct mx_room *r, const struct mx_action_in *in,
                         const json_t *effects, int effects_is_payload, mx_buf *b)
 {
     struct mx_msg_entry m = {.seq = r->seq, .checksum = r->checksum, .action = in->action,
+                             .action_text = in->action_text, .action_len = in->action_len,
                              .client = in->client, .clientlen = in->clientlen, .n = in->n,
                              .effects = effects_is_payload ? NULL : effects,
                              .has_ctx = r->reducer->uses_ctx, .time_ms = in->time_ms,

@@ -38,6 +38,17 @@ enum {
  * that jansson accepts, and the escapes \" \\ \/ \b \f \n \r \t, nesting up
  * to MX_JP_MAX_DEPTH. Falls back on: \u escapes, any syntax or encoding
  * error, duplicate keys, numbers that overflow a double. */
-int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth);
+/* The source text of one top-level member, when it is canonical: exactly
+ * the bytes mx_json_dump_jansson() writes for its value. */
+struct mx_json_raw {
+    const char *key; /* in: the member's name */
+    size_t keylen;
+    const char *text; /* out: into buf; NULL when absent or not canonical */
+    size_t len;
+};
+
+/* raw: NULL, or the member whose canonical text is wanted (only set when
+ * MX_JP_OK is returned). */
+int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth, struct mx_json_raw *raw);
 
 #endif

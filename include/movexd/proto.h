@@ -57,6 +57,9 @@ struct mx_request {
     size_t ndeps;                  /* action: entries of "dep" (0: none) */
     uint64_t deps[MX_DEPS_MAX];    /* each < n */
     const json_t *action; /* action: the {type, payload} object */
+    const char *action_text; /* its source text when exactly as mx_proto_entry would
+                              * encode it (json_parse.h), else NULL; set by the engine */
+    size_t action_len;
     const json_t *presence; /* presence: the state (JSON null: clear) */
     size_t msglen;        /* bytes of the whole message */
 };
@@ -167,6 +170,8 @@ struct mx_msg_entry {
     uint64_t seq;
     const uint8_t *checksum; /* after the action */
     const json_t *action;
+    const char *action_text; /* non-NULL: action's encoding, already made (copied as is) */
+    size_t action_len;
     const char *client;
     size_t clientlen;
     uint64_t n;

@@ -77,6 +77,9 @@ struct mx_action_in {
     const uint64_t *deps;
     const json_t *action;
     int max_depth;
+    const char *action_text; /* NULL, or action's text exactly as mx_proto_entry
+                              * encodes it (the log entry copies it) */
+    size_t action_len;
     uint64_t time_ms; /* ctx.time for app reducers (the engine's clock, read once) */
     uint64_t seed;    /* ctx.random's seed for this action */
     /* Optional (NULL: no check). Called once the action is decided and its

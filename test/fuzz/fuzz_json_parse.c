@@ -8,12 +8,16 @@
  *    bits, string bytes, member order) and the reported depth is
  *    mx_json_depth's;
  *  - otherwise MX_JP_FALLBACK (no allocation fails here) and no tree.
+ *  - the raw text it hands back for a top-level member (asked for each
+ *    member in turn) is exactly mx_json_dump_jansson's encoding of it.
  * So whatever the daemon is sent, it accepts and refuses exactly what
- * jansson alone did, with jansson's error texts.
+ * jansson alone did, with jansson's error texts, and a log entry that
+ * copies a client's action holds what encoding it would have written.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -40,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *buf = (const char *)data;
     json_t *fast = NULL;
     int depth = -1;
-    int st = mx_json_parse(buf, size, &fast, &depth);
+    int st = mx_json_parse(buf, size, &fast, &depth, NULL);
     json_error_t err;
     json_t *ref = json_loadb(buf, size, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &err);
     if (st == MX_JP_OK) {
@@ -48,6 +52,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(mx_test_json_same(fast, ref), "the trees differ");
         CHECK(depth == mx_json_depth(ref, 1 << 20), "depth %d, jansson's tree %d", depth,
               mx_json_depth(ref, 1 << 20));
+        /* the raw text of each top-level member, when given, is exactly what
+         * mx_json_dump_jansson writes for it */
+        if (json_is_object(ref)) {
+            const char *k;
+            size_t kn;
+            json_t *v;
+            json_object_keylen_foreach(ref, k, kn, v)
+            {
+                struct mx_json_raw raw = {.key = k, .keylen = kn};
+                json_t *again = NULL;
+                int d2;
+                CHECK(mx_json_parse(buf, size, &again, &d2, &raw) == MX_JP_OK, "second parse");
+                json_decref(again);
+                if (!raw.text)
+                    continue;
+                mx_buf b;
+                mx_buf_init(&b, 0);
+                CHECK(mx_json_dump_jansson(v, &b) == 0, "dump");
+                CHECK(b.len == raw.len && memcmp(mx_buf_data(&b), raw.text, b.len) == 0,
+                      "raw text of \"%.*s\" (%zu bytes) is not its encoding (%zu bytes)", (int)kn, k,
+                      raw.len, b.len);
+                mx_buf_free(&b);
+            }
+        }
     } else {
         CHECK(st == MX_JP_FALLBACK, "status %d", st);
         CHECK(fast == NULL, "a tree with status %d", st);

@@ -491,6 +491,39 @@ END_TEST
  * connections with one reply each behind them. Closing the 20k walks only
  * their own entries (a walk of the outbox per close was 2*10^9 steps);
  * then the commit delivers exactly the replies of the connections left. */
+/* The log entry (and so the fwd) carries the action as the server encodes
+ * it, whether the entry copied the client's text (already its encoding) or
+ * encoded the parsed action again (whitespace, "\/", 1.0). */
+static char raw_frames[4][1024];
+static size_t nraw;
+static void raw_deliver(struct mx_conn *c, mx_frame *f)
+{
+    (void)c;
+    if (nraw < 4)
+        snprintf(raw_frames[nraw++], sizeof raw_frames[0], "%.*s", (int)f->len, mx_frame_data(f));
+}
+
+START_TEST(entry_action_is_the_canonical_encoding)
+{
+    join(&conns[0], "alice", "t:a");
+    join(&conns[1], "bob", "t:a");
+    conns[1].conn.deliver = raw_deliver;
+    nraw = 0;
+    send_text(&conns[0], ACT(1, 1, "[{\"op\":\"add\",\"path\":\"/p\",\"value\":{\"x\":[1,true,\"a\\nb\"]}}]"));
+    send_text(&conns[0], "{\"type\":\"action\",\"id\":2,\"room\":\"t:a\",\"n\":2,\"action\":{ \"type\" : \"patch\","
+                         "\"payload\":[{\"op\":\"add\",\"path\":\"\\/q\",\"value\":1.0}]}}");
+    commit_ok();
+    ck_assert_uint_eq(nraw, 2);
+    ck_assert_msg(strstr(raw_frames[0], ",\"action\":{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":"
+                                        "\"/p\",\"value\":{\"x\":[1,true,\"a\\nb\"]}}]},\"client\":\"alice\",\"n\":1}"),
+                  "%s", raw_frames[0]);
+    ck_assert_msg(strstr(raw_frames[1], ",\"action\":{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":"
+                                        "\"/q\",\"value\":1}]},\"client\":\"alice\",\"n\":2}"),
+                  "%s", raw_frames[1]);
+    conns[1].conn.deliver = fake_deliver;
+}
+END_TEST
+
 static size_t own_delivered;
 static void own_deliver(struct mx_conn *c, mx_frame *f)
 {
@@ -659,6 +692,7 @@ Suite *mx_suite_engine(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, durable_nothing_is_delivered_before_the_commit);
+    tcase_add_test(tc, entry_action_is_the_canonical_encoding);
     tcase_add_test(tc, durable_acks_held_while_the_flush_fails);
     tcase_add_test(tc, durable_a_decision_not_logged_is_never_acked);
     tcase_add_test(tc, durable_unavailable_keeps_n_unused);

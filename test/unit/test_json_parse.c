@@ -17,6 +17,7 @@
 
 #include "json_same.h"
 #include "movexd/alloc.h"
+#include "movexd/buf.h"
 #include "movexd/json.h"
 #include "movexd/json_parse.h"
 
@@ -27,7 +28,8 @@ static int check_one(const char *buf, size_t len)
 {
     json_t *fast = NULL;
     int depth = -1;
-    int st = mx_json_parse(buf, len, &fast, &depth);
+    struct mx_json_raw raw = {.key = "action", .keylen = 6};
+    int st = mx_json_parse(buf, len, &fast, &depth, &raw);
     json_error_t err;
     json_t *ref = json_loadb(buf, len, FLAGS, &err);
     if (st == MX_JP_OK) {
@@ -35,7 +37,16 @@ static int check_one(const char *buf, size_t len)
                       (int)len, buf);
         ck_assert_msg(mx_test_json_same(fast, ref), "trees differ for: %.*s", (int)len, buf);
         ck_assert_int_eq(depth, mx_json_depth(ref, 1 << 20));
+        if (raw.text) { /* exactly the encoding of the member */
+            mx_buf b;
+            mx_buf_init(&b, 0);
+            ck_assert_int_eq(mx_json_dump_jansson(json_object_get(ref, "action"), &b), 0);
+            ck_assert_msg(b.len == raw.len && memcmp(mx_buf_data(&b), raw.text, b.len) == 0,
+                          "raw action text differs from its encoding in: %.*s", (int)len, buf);
+            mx_buf_free(&b);
+        }
     } else {
+        ck_assert_ptr_null(raw.text);
         ck_assert_ptr_null(fast);
         ck_assert_int_eq(st, MX_JP_FALLBACK);
     }
@@ -84,6 +95,46 @@ START_TEST(handled_like_jansson)
         memset(deep + d, ']', (size_t)d);
         ck_assert_int_eq(check_one(deep, 2 * (size_t)d), d <= MX_JP_MAX_DEPTH ? MX_JP_OK : MX_JP_FALLBACK);
     }
+}
+END_TEST
+
+/* The action's source text is handed back exactly when it is its own
+ * encoding: the log entry then copies it instead of encoding it again. */
+static const char *raw_action(const char *msg)
+{
+    static char got[256];
+    json_t *j = NULL;
+    int depth;
+    struct mx_json_raw raw = {.key = "action", .keylen = 6};
+    ck_assert_int_eq(mx_json_parse(msg, strlen(msg), &j, &depth, &raw), MX_JP_OK);
+    json_decref(j);
+    if (!raw.text)
+        return NULL;
+    snprintf(got, sizeof(got), "%.*s", (int)raw.len, raw.text);
+    return got;
+}
+
+START_TEST(raw_action_text)
+{
+    const char *a = "{\"type\":\"patch\",\"payload\":[{\"op\":\"inc\",\"path\":\"/count\",\"value\":1}]}";
+    char msg[512];
+    snprintf(msg, sizeof(msg), "{\"type\":\"action\",\"id\":1,\"room\":\"r\",\"n\":1,\"action\":%s}", a);
+    ck_assert_str_eq(raw_action(msg), a);
+    /* whitespace outside the action does not matter */
+    snprintf(msg, sizeof(msg), "{ \"action\" : %s , \"n\":1 }", a);
+    ck_assert_str_eq(raw_action(msg), a);
+    /* escapes that encode back the same, UTF-8, negative and long-ish integers */
+    ck_assert_str_eq(raw_action("{\"action\":{\"s\":\"a\\\"b\\\\c\\n\xc3\xa9\",\"k\":[-5,0,123456789012345,true,null,{}]}}"),
+                     "{\"s\":\"a\\\"b\\\\c\\n\xc3\xa9\",\"k\":[-5,0,123456789012345,true,null,{}]}");
+    /* not its own encoding: re-encoded by the log entry instead */
+    static const char *const not_raw[] = {
+        "{\"action\":{\"a\": 1}}", "{\"action\":{\"a\":1 }}", "{\"action\":[1,\n2]}",
+        "{\"action\":{\"p\":\"\\/x\"}}", "{\"action\":[1.5]}", "{\"action\":[1e2]}", "{\"action\":[-0]}",
+        "{\"action\":[1.0]}", "{\"action\":[1234567890123456]}", "{\"other\":1}", "[{\"action\":1}]",
+        "{\"x\":{\"action\":1}}",
+    };
+    for (size_t i = 0; i < sizeof(not_raw) / sizeof(not_raw[0]); i++)
+        ck_assert_msg(raw_action(not_raw[i]) == NULL, "raw text for %s", not_raw[i]);
 }
 END_TEST
 
@@ -187,7 +238,7 @@ START_TEST(allocation_failures)
         mx_alloc_fault_enable(1);
         json_t *j = NULL;
         int depth;
-        int st = mx_json_parse(msg, strlen(msg), &j, &depth);
+        int st = mx_json_parse(msg, strlen(msg), &j, &depth, NULL);
         mx_alloc_fault_enable(0);
         if (!mx_alloc_fault_fired()) {
             ck_assert_int_eq(st, MX_JP_OK);
@@ -211,6 +262,7 @@ Suite *mx_suite_json_parse(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, handled_like_jansson);
     tcase_add_test(tc, falls_back_to_jansson);
+    tcase_add_test(tc, raw_action_text);
     tcase_add_test(tc, mutated_messages);
 #ifdef MX_FAULT_INJECTION
     tcase_add_test(tc, allocation_failures);

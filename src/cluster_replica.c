@@ -89,13 +89,29 @@ static const char *find(const char *s, size_t len, const char *lit)
     return NULL;
 }
 
+/* The applied entries a (re)load went through, for the fwds local
+ * subscribers have not had: the room's history may keep fewer of them
+ * (history 0 keeps none), and skipping any would break the per-room seq
+ * order of every subscriber (docs/PROTOCOL.md). Bodies point into the
+ * XRANGE reply, valid during its callback. */
+struct fwd_list {
+    struct fwd_item {
+        uint64_t seq;
+        uint8_t prev[MX_DIGEST_LEN];
+        const char *body;
+        size_t len;
+    } *v;
+    size_t n, cap;
+};
+
 /* Apply one stream entry to r on top of head h. 0: applied (fwd: its fwd
- * pushed to local subscribers); 1: at or below the head (already had);
- * -2: a gap (an entry before it is missing); -1: refused (broken entry,
- * hash differs from `hash`, or its effects do not reproduce its checksum). */
+ * pushed to local subscribers; fl: remembered there instead); 1: at or
+ * below the head (already had); -2: a gap (an entry before it is
+ * missing); -1: refused (broken entry, hash differs from `hash`, or its
+ * effects do not reproduce its checksum). */
 static int apply_entry(struct mx_cnode *n, struct cn_room *cr, struct mx_cluster_head *h, struct mx_room *r,
                        const char *id, size_t idlen, const char *entry, size_t elen, const char *hash,
-                       size_t hashlen, int fwd)
+                       size_t hashlen, int fwd, struct fwd_list *fl)
 {
     uint64_t seq, sub;
     if (parse_id(id, idlen, &seq, &sub))
@@ -136,6 +152,12 @@ static int apply_entry(struct mx_cnode *n, struct cn_room *cr, struct mx_cluster
             mx_engine_fwd(n->e, r, prev, body, blen);
             cr->fwd_seq = seq;
             n->st.applied_foreign++;
+        } else if (fl && seq > cr->fwd_seq && fl->n < fl->cap) {
+            struct fwd_item *it = &fl->v[fl->n++];
+            it->seq = seq;
+            memcpy(it->prev, prev, MX_DIGEST_LEN);
+            it->body = body;
+            it->len = blen;
         }
     } else if (!strcmp(k, "r") && sub > 0) {
         const char *code = json_string_value(json_object_get(j, "code"));
@@ -324,30 +346,48 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
     } else {
         mx_digest_hex(r->checksum, h.sum);
     }
+    struct mx_room *had = mx_engine_room(n->e, cr->id, cr->idlen);
+    struct fwd_list fl = {0};
+    if (had && rep->elements && !(fl.v = mx_malloc(rep->elements * sizeof *fl.v))) {
+        mx_room_free(r);
+        load_failed(n, cr, "out of memory");
+        return;
+    }
+    fl.cap = had ? rep->elements : 0;
     for (size_t i = 0; i < rep->elements; i++) {
         const char *id, *e;
         size_t idlen, elen;
         int rc = stream_entry(rep->element[i], &id, &idlen, &e, &elen)
                      ? -1
-                     : apply_entry(n, cr, &h, r, id, idlen, e, elen, NULL, 0, 0);
+                     : apply_entry(n, cr, &h, r, id, idlen, e, elen, NULL, 0, 0, &fl);
         if (rc == -2 && cr->load_gaps < 3) {
             /* another node stored a newer snapshot and trimmed between our
              * two reads: read both again */
             cr->load_gaps++;
             mx_room_free(r);
+            free(fl.v);
             cn_replica_load(n, cr);
             return;
         }
         if (rc != 0) {
             mx_room_free(r);
+            free(fl.v);
             load_failed(n, cr, "an entry of the stream does not apply (see cluster_entry_refused)");
             return;
         }
     }
     cr->load_gaps = 0;
-    struct mx_room *have = mx_engine_room(n->e, cr->id, cr->idlen);
-    if (have && cn_rb_check_reload(n, cr, &h, have, r)) {
-        /* the log is behind what subscribers were sent: they resync */
+    struct mx_room *have = had;
+    /* what local subscribers have not had must be forwardable, from this
+     * load's entries or the loaded history; if not (a snapshot taken past
+     * them), they resync like after a rollback - never a silent gap */
+    int unforwardable = 0;
+    for (uint64_t s = cr->fwd_seq + 1; have && s <= r->seq && !unforwardable; s++)
+        unforwardable = !(fl.n && s >= fl.v[0].seq) && !mx_oplog_get(r->log, s);
+    if (have && (cn_rb_check_reload(n, cr, &h, have, r) || (unforwardable && cn_rb_resync(n, cr)))) {
+        /* the log is behind what subscribers were sent, or what they miss
+         * is gone from it: they resync */
+        free(fl.v);
         mx_room_free(r);
         free(cr->init);
         cr->init = NULL;
@@ -359,14 +399,14 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
         mx_room_free(r);
         /* local subscribers have seen up to fwd_seq: the rest as fwds */
         for (uint64_t s = cr->fwd_seq + 1; s <= have->seq && cr->fwd_seq < have->seq; s++) {
-            const struct mx_oplog_entry *le = mx_oplog_get(have->log, s);
-            if (!le) {
-                mx_warn("event=cluster_fwd_gap room=%s seq=%llu note=\"history too short to forward "
-                        "what the reload brought; subscribers resync on their next sync\"",
-                        cr->id, (unsigned long long)s);
+            if (fl.n && s >= fl.v[0].seq) {
+                const struct fwd_item *it = &fl.v[s - fl.v[0].seq];
+                mx_engine_fwd(n->e, have, it->prev, it->body, it->len);
                 continue;
             }
-            mx_engine_fwd(n->e, have, le->prev, le->text, le->len);
+            const struct mx_oplog_entry *le = mx_oplog_get(have->log, s);
+            if (le)
+                mx_engine_fwd(n->e, have, le->prev, le->text, le->len);
         }
         cr->fwd_seq = have->seq;
     } else if (mx_engine_adopt_room(n->e, r)) {
@@ -376,6 +416,7 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
     } else {
         cr->fwd_seq = r->seq;
     }
+    free(fl.v);
     n->st.reloads++;
     free(cr->init);
     cr->init = NULL;
@@ -416,7 +457,7 @@ static void on_range_more(struct mx_redis *rd, redisReply *rep, void *priv)
         size_t idlen, elen;
         int rc = stream_entry(rep->element[i], &id, &idlen, &e, &elen)
                      ? -1
-                     : apply_entry(n, cr, &cr->head, r, id, idlen, e, elen, NULL, 0, 1);
+                     : apply_entry(n, cr, &cr->head, r, id, idlen, e, elen, NULL, 0, 1, NULL);
         if (rc < 0) {
             cn_replica_load(n, cr);
             break;
@@ -476,7 +517,7 @@ void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, co
     struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
     if (!r || !elen)
         return;
-    int rc = apply_entry(n, cr, &cr->head, r, id, idlen, entry, elen, hash, hashlen, 1);
+    int rc = apply_entry(n, cr, &cr->head, r, id, idlen, entry, elen, hash, hashlen, 1, NULL);
     if (rc == -2)
         cn_replica_catch_up(n, cr);
     else if (rc == -1)

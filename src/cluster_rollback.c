@@ -72,6 +72,15 @@ static void resync_room(struct mx_cnode *n, struct cn_room *cr)
     cn_due(n, cr);
 }
 
+int cn_rb_resync(struct mx_cnode *n, struct cn_room *cr)
+{
+    mx_warn("event=cluster_resync room=%s sent_to_subscribers=%llu note=\"what they miss is no longer "
+            "in the log or history: subscribers resync\"",
+            cr->id, (unsigned long long)cr->fwd_seq);
+    resync_room(n, cr);
+    return 1;
+}
+
 static void on_epoch(int ok, const char *epoch, void *priv)
 {
     struct mx_cnode *n = priv;

@@ -157,6 +157,9 @@ void cn_rb_confirmed(struct mx_cnode *n, struct cn_room *cr, const struct mx_clu
 /* An append was refused on head redis: 1 when that is a rollback (the
  * journal replay has started, the room is busy until it ends). */
 int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis);
+/* The room's local subscribers miss entries nothing can forward any more:
+ * forget the room, tell them (they subscribe again). Returns 1. */
+int cn_rb_resync(struct mx_cnode *n, struct cn_room *cr);
 /* A reload built `loaded` (head h) for the engine's room `have`: 1 when
  * subscribers were sent what the log no longer has - a head behind what
  * they saw, or another checksum at the seq they are at (a fork) - and the

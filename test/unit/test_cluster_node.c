@@ -11,7 +11,10 @@
  *    `moved`, that node reloads and decides again, both actions are acked
  *    once, at seqs 1 and 2, and both replicas end at the same checksum;
  *  - Redis gone: a call in flight and an action sent then are answered
- *    `reject unavailable` naming the last confirmed head; not ready. */
+ *    `reject unavailable` naming the last confirmed head; not ready.
+ *  - the reload after `moved` forwards every entry it brought to the
+ *    node's subscribers in seq order, also in a room with history 0 (whose
+ *    log keeps none of them). */
 #include <check.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -66,7 +69,8 @@ static void node_up(struct nodex *x, const char *id)
     char conf[512], err[256];
     snprintf(conf, sizeof conf,
              "evict_idle_ms 0\ndedup_window 1024\nroom default {\n reducer json\n history 100\n"
-             " create_on_subscribe yes\n}\ncluster {\n node_id %s\n redis 127.0.0.1:%d\n"
+             " create_on_subscribe yes\n}\nroom h0 {\n reducer json\n history 0\n create_on_subscribe yes\n}\n"
+             "cluster {\n node_id %s\n redis 127.0.0.1:%d\n"
              " connect_timeout_ms 500\n command_timeout_ms 2000\n reconnect_max_ms 100\n}\n",
              id, rport);
     ck_assert_msg(mx_config_parse(&x->cfg, conf, "test_cluster_node.conf", err, sizeof err) == 0, "%s", err);
@@ -290,6 +294,58 @@ START_TEST(redis_gone_answers_unavailable)
 }
 END_TEST
 
+/* The seqs of acks (not duplicates) and fwds delivered to fk, in order. */
+static size_t seqs_seen(const struct fake *fk, uint64_t *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < fk->n && k < cap; i++) {
+        const json_t *m = fk->got[i];
+        if ((!strcmp(s_of(m, "type"), "ack") && !json_is_true(json_object_get(m, "duplicate"))) ||
+            !strcmp(s_of(m, "type"), "fwd"))
+            out[k++] = u_of(m, "seq");
+    }
+    return k;
+}
+
+START_TEST(moved_reload_forwards_everything_with_history_0)
+{
+    struct nodex *a = &nx[0], *b = &nx[1];
+    const char *room = "h0:r";
+    join(a, 0, "ca", room);
+    join(a, 1, "ra", room); /* a reader on each node */
+    join(b, 0, "cb", room);
+    join(b, 1, "rb", room);
+    /* one action on a, five on b, decided on seq 0 in the same turn: one
+     * node is moved and reloads a room whose history keeps nothing */
+    sendf(&a->f[0], a->e, "{\"type\":\"action\",\"id\":2,\"room\":\"%s\",\"n\":1,\"action\":"
+                          "{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/a\",\"value\":1}]}}", room);
+    for (int n = 1; n <= 5; n++)
+        sendf(&b->f[0], b->e, "{\"type\":\"action\",\"id\":%d,\"room\":\"%s\",\"n\":%d,\"action\":"
+                              "{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/b%d\",\"value\":%d}]}}",
+              n + 1, room, n, n, n);
+    turn();
+    TURN_UNTIL(mx_engine_room(a->e, room, strlen(room))->seq == 6 && mx_engine_room(b->e, room, strlen(room))->seq == 6);
+    struct mx_cnode_stats s1, s2;
+    mx_cnode_stats(a->cn, &s1);
+    mx_cnode_stats(b->cn, &s2);
+    ck_assert_uint_ge(s1.moved + s2.moved, 1);
+    /* a last action from b: once every reader has its fwd (seq 7),
+     * everything before it has been delivered too */
+    sendf(&b->f[0], b->e, "{\"type\":\"action\",\"id\":9,\"room\":\"%s\",\"n\":6,\"action\":"
+                          "{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/z\",\"value\":0}]}}", room);
+    struct fake *all[4] = {&a->f[0], &a->f[1], &b->f[0], &b->f[1]};
+    for (int i = 0; i < 4; i++) {
+        uint64_t s[16];
+        TURN_UNTIL(seqs_seen(all[i], s, 16) > 0 && s[seqs_seen(all[i], s, 16) - 1] == 7);
+        size_t k = seqs_seen(all[i], s, 16);
+        for (size_t j = 0; j < k; j++)
+            ck_assert_msg(s[j] == j + 1, "connection %d: seq %llu where %zu was due (of %zu seen)", i,
+                          (unsigned long long)s[j], j + 1, k);
+        ck_assert_uint_eq(k, 7);
+    }
+}
+END_TEST
+
 Suite *mx_suite_cluster_node(void)
 {
     Suite *s = suite_create("cluster_node");
@@ -300,6 +356,7 @@ Suite *mx_suite_cluster_node(void)
     tcase_add_test(tc, get_waits_for_the_batch_in_flight);
     tcase_add_test(tc, same_turn_on_two_nodes_one_is_moved);
     tcase_add_test(tc, redis_gone_answers_unavailable);
+    tcase_add_test(tc, moved_reload_forwards_everything_with_history_0);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -116,6 +116,7 @@ uint64_t mx_wal_written_lsn(const mx_wal *w); /* last LSN handed to write() */
 size_t mx_wal_pending_bytes(const mx_wal *w); /* buffered, not yet written */
 uint64_t mx_wal_disk_bytes(const mx_wal *w);   /* bytes of all segment files */
 uint64_t mx_wal_fsyncs(const mx_wal *w);       /* fdatasync calls so far */
+uint64_t mx_wal_writebacks(const mx_wal *w);   /* early writebacks started (not under always) */
 
 /* Delete every segment all of whose records have LSN < lsn (never the one
  * being written, and never the newest file, whose name keeps the next LSN

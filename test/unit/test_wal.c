@@ -505,6 +505,39 @@ START_TEST(roundtrip_many)
 }
 END_TEST
 
+/* Under `no` and `everysec` each MiB of records written starts its
+ * writeback at once (so a later fdatasync holds the loop for less); never
+ * under `always` (each flush syncs anyway); the log reads back the same. */
+static size_t fixed_1k(uint64_t lsn)
+{
+    (void)lsn;
+    return 1000;
+}
+
+START_TEST(early_writeback_per_mib)
+{
+    FD_BEGIN;
+    enum mx_fsync_policy pols[] = {MX_FSYNC_NO, MX_FSYNC_EVERYSEC, MX_FSYNC_ALWAYS};
+    for (int k = 0; k < 3; k++) {
+        char *dir = make_tmpdir();
+        mx_wal *w = open_wal(dir, pols[k], 64 << 20, 1);
+        /* 5,000 records of 1,000 bytes, a flush every 10: ~5 MB */
+        APPEND(w, 1, 5000, fixed_1k, 10);
+        ck_assert_int_eq(mx_wal_flush(w), 0);
+        if (pols[k] == MX_FSYNC_ALWAYS)
+            ck_assert_uint_eq(mx_wal_writebacks(w), 0);
+        else
+            ck_assert_msg(mx_wal_writebacks(w) >= 4 && mx_wal_writebacks(w) <= 5,
+                          "policy %d: %llu writebacks for ~5 MB", k,
+                          (unsigned long long)mx_wal_writebacks(w));
+        mx_wal_close(w);
+        VERIFY(dir, 1, 5000, fixed_1k, END_CLEAN);
+        drop_tmpdir(dir);
+    }
+    FD_END;
+}
+END_TEST
+
 START_TEST(rotation_names_follow_lsns)
 {
     FD_BEGIN;
@@ -1560,6 +1593,7 @@ Suite *mx_suite_wal(void)
     tc = tcase_create("log");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, roundtrip_many);
+    tcase_add_test(tc, early_writeback_per_mib);
     tcase_add_test(tc, rotation_names_follow_lsns);
     tcase_add_test(tc, reopen_starts_new_segment);
     tcase_add_test(tc, open_creates_dir);

@@ -101,6 +101,12 @@ static struct {
     /* options */
     const char *host, *path, *prefix;
     int port;
+    int ports[16];  /* --ports: connection i goes to ports[i % nports] (several nodes) */
+    uint32_t nports;
+    int cpu_pids[16]; /* --cpu-pids: more processes whose CPU in the window is reported
+                         (cluster mode: the other nodes, redis-server) */
+    uint32_t ncpu_pids;
+    uint64_t cpu_ticks0[16], cpu_ticks1[16];
     uint32_t writers, subs, rooms, window, sources, connect_batch;
     double duration, warmup, rate, storm_at, drain_timeout, ready_timeout;
     int server_pid;
@@ -749,7 +755,7 @@ static void upgrade_request(struct conn *c)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "Sec-WebSocket-Protocol: movex.v1\r\n\r\n",
-                     G.path, G.host, G.port, key);
+                     G.path, G.host, G.ports[(uint32_t)(c - G.c) % G.nports], key);
     out_raw(c, req, (uint32_t)n);
 }
 
@@ -847,7 +853,7 @@ static void conn_start(struct conn *c)
         if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0)
             problem("bind 127.0.0.%u: %s", 1 + idx % G.sources, strerror(errno));
     }
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)G.port)};
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)G.ports[idx % G.nports])};
     inet_pton(AF_INET, G.host, &dst.sin_addr);
     c->fd = fd;
     c->state = ST_CONNECTING;
@@ -932,7 +938,7 @@ static void conns_tick(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen --port P [--host 127.0.0.1] [--path /ws] [--writers 1] [--window 64]\n"
+            "usage: loadgen --port P | --ports P1,P2,.. (connections spread over them) [--cpu-pids A,B,..] [--host 127.0.0.1] [--path /ws] [--writers 1] [--window 64]\n"
             "  [--subscribers 10] [--rooms 1] [--duration 5] [--warmup 1] [--rate 0 (actions/s, 0 = as fast as acks)]\n"
             "  [--server-pid PID] [--ready-signal SIG (to PID once all are ready)] [--prefix NAME] [--sources N] [--connect-batch 1000]\n"
             "  [--storm-at S (reconnect storm S s into the window)] [--drain-timeout 20] [--ready-timeout 120] [--quiet]\n");
@@ -1002,6 +1008,15 @@ int main(int argc, char **argv)
         const char *v = argv[++i];
         if (!strcmp(a, "--port"))
             G.port = atoi(v);
+        else if (!strcmp(a, "--ports") || !strcmp(a, "--cpu-pids")) {
+            int *to = a[2] == 'p' ? G.ports : G.cpu_pids;
+            uint32_t *nto = a[2] == 'p' ? &G.nports : &G.ncpu_pids;
+            for (char *t = (char *)v; *t && *nto < 16;) {
+                to[(*nto)++] = atoi(t);
+                t += strcspn(t, ",");
+                t += *t == ',';
+            }
+        }
         else if (!strcmp(a, "--host"))
             G.host = v;
         else if (!strcmp(a, "--path"))
@@ -1039,6 +1054,10 @@ int main(int argc, char **argv)
         else
             usage();
     }
+    if (!G.nports && G.port > 0)
+        G.ports[G.nports++] = G.port;
+    if (!G.port && G.nports)
+        G.port = G.ports[0];
     if (G.port <= 0 || G.rooms < 1 || G.window < 1 || G.connect_batch < 1)
         usage();
     G.rnd = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
@@ -1152,6 +1171,8 @@ int main(int argc, char **argv)
                 G.t_measure = t;
                 G.measuring = true;
                 G.srv_ticks0 = G.server_pid ? proc_ticks(G.server_pid) : 0;
+                for (uint32_t q = 0; q < G.ncpu_pids; q++)
+                    G.cpu_ticks0[q] = proc_ticks(G.cpu_pids[q]);
                 G.gen_cpu0 = self_cpu_s();
                 phase = 2;
             }
@@ -1163,6 +1184,8 @@ int main(int argc, char **argv)
                 G.t_end = t;
                 G.measuring = false;
                 G.srv_ticks1 = G.server_pid ? proc_ticks(G.server_pid) : 0;
+                for (uint32_t q = 0; q < G.ncpu_pids; q++)
+                    G.cpu_ticks1[q] = proc_ticks(G.cpu_pids[q]);
                 G.gen_cpu1 = self_cpu_s();
                 G.stopping = true;
                 t_drain_end = t + (uint64_t)(G.drain_timeout * 1e9);
@@ -1250,6 +1273,15 @@ int main(int argc, char **argv)
            srv_cpu_s >= 0 && win > 0 ? srv_cpu_s / win : -1.0,
            srv_cpu_s >= 0 && G.acks_win ? srv_cpu_s * 1e6 / (double)G.acks_win : -1.0, win > 0 ? gen_cpu_s / win : -1.0,
            G.acks_win ? gen_cpu_s * 1e6 / (double)G.acks_win : -1.0, gen_bound ? "true" : "false");
+    if (G.ncpu_pids) {
+        printf("\"cpu_us_per_ack_by_pid\":{");
+        for (uint32_t q = 0; q < G.ncpu_pids; q++)
+            printf("%s\"%d\":%.2f", q ? "," : "", G.cpu_pids[q],
+                   G.acks_win ? (double)(G.cpu_ticks1[q] - G.cpu_ticks0[q]) / (double)sysconf(_SC_CLK_TCK) * 1e6 /
+                                    (double)G.acks_win
+                              : -1.0);
+        printf("},");
+    }
     if (G.server_pid)
         printf("\"server_rss_kb_before\":%ld,\"server_rss_kb_ready\":%ld,\"server_anon_kb_before\":%ld,"
                "\"server_anon_kb_ready\":%ld,\"server_bytes_per_conn\":%.0f,",

@@ -606,6 +606,20 @@ void mx_cnode_flush(struct mx_cnode *n)
     }
 }
 
+/* A room's memory (its messages and slots already released). */
+static void free_room(void *p)
+{
+    struct cn_room *cr = p;
+    mx_room_free(cr->loaded);
+    free(cr->q);
+    free(cr->forming);
+    free(cr->inflight);
+    free(cr->id);
+    free(cr->channel);
+    free(cr->init);
+    free(cr);
+}
+
 /* Hand the room's queue back to the engine while the room is ready. */
 static void drain(struct mx_cnode *n, struct cn_room *cr)
 {
@@ -649,12 +663,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
     if (!cr->known && !cr->busy && !cr->nq && !cr->nforming && !cr->subscribed && !cr->due &&
         !cr->dirty && !mx_engine_room(n->e, cr->id, cr->idlen)) {
         mx_map_del(n->rooms, cr->id, cr->idlen);
-        free(cr->q);
-        free(cr->forming);
-        free(cr->id);
-        free(cr->channel);
-        free(cr->init);
-        free(cr);
+        free_room(cr);
     }
 }
 
@@ -693,6 +702,17 @@ static void on_library(int ok, const char *err, void *priv)
         mx_warn("event=cluster_library_failed error=\"%s\"", err);
 }
 
+/* Every room's replica may have missed entries: each catches up at the
+ * next tick it is ready (calls in flight fail on their own). */
+static void recheck_all(struct mx_cnode *n)
+{
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(n->rooms, &it, &key, &len, &val))
+        ((struct cn_room *)val)->recheck = 1;
+}
+
 static void on_cmd_state(struct mx_redis *r, int up, void *priv)
 {
     struct mx_cnode *n = priv;
@@ -702,13 +722,7 @@ static void on_cmd_state(struct mx_redis *r, int up, void *priv)
         mx_cluster_load_library(r, on_library, n);
     } else {
         mx_warn("event=cluster_redis_down link=command");
-        /* every room's replica may now miss entries: check at the next
-         * chance (calls in flight fail on their own) */
-        size_t it = 0, len;
-        const char *key;
-        void *val;
-        while (mx_map_next(n->rooms, &it, &key, &len, &val))
-            ((struct cn_room *)val)->recheck = 1;
+        recheck_all(n);
     }
 }
 
@@ -719,13 +733,7 @@ static void on_sub_state(struct mx_redis *r, int up, void *priv)
     if (!up)
         return;
     /* messages published while the link was down are lost: catch up */
-    size_t it = 0, len;
-    const char *key;
-    void *val;
-    while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
-        struct cn_room *cr = val;
-        cr->recheck = 1;
-    }
+    recheck_all(n);
     mx_cnode_tick(n);
 }
 
@@ -768,19 +776,6 @@ struct mx_cnode *mx_cnode_new(const struct mx_config *cfg, mx_engine *e, struct 
         return NULL;
     }
     return n;
-}
-
-static void free_room(void *p)
-{
-    struct cn_room *cr = p;
-    mx_room_free(cr->loaded);
-    free(cr->q);
-    free(cr->forming);
-    free(cr->inflight);
-    free(cr->id);
-    free(cr->channel);
-    free(cr->init);
-    free(cr);
 }
 
 void mx_cnode_free(struct mx_cnode *n)

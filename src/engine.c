@@ -250,6 +250,7 @@ void mx_engine_config_changed(mx_engine *e)
 
 static void evict_batch(mx_engine *e);
 static void conn_forget_room(struct mx_conn *c, const struct mx_room *r);
+static void drop_room(mx_engine *e, struct mx_room *r, const char *why);
 static void push_buf(mx_engine *e, struct mx_conn *c, mx_buf *b);
 static void fan_out(mx_engine *e, struct mx_conn *sender, struct mx_room *r,
                     const struct mx_action_out *o);
@@ -290,21 +291,7 @@ int mx_engine_adopt_room(mx_engine *e, struct mx_room *r)
 
 void mx_engine_forget_room(mx_engine *e, struct mx_room *r, int tell)
 {
-    for (size_t i = 0; i < r->nsubs; i++) {
-        struct mx_conn *c = r->subs[i];
-        if (tell) {
-            mx_buf b;
-            mx_buf_init(&b, MX_FRAME_PRE);
-            mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = r->id, .roomlen = r->idlen},
-                                                          .code = MX_ENO_SUCH_ROOM,
-                                                          .message = "the room is gone from the cluster"});
-            push_buf(e, c, &b);
-        }
-        conn_forget_room(c, r);
-    }
-    r->nsubs = 0;
-    mx_map_del(e->rooms, r->id, r->idlen);
-    mx_room_free(r);
+    drop_room(e, r, tell ? "the room is gone from the cluster" : NULL);
 }
 
 void mx_engine_fwd(mx_engine *e, struct mx_room *r, const uint8_t *prev, const char *entry, size_t len)
@@ -648,24 +635,32 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
     if (rc)
         return rc;
     e->unflushed = 1;
-    /* subscribers learn that the room is gone and are unsubscribed */
+    mx_info("event=room_deleted room=%s", r->id);
+    drop_room(e, r, "the room was deleted");
+    return 0;
+}
+
+/* r leaves memory for good (deleted, or gone from the cluster): its
+ * subscribers are unsubscribed and, with a `why`, told (error
+ * no_such_room naming the room). */
+static void drop_room(mx_engine *e, struct mx_room *r, const char *why)
+{
     for (size_t i = 0; i < r->nsubs; i++) {
         struct mx_conn *c = r->subs[i];
-        mx_buf b;
-        mx_buf_init(&b, MX_FRAME_PRE);
-        mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = r->id, .roomlen = r->idlen},
-                                                      .code = MX_ENO_SUCH_ROOM,
-                                                      .message = "the room was deleted"});
-        push_buf(e, c, &b);
+        if (why) {
+            mx_buf b;
+            mx_buf_init(&b, MX_FRAME_PRE);
+            mx_proto_error_msg(&b, &(struct mx_msg_error){.h = {.room = r->id, .roomlen = r->idlen},
+                                                          .code = MX_ENO_SUCH_ROOM, .message = why});
+            push_buf(e, c, &b);
+        }
         conn_forget_room(c, r);
     }
     if (r->nsubs && e->ph.held)
         e->ph.held(e->ph.priv, r->id, r->idlen, 0);
     r->nsubs = 0;
     mx_map_del(e->rooms, r->id, r->idlen);
-    mx_info("event=room_deleted room=%s", r->id);
     mx_room_free(r);
-    return 0;
 }
 
 /* ---- connections ---- */

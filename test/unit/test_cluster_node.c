@@ -10,6 +10,8 @@
  *  - two nodes writing the same room in the same turn: one call is
  *    `moved`, that node reloads and decides again, both actions are acked
  *    once, at seqs 1 and 2, and both replicas end at the same checksum;
+ *  - a reload that brings more entries than the room's history forwards
+ *    every one to local subscribers, in order;
  *  - Redis gone: a call in flight and an action sent then are answered
  *    `reject unavailable` naming the last confirmed head; not ready.
  *  - the reload after `moved` forwards every entry it brought to the
@@ -70,6 +72,7 @@ static void node_up(struct nodex *x, const char *id)
     snprintf(conf, sizeof conf,
              "evict_idle_ms 0\ndedup_window 1024\nroom default {\n reducer json\n history 100\n"
              " create_on_subscribe yes\n}\nroom h0 {\n reducer json\n history 0\n create_on_subscribe yes\n}\n"
+             "room s {\n reducer json\n history 4\n create_on_subscribe yes\n}\n"
              "cluster {\n node_id %s\n redis 127.0.0.1:%d\n"
              " connect_timeout_ms 500\n command_timeout_ms 2000\n reconnect_max_ms 100\n}\n",
              id, rport);
@@ -265,6 +268,41 @@ START_TEST(same_turn_on_two_nodes_one_is_moved)
 }
 END_TEST
 
+/* Both nodes send a batch of 10 on the same head in the same turn: the
+ * loser reloads and brings the winner's 10 entries, more than the room's
+ * history (4) holds; its other local subscriber still gets all of them as
+ * fwds, in order, before the loser's own entries. */
+START_TEST(reload_forwards_more_than_history)
+{
+    struct nodex *a = &nx[0], *b = &nx[1];
+    join(a, 0, "wa", "s:x");
+    join(a, 1, "ra", "s:x");
+    join(b, 0, "wb", "s:x");
+    join(b, 1, "rb", "s:x");
+    for (int k = 1; k <= 10; k++) {
+        char m[256];
+        snprintf(m, sizeof m, "{\"type\":\"action\",\"id\":%d,\"room\":\"s:x\",\"n\":%d,\"action\":"
+                              "{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/k%d\",\"value\":%d}]}}",
+                 k + 1, k, k, k);
+        mx_engine_handle(a->e, &a->f[0].conn, m, strlen(m));
+        mx_engine_handle(b->e, &b->f[0].conn, m, strlen(m));
+    }
+    turn();
+    for (int i = 0; i < 2; i++) {
+        struct fake *rd = &nx[i].f[1];
+        for (uint64_t s = 1; s <= 20; s++) {
+            json_t *m = next(rd);
+            ck_assert_str_eq(s_of(m, "type"), "fwd");
+            ck_assert_uint_eq(u_of(m, "seq"), s);
+        }
+    }
+    struct mx_cnode_stats s1, s2;
+    mx_cnode_stats(a->cn, &s1);
+    mx_cnode_stats(b->cn, &s2);
+    ck_assert_uint_ge(s1.moved + s2.moved, 1);
+}
+END_TEST
+
 START_TEST(redis_gone_answers_unavailable)
 {
     struct nodex *a = &nx[0];
@@ -355,6 +393,7 @@ Suite *mx_suite_cluster_node(void)
     tcase_add_test(tc, batch_is_one_call_and_acks_wait_for_redis);
     tcase_add_test(tc, get_waits_for_the_batch_in_flight);
     tcase_add_test(tc, same_turn_on_two_nodes_one_is_moved);
+    tcase_add_test(tc, reload_forwards_more_than_history);
     tcase_add_test(tc, redis_gone_answers_unavailable);
     tcase_add_test(tc, moved_reload_forwards_everything_with_history_0);
     suite_add_tcase(s, tc);

@@ -114,6 +114,8 @@ START_TEST(parse_outcomes)
     ck_assert_str_eq(o.code, "after_reject");
     ck_assert_int_eq(mx_cluster_parse_outcome("dup reject stale", &o), 0);
     ck_assert_int_eq(o.verdict, MX_CLUSTER_DUP_REJECT);
+    ck_assert_int_eq(mx_cluster_parse_outcome("reject aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa9", &o), 0); /* 64: a reducer's own code */
+    ck_assert_uint_eq(strlen(o.code), MX_CLUSTER_CODE_MAX);
     ck_assert_int_eq(mx_cluster_parse_outcome("too_old", &o), 0);
     ck_assert_int_eq(o.verdict, MX_CLUSTER_TOO_OLD);
     ck_assert_int_eq(mx_cluster_parse_outcome("bad_dep", &o), 0);
@@ -123,7 +125,7 @@ START_TEST(parse_outcomes)
     const char *bad[] = { "", "ack", "ack ", "ack -1", "ack 1x", "ack 18446744073709551616",
                           "reject ", "reject Stale", "reject a b", "dup moved", "dup too_old",
                           "moved ", "dup  ack 1",
-                          "reject aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" /* 33 */ };
+                          "reject aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" /* MX_CLUSTER_CODE_MAX + 1 */ };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(mx_cluster_parse_outcome(bad[i], &o) == -1, "accepted '%s'", bad[i]);
 }

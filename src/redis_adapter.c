@@ -29,7 +29,10 @@
  * name passes the turn to the next one at once; only when every Sentinel
  * of the round failed does the backoff apply. Whenever the link goes down
  * the address is forgotten, so every reconnect asks again; a -READONLY
- * reply (the node was demoted under us) drops the link to get there.
+ * reply (the node was demoted under us) drops the link to get there. A
+ * watcher link (its own Sentinel connection, rotating over the list)
+ * subscribes to +switch-master, so a failover also drops a link whose old
+ * primary is alive but cut off, without waiting for a command timeout.
  */
 #include "movexd/redis_adapter.h"
 #include "movexd/alloc.h"
@@ -72,6 +75,11 @@ struct mx_redis {
     size_t nsentinels, si, tried; /* the Sentinel asked next; failed this round */
     char master_name[256];
     int have_addr, asking;        /* asking: the live context is a Sentinel */
+    struct mx_redis *watch;       /* subscribed to +switch-master on a Sentinel */
+    /* a watcher: connects to ring[ri] (its parent's Sentinels), the next
+     * one after each drop */
+    const struct mx_endpoint *ring;
+    size_t nring, ri;
 };
 
 /* What a command in flight is: the caller's, or one of the link's own
@@ -117,6 +125,8 @@ static void went_down(struct mx_redis *r)
     r->up = 0;
     r->asking = 0;
     r->have_addr = 0; /* Sentinel mode: ask again where the primary is */
+    if (r->nring)
+        r->ri = (r->ri + 1) % r->nring;
     r->st.drops++;
     if (r->freeing)
         return;
@@ -392,7 +402,7 @@ static int send_probe(struct mx_redis *r, enum probe probe, int argc, const char
 static void connect_now(struct mx_redis *r)
 {
     int ask = r->nsentinels && !r->have_addr;
-    const struct mx_endpoint *s = ask ? &r->sentinels[r->si] : NULL;
+    const struct mx_endpoint *s = ask ? &r->sentinels[r->si] : r->nring ? &r->ring[r->ri] : NULL;
     redisAsyncContext *ac = redisAsyncConnect(s ? s->host : r->host, s ? s->port : r->port);
     if (!ac || ac->err) {
         if (ac)
@@ -429,7 +439,7 @@ static void connect_now(struct mx_redis *r)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisAsyncSetConnectCallback(ac, on_connected); /* asks for the first POLLOUT */
     timer(r, &r->t_connect, on_connect_timeout, r->connect_ms);
-    r->asking = ask;
+    r->asking = ask; /* a watcher (nring) never asks: it PINGs, then subscribes */
     static const char *const ping[] = { "PING" }, *const role[] = { "ROLE" };
     const char *askv[] = { "SENTINEL", "get-master-addr-by-name", r->master_name };
     int rc = ask              ? send_probe(r, P_ASK, 3, askv)
@@ -496,6 +506,30 @@ struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
     return r;
 }
 
+/* +switch-master NAME OLDIP OLDPORT NEWIP NEWPORT on the watcher: a link up
+ * to another server than NEWIP:NEWPORT leaves it now instead of when a
+ * command times out (a partitioned or stopped old primary never closes
+ * the socket); a link waiting out its backoff tries again at once. */
+static void on_switch(struct mx_redis *w, const char *ch, size_t clen, const char *msg, size_t mlen,
+                      void *priv)
+{
+    struct mx_redis *r = priv;
+    char name[256], oldip[256], newip[256], text[1024];
+    int oldport, newport;
+    if (mlen >= sizeof text)
+        return;
+    memcpy(text, msg, mlen);
+    text[mlen] = '\0';
+    if (sscanf(text, "%255s %255s %d %255s %d", name, oldip, &oldport, newip, &newport) != 5 ||
+        strcmp(name, r->master_name) != 0)
+        return;
+    r->st.switches++;
+    if (r->up && (strcmp(newip, r->host) != 0 || newport != r->port))
+        drop_soon(r);
+    else if (!r->ac && !r->freeing)
+        timer(r, &r->t_retry, on_retry, 0);
+}
+
 struct mx_redis *mx_redis_new_sentinel(struct lws_context *ctx, struct lws_vhost *vh,
                                        const struct mx_redis_opts *o,
                                        const struct mx_endpoint *sentinels, size_t n,
@@ -513,6 +547,20 @@ struct mx_redis *mx_redis_new_sentinel(struct lws_context *ctx, struct lws_vhost
     memcpy(r->sentinels, sentinels, n * sizeof *sentinels);
     r->nsentinels = n;
     snprintf(r->master_name, sizeof r->master_name, "%s", master_name);
+    struct mx_redis_opts wo = *o;
+    wo.on_state = NULL;
+    wo.on_message = on_switch;
+    wo.priv = r;
+    if (!(r->watch = link_new(ctx, vh, &wo)) || mx_redis_subscribe(r->watch, "+switch-master")) {
+        mx_redis_free(r->watch);
+        r->watch = NULL;
+        free(r->sentinels);
+        free(r);
+        return NULL;
+    }
+    r->watch->ring = r->sentinels;
+    r->watch->nring = n;
+    connect_now(r->watch);
     connect_now(r);
     return r;
 }
@@ -555,6 +603,7 @@ void mx_redis_free(struct mx_redis *r)
 {
     if (!r)
         return;
+    mx_redis_free(r->watch); /* its ring is our sentinels: first */
     r->freeing = 1;
     timer(r, &r->t_retry, NULL, -1);
     drop(r);

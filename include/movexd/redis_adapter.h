@@ -64,7 +64,9 @@ struct mx_redis *mx_redis_new(struct lws_context *ctx, struct lws_vhost *vh,
  * get-master-addr-by-name master_name, each within connect_timeout_ms)
  * and the link is up once the server they name answers ROLE with
  * "master". Whenever the link goes down (error, timeout, or a -READONLY
- * reply: the primary was demoted) the next connect asks again. NULL when
+ * reply: the primary was demoted) the next connect asks again. A second,
+ * internal link to a Sentinel subscribes to +switch-master: a failover
+ * drops a link still up to the old primary at once. NULL when
  * out of memory, n is 0 or master_name is too long. */
 struct mx_redis *mx_redis_new_sentinel(struct lws_context *ctx, struct lws_vhost *vh,
                                        const struct mx_redis_opts *o,
@@ -113,6 +115,7 @@ struct mx_redis_stats {
     unsigned long resolves;     /* Sentinel mode: a Sentinel named the primary */
     unsigned long wrong_role;   /* ... and it did not answer ROLE "master" */
     unsigned long readonly;     /* ... -READONLY replies (each drops the link) */
+    unsigned long switches;     /* ... +switch-master notices of our master_name */
 };
 void mx_redis_stats(const struct mx_redis *r, struct mx_redis_stats *out);
 

@@ -258,6 +258,50 @@ START_TEST(follows_a_failover)
 }
 END_TEST
 
+/* The old primary is stopped (SIGSTOP: its socket stays open, nothing is
+ * pending on the link, so no timeout fires) and the Sentinel fails over:
+ * +switch-master on the watcher link drops the link, which comes up on the
+ * promoted replica. Without the watcher the link would stay "up" on the
+ * stopped server. */
+START_TEST(switch_master_leaves_a_stopped_primary)
+{
+    loop_setup();
+    int pport = free_port(), rport = free_port(), sport = free_port();
+    pid_t p = start_redis(pport);
+    pid_t rp = start_redis_of(rport, pport);
+    wait_reply(rport, "INFO replication", "master_link_status:up");
+    char sdir[64];
+    pid_t s = start_sentinel(sport, pport, sdir, sizeof sdir);
+    struct mx_redis *r = sentinel_link(&sport, 1);
+    RUN_UNTIL(mx_redis_is_up(r));
+    ck_assert_int_eq(peer_port(r), pport);
+    kill(p, SIGSTOP);
+    long long until = now_ms() + WAIT_MS;
+    for (;;) { /* until the Sentinel knows the replica and accepts */
+        redisReply *rep = sync_cmd(sport, "SENTINEL FAILOVER " NAME);
+        int ok = rep->type == REDIS_REPLY_STATUS;
+        freeReplyObject(rep);
+        if (ok)
+            break;
+        ck_assert_msg(now_ms() < until, "the Sentinel never accepted a failover");
+        spin(2);
+        usleep(50 * 1000);
+    }
+    RUN_UNTIL(mx_redis_is_up(r) && peer_port(r) == rport);
+    struct mx_redis_stats st;
+    mx_redis_stats(r, &st);
+    ck_assert_uint_ge(st.switches, 1);
+    ck_assert_uint_eq(st.timeouts, 0); /* not a command timeout: the notice */
+    kill(p, SIGCONT);
+    mx_redis_free(r);
+    spin(20);
+    stop_sentinel(s, sdir);
+    stop_redis(rp);
+    stop_redis(p);
+    loop_teardown();
+}
+END_TEST
+
 Suite *mx_suite_redis_sentinel(void)
 {
     Suite *s = suite_create("redis_sentinel");
@@ -266,6 +310,7 @@ Suite *mx_suite_redis_sentinel(void)
     tcase_add_test(tc, resolves_through_sentinels_skipping_a_dead_one);
     tcase_add_test(tc, demoted_primary_is_left_and_refused);
     tcase_add_test(tc, follows_a_failover);
+    tcase_add_test(tc, switch_master_leaves_a_stopped_primary);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,6 +12,7 @@
  * is never sent for an action the disk does not hold.
  */
 #include "movexd/admin.h"
+#include "movexd/alloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,8 +100,12 @@ static int admin_action(struct lws *wsi, struct mx_http *h, struct mx_server *sr
                         size_t roomlen)
 {
     json_error_t jerr;
-    json_t *j = json_loadb(h->req ? h->req : "", h->reqlen,
-                           JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    int oom;
+    json_t *j = mx_json_loadb(h->req ? h->req : "", h->reqlen,
+                              JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr, &oom);
+    if (oom) /* not a bad body: the client may send it again */
+        return mx_http_json(wsi, h, mx_err_http_status(MX_ENOMEM), mx_err_code(MX_ENOMEM),
+                            mx_err_message(MX_ENOMEM));
     const char *key = json_string_value(json_object_get(j, "key"));
     json_t *action = json_object_get(j, "action");
     if (!j || !key || !json_is_object(action)) {

@@ -228,9 +228,16 @@ static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uin
         snprintf(err, errlen, __VA_ARGS__);                                    \
         return -1;                                                             \
     } while (0)
+/* out of memory is not a bad record: nothing changed, try again later */
+#define NOMEM(...)                                                             \
+    do {                                                                       \
+        snprintf(err, errlen, __VA_ARGS__);                                    \
+        return MX_ENOMEM;                                                      \
+    } while (0)
 
 /* Apply one indexed record to pe->room (records its snapshot covers are
- * skipped). 0, or -1 with err. */
+ * skipped). 0, -1 with err (the record cannot be applied), or MX_ENOMEM
+ * with err (out of memory; nothing changed, the same call may work later). */
 static int replay_record(struct mx_walstore *s, struct mx_pending *pe, const struct prec *pr, char *err,
                          size_t errlen)
 {
@@ -249,9 +256,15 @@ static int replay_record(struct mx_walstore *s, struct mx_pending *pe, const str
             RFAIL("WAL record %llu: create of existing room", (unsigned long long)lsn);
         size_t slen;
         const char *stext = mx_get_bytes(&c, &slen);
-        json_t *j = c.bad ? NULL : json_loadb(stext, slen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
-        mx_val *state = j ? mx_json_from_jansson(j, 0, NULL) : NULL;
+        json_error_t jerr;
+        int oom = 0;
+        json_t *j = c.bad ? NULL
+                          : mx_json_loadb(stext, slen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr, &oom);
+        const char *why = "out of memory";
+        mx_val *state = j ? mx_json_from_jansson(j, 0, &why) : NULL;
         json_decref(j);
+        if (oom || (j && !state && !strcmp(why, "out of memory")))
+            NOMEM("WAL record %llu: out of memory reading the initial state", (unsigned long long)lsn);
         if (!state)
             RFAIL("WAL record %llu: bad initial state", (unsigned long long)lsn);
         size_t typelen = mx_proto_room_type_len(id, idlen);
@@ -261,6 +274,8 @@ static int replay_record(struct mx_walstore *s, struct mx_pending *pe, const str
         int e;
         r = mx_room_new(id, idlen, mx_config_room_type(s->cfg, tname, typelen), state,
                         s->cfg->dedup_window, &e);
+        if (!r && e == MX_ENOMEM)
+            NOMEM("WAL record %llu: out of memory creating the room", (unsigned long long)lsn);
         if (!r)
             RFAIL("WAL record %llu: cannot rebuild the room", (unsigned long long)lsn);
         pe->room = r;
@@ -278,7 +293,10 @@ static int replay_record(struct mx_walstore *s, struct mx_pending *pe, const str
         if (c.bad)
             RFAIL("WAL record %llu: truncated action", (unsigned long long)lsn);
         char why[300];
-        if (mx_room_replay(r, seq, prev, sum, client, clen, n, entry, elen, 0, why, sizeof(why)))
+        int k = mx_room_replay(r, seq, prev, sum, client, clen, n, entry, elen, 0, why, sizeof(why));
+        if (k == MX_ENOMEM)
+            NOMEM("WAL record %llu: %s", (unsigned long long)lsn, why);
+        if (k)
             RFAIL("WAL record %llu: %s", (unsigned long long)lsn, why);
     } else if (type == MX_REC_REJECT) {
         size_t clen, mlen;
@@ -296,9 +314,11 @@ static int replay_record(struct mx_walstore *s, struct mx_pending *pe, const str
         char msg[256];
         snprintf(msg, sizeof(msg), "%.*s", (int)mlen, m ? m : "");
         o.message = msg;
-        if (mx_dedup_record(r->dedup, client, clen, &o))
+        if (o.n <= mx_dedup_highest(r->dedup, client, clen))
             RFAIL("WAL record %llu: reject n=%llu is not above the client's highest n",
                   (unsigned long long)lsn, (unsigned long long)o.n);
+        if (mx_dedup_record(r->dedup, client, clen, &o))
+            NOMEM("WAL record %llu: out of memory recording a reject", (unsigned long long)lsn);
     } else {
         RFAIL("WAL record %llu: unknown type %u", (unsigned long long)lsn, type);
     }
@@ -313,7 +333,8 @@ static int replay_record(struct mx_walstore *s, struct mx_pending *pe, const str
  * (mx_now_us; 0 = no limit). 1 when rebuilt and verified, 0 when the time
  * ran out (call again), -1 when the room cannot be rebuilt (logged; it is
  * marked broken and its records stay in the WAL), -2 when its snapshot
- * cannot be read now (out of descriptors or memory; nothing changed). */
+ * cannot be read now or memory ran out (out of descriptors or memory: not
+ * damage; nothing lost, call again later). */
 static int pending_replay(struct mx_walstore *s, struct mx_pending *pe, uint64_t deadline_us)
 {
     if (pe->broken)
@@ -339,7 +360,14 @@ static int pending_replay(struct mx_walstore *s, struct mx_pending *pe, uint64_t
         }
     }
     while (pe->next < pe->n) {
-        if (replay_record(s, pe, &pe->recs[pe->next], err, sizeof(err)))
+        int k = replay_record(s, pe, &pe->recs[pe->next], err, sizeof(err));
+        if (k == MX_ENOMEM) {
+            /* not damage: what is replayed so far is kept, the next call
+             * goes on from this record */
+            mx_warn("event=room_rebuild_deferred room=%.*s error=\"%s\"", (int)pe->idlen, pe->id, err);
+            return -2;
+        }
+        if (k)
             goto broken;
         pe->next++;
         if (deadline_us && (pe->next & 63) == 0 && pe->next < pe->n && mx_now_us() >= deadline_us)
@@ -353,7 +381,9 @@ static int pending_replay(struct mx_walstore *s, struct mx_pending *pe, uint64_t
     /* the recomputed state must be the one its last record says (the
      * chain of logged checksums was checked by the scan) */
     uint8_t got[MX_DIGEST_LEN];
-    if (r->disk_records && (mx_digest_of(r->state, got) || memcmp(got, r->checksum, MX_DIGEST_LEN) != 0)) {
+    if (r->disk_records && mx_digest_of(r->state, got))
+        return -2; /* out of memory computing it: not a mismatch */
+    if (r->disk_records && memcmp(got, r->checksum, MX_DIGEST_LEN) != 0) {
         snprintf(err, sizeof(err),
                  "the state rebuilt from the WAL does not match the checksum of its last record (seq %llu)",
                  (unsigned long long)r->seq);

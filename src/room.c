@@ -355,7 +355,9 @@ json_t *mx_room_logged_effects(const struct mx_room *r, uint64_t seq)
     const struct mx_oplog_entry *e = mx_oplog_get(r->log, seq);
     if (!e)
         return NULL;
-    json_t *j = json_loadb(e->text, e->len, JSON_DECODE_INT_AS_REAL, NULL);
+    json_error_t jerr;
+    int oom;
+    json_t *j = mx_json_loadb(e->text, e->len, JSON_DECODE_INT_AS_REAL, &jerr, &oom);
     json_t *eff = json_incref(json_object_get(j, "effects"));
     json_decref(j);
     return eff;
@@ -413,7 +415,13 @@ int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST
         return -1;
     }
     json_error_t jerr;
-    json_t *e = json_loadb(entry, elen, JSON_DECODE_INT_AS_REAL, &jerr);
+    int oom;
+    json_t *e = mx_json_loadb(entry, elen, JSON_DECODE_INT_AS_REAL, &jerr, &oom);
+    if (oom) {
+        snprintf(err, errlen, "room %s seq %llu: out of memory reading its entry", r->id,
+                 (unsigned long long)seq);
+        return MX_ENOMEM;
+    }
     json_t *effects = e ? json_object_get(e, "effects") : NULL;
     if (e && !effects)
         effects = json_object_get(json_object_get(e, "action"), "payload");
@@ -431,7 +439,7 @@ int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST
         snprintf(err, errlen, "room %s seq %llu: logged effects do not apply: %s", r->id,
                  (unsigned long long)seq, perr.message);
         json_decref(e);
-        return -1;
+        return perr.code == MX_ENOMEM ? MX_ENOMEM : -1;
     }
     json_decref(e);
     struct mx_outcome o = {.n = n, .kind = MX_OUTCOME_ACK, .seq = seq};
@@ -456,7 +464,8 @@ int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST
         snprintf(err, errlen, "room %s seq %llu: %s", r->id, (unsigned long long)seq,
                  chain ? "state checksum after the action differs from the logged one"
                        : "out of memory or n not increasing");
-        return -1;
+        /* the scan checked n per client, so this is memory unless chain */
+        return chain || n <= mx_dedup_highest(r->dedup, client, clen) ? -1 : MX_ENOMEM;
     }
     mx_patch_commit(undo);
     r->seq = seq;

@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "movexd/alloc.h"
 #include "movexd/codec.h"
 #include "movexd/digest.h"
+#include "movexd/err.h"
 #include "movexd/proto.h"
 
 struct count_ctx {
@@ -95,6 +97,12 @@ int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out)
         snprintf(err, errlen, __VA_ARGS__);                                    \
         goto fail;                                                             \
     } while (0)
+/* out of memory is not damage: the caller tries again later */
+#define NOMEM(...)                                                             \
+    do {                                                                       \
+        rc = MX_ENOMEM;                                                        \
+        BAD(__VA_ARGS__);                                                      \
+    } while (0)
 
 int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, struct mx_room **out,
                        uint64_t *lsn, char *err, size_t errlen)
@@ -102,6 +110,7 @@ int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, s
     mx_cursor c = mx_cursor_of(p, len);
     struct mx_room *r = NULL;
     json_t *j = NULL;
+    int rc = -1;
     *out = NULL;
     *lsn = mx_get_u64(&c);
     size_t idlen, slen;
@@ -116,22 +125,30 @@ int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, s
     if (!typelen)
         BAD("invalid room id");
     json_error_t jerr;
-    j = json_loadb(stext, slen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &jerr);
+    int oom;
+    j = mx_json_loadb(stext, slen, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES,
+                      &jerr, &oom);
+    if (oom)
+        NOMEM("out of memory reading the state");
     if (!j)
         BAD("state is not JSON: %s", jerr.text);
     const char *why = "out of memory";
     mx_val *state = mx_json_from_jansson(j, 0, &why);
     json_decref(j);
     j = NULL;
+    if (!state && !strcmp(why, "out of memory"))
+        NOMEM("state: %s", why);
     if (!state)
         BAD("state: %s", why);
     char type[MX_ROOM_TYPE_MAX + 1];
     memcpy(type, id, typelen);
     type[typelen] = '\0';
-    int rc;
-    r = mx_room_new(id, idlen, mx_config_room_type(cfg, type, typelen), state, cfg->dedup_window, &rc);
+    int nrc;
+    r = mx_room_new(id, idlen, mx_config_room_type(cfg, type, typelen), state, cfg->dedup_window, &nrc);
+    if (!r && nrc == MX_ENOMEM)
+        NOMEM("out of memory building the room");
     if (!r)
-        BAD("cannot build the room (%d)", rc);
+        BAD("cannot build the room (%d)", nrc);
     if (memcmp(r->checksum, sum, MX_DIGEST_LEN) != 0)
         BAD("state does not match its checksum");
     r->seq = seq;
@@ -151,7 +168,7 @@ int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, s
                 (unsigned long long)seq);
         /* a log shorter now (history lowered) keeps the newest entries */
         if (mx_oplog_append(r->log, es, prev, cs, t, tl))
-            BAD("out of memory");
+            NOMEM("out of memory");
     }
     if (nlog && memcmp(mx_oplog_get(r->log, seq) ? mx_oplog_get(r->log, seq)->checksum : sum, sum,
                        MX_DIGEST_LEN) != 0)
@@ -175,8 +192,10 @@ int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, s
         char msg[256];
         snprintf(msg, sizeof(msg), "%.*s", (int)ml, m ? m : "");
         o.message = ml ? msg : NULL;
-        if (mx_dedup_record(r->dedup, client, cl, &o))
+        if (o.n <= mx_dedup_highest(r->dedup, client, cl))
             BAD("outcome %u out of order", i);
+        if (mx_dedup_record(r->dedup, client, cl, &o))
+            NOMEM("out of memory (outcome %u)", i);
     }
     if (c.left)
         BAD("%zu bytes of trailing data", c.left);
@@ -185,7 +204,7 @@ int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, s
 fail:
     json_decref(j);
     mx_room_free(r);
-    return -1;
+    return rc;
 }
 
 uint64_t mx_snapshot_peek_lsn(const uint8_t p[MX_SNAPSHOT_LSN_BYTES])

@@ -622,6 +622,9 @@ int mx_storage_wal_open(const struct mx_config *cfg, const struct mx_storage **o
     s->lockfd = -1;
     s->cfg = cfg;
     mx_buf_init(&s->rec, 0);
+    /* recovery parses JSON before the engine exists: jansson through the
+     * counting allocator, so mx_json_loadb tells out of memory from damage */
+    json_set_alloc_funcs(mx_json_malloc, free);
     uint64_t next;
     struct mx_recovery_counts rc;
     if (make_dirs(s, err, errlen) || lock_data_dir(s, err, errlen) ||

@@ -135,7 +135,9 @@ int mx_room_can_catch_up(const struct mx_room *r, uint64_t since_seq,
  * checksum sum. The entry goes to the log and the ack to the exactly-once
  * memory. With verify 0 the recomputed checksum is not compared here: the
  * caller must compare mx_digest_of(state) with r->checksum after the room's
- * last record. Returns 0, or -1 with err filled (the room is then unchanged). */
+ * last record. Returns 0, or -1 with err filled (the room is then unchanged),
+ * or MX_ENOMEM (also unchanged: out of memory, not a bad record; the same
+ * call may succeed later). */
 int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
                    const uint8_t sum[MX_DIGEST_LEN], const char *client, size_t clen, uint64_t n,
                    const char *entry, size_t elen, int verify, char *err, size_t errlen);

@@ -23,6 +23,8 @@ uint64_t mx_snapshot_peek_lsn(const uint8_t p[MX_SNAPSHOT_LSN_BYTES]);
 
 /* Rebuild a room. The state's digest must equal the stored checksum and the
  * log must be consecutive and end at seq; otherwise -1 with err filled.
+ * MX_ENOMEM (err filled) when memory ran out: the snapshot is not damaged
+ * and decoding it again later may succeed.
  * The room type's settings come from cfg (they may have changed since). */
 int mx_snapshot_decode(const void *p, size_t len, const struct mx_config *cfg, struct mx_room **out,
                        uint64_t *lsn, char *err, size_t errlen);

@@ -38,6 +38,9 @@
 #include "movexd/oplog.h"
 #include "movexd/room.h"
 #include "movexd/storage.h"
+#include "movexd/storage_wal.h"
+
+#include <unistd.h>
 
 #include "../fuzz/engine_script.h"
 
@@ -462,6 +465,146 @@ START_TEST(engine_corpus_every_allocation_can_fail)
     ck_assert_uint_gt(fired, 0);
 }
 END_TEST
+
+/* ---- recovery and snapshots under memory pressure ----
+ * A data directory with a snapshotted room (records after the snapshot,
+ * a reject among them) and a room only in the WAL is opened with the N-th
+ * allocation failing, for every N: start-up may fail, and a room's load
+ * may answer unavailable, but running out of memory is never taken for
+ * damage - no room is marked unrecoverable, no snapshot is ignored or set
+ * aside - and with memory back every room loads with the seq and checksum
+ * it had. (Before: the snapshot decoder and the replay reported a failed
+ * allocation as a bad snapshot or record, and jansson could drop a byte of
+ * a string and return success.) */
+static void rec_send(mx_engine *e, struct fake *fk, const char *json)
+{
+    mx_engine_handle(e, &fk->conn, json, strlen(json));
+    ck_assert_int_eq(mx_engine_commit(e), 0);
+}
+
+static void rec_fingerprint(struct mx_room *r, char *out, size_t n)
+{
+    char hex[MX_CHECKSUM_HEX];
+    mx_digest_hex(r->checksum, hex);
+    snprintf(out, n, "seq=%llu sum=%s", (unsigned long long)r->seq, hex);
+}
+
+static void free_room(void *r) { mx_room_free(r); }
+
+/* Open the storage (faults as armed by the caller) and load each room.
+ * Returns 1 when the storage opened; fps[i] gets each loaded room's
+ * fingerprint ("" when its load failed), and every load failure must be
+ * a transient one. */
+static int rec_open_and_load(const struct mx_config *cfg, const char *const ids[], size_t nids,
+                             char fps[][128], uint64_t *unrecoverable)
+{
+    const struct mx_storage *st = NULL;
+    mx_map *rooms = NULL;
+    char err[600];
+    if (mx_storage_wal_open(cfg, &st, &rooms, err, sizeof err))
+        return 0;
+    for (size_t i = 0; i < nids; i++) {
+        struct mx_room *r = NULL;
+        int rc = st->load(st->ctx, ids[i], strlen(ids[i]), &r);
+        fps[i][0] = '\0';
+        if (rc == 0) {
+            rec_fingerprint(r, fps[i], 128);
+            mx_room_free(r);
+        } else {
+            ck_assert_msg(rc == MX_EUNAVAILABLE || rc == MX_ENOMEM,
+                          "loading %s with allocation %llu failing: %s, not a transient error", ids[i],
+                          (unsigned long long)mx_alloc_fault_count(), mx_err_code(rc));
+        }
+    }
+    struct mx_storage_stats ss;
+    memset(&ss, 0, sizeof ss);
+    st->stats(st->ctx, &ss);
+    *unrecoverable = ss.rooms_unrecoverable;
+    st->close(st->ctx, NULL); /* like a crash: nothing written at close */
+    mx_map_free(rooms, free_room);
+    return 1;
+}
+
+START_TEST(recovery_out_of_memory_is_not_damage)
+{
+    char dir[] = "/tmp/mx-allocfail-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    struct mx_config cfg;
+    char err[256];
+    ck_assert_msg(mx_config_parse(&cfg, "snapshot_every 6\nroom default {\n    create_on_subscribe yes\n}\n",
+                                  "alloc_fail.conf", err, sizeof err) == 0, "%s", err);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    mx_log_set_level(MX_LOG_ERROR);
+    static const char *const ids[] = {"t:a", "t:b"};
+    char want[2][128], got[2][128];
+    {
+        const struct mx_storage *st = NULL;
+        mx_map *rooms = NULL;
+        ck_assert_int_eq(mx_storage_wal_open(&cfg, &st, &rooms, err, sizeof err), 0);
+        mx_engine *e = mx_engine_new(&cfg, st, rooms);
+        ck_assert_ptr_nonnull(e);
+        struct fake fk;
+        fake_open(e, &fk);
+        rec_send(e, &fk, "{\"type\":\"hello\",\"client\":\"c1\"}");
+        rec_send(e, &fk, "{\"type\":\"create\",\"id\":1,\"room\":\"t:a\",\"state\":{\"s\":\"abcdefghijklmnopqrstuvwxyz\",\"l\":[]}}");
+        rec_send(e, &fk, "{\"type\":\"subscribe\",\"id\":2,\"room\":\"t:a\"}");
+        rec_send(e, &fk, "{\"type\":\"subscribe\",\"id\":3,\"room\":\"t:b\"}");
+        char msg[300];
+        for (int i = 1; i <= 9; i++) {
+            snprintf(msg, sizeof msg,
+                     "{\"type\":\"action\",\"id\":%d,\"room\":\"t:a\",\"n\":%d,\"action\":{\"type\":\"patch\","
+                     "\"payload\":[{\"op\":\"add\",\"path\":\"/l/-\",\"value\":\"item number %d of the list\"}]}}",
+                     10 + i, i, i);
+            rec_send(e, &fk, msg);
+        }
+        rec_send(e, &fk, "{\"type\":\"action\",\"id\":30,\"room\":\"t:a\",\"n\":10,\"action\":{\"type\":\"patch\","
+                         "\"payload\":[{\"op\":\"test\",\"path\":\"/s\",\"value\":\"no\"}]}}");
+        rec_send(e, &fk, "{\"type\":\"action\",\"id\":31,\"room\":\"t:b\",\"n\":11,\"action\":{\"type\":\"patch\","
+                         "\"payload\":[{\"op\":\"add\",\"path\":\"/k\",\"value\":{\"deep\":[\"text to parse\",1.5]}}]}}");
+        for (size_t i = 0; i < 2; i++)
+            rec_fingerprint(mx_engine_room(e, ids[i], strlen(ids[i])), want[i], sizeof want[i]);
+        mx_engine_conn_closed(e, &fk.conn);
+        st->close(st->ctx, NULL); /* a crash: t:a has a snapshot at seq 6 and records after it */
+        mx_engine_free(e);
+    }
+    json_set_alloc_funcs(mx_json_malloc, free);
+    uint64_t fired = 0, loads_refused = 0;
+    for (uint64_t n = 1;; n++) {
+        uint64_t unrec = 0;
+        mx_alloc_fault_reset(n);
+        mx_alloc_fault_enable(1);
+        int opened = rec_open_and_load(&cfg, ids, 2, got, &unrec);
+        mx_alloc_fault_enable(0);
+        int hit = mx_alloc_fault_fired();
+        ck_assert_msg(unrec == 0, "allocation %llu failing marked a room unrecoverable", (unsigned long long)n);
+        for (size_t i = 0; opened && i < 2; i++) {
+            ck_assert_msg(!got[i][0] || !strcmp(got[i], want[i]), "allocation %llu failing: %s loaded as %s, not %s",
+                          (unsigned long long)n, ids[i], got[i], want[i]);
+            loads_refused += !got[i][0];
+        }
+        /* memory back: everything is there, nothing was set aside */
+        mx_alloc_fault_reset(0);
+        ck_assert_int_eq(rec_open_and_load(&cfg, ids, 2, got, &unrec), 1);
+        ck_assert_uint_eq(unrec, 0);
+        for (size_t i = 0; i < 2; i++)
+            ck_assert_msg(!strcmp(got[i], want[i]), "after allocation %llu failed: %s is %s, not %s",
+                          (unsigned long long)n, ids[i], got[i], want[i]);
+        char path[128];
+        snprintf(path, sizeof path, "%s/rooms/t:a.snap.damaged", dir);
+        ck_assert_msg(access(path, F_OK) != 0, "allocation %llu failing set the snapshot aside", (unsigned long long)n);
+        if (!hit)
+            break;
+        fired++;
+    }
+    json_set_alloc_funcs(malloc, free);
+    ck_assert_uint_gt(fired, 50);
+    ck_assert_uint_gt(loads_refused, 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    mx_config_free(&cfg);
+}
+END_TEST
 #endif
 
 /* The seam only works if nothing goes around it: no src/ file but alloc.c
@@ -509,6 +652,7 @@ Suite *mx_suite_alloc_fail(void)
 #ifdef MX_FAULT_INJECTION
     tcase_add_test(tc, json_parse_never_returns_altered_text);
     tcase_add_test(tc, engine_corpus_every_allocation_can_fail);
+    tcase_add_test(tc, recovery_out_of_memory_is_not_damage);
 #endif
     suite_add_tcase(s, tc);
     return s;

@@ -49,7 +49,13 @@ struct opts {
     uint64_t n; /* dispatch: 0 = next_n from the server */
     int has_dep;
     uint64_t dep;
+    uint64_t max_message; /* largest inbound message kept (reassembled), bytes */
 };
+
+/* A subscribe or get reply carries a whole room's state and history; the
+ * daemon's own outbound bound (max_queue_bytes, 8 MiB by default) is far
+ * below this, so only a broken or hostile server reaches it. */
+#define MAX_MESSAGE_DEFAULT ((uint64_t)64 << 20)
 
 struct outmsg {
     unsigned char *buf; /* LWS_PRE bytes of headroom, then the text */
@@ -275,8 +281,20 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         send_hello();
         break;
     case LWS_CALLBACK_CLIENT_RECEIVE:
+        /* bounded: a server streaming one endless message must not take
+         * all of the machine's memory */
+        if (len > g.o->max_message || g.rxlen > g.o->max_message - len) {
+            fprintf(stderr,
+                    "movexctl: a message from the server is larger than --max-message (%llu bytes); "
+                    "give a larger --max-message if it is expected\n",
+                    (unsigned long long)g.o->max_message);
+            finish(3);
+            return -1;
+        }
         if (g.rxlen + len + 1 > g.rxcap) {
             size_t ncap = (g.rxlen + len + 1) * 2;
+            if (ncap > g.o->max_message + 1)
+                ncap = (size_t)g.o->max_message + 1;
             char *n = realloc(g.rx, ncap);
             if (!n) {
                 fprintf(stderr, "movexctl: out of memory\n");
@@ -597,7 +615,8 @@ static void usage(FILE *f)
           "  check-data DIR             verify a data directory offline (read-only)\n"
           "options: --url URL (default ws://127.0.0.1:8080/ws), --token JWT, --token-file FILE,\n"
           "  --client ID, --timeout SECONDS (10), --count N (watch), --type T, --n N, --dep N,\n"
-          "  --strict (dispatch), --insecure (wss without certificate checks), --help, --version\n"
+          "  --strict (dispatch), --insecure (wss without certificate checks),\n"
+          "  --max-message SIZE (64m: the largest message accepted from the server), --help, --version\n"
           "See man movexctl.\n",
           f);
 }
@@ -613,9 +632,32 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* SIZE: bytes, or with a k, m or g suffix (binary units, as in the conf). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char num[32];
+    size_t n = strlen(s);
+    uint64_t mul = 1;
+    if (n && strchr("kKmMgG", s[n - 1])) {
+        char c = (char)(s[n - 1] | 0x20);
+        mul = c == 'k' ? 1024 : c == 'm' ? 1024 * 1024 : (uint64_t)1024 * 1024 * 1024;
+        n--;
+    }
+    if (!n || n >= sizeof num)
+        return -1;
+    memcpy(num, s, n);
+    num[n] = '\0';
+    uint64_t v;
+    if (parse_u64(num, &v) || v > UINT64_MAX / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct opts o = {.url = "ws://127.0.0.1:8080/ws", .timeout_s = 10, .action_type = "patch"};
+    struct opts o = {.url = "ws://127.0.0.1:8080/ws", .timeout_s = 10, .action_type = "patch",
+                     .max_message = MAX_MESSAGE_DEFAULT};
     const char *env = getenv("MOVEX_URL");
     if (env && *env)
         o.url = env;
@@ -653,6 +695,9 @@ int main(int argc, char **argv)
             o.count = (long)u;
         } else if (!strcmp(a, "--n") && !parse_u64(v, &u) && u > 0) {
             o.n = u;
+        } else if (!strcmp(a, "--max-message") && !parse_size(v, &u) && u >= 1024 &&
+                   u <= ((uint64_t)4 << 30)) {
+            o.max_message = u;
         } else if (!strcmp(a, "--dep") && !parse_u64(v, &u) && u > 0) {
             o.dep = u;
             o.has_dep = 1;

@@ -72,3 +72,42 @@ test('a reply that is not JSON ends with exit 3 and a message', async () => {
     assert.match(r.err, /not a message/);
   } finally { await s.close(); }
 });
+
+// A server sending one endless message (fragments with no end, or one huge
+// frame) used to grow movexctl's buffer without a bound. --max-message
+// (default 64m) bounds it: exit 3 naming the bound.
+test('a message larger than --max-message ends with exit 3 and a message, not unbounded memory', async () => {
+  const big = 'x'.repeat(300 * 1024);
+  // a reply of ~1.2 MB (a snapshot with a big state) in one frame, and the
+  // same as an endless run of fragments
+  const s = await fakeServer((m) => ({ type: 'snapshot', id: m.id, room: m.room, seq: 0, checksum: '0'.repeat(32), next_n: 1, state: { a: big, b: big, c: big, d: big } }));
+  try {
+    let r = await ctl(['--url', s.url, '--max-message', '1m', 'get', 'r:1']);
+    assert.equal(r.code, 3, r.err);
+    assert.match(r.err, /larger than --max-message \(1048576 bytes\)/);
+    r = await ctl(['--url', s.url, '--max-message', '2m', 'get', 'r:1']);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).state.a.length, big.length);
+    r = await ctl(['--url', s.url, '--max-message', '1x', 'get', 'r:1']);
+    assert.equal(r.code, 2, r.err);
+  } finally { await s.close(); }
+
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => [...p][0] });
+  wss.on('connection', (ws) => {
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data));
+      if (m.type === 'hello') { ws.send(JSON.stringify({ type: 'welcome', client: 'x', conn: 1, server: 'fake' })); return; }
+      // fragments of 64 KiB, never the final one: 8 MiB in all, then stop
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      for (let i = 0; i < 128 && ws.readyState === 1; i++) ws.send(chunk, { fin: false, binary: false });
+    });
+  });
+  await new Promise((res) => wss.on('listening', res));
+  try {
+    const r = await ctl(['--url', `ws://127.0.0.1:${wss.address().port}/ws`, '--max-message', '1m', 'get', 'r:1']);
+    assert.equal(r.code, 3, r.err);
+    assert.match(r.err, /larger than --max-message/);
+  } finally {
+    await new Promise((res) => { for (const c of wss.clients) c.terminate(); wss.close(res); });
+  }
+});

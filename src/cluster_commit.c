@@ -41,6 +41,22 @@
 #include <string.h>
 #include <time.h>
 
+/* One FCALL carries at most this many actions / about this many bytes of
+ * their messages (at least one action): what arrives beyond waits in the
+ * room's queue for the next batch. Unbounded, a room flooded by pipelining
+ * clients sent everything one turn read as one call - past 100,000
+ * actions mx_cluster_append_wait refuses it (every action `unavailable`,
+ * and the resends the same again), past Redis's client-query-buffer-limit
+ * (1 GB) Redis drops the link; and one huge call blocks Redis and
+ * publishes past the pub/sub output limit of every subscriber node. */
+#define BATCH_MAX_ACTIONS 1024
+#define BATCH_MAX_BYTES (16u << 20)
+
+static int batch_full(const struct cn_room *cr)
+{
+    return cr->nforming >= BATCH_MAX_ACTIONS || (cr->nforming && cr->forming_bytes >= BATCH_MAX_BYTES);
+}
+
 /* ---- gates ---- */
 
 static struct mx_gate *gate_new(void)
@@ -257,7 +273,8 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
         if (!cr)
             return MX_CNODE_DOWN;
         int state_dep = q->type != MX_REQ_ACTION && q->type != MX_REQ_PRESENCE;
-        if (cr->busy || cr->nq || !cr->known || (cr->nforming && state_dep)) {
+        if (cr->busy || cr->nq || !cr->known || (cr->nforming && state_dep) ||
+            (q->type == MX_REQ_ACTION && batch_full(cr))) {
             if (queue_grow(cr))
                 return MX_CNODE_DOWN;
             if (msg_copy(n, QAT(cr, cr->nq), c, msg, len, t_us, (int)q->type))
@@ -294,6 +311,7 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
         return MX_CNODE_DOWN;
     }
     s->m.retries = n->pass_retries;
+    cr->forming_bytes += len;
     n->cur_slot = (long)cr->nforming++;
     *gate = mx_gate_ref(s->gate);
     return MX_CNODE_PASS;
@@ -547,6 +565,7 @@ static void send_batch(struct mx_cnode *n, struct cn_room *cr)
     cr->ninflight = cr->nforming;
     cr->forming = NULL;
     cr->nforming = cr->capforming = 0;
+    cr->forming_bytes = 0;
     cr->busy = CN_APPENDING;
     if (!a) {
         on_appended(0, "out of memory", NULL, NULL, 0, cr);
@@ -643,6 +662,8 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
                 continue; /* failed at once: the queue is now unavailable */
             } else if (cr->nforming && m->type != MX_REQ_ACTION && m->type != MX_REQ_PRESENCE) {
                 break; /* waits for the batch's answer */
+            } else if (m->type == MX_REQ_ACTION && batch_full(cr)) {
+                break; /* the next batch */
             }
         }
         struct cn_msg t = *m;

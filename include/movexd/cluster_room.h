@@ -78,6 +78,7 @@ struct cn_room {
     size_t qh, nq, capq;
     struct cn_slot *forming, *inflight;
     size_t nforming, capforming, ninflight;
+    size_t forming_bytes;        /* the forming batch's messages (the batch bound) */
     uint64_t snap_seq;           /* the newest snapshot this node knows of (cluster_snapshot.c) */
     int snapping;                /* a movexd_snapshot call in flight */
     struct mx_room *loaded;      /* loading: the room decoded from the snapshot, at loaded_head */

@@ -14,6 +14,8 @@
  *    every one to local subscribers, in order;
  *  - Redis gone: a call in flight and an action sent then are answered
  *    `reject unavailable` naming the last confirmed head; not ready.
+ *  - one call carries at most 1024 actions: 2500 read in one turn go as
+ *    three calls, acked in order;
  *  - the reload after `moved` forwards every entry it brought to the
  *    node's subscribers in seq order, also in a room with history 0 (whose
  *    log keeps none of them). */
@@ -384,6 +386,49 @@ START_TEST(moved_reload_forwards_everything_with_history_0)
 }
 END_TEST
 
+/* Counts acks in seq order (2500 do not fit the fake's array). */
+static uint64_t flood_acked;
+static int flood_bad;
+static void flood_deliver(struct mx_conn *c, mx_frame *f)
+{
+    (void)c;
+    json_t *j = json_loadb(mx_frame_data(f), f->len, JSON_DECODE_INT_AS_REAL, NULL);
+    if (!j || strcmp(s_of(j, "type"), "ack") || u_of(j, "seq") != flood_acked + 1)
+        flood_bad = 1;
+    else
+        flood_acked++;
+    json_decref(j);
+}
+
+START_TEST(a_flooded_room_sends_bounded_batches)
+{
+    struct nodex *a = &nx[0];
+    join(a, 0, "c1", "fl");
+    flood_acked = 0;
+    flood_bad = 0;
+    a->f[0].conn.deliver = flood_deliver;
+    struct mx_cnode_stats st0, st;
+    mx_cnode_stats(a->cn, &st0);
+    enum { N = 2500 };
+    for (int n = 1; n <= N; n++) {
+        char m[256];
+        snprintf(m, sizeof m, "{\"type\":\"action\",\"id\":%d,\"room\":\"fl\",\"n\":%d,\"action\":"
+                              "{\"type\":\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/k%d\",\"value\":%d}]}}",
+                 n + 1, n, n, n);
+        mx_engine_handle(a->e, &a->f[0].conn, m, strlen(m));
+    }
+    mx_engine_commit(a->e); /* one turn read them all: the first batch goes */
+    mx_cnode_stats(a->cn, &st);
+    ck_assert_uint_eq(st.calls - st0.calls, 1);
+    ck_assert_uint_eq(st.batched_actions - st0.batched_actions, 1024);
+    TURN_UNTIL(flood_acked == N || flood_bad);
+    ck_assert_msg(!flood_bad, "ack %llu out of order or not an ack", (unsigned long long)flood_acked + 1);
+    mx_cnode_stats(a->cn, &st);
+    ck_assert_uint_eq(st.calls - st0.calls, 3);
+    ck_assert_uint_eq(st.batched_actions - st0.batched_actions, N);
+}
+END_TEST
+
 Suite *mx_suite_cluster_node(void)
 {
     Suite *s = suite_create("cluster_node");
@@ -396,6 +441,7 @@ Suite *mx_suite_cluster_node(void)
     tcase_add_test(tc, reload_forwards_more_than_history);
     tcase_add_test(tc, redis_gone_answers_unavailable);
     tcase_add_test(tc, moved_reload_forwards_everything_with_history_0);
+    tcase_add_test(tc, a_flooded_room_sends_bounded_batches);
     suite_add_tcase(s, tc);
     return s;
 }

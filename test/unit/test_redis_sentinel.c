@@ -213,27 +213,47 @@ START_TEST(demoted_primary_is_left_and_refused)
 }
 END_TEST
 
-/* A Sentinel failover (SENTINEL FAILOVER): the link leaves the old
- * primary (the Sentinel kills its clients when it demotes it) and comes up
- * on the promoted replica, which has the data. */
-START_TEST(follows_a_failover)
+/* A primary, its replica (in sync), a Sentinel and a link up to the
+ * primary; stopped by stop_group. */
+struct group {
+    int pport, rport, sport;
+    pid_t p, rp, s;
+    char sdir[64];
+    struct mx_redis *r;
+};
+
+static void start_group(struct group *gr)
 {
     loop_setup();
-    int pport = free_port(), rport = free_port(), sport = free_port();
-    pid_t p = start_redis(pport);
-    pid_t rp = start_redis_of(rport, pport);
-    wait_reply(rport, "INFO replication", "master_link_status:up");
-    char sdir[64];
-    pid_t s = start_sentinel(sport, pport, sdir, sizeof sdir);
-    struct mx_redis *r = sentinel_link(&sport, 1);
-    RUN_UNTIL(mx_redis_is_up(r));
-    ck_assert_int_eq(peer_port(r), pport);
-    struct got g;
-    set_k(r, &g, "before");
-    /* the Sentinel must know the replica before it can promote it */
+    gr->pport = free_port();
+    gr->rport = free_port();
+    gr->sport = free_port();
+    gr->p = start_redis(gr->pport);
+    gr->rp = start_redis_of(gr->rport, gr->pport);
+    wait_reply(gr->rport, "INFO replication", "master_link_status:up");
+    gr->s = start_sentinel(gr->sport, gr->pport, gr->sdir, sizeof gr->sdir);
+    gr->r = sentinel_link(&gr->sport, 1);
+    RUN_UNTIL(mx_redis_is_up(gr->r));
+    ck_assert_int_eq(peer_port(gr->r), gr->pport);
+}
+
+static void stop_group(struct group *gr)
+{
+    mx_redis_free(gr->r);
+    spin(20);
+    stop_sentinel(gr->s, gr->sdir);
+    stop_redis(gr->rp);
+    stop_redis(gr->p);
+    loop_teardown();
+}
+
+/* SENTINEL FAILOVER, retried until the Sentinel knows the replica and
+ * accepts; then the link must come up on the promoted replica. */
+static void fail_over(struct group *gr)
+{
     long long until = now_ms() + WAIT_MS;
     for (;;) {
-        redisReply *rep = sync_cmd(sport, "SENTINEL FAILOVER " NAME);
+        redisReply *rep = sync_cmd(gr->sport, "SENTINEL FAILOVER " NAME);
         int ok = rep->type == REDIS_REPLY_STATUS;
         freeReplyObject(rep);
         if (ok)
@@ -242,19 +262,26 @@ START_TEST(follows_a_failover)
         spin(2);
         usleep(50 * 1000);
     }
-    RUN_UNTIL(mx_redis_is_up(r) && peer_port(r) == rport);
-    set_k(r, &g, "after");
+    RUN_UNTIL(mx_redis_is_up(gr->r) && peer_port(gr->r) == gr->rport);
+}
+
+/* A Sentinel failover (SENTINEL FAILOVER): the link leaves the old
+ * primary (the Sentinel kills its clients when it demotes it) and comes up
+ * on the promoted replica, which has the data. */
+START_TEST(follows_a_failover)
+{
+    struct group gr;
+    start_group(&gr);
+    struct got g;
+    set_k(gr.r, &g, "before");
+    fail_over(&gr);
+    set_k(gr.r, &g, "after");
     ck_assert_int_eq(g.type, REDIS_REPLY_STATUS);
     struct mx_redis_stats st;
-    mx_redis_stats(r, &st);
+    mx_redis_stats(gr.r, &st);
     ck_assert_uint_ge(st.drops, 1);
     ck_assert_uint_ge(st.resolves, 2);
-    mx_redis_free(r);
-    spin(20);
-    stop_sentinel(s, sdir);
-    stop_redis(rp);
-    stop_redis(p);
-    loop_teardown();
+    stop_group(&gr);
 }
 END_TEST
 
@@ -265,40 +292,16 @@ END_TEST
  * stopped server. */
 START_TEST(switch_master_leaves_a_stopped_primary)
 {
-    loop_setup();
-    int pport = free_port(), rport = free_port(), sport = free_port();
-    pid_t p = start_redis(pport);
-    pid_t rp = start_redis_of(rport, pport);
-    wait_reply(rport, "INFO replication", "master_link_status:up");
-    char sdir[64];
-    pid_t s = start_sentinel(sport, pport, sdir, sizeof sdir);
-    struct mx_redis *r = sentinel_link(&sport, 1);
-    RUN_UNTIL(mx_redis_is_up(r));
-    ck_assert_int_eq(peer_port(r), pport);
-    kill(p, SIGSTOP);
-    long long until = now_ms() + WAIT_MS;
-    for (;;) { /* until the Sentinel knows the replica and accepts */
-        redisReply *rep = sync_cmd(sport, "SENTINEL FAILOVER " NAME);
-        int ok = rep->type == REDIS_REPLY_STATUS;
-        freeReplyObject(rep);
-        if (ok)
-            break;
-        ck_assert_msg(now_ms() < until, "the Sentinel never accepted a failover");
-        spin(2);
-        usleep(50 * 1000);
-    }
-    RUN_UNTIL(mx_redis_is_up(r) && peer_port(r) == rport);
+    struct group gr;
+    start_group(&gr);
+    kill(gr.p, SIGSTOP);
+    fail_over(&gr);
     struct mx_redis_stats st;
-    mx_redis_stats(r, &st);
+    mx_redis_stats(gr.r, &st);
     ck_assert_uint_ge(st.switches, 1);
     ck_assert_uint_eq(st.timeouts, 0); /* not a command timeout: the notice */
-    kill(p, SIGCONT);
-    mx_redis_free(r);
-    spin(20);
-    stop_sentinel(s, sdir);
-    stop_redis(rp);
-    stop_redis(p);
-    loop_teardown();
+    kill(gr.p, SIGCONT);
+    stop_group(&gr);
 }
 END_TEST
 

@@ -582,16 +582,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t next_id = 1000000;
 
     const char *p = (const char *)data, *end = p + size;
-    const char *line;
-    size_t len;
-    while (mx_script_next_line(&p, end, &line, &len)) {
-        if (cur->closed && mx_script_dropped_when_closing(line, len)) {
-            /* the edge drops what a closing connection still sends */
-        } else if (len >= 2 && line[0] == '@') {
-            const char *arg = line + 2;
-            size_t alen = len - 2;
-            switch (line[1]) {
-            case '0': case '1': case '2': cur = &conns[line[1] - '0']; break;
+    struct mx_script_step st;
+    while (mx_script_next(&p, end, cur->closed, &st)) {
+        const char *arg = st.arg, *line = st.line;
+        size_t alen = st.alen, len = st.len;
+        if (st.cmd != MX_SCRIPT_REQUEST && st.cmd != MX_SCRIPT_DROPPED) {
+            switch (st.cmd) {
+            case '0': case '1': case '2': cur = &conns[st.cmd - '0']; break;
             case 'b': batch = !batch; break;
             case 'c': CHECK(mx_engine_commit(e) == 0, "commit failed with memory storage"); break;
             case 't': CHECK(mx_engine_tick(e) == 0, "tick failed with memory storage"); break;
@@ -617,12 +614,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             case 'r': mx_engine_refuse(e, &cur->conn, arg, alen, MX_ERATE_LIMITED, "rate limited"); break;
             case 'y':
             case 's':
-                since_request(e, cur, arg, alen, line[1] == 's', next_id++);
+                since_request(e, cur, arg, alen, st.cmd == 's', next_id++);
                 break;
             default:
                 break;
             }
-        } else {
+        } else if (st.cmd == MX_SCRIPT_REQUEST) {
             mx_engine_handle(e, &cur->conn, line, len);
             /* remember the room a request names, for the final checks */
             json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, NULL);
@@ -636,7 +633,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (!batch)
             CHECK(mx_engine_commit(e) == 0, "commit failed with memory storage");
-        if (!batch || (len >= 2 && line[0] == '@' && line[1] == 'c'))
+        if (!batch || st.cmd == 'c')
             for (int i = 0; i < NCONN; i++)
                 conns[i].pend = conns[i].raw_since = 0; /* the replies were delivered */
         for (int i = 0; i < NCONN; i++) {

@@ -257,18 +257,17 @@ static uint64_t run_script(const struct mx_config *cfg, const char *data, size_t
     int batch = 0;
     uint64_t next_id = 1000000;
     const char *p = data, *end = data + size;
-    const char *line;
-    size_t len;
-    while (mx_script_next_line(&p, end, &line, &len)) {
-        if (cur->closed && mx_script_dropped_when_closing(line, len)) {
-            /* the edge drops what a closing connection still sends */
-        } else if (len >= 2 && line[0] == '@') {
-            const char *arg = line + 2;
-            size_t alen = len - 2;
+    struct mx_script_step st;
+    while (mx_script_next(&p, end, cur->closed, &st)) {
+        const char *arg = st.arg;
+        size_t alen = st.alen;
+        if (st.cmd == MX_SCRIPT_REQUEST) {
+            step(&r, cur, st.line, st.len, batch, 1);
+        } else if (st.cmd != MX_SCRIPT_DROPPED) {
             int rc = 0;
             mx_alloc_fault_enable(1);
-            switch (line[1]) {
-            case '0': case '1': case '2': cur = &r.conns[line[1] - '0']; break;
+            switch (st.cmd) {
+            case '0': case '1': case '2': cur = &r.conns[st.cmd - '0']; break;
             case 'b': batch = !batch; break;
             case 'c': rc = mx_engine_commit(r.e); break;
             case 't': rc = mx_engine_tick(r.e); break;
@@ -286,16 +285,14 @@ static uint64_t run_script(const struct mx_config *cfg, const char *data, size_t
             }
             mx_alloc_fault_enable(0);
             ck_assert_int_eq(rc, 0);
-            if (line[1] == 's' || line[1] == 'y')
-                since_line(&r, cur, arg, alen, line[1] == 's', next_id++, batch, 1);
+            if (st.cmd == 's' || st.cmd == 'y')
+                since_line(&r, cur, arg, alen, st.cmd == 's', next_id++, batch, 1);
             if (!batch) {
                 mx_alloc_fault_enable(1);
                 rc = mx_engine_commit(r.e);
                 mx_alloc_fault_enable(0);
                 ck_assert_int_eq(rc, 0);
             }
-        } else {
-            step(&r, cur, line, len, batch, 1);
         }
         for (int i = 0; i < NCONN; i++) {
             if (r.conns[i].closed) {

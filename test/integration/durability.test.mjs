@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { checksum } from '../../client/movex.js';
 import {
   startDaemon, runDaemonToExit, connectHello, makeConf, patchAction, applyPatch, waitFor, withTimeout,
-  httpRequest, ASAN, SLOW, TIMEOUT,
+  httpRequest, walRecords, ASAN, SLOW, TIMEOUT,
 } from './lib.mjs';
 
 // ---- helpers ---------------------------------------------------------------
@@ -22,19 +22,6 @@ const conf = (global = [], room = []) => makeConf({ global: ['fsync always', ...
 
 function walFiles(dataDir) {
   return readdirSync(join(dataDir, 'wal')).filter((f) => /^wal-\d{20}\.log$/.test(f)).sort();
-}
-// The records of a segment: [{off, len}] up to the first zero length word
-// (preallocated space) or the end of the file; `end` is where data ends.
-function walRecords(buf) {
-  const recs = [];
-  let off = 0;
-  while (off + 8 <= buf.length) {
-    const len = buf.readUInt32LE(off);
-    if (len === 0 || off + 8 + len > buf.length) break;
-    recs.push({ off, len });
-    off += 8 + len;
-  }
-  return { recs, end: off };
 }
 // Every file under dir (relative path -> contents), to prove nothing changed.
 function readTree(dir, base = dir, out = new Map()) {

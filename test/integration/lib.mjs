@@ -417,3 +417,17 @@ export function makeTestCert() {
   ], { stdio: 'pipe' });
   return { dir, cert, key, ca: readFileSync(cert) };
 }
+
+// The records of a segment: [{off, len}] up to the first zero length word
+// (preallocated space) or the end of the file; `end` is where data ends.
+export function walRecords(buf) {
+  const recs = [];
+  let off = 0;
+  while (off + 8 <= buf.length) {
+    const len = buf.readUInt32LE(off);
+    if (len === 0 || off + 8 + len > buf.length) break;
+    recs.push({ off, len });
+    off += 8 + len;
+  }
+  return { recs, end: off };
+}

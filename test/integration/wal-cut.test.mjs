@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDaemon, runDaemonToExit, connectHello, makeConf, patchAction } from './lib.mjs';
+import { startDaemon, runDaemonToExit, connectHello, makeConf, patchAction, walRecords } from './lib.mjs';
 
 // small segments: several files; no snapshot before the end
 const conf = makeConf({ global: ['fsync always', 'snapshot_every 1000000', 'wal_segment_bytes 64k'] });
@@ -32,19 +32,8 @@ async function fill(d, room = 'cut:a') {
   await c.close();
 }
 
-// The length of the records at the start of a segment file (up to the
-// first zero length word or the end of the file), and where each ends.
-function recordEnds(buf) {
-  const ends = [];
-  let off = 0;
-  while (off + 8 <= buf.length) {
-    const len = buf.readUInt32LE(off);
-    if (len === 0 || off + 8 + len > buf.length) break;
-    off += 8 + len;
-    ends.push(off);
-  }
-  return ends;
-}
+// Where each record of a segment file ends.
+const recordEnds = (buf) => walRecords(buf).recs.map((r) => r.off + 8 + r.len);
 
 async function crashedDir() {
   const dir = mkdtempSync(join(tmpdir(), 'movexd-cut-'));

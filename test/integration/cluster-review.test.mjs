@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged } from './cluster-lib.mjs';
-import { connectHello, httpRequest, waitFor } from './lib.mjs';
+import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks } from './cluster-lib.mjs';
+import { connectHello, httpRequest, waitFor, patchAction } from './lib.mjs';
 
 after(stopAll);
 
@@ -69,4 +69,74 @@ test('a Lua reducer\'s own reject code is the same on every node: the deciding o
   assert.equal(d2.code, 'empty_text2', `resent after a reload: ${JSON.stringify(d2)}`);
   await waitConverged(g.primary.port, [a, b], [room]);
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
+});
+
+// Evidence for "a call that times out after Redis applied it": a Redis
+// that accepts and never answers (SIGSTOP). The node answers `unavailable`
+// after command_timeout_ms naming the confirmed head, /readyz says 503 and
+// /metrics counts the failure; once Redis runs again the FCALL it had
+// buffered is applied after the node gave up on it, so the resend of the
+// same n is answered from Redis's memory - once in the log, never twice.
+test('a Redis that never answers: unavailable, 503; the stale call lands later and the resend is a duplicate', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'stop';
+  const c = await connectHello(a, 'alice');
+  await c.request({ type: 'subscribe', room });
+  const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
+  assert.equal(r1.type, 'ack');
+  g.primary.proc.kill('SIGSTOP');
+  let resumed = false;
+  try {
+    const r2 = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+    assert.equal(r2.type, 'reject');
+    assert.equal(r2.code, 'unavailable');
+    assert.equal(r2.seq, 1, 'unavailable names the confirmed head');
+    assert.equal(r2.checksum, r1.checksum);
+    assert.equal((await httpRequest(a, { path: '/readyz' })).status, 503);
+    const { body } = await httpRequest(a, { path: '/metrics' });
+    assert.match(body, /^movexd_cluster_redis_up 0$/m);
+    assert.match(body, /^movexd_cluster_call_failures_total [1-9]/m);
+    g.primary.proc.kill('SIGCONT');
+    resumed = true;
+  } finally {
+    if (!resumed) g.primary.proc.kill('SIGCONT');
+  }
+  await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 200, 'ready again');
+  let again;
+  await waitFor(async () => {
+    again = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+    return again.code !== 'unavailable';
+  }, 'the resend is decided');
+  assert.equal(again.type, 'ack', JSON.stringify(again));
+  assert.equal(again.seq, 2);
+  await waitConverged(g.primary.port, [a], [room]);
+  const r = await checkInvariants(g.primary.port, { rooms: [room], nodes: [a] });
+  assert.equal(r.rooms.get(room).byAction.get('alice 2').seq, 2, 'n=2 once in the log');
+  // the subscriber's view: every seq once, in order (its own stale n=2 as a
+  // fwd when the call landed after the node gave up, or as the resend's ack)
+  const seen = c.all.filter((m) => m.room === room && ((m.type === 'ack' && !m.duplicate) || m.type === 'fwd')).map((m) => m.seq);
+  assert.deepEqual(seen, [1, 2]);
+});
+
+// Evidence for "clean shutdown while calls are in flight": SIGTERM with
+// hundreds of pipelined actions exits 0 promptly, every ack the client got
+// is in the log, and what it did not get an ack for is at most applied
+// once (its resend would be a duplicate).
+test('SIGTERM with calls in flight: exit 0, every ack in the log, nothing twice', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'term';
+  const c = await connectHello(a, 'alice');
+  await c.request({ type: 'subscribe', room });
+  for (let n = 1; n <= 400; n++) c.send({ ...patchAction(room, n, [{ op: 'add', path: `/k${n}`, value: n }]), id: 1000 + n });
+  await c.next((m) => m.type === 'ack', 'a first ack');
+  const closed = new Promise((res) => a.proc.on('close', (code, signal) => res({ code, signal })));
+  a.proc.kill('SIGTERM');
+  const ex = await closed;
+  assert.deepEqual(ex, { code: 0, signal: null });
+  const acks = c.all.filter((m) => m.type === 'ack').map((m) => ({ client: 'alice', n: m.n, seq: m.seq }));
+  assert.ok(acks.length >= 1);
+  const r = await checkInvariants(g.primary.port, { rooms: [room] });
+  assert.deepEqual(missingAcks(r, room, acks, { sameSeq: true }), []);
 });

@@ -8,7 +8,7 @@
  * allocation is numbered from 1, and the one numbered `fail_at` returns
  * NULL (once), as SQLite's malloc tests do. That is how the ENOMEM branches
  * are run (test/unit/test_alloc_fail.c). Hand jansson the same allocator
- * with json_set_alloc_funcs(mx_json_malloc, free) to count its allocations
+ * with json_set_alloc_funcs(mx_json_malloc, mx_jansson_free) to count its allocations
  * too. Not thread-safe: only the event-loop thread is counted.
  */
 #ifndef MOVEXD_ALLOC_H
@@ -47,6 +47,19 @@ static inline char *mx_strdup(const char *s) { return strdup(s); }
  * them: a parse that fails while the count moves ran out of memory. */
 void *mx_json_malloc(size_t n);
 uint64_t mx_json_alloc_failures(void);
+
+/* jansson's free, paired with mx_json_malloc. In normal builds the two keep
+ * freed small blocks (at most 256 bytes, up to MX_JSON_CACHE blocks per
+ * size) on free lists for the next message's values: an action's parsed
+ * tree is ~30 small allocations, freed at the end of the message, and the
+ * next message wants the same sizes (glibc's own per-size cache holds 7).
+ * The blocks are plain malloc blocks, sorted by malloc_usable_size(), so
+ * either function may be paired with the C library's: a value allocated
+ * before jansson was switched to these, or freed after it was switched
+ * back, is fine. Sanitizer / fault-injection builds cache nothing (every
+ * allocation is real, counted and checked). */
+void mx_jansson_free(void *p);
+#define MX_JSON_CACHE 1024
 
 /* json_loadb that tells running out of memory apart from bad input: NULL
  * with *oom = 1 when any allocation failed during the parse. jansson (2.14)

@@ -289,6 +289,8 @@ int mx_engine_adopt_room(mx_engine *e, struct mx_room *r)
     return 0;
 }
 
+static void cluster_room_gone(mx_engine *e, struct mx_room *r);
+
 void mx_engine_forget_room(mx_engine *e, struct mx_room *r, int tell)
 {
     drop_room(e, r, tell ? "the room is gone from the cluster" : NULL);
@@ -645,6 +647,7 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
  * no_such_room naming the room). */
 static void drop_room(mx_engine *e, struct mx_room *r, const char *why)
 {
+    cluster_room_gone(e, r);
     for (size_t i = 0; i < r->nsubs; i++) {
         struct mx_conn *c = r->subs[i];
         if (why) {
@@ -656,8 +659,6 @@ static void drop_room(mx_engine *e, struct mx_room *r, const char *why)
         }
         conn_forget_room(c, r);
     }
-    if (r->nsubs && e->ph.held)
-        e->ph.held(e->ph.priv, r->id, r->idlen, 0);
     r->nsubs = 0;
     mx_map_del(e->rooms, r->id, r->idlen);
     mx_room_free(r);
@@ -1459,6 +1460,26 @@ static int presence_change(mx_engine *e, struct mx_room *r, const void *owner, i
 }
 
 void mx_engine_set_presence_hook(mx_engine *e, const struct mx_engine_presence_hook *h) { e->ph = *h; }
+
+static void local_gone_cb(void *ctx, const struct mx_presence_entry *en)
+{
+    struct announce *a = ctx;
+    if (!en->remote)
+        a->e->ph.local(a->e->ph.priv, a->r->id, a->r->idlen, en->conn, en->client, en->clientlen, NULL, 0);
+}
+
+/* r goes away with its subscribers (deleted, or gone from the cluster):
+ * the other nodes learn that its local connections left (its subscribers
+ * are told by an error, not by presence messages) and that this node no
+ * longer holds it. */
+static void cluster_room_gone(mx_engine *e, struct mx_room *r)
+{
+    if (!e->ph.held || !r->nsubs)
+        return;
+    struct announce a = {e, r};
+    mx_presence_each(r->presence, NULL, local_gone_cb, &a);
+    e->ph.held(e->ph.priv, r->id, r->idlen, 0);
+}
 
 uint64_t mx_engine_new_conn_id(void *engine)
 {

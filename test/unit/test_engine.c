@@ -613,7 +613,8 @@ static void hook_on(void)
 
 /* held follows the first local subscriber in and the last one out
  * (unsubscribe, disconnect, deletion); local reports each announced change
- * of a local connection, at the commit that announces it */
+ * of a local connection, at the commit that announces it, and its leave
+ * when the room is deleted under it */
 START_TEST(cluster_hook_held_and_local)
 {
     hook_on();
@@ -639,9 +640,16 @@ START_TEST(cluster_hook_held_and_local)
     ck_assert_str_eq(hk.log[3], want);
     join(&conns[2], "cy", "t:a");
     ck_assert_str_eq(hk.log[4], "held t:a 1");
-    ck_assert_int_eq(mx_engine_delete_room(e, "t:a", 3), 0);
+    send_text(&conns[2], "{\"type\":\"presence\",\"id\":2,\"room\":\"t:a\",\"state\":1}");
+    commit_ok();
     ck_assert_int_eq(hk.n, 6);
-    ck_assert_str_eq(hk.log[5], "held t:a 0");
+    /* deleted with its subscribers: cy's presence is gone for the other
+     * nodes too, then the room is no longer held */
+    ck_assert_int_eq(mx_engine_delete_room(e, "t:a", 3), 0);
+    ck_assert_int_eq(hk.n, 8);
+    snprintf(want, sizeof want, "local t:a %llu cy -", (unsigned long long)conns[2].conn.conn_id);
+    ck_assert_str_eq(hk.log[6], want);
+    ck_assert_str_eq(hk.log[7], "held t:a 0");
 }
 END_TEST
 

@@ -176,10 +176,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_RECEIVE:
-        if (mx_wsmask_unmasked(lws_get_socket_fd(wsi))) {
+        if (mx_wsmask_receive(lws_get_socket_fd(wsi), len)) {
             /* RFC 6455 5.1: a client's frames are masked; close, 1002 -
              * after the replies already decided (acks of committed
-             * actions), and the frame itself is never used */
+             * actions, answers to the masked messages read before it),
+             * and the frame itself is never used */
             mx_session_close(&p->u.sess, LWS_CLOSE_STATUS_PROTOCOL_ERR, "unmasked client frame");
             return 0;
         }

@@ -13,7 +13,10 @@
  * waits for the 101 answer before its first frame (RFC 6455 4.1), so the
  * parser starts on a frame boundary. The first unmasked frame marks the
  * descriptor; server.c closes the connection with 1002 before that frame's
- * payload reaches the session. Descriptors not watched pass through with
+ * payload reaches the session. Messages of masked frames that came before
+ * it in the same read are still served (mx_wsmask_receive: the parser
+ * counts the data payload bytes before the unmasked frame, server.c the
+ * bytes lws hands over). Descriptors not watched pass through with
  * one table lookup; MSG_PEEK reads are not parsed. A watched descriptor is
  * read through readmore.c (reading ahead of lws's 1 KiB buffer; for TLS,
  * a read that filled the buffer is reported to it); the parser sees the
@@ -43,7 +46,10 @@ struct watch {
     uint8_t unmasked; /* an unmasked frame was seen */
     uint8_t at;       /* where in the frame */
     uint8_t need;     /* header bytes still expected (AT_EXTLEN, AT_KEY) */
+    uint8_t data;     /* the frame is a data frame (text, binary, continuation) */
     uint64_t left;    /* payload bytes still expected */
+    uint64_t good;    /* data payload bytes of masked frames read (all before any unmasked one) */
+    uint64_t given;   /* data payload bytes handed to the session (mx_wsmask_receive) */
 };
 
 static struct watch *watches; /* indexed by descriptor */
@@ -83,6 +89,20 @@ int mx_wsmask_unmasked(int fd)
     return w && w->unmasked;
 }
 
+int mx_wsmask_receive(int fd, size_t len)
+{
+    struct watch *w = watch_of(fd);
+    if (!w)
+        return 0;
+    /* lws hands over a frame's payload in order and never two frames in
+     * one chunk; an empty chunk cannot be placed, so it is refused once an
+     * unmasked frame was seen */
+    if (w->unmasked && !(len && w->given + len <= w->good))
+        return 1;
+    w->given += len;
+    return 0;
+}
+
 void mx_wsmask_free(void)
 {
     free(watches);
@@ -95,6 +115,7 @@ static void scan(struct watch *w, const uint8_t *p, size_t n)
     while (n && !w->unmasked) {
         switch (w->at) {
         case AT_OP:
+            w->data = (*p & 0x0f) < 8;
             w->at = AT_LEN;
             p++, n--;
             break;
@@ -131,6 +152,8 @@ static void scan(struct watch *w, const uint8_t *p, size_t n)
         case AT_PAYLOAD: {
             uint64_t k = n < w->left ? n : w->left;
             w->left -= k;
+            if (w->data)
+                w->good += k;
             p += k, n -= (size_t)k;
             if (!w->left)
                 w->at = AT_OP;

@@ -11,6 +11,11 @@ void mx_wsmask_watch(int fd);
 void mx_wsmask_forget(int fd);
 /* 1 when an unmasked frame was read from fd. */
 int mx_wsmask_unmasked(int fd);
+/* A data message chunk of len bytes is delivered for fd: 1 when it is not
+ * all from masked frames read before the first unmasked one (refuse it and
+ * close 1002), 0 when it is (serve it: one read can hold valid messages
+ * followed by an unmasked frame, and those came first). */
+int mx_wsmask_receive(int fd, size_t len);
 /* Parse n bytes read from fd (done by the recv/SSL_read wrappers). */
 void mx_wsmask_scan(int fd, const void *buf, size_t n);
 /* Free the table (at exit, for leak checkers). */

@@ -70,6 +70,28 @@ test('an unmasked frame after masked ones (hello answered first) closes with 100
   });
 });
 
+// One write - so one read by the server - of masked hello, masked ping and
+// an unmasked ping: the two valid messages came first and are answered
+// (docs/PROTOCOL.md, close 1002: replies already decided go out first),
+// then the close; the unmasked one never is. The old watcher marked the
+// descriptor as soon as the read held the unmasked frame, and the hello and
+// the first ping got no answer.
+test('masked messages read together with a later unmasked frame are answered before the 1002', async () => {
+  await withDaemon({}, async (d) => {
+    const frames = await expectClose1002(d, (c) => c.write(Buffer.concat([
+      wsFrame(1, JSON.stringify({ type: 'hello', client: 'batched' })),
+      wsFrame(1, JSON.stringify({ type: 'ping', id: 1 })),
+      wsFrame(1, JSON.stringify({ type: 'ping', id: 2, pad: 'y'.repeat(200) }), { mask: false }),
+    ])));
+    const texts = frames.filter((f) => f.opcode === 1).map(textOf);
+    assert.ok(texts.some((t) => /"welcome"/.test(t)), `the hello answered: ${texts}`);
+    assert.ok(texts.some((t) => /"pong"/.test(t) && /"id":1\b/.test(t)), `ping 1 answered: ${texts}`);
+    assert.ok(!texts.some((t) => /"id":2\b/.test(t)), `the unmasked ping 2 is not answered: ${texts}`);
+    const closeAt = frames.findIndex((f) => f.opcode === 8);
+    assert.ok(frames.findIndex((f) => f.opcode === 1 && /"pong"/.test(textOf(f))) < closeAt, 'the pong before the close');
+  });
+});
+
 test('masked frames split at every byte are served (the watcher follows frame boundaries)', async () => {
   await withDaemon({}, async (d) => {
     const { c, start } = await rawWebSocket(d);

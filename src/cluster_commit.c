@@ -758,6 +758,31 @@ static void on_sub_state(struct mx_redis *r, int up, void *priv)
     mx_cnode_tick(n);
 }
 
+/* A room's channel is subscribed (again): what was appended before this
+ * moment is in the stream, what comes after will be published to us, so
+ * the catch-up must read the stream now, not at link-up. At link-up the
+ * SUBSCRIBE (this link) and the XRANGE (the command link) raced, and an
+ * entry appended between the two was in neither: the replica stayed
+ * behind until the room's next entry, for good in a quiet room. */
+static void on_sub_confirmed(struct mx_redis *r, const char *channel, size_t clen, void *priv)
+{
+    struct mx_cnode *n = priv;
+    (void)r;
+    const char *p = n->cfg->cluster.key_prefix;
+    size_t plen = strlen(p);
+    if (clen < plen + 5 || memcmp(channel, p, plen) || channel[plen] != '{' ||
+        memcmp(channel + clen - 4, "}:ch", 4))
+        return;
+    struct cn_room *cr = mx_map_get(n->rooms, channel + plen + 1, clen - plen - 5);
+    if (!cr || !cr->known)
+        return; /* a load reads the stream after subscribing, and the tick checks again */
+    cr->recheck = 1;
+    if (mx_cnode_ready(n) && !cr->busy && !cr->nforming) {
+        cr->recheck = 0;
+        cn_replica_catch_up(n, cr);
+    } /* else the tick does it once the room is idle */
+}
+
 static void on_sub_message(struct mx_redis *r, const char *channel, size_t clen, const char *msg,
                            size_t mlen, void *priv)
 {
@@ -792,6 +817,8 @@ struct mx_cnode *mx_cnode_new(const struct mx_config *cfg, mx_engine *e, struct 
     o.on_message = on_sub_message;
     if (n->cmd)
         n->sub = mx_redis_new_cluster(ctx, vh, &o, cc);
+    if (n->sub)
+        mx_redis_on_subscribed(n->sub, on_sub_confirmed);
     if (!n->sub) {
         mx_cnode_free(n);
         return NULL;

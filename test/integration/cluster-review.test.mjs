@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
 import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks } from './cluster-lib.mjs';
 import { connectHello, httpRequest, waitFor, patchAction } from './lib.mjs';
 
@@ -139,4 +140,69 @@ test('SIGTERM with calls in flight: exit 0, every ack in the log, nothing twice'
   assert.ok(acks.length >= 1);
   const r = await checkInvariants(g.primary.port, { rooms: [room] });
   assert.deepEqual(missingAcks(r, room, acks, { sameSeq: true }), []);
+});
+
+// A TCP proxy in front of Redis for one node: it can cut the node's
+// subscriber links (those that sent SUBSCRIBE) and hold what a new one
+// sends from its SUBSCRIBE on, and it tells when an XRANGE went through
+// and was answered.
+function subProxy(redisPort) {
+  const st = { hold: false, held: [], subs: new Set(), xrange: 0, xrangeAnswered: 0 };
+  const srv = net.createServer((cl) => {
+    const up = net.connect(redisPort, '127.0.0.1');
+    let isSub = false, held = false, waitX = 0;
+    cl.on('data', (d) => {
+      const s = d.toString('latin1');
+      if (s.includes('SUBSCRIBE')) { isSub = true; st.subs.add(cl); }
+      if (!held && st.hold && isSub) held = true;
+      if (held) { st.held.push(() => up.write(d)); return; }
+      if (s.includes('XRANGE')) { st.xrange++; waitX++; }
+      up.write(d);
+    });
+    up.on('data', (d) => {
+      if (waitX) { waitX = 0; st.xrangeAnswered = st.xrange; }
+      cl.write(d);
+    });
+    const end = () => { cl.destroy(); up.destroy(); st.subs.delete(cl); };
+    cl.on('error', end); up.on('error', end); cl.on('close', end); up.on('close', end);
+  });
+  st.listen = () => new Promise((r) => srv.listen(0, '127.0.0.1', () => r(srv.address().port)));
+  st.cutSubscribers = () => { for (const c of st.subs) c.destroy(); };
+  st.release = () => { st.hold = false; for (const f of st.held.splice(0)) f(); };
+  st.close = () => { for (const c of st.subs) c.destroy(); srv.close(); };
+  return st;
+}
+
+// The subscriber link comes back: the catch-up must read the stream only
+// once the channel is subscribed again. On old main it ran at link-up,
+// racing the SUBSCRIBE on the other link: an entry appended between the
+// two was in neither, and a room nobody wrote to again stayed behind on
+// that node for good (its readers served a stale state).
+test('after the subscriber link returns, an entry appended before the SUBSCRIBE took effect is caught up', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const px = subProxy(g.primary.port);
+  const pport = await px.listen();
+  after(() => px.close());
+  const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
+  const b = await node(g, 'n2');
+  const room = 'late';
+  const ca = await connectHello(a, 'reader');
+  await ca.request({ type: 'subscribe', room });
+  const cb = await connectHello(b, 'writer');
+  await cb.request({ type: 'subscribe', room });
+  assert.equal((await cb.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]))).type, 'ack');
+  await waitConverged(g.primary.port, [a, b], [room]);
+  // cut node a's subscriber links; hold their SUBSCRIBEs when they return
+  const x0 = px.xrange;
+  px.hold = true;
+  px.cutSubscribers();
+  // the link is back (its PING answered): the node reads the stream ...
+  await waitFor(() => px.xrange > x0 && px.xrangeAnswered === px.xrange, 'the catch-up XRANGE answered');
+  // ... and only then is an entry appended, before the SUBSCRIBE is live
+  const ack = await cb.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+  assert.equal(ack.type, 'ack');
+  px.release();
+  await waitConverged(g.primary.port, [a, b], [room]);
+  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
+  await ca.next((m) => m.type === 'fwd' && m.seq === 2, 'the reader gets seq 2');
 });

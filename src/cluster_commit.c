@@ -625,6 +625,20 @@ void mx_cnode_flush(struct mx_cnode *n)
     }
 }
 
+/* Entries were published while the room was busy (a call, a load, a
+ * snapshot, a replay): once it is idle, fetch what follows its head - the
+ * channel will not bring them again, and readers must not wait for the
+ * next message to notice. */
+static void catch_up_seen(struct mx_cnode *n, struct cn_room *cr)
+{
+    if (!cr->known || cr->busy || cr->nforming)
+        return;
+    if (cr->seen_seq > cr->head.seq || (cr->seen_seq == cr->head.seq && cr->seen_sub > cr->head.sub)) {
+        cr->seen_seq = cr->seen_sub = 0;
+        cn_replica_catch_up(n, cr);
+    }
+}
+
 /* A room's memory (its messages and slots already released). */
 static void free_room(void *p)
 {
@@ -681,6 +695,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
         msg_free(n, &t);
     }
     cr->absent = 0;
+    catch_up_seen(n, cr);
     if (!cr->known && !cr->busy && !cr->nq && !cr->nforming && !cr->subscribed && !cr->due &&
         !cr->dirty && !mx_engine_room(n->e, cr->id, cr->idlen)) {
         mx_map_del(n->rooms, cr->id, cr->idlen);
@@ -865,6 +880,9 @@ void mx_cnode_tick(struct mx_cnode *n)
     while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
         struct cn_room *cr = val;
         if (cr->busy || cr->nforming)
+            continue;
+        catch_up_seen(n, cr);
+        if (cr->busy)
             continue;
         if (cr->known && cr->recheck) {
             cr->recheck = 0;

@@ -499,13 +499,15 @@ void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, co
     struct cn_room *cr = mx_map_get(n->rooms, channel + plen + 1, clen - plen - 5);
     const char *sp1 = memchr(msg, ' ', mlen);
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', mlen - (size_t)(sp1 + 1 - msg)) : NULL;
-    if (!cr || !cr->known || !sp2)
+    if (!cr || !sp2)
         return;
     const char *id = msg, *hash = sp1 + 1, *entry = sp2 + 1;
     size_t idlen = (size_t)(sp1 - msg), hashlen = (size_t)(sp2 - hash), elen = mlen - (size_t)(entry - msg);
-    if (cr->busy || cr->nforming) {
-        /* the replica holds a call's or a batch's state: look again once
-         * it is settled */
+    if (cr->busy || cr->nforming || !cr->known) {
+        /* the replica holds a call's or a batch's state, or is being
+         * (re)loaded: look again once it is settled (a message published
+         * after the load's XRANGE was served would otherwise wait for the
+         * next tick's recheck) */
         uint64_t s, b;
         if (!parse_id(id, idlen, &s, &b) &&
             (s > cr->seen_seq || (s == cr->seen_seq && b > cr->seen_sub))) {

@@ -9,19 +9,15 @@
 // rooms; medians [min..max] over ROUNDS. Then presence: K connections on
 // n1 each set a presence once; the time until an observer on n2 sees it.
 //   MOVEXD_BIN=build/release/movexd node bench/cluster_join.mjs [N] [ROUNDS]
-import { startRedisGroup, startNode, stopAll, redisAt, PREFIX } from '../test/integration/cluster-lib.mjs';
-import { connectHello, patchAction, httpRequest, waitFor } from '../test/integration/lib.mjs';
+import { startRedisGroup, startReadyNode, stopAll, redisAt, PREFIX } from '../test/integration/cluster-lib.mjs';
+import { connectHello, patchAction, waitFor } from '../test/integration/lib.mjs';
 
 const N = Number(process.argv[2] || 10000);
 const ROUNDS = Number(process.argv[3] || 3);
 const types = ['room s {', '    reducer json', '    history 100', '    create_on_subscribe yes', '}',
   'room u {', '    reducer json', '    history 20000', '    create_on_subscribe yes', '}'];
 
-async function node(g, id) {
-  const d = await startNode(g, id, { global: types });
-  await waitFor(async () => (await httpRequest(d, { path: '/readyz' })).status === 200, '/readyz');
-  return d;
-}
+const node = (g, id) => startReadyNode(g, id, { global: types });
 
 async function fill(c, room) {
   await c.request({ type: 'subscribe', room });

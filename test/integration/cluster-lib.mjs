@@ -292,6 +292,20 @@ export async function startNode(g, id, { room = [], cluster = [], global = [] } 
   return node;
 }
 
+// startNode, then wait until its /readyz says 200 (Redis link up, library loaded).
+export async function startReadyNode(g, id, opts = {}) {
+  const d = await startNode(g, id, opts);
+  await until(async () => (await httpRequest(d, { path: '/readyz' }).catch(() => ({}))).status === 200, `${id} /readyz 200`);
+  return d;
+}
+
+// A node's metric: the value of a plain `name VALUE` line of /metrics (NaN if absent).
+export async function nodeMetric(d, name) {
+  const { body } = await httpRequest(d, { path: '/metrics' });
+  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(body);
+  return m ? Number(m[1]) : NaN;
+}
+
 // Kill every process the harness started that is still running (by PID).
 export async function stopAll() {
   for (const p of [...live]) {

@@ -9,16 +9,12 @@
 // a loaded machine).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedisGroup, startNode, stopAll } from './cluster-lib.mjs';
-import { connectHello, httpRequest, waitFor, SLOW } from './lib.mjs';
+import { startRedisGroup, startReadyNode, stopAll } from './cluster-lib.mjs';
+import { connectHello, SLOW } from './lib.mjs';
 
 after(stopAll);
 
-async function node(g, id) {
-  const d = await startNode(g, id);
-  await waitFor(async () => (await httpRequest(d, { path: '/readyz' })).status === 200, '/readyz 200');
-  return d;
-}
+const node = (g, id) => startReadyNode(g, id);
 
 const isPresence = (client, pred = () => true) => (m) => m.type === 'presence' && m.client === client && pred(m);
 

@@ -7,23 +7,14 @@
 // within the history works on that node; the invariants of the log hold.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedisGroup, startNode, stopAll, checkInvariants, redisAt, PREFIX } from './cluster-lib.mjs';
-import { connectHello, patchAction, httpRequest, waitFor } from './lib.mjs';
+import { startRedisGroup, startReadyNode, stopAll, checkInvariants, redisAt, nodeMetric as metric, PREFIX } from './cluster-lib.mjs';
+import { connectHello, patchAction, waitFor } from './lib.mjs';
 
 after(stopAll);
 
-async function node(g, id) {
-  // room type t: history 100, so a snapshot every 100 applied entries
-  const d = await startNode(g, id, { global: ['room t {', '    reducer json', '    history 100', '    create_on_subscribe yes', '}'] });
-  await waitFor(async () => (await httpRequest(d, { path: '/readyz' })).status === 200, '/readyz 200');
-  return d;
-}
+// room type t: history 100, so a snapshot every 100 applied entries
+const node = (g, id) => startReadyNode(g, id, { global: ['room t {', '    reducer json', '    history 100', '    create_on_subscribe yes', '}'] });
 
-async function metric(d, name) {
-  const { body } = await httpRequest(d, { path: '/metrics' });
-  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(body);
-  return m ? Number(m[1]) : NaN;
-}
 
 test('10k actions: the stream stays bounded; a node joining late loads the snapshot and agrees', async () => {
   const g = await startRedisGroup({ replicas: 0, sentinels: 0 });

@@ -749,12 +749,39 @@ static void recheck_all(struct mx_cnode *n)
         ((struct cn_room *)val)->recheck = 1;
 }
 
+static void on_window(struct mx_redis *r, redisReply *rep, void *priv)
+{
+    struct mx_cnode *n = priv;
+    (void)r;
+    char mine[32];
+    snprintf(mine, sizeof mine, "%zu", n->cfg->dedup_window);
+    if (rep && rep->type == REDIS_REPLY_STRING && strcmp(rep->str, mine))
+        mx_err("event=cluster_config_mismatch key=dedup_window node=%s cluster=%s note=\"nodes of one "
+               "cluster must share dedup_window: the exactly-once memory of a room differs by node "
+               "(a resend is a duplicate on one and too_old on another)\"",
+               mine, rep->str);
+}
+
+/* The first node to reach Redis records its dedup_window there; every
+ * other one compares (a warning, not a refusal: a rolling change of the
+ * setting passes through a mixed cluster). */
+static void check_window(struct mx_cnode *n, struct mx_redis *r)
+{
+    char key[128], val[32];
+    int kl = snprintf(key, sizeof key, "%sdedup_window", n->cfg->cluster.key_prefix);
+    int vl = snprintf(val, sizeof val, "%zu", n->cfg->dedup_window);
+    const char *argv[] = {"SET", key, val, "NX", "GET"};
+    size_t lens[] = {3, (size_t)kl, (size_t)vl, 2, 3};
+    mx_redis_command(r, 5, argv, lens, on_window, n);
+}
+
 static void on_cmd_state(struct mx_redis *r, int up, void *priv)
 {
     struct mx_cnode *n = priv;
     n->lib_ok = 0;
     if (up) {
         cn_rb_link_up(n, r); /* answered before the library: ready implies the epoch is known */
+        check_window(n, r);
         mx_cluster_load_library(r, on_library, n);
     } else {
         mx_warn("event=cluster_redis_down link=command");

@@ -47,6 +47,7 @@
 #include "movexd/config.h"
 #include "movexd/engine.h"
 #include "movexd/json.h"
+#include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/proto.h"
 #include "movexd/redis_adapter.h"
@@ -89,6 +90,7 @@ struct mx_cpres {
     struct lws_context *ctx;
     struct mx_redis *cmd, *sub;
     char *prefix, node_id[MX_CLUSTER_NODE_ID_MAX + 1], boot[BOOT_LEN + 1], *nodes_ch;
+    char twin_boot[BOOT_LEN + 1]; /* the last other process heard under our node_id (logged once) */
     int heartbeat_ms, dead_ms;
     mx_cpres_remote_fn on_remote;
     uint64_t (*new_conn)(void *priv);
@@ -526,7 +528,15 @@ static void on_message(struct mx_redis *r, const char *ch, size_t clen, const ch
         return;
     }
     if (strcmp(json_string_value(o), cp->node_id) == 0) {
-        json_decref(j); /* our own (or a misconfigured twin's: ignored) */
+        /* our own, or a misconfigured twin's (ignored: its connections
+         * stay invisible here) - which an operator must hear about */
+        if (strcmp(json_string_value(b), cp->boot) && strcmp(json_string_value(b), cp->twin_boot)) {
+            snprintf(cp->twin_boot, sizeof cp->twin_boot, "%s", json_string_value(b));
+            mx_err("event=cluster_duplicate_node_id node=%s other_boot=%s note=\"another running node "
+                   "has this node_id: presence between the two is lost; give each node its own\"",
+                   cp->node_id, cp->twin_boot);
+        }
+        json_decref(j);
         return;
     }
     struct node *nd = node_of(cp, json_string_value(o), json_string_value(b));

@@ -206,3 +206,20 @@ test('after the subscriber link returns, an entry appended before the SUBSCRIBE 
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
   await ca.next((m) => m.type === 'fwd' && m.seq === 2, 'the reader gets seq 2');
 });
+
+// Two misconfigurations that silently split a cluster's behaviour by node
+// are named in the log: another running node with this node_id (their
+// presence is lost to each other: a node ignores its own id's messages),
+// and a dedup_window other than the cluster's (the exactly-once memory of
+// a room then differs by node: one answers a resend as a duplicate, the
+// other as too_old).
+test('a twin node_id and a different dedup_window are logged as errors', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const twin = await node(g, 'n1');
+  await Promise.all([a, twin].map((d) => d.waitLog(/event=cluster_duplicate_node_id node=n1 /)));
+  const w = await node(g, 'n3', { global: ['dedup_window 2048'] });
+  await w.waitLog(/event=cluster_config_mismatch key=dedup_window node=2048 cluster=1024 /);
+  assert.doesNotMatch(a.stderr, /cluster_config_mismatch/);
+  assert.doesNotMatch(w.stderr, /cluster_duplicate_node_id/);
+});

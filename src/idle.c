@@ -22,19 +22,13 @@
  */
 #include "movexd/idle.h"
 
+static struct mx_idle_node *node(struct mx_dlink *l) { return (struct mx_idle_node *)l; }
+
 static void unlink_node(struct mx_idle *w, struct mx_idle_node *n)
 {
     if (w->unpinged == n)
-        w->unpinged = n->next;
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        w->head = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    else
-        w->tail = n->prev;
-    n->next = n->prev = NULL;
+        w->unpinged = node(n->link.next);
+    mx_dlist_remove(&w->list, &n->link);
     n->linked = 0;
     w->n--;
 }
@@ -44,13 +38,7 @@ static void append(struct mx_idle *w, struct mx_idle_node *n, uint64_t now_us)
     n->since_us = now_us;
     n->pinged = 0;
     n->linked = 1;
-    n->next = NULL;
-    n->prev = w->tail;
-    if (w->tail)
-        w->tail->next = n;
-    else
-        w->head = n;
-    w->tail = n;
+    mx_dlist_append(&w->list, &n->link);
     if (!w->unpinged)
         w->unpinged = n;
     w->n++;
@@ -82,15 +70,15 @@ size_t mx_idle_expire(struct mx_idle *w, uint64_t now_us, uint64_t ping_us, uint
                       void (*hangup)(struct mx_idle_node *n, void *ctx), void *ctx)
 {
     size_t gone = 0;
-    while (w->head && now_us - w->head->since_us >= hangup_us) {
-        struct mx_idle_node *n = w->head;
+    while (w->list.head && now_us - node(w->list.head)->since_us >= hangup_us) {
+        struct mx_idle_node *n = node(w->list.head);
         unlink_node(w, n);
         gone++;
         hangup(n, ctx);
     }
     while (w->unpinged && now_us - w->unpinged->since_us >= ping_us) {
         struct mx_idle_node *n = w->unpinged;
-        w->unpinged = n->next;
+        w->unpinged = node(n->link.next);
         n->pinged = 1;
         ping(n, ctx);
     }

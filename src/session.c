@@ -118,31 +118,15 @@ static void mark_dirty(struct mx_session *s)
     /* at the tail: connections are written in the order the commit gave
      * them their first frame (a writer's ack before the fwds of its
      * action: each loopback send runs the receiver's TCP path) */
-    struct mx_server *srv = s->srv;
     s->dirty = 1;
-    s->dnext = NULL;
-    s->dprev = srv->dirty_tail;
-    if (s->dprev)
-        s->dprev->dnext = s;
-    else
-        srv->dirty = s;
-    srv->dirty_tail = s;
+    mx_dlist_append(&s->srv->dirty, &s->dirty_link);
 }
 
 static void unmark_dirty(struct mx_session *s)
 {
     if (!s->dirty)
         return;
-    struct mx_server *srv = s->srv;
-    if (s->dprev)
-        s->dprev->dnext = s->dnext;
-    else
-        srv->dirty = s->dnext;
-    if (s->dnext)
-        s->dnext->dprev = s->dprev;
-    else
-        srv->dirty_tail = s->dprev;
-    s->dnext = s->dprev = NULL;
+    mx_dlist_remove(&s->srv->dirty, &s->dirty_link);
     s->dirty = 0;
 }
 
@@ -597,8 +581,9 @@ int mx_session_writable(struct mx_session *s)
 void mx_session_flush_released(void *ctx)
 {
     struct mx_server *srv = ctx;
-    while (srv->dirty) {
-        struct mx_session *s = srv->dirty;
+    while (srv->dirty.head) {
+        struct mx_session *s =
+            (struct mx_session *)((char *)srv->dirty.head - offsetof(struct mx_session, dirty_link));
         unmark_dirty(s);
         if (!s->qlen)
             continue; /* dropped meanwhile (a close that does not wait) */

@@ -6,17 +6,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "movexd/dlist.h"
+
 /* Embedded in each watched connection. */
 struct mx_idle_node {
-    struct mx_idle_node *next, *prev;
+    struct mx_dlink link; /* first: a link is its node */
     uint64_t since_us; /* last sign of life (as recorded: see mx_idle_alive) */
     int pinged;        /* a ping went out since then */
     int linked;
 };
 
 struct mx_idle {
-    struct mx_idle_node *head, *tail; /* oldest sign of life first */
-    struct mx_idle_node *unpinged;    /* first node not pinged yet; all before it are */
+    struct mx_dlist list;          /* of mx_idle_node.link, oldest sign of life first */
+    struct mx_idle_node *unpinged; /* first node not pinged yet; all before it are */
     size_t n;
 };
 

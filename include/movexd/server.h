@@ -27,7 +27,7 @@ struct mx_server {
     int background_due; /* a slice of start-up recovery work is due */
     void *per_ip; /* mx_map: peer address -> connection count */
     struct mx_session *sessions; /* open WebSocket sessions */
-    struct mx_session *dirty, *dirty_tail; /* given frames since the last flush (session.c) */
+    struct mx_dlist dirty; /* sessions given frames since the last flush (session.c) */
     struct mx_idle idle;                   /* sessions by last sign of life (idle.c) */
     size_t nsessions;
     int stopping;                /* shutting down: refuse new connections */

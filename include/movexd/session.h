@@ -51,7 +51,7 @@ struct mx_session {
     char close_reason[100];
     /* in the server's list of sessions given frames since the last
      * mx_session_flush_released() */
-    struct mx_session *dnext, *dprev;
+    struct mx_dlink dirty_link;
     int dirty;
     struct mx_idle_node idle; /* in srv->idle: when the peer last showed life */
     int ping_due;             /* idle: a ping goes out at the next writable callback */

@@ -5,6 +5,7 @@
  * linear time). */
 #include <check.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "movexd/idle.h"
@@ -32,7 +33,8 @@ static void on_hangup(struct mx_idle_node *n, void *ctx)
 START_TEST(ping_then_hangup_unless_alive)
 {
     struct mx_idle w = {0};
-    struct mx_idle_node n[3] = {{0}};
+    struct mx_idle_node n[3];
+    memset(n, 0, sizeof(n));
     struct rec r = {.base = n};
     mx_idle_add(&w, &n[0], 0);
     mx_idle_add(&w, &n[1], 0);
@@ -75,8 +77,8 @@ START_TEST(ping_then_hangup_unless_alive)
     ck_assert_uint_eq(mx_idle_expire(&w, 210 * S + 1, 60 * S, 120 * S, on_ping, on_hangup, &r), 1);
     ck_assert_int_eq(r.hangups[2], 2);
     ck_assert_uint_eq(w.n, 0);
-    ck_assert_ptr_null(w.head);
-    ck_assert_ptr_null(w.tail);
+    ck_assert_ptr_null(w.list.head);
+    ck_assert_ptr_null(w.list.tail);
     ck_assert_ptr_null(w.unpinged);
 }
 END_TEST
@@ -84,16 +86,17 @@ END_TEST
 START_TEST(grain_and_remove)
 {
     struct mx_idle w = {0};
-    struct mx_idle_node n[3] = {{0}};
+    struct mx_idle_node n[3];
+    memset(n, 0, sizeof(n));
     struct rec r = {.base = n};
     for (int i = 0; i < 3; i++)
         mx_idle_add(&w, &n[i], 0);
     /* within the grain: not recorded, n[0] stays first */
     mx_idle_alive(&w, &n[0], MX_IDLE_GRAIN_US - 1);
-    ck_assert_ptr_eq(w.head, &n[0]);
+    ck_assert_ptr_eq(w.list.head, &n[0].link);
     mx_idle_alive(&w, &n[0], MX_IDLE_GRAIN_US);
-    ck_assert_ptr_eq(w.tail, &n[0]);
-    ck_assert_ptr_eq(w.head, &n[1]);
+    ck_assert_ptr_eq(w.list.tail, &n[0].link);
+    ck_assert_ptr_eq(w.list.head, &n[1].link);
     /* removing the first unpinged node moves the cursor on */
     mx_idle_expire(&w, 10 * S, 10 * S, 20 * S, on_ping, on_hangup, &r); /* pings n[1], n[2] */
     ck_assert_uint_eq(r.npings, 2);
@@ -106,7 +109,7 @@ START_TEST(grain_and_remove)
     mx_idle_add(&w, &n[0], 15 * S);
     ck_assert_ptr_eq(w.unpinged, &n[0]);
     ck_assert_uint_eq(mx_idle_expire(&w, 20 * S, 10 * S, 20 * S, on_ping, on_hangup, &r), 2);
-    ck_assert_ptr_eq(w.head, &n[0]);
+    ck_assert_ptr_eq(w.list.head, &n[0].link);
     ck_assert_uint_eq(w.n, 1);
 }
 END_TEST

@@ -49,6 +49,7 @@
 #include "movexd/json.h"
 #include "movexd/log.h"
 #include "movexd/map.h"
+#include "movexd/metrics.h"
 #include "movexd/proto.h"
 #include "movexd/redis_adapter.h"
 
@@ -773,11 +774,30 @@ static void hook_held(void *priv, const char *room, size_t roomlen, int held)
         mx_cpres_leave(priv, room, roomlen);
 }
 
+static void hook_metrics(void *priv, mx_buf *b)
+{
+    const struct mx_cpres *cp = priv;
+    mx_metrics_gauge(b, "movexd_cluster_presence_up", "1 while both presence links to Redis are up",
+                     mx_cpres_up(cp));
+    mx_metrics_gauge(b, "movexd_cluster_presence_remote", "presence entries of other nodes' connections held",
+                     (double)cp->st.remote);
+    mx_metrics_counter(b, "movexd_cluster_presence_published_total",
+                       "presence messages published (changes, full lists, queries)", cp->st.published);
+    mx_metrics_counter(b, "movexd_cluster_presence_received_total", "presence messages of other nodes taken",
+                       cp->st.received);
+    mx_metrics_counter(b, "movexd_cluster_presence_bad_total", "presence messages that did not parse (ignored)",
+                       cp->st.bad);
+    mx_metrics_counter(b, "movexd_cluster_presence_nodes_gone_total",
+                       "nodes given up (silent past the bound, said bye, or restarted): their entries left",
+                       cp->st.nodes_gone);
+}
+
 void mx_cpres_engine_hook(struct mx_cpres *cp, struct mx_engine_presence_hook *out)
 {
     out->local = hook_local;
     out->held = hook_held;
     out->priv = cp;
+    out->metrics = hook_metrics;
 }
 
 void mx_cpres_stats(const struct mx_cpres *cp, struct mx_cpres_stats *out) { *out = cp->st; }

@@ -189,6 +189,8 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
     mx_metrics_counter(b, "movexd_rooms_evicted_total", "rooms moved out of memory", st->rooms_evicted);
     if (e->cl)
         mx_cnode_metrics(e->cl, b);
+    if (e->ph.metrics)
+        e->ph.metrics(e->ph.priv, b);
     mx_metrics_hist(b, "movexd_ack_latency_seconds", "from receiving an action to releasing its durable ack",
                     &mx_metric_ack_latency);
     mx_metrics_hist(b, "movexd_fsync_seconds", "one fdatasync of the write-ahead log", &mx_metric_fsync_latency);

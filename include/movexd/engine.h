@@ -134,6 +134,7 @@ struct mx_engine_presence_hook {
                   size_t clientlen, const char *state, size_t statelen);
     void (*held)(void *priv, const char *room, size_t roomlen, int held);
     void *priv;
+    void (*metrics)(void *priv, mx_buf *b); /* its /metrics lines; may be NULL */
 };
 void mx_engine_set_presence_hook(mx_engine *e, const struct mx_engine_presence_hook *h);
 

@@ -9,7 +9,7 @@
 // a loaded machine).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedisGroup, startReadyNode, stopAll } from './cluster-lib.mjs';
+import { startRedisGroup, startReadyNode, stopAll, nodeMetric } from './cluster-lib.mjs';
 import { connectHello, SLOW } from './lib.mjs';
 
 after(stopAll);
@@ -61,12 +61,16 @@ test('a node killed with SIGKILL: its connections leave on the other node within
   await bob.request({ type: 'subscribe', room: 'p2' });
   await ann.request({ type: 'presence', room: 'p2', state: { here: true } });
   await bob.next(isPresence('ann'), 'ann on n2');
+  assert.equal(await nodeMetric(b, 'movexd_cluster_presence_remote'), 1);
   const t0 = Date.now();
   a.signal('SIGKILL');
   await bob.next(isPresence('ann', (m) => m.left), 'ann left after n1 was killed');
   const ms = Date.now() - t0;
   // 1 s heartbeat + 3 s silence = 4 s; slack for a loaded machine
   assert.ok(ms <= (4000 + 4000) * SLOW, `left after ${ms} ms`);
+  assert.equal(await nodeMetric(b, 'movexd_cluster_presence_nodes_gone_total'), 1);
+  assert.equal(await nodeMetric(b, 'movexd_cluster_presence_remote'), 0);
+  assert.equal(await nodeMetric(b, 'movexd_cluster_presence_up'), 1);
   // the room itself is unaffected: bob keeps working on n2
   const s = await bob.request({ type: 'presence', room: 'p2', state: 2 });
   assert.equal(s.type, 'presence_ok');

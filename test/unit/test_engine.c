@@ -608,7 +608,7 @@ static void hk_held(void *priv, const char *room, size_t roomlen, int held)
 static void hook_on(void)
 {
     memset(&hk, 0, sizeof hk);
-    mx_engine_set_presence_hook(e, &(struct mx_engine_presence_hook){ hk_local, hk_held, NULL });
+    mx_engine_set_presence_hook(e, &(struct mx_engine_presence_hook){ hk_local, hk_held, NULL, NULL });
 }
 
 /* held follows the first local subscriber in and the last one out

@@ -810,12 +810,7 @@ static void on_sub_confirmed(struct mx_redis *r, const char *channel, size_t cle
 {
     struct mx_cnode *n = priv;
     (void)r;
-    const char *p = n->cfg->cluster.key_prefix;
-    size_t plen = strlen(p);
-    if (clen < plen + 5 || memcmp(channel, p, plen) || channel[plen] != '{' ||
-        memcmp(channel + clen - 4, "}:ch", 4))
-        return;
-    struct cn_room *cr = mx_map_get(n->rooms, channel + plen + 1, clen - plen - 5);
+    struct cn_room *cr = cn_room_of_channel(n, channel, clen);
     if (!cr || !cr->known)
         return; /* a load reads the stream after subscribing, and the tick checks again */
     cr->recheck = 1;

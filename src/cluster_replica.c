@@ -489,14 +489,19 @@ void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr)
     cn_snap_maybe(n, cr); /* only while the replica is exactly the head */
 }
 
-void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, const char *msg, size_t mlen)
+struct cn_room *cn_room_of_channel(struct mx_cnode *n, const char *channel, size_t clen)
 {
     const char *p = n->cfg->cluster.key_prefix;
     size_t plen = strlen(p);
     if (clen < plen + 5 || memcmp(channel, p, plen) || channel[plen] != '{' ||
         memcmp(channel + clen - 4, "}:ch", 4))
-        return;
-    struct cn_room *cr = mx_map_get(n->rooms, channel + plen + 1, clen - plen - 5);
+        return NULL;
+    return mx_map_get(n->rooms, channel + plen + 1, clen - plen - 5);
+}
+
+void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, const char *msg, size_t mlen)
+{
+    struct cn_room *cr = cn_room_of_channel(n, channel, clen);
     const char *sp1 = memchr(msg, ' ', mlen);
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', mlen - (size_t)(sp1 + 1 - msg)) : NULL;
     if (!cr || !sp2)

@@ -126,6 +126,8 @@ void cn_fail_queue(struct cn_room *cr);
 void cn_replica_load(struct mx_cnode *n, struct cn_room *cr);
 /* Fetch and apply what follows the confirmed head: busy = CN_CATCHUP. */
 void cn_replica_catch_up(struct mx_cnode *n, struct cn_room *cr);
+/* The room whose channel (PREFIX{R}:ch) this is, or NULL. */
+struct cn_room *cn_room_of_channel(struct mx_cnode *n, const char *channel, size_t clen);
 /* A message on a room's channel. */
 void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, const char *msg,
                         size_t mlen);

@@ -253,16 +253,36 @@ static json_t *literal(struct parser *ps, const char *word, size_t n, json_t *v)
     return v;
 }
 
+/* Consume byte c if it is next. */
+static int take(struct parser *ps, unsigned char c)
+{
+    if (ps->p < ps->end && *ps->p == c) {
+        ps->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member or element: 1 when a ',' says another follows, 0 when
+ * `close` ends the container, -1 for anything else. */
+static int after_item(struct parser *ps, unsigned char close)
+{
+    skip_ws(ps);
+    if (take(ps, ',')) {
+        skip_ws(ps);
+        return 1;
+    }
+    return take(ps, close) ? 0 : -1;
+}
+
 static json_t *object(struct parser *ps)
 {
     json_t *o = json_object();
     if (!o)
         return fail(ps, MX_JP_OOM);
     skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
+    if (take(ps, '}'))
         return o;
-    }
     for (;;) {
         if (ps->p >= ps->end || *ps->p != '"')
             goto bad;
@@ -317,17 +337,11 @@ static json_t *object(struct parser *ps)
             fail(ps, MX_JP_OOM);
             goto out;
         }
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
+        int more = after_item(ps, '}');
+        if (more < 0)
+            goto bad;
+        if (!more)
             return o;
-        }
-        goto bad;
     }
 bad:
     fail(ps, MX_JP_FALLBACK);
@@ -342,10 +356,8 @@ static json_t *array(struct parser *ps)
     if (!a)
         return fail(ps, MX_JP_OOM);
     skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
+    if (take(ps, ']'))
         return a;
-    }
     for (;;) {
         json_t *v = value(ps);
         if (!v)
@@ -354,18 +366,13 @@ static json_t *array(struct parser *ps)
             fail(ps, MX_JP_OOM);
             goto out;
         }
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
+        int more = after_item(ps, ']');
+        if (more < 0) {
+            fail(ps, MX_JP_FALLBACK);
+            goto out;
         }
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
+        if (!more)
             return a;
-        }
-        fail(ps, MX_JP_FALLBACK);
-        goto out;
     }
 out:
     json_decref(a);

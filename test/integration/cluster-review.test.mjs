@@ -8,7 +8,7 @@ import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
-import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks } from './cluster-lib.mjs';
+import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks, redisAt, PREFIX } from './cluster-lib.mjs';
 import { connectHello, httpRequest, waitFor, patchAction } from './lib.mjs';
 
 after(stopAll);
@@ -222,4 +222,49 @@ test('a twin node_id and a different dedup_window are logged as errors', async (
   await w.waitLog(/event=cluster_config_mismatch key=dedup_window node=2048 cluster=1024 /);
   assert.doesNotMatch(a.stderr, /cluster_config_mismatch/);
   assert.doesNotMatch(w.stderr, /cluster_duplicate_node_id/);
+});
+
+// A node's subscribers behind what a snapshot trimmed away: the reload
+// cannot forward those entries any more, so the subscribers are told to
+// resync (error no_such_room, as after a rollback). On old main the
+// reload skipped them silently (event=cluster_fwd_gap): a subscriber got
+// e.g. seq 1 and then seq 300, on a state it could not have.
+test('subscribers behind a trimmed part are told to resync, never sent a gap', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0, primaryExtra: ['--client-output-buffer-limit', 'pubsub 16kb 8kb 1'] });
+  const short = { global: ['room h10 {', '    history 10', '}'] };
+  const a = await node(g, 'n1', short);
+  const b = await node(g, 'n2', short);
+  const room = 'h10:lag';
+  const w = await connectHello(a, 'w');
+  const r = await connectHello(b, 'r');
+  await w.request({ type: 'subscribe', room });
+  await r.request({ type: 'subscribe', room });
+  assert.equal((await w.request(patchAction(room, 1, [{ op: 'add', path: '/n', value: 0 }]))).type, 'ack');
+  await r.next((m) => m.type === 'fwd' && m.seq === 1, 'fwd 1');
+  b.signal('SIGSTOP'); // n2 misses what follows: Redis drops its subscriber link
+  let last;
+  try {
+    const replies = [];
+    for (let n = 2; n <= 300; n++) {
+      w.send({ ...patchAction(room, n, [{ op: 'inc', path: '/n', value: 1 }]), id: 1000 + n });
+      replies.push(w.next((m) => m.id === 1000 + n, `reply ${n}`));
+    }
+    last = (await Promise.all(replies)).at(-1);
+    assert.equal(last.seq, 300);
+    const first = (await redisAt(g.primary.port, 'XRANGE', `${PREFIX}{${room}}:log`, '-', '+', 'COUNT', '1'))[0][0];
+    assert.ok(Number(first.split('-')[0]) > 2, `the stream was trimmed (first entry ${first})`);
+  } finally {
+    b.signal('SIGCONT');
+  }
+  // r either gets every seq in order, or is told to resync - no gap
+  const notice = await r.next((m) => (m.type === 'error' && m.code === 'no_such_room') || (m.type === 'fwd' && m.seq === 300), 'a resync notice or the head');
+  const seqs = r.all.filter((m) => m.type === 'fwd').map((m) => m.seq);
+  seqs.forEach((s, i) => assert.equal(s, i + 1, `fwd ${s} where ${i + 1} was due`));
+  if (notice.type === 'error') {
+    const again = await r.request({ type: 'subscribe', room });
+    assert.equal(again.seq, 300);
+    assert.equal(again.checksum, last.checksum);
+  }
+  await waitConverged(g.primary.port, [a, b], [room]);
+  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
 });

@@ -116,6 +116,16 @@ static int apply_entry(struct mx_cnode *n, struct cn_room *cr, struct mx_cluster
     uint64_t seq, sub;
     if (parse_id(id, idlen, &seq, &sub))
         return -1;
+    if (seq == h->seq && sub == h->sub && hash && h->hash[0] && (hashlen != 40 || memcmp(hash, h->hash, 40))) {
+        /* our very head, published with another chain hash: the log went
+         * another way (a room deleted and created again, a failover that
+         * lost our head and was written past it) - a replica that only
+         * reads would otherwise stay on the old history until the next
+         * entry's chain failed */
+        mx_warn("event=cluster_fork room=%s id=%.*s note=\"the head's hash differs; reloading\"", cr->id,
+                (int)idlen, id);
+        return -1;
+    }
     if (seq < h->seq || (seq == h->seq && sub <= h->sub))
         return 1;
     if (!((seq == h->seq + 1 && sub == 0) || (seq == h->seq && sub == h->sub + 1)))

@@ -268,3 +268,32 @@ test('subscribers behind a trimmed part are told to resync, never sent a gap', a
   await waitConverged(g.primary.port, [a, b], [room]);
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
 });
+
+// A room deleted from Redis and created again by another node, whose new
+// history reaches the same ID as a reading node's head: the published
+// entry at that ID has another chain hash - a fork. On old main the reader
+// ignored it (at or below its head) and kept serving the old history at
+// the same seq, checksum differing from the log's, until the next entry.
+test('a published entry at a reader\'s head ID with another hash is a fork: the reader resyncs', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1'); // reads only
+  const c = await node(g, 'n3'); // writes the first history
+  const room = 'again';
+  const ra = await connectHello(a, 'reader');
+  await ra.request({ type: 'subscribe', room });
+  const wc = await connectHello(c, 'w1');
+  await wc.request({ type: 'subscribe', room });
+  for (let n = 1; n <= 3; n++) assert.equal((await wc.request(patchAction(room, n, [{ op: 'add', path: `/old${n}`, value: n }]))).type, 'ack');
+  await ra.next((m) => m.type === 'fwd' && m.seq === 3, 'fwd 3');
+  for (const s of ['head', 'log', 'hi', 'dd', 'snap']) await redisAt(g.primary.port, 'DEL', `${PREFIX}{${room}}:${s}`);
+  // a node that never had the room creates it again and writes 3 others
+  const b = await node(g, 'n2');
+  const wb = await connectHello(b, 'w2');
+  await wb.request({ type: 'subscribe', room });
+  for (let n = 1; n <= 3; n++) assert.equal((await wb.request(patchAction(room, n, [{ op: 'add', path: `/new${n}`, value: n }]))).type, 'ack');
+  // the reader is told to resync, and then reads the new history
+  await ra.next((m) => m.type === 'error' && m.code === 'no_such_room', 'a resync notice');
+  const s = await ra.request({ type: 'subscribe', room });
+  assert.deepEqual(s.state, { new1: 1, new2: 2, new3: 3 });
+  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
+});

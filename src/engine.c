@@ -1479,6 +1479,9 @@ static void cluster_room_gone(mx_engine *e, struct mx_room *r)
     if (!e->ph.held || !r->nsubs)
         return;
     struct announce a = {e, r};
+    /* changes held back by the rate limit first (a clear among them has
+     * no state left for the walk below to find) */
+    mx_presence_flush(&r->presence, now_ms(), 0, presence_announce_cb, &a);
     mx_presence_each(r->presence, NULL, local_gone_cb, &a);
     e->ph.held(e->ph.priv, r->id, r->idlen, 0);
 }

@@ -192,6 +192,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)why, strlen(why));
             return -1;
         }
+        /* the peer's close answers ours: lws 4.1.6 does not know we sent
+         * one (LWS_WRITE_CLOSE leaves its close state alone) and would echo
+         * it - a second close frame (RFC 6455 5.5.1: one each way) */
+        if (p && p->ws && p->u.sess.close_sent)
+            return -1;
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (p && p->ws)

@@ -135,6 +135,8 @@ static void conn_deliver(struct mx_conn *c, mx_frame *f)
     struct mx_session *s = c->edge;
     if (s->close_now)
         return; /* a graceful close still sends what was decided before it */
+    if (s->close_sent)
+        return; /* RFC 6455 5.5.1: no data frames after our close frame */
     /* the bound is on what accumulates: one message larger than the bound
      * (a big snapshot) still goes to a connection that has nothing queued */
     if (s->qlen && s->qbytes + f->len > s->srv->cfg->max_queue_bytes) {

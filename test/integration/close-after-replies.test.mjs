@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { withDaemon, connectHello, makeConf, patchAction, withTimeout, TIMEOUT } from './lib.mjs';
-import { upgradeRequest, wsFrame, parseFrames } from './rawhttp.mjs';
+import { RawConn, upgradeRequest, wsFrame, parseFrames } from './rawhttp.mjs';
 
 const GETS = 150; // x ~100 KB snapshots: far more than the kernel buffers hold
 const ACTIONS = 20;
@@ -81,4 +81,41 @@ test('a flood past the rate limit closes with 4029 after every reply decided bef
   const pings = Buffer.concat(Array.from({ length: 10 }, (_, i) => wsFrame(1, JSON.stringify({ type: 'ping', id: 9000 + i }))));
   const burst = 2 + GETS + ACTIONS;
   assert.equal(await closeAfterReplies(pings, ['rate_messages_per_sec 1', `rate_burst ${burst}`, 'rate_close_after 1']), 4029);
+});
+
+// RFC 6455 5.5.1: after its close frame an endpoint sends no more data. A
+// graceful close (1009 here) waits for the peer's close frame with the
+// connection still subscribed; what the room does meanwhile must not reach
+// the wire after the close frame. The raw client answers the close only
+// once the writer's actions are all acked: their fwds were decided in the
+// same turns, so whatever the daemon wrote for them precedes our close.
+test('no data frames follow the close frame while the server waits for the peer\'s close', async () => {
+  const conf = makeConf({ global: ['max_message_bytes 32k'] });
+  await withDaemon({ conf }, async (d) => {
+    const w = await connectHello(d, 'writer');
+    await w.request({ type: 'subscribe', room: 'todo:after' });
+    const raw = await RawConn.open(d.port);
+    raw.attach();
+    raw.write(upgradeRequest());
+    await raw.until((c) => c.buf.indexOf('\r\n\r\n') > 0, '101');
+    const start = raw.buf.indexOf('\r\n\r\n') + 4;
+    const frames = () => parseFrames(raw.buf, start);
+    const msgs = () => frames().filter((f) => f.opcode === 1).map((f) => JSON.parse(f.payload.toString('utf8')));
+    raw.write(wsFrame(1, JSON.stringify({ type: 'hello', client: 'reader', id: 1 })));
+    raw.write(wsFrame(1, JSON.stringify({ type: 'subscribe', id: 2, room: 'todo:after' })));
+    await raw.until(() => msgs().some((m) => m.id === 2), 'subscribed');
+    raw.write(wsFrame(1, JSON.stringify({ type: 'ping', pad: 'y'.repeat(40000) })));
+    await raw.until(() => frames().some((f) => f.opcode === 8), 'the close frame');
+    for (let i = 0; i < 10; i++) {
+      const a = await w.request(patchAction('todo:after', i + 1, [{ op: 'add', path: `/k${i}`, value: i }]));
+      assert.equal(a.type, 'ack');
+    }
+    raw.write(wsFrame(8, Buffer.from([0x03, 0xe9]))); // our close (1001)
+    await raw.closed;
+    const all = frames();
+    const at = all.findIndex((f) => f.opcode === 8);
+    assert.equal(all[at].payload.readUInt16BE(0), 1009);
+    assert.deepEqual(all.slice(at + 1).map((f) => f.opcode), [], 'nothing after the close frame');
+    await w.close();
+  });
 });

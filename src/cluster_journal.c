@@ -18,6 +18,7 @@
 #include "movexd/err.h"
 #include "movexd/map.h"
 
+#include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,11 +35,16 @@ struct jroom {
     struct jb *first, *last;
 };
 
+struct replay;
+
 struct mx_journal {
     size_t max_batches, max_bytes;
     mx_map *rooms;
     struct jb *oldest, *newest;
     struct mx_journal_stats st;
+    struct lws_context *ctx; /* replays wait on its timers (patience_ms > 0) */
+    int patience_ms;
+    struct replay *waiting;  /* replays with a retry timer pending */
 };
 
 int mx_cluster_id_cmp(const struct mx_cluster_head *a, const struct mx_cluster_head *b)
@@ -86,10 +92,18 @@ static void remove_batch(struct mx_journal *j, struct jb *b)
     }
 }
 
+static void replay_end(struct replay *p, int ok, size_t lost);
+static void unwait(struct replay *p);
+
 void mx_journal_free(struct mx_journal *j)
 {
     if (!j)
         return;
+    while (j->waiting) { /* replays waiting for other nodes: over */
+        struct replay *p = j->waiting;
+        unwait(p);
+        replay_end(p, 0, 0);
+    }
     while (j->oldest)
         remove_batch(j, j->oldest);
     mx_map_free(j->rooms, free_room);
@@ -219,9 +233,36 @@ struct replay {
     size_t restored;
     mx_journal_replayed_fn done;
     void *priv;
+    lws_usec_t deadline;              /* waiting for other nodes ends then */
+    lws_sorted_usec_list_t sul;
+    struct replay *wnext, **wprev;    /* on j->waiting while the timer is on */
 };
 
 static void replay_step(struct replay *p);
+
+void mx_journal_set_patience(struct mx_journal *j, struct lws_context *ctx, int patience_ms)
+{
+    j->ctx = ctx;
+    j->patience_ms = ctx ? patience_ms : 0;
+}
+
+static void unwait(struct replay *p)
+{
+    if (!p->wprev)
+        return;
+    lws_sul_schedule(p->j->ctx, 0, &p->sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    *p->wprev = p->wnext;
+    if (p->wnext)
+        p->wnext->wprev = p->wprev;
+    p->wprev = NULL;
+}
+
+static void on_retry(lws_sorted_usec_list_t *sul)
+{
+    struct replay *p = lws_container_of(sul, struct replay, sul);
+    unwait(p);
+    replay_step(p);
+}
 
 static void replay_end(struct replay *p, int ok, size_t lost)
 {
@@ -246,7 +287,20 @@ static void on_replayed(int ok, const char *err, const struct mx_cluster_head *h
     if (b && !moved && mx_cluster_id_cmp(head, &b->after) >= 0) {
         p->restored++;
         p->head = *head;
+        p->deadline = lws_now_usecs() + (lws_usec_t)p->j->patience_ms * 1000; /* progress */
         replay_step(p);
+        return;
+    }
+    /* Redis is behind the head this batch was decided on: another node's
+     * lost entries come first - wait for its replay, a while */
+    if (b && moved && p->j->patience_ms > 0 && mx_cluster_id_cmp(head, &b->expected) < 0 &&
+        lws_now_usecs() < p->deadline) {
+        p->wnext = p->j->waiting;
+        if (p->wnext)
+            p->wnext->wprev = &p->wnext;
+        p->wprev = &p->j->waiting;
+        p->j->waiting = p;
+        lws_sul_schedule(p->j->ctx, 0, &p->sul, on_retry, 50 * 1000);
         return;
     }
     /* Redis went another way: what is left cannot come back verbatim */
@@ -285,6 +339,7 @@ int mx_journal_replay(struct mx_journal *j, struct mx_redis *r, const char *pref
     p->wait_timeout_ms = wait_timeout_ms;
     p->done = done;
     p->priv = priv;
+    p->deadline = lws_now_usecs() + (lws_usec_t)j->patience_ms * 1000;
     replay_step(p);
     return 0;
 }

@@ -401,8 +401,7 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
         mx_room_free(r);
         free(cr->init);
         cr->init = NULL;
-        cr->busy = CN_IDLE;
-        return;
+        return; /* busy: a journal replay, or idle and due (cluster_rollback.c) */
     }
     if (have) {
         swap_contents(have, r);

@@ -47,7 +47,12 @@
 int cn_rb_init(struct mx_cnode *n)
 {
     n->journal = mx_journal_new(JOURNAL_BATCHES, JOURNAL_BYTES);
-    return n->journal ? 0 : -1;
+    if (!n->journal)
+        return -1;
+    /* a replay waits for other nodes' lost entries as long as a command may
+     * take: they find the rollback on their next append */
+    mx_journal_set_patience(n->journal, n->ctx, n->cfg->cluster.command_timeout_ms);
+    return 0;
 }
 
 void cn_rb_free(struct mx_cnode *n)
@@ -149,7 +154,11 @@ static void on_replayed(int ok, size_t restored, size_t lost, const struct mx_cl
     n->st.restored_batches += restored;
     n->st.lost_batches += lost;
     cr->busy = CN_IDLE;
-    int whole = ok && mx_cluster_id_cmp(head, &p->before) == 0 && strcmp(head->hash, p->before.hash) == 0;
+    /* back at (or, other nodes restoring theirs, past) the head the node
+     * had: reload quietly - the reload compares the checksum at the seq
+     * subscribers are at (cn_rb_check_reload), so a fork is still caught */
+    int cmp = mx_cluster_id_cmp(head, &p->before);
+    int whole = ok && (cmp > 0 || (cmp == 0 && strcmp(head->hash, p->before.hash) == 0));
     mx_warn("event=cluster_rollback_replayed room=%s restored=%zu lost=%zu head=%llu-%llu "
             "was=%llu-%llu result=%s",
             cr->id, restored, lost, (unsigned long long)head->seq, (unsigned long long)head->sub,
@@ -166,6 +175,29 @@ static void on_replayed(int ok, size_t restored, size_t lost, const struct mx_cl
     }
 }
 
+/* Send the journal's batches of the room past `from` again; the room is
+ * busy until on_replayed. */
+static void start_replay(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *from)
+{
+    struct replay *p = mx_malloc(sizeof *p);
+    if (!p) {
+        resync_room(n, cr);
+        return;
+    }
+    p->n = n;
+    p->cr = cr;
+    p->before = cr->head;
+    cr->busy = CN_LOADING; /* the room's requests queue until the replay is done */
+    cr->known = 0;
+    const struct mx_cluster_config *cc = &n->cfg->cluster;
+    if (mx_journal_replay(n->journal, n->cmd, cc->key_prefix, cr->id, from, cc->wait_replicas,
+                          cc->wait_timeout_ms, on_replayed, p)) {
+        free(p);
+        cr->busy = CN_IDLE;
+        resync_room(n, cr);
+    }
+}
+
 int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis)
 {
     int cmp = mx_cluster_id_cmp(redis, &cr->head);
@@ -176,29 +208,13 @@ int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_c
             (unsigned long long)redis->seq, (unsigned long long)redis->sub,
             (unsigned long long)cr->head.seq, (unsigned long long)cr->head.sub,
             cmp == 0 ? " note=\"same ID, another hash: a fork\"" : "");
-    struct replay *p = mx_malloc(sizeof *p);
-    if (!p) {
-        resync_room(n, cr);
-        return 1;
-    }
-    p->n = n;
-    p->cr = cr;
-    p->before = cr->head;
-    cr->busy = CN_LOADING; /* the room's requests queue until the replay is done */
-    cr->known = 0;
-    const struct mx_cluster_config *cc = &n->cfg->cluster;
     /* a fork at the same ID: everything of ours past the previous ID */
     struct mx_cluster_head from = *redis;
     if (cmp == 0 && from.sub > 0)
         from.sub--;
     else if (cmp == 0 && from.seq > 0)
         from.seq--, from.sub = UINT64_MAX;
-    if (mx_journal_replay(n->journal, n->cmd, cc->key_prefix, cr->id, &from, cc->wait_replicas,
-                          cc->wait_timeout_ms, on_replayed, p)) {
-        free(p);
-        cr->busy = CN_IDLE;
-        resync_room(n, cr);
-    }
+    start_replay(n, cr, &from);
     return 1;
 }
 
@@ -222,12 +238,19 @@ int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_c
     if (!behind && !forked)
         return 0;
     n->st.rollbacks++;
+    size_t mine = mx_journal_lost(n->journal, cr->id, h, NULL, 0);
     mx_warn("event=cluster_rollback room=%s redis_head=%llu-%llu sent_to_subscribers=%llu "
-            "note=\"%s: subscribers resync\"",
+            "journal_batches_past_it=%zu note=\"%s\"",
             cr->id, (unsigned long long)h->seq, (unsigned long long)h->sub,
-            (unsigned long long)cr->fwd_seq,
+            (unsigned long long)cr->fwd_seq, mine,
             behind ? "the log is behind what subscribers saw" : "another history at the seq subscribers are at");
-    resync_room(n, cr);
+    cr->busy = CN_IDLE;
+    /* batches of this node among what was lost: the journal first (a node
+     * can see the rollback here before its own next append does) */
+    if (mine)
+        start_replay(n, cr, h);
+    else
+        resync_room(n, cr);
     return 1;
 }
 

@@ -31,6 +31,7 @@
 #include "movexd/cluster.h"
 
 struct mx_journal;
+struct lws_context;
 
 /* One batch as it was appended. The actions' strings and deps are the
  * journal's own copies. */
@@ -90,6 +91,17 @@ typedef void (*mx_journal_replayed_fn)(int ok, size_t restored, size_t lost,
 int mx_journal_replay(struct mx_journal *j, struct mx_redis *r, const char *prefix, const char *room,
                       const struct mx_cluster_head *head, int wait_replicas, int wait_timeout_ms,
                       mx_journal_replayed_fn done, void *priv);
+
+/* Let replays wait for other nodes (0 ms: they never wait). A replayed
+ * batch answered `moved` while Redis's head is still *behind* the head the
+ * batch was decided on means another node's lost entries come first: the
+ * replay tries again every 50 ms on ctx's loop until that node has
+ * restored them, or patience_ms pass without progress (then the rest is
+ * lost as above). Interleaved tails of several writing nodes so come back
+ * whole. Replays still waiting when the journal is freed end with ok = 0;
+ * free the replays' link and the journal in the same loop turn (a call in
+ * flight ends with the link, a pending retry with the journal). */
+void mx_journal_set_patience(struct mx_journal *j, struct lws_context *ctx, int patience_ms);
 
 /* -1, 0, 1 as ID (seq, sub) of a is before, equal to, after b's. */
 int mx_cluster_id_cmp(const struct mx_cluster_head *a, const struct mx_cluster_head *b);

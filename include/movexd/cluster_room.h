@@ -165,8 +165,9 @@ int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_c
 int cn_rb_resync(struct mx_cnode *n, struct cn_room *cr);
 /* A reload built `loaded` (head h) for the engine's room `have`: 1 when
  * subscribers were sent what the log no longer has - a head behind what
- * they saw, or another checksum at the seq they are at (a fork) - and the
- * room is then resynced (the caller drops what it loaded). */
+ * they saw, or another checksum at the seq they are at (a fork); then the
+ * journal's batches past h are replayed (the room busy meanwhile) or, with
+ * none, the room is resynced; the caller drops what it loaded. */
 int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *h,
                        const struct mx_room *have, const struct mx_room *loaded);
 /* The room is idle again: 1 when an epoch change made it resync. */

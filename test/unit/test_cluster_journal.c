@@ -183,6 +183,24 @@ static void cmd_wait(struct mx_redis *r, int argc, const char **argv)
     RUN_UNTIL(got_reply > before);
 }
 
+static long long seq_got;
+static void on_seq(struct mx_redis *r, redisReply *rep, void *priv)
+{
+    seq_got = rep && rep->type == REDIS_REPLY_STRING ? atoll(rep->str) : -1;
+    got_reply++;
+}
+
+/* The room's head seq on r (one round trip). */
+static long long head_seq(struct mx_redis *r)
+{
+    const char *argv[] = { "HGET", "movexd:{t:j}:head", "seq" };
+    size_t lens[] = { 4, 17, 3 };
+    int before = got_reply;
+    mx_redis_command(r, 3, argv, lens, on_seq, NULL);
+    RUN_UNTIL(got_reply > before);
+    return seq_got;
+}
+
 /* Append one action on head h with the journal keeping it (as the commit
  * path does); the head after it. */
 static struct mx_cluster_head append_kept(struct mx_redis *r, struct mx_journal *j,
@@ -268,6 +286,71 @@ START_TEST(replay_restores_a_rolled_back_batch)
 }
 END_TEST
 
+/* Two nodes' batches interleave in the lost tail (X: 2 and 4, Y: 3).
+ * X's replay restores 2 and waits (Redis is behind the head its batch 4
+ * was decided on); Y's replay restores 3; X's retry then restores 4: the
+ * whole tail is back, the same head hash. Without patience X would give 4
+ * up at once. */
+START_TEST(replays_of_two_nodes_interleave)
+{
+    loop_setup();
+    int pport = free_port(), rport = free_port();
+    pid_t p = start_redis(pport), rp = start_redis_of(rport, pport);
+    struct mx_redis *a = up_link(pport, 1);
+    const char *create[] = { "FCALL", "movexd_create", "1", "movexd:{t:j}:head", "S0" };
+    cmd_wait(a, 5, create);
+    struct mx_journal *jx = mx_journal_new(100, 1 << 20), *jy = mx_journal_new(100, 1 << 20);
+    mx_journal_set_patience(jx, ctx, 10000);
+    mx_journal_set_patience(jy, ctx, 10000);
+    struct mx_cluster_head h0 = H(0, 0, "S0");
+    struct mx_cluster_head h1 = append_kept(a, jx, &h0, "x", 1, "S1", 1000);
+    const char *wait[] = { "WAIT", "1", "10000" };
+    cmd_wait(a, 3, wait);
+    struct mx_redis *b = up_link(rport, 0);
+    const char *noone[] = { "REPLICAOF", "NO", "ONE" };
+    cmd_wait(b, 3, noone);
+    struct mx_cluster_head h2 = append_kept(a, jx, &h1, "x", 2, "S2", 2000);
+    struct mx_cluster_head h3 = append_kept(a, jy, &h2, "y", 1, "S3", 3000);
+    struct mx_cluster_head h4 = append_kept(a, jx, &h3, "x", 3, "S4", 4000);
+
+    struct replayed x = { 0 }, y = { 0 };
+    ck_assert_int_eq(mx_journal_replay(jx, b, "movexd:", "t:j", &h1, 0, 0, on_replayed, &x), 0);
+    RUN_UNTIL(head_seq(b) == 2); /* X restored 2; it waits on 4 */
+    ck_assert_int_eq(x.done, 0);
+    ck_assert_int_eq(mx_journal_replay(jy, b, "movexd:", "t:j", &h1, 0, 0, on_replayed, &y), 0);
+    RUN_UNTIL(x.done && y.done);
+    ck_assert_int_eq(x.ok, 1);
+    ck_assert_uint_eq(x.restored, 2);
+    ck_assert_uint_eq(x.lost, 0);
+    ck_assert_uint_eq(y.restored, 1);
+    ck_assert_uint_eq(y.lost, 0);
+    ck_assert_uint_eq(x.head.seq, 4);
+    ck_assert_str_eq(x.head.hash, h4.hash);
+
+    /* the journal freed while a replay waits (for 5, which nobody will
+     * restore): the replay ends with ok = 0 */
+    struct mx_cluster_head h5 = append_kept(a, NULL, &h4, "y", 2, "S5", 5000);
+    append_kept(a, jx, &h5, "x", 4, "S6", 6000);
+    struct replayed z = { 0 };
+    ck_assert_int_eq(mx_journal_replay(jx, b, "movexd:", "t:j", &h4, 0, 0, on_replayed, &z), 0);
+    spin(20);
+    ck_assert_int_eq(z.done, 0);
+    /* as the node does: the link (a call in flight ends) and the journal
+     * (a retry timer pending ends) in the same loop turn */
+    mx_redis_free(b);
+    mx_journal_free(jx);
+    ck_assert_int_eq(z.done, 1);
+    ck_assert_int_eq(z.ok, 0);
+
+    mx_journal_free(jy);
+    mx_redis_free(a);
+    spin(20);
+    stop_redis(rp);
+    stop_redis(p);
+    loop_teardown();
+}
+END_TEST
+
 Suite *mx_suite_cluster_journal(void)
 {
     Suite *s = suite_create("cluster_journal");
@@ -276,6 +359,7 @@ Suite *mx_suite_cluster_journal(void)
     tcase_add_test(tc, lost_past_a_head);
     tcase_add_test(tc, bounds_evict_the_oldest);
     tcase_add_test(tc, replay_restores_a_rolled_back_batch);
+    tcase_add_test(tc, replays_of_two_nodes_interleave);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -102,7 +102,37 @@ struct fwd_list {
         size_t len;
     } *v;
     size_t n, cap;
+    uint8_t last[MX_DIGEST_LEN]; /* keep_old: the checksum after the last entry read */
+    int have_last;
 };
+
+/* A reload read from what local subscribers saw, behind the snapshot it
+ * starts from: an applied entry at or below the snapshot's head is not
+ * applied again, only kept for its fwd (its prev: the checksum after the
+ * applied entry before it, read first). */
+static void keep_old(struct fwd_list *fl, uint64_t from, const char *id, size_t idlen, const char *entry,
+                     size_t elen)
+{
+    uint64_t seq, sub;
+    const char *e = find(entry, elen, ",\"e\":");
+    json_t *j = parse_id(id, idlen, &seq, &sub) || sub || !e ? NULL
+                                                              : json_loadb(entry, elen, JSON_DECODE_INT_AS_REAL, NULL);
+    const char *sum = json_string_value(json_object_get(j, "sum"));
+    uint8_t sumb[MX_DIGEST_LEN];
+    if (sum && !mx_digest_parse_hex(sum, strlen(sum), sumb)) {
+        if (seq > from && fl->have_last && fl->n < fl->cap &&
+            (!fl->n || fl->v[fl->n - 1].seq + 1 == seq)) {
+            struct fwd_item *it = &fl->v[fl->n++];
+            it->seq = seq;
+            memcpy(it->prev, fl->last, MX_DIGEST_LEN);
+            it->body = e + 5;
+            it->len = (size_t)(entry + elen - 1 - (e + 5));
+        }
+        memcpy(fl->last, sumb, MX_DIGEST_LEN);
+        fl->have_last = 1;
+    }
+    json_decref(j);
+}
 
 /* Apply one stream entry to r on top of head h. 0: applied (fwd: its fwd
  * pushed to local subscribers; fl: remembered there instead); 1: at or
@@ -285,7 +315,13 @@ static void on_snap_read(struct mx_cnode *n, struct cn_room *cr, const char *err
     }
     char key[300], from[48] = "-";
     snprintf(key, sizeof key, "%s{%s}:log", n->cfg->cluster.key_prefix, cr->id);
-    if (cr->loaded)
+    if (cr->loaded && cr->fwd_seq && cr->fwd_seq < cr->loaded_head.seq &&
+        mx_engine_room(n->e, cr->id, cr->idlen))
+        /* local subscribers are behind the snapshot: read from what they
+         * saw, so what they missed can still be forwarded while the stream
+         * has it (keep_old) */
+        snprintf(from, sizeof from, "%llu-0", (unsigned long long)cr->fwd_seq);
+    else if (cr->loaded)
         snprintf(from, sizeof from, "(%llu-%llu", (unsigned long long)cr->loaded_head.seq,
                  (unsigned long long)cr->loaded_head.sub);
     const char *argv[] = {"XRANGE", key, from, "+"};
@@ -370,6 +406,10 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
         int rc = stream_entry(rep->element[i], &id, &idlen, &e, &elen)
                      ? -1
                      : apply_entry(n, cr, &h, r, id, idlen, e, elen, NULL, 0, 0, &fl);
+        if (rc == 1 && had) { /* behind the snapshot: read only for the fwds */
+            keep_old(&fl, cr->fwd_seq, id, idlen, e, elen);
+            continue;
+        }
         if (rc == -2 && cr->load_gaps < 3) {
             /* another node stored a newer snapshot and trimmed between our
              * two reads: read both again */

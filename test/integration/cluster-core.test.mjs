@@ -9,7 +9,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, redisAt, PREFIX } from './cluster-lib.mjs';
-import { connectHello, patchAction, httpRequest, waitFor } from './lib.mjs';
+import { Client, connectHello, patchAction, httpRequest, waitFor } from './lib.mjs';
 
 after(stopAll);
 
@@ -58,7 +58,7 @@ function seqsSeen(c, room) {
   return c.all.filter((m) => m.room === room && ((m.type === 'ack' && !m.duplicate) || m.type === 'fwd')).map((m) => m.seq);
 }
 
-test('two nodes: clients of one room on different nodes see each other, same seq and checksum', async () => {
+test('two nodes: clients of one room on different nodes see each other, same seq and checksum; ids unique across nodes', async () => {
   const r = await redis();
   const a = await node(r, 'n1');
   const b = await node(r, 'n2');
@@ -88,6 +88,16 @@ test('two nodes: clients of one room on different nodes see each other, same seq
   // a room nobody created: no_such_room on any node
   const none = await c1.request({ type: 'get', room: 'nobody' });
   assert.equal(none.code, 'no_such_room');
+  // ids stay unique across nodes: an anonymous client id and the welcome's
+  // conn carry the node
+  const [x1, x2] = [await Client.connect(a.url), await Client.connect(b.url)];
+  const [w1, w2] = [await x1.hello(), await x2.hello()];
+  assert.match(w1.client, /^anon-n1-[0-9a-f]{16}$/);
+  assert.match(w2.client, /^anon-n2-[0-9a-f]{16}$/);
+  assert.notEqual(w1.conn, w2.conn);
+  assert.ok(Number.isSafeInteger(w1.conn) && Number.isSafeInteger(w2.conn));
+  await x1.close();
+  await x2.close();
   checkStream(await stream(r, 'two'));
   await checkInvariants(r.primary.port, { rooms: ['two'], nodes: [a, b] });
   await c1.close();

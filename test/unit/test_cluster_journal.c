@@ -218,25 +218,44 @@ static struct mx_cluster_head append_kept(struct mx_redis *r, struct mx_journal 
     return x.head;
 }
 
-START_TEST(replay_restores_a_rolled_back_batch)
+/* A loop, a primary (library loaded, room t:j created at S0) and its
+ * replica; the link to the primary. */
+static struct mx_redis *primary_and_replica(pid_t *p, pid_t *rp, int *rport)
 {
     loop_setup();
-    int pport = free_port(), rport = free_port();
-    pid_t p = start_redis(pport), rp = start_redis_of(rport, pport);
+    int pport = free_port();
+    *rport = free_port();
+    *p = start_redis(pport);
+    *rp = start_redis_of(*rport, pport);
     struct mx_redis *a = up_link(pport, 1);
     const char *create[] = { "FCALL", "movexd_create", "1", "movexd:{t:j}:head", "S0" };
     cmd_wait(a, 5, create);
+    return a;
+}
+
+/* The replica gets what the primary has (WAIT), then is cut off and
+ * promoted (REPLICAOF NO ONE), as a failover would; a link to it. */
+static struct mx_redis *promote(struct mx_redis *a, int rport)
+{
+    const char *wait[] = { "WAIT", "1", "10000" };
+    cmd_wait(a, 3, wait);
+    struct mx_redis *b = up_link(rport, 0);
+    const char *noone[] = { "REPLICAOF", "NO", "ONE" };
+    cmd_wait(b, 3, noone);
+    return b;
+}
+
+START_TEST(replay_restores_a_rolled_back_batch)
+{
+    int rport;
+    pid_t p, rp;
+    struct mx_redis *a = primary_and_replica(&p, &rp, &rport);
     struct mx_journal *j = mx_journal_new(100, 1 << 20);
     struct mx_cluster_head h0 = H(0, 0, "S0");
     struct mx_cluster_head h1 = append_kept(a, j, &h0, "c1", 1, "S1", 1000);
     /* the replica has batch 1 (WAIT), then is cut off and promoted: it
      * will miss batch 2, as a replica promoted by a failover can */
-    const char *wait[] = { "WAIT", "1", "10000" };
-    got_reply = 0;
-    cmd_wait(a, 3, wait);
-    struct mx_redis *b = up_link(rport, 0);
-    const char *noone[] = { "REPLICAOF", "NO", "ONE" };
-    cmd_wait(b, 3, noone);
+    struct mx_redis *b = promote(a, rport);
     struct mx_cluster_head h2 = append_kept(a, j, &h1, "c2", 1, "S2", 2000);
     struct mx_cluster_head h3 = append_kept(a, j, &h2, "c1", 2, "S3", 3000);
     ck_assert_uint_eq(h3.seq, 3);
@@ -293,22 +312,15 @@ END_TEST
  * up at once. */
 START_TEST(replays_of_two_nodes_interleave)
 {
-    loop_setup();
-    int pport = free_port(), rport = free_port();
-    pid_t p = start_redis(pport), rp = start_redis_of(rport, pport);
-    struct mx_redis *a = up_link(pport, 1);
-    const char *create[] = { "FCALL", "movexd_create", "1", "movexd:{t:j}:head", "S0" };
-    cmd_wait(a, 5, create);
+    int rport;
+    pid_t p, rp;
+    struct mx_redis *a = primary_and_replica(&p, &rp, &rport);
     struct mx_journal *jx = mx_journal_new(100, 1 << 20), *jy = mx_journal_new(100, 1 << 20);
     mx_journal_set_patience(jx, ctx, 10000);
     mx_journal_set_patience(jy, ctx, 10000);
     struct mx_cluster_head h0 = H(0, 0, "S0");
     struct mx_cluster_head h1 = append_kept(a, jx, &h0, "x", 1, "S1", 1000);
-    const char *wait[] = { "WAIT", "1", "10000" };
-    cmd_wait(a, 3, wait);
-    struct mx_redis *b = up_link(rport, 0);
-    const char *noone[] = { "REPLICAOF", "NO", "ONE" };
-    cmd_wait(b, 3, noone);
+    struct mx_redis *b = promote(a, rport);
     struct mx_cluster_head h2 = append_kept(a, jx, &h1, "x", 2, "S2", 2000);
     struct mx_cluster_head h3 = append_kept(a, jy, &h2, "y", 1, "S3", 3000);
     struct mx_cluster_head h4 = append_kept(a, jx, &h3, "x", 3, "S4", 4000);

@@ -214,7 +214,7 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
 int mx_engine_ready(mx_engine *e)
 {
     if (e->cl)
-        return mx_cnode_ready(e->cl);
+        return mx_cnode_ready(e->cl) ? 1 : -2;
     struct mx_storage_stats ss;
     e->st->stats(e->st->ctx, &ss);
     if (ss.failed || e->storage_error)

@@ -272,7 +272,8 @@ int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, c
         int ready = srv->stopping ? 0 : mx_engine_ready(srv->engine);
         const char *why = srv->stopping ? "stopping\n"
                           : ready == 0  ? "storage failing: acks are held until a write succeeds\n"
-                          : ready < 0   ? "disk full: new actions are refused (unavailable)\n"
+                          : ready == -1 ? "disk full: new actions are refused (unavailable)\n"
+                          : ready < 0   ? "cluster: Redis not reachable: room requests are refused (unavailable)\n"
                                         : NULL;
         if (why)
             return mx_http_respond(wsi, h, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain", why);

@@ -165,7 +165,8 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b);
 /* For /readyz: 1 while decisions can be made durable; 0 while the storage
  * is failing (a write or flush failed: acks are held); -1 while actions are
  * refused `unavailable` (the storage refused the last reservation, and
- * still refuses it: disk full). */
+ * still refuses it: disk full); -2 in cluster mode while Redis is not
+ * usable (room requests are answered `unavailable` at once, nothing held). */
 int mx_engine_ready(mx_engine *e);
 
 /* The configuration changed (reload): rooms take their type's new

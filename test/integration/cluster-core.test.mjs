@@ -220,6 +220,9 @@ test('Redis gone: actions answered unavailable, /readyz 503; back: works again w
   assert.equal((await c.request(patchAction('down', 1, [{ op: 'add', path: '/a', value: 1 }]))).seq, 1);
   await r.primary.kill('SIGKILL');
   await ready(a, 503);
+  // the reason names Redis (before: "storage failing: acks are held", which
+  // is the WAL's case and wrong here - nothing is held, actions are refused)
+  assert.match((await httpRequest(a, { path: '/readyz' })).body, /^cluster: Redis not reachable/);
   const u = await c.request(patchAction('down', 2, [{ op: 'add', path: '/b', value: 2 }]));
   assert.equal(u.type, 'reject');
   assert.equal(u.code, 'unavailable');

@@ -941,6 +941,16 @@ START_TEST(state_bounds_every_snapshot_lsn)
     ck_reply_has(&v, "{\"type\":\"get\",\"id\":5,\"room\":\"t:b\"}", "\"seq\":27");
     env_stop(&v, 0);
     ck_assert_int_eq(access(path, F_OK), 0);
+    /* a damaged STATE is not trusted: the headers are read, start-up goes on */
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, -1, SEEK_END), 0);
+    fputc('!', f);
+    fclose(f);
+    env_start(&v);
+    ws = v.st->ctx;
+    ck_assert_int_eq(ws->floor_scanned, 1);
+    env_stop(&v, 0);
     env_free(&v);
 }
 END_TEST

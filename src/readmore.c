@@ -13,10 +13,12 @@
  *
  * - Plain sockets: the recv() wrapper (wsmask.c) calls mx_readmore_recv,
  *   which reads up to MX_READAHEAD (32 KiB, what one lws read took before)
- *   into a block of its own, hands lws what it asked for and keeps the rest
+ *   into this turn's arena, hands lws what it asked for and keeps the rest
  *   ("read ahead") for lws's next recv() of that descriptor, which gets it
  *   before anything new from the socket: the byte stream lws sees is the
  *   socket's, in order, cut into smaller reads. The descriptor is listed.
+ *   When the arena is full, the read is lws's own size, and a read that
+ *   filled it lists the descriptor too (the kernel keeps the rest).
  * - TLS: OpenSSL buffers a record and lws reads on while SSL_pending(); an
  *   SSL_read() that filled lws's buffer lists the descriptor, since the
  *   next record may be waiting in the socket.
@@ -45,10 +47,12 @@
  * Invariants: a descriptor is in the pending list at most once, exactly
  * when its slot's `listed` is set; a descriptor with bytes read ahead is
  * listed (reserve() before reading ahead), so they are always handed out;
+ * at the end of mx_readmore_service no slot points into the arena (what
+ * is left moved to a block of its own) and the arena is empty again;
  * mx_readmore_forget() (close, and a new connection on the descriptor)
- * drops both. The memory: one 32 KiB block per connection that has bytes
- * read ahead at the end of a turn (only paused ones keep one), plus one
- * spare block.
+ * drops both. The memory: the arena (MX_READMORE_ARENA, once), and a block
+ * of the exact size for a connection that keeps bytes read ahead past the
+ * end of a turn (in practice only one paused by backpressure).
  */
 #include "movexd/readmore.h"
 #include "movexd/alloc.h"
@@ -59,25 +63,41 @@
 
 #include <libwebsockets.h>
 
-/* Bytes read from a socket ahead of lws, not yet handed to it. */
-struct ahead {
-    uint32_t off, n; /* data[off..n) is still to be handed out */
-    unsigned char data[MX_READAHEAD];
-};
-
 enum { LISTED = 1, CARRIED = 2 }; /* slot.listed: 0, or in the pending list */
 
+/* Bytes read from a socket ahead of lws, not yet handed to it: in this
+ * turn's arena (heap NULL: arena[off..end)) or, carried past the end of a
+ * turn, in a block of their own (heap[off..end)). */
 struct slot {
-    struct ahead *ahead; /* NULL: nothing read ahead */
+    unsigned char *heap;
+    uint32_t off, end;    /* off == end: nothing read ahead */
     unsigned char listed; /* CARRIED: to be served at the next turn, not this one */
     unsigned char idle;   /* rounds of this turn in which lws read none of it */
+    unsigned char full;   /* the socket read filled MX_READAHEAD: it may hold more */
 };
 
 static struct slot *slots; /* indexed by descriptor */
 static size_t nslots;
 static int *pending, *serving; /* descriptors noted this round / being served */
 static size_t npending, cap;
-static struct ahead *spare; /* one drained block kept for the next read */
+/* This turn's read-ahead bytes, one after the other; emptied at the end of
+ * each mx_readmore_service (what lws has not taken by then moves to blocks
+ * of its own). A read ahead needs MX_READAHEAD free at the tail; without
+ * it the read is lws's own size (the kernel keeps the rest). No allocation
+ * per read, and none of glibc's large-request work (a malloc of 1 KiB or
+ * more consolidates the fastbins first). */
+static unsigned char *arena;
+static size_t arena_used;
+
+static int has_ahead(const struct slot *sl)
+{
+    return sl->off != sl->end;
+}
+
+static const unsigned char *ahead_data(const struct slot *sl)
+{
+    return sl->heap ? sl->heap : arena;
+}
 
 static struct slot *slot_of(int fd)
 {
@@ -130,31 +150,33 @@ void mx_readmore_note(int fd, size_t got, size_t len)
 
 static void drop_ahead(struct slot *sl)
 {
-    if (!sl->ahead)
-        return;
-    if (!spare)
-        spare = sl->ahead;
-    else
-        free(sl->ahead);
-    sl->ahead = NULL;
+    free(sl->heap);
+    sl->heap = NULL;
+    sl->off = sl->end = 0;
+    sl->full = 0;
 }
 
 ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
-                         ssize_t (*next)(int, void *, size_t, int))
+                         ssize_t (*next)(int, void *, size_t, int),
+                         size_t (*cut)(int fd, const void *p, size_t n, size_t len))
 {
+    if (len == 0)
+        return next(fd, buf, len, flags); /* (lws never asks for 0: 0 would read as the peer's close) */
     struct slot *sl = slot_of(fd);
-    if (sl && sl->ahead) {
+    if (sl && has_ahead(sl)) {
         /* what was read ahead goes first, in order; the socket is not read
          * until it is all handed out */
-        struct ahead *a = sl->ahead;
-        size_t k = a->n - a->off < len ? a->n - a->off : len;
-        memcpy(buf, a->data + a->off, k);
+        const unsigned char *from = ahead_data(sl) + sl->off;
+        size_t k = sl->end - sl->off < len ? sl->end - sl->off : len;
+        if (cut)
+            k = cut(fd, from, sl->end - sl->off, len);
+        memcpy(buf, from, k);
         if (flags & MSG_PEEK)
             return (ssize_t)k;
-        a->off += (uint32_t)k;
+        sl->off += (uint32_t)k;
         sl->idle = 0;
-        if (a->off == a->n) {
-            int full = a->n == MX_READAHEAD;
+        if (!has_ahead(sl)) {
+            int full = sl->full;
             drop_ahead(sl);
             if (full)
                 note(fd); /* the socket may hold more */
@@ -163,35 +185,41 @@ ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
         }
         return (ssize_t)k;
     }
-    /* read ahead only when the bytes left over can be listed (so that they
-     * are handed to lws in this turn or a later one) */
-    if (!sl || flags || len >= MX_READAHEAD || (!sl->listed && reserve() < 0))
+    if (!sl || flags || len >= MX_READAHEAD)
         return next(fd, buf, len, flags);
-    struct ahead *a = spare ? spare : mx_malloc(sizeof(*a));
-    if (!a) /* out of memory: a read of what lws asked for */
-        return next(fd, buf, len, flags);
-    spare = NULL;
-    ssize_t n = next(fd, a->data, sizeof(a->data), 0);
-    if (n <= 0) {
-        spare = a; /* errno is next's */
+    if (!arena)
+        arena = mx_malloc(MX_READMORE_ARENA);
+    /* read ahead only with room in the arena and in the pending list (the
+     * bytes left over must be listed to be handed out) */
+    if (!arena || MX_READMORE_ARENA - arena_used < MX_READAHEAD || (!sl->listed && reserve() < 0)) {
+        ssize_t n = next(fd, buf, len, flags);
+        if (n > 0 && (size_t)n == len)
+            note(fd); /* the kernel holds the rest: read again this turn */
         return n;
     }
+    unsigned char *at = arena + arena_used;
+    ssize_t n = next(fd, at, MX_READAHEAD, 0);
+    if (n <= 0)
+        return n; /* errno is next's */
     size_t k = (size_t)n < len ? (size_t)n : len;
-    memcpy(buf, a->data, k);
+    if (cut)
+        k = cut(fd, at, (size_t)n, len);
+    memcpy(buf, at, k);
     if ((size_t)n > k) {
-        a->off = (uint32_t)k;
-        a->n = (uint32_t)n;
-        sl->ahead = a;
+        sl->off = (uint32_t)(arena_used + k);
+        sl->end = (uint32_t)(arena_used + (size_t)n);
+        sl->full = (size_t)n == MX_READAHEAD;
+        arena_used += (size_t)n;
         note(fd);
-    } else {
-        spare = a;
+    } else if ((size_t)n == MX_READAHEAD) {
+        note(fd);
     }
     return (ssize_t)k;
 }
 
 void mx_readmore_resume(int fd, struct lws_context *ctx)
 {
-    if (fd < 0 || (size_t)fd >= nslots || !slots[fd].ahead)
+    if (fd < 0 || (size_t)fd >= nslots || !has_ahead(&slots[fd]))
         return;
     struct slot *sl = &slots[fd];
     sl->idle = 0;
@@ -239,7 +267,7 @@ unsigned mx_readmore_service(struct lws_context *ctx)
             struct lws_pollfd p = {.fd = fd, .events = LWS_POLLIN, .revents = LWS_POLLIN};
             lws_service_fd(ctx, &p);
             reads++;
-            if (fd < (int)nslots && slots[fd].ahead && !slots[fd].listed) {
+            if (fd < (int)nslots && has_ahead(&slots[fd]) && !slots[fd].listed) {
                 /* lws took none of it: it parsed its own buflist instead
                  * (then it reads at the next round), or the connection is
                  * paused by flow control. Its socket may be empty, so poll
@@ -252,20 +280,37 @@ unsigned mx_readmore_service(struct lws_context *ctx)
         }
     }
     /* Left for the next turn: a descriptor whose socket still holds data is
-     * reported by poll; one with bytes read ahead stays listed. */
+     * reported by poll; one with bytes read ahead stays listed, and its
+     * bytes leave the arena for a block of their own (rare: a paused
+     * connection), so that the arena starts empty. */
     size_t keep = 0;
+    int arena_busy = 0;
     for (size_t i = 0; i < npending; i++) {
         int fd = pending[i];
         if ((size_t)fd >= nslots)
             continue;
-        if (slots[fd].listed && slots[fd].ahead) {
-            slots[fd].listed = CARRIED;
-            pending[keep++] = fd;
-        } else {
-            slots[fd].listed = 0;
+        struct slot *sl = &slots[fd];
+        if (!sl->listed || !has_ahead(sl)) {
+            sl->listed = 0;
+            continue;
         }
+        if (!sl->heap) {
+            unsigned char *h = mx_malloc(sl->end - sl->off);
+            if (h) {
+                memcpy(h, arena + sl->off, sl->end - sl->off);
+                sl->heap = h;
+                sl->end -= sl->off;
+                sl->off = 0;
+            } else {
+                arena_busy = 1; /* out of memory: they stay where they are */
+            }
+        }
+        sl->listed = CARRIED;
+        pending[keep++] = fd;
     }
     npending = keep;
+    if (!arena_busy)
+        arena_used = 0;
     mx_metric_reads_again += reads;
     return reads;
 }
@@ -273,13 +318,13 @@ unsigned mx_readmore_service(struct lws_context *ctx)
 void mx_readmore_free(void)
 {
     for (size_t i = 0; i < nslots; i++)
-        free(slots[i].ahead);
+        free(slots[i].heap);
     free(slots);
     free(pending);
     free(serving);
-    free(spare);
+    free(arena);
     slots = NULL;
     pending = serving = NULL;
-    spare = NULL;
-    nslots = npending = cap = 0;
+    arena = NULL;
+    nslots = npending = cap = arena_used = 0;
 }

@@ -600,6 +600,7 @@ void mx_server_shutdown(struct mx_server *s, int timeout_ms)
     while (s->nsessions && mx_now_us() < end) {
         if (lws_service(s->ctx, 0) < 0)
             break;
+        mx_readmore_service(s->ctx); /* the peers' close frames may be read ahead */
         mx_engine_commit(s->engine);
     }
     if (s->nsessions)

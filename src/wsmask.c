@@ -110,57 +110,77 @@ void mx_wsmask_free(void)
     nwatches = 0;
 }
 
+/* Parses from p (n > 0 bytes) up to the next change of place in the frame;
+ * returns the bytes consumed: 0 only when the frame is unmasked. */
+static size_t step(struct watch *w, const uint8_t *p, size_t n)
+{
+    switch (w->at) {
+    case AT_OP:
+        w->data = (*p & 0x0f) < 8;
+        w->at = AT_LEN;
+        return 1;
+    case AT_LEN:
+        if (!(*p & 0x80)) {
+            w->unmasked = 1; /* nothing after it is parsed */
+            return 0;
+        }
+        w->left = *p & 0x7f;
+        w->need = w->left == 126 ? 2 : w->left == 127 ? 8 : 0;
+        if (w->need)
+            w->left = 0;
+        w->at = w->need ? AT_EXTLEN : AT_KEY;
+        if (!w->need)
+            w->need = 4;
+        return 1;
+    case AT_EXTLEN:
+        w->left = (w->left << 8) | *p;
+        if (--w->need == 0) {
+            w->at = AT_KEY;
+            w->need = 4;
+        }
+        return 1;
+    case AT_KEY: {
+        size_t k = n < w->need ? n : w->need;
+        w->need = (uint8_t)(w->need - k);
+        if (!w->need)
+            w->at = w->left ? AT_PAYLOAD : AT_OP;
+        return k;
+    }
+    default: { /* AT_PAYLOAD */
+        uint64_t k = n < w->left ? n : w->left;
+        w->left -= k;
+        if (w->data)
+            w->good += k;
+        if (!w->left)
+            w->at = AT_OP;
+        return (size_t)k;
+    }
+    }
+}
+
 static void scan(struct watch *w, const uint8_t *p, size_t n)
 {
     while (n && !w->unmasked) {
-        switch (w->at) {
-        case AT_OP:
-            w->data = (*p & 0x0f) < 8;
-            w->at = AT_LEN;
-            p++, n--;
-            break;
-        case AT_LEN:
-            if (!(*p & 0x80)) {
-                w->unmasked = 1; /* nothing after it is parsed */
-                return;
-            }
-            w->left = *p & 0x7f;
-            w->need = w->left == 126 ? 2 : w->left == 127 ? 8 : 0;
-            if (w->need)
-                w->left = 0;
-            w->at = w->need ? AT_EXTLEN : AT_KEY;
-            if (!w->need)
-                w->need = 4;
-            p++, n--;
-            break;
-        case AT_EXTLEN:
-            w->left = (w->left << 8) | *p;
-            p++, n--;
-            if (--w->need == 0) {
-                w->at = AT_KEY;
-                w->need = 4;
-            }
-            break;
-        case AT_KEY: {
-            size_t k = n < w->need ? n : w->need;
-            w->need = (uint8_t)(w->need - k);
-            p += k, n -= k;
-            if (!w->need)
-                w->at = w->left ? AT_PAYLOAD : AT_OP;
-            break;
-        }
-        case AT_PAYLOAD: {
-            uint64_t k = n < w->left ? n : w->left;
-            w->left -= k;
-            if (w->data)
-                w->good += k;
-            p += k, n -= (size_t)k;
-            if (!w->left)
-                w->at = AT_OP;
-            break;
-        }
-        }
+        size_t k = step(w, p, n);
+        p += k, n -= k;
     }
+}
+
+size_t mx_wsmask_cut(int fd, const void *buf, size_t n, size_t len)
+{
+    size_t lim = n < len ? n : len;
+    struct watch *w = watch_of(fd);
+    if (!w)
+        return lim;
+    struct watch t = *w; /* a copy: the bytes are not handed out yet */
+    const uint8_t *p = buf;
+    size_t pos = 0, best = 0;
+    while (pos < lim && !t.unmasked) {
+        pos += step(&t, p + pos, lim - pos);
+        if (t.at == AT_OP)
+            best = pos;
+    }
+    return best ? best : lim;
 }
 
 void mx_wsmask_scan(int fd, const void *buf, size_t n)
@@ -178,7 +198,7 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     struct watch *w = watch_of(fd);
     if (!w)
         return next(fd, buf, len, flags);
-    ssize_t n = mx_readmore_recv(fd, buf, len, flags, next);
+    ssize_t n = mx_readmore_recv(fd, buf, len, flags, next, mx_wsmask_cut);
     if (n > 0 && !(flags & MSG_PEEK))
         scan(w, buf, (size_t)n); /* the bytes as lws gets them */
     return n;

@@ -16,13 +16,20 @@ struct lws_context;
 /* Bytes read from a plain socket at once (and handed to lws in pieces of
  * what it asks for). */
 #define MX_READAHEAD 32768
+/* One turn's read-ahead bytes of all connections together, at most (one
+ * buffer, reused every turn); past it, a connection is read in lws's size
+ * and read again in the same turn while its reads fill lws's buffer. */
+#define MX_READMORE_ARENA (256 * 1024)
 
 /* recv() of a WebSocket descriptor (the wrapper in wsmask.c calls this;
  * next is the real recv): hands out the bytes read ahead first, else reads
  * up to MX_READAHEAD from the socket and keeps what does not fit in len,
- * listing fd to be served again. Same result and errno contract as recv(). */
+ * listing fd to be served again. cut (may be NULL) says how much of the
+ * bytes available to hand out now (mx_wsmask_cut: whole frames). Same
+ * result and errno contract as recv(). */
 ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
-                         ssize_t (*next)(int, void *, size_t, int));
+                         ssize_t (*next)(int, void *, size_t, int),
+                         size_t (*cut)(int fd, const void *p, size_t n, size_t len));
 /* An SSL_read of descriptor fd returned got of len bytes: when it filled
  * the buffer, more may be waiting (lws reads on while SSL_pending, and
  * this covers the next record). */

@@ -18,6 +18,11 @@ int mx_wsmask_unmasked(int fd);
 int mx_wsmask_receive(int fd, size_t len);
 /* Parse n bytes read from fd (done by the recv/SSL_read wrappers). */
 void mx_wsmask_scan(int fd, const void *buf, size_t n);
+/* How many of the n bytes at buf, at most len, to hand lws from fd next so
+ * that they end at a frame boundary (readmore.c: lws then delivers each
+ * whole frame that fits its buffer in one piece). len (or n) when no
+ * boundary comes before: a longer frame arrives in pieces anyway. */
+size_t mx_wsmask_cut(int fd, const void *buf, size_t n, size_t len);
 /* Free the table (at exit, for leak checkers). */
 void mx_wsmask_free(void);
 

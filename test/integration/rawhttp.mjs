@@ -186,3 +186,15 @@ export function parseFrames(buf, off = 0) {
   }
   return frames;
 }
+
+// A raw connection upgraded to a WebSocket; resolves { c, start } with the
+// offset in c.buf where the server's frames begin. ca: over TLS, trusting it.
+export async function rawWebSocket(d, ca) {
+  const c = ca ? await rawConnectTls(d.port, ca) : await rawConnect(d.port);
+  c.write(upgradeRequest());
+  await c.until((x) => x.buf.indexOf('\r\n\r\n') > 0, '101 Switching Protocols');
+  const start = c.buf.indexOf('\r\n\r\n') + 4;
+  const head = c.buf.subarray(0, start).toString('latin1');
+  if (!/^HTTP\/1\.1 101 /.test(head)) throw new Error(`not a 101 answer: ${JSON.stringify(head.slice(0, 200))}`);
+  return { c, start };
+}

@@ -13,20 +13,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { withDaemon, makeConf, httpRequest, makeTestCert, TIMEOUT } from './lib.mjs';
-import { rawConnect, rawConnectTls, upgradeRequest, wsFrame, parseFrames } from './rawhttp.mjs';
+import { wsFrame, parseFrames, rawWebSocket } from './rawhttp.mjs';
 
 let CERT;
 before(() => { CERT = makeTestCert(); });
 after(() => rmSync(CERT.dir, { recursive: true, force: true }));
-
-async function rawWebSocket(d, ca) {
-  const c = ca ? await rawConnectTls(d.port, ca) : await rawConnect(d.port);
-  c.write(upgradeRequest());
-  await c.until((x) => x.buf.indexOf('\r\n\r\n') > 0, '101 Switching Protocols');
-  const start = c.buf.indexOf('\r\n\r\n') + 4;
-  assert.match(c.buf.subarray(0, start).toString('latin1'), /^HTTP\/1\.1 101 /);
-  return { c, start };
-}
 
 const text = (o) => wsFrame(1, JSON.stringify(o));
 const inc = (id, n, pad = '') => ({ type: 'action', id, room: 'rm:burst', n, action: { type: 'patch', payload: [{ op: 'inc', path: '/count', value: 1 }] }, ...(pad ? { pad } : {}) });

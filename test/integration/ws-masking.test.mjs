@@ -9,18 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withDaemon, connectHello, makeConf } from './lib.mjs';
-import { rawConnect, rawConnectTls, upgradeRequest, wsFrame, parseFrames } from './rawhttp.mjs';
-
-// A raw connection upgraded to a WebSocket; resolves { c, start } with the
-// offset where the server's frames begin. ca: over TLS, trusting it.
-async function rawWebSocket(d, ca) {
-  const c = ca ? await rawConnectTls(d.port, ca) : await rawConnect(d.port);
-  c.write(upgradeRequest());
-  await c.until((x) => x.buf.indexOf('\r\n\r\n') > 0, '101 Switching Protocols');
-  const start = c.buf.indexOf('\r\n\r\n') + 4;
-  assert.match(c.buf.subarray(0, start).toString('latin1'), /^HTTP\/1\.1 101 /);
-  return { c, start };
-}
+import { wsFrame, parseFrames, rawWebSocket } from './rawhttp.mjs';
 
 const textOf = (f) => f.payload.toString('utf8');
 const closeCode = (f) => (f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null);

@@ -82,6 +82,7 @@ int cn_rb_resync(struct mx_cnode *n, struct cn_room *cr)
     mx_warn("event=cluster_resync room=%s sent_to_subscribers=%llu note=\"what they miss is no longer "
             "in the log or history: subscribers resync\"",
             cr->id, (unsigned long long)cr->fwd_seq);
+    cr->busy = CN_IDLE; /* the load that found it is over (on_range_full leaves busy to us) */
     resync_room(n, cr);
     return 1;
 }

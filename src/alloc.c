@@ -12,7 +12,8 @@
 
 static uint64_t json_failures;
 
-#if !defined(MX_FAULT_INJECTION) && defined(__GLIBC__)
+/* no cache under a sanitizer: it would hide a use after free of a block */
+#if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
 #include <malloc.h>
 
 /* Free lists of small blocks by glibc chunk size (16-byte steps up to 272:

@@ -332,6 +332,25 @@ static void reload(struct mx_server *s)
             changed[0] ? changed : "none");
 }
 
+/* The start line names where the primary is found: the one Redis, or the
+ * Sentinels and the primary's name (the Redis address is empty then). */
+static void log_cluster_start(const struct mx_cluster_config *cc)
+{
+    if (!cc->nsentinels) {
+        mx_info("event=cluster node=%s redis=%s:%d", cc->node_id, cc->redis.host, cc->redis.port);
+        return;
+    }
+    char list[MX_CLUSTER_SENTINELS_MAX * 270] = "";
+    size_t w = 0;
+    for (size_t i = 0; i < cc->nsentinels && w < sizeof(list); i++) {
+        const struct mx_endpoint *ep = &cc->sentinels[i];
+        int v6 = strchr(ep->host, ':') != NULL;
+        w += (size_t)snprintf(list + w, sizeof(list) - w, "%s%s%s%s:%d", i ? "," : "", v6 ? "[" : "",
+                              ep->host, v6 ? "]" : "", ep->port);
+    }
+    mx_info("event=cluster node=%s sentinels=%s master_name=%s", cc->node_id, list, cc->master_name);
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_LISTEN = 256, OPT_DATA_DIR, OPT_LOG_LEVEL };
@@ -511,8 +530,7 @@ int main(int argc, char **argv)
         struct mx_engine_presence_hook ph;
         mx_cpres_engine_hook(cpres, &ph);
         mx_engine_set_presence_hook(engine, &ph);
-        mx_info("event=cluster node=%s redis=%s:%d", cfg.cluster.node_id, cfg.cluster.redis.host,
-                cfg.cluster.redis.port);
+        log_cluster_start(&cfg.cluster);
     }
     if (mx_admin_load_token(&server, &cfg, err, sizeof(err))) {
         mx_err("event=start_failed reason=\"%s\"", err);

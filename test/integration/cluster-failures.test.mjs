@@ -247,6 +247,9 @@ test('kill -9 the Redis primary while writers run (wait_replicas 1): Sentinel fa
   // WAIT 1 can be satisfied again
   const g = await startRedisGroup({ replicas: 2, sentinels: 3 });
   const ns = await nodes(g, 3, { cluster: ['wait_replicas 1', `wait_timeout_ms ${1000}`] });
+  // the start line names the Sentinels and the primary's name (old main: redis="":0)
+  const where = g.sentinelAddrs.replace(/ /g, '');
+  await ns[0].waitLog(new RegExp(`event=cluster node=n1 sentinels=${where} master_name=${g.masterName}\\b`));
   const room = 'failover';
   const writers = [0, 1, 2].map((i) => new Writer(`f${i}`, room, ns, i));
   for (const w of writers) await w.connect();

@@ -3,6 +3,7 @@
  * check once at the end. */
 #include "movexd/buf.h"
 #include "movexd/alloc.h"
+#include "movexd/numfmt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,13 +79,8 @@ int mx_buf_printf(mx_buf *b, const char *fmt, ...)
 
 int mx_buf_put_u64(mx_buf *b, unsigned long long v)
 {
-    char tmp[24];
-    int i = (int)sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return mx_buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+    char tmp[20];
+    return mx_buf_append(b, tmp, mx_u64_digits(v, tmp));
 }
 
 int mx_buf_put_hex(mx_buf *b, const unsigned char *p, size_t n)

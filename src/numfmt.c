@@ -84,6 +84,18 @@ static void shortest(double d, unsigned long long *best, int *best_e)
     }
 }
 
+size_t mx_u64_digits(unsigned long long v, char out[20])
+{
+    char t[20];
+    size_t k = sizeof(t);
+    do {
+        t[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, t + k, sizeof(t) - k);
+    return sizeof(t) - k;
+}
+
 size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX])
 {
     if (d == 0 || !isfinite(d)) { /* -0 prints as 0; non-finite never reaches here */
@@ -101,15 +113,7 @@ size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX])
         /* integers below 2^53 are exact: their digits are the shortest form
          * and print plainly (at most 16 digits); no snprintf on this path,
          * which every counter and index takes */
-        unsigned long long v = (unsigned long long)d;
-        char t[20];
-        int k = (int)sizeof(t);
-        do {
-            t[--k] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        memcpy(o, t + k, sizeof(t) - (size_t)k);
-        o += sizeof(t) - (size_t)k;
+        o += mx_u64_digits((unsigned long long)d, o);
         *o = '\0';
         return (size_t)(o - out);
     } else {

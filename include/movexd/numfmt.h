@@ -17,4 +17,7 @@
 /* Writes the text and a NUL into out; returns its length (without NUL). */
 size_t mx_numfmt(double d, char out[MX_NUMFMT_MAX]);
 
+/* The decimal digits of v into out (no NUL); returns how many (1..20). */
+size_t mx_u64_digits(unsigned long long v, char out[20]);
+
 #endif

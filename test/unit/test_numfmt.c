@@ -182,12 +182,30 @@ START_TEST(round_trip_and_bounds)
 }
 END_TEST
 
+/* mx_u64_digits: the integer path of mx_numfmt and of every u64 field. */
+START_TEST(u64_digits)
+{
+    static const struct {
+        unsigned long long v;
+        const char *text;
+    } cases[] = {{0, "0"}, {9, "9"}, {10, "10"}, {9007199254740991ull, "9007199254740991"},
+                 {18446744073709551615ull, "18446744073709551615"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[20];
+        size_t n = mx_u64_digits(cases[i].v, out);
+        ck_assert_uint_eq(n, strlen(cases[i].text));
+        ck_assert(memcmp(out, cases[i].text, n) == 0);
+    }
+}
+END_TEST
+
 Suite *mx_suite_numfmt(void)
 {
     Suite *s = suite_create("numfmt");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, named_cases);
+    tcase_add_test(tc, u64_digits);
     tcase_add_test(tc, node_vectors);
     tcase_add_test(tc, round_trip_and_bounds);
     suite_add_tcase(s, tc);

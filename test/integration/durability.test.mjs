@@ -732,34 +732,54 @@ test('eviction: a room without subscribers leaves memory after evict_idle_ms and
 // eviction (one fsync'd snapshot per room, all idle rooms in one tick) the
 // server stopped answering for rooms x 2 fsyncs: 2000 rooms -> 4-11 s
 // without a reply (ext4), 20000 rooms -> ~110 s. Now at most 256 rooms leave
-// per tick with one syncfs; measured ~0.9 s max latency on ext4. The stall
-// is I/O, not CPU, so the bound is scaled only 2x for sanitizer builds.
-const STALL_MS = ASAN ? 3000 : 1500;
-test(`eviction of 1000 idle rooms does not stall the server: another connection's ping is answered within ${STALL_MS} ms throughout`, async (t) => {
-  const N = 1000;
+// per tick with one syncfs. That stall is I/O: one syncfs waits for whatever
+// the whole file system has dirty, so on a shared disk a single batch took
+// 0.7-1.3 s (load 13), and a fixed bound on the ping latency measured the
+// machine. The bound is relative instead: first, in the same daemon, the
+// worst ping latency while REF_N rooms (less than one batch) are evicted is
+// the cost of one batch on this disk right now; then while N = 3000 rooms
+// (12 batches) leave, no ping may wait much longer than that: at most 2x
+// the reference plus an allowance for scheduling and disk noise (scaled for
+// sanitizer builds). All N in one tick holds a ping for N snapshot writes
+// (~1 ms each in release: ~3 s, while one batch took 0.1-0.9 s), or 2N
+// fsyncs with per-room syncing. Checked with MX_EVICT_BATCH 4096 in a
+// scratch build: this test fails.
+const REF_N = 200, STALL_N = 3000;
+const STALL_SLACK_MS = ASAN ? 1500 : 1000; // I/O, not CPU: barely slower under ASan
+async function evictionPingLatency(d, ev, prefix, n) {
+  const before = ev.n;
+  const c = await connectHello(d, `maker-${prefix}`);
+  const rs = await Promise.all(Array.from({ length: n }, (_, k) => c.request({ type: 'subscribe', room: `stall:${prefix}${k}` })));
+  assert.ok(rs.every((r) => r.type === 'snapshot'));
+  const p = await connectHello(d, `pinger-${prefix}`);
+  await c.close();
+  let maxLatency = 0, pings = 0;
+  const end = Date.now() + 120000 * SLOW;
+  while (ev.n - before < n && Date.now() < end) {
+    const t0 = Date.now();
+    // bounded only so that a hung server fails here, not at the suite timeout
+    const pong = await withTimeout(p.request({ type: 'ping' }), TIMEOUT,
+      `pong while idle rooms are evicted (${ev.n - before}/${n} evicted so far)`);
+    assert.equal(pong.type, 'pong');
+    maxLatency = Math.max(maxLatency, Date.now() - t0);
+    pings++;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(ev.n - before, n, `every idle ${prefix} room was evicted`);
+  await p.close();
+  return { maxLatency, pings };
+}
+test(`eviction of ${STALL_N} idle rooms does not stall the server: another connection's ping waits at most 2x as long as during the eviction of ${REF_N} (one batch) + ${STALL_SLACK_MS} ms`, async (t) => {
   const cf = conf(['evict_idle_ms 200', 'max_rooms_per_conn 100000']);
   await withKeptDaemon({ conf: cf, args: ['--log-level', 'debug'] }, async (live) => {
     const d = live.d;
     const ev = countLines(d, /event=room_evicted room=stall:/);
-    const c = await connectHello(d, 'maker');
-    const rs = await Promise.all(Array.from({ length: N }, (_, k) => c.request({ type: 'subscribe', room: `stall:r${k}` })));
-    assert.ok(rs.every((r) => r.type === 'snapshot'));
-    const p = await connectHello(d, 'pinger');
-    await c.close();
-    const evicted = () => ev.n;
-    let maxLatency = 0;
-    const end = Date.now() + 120000 * SLOW;
-    while (evicted() < N && Date.now() < end) {
-      const t0 = Date.now();
-      const pong = await withTimeout(p.request({ type: 'ping' }), STALL_MS,
-        `pong within ${STALL_MS} ms while idle rooms are evicted (${evicted()}/${N} evicted so far)`);
-      assert.equal(pong.type, 'pong');
-      maxLatency = Math.max(maxLatency, Date.now() - t0);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    assert.equal(evicted(), N, 'every idle room was evicted');
-    t.diagnostic(`max ping latency during eviction of ${N} rooms: ${maxLatency} ms`);
-    await p.close();
+    const ref = await evictionPingLatency(d, ev, 'ref', REF_N);
+    const big = await evictionPingLatency(d, ev, 'big', STALL_N);
+    const bound = 2 * ref.maxLatency + STALL_SLACK_MS;
+    t.diagnostic(`max ping latency: ${ref.maxLatency} ms evicting ${REF_N} rooms (${ref.pings} pings), ${big.maxLatency} ms evicting ${STALL_N} (${big.pings} pings); bound ${bound} ms`);
+    assert.ok(big.maxLatency <= bound,
+      `a ping waited ${big.maxLatency} ms while ${STALL_N} rooms were evicted, more than 2 x ${ref.maxLatency} ms (while ${REF_N} were) + ${STALL_SLACK_MS} ms`);
     await d.stop();
   });
 });

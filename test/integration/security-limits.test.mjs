@@ -173,12 +173,16 @@ function serverSideEstablished(port, peer) {
 
 test('idle_timeout_ms 3s: a peer that cannot answer pings is disconnected within ~3-6 s; an idle-but-alive and an active one stay', async (t) => {
   await withDaemon({ conf: makeConf({ global: ['idle_timeout_ms 3s'] }) }, async (d) => {
+    // t0 before the dead peer's first byte: the server's idle clock starts at
+    // its last sign of life, which is later, so "took" can only overstate the
+    // time the server waited. (Taken after the three connects, a loaded
+    // machine's slow connects made a correct server look early.)
+    const t0 = Date.now();
     const dead = await connectHello(d, 'dead');
     const quiet = await connectHello(d, 'quiet'); // sends nothing, but its ws library answers pings
     const active = await connectHello(d, 'active');
     const peer = dead.ws._socket.localPort;
     assert.ok(serverSideEstablished(d.port, peer), 'the connection is visible in /proc/net/tcp');
-    const t0 = Date.now();
     dead.ws.pause(); // = ws._socket.pause(), and ws will not resume it: no pong, no close frame
     let stop = false;
     const pinger = (async () => {

@@ -44,6 +44,14 @@ function closeOf(lines, i, ticks = 3) {
   throw new Error(`unclosed code block at line ${i + 1}`);
 }
 
+// A step here is a process start (bash, node, Chromium) or a page action
+// in Chromium: on an idle machine the whole tutorial takes ~4 s, but at load
+// 19 on two cores (where this test failed) a Chromium launch or page load
+// can take longer than the harness's TIMEOUT (10 s, already scaled for
+// sanitizer builds), so every step gets 3x that. They only bound a hang;
+// nothing waits for them.
+const STEP_TIMEOUT = 3 * TIMEOUT;
+
 const runnable = (b) => ['sh', 'js', 'html'].includes(b.lang) && !b.words.includes('norun');
 
 function run(cmd, args, { cwd, env, input } = {}) {
@@ -53,7 +61,7 @@ function run(cmd, args, { cwd, env, input } = {}) {
     p.stdout.on('data', (d) => { out += d; });
     p.stderr.on('data', (d) => { err += d; });
     p.on('error', rej);
-    const t = setTimeout(() => { p.kill('SIGKILL'); rej(new Error(`${cmd} timed out; stdout:\n${out}\nstderr:\n${err}`)); }, TIMEOUT);
+    const t = setTimeout(() => { p.kill('SIGKILL'); rej(new Error(`${cmd} timed out; stdout:\n${out}\nstderr:\n${err}`)); }, STEP_TIMEOUT);
     p.on('close', (code) => { clearTimeout(t); res({ code, out, err }); });
     p.stdin.end(input ?? '');
   });
@@ -103,7 +111,7 @@ const PAGE_CHECKS = {
 async function launchBrowser() {
   const { chromium } = await import(PW);
   return chromium.launch({
-    executablePath: CHROMIUM, headless: true, timeout: TIMEOUT,
+    executablePath: CHROMIUM, headless: true, timeout: STEP_TIMEOUT,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--disable-quic'],
   });
@@ -147,7 +155,7 @@ async function runPage(file, t) {
         for (let i = 0; i < 2; i++) {
           const ctx = await browser.newContext(); // two windows = two clients
           const p = await ctx.newPage();
-          p.setDefaultTimeout(TIMEOUT);
+          p.setDefaultTimeout(STEP_TIMEOUT);
           p.on('pageerror', (e) => problems.push(`${where} window ${i}: ${e.message}`));
           p.on('console', (m) => { if (m.type() === 'error') problems.push(`${where} window ${i}: console: ${m.text()}`); });
           await p.goto(`http://127.0.0.1:${files.port}/${dirname(path)}/`);
@@ -172,5 +180,5 @@ test('codeBlocks reads fences, info strings and norun', () => {
     [['sh', ['norun'], 'make run', false], ['html', ['x/index.html'], '<p>', true]]);
 });
 
-test('README.md code blocks run', { timeout: 4 * TIMEOUT }, (t) => runPage('README.md', t));
-test('docs/TUTORIAL.md code blocks run, and its pages work in two windows', { timeout: 12 * TIMEOUT }, (t) => runPage('docs/TUTORIAL.md', t));
+test('README.md code blocks run', { timeout: 4 * STEP_TIMEOUT }, (t) => runPage('README.md', t));
+test('docs/TUTORIAL.md code blocks run, and its pages work in two windows', { timeout: 12 * STEP_TIMEOUT }, (t) => runPage('docs/TUTORIAL.md', t));

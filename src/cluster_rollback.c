@@ -12,8 +12,11 @@
  *   the same ID with another hash (a fork): Redis rolled back (a failover
  *   promoted a replica that missed writes). The journal's batches past
  *   that head are sent again verbatim (same seqs, checksums, hashes as
- *   their acks); if the room's head is then exactly where it was, nothing
- *   changed for anyone; otherwise subscribers saw entries the log no
+ *   their acks), waiting a while for other nodes' lost entries that come
+ *   first (cluster_journal.c) and, once all of ours are back, holding the
+ *   room until the others restored theirs (a new decision would take their
+ *   place); if the room's head is then where it was, nothing changed for
+ *   anyone; otherwise subscribers saw entries the log no
  *   longer has, so the room is forgotten with its subscribers told (they
  *   subscribe again with `since` and get what the log has now);
  * - a reload of a room that brings a head behind what local subscribers
@@ -32,8 +35,11 @@
 #include "movexd/room.h"
 #include "movexd/engine.h"
 #include "movexd/log.h"
+#include "movexd/redis_adapter.h"
 #include "movexd/metrics.h"
 
+#include <hiredis/hiredis.h>
+#include <libwebsockets.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +49,16 @@
  * busy node, which is what a failover can lose. */
 #define JOURNAL_BATCHES 65536
 #define JOURNAL_BYTES (64u << 20)
+
+/* A replay of one room's journal, then maybe a hold (see on_replayed). */
+struct replay {
+    struct mx_cnode *n;
+    struct cn_room *cr;
+    struct mx_cluster_head before; /* the confirmed head when the rollback showed */
+    size_t restored, lost;
+    lws_usec_t deadline;           /* holding: other nodes' restores awaited until then */
+    lws_sorted_usec_list_t sul;
+};
 
 int cn_rb_init(struct mx_cnode *n)
 {
@@ -59,6 +75,19 @@ void cn_rb_free(struct mx_cnode *n)
 {
     mx_journal_free(n->journal);
     n->journal = NULL;
+    /* rooms holding after a replay: their poll timer goes with them */
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (n->rooms && mx_map_next(n->rooms, &it, &key, &len, &val)) {
+        struct cn_room *cr = val;
+        if (cr->rb_hold) {
+            struct replay *p = cr->rb_hold;
+            lws_sul_schedule(n->ctx, 0, &p->sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
+            cr->rb_hold = NULL;
+            free(p);
+        }
+    }
 }
 
 /* The room's subscribers were sent what the log no longer has: forget the
@@ -140,20 +169,71 @@ void cn_rb_confirmed(struct mx_cnode *n, struct cn_room *cr, const struct mx_clu
     free(a);
 }
 
-struct replay {
-    struct mx_cnode *n;
-    struct cn_room *cr;
-    struct mx_cluster_head before; /* the confirmed head when the rollback showed */
-};
+static void replayed_end(struct replay *p, int ok, const struct mx_cluster_head *head);
+static void poll_head(struct replay *p);
+
+static void on_poll_timer(lws_sorted_usec_list_t *sul)
+{
+    struct replay *p = lws_container_of(sul, struct replay, sul);
+    p->cr->rb_hold = NULL;
+    poll_head(p);
+}
+
+/* HMGET of the room's head while holding: at or past `before` (the other
+ * nodes restored theirs) or past the deadline ends the hold. */
+static void on_polled(struct mx_redis *rd, redisReply *rep, void *priv)
+{
+    struct replay *p = priv;
+    struct mx_cluster_head h = p->before;
+    int ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+             rep->element[0]->type == REDIS_REPLY_STRING && rep->element[1]->type == REDIS_REPLY_STRING &&
+             rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len < sizeof h.hash;
+    if (ok) {
+        h.seq = strtoull(rep->element[0]->str, NULL, 10);
+        h.sub = strtoull(rep->element[1]->str, NULL, 10);
+        memcpy(h.hash, rep->element[2]->str, rep->element[2]->len + 1);
+    }
+    if (ok && !p->n->closing && mx_cluster_id_cmp(&h, &p->before) < 0 && lws_now_usecs() < p->deadline) {
+        p->cr->rb_hold = p;
+        lws_sul_schedule(p->n->ctx, 0, &p->sul, on_poll_timer, 50 * 1000);
+        return;
+    }
+    replayed_end(p, ok, &h);
+}
+
+static void poll_head(struct replay *p)
+{
+    char key[300];
+    snprintf(key, sizeof key, "%s{%s}:head", p->n->cfg->cluster.key_prefix, p->cr->id);
+    const char *argv[] = { "HMGET", key, "seq", "sub", "hash" };
+    size_t lens[] = { 5, strlen(key), 3, 3, 4 };
+    mx_redis_command(p->n->cmd, 5, argv, lens, on_polled, p);
+}
 
 static void on_replayed(int ok, size_t restored, size_t lost, const struct mx_cluster_head *head,
                         void *priv)
 {
     struct replay *p = priv;
+    p->n->st.restored_batches += restored;
+    p->n->st.lost_batches += lost;
+    p->restored = restored;
+    p->lost = lost;
+    /* all of ours is back but the head is still behind where it was: other
+     * nodes' entries follow ours - hold the room (no new decision takes
+     * their place) until they restored them, as long as a command may take */
+    if (ok && lost == 0 && !p->n->closing && mx_cluster_id_cmp(head, &p->before) < 0) {
+        p->deadline = lws_now_usecs() + (lws_usec_t)p->n->cfg->cluster.command_timeout_ms * 1000;
+        poll_head(p);
+        return;
+    }
+    replayed_end(p, ok, head);
+}
+
+static void replayed_end(struct replay *p, int ok, const struct mx_cluster_head *head)
+{
     struct mx_cnode *n = p->n;
     struct cn_room *cr = p->cr;
-    n->st.restored_batches += restored;
-    n->st.lost_batches += lost;
+    size_t restored = p->restored, lost = p->lost;
     cr->busy = CN_IDLE;
     /* back at (or, other nodes restoring theirs, past) the head the node
      * had: reload quietly - the reload compares the checksum at the seq
@@ -180,7 +260,7 @@ static void on_replayed(int ok, size_t restored, size_t lost, const struct mx_cl
  * busy until on_replayed. */
 static void start_replay(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *from)
 {
-    struct replay *p = mx_malloc(sizeof *p);
+    struct replay *p = mx_calloc(1, sizeof *p);
     if (!p) {
         resync_room(n, cr);
         return;

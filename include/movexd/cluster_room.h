@@ -65,6 +65,7 @@ struct cn_room {
     int subscribed;
     int recheck;     /* catch up at the next tick (a message may have been missed) */
     int epoch_stale; /* Redis's epoch changed while busy: resync once idle (cluster_rollback.c) */
+    void *rb_hold;   /* cluster_rollback.c: a replay's hold waiting on a timer */
     uint64_t sent_ms; /* the in-flight batch's time (the journal resends it byte for byte) */
     int due;         /* on the node's due list */
     int dirty;       /* on the node's dirty list */

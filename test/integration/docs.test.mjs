@@ -63,6 +63,9 @@ function run(cmd, args, { cwd, env, input } = {}) {
     p.on('error', rej);
     const t = setTimeout(() => { p.kill('SIGKILL'); rej(new Error(`${cmd} timed out; stdout:\n${out}\nstderr:\n${err}`)); }, STEP_TIMEOUT);
     p.on('close', (code) => { clearTimeout(t); res({ code, out, err }); });
+    // a block that does not read its stdin may exit before this write
+    // (EPIPE, seen at load 18); its exit code says whether it worked
+    p.stdin.on('error', () => {});
     p.stdin.end(input ?? '');
   });
 }

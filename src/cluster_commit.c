@@ -19,10 +19,13 @@
  *   the room reloaded from Redis;
  * - the engine is called (handling messages again, forgetting a room) only
  *   from cn_drain, at mx_cnode_flush: callbacks may run inside the engine
- *   (a command that fails at once), see cluster_room.h.
+ *   (a command that fails at once), see cluster_room.h;
+ * - a room's bookkeeping is freed (mx_cnode_evict, drain) only when none
+ *   of the above is in motion for it.
  */
 #include "movexd/cluster_node.h"
 #include "movexd/alloc.h"
+#include "movexd/cluster_journal.h"
 #include "movexd/cluster_room.h"
 #include "movexd/digest.h"
 #include "movexd/engine.h"
@@ -703,6 +706,39 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
     }
 }
 
+/* Eviction (docs/CLUSTER.md "Eviction"): the replica leaves memory only
+ * when nothing of the room is in motion here - no call, queue, batch,
+ * create, snapshot call, rollback hold or pending resync, nothing published
+ * past the confirmed head - and the journal keeps none of this node's
+ * batches of it. The journal is keyed by room name, but a rollback is found
+ * by comparing Redis's head with what this node's replica and subscribers
+ * saw (cn_rb_check_reload, the epoch change's walk over n->rooms); a fresh
+ * load has neither, so an evicted room's batches could never be replayed,
+ * and after an epoch change they could be replayed into a new room of the
+ * same name. Such a room stays until the journal lets its batches go. */
+int mx_cnode_evict(struct mx_cnode *n, struct mx_room *r)
+{
+    struct cn_room *cr = mx_map_get(n->rooms, r->id, r->idlen);
+    if (!cr)
+        return 1; /* nothing of it here (never loaded through the node) */
+    static const struct mx_cluster_head zero;
+    if (!cr->known || cr->busy || cr->nq || cr->nforming || cr->ninflight || cr->due || cr->dirty ||
+        cr->rb_hold || cr->snapping || cr->epoch_stale || cr->create_due || cr->drop_room ||
+        cr->recheck || cr->loaded || n->pass == cr || r->seq != cr->head.seq ||
+        cr->seen_seq > cr->head.seq || mx_journal_lost(n->journal, cr->id, &zero, NULL, 0))
+        return 0;
+    if (n->cur == cr) {
+        n->cur = NULL; /* it only names the room between a gate and its decision */
+        n->cur_slot = -1;
+    }
+    if (cr->subscribed)
+        mx_redis_unsubscribe(n->sub, cr->channel); /* late messages find no room: ignored */
+    mx_map_del(n->rooms, cr->id, cr->idlen);
+    free_room(cr);
+    n->st.evicted++;
+    return 1;
+}
+
 /* ---- connections, links, node ---- */
 
 void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c)
@@ -937,6 +973,10 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
                        s->applied_foreign);
     mx_metrics_counter(b, "movexd_cluster_creates_total", "rooms created in Redis by this node", s->creates);
     mx_metrics_counter(b, "movexd_cluster_creates_lost_total", "creates another node won", s->create_lost);
+    mx_metrics_gauge(b, "movexd_cluster_rooms", "rooms this node tracks (replicas, loads, queues)",
+                     mx_map_len(n->rooms));
+    mx_metrics_counter(b, "movexd_cluster_rooms_evicted_total",
+                       "idle replicas let go (channel unsubscribed; the next use loads from Redis)", s->evicted);
     cn_rb_metrics(n, b);
     cn_snap_metrics(n, b);
 }

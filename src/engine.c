@@ -587,7 +587,20 @@ static void evict_batch(mx_engine *e)
         if (!r->nsubs && now - r->last_active_ms >= idle)
             batch[n++] = r;
     }
-    size_t gone = n ? e->st->evict(e->st->ctx, batch, n) : 0;
+    size_t gone = 0;
+    if (e->cl) {
+        /* cluster mode: Redis keeps the room; the node decides whether its
+         * replica may go now (cluster_node.h), those that stay move to the
+         * batch's tail */
+        for (size_t i = 0; i < n; i++)
+            if (mx_cnode_evict(e->cl, batch[i])) {
+                struct mx_room *t = batch[gone];
+                batch[gone++] = batch[i];
+                batch[i] = t;
+            }
+    } else if (n) {
+        gone = e->st->evict(e->st->ctx, batch, n);
+    }
     for (size_t i = 0; i < gone; i++) {
         struct mx_room *r = batch[i];
         mx_map_del(e->rooms, r->id, r->idlen);

@@ -109,6 +109,12 @@ void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c);
 int mx_cnode_head(const struct mx_cnode *n, const char *room, size_t len, uint64_t *seq,
                   uint8_t sum[16]);
 
+/* The engine's room r (no local subscribers, idle for evict_idle_ms) may
+ * leave memory: 1 when the node let go of it (its channel unsubscribed,
+ * its replica state freed; the next use loads it from Redis as on first
+ * use) and the engine must free r now; 0 when it must stay for now. */
+int mx_cnode_evict(struct mx_cnode *n, struct mx_room *r);
+
 /* 1 while the command link is up and the library loaded (/readyz). */
 int mx_cnode_ready(const struct mx_cnode *n);
 
@@ -123,6 +129,7 @@ struct mx_cnode_stats {
     uint64_t creates, create_lost;
     uint64_t rollbacks, epoch_changes, restored_batches, lost_batches, resyncs, journal_failures;
     uint64_t snapshots_stored, snapshots_refused, snapshots_failed, snapshot_loads;
+    uint64_t evicted;
 };
 void mx_cnode_stats(const struct mx_cnode *n, struct mx_cnode_stats *out);
 

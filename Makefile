@@ -13,7 +13,7 @@ SAN := $(if $(filter asan%,$(VARIANT)),1,0)
 CC ?= cc
 CONF ?= conf/movexd.conf
 
-PKGS := libwebsockets jansson libsodium openssl lua5.4 hiredis
+PKGS := libwebsockets jansson libsodium openssl lua5.4 hiredis libuv
 # '=' (not ':='): evaluated when used, so pkg-config runs after install-deps.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lm

@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev libhiredis-dev)
+# the daemon's event loop: libwebsockets' libuv plugin, loaded at run time
+# (libwebsockets-dev pulls it in, the runtime package libwebsockets17 does
+# not; without it movexd falls back to poll: docs/OPERATIONS.md)
+pkgs+=(libwebsockets-evlib-uv libuv1 libuv1-dev)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(check nodejs npm openssl curl python3 clang libclang-rt-14-dev systemd man-db)
   # cluster mode's tests start their own redis-server (docs/CLUSTER.md),

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <libwebsockets.h>
+#include <uv.h>
 
 #include "movexd/err.h"
 #include "movexd/http.h"
@@ -277,12 +278,25 @@ static void log_listening(const struct mx_server *s, const struct sockaddr *sa, 
     const char *tls = s->cfg->tls_cert_file[0] ? "on" : "off";
     const char *scheme = s->cfg->tls_cert_file[0] ? "wss" : "ws";
     const char *host = wild ? "localhost" : a;
-    mx_info("event=listening addr=%s port=%d listen=%s tls=%s ws=%s://%s%s%s:%d/ws", a, port, from,
-            tls, scheme, v6 ? "[" : "", host, v6 ? "]" : "", port);
+    mx_info("event=listening addr=%s port=%d listen=%s tls=%s ws=%s://%s%s%s:%d/ws loop=%s", a, port,
+            from, tls, scheme, v6 ? "[" : "", host, v6 ? "]" : "", port, s->uvloop ? "uv" : "poll");
     /* what a new user opens first (make run shows it) */
     if (s->cfg->serve_demo)
         mx_info("event=demo url=%s://%s%s%s:%d/ note=\"open it in two windows\"",
                 s->cfg->tls_cert_file[0] ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "", port);
+}
+
+/* The start-up's listen failure, in the log and, for a new user, on stderr
+ * in words. perr is an errno from probing the address, or 0 when only lws
+ * knows why. */
+static void report_listen_failure(const struct mx_config *cfg, int perr)
+{
+    const char *why = perr ? strerror(perr) : "libwebsockets could not create the listener (see its lines above)";
+    mx_err("event=listen_failed addr=%s port=%d reason=\"%s\"", cfg->listen_addr, cfg->listen_port, why);
+    fprintf(stderr, "movexd: cannot listen on %s:%d: %s%s\n", cfg->listen_addr, cfg->listen_port, why,
+            perr == EADDRINUSE ? " (another movexd, or another program, is using the port; stop "
+                              "it or choose another `listen` port)"
+                            : "");
 }
 
 /* After lws has bound the port: find the socket and compare the address it
@@ -302,6 +316,13 @@ static int check_bound(struct mx_server *s, struct lws_vhost *vh)
     int fds[8];
     int n = port > 0 ? mx_listen_find(port, fds, 8) : 0;
     if (n <= 0) {
+        /* on the libuv loop lws creates the context even when the bind
+         * failed: ask the address itself why (EADDRINUSE, ...) */
+        int perr = mx_listen_probe(cfg->listen_addr, cfg->listen_port);
+        if (perr) {
+            report_listen_failure(cfg, perr);
+            return -1;
+        }
         /* lws defers the listen on an interface that does not exist (yet) */
         mx_err("event=listen_failed listen=%s reason=\"no listening socket: is the address or "
                "interface configured on this host?\"",
@@ -374,6 +395,19 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
     return mx_server_start_on(s, cfg, e, NULL, 0);
 }
 
+/* The libuv loop is not closed after the context: lws_context_destroy
+ * unloads its evlib plugin, and turning the loop to run the close callbacks
+ * of lws's handles would call into the unloaded code (SIGSEGV). The loop is
+ * static, so what it holds stays reachable until the process exits, which
+ * follows the destroy. */
+static void destroy_context(struct mx_server *s)
+{
+    if (s->ctx)
+        lws_context_destroy(s->ctx);
+    s->ctx = NULL;
+    s->uvloop = NULL;
+}
+
 int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engine *e,
                        const int *fds, int nfds)
 {
@@ -428,22 +462,36 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
                                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
         info.alpn = "http/1.1";
     }
-    s->ctx = lws_create_context(&info);
+    /* The loop: libuv (epoll, O(ready descriptors) per turn) through lws's
+     * evlib plugin on a loop we own, unless MOVEXD_EVLIB=poll; lws's own
+     * poll() loop (O(connections) per turn) when the plugin cannot be
+     * loaded. docs/PERFORMANCE.md has why not our own epoll. */
+    static uv_loop_t uvloop;
+    static void *uvloops[1] = {&uvloop};
+    const char *ev = getenv("MOVEXD_EVLIB");
+    int want_uv = !(ev && !strcmp(ev, "poll"));
+    if (want_uv && uv_loop_init(&uvloop) == 0) {
+        struct lws_context_creation_info uinfo = info;
+        uinfo.foreign_loops = uvloops;
+        uinfo.options |= LWS_SERVER_OPTION_LIBUV;
+        s->ctx = lws_create_context(&uinfo);
+        if (s->ctx)
+            s->uvloop = &uvloop;
+        else {
+            mx_warn("event=evlib_fallback loop=poll reason=\"the libuv plugin of libwebsockets could "
+                    "not be loaded (package libwebsockets-evlib-uv); MOVEXD_EVLIB=poll chooses "
+                    "poll without trying\"");
+        }
+    }
+    if (!s->ctx)
+        s->ctx = lws_create_context(&info);
     if (!s->ctx) {
-        int perr = nfds > 0 ? 0 : mx_listen_probe(cfg->listen_addr, cfg->listen_port);
-        const char *why = perr ? strerror(perr) : "libwebsockets could not create the listener (see its lines above)";
-        mx_err("event=listen_failed addr=%s port=%d reason=\"%s\"", addr, cfg->listen_port, why);
-        /* the first thing a new user reads, so on stderr too, in words */
-        fprintf(stderr, "movexd: cannot listen on %s:%d: %s%s\n", addr, cfg->listen_port, why,
-                perr == EADDRINUSE ? " (another movexd, or another program, is using the port; stop "
-                                  "it or choose another `listen` port)"
-                                : "");
+        report_listen_failure(cfg, nfds > 0 ? 0 : mx_listen_probe(cfg->listen_addr, cfg->listen_port));
         return -1;
     }
     struct lws_vhost *vh = lws_get_vhost_by_name(s->ctx, "default");
     if (nfds > 0 ? adopt_inherited(s, vh, fds, nfds) : check_bound(s, vh)) {
-        lws_context_destroy(s->ctx);
-        s->ctx = NULL;
+        destroy_context(s);
         return -1;
     }
     /* a commit's replies are written as soon as it is made (session.c) */
@@ -531,7 +579,9 @@ int mx_server_run(struct mx_server *s)
     uint64_t last_watchdog = 0;
     int ret = 0;
     while (!s->stop) {
-        if (lws_service(s->ctx, 0) < 0)
+        if (s->uvloop)
+            uv_run((uv_loop_t *)s->uvloop, UV_RUN_ONCE);
+        else if (lws_service(s->ctx, 0) < 0)
             break;
         /* the rest of what busy connections sent, before the commit */
         mx_readmore_service(s->ctx);
@@ -598,7 +648,9 @@ void mx_server_shutdown(struct mx_server *s, int timeout_ms)
         mx_session_close(x, 1001, "server shutting down");
     uint64_t end = mx_now_us() + (uint64_t)timeout_ms * 1000;
     while (s->nsessions && mx_now_us() < end) {
-        if (lws_service(s->ctx, 0) < 0)
+        if (s->uvloop)
+            uv_run((uv_loop_t *)s->uvloop, UV_RUN_ONCE);
+        else if (lws_service(s->ctx, 0) < 0)
             break;
         mx_readmore_service(s->ctx); /* the peers' close frames may be read ahead */
         mx_engine_commit(s->engine);
@@ -622,9 +674,7 @@ void mx_server_destroy(struct mx_server *s)
     if (s->spare_fd > 0)
         close(s->spare_fd);
     s->spare_fd = -1;
-    if (s->ctx)
-        lws_context_destroy(s->ctx);
-    s->ctx = NULL;
+    destroy_context(s);
     if (s->per_ip)
         mx_map_free(s->per_ip, free_count);
     s->per_ip = NULL;

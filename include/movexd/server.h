@@ -17,6 +17,7 @@ struct mx_server {
     const struct mx_config *cfg;
     mx_engine *engine;
     struct lws_context *ctx;
+    void *uvloop; /* the libuv loop lws runs on (uv_loop_t), NULL on lws's poll loop */
     int port; /* actual listening port */
     uint64_t slow_closes; /* connections closed 4008 */
     uint64_t too_large_closes;

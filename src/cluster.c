@@ -16,6 +16,7 @@
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,13 @@ int mx_cluster_parse_outcome(const char *s, struct mx_cluster_outcome *out)
     return 0;
 }
 
+void mx_cluster_new_inc(char out[MX_CLUSTER_INC_MAX + 1])
+{
+    unsigned char raw[MX_CLUSTER_INC_MAX / 2];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(out, MX_CLUSTER_INC_MAX + 1, raw, sizeof raw);
+}
+
 /* One append in flight: the FCALL's reply, and with wait the WAIT's that
  * follows it. done runs once, when the last of the two callbacks has. */
 struct append {
@@ -213,8 +221,13 @@ static void on_appended(struct mx_redis *r, redisReply *rep, void *priv)
         snprintf(a->err, sizeof a->err, "%s", rep->str);
     } else {
         a->out = mx_calloc(a->n ? a->n : 1, sizeof *a->out);
-        a->ok = a->out && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 + a->n &&
-                parse_head(rep->element, &a->head) == 0;
+        /* the head, the outcomes, then the head's incarnation */
+        a->ok = a->out && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5 + a->n &&
+                parse_head(rep->element, &a->head) == 0 &&
+                rep->element[4 + a->n]->type == REDIS_REPLY_STRING &&
+                rep->element[4 + a->n]->len <= MX_CLUSTER_INC_MAX;
+        if (a->ok)
+            memcpy(a->head.inc, rep->element[4 + a->n]->str, rep->element[4 + a->n]->len + 1);
         for (size_t i = 0; a->ok && i < a->n; i++)
             a->ok = rep->element[4 + i]->type == REDIS_REPLY_STRING &&
                     mx_cluster_parse_outcome(rep->element[4 + i]->str, &a->out[i]) == 0;
@@ -226,7 +239,7 @@ static void on_appended(struct mx_redis *r, redisReply *rep, void *priv)
         append_finish(a);
 }
 
-#define FIXED_ARGS 14 /* FCALL movexd_append 4 keys*4 channel window seq sub sum now count */
+#define FIXED_ARGS 15 /* FCALL movexd_append 4 keys*4 channel window seq sub sum now count, inc */
 #define ACTION_ARGS 8
 #define NUM_MAX 21    /* a uint64 in decimal, with its NUL */
 
@@ -299,6 +312,7 @@ int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *r
         argv[k] = a[i].applied && a[i].body ? a[i].body : "";
         lens[k++] = a[i].applied && a[i].body ? a[i].body_len : 0;
     }
+    ARG_STR(expected->inc); /* the function refuses a batch of another incarnation */
 #undef ARG_STR
 #undef ARG_FMT
     st->done = done;

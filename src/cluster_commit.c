@@ -394,6 +394,7 @@ struct mx_gate *mx_cnode_created(struct mx_cnode *n, struct mx_room *r)
     mx_digest_hex(r->checksum, cr->head.sum);
     cr->head.seq = cr->head.sub = 0;
     cr->head.hash[0] = '\0';
+    mx_cluster_new_inc(cr->head.inc); /* a room created again is another incarnation */
     cr->busy = CN_CREATING;
     cr->create_due = 1;
     n->st.creates++;
@@ -534,9 +535,9 @@ static void send_create(struct mx_cnode *n, struct cn_room *cr)
     cr->create_due = 0;
     char key[300];
     snprintf(key, sizeof key, "%s{%s}:head", n->cfg->cluster.key_prefix, cr->id);
-    const char *argv[] = {"FCALL", "movexd_create", "1", key, cr->head.sum, cr->init};
-    size_t lens[] = {5, 13, 1, strlen(key), strlen(cr->head.sum), strlen(cr->init)};
-    mx_redis_command(n->cmd, 6, argv, lens, on_created, cr);
+    const char *argv[] = {"FCALL", "movexd_create", "1", key, cr->head.sum, cr->init, cr->head.inc};
+    size_t lens[] = {5, 13, 1, strlen(key), strlen(cr->head.sum), strlen(cr->init), strlen(cr->head.inc)};
+    mx_redis_command(n->cmd, 7, argv, lens, on_created, cr);
 }
 
 static uint64_t wall_ms(void)

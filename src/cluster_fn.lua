@@ -12,7 +12,11 @@ digit and the hash chain covers exactly the bytes replicas receive).
 Invariants, per room (its keys share the hash tag {R}):
 - head = the last stream entry: seq (applied actions, gap-free from 1),
   sub (recorded rejects since that apply), sum (the state checksum after
-  the head), hash (the chain). Stream IDs are seq-sub, strictly increasing.
+  the head), hash (the chain), inc (the room's incarnation: a random id
+  given at create; a room deleted and created again gets another one, so
+  a batch decided on the old room - a node's journal replaying it after a
+  rollback - is refused even at the same seq and checksum). Stream IDs
+  are seq-sub, strictly increasing.
 - hash = sha1(previous hash .. " " .. ID .. " " .. entry); "" before the
   first entry.
 - For each client: hi = highest decided n; dd["client:n"] = its outcome
@@ -38,10 +42,14 @@ end
 local function dec(v) return string.format('%d', v) end
 
 local function head_of(key)
-  local h = redis.call('HMGET', key, 'seq', 'sub', 'sum', 'hash')
+  local h = redis.call('HMGET', key, 'seq', 'sub', 'sum', 'hash', 'inc')
   if not h[1] then return nil end
-  return { seq = int(h[1]), sub = int(h[2]), sum = h[3], hash = h[4] }
+  return { seq = int(h[1]), sub = int(h[2]), sum = h[3], hash = h[4], inc = h[5] or '' }
 end
+
+-- an incarnation id: 1..32 lowercase hex digits ("" only for rooms
+-- created before incarnations existed)
+local function good_inc(s) return #s >= 1 and #s <= 32 and string.match(s, '^[0-9a-f]+$') ~= nil end
 
 local function head_reply(h, out)
   local r = { dec(h.seq), dec(h.sub), h.sum, h.hash }
@@ -51,9 +59,10 @@ end
 
 -- movexd_create: KEYS head; ARGV sum (the checksum of the initial state),
 -- init (the initial state as JSON, stored verbatim; "{}" when absent: a
--- node loading the room starts from it). Creates the room at seq 0 unless
--- it exists. Reply: "created" or "exists", then the head (seq, sub, sum,
--- hash).
+-- node loading the room starts from it), inc (the new room's incarnation,
+-- random, chosen by the node; absent: none, as before incarnations).
+-- Creates the room at seq 0 unless it exists. Reply: "created" or
+-- "exists", then the head (seq, sub, sum, hash).
 local function create(keys, args)
   local sum = args[1]
   if not sum or sum == '' then return redis.error_reply('ERR movexd: missing sum') end
@@ -63,9 +72,11 @@ local function create(keys, args)
     table.insert(r, 1, 'exists')
     return r
   end
-  local init = args[2]
+  local init, inc = args[2], args[3]
+  if inc and not good_inc(inc) then return redis.error_reply('ERR movexd: bad incarnation') end
   if not init or init == '' then init = '{}' end
   redis.call('HSET', keys[1], 'seq', '0', 'sub', '0', 'sum', sum, 'hash', '', 'init', init)
+  if inc then redis.call('HSET', keys[1], 'inc', inc) end
   return { 'created', '0', '0', sum, '' }
 end
 
@@ -73,10 +84,13 @@ end
 -- ARGV channel, window, expected seq, expected sub, expected sum, now_ms,
 -- count, then per action 8 fields: client, n, deps ("3,7" or ""), strict
 -- ("1"/"0"), base, kind ("a" applied / "r" rejected), sum-after (a) or
--- reject code (r), effects JSON (a; "" for r).
+-- reject code (r), effects JSON (a; "" for r); then, optional, the
+-- incarnation the batch was decided on (nodes always send it: another
+-- incarnation than the head's answers every action "moved").
 -- Reply: the head after the batch (seq, sub, sum, hash), then one outcome
 -- per action: "ack SEQ", "reject CODE", "dup ack SEQ", "dup reject CODE",
--- "too_old", "bad_dep" or "moved".
+-- "too_old", "bad_dep" or "moved"; then, when the incarnation was given,
+-- the head's incarnation.
 local FIELDS = 8
 local function append(keys, args)
   local head_k, log_k, hi_k, dd_k = keys[1], keys[2], keys[3], keys[4]
@@ -84,9 +98,10 @@ local function append(keys, args)
   local eseq, esub, esum = int(args[3]), int(args[4]), args[5]
   local now, count = int(args[6]), int(args[7])
   if not channel or not window or window < 1 or not eseq or not esub or not esum
-     or not now or not count or #args ~= 7 + count * FIELDS then
+     or not now or not count or (#args ~= 7 + count * FIELDS and #args ~= 8 + count * FIELDS) then
     return redis.error_reply('ERR movexd: bad arguments')
   end
+  local einc = args[8 + count * FIELDS] -- nil: not checked (callers before incarnations)
   -- every argument is checked before the first write: a function that
   -- fails half-way keeps its writes (Redis has no rollback)
   for i = 1, count do
@@ -105,9 +120,14 @@ local function append(keys, args)
   local h = head_of(head_k)
   if not h then return redis.error_reply('ERR movexd: no_room') end
   local out = {}
-  if h.seq ~= eseq or h.sub ~= esub or h.sum ~= esum then
+  local function reply()
+    local r = head_reply(h, out)
+    if einc then r[#r + 1] = h.inc end
+    return r
+  end
+  if h.seq ~= eseq or h.sub ~= esub or h.sum ~= esum or (einc and einc ~= h.inc) then
     for i = 1, count do out[i] = 'moved' end
-    return head_reply(h, out)
+    return reply()
   end
   local stopped = false
   for i = 1, count do
@@ -180,7 +200,7 @@ local function append(keys, args)
       out[i] = verdict
     end
   end
-  return head_reply(h, out)
+  return reply()
 end
 
 -- movexd_snapshot: KEYS head, log, snap.

@@ -9,7 +9,10 @@
  *
  * Invariants:
  * - in a room's list, `after` IDs strictly increase front to back (add
- *   refuses a batch that is not beyond the last one);
+ *   refuses a batch that is not beyond the last one), and every batch is
+ *   of one incarnation of the room (a batch of a newer one - the room was
+ *   deleted and created again - replaces the old ones: they can never be
+ *   appended again);
  * - every batch is on both lists; st.batches / st.bytes are their totals;
  * - a room entry exists only while it holds at least one batch.
  */
@@ -161,6 +164,16 @@ int mx_journal_add(struct mx_journal *j, const char *room, const struct mx_clust
 {
     size_t len = strlen(room);
     struct jroom *r = mx_map_get(j->rooms, room, len);
+    if (r && strcmp(r->last->b.expected.inc, expected->inc)) {
+        /* another incarnation: the old room's batches are of no use */
+        while (r) {
+            int last = r->first == r->last;
+            remove_batch(j, r->first); /* frees r with its last batch */
+            j->st.superseded++;
+            if (last)
+                r = NULL;
+        }
+    }
     if (r && mx_cluster_id_cmp(after, &r->last->b.after) <= 0)
         return MX_EINTERNAL; /* a caller bug: batches come in head order */
     struct jb *b = copy_batch(expected, after, window, now_ms, a, n);
@@ -315,6 +328,16 @@ static void replay_step(struct replay *p)
     const struct mx_journal_batch *b = NULL;
     if (mx_journal_lost(p->j, p->room, &p->head, &b, 1) == 0) {
         replay_end(p, 1, 0);
+        return;
+    }
+    if (strcmp(b->expected.inc, p->head.inc)) {
+        /* Redis's room is another incarnation (deleted and created
+         * again): nothing of the old one is ever replayed into it, even
+         * where seq and checksum match (a new room at seq 0 with the same
+         * initial state took the old batches on old main) */
+        size_t lost = mx_journal_lost(p->j, p->room, &p->head, NULL, 0);
+        mx_journal_forget(p->j, p->room, UINT64_MAX, 0);
+        replay_end(p, 1, lost);
         return;
     }
     mx_cluster_append_wait(p->r, p->prefix, p->room, &b->expected, b->window, b->now_ms, b->a, b->n,

@@ -271,7 +271,7 @@ static void on_head(struct mx_redis *rd, redisReply *rep, void *priv)
 {
     struct cn_room *cr = priv;
     struct mx_cnode *n = cr->node;
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
         load_failed(n, cr, !rep ? "link down" : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
         return;
     }
@@ -291,6 +291,13 @@ static void on_head(struct mx_redis *rd, redisReply *rep, void *priv)
         load_failed(n, cr, "the room's head has no initial state");
         return;
     }
+    /* no incarnation: a room created before incarnations ("") */
+    const redisReply *inc = rep->element[2];
+    if (inc->type == REDIS_REPLY_STRING && inc->len > MX_CLUSTER_INC_MAX) {
+        load_failed(n, cr, "the room's incarnation is too long");
+        return;
+    }
+    snprintf(cr->load_inc, sizeof cr->load_inc, "%s", inc->type == REDIS_REPLY_STRING ? inc->str : "");
     free(cr->init);
     cr->init = mx_strdup(rep->element[1]->str);
     if (!cr->init) {
@@ -392,7 +399,16 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
     } else {
         mx_digest_hex(r->checksum, h.sum);
     }
+    memcpy(h.inc, cr->load_inc, sizeof h.inc);
     struct mx_room *had = mx_engine_room(n->e, cr->id, cr->idlen);
+    if (had && cn_rb_check_inc(n, cr, &h)) {
+        /* the room was deleted and created again: nothing of the old one
+         * is forwarded, its subscribers resync */
+        mx_room_free(r);
+        free(cr->init);
+        cr->init = NULL;
+        return;
+    }
     struct fwd_list fl = {0};
     if (had && rep->elements && !(fl.v = mx_malloc(rep->elements * sizeof *fl.v))) {
         mx_room_free(r);
@@ -484,9 +500,9 @@ void cn_replica_load(struct mx_cnode *n, struct cn_room *cr)
     cr->seen_seq = cr->seen_sub = 0;
     char key[300];
     snprintf(key, sizeof key, "%s{%s}:head", n->cfg->cluster.key_prefix, cr->id);
-    const char *argv[] = {"HMGET", key, "seq", "init"};
-    size_t lens[] = {5, strlen(key), 3, 4};
-    mx_redis_command(n->cmd, 4, argv, lens, on_head, cr);
+    const char *argv[] = {"HMGET", key, "seq", "init", "inc"};
+    size_t lens[] = {5, strlen(key), 3, 4, 3};
+    mx_redis_command(n->cmd, 5, argv, lens, on_head, cr);
 }
 
 static void on_range_more(struct mx_redis *rd, redisReply *rep, void *priv)

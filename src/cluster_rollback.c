@@ -279,8 +279,26 @@ static void start_replay(struct mx_cnode *n, struct cn_room *cr, const struct mx
     }
 }
 
+int cn_rb_check_inc(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis)
+{
+    if (!strcmp(redis->inc, cr->head.inc))
+        return 0;
+    static const struct mx_cluster_head zero;
+    size_t mine = mx_journal_lost(n->journal, cr->id, &zero, NULL, 0);
+    mx_warn("event=cluster_incarnation_changed room=%s was=%s now=%s journal_batches_lost=%zu "
+            "note=\"the room was deleted and created again: its subscribers resync\"",
+            cr->id, cr->head.inc[0] ? cr->head.inc : "-", redis->inc[0] ? redis->inc : "-", mine);
+    n->st.lost_batches += mine;
+    mx_journal_forget(n->journal, cr->id, UINT64_MAX, 0);
+    cr->busy = CN_IDLE;
+    resync_room(n, cr);
+    return 1;
+}
+
 int cn_rb_check_append(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis)
 {
+    if (cn_rb_check_inc(n, cr, redis))
+        return 1; /* not a rollback: another room under the same name */
     int cmp = mx_cluster_id_cmp(redis, &cr->head);
     if (cmp > 0 || (cmp == 0 && strcmp(redis->hash, cr->head.hash) == 0))
         return 0; /* Redis is at or ahead of what the node confirmed: no rollback */
@@ -348,7 +366,9 @@ void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_journal_restored_total",
                        "batches sent again after a rollback and appended with their original seqs", s->restored_batches);
     mx_metrics_counter(b, "movexd_cluster_journal_lost_total",
-                       "batches that could not be restored after a rollback (the log went another way)", s->lost_batches);
+                       "batches that could not be restored after a rollback (the log went another way, or the room "
+                       "was created again: another incarnation)",
+                       s->lost_batches + js.superseded);
     mx_metrics_counter(b, "movexd_cluster_resyncs_total", "rooms whose subscribers were told to resync", s->resyncs);
     mx_metrics_gauge(b, "movexd_cluster_journal_batches", "batches in the journal", js.batches);
     mx_metrics_gauge(b, "movexd_cluster_journal_bytes", "bytes of the journal", js.bytes);

@@ -42,13 +42,22 @@ void mx_cluster_epoch(struct mx_redis *r, const char *prefix, const char *candid
 #define MX_CLUSTER_SUM_MAX 128
 #define MX_CLUSTER_CODE_MAX 64 /* a reducer's own code (MX_REDUCER_CODE_MAX) travels as it is */
 
+#define MX_CLUSTER_INC_MAX 32 /* hex digits of a room's incarnation id */
+
 /* A room's head in Redis: the last entry's ID (seq-sub), the checksum
- * after it and the hash chain. */
+ * after it, the hash chain and the room's incarnation (a random id given
+ * when the room was created: a room deleted and created again has another
+ * one, so nothing decided on the old room - a journal's batch - is ever
+ * appended to the new one; "" for a room created before incarnations). */
 struct mx_cluster_head {
     uint64_t seq, sub;
     char sum[MX_CLUSTER_SUM_MAX + 1];
     char hash[41]; /* sha1 hex, "" before the first entry */
+    char inc[MX_CLUSTER_INC_MAX + 1];
 };
+
+/* A fresh random incarnation id (MX_CLUSTER_INC_MAX hex digits). */
+void mx_cluster_new_inc(char out[MX_CLUSTER_INC_MAX + 1]);
 
 /* One decided action of a batch. */
 struct mx_cluster_action {
@@ -86,7 +95,9 @@ struct mx_cluster_outcome {
 typedef void (*mx_cluster_appended_fn)(int ok, const char *err, const struct mx_cluster_head *head,
                                        const struct mx_cluster_outcome *out, size_t n, void *priv);
 
-/* Submit a batch decided on `expected` for room (keys prefix{room}:...).
+/* Submit a batch decided on `expected` (its ID, checksum and incarnation)
+ * for room (keys prefix{room}:...); the head in the answer carries the
+ * room's incarnation.
  * done runs exactly once. 0, or -1 when out of memory or the batch is too
  * large (done has then run with ok = 0). */
 int mx_cluster_append(struct mx_redis *r, const char *prefix, const char *room,

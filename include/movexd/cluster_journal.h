@@ -48,6 +48,7 @@ struct mx_journal_batch {
 struct mx_journal_stats {
     uint64_t batches, bytes;   /* kept now */
     uint64_t added, evicted;   /* evicted: dropped for the bounds */
+    uint64_t superseded;       /* dropped by a batch of a newer incarnation of their room */
 };
 
 /* NULL when out of memory. */
@@ -57,7 +58,9 @@ void mx_journal_free(struct mx_journal *j);
 /* Remember a batch of room that Redis appended (after = the head in its
  * reply). Batches of a room must be added in the order of their heads; a
  * batch whose `after` is not beyond the room's last one replaces nothing
- * and is refused. 0, MX_ENOMEM, or MX_EINTERNAL (out of order). */
+ * and is refused. A batch of another incarnation (expected.inc) than the
+ * room's batches replaces them all (counted `superseded`): the room was
+ * created again. 0, MX_ENOMEM, or MX_EINTERNAL (out of order). */
 int mx_journal_add(struct mx_journal *j, const char *room, const struct mx_cluster_head *expected,
                    const struct mx_cluster_head *after, size_t window, uint64_t now_ms,
                    const struct mx_cluster_action *a, size_t n);
@@ -85,7 +88,10 @@ typedef void (*mx_journal_replayed_fn)(int ok, size_t restored, size_t lost,
 
 /* Send room's batches lost past head again over r, one call at a time in
  * their order, each exactly as first sent (same expected head, time,
- * window, actions; with WAIT as given). done runs exactly once. The
+ * window, actions, incarnation; with WAIT as given). A batch of another
+ * incarnation than head's (head.inc: Redis's room was deleted and created
+ * again) is never sent: it and every later one are lost. done runs
+ * exactly once. The
  * journal must outlive the replay; batches added meanwhile are beyond
  * what is replayed only if they follow it. 0, or MX_ENOMEM (done not run). */
 int mx_journal_replay(struct mx_journal *j, struct mx_redis *r, const char *prefix, const char *room,

@@ -75,6 +75,7 @@ struct cn_room {
     uint64_t fwd_seq;            /* local subscribers have had fwds up to here */
     uint64_t seen_seq, seen_sub; /* highest ID published while busy */
     char *init;                  /* loading: the room's initial state (JSON) */
+    char load_inc[MX_CLUSTER_INC_MAX + 1]; /* loading: the room's incarnation in Redis */
     struct cn_msg *q;            /* the queue: q[qh .. qh + nq) */
     size_t qh, nq, capq;
     struct cn_slot *forming, *inflight;
@@ -171,6 +172,12 @@ int cn_rb_resync(struct mx_cnode *n, struct cn_room *cr);
  * none, the room is resynced; the caller drops what it loaded. */
 int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *h,
                        const struct mx_room *have, const struct mx_room *loaded);
+/* Redis's head of the room (an append's answer, a reload) names another
+ * incarnation than the node's confirmed head: the room was deleted and
+ * created again. 1 then: the journal's batches of the room are given up
+ * (counted lost: they belong to the old room), the room is forgotten with
+ * its subscribers told (they subscribe again) and the room idle. */
+int cn_rb_check_inc(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis);
 /* The room is idle again: 1 when an epoch change made it resync. */
 int cn_rb_settled(struct mx_cnode *n, struct cn_room *cr);
 void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b);

@@ -63,6 +63,33 @@ test('create makes seq 0 once; a second create answers the existing head', async
   assert.ok(e instanceof Error && /no_room/.test(e.message), String(e));
 });
 
+// A room's incarnation (docs/CLUSTER.md "Incarnations"): given at create,
+// kept in the head; an append that names it must name the head's, else
+// every action is "moved" and nothing is written (a journal's batch of a
+// room deleted and created again at the same seq and checksum); the reply
+// then ends with the head's incarnation. Without it (callers before
+// incarnations) nothing is checked and the reply is as before.
+test('incarnation: set at create, checked by an append that names it, answered at the reply\'s end', async () => {
+  const rm = room();
+  assert.deepEqual(await r.ok('FCALL', 'movexd_create', 1, rm.head, 'S0', '{}', 'aa11'), ['created', '0', '0', 'S0', '']);
+  assert.equal(await r.ok('HGET', rm.head, 'inc'), 'aa11');
+  const one = [act('c1', 1, 'a', 'S1', '[]')];
+  const withInc = (inc, acts) => r.cmd('FCALL', 'movexd_append', 4, ...rm.keys, rm.ch, 1024, 0, 0, 'S0', 1700000000000,
+    acts.length, ...acts.flat(), inc);
+  for (const other of ['bb22', '']) assert.deepEqual(await withInc(other, one), ['0', '0', 'S0', '', 'moved', 'aa11']);
+  assert.equal(await r.ok('XLEN', rm.log), 0);
+  const ok = await withInc('aa11', one);
+  assert.deepEqual([ok.slice(0, 3), ok.slice(4)], [['1', '0', 'S1'], ['ack 1', 'aa11']]);
+  // a room without one (created before incarnations) is incarnation ""
+  const old = await created();
+  const rep = await r.cmd('FCALL', 'movexd_append', 4, ...old.keys, old.ch, 1024, 0, 0, 'S0', 1700000000000, 1, ...one.flat(), '');
+  assert.deepEqual(rep.slice(4), ['ack 1', '']);
+  for (const bad of ['XYZ', 'a'.repeat(33), '']) {
+    const e = await r.cmd('FCALL', 'movexd_create', 1, room().head, 'S0', '{}', bad);
+    assert.ok(e instanceof Error && /bad incarnation/.test(e.message), `${bad}: ${e}`);
+  }
+});
+
 test('applies get gap-free seqs (IDs seq-0), effects verbatim, a hash chain over the published bytes', async () => {
   const rm = await created();
   const sub = await redis.connect();

@@ -187,7 +187,7 @@ START_TEST(append_round_trip)
     pid_t pid;
     struct mx_redis *r = room_created(&pid);
 
-    struct mx_cluster_head h0 = { 0, 0, "S0", "" };
+    struct mx_cluster_head h0 = { 0, 0, "S0", "", "" };
     const char *body = "[{\"op\":\"add\",\"path\":\"/a\",\"value\":1}]";
     struct mx_cluster_action a[2] = {
         { "c1", 1, NULL, 0, 0, 0, 1, "S1", body, strlen(body) },
@@ -292,7 +292,7 @@ START_TEST(append_wait_replicas)
     pid_t pid;
     struct mx_redis *r = room_created(&pid);
 
-    struct mx_cluster_head h0 = { 0, 0, "S0", "" };
+    struct mx_cluster_head h0 = { 0, 0, "S0", "", "" };
     struct mx_cluster_action a = { "c1", 1, NULL, 0, 0, 0, 1, "S1", "[]", 2 };
     struct appended x = { 0 };
     mx_cluster_append_wait(r, "movexd:", "t:a", &h0, 1024, 1, &a, 1, 1, 100, on_appended, &x);

@@ -79,6 +79,39 @@ START_TEST(lost_past_a_head)
 }
 END_TEST
 
+/* A batch of another incarnation of the room (deleted and created again)
+ * replaces the room's batches: they could never be appended again, and
+ * the new room's seqs start over below theirs (on old main that add was
+ * refused as out of order and the old batches stayed, replayable). */
+START_TEST(another_incarnation_supersedes)
+{
+    struct mx_journal *j = mx_journal_new(100, 1 << 20);
+    struct mx_cluster_action a = { "c1", 1, NULL, 0, 0, 0, 1, "S1", "[]", 2 };
+    struct mx_cluster_head h0 = H(0, 0, "S0"), h1 = H(1, 0, "S1"), h2 = H(2, 0, "S2");
+    snprintf(h0.inc, sizeof h0.inc, "aa");
+    snprintf(h1.inc, sizeof h1.inc, "aa");
+    snprintf(h2.inc, sizeof h2.inc, "aa");
+    ck_assert_int_eq(mx_journal_add(j, "t:a", &h0, &h1, 64, 5, &a, 1), 0);
+    ck_assert_int_eq(mx_journal_add(j, "t:a", &h1, &h2, 64, 6, &a, 1), 0);
+    ck_assert_int_eq(mx_journal_add(j, "t:b", &h0, &h1, 64, 6, &a, 1), 0);
+    struct mx_cluster_head n0 = H(0, 0, "S0"), n1 = H(1, 0, "S1");
+    snprintf(n0.inc, sizeof n0.inc, "bb");
+    snprintf(n1.inc, sizeof n1.inc, "bb");
+    ck_assert_int_eq(mx_journal_add(j, "t:a", &n0, &n1, 64, 7, &a, 1), 0);
+    const struct mx_journal_batch *out[4];
+    struct mx_cluster_head zero = H(0, 0, "");
+    ck_assert_uint_eq(mx_journal_lost(j, "t:a", &zero, out, 4), 1);
+    ck_assert_str_eq(out[0]->expected.inc, "bb");
+    ck_assert_uint_eq(out[0]->now_ms, 7);
+    ck_assert_uint_eq(mx_journal_lost(j, "t:b", &zero, out, 4), 1); /* other rooms untouched */
+    struct mx_journal_stats st;
+    mx_journal_stats(j, &st);
+    ck_assert_uint_eq(st.batches, 2);
+    ck_assert_uint_eq(st.superseded, 2);
+    mx_journal_free(j);
+}
+END_TEST
+
 START_TEST(bounds_evict_the_oldest)
 {
     struct mx_cluster_action a = { "c1", 1, NULL, 0, 0, 0, 0, "stale", NULL, 0 };
@@ -369,6 +402,7 @@ Suite *mx_suite_cluster_journal(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, lost_past_a_head);
+    tcase_add_test(tc, another_incarnation_supersedes);
     tcase_add_test(tc, bounds_evict_the_oldest);
     tcase_add_test(tc, replay_restores_a_rolled_back_batch);
     tcase_add_test(tc, replays_of_two_nodes_interleave);

@@ -64,6 +64,7 @@ enum kind {
     K_BOOL,     /* yes/no/true/false/on/off -> int 0/1 */
     K_LOGLEVEL, /* error|warn|info|debug */
     K_FSYNC,    /* always|everysec|no */
+    K_EVLOOP,   /* auto|uv|poll */
     K_PATH,     /* non-empty string -> char[size] */
     K_LISTEN,   /* ADDR:PORT */
     K_REDUCER,  /* json, or lua:PATH (parse_reducer) -> char[size] + reducer_path */
@@ -94,6 +95,7 @@ static const struct key global_keys[] = {
     G("data_dir", K_PATH, 0, 0, data_dir),
     G("client_dir", K_PATH, 0, 0, client_dir),
     G("fsync", K_FSYNC, 0, 0, fsync),
+    G("event_loop", K_EVLOOP, 0, 0, event_loop),
     G("max_message_bytes", K_SIZE, 64, 256 * MiB, max_message_bytes),
     G("max_depth", K_INT, 1, 1000, max_depth),
     G("max_queue_bytes", K_SIZE, 1 * KiB, 64 * GiB, max_queue_bytes),
@@ -170,6 +172,7 @@ static const char *const reducers[] = { "json", "lua:PATH" };
 
 static const char *const log_level_names[] = { "error", "warn", "info", "debug" };
 static const char *const fsync_names[] = { "always", "everysec", "no" };
+static const char *const event_loop_names[] = { "auto", "uv", "poll" }; /* enum mx_event_loop */
 
 /* -------------------------------------------------------------- defaults -- */
 
@@ -522,6 +525,15 @@ int mx_config_parse_log_level(const char *s, enum mx_log_level *out)
     return 0;
 }
 
+int mx_config_parse_event_loop(const char *s, enum mx_event_loop *out)
+{
+    int i = s ? pick(s, event_loop_names, 3) : -1;
+    if (i < 0)
+        return -1;
+    *out = (enum mx_event_loop)i;
+    return 0;
+}
+
 /* Store one value into the field k describes inside base (a struct
  * mx_config for global keys, a struct mx_room_type for room keys). */
 static int apply_value(const struct key *k, void *base, const char *v, char *why, size_t whylen)
@@ -565,14 +577,20 @@ static int apply_value(const struct key *k, void *base, const char *v, char *why
         return 0;
     }
     case K_FSYNC:
-        i = pick(v, fsync_names, 3);
+    case K_EVLOOP: {
+        const char *const *set = k->kind == K_FSYNC ? fsync_names : event_loop_names;
+        i = pick(v, set, 3);
         if (i < 0) {
-            join_names(names, sizeof names, fsync_names, 3);
+            join_names(names, sizeof names, set, 3);
             snprintf(why, whylen, "'%.100s' is not one of: %s", v, names);
             return -1;
         }
-        *(enum mx_fsync_policy *)(void *)field = (enum mx_fsync_policy)i;
+        if (k->kind == K_FSYNC)
+            *(enum mx_fsync_policy *)(void *)field = (enum mx_fsync_policy)i;
+        else
+            *(enum mx_event_loop *)(void *)field = (enum mx_event_loop)i;
         return 0;
+    }
     case K_PATH:
         if (strlen(v) >= k->size) {
             snprintf(why, whylen, "too long (at most %zu bytes)", k->size - 1);

@@ -32,6 +32,7 @@
 #include "movexd/cluster_node.h"
 #include "movexd/cluster_presence.h"
 #include "movexd/config.h"
+#include "movexd/evloop.h"
 #include "movexd/engine.h"
 #include "movexd/jwt.h"
 #include "movexd/listen.h"
@@ -155,6 +156,13 @@ static int load_config(struct mx_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "--log-level: expected error|warn|info|debug, got '%s'", opt_log_level);
         return -1;
     }
+    /* the environment wins over the conf, as the command line does (a
+     * systemd drop-in can switch the loop without editing the conf) */
+    const char *evlib = getenv("MOVEXD_EVLIB");
+    if (evlib && evlib[0] && mx_config_parse_event_loop(evlib, &c->event_loop)) {
+        snprintf(err, errlen, "MOVEXD_EVLIB: expected auto|uv|poll, got '%.100s'", evlib);
+        return -1;
+    }
     /* every lua:PATH reducer must compile and load (FILE:LINE otherwise):
      * at start, for -t, and before a reload is accepted */
     return mx_reducers_check(c, err, errlen);
@@ -209,6 +217,18 @@ static int check_tls_files(const struct mx_config *c, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* The loop `event_loop` (or MOVEXD_EVLIB) asks for, if it can run here:
+ * MX_LOOP_UV or MX_LOOP_POLL, or -1 with "FILE:LINE: ..." in err. The
+ * key's line is named only when the conf chose; else the variable did. */
+static int choose_loop(char *err, size_t errlen)
+{
+    int loop = mx_evloop_choose(cfg.event_loop, err, errlen);
+    const char *evlib = getenv("MOVEXD_EVLIB");
+    if (loop < 0 && !(evlib && evlib[0]))
+        at_key("event_loop", err, errlen);
+    return loop;
 }
 
 /* Token keys for c (auth jwt). 0, or -1 with err. */
@@ -266,6 +286,7 @@ static void keep_fixed(struct mx_config *next, const struct mx_config *cur)
     }
     KEEP_STR(data_dir)
     KEEP_VAL(fsync)
+    KEEP_VAL(event_loop)
     KEEP_VAL(wal_segment_bytes)
     KEEP_VAL(auth)
     KEEP_STR(tls_cert_file)
@@ -417,6 +438,12 @@ int main(int argc, char **argv)
         sodium_memzero(&probe, sizeof(probe));
     }
     if (test_only) {
+        /* event_loop uv on a host without the plugin would refuse to start */
+        if (choose_loop(err, sizeof err) < 0) {
+            fprintf(stderr, "movexd: %s\n", err);
+            mx_config_free(&cfg);
+            return 1;
+        }
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
         if (cfg.cluster.enabled)
             printf("movexd: cluster mode: node %s, %s\n", cfg.cluster.node_id,
@@ -468,6 +495,16 @@ int main(int argc, char **argv)
         mx_warn("event=insecure reason=\"auth none on a non-loopback address: anyone who can reach "
                 "this port can read and write every room\"");
 
+    /* before recovery: a loop that cannot run should not wait for it */
+    int loop = choose_loop(err, sizeof err);
+    if (loop < 0) {
+        mx_err("event=start_failed reason=\"%s\"", err);
+        if (cfg.log_file[0])
+            fprintf(stderr, "movexd: %s\n", err);
+        mx_config_free(&cfg);
+        return 1;
+    }
+
     const struct mx_storage *st = NULL;
     mx_map *rooms = NULL;
     if (cfg.cluster.enabled) {
@@ -500,7 +537,7 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (mx_server_start_on(&server, &cfg, engine, listen_fds, nlisten)) {
+    if (mx_server_start_on(&server, &cfg, engine, listen_fds, nlisten, loop)) {
         mx_engine_close(engine);
         mx_engine_free(engine);
         mx_config_free(&cfg);

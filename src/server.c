@@ -35,6 +35,7 @@
 #include <uv.h>
 
 #include "movexd/err.h"
+#include "movexd/evloop.h"
 #include "movexd/http.h"
 #include "movexd/listen.h"
 #include "movexd/log.h"
@@ -392,7 +393,13 @@ static void free_count(void *p) { free(p); }
 
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e)
 {
-    return mx_server_start_on(s, cfg, e, NULL, 0);
+    char err[1024];
+    int loop = mx_evloop_choose(cfg->event_loop, err, sizeof err);
+    if (loop < 0) {
+        mx_err("event=start_failed reason=\"%s\"", err);
+        return -1;
+    }
+    return mx_server_start_on(s, cfg, e, NULL, 0, loop);
 }
 
 /* The libuv loop is not closed after the context: lws_context_destroy
@@ -409,7 +416,7 @@ static void destroy_context(struct mx_server *s)
 }
 
 int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engine *e,
-                       const int *fds, int nfds)
+                       const int *fds, int nfds, int loop)
 {
     memset(s, 0, sizeof(*s));
     s->cfg = cfg;
@@ -463,28 +470,35 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
         info.alpn = "http/1.1";
     }
     /* The loop: libuv (epoll, O(ready descriptors) per turn) through lws's
-     * evlib plugin on a loop we own, unless MOVEXD_EVLIB=poll; lws's own
-     * poll() loop (O(connections) per turn) when the plugin cannot be
-     * loaded. docs/PERFORMANCE.md has why not our own epoll. */
+     * evlib plugin on a loop we own, or lws's own poll() loop (O(connections)
+     * per turn); main.c chose it (evloop.c: uv only when the plugin loads,
+     * so a failure here is a real error, never a reason to fall back).
+     * docs/PERFORMANCE.md has why not our own epoll. */
     static uv_loop_t uvloop;
     static void *uvloops[1] = {&uvloop};
-    const char *ev = getenv("MOVEXD_EVLIB");
-    int want_uv = !(ev && !strcmp(ev, "poll"));
-    if (want_uv && uv_loop_init(&uvloop) == 0) {
-        struct lws_context_creation_info uinfo = info;
-        uinfo.foreign_loops = uvloops;
-        uinfo.options |= LWS_SERVER_OPTION_LIBUV;
-        s->ctx = lws_create_context(&uinfo);
-        if (s->ctx)
-            s->uvloop = &uvloop;
-        else {
-            mx_warn("event=evlib_fallback loop=poll reason=\"the libuv plugin of libwebsockets could "
-                    "not be loaded (package libwebsockets-evlib-uv); MOVEXD_EVLIB=poll chooses "
-                    "poll without trying\"");
+    if (loop == MX_LOOP_UV) {
+        int uerr = uv_loop_init(&uvloop);
+        if (uerr) {
+            mx_err("event=start_failed reason=\"libuv: cannot create the loop: %s\"", uv_strerror(uerr));
+            return -1;
+        }
+        info.foreign_loops = uvloops;
+        info.options |= LWS_SERVER_OPTION_LIBUV;
+    }
+    s->ctx = lws_create_context(&info);
+    if (s->ctx && loop == MX_LOOP_UV) {
+        s->uvloop = &uvloop;
+        /* With a foreign libuv loop, lws 4.1.6 returns the context even when
+         * it failed to make the default vhost (a certificate it cannot use,
+         * ...): it has begun destroying it and hands it back for the loop
+         * to finish (fatal_exit_defer in lws_create_context). No vhost
+         * means that failure (the port in use, ...), not a listener
+         * missing for want of an address (check_bound's case). */
+        if (!lws_get_vhost_by_name(s->ctx, "default")) {
+            destroy_context(s);
+            /* s->ctx is NULL now: reported below as on the poll loop */
         }
     }
-    if (!s->ctx)
-        s->ctx = lws_create_context(&info);
     if (!s->ctx) {
         report_listen_failure(cfg, nfds > 0 ? 0 : mx_listen_probe(cfg->listen_addr, cfg->listen_port));
         return -1;

@@ -24,6 +24,8 @@
 
 enum mx_log_level { MX_LOG_ERROR = 0, MX_LOG_WARN, MX_LOG_INFO, MX_LOG_DEBUG };
 enum mx_fsync_policy { MX_FSYNC_ALWAYS = 0, MX_FSYNC_EVERYSEC, MX_FSYNC_NO };
+/* `event_loop`: which loop libwebsockets runs on (evloop.h). */
+enum mx_event_loop { MX_LOOP_AUTO = 0, MX_LOOP_UV, MX_LOOP_POLL };
 enum mx_auth_mode { MX_AUTH_NONE = 0, MX_AUTH_JWT };
 
 /* Rights on a room (also used by jwt.h). */
@@ -86,6 +88,7 @@ struct mx_config {
     char client_dir[1024]; /* browser library and demo served over HTTP */
     int serve_demo;        /* serve the demo app at / and /demo/ (the library always) */
     enum mx_fsync_policy fsync;
+    enum mx_event_loop event_loop; /* MOVEXD_EVLIB, when set, overrides it (main.c) */
 
     size_t max_message_bytes;  /* one inbound WebSocket message */
     int max_depth;             /* JSON nesting of an inbound message */
@@ -152,6 +155,9 @@ int mx_config_set_listen(struct mx_config *c, const char *s);
 
 /* Parse a log level name ("error", "warn", "info", "debug"). 0 or -1. */
 int mx_config_parse_log_level(const char *s, enum mx_log_level *out);
+
+/* Parse an event loop name ("auto", "uv", "poll"). 0 or -1. */
+int mx_config_parse_event_loop(const char *s, enum mx_event_loop *out);
 
 /* The conf names of the settings that differ from a to b, comma-separated
  * into out ("max_depth,todo.history,+room:chat,-room:old": a room key as

@@ -63,11 +63,13 @@ int mx_server_listen_is_loopback(const struct mx_config *cfg);
  * address really bound is checked against it (event=bind_mismatch) and
  * logged (event=listening). 0 or -1 (logged). */
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e);
-/* The same, serving the nfds listening sockets fds (socket activation,
- * mx_listen_inherited()) instead of binding `listen`; nfds 0: as
- * mx_server_start. */
+/* The same on the loop `loop` (MX_LOOP_UV or MX_LOOP_POLL, as
+ * mx_evloop_choose() returned it; mx_server_start chooses by itself),
+ * serving the nfds listening sockets fds (socket activation,
+ * mx_listen_inherited()) instead of binding `listen`; nfds 0: binds
+ * `listen` as mx_server_start does. */
 int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engine *e,
-                       const int *fds, int nfds);
+                       const int *fds, int nfds, int loop);
 /* Serve until s->stop is set (from a signal handler via mx_server_wake). */
 int mx_server_run(struct mx_server *s);
 /* Async-signal-safe: ask the loop to look at s->stop. */

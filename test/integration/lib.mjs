@@ -138,13 +138,15 @@ export async function startDaemon({ conf = DEFAULT_CONF, args = [], dir, keepDir
 // Run the daemon on DIR (conf written to DIR/movexd.conf, data in DIR/data)
 // until it exits by itself; for start-ups that must fail. Resolves with
 // {code, signal, stderr}; kills it and rejects if it is still running
-// after `ms` (e.g. because it started listening).
-export async function runDaemonToExit({ dir, conf = DEFAULT_CONF, args = [], ms = TIMEOUT, bin = BIN } = {}) {
+// after `ms` (e.g. because it started listening). `env` adds environment
+// variables, as in startDaemon.
+export async function runDaemonToExit({ dir, conf = DEFAULT_CONF, args = [], ms = TIMEOUT, bin = BIN, env } = {}) {
   mkdirSync(dir, { recursive: true });
   const confPath = join(dir, 'movexd.conf');
   writeFileSync(confPath, conf);
   const proc = spawn(bin, ['-c', confPath, '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(env ? { env: { ...process.env, ...env } } : {}),
   });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });

@@ -135,6 +135,22 @@ START_TEST(every_key)
     ck_assert_int_eq(c.fsync, MX_FSYNC_ALWAYS);
     ck_assert_int_eq(c.log_level, MX_LOG_WARN);
     mx_config_free(&c);
+    /* event_loop: auto by default (evloop.c decides), uv or poll on demand */
+    parse_ok(&c, "");
+    ck_assert_int_eq(c.event_loop, MX_LOOP_AUTO);
+    mx_config_free(&c);
+    parse_ok(&c, "event_loop poll\n");
+    ck_assert_int_eq(c.event_loop, MX_LOOP_POLL);
+    mx_config_free(&c);
+    parse_ok(&c, "event_loop uv\n");
+    ck_assert_int_eq(c.event_loop, MX_LOOP_UV);
+    mx_config_free(&c);
+    enum mx_event_loop ev = MX_LOOP_POLL;
+    ck_assert_int_eq(mx_config_parse_event_loop("auto", &ev), 0);
+    ck_assert_int_eq(ev, MX_LOOP_AUTO);
+    ck_assert_int_eq(mx_config_parse_event_loop("epoll", &ev), -1);
+    ck_assert_int_eq(mx_config_parse_event_loop(NULL, &ev), -1);
+    ck_assert_int_eq(ev, MX_LOOP_AUTO);
 }
 END_TEST
 
@@ -402,7 +418,8 @@ START_TEST(errors_keys)
     /* unknown keys name the valid ones for the context */
     ck_parse_err("max_depth 3\nfoo bar\n", "t.conf:2: ", "unknown key 'foo'");
     ck_parse_err("foo bar\n", "t.conf:1: ",
-                 "global keys are: listen, log_level, log_file, data_dir, client_dir, fsync, max_message_bytes, "
+                 "global keys are: listen, log_level, log_file, data_dir, client_dir, fsync, event_loop, "
+                 "max_message_bytes, "
                  "max_depth, max_queue_bytes, max_rooms_per_conn, max_connections, hello_timeout_ms, "
                  "dedup_window, snapshot_every, wal_segment_bytes, wal_max_bytes, evict_idle_ms");
     ck_parse_err("max_dept 3\n", "t.conf:1: ", "unknown key 'max_dept' (did you mean 'max_depth'?)");
@@ -435,6 +452,8 @@ START_TEST(errors_values)
     ck_parse_err("log_level INFO\n", "t.conf:1: ", "not one of");
     ck_parse_err("fsync sometimes\n", "t.conf:1: ",
                  "fsync: 'sometimes' is not one of: always, everysec, no");
+    ck_parse_err("event_loop epoll\n", "t.conf:1: ",
+                 "event_loop: 'epoll' is not one of: auto, uv, poll");
     ck_parse_err("max_depth 0\n", "t.conf:1: ", "max_depth: 0 is out of range (1..1000)");
     ck_parse_err("max_depth 1001\n", "t.conf:1: ", "out of range (1..1000)");
     ck_parse_err("max_depth ten\n", "t.conf:1: ", "max_depth: 'ten' is not a non-negative whole number");

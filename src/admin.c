@@ -82,7 +82,9 @@ static void admin_deliver(struct mx_conn *c, mx_frame *f)
     /* a reject is a decision (409 whatever its code, ADMIN.md); an error
      * answers with its code's status from the error list */
     unsigned status = HTTP_STATUS_OK;
-    if (strstr(t, "\"type\":\"reject\""))
+    if (!strcmp(t, "{\"deleted\":true}\n"))
+        status = HTTP_STATUS_OK; /* a cluster-wide delete, answered by Redis */
+    else if (strstr(t, "\"type\":\"reject\""))
         status = HTTP_STATUS_CONFLICT;
     else if (!strstr(t, "\"type\":\"ack\"")) {
         const char *code = strstr(t, "\"code\":\"");
@@ -95,6 +97,21 @@ static void admin_deliver(struct mx_conn *c, mx_frame *f)
 }
 
 static void admin_close(struct mx_conn *c, int code, const char *reason) { (void)c; (void)code; (void)reason; }
+
+/* The HTTP request's own engine connection, for an answer that comes
+ * after this callback (admin_deliver). */
+static void admin_conn_open(struct lws *wsi, struct mx_http *h, struct mx_server *srv)
+{
+    if (h->conn_open)
+        mx_engine_conn_closed(srv->engine, &h->conn);
+    memset(&h->conn, 0, sizeof(h->conn));
+    h->conn.deliver = admin_deliver;
+    h->conn.close = admin_close;
+    h->conn.edge = h;
+    h->wsi = wsi;
+    mx_engine_conn_open(srv->engine, &h->conn);
+    h->conn_open = 1;
+}
 
 static int admin_action(struct lws *wsi, struct mx_http *h, struct mx_server *srv, const char *room,
                         size_t roomlen)
@@ -113,15 +130,7 @@ static int admin_action(struct lws *wsi, struct mx_http *h, struct mx_server *sr
         return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
                             "body must be {\"key\": idempotency key, \"action\": {\"type\", \"payload\"}}");
     }
-    if (h->conn_open)
-        mx_engine_conn_closed(srv->engine, &h->conn);
-    memset(&h->conn, 0, sizeof(h->conn));
-    h->conn.deliver = admin_deliver;
-    h->conn.close = admin_close;
-    h->conn.edge = h;
-    h->wsi = wsi;
-    mx_engine_conn_open(srv->engine, &h->conn);
-    h->conn_open = 1;
+    admin_conn_open(wsi, h, srv);
     mx_engine_admin_action(srv->engine, &h->conn, room, roomlen, key, strlen(key), action);
     json_decref(j);
     mx_info("event=admin_action room=%.*s", (int)roomlen, room);
@@ -157,6 +166,16 @@ int mx_admin_route(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
         if (strcmp(slash, "/actions") || h->method != 1)
             return mx_http_json(wsi, h, HTTP_STATUS_NOT_FOUND, "bad_request", "POST /admin/rooms/ROOM/actions");
         return admin_action(wsi, h, srv, room, roomlen);
+    }
+    if (h->method == 2 && srv->cfg->cluster.enabled) {
+        /* every node and Redis: answered from admin_deliver once Redis has
+         * deleted it (docs/CLUSTER.md "Deleting a room") */
+        admin_conn_open(wsi, h, srv);
+        int rc = mx_engine_delete_room_cluster(srv->engine, &h->conn, room, roomlen);
+        if (rc)
+            return mx_http_json(wsi, h, mx_err_http_status(rc), mx_err_code(rc), mx_err_message(rc));
+        mx_info("event=admin_delete room=%.*s", (int)roomlen, room);
+        return 0;
     }
     if (h->method == 2) {
         int rc = mx_engine_delete_room(srv->engine, room, roomlen);

@@ -120,6 +120,8 @@ static void msg_free(struct mx_cnode *n, struct cn_msg *m)
     m->msg = NULL;
 }
 
+void cn_msg_free(struct mx_cnode *n, struct cn_msg *m) { msg_free(n, m); }
+
 /* A copy of msg (counted in live_msgs). 0 or -1 (OOM). */
 static int msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, const char *msg,
                     size_t len, uint64_t t_us, int type)
@@ -136,6 +138,17 @@ static int msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, con
     m->type = type;
     n->live_msgs++;
     return 0;
+}
+
+int cn_msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, const char *msg, size_t len,
+                uint64_t t_us, int type)
+{
+    return msg_copy(n, m, c, msg, len, t_us, type);
+}
+
+struct cn_room *cn_room_get(struct mx_cnode *n, const char *id, size_t len, int make)
+{
+    return room_get(n, id, len, make);
 }
 
 #define QAT(cr, i) (&(cr)->q[(cr)->qh + (i)])
@@ -235,6 +248,8 @@ static int mark_dirty(struct mx_cnode *n, struct cn_room *cr)
     return 0;
 }
 
+int cn_mark_dirty(struct mx_cnode *n, struct cn_room *cr) { return mark_dirty(n, cr); }
+
 static void slot_free(struct mx_cnode *n, struct cn_slot *s)
 {
     msg_free(n, &s->m);
@@ -277,14 +292,14 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
             return MX_CNODE_DOWN;
         int state_dep = q->type != MX_REQ_ACTION && q->type != MX_REQ_PRESENCE;
         if (cr->busy || cr->nq || !cr->known || (cr->nforming && state_dep) ||
-            (q->type == MX_REQ_ACTION && batch_full(cr))) {
+            (q->type == MX_REQ_ACTION && batch_full(cr)) || cn_del_pending(cr)) {
             if (queue_grow(cr))
                 return MX_CNODE_DOWN;
             if (msg_copy(n, QAT(cr, cr->nq), c, msg, len, t_us, (int)q->type))
                 return MX_CNODE_DOWN;
             q_count(QAT(cr, cr->nq), 1);
             cr->nq++;
-            if (!cr->known && !cr->busy)
+            if (!cr->known && !cr->busy && !cn_del_pending(cr))
                 cn_replica_load(n, cr);
             return MX_CNODE_QUEUED;
         }
@@ -620,6 +635,8 @@ void mx_cnode_flush(struct mx_cnode *n)
                 send_create(n, cr);
             else if (cr->nforming && !cr->busy)
                 send_batch(n, cr);
+            else if (cr->delete_due && !cr->busy)
+                cn_del_send(n, cr); /* after the batches decided before it */
             else if (cr->nforming)
                 mark_dirty(n, cr); /* cannot happen: the gate queues while busy */
         }
@@ -662,13 +679,14 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
 {
     if (!cr->busy)
         cn_rb_settled(n, cr); /* an epoch change seen while busy */
+    cn_del_drain(n, cr);          /* a delete: asked, answered, or heard */
     if (cr->drop_room) {
         cr->drop_room = 0;
         struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
         if (r)
             mx_engine_forget_room(n->e, r, cr->drop_tell);
     }
-    while (cr->nq && !cr->busy && !n->closing) {
+    while (cr->nq && !cr->busy && !n->closing && !cn_del_pending(cr)) {
         struct cn_msg *m = QAT(cr, 0);
         if (m->conn && !m->unavailable) {
             if (!mx_cnode_ready(n)) {
@@ -701,7 +719,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
     cr->absent = 0;
     catch_up_seen(n, cr);
     if (!cr->known && !cr->busy && !cr->nq && !cr->nforming && !cr->subscribed && !cr->due &&
-        !cr->dirty && !mx_engine_room(n->e, cr->id, cr->idlen)) {
+        !cr->dirty && !cn_del_pending(cr) && !mx_engine_room(n->e, cr->id, cr->idlen)) {
         mx_map_del(n->rooms, cr->id, cr->idlen);
         free_room(cr);
     }
@@ -725,7 +743,7 @@ int mx_cnode_evict(struct mx_cnode *n, struct mx_room *r)
     static const struct mx_cluster_head zero;
     if (!cr->known || cr->busy || cr->nq || cr->nforming || cr->ninflight || cr->due || cr->dirty ||
         cr->rb_hold || cr->snapping || cr->epoch_stale || cr->create_due || cr->drop_room ||
-        cr->recheck || cr->loaded || n->pass == cr || r->seq != cr->head.seq ||
+        cr->recheck || cr->loaded || n->pass == cr || r->seq != cr->head.seq || cn_del_pending(cr) ||
         cr->seen_seq > cr->head.seq || mx_journal_lost(n->journal, cr->id, &zero, NULL, 0))
         return 0;
     if (n->cur == cr) {
@@ -762,6 +780,8 @@ void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c)
                 cr->inflight[i].m.conn = NULL;
         if (cr->create_msg.conn == c)
             cr->create_msg.conn = NULL;
+        if (cr->del_msg.conn == c)
+            cr->del_msg.conn = NULL;
     }
 }
 
@@ -920,6 +940,7 @@ void mx_cnode_free(struct mx_cnode *n)
             slot_free(n, &cr->forming[i]);
         free_inflight(n, cr);
         msg_free(n, &cr->create_msg);
+        msg_free(n, &cr->del_msg);
         mx_gate_unref(cr->create_gate);
     }
     if (n->rooms)

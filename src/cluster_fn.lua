@@ -256,6 +256,23 @@ local function snapshot(keys, args)
   return reply('stored', trimmed)
 end
 
+-- movexd_delete: KEYS head, log, hi, dd, snap; ARGV channel.
+-- Deletes the room - every key of it, at once - and publishes
+-- "delete INC" on its channel (INC: the incarnation deleted, "" for a room
+-- from before incarnations), so every node holding it drops it and tells
+-- its subscribers; a node holding a newer incarnation ignores it. Reply:
+-- "deleted" + that incarnation, or "none" (no such room: nothing written).
+local function delete(keys, args)
+  local channel = args[1]
+  if #keys ~= 5 or not channel or channel == '' then return redis.error_reply('ERR movexd: bad arguments') end
+  local h = head_of(keys[1])
+  if not h then return { 'none' } end
+  redis.call('DEL', keys[1], keys[2], keys[3], keys[4], keys[5])
+  redis.call('PUBLISH', channel, 'delete ' .. h.inc)
+  return { 'deleted', h.inc }
+end
+
 redis.register_function('movexd_create', create)
+redis.register_function('movexd_delete', delete)
 redis.register_function('movexd_append', append)
 redis.register_function('movexd_snapshot', snapshot)

@@ -567,6 +567,10 @@ struct cn_room *cn_room_of_channel(struct mx_cnode *n, const char *channel, size
 void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, const char *msg, size_t mlen)
 {
     struct cn_room *cr = cn_room_of_channel(n, channel, clen);
+    if (cr && mlen >= 7 && !memcmp(msg, "delete ", 7)) { /* movexd_delete's notice */
+        cn_del_message(n, cr, msg + 7, mlen - 7);
+        return;
+    }
     const char *sp1 = memchr(msg, ' ', mlen);
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', mlen - (size_t)(sp1 + 1 - msg)) : NULL;
     if (!cr || !sp2)

@@ -295,7 +295,9 @@ static void cluster_room_gone(mx_engine *e, struct mx_room *r);
 
 void mx_engine_forget_room(mx_engine *e, struct mx_room *r, int tell)
 {
-    drop_room(e, r, tell ? "the room is gone from the cluster" : NULL);
+    drop_room(e, r, tell == MX_FORGET_DELETED ? "the room was deleted"
+                    : tell                    ? "the room is gone from the cluster"
+                                              : NULL);
 }
 
 void mx_engine_fwd(mx_engine *e, struct mx_room *r, const uint8_t *prev, const char *entry, size_t len)
@@ -655,6 +657,30 @@ int mx_engine_delete_room(mx_engine *e, const char *id, size_t len)
     mx_info("event=room_deleted room=%s", r->id);
     drop_room(e, r, "the room was deleted");
     return 0;
+}
+
+static void reply_error(mx_engine *e, struct mx_conn *c, int has_id, uint64_t id, int err,
+                        const char *message);
+
+int mx_engine_delete_room_cluster(mx_engine *e, struct mx_conn *c, const char *id, size_t len)
+{
+    if (!e->cl)
+        return MX_EINTERNAL;
+    if (!mx_proto_room_type_len(id, len))
+        return MX_EBAD_ROOM;
+    return mx_cnode_delete(e->cl, c, id, len);
+}
+
+void mx_engine_admin_deleted(mx_engine *e, struct mx_conn *c, int err)
+{
+    if (err) {
+        reply_error(e, c, 0, 0, err, mx_err_message(err));
+        return;
+    }
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    mx_buf_puts(&b, "{\"deleted\":true}\n");
+    push_buf(e, c, &b);
 }
 
 /* r leaves memory for good (deleted, or gone from the cluster): its

@@ -115,6 +115,13 @@ int mx_cnode_head(const struct mx_cnode *n, const char *room, size_t len, uint64
  * use) and the engine must free r now; 0 when it must stay for now. */
 int mx_cnode_evict(struct mx_cnode *n, struct mx_room *r);
 
+/* The admin API deletes room across the cluster (docs/CLUSTER.md
+ * "Deleting a room"): 0 when the delete is under way - its answer comes
+ * to c through mx_engine_admin_deleted, the room's requests wait
+ * meanwhile; or a negative mx_err to answer now (MX_EUNAVAILABLE: Redis
+ * not reachable, or a delete of the room already pending). */
+int mx_cnode_delete(struct mx_cnode *n, struct mx_conn *c, const char *room, size_t len);
+
 /* 1 while the command link is up and the library loaded (/readyz). */
 int mx_cnode_ready(const struct mx_cnode *n);
 

@@ -52,7 +52,7 @@ struct cn_slot {
     size_t body_len;
 };
 
-enum cn_busy { CN_IDLE = 0, CN_LOADING, CN_CATCHUP, CN_CREATING, CN_APPENDING };
+enum cn_busy { CN_IDLE = 0, CN_LOADING, CN_CATCHUP, CN_CREATING, CN_APPENDING, CN_DELETING };
 
 struct cn_room {
     struct mx_cnode *node;
@@ -89,6 +89,12 @@ struct cn_room {
     int create_due;              /* a create to send at the next flush */
     struct mx_gate *create_gate;
     struct cn_msg create_msg;
+    /* deletion (cluster_delete.c) */
+    int delete_due;              /* an admin delete to send once the room is idle */
+    struct cn_msg del_msg;       /* its requester (conn NULL once gone); msg set while pending */
+    int del_done, del_err;       /* answered: 0 or a negative mx_err, given back at drain */
+    int deleted_seen;            /* "delete INC" heard on the channel: drop at drain */
+    char deleted_inc[MX_CLUSTER_INC_MAX + 1];
 };
 
 struct mx_cnode {
@@ -120,6 +126,11 @@ struct mx_cnode {
 
 /* cluster_commit.c */
 void cn_due(struct mx_cnode *n, struct cn_room *cr);
+struct cn_room *cn_room_get(struct mx_cnode *n, const char *id, size_t len, int make);
+int cn_msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, const char *msg, size_t len,
+                uint64_t t_us, int type);
+void cn_msg_free(struct mx_cnode *n, struct cn_msg *m);
+int cn_mark_dirty(struct mx_cnode *n, struct cn_room *cr);
 int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *m);
 void cn_fail_queue(struct cn_room *cr);
 
@@ -139,6 +150,18 @@ void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr);
 /* The recorded actions of slots (kind 'a' or 'r') as the append's
  * arguments, into out (room for n); how many. */
 size_t cn_batch_actions(const struct cn_slot *s, size_t n, struct mx_cluster_action *out);
+
+/* cluster_delete.c: the admin API's room deletion across the cluster */
+/* Send the room's pending delete (the room is idle, nothing forming). */
+void cn_del_send(struct mx_cnode *n, struct cn_room *cr);
+/* A "delete INC" message on the room's channel (msg after "delete "). */
+void cn_del_message(struct mx_cnode *n, struct cn_room *cr, const char *inc, size_t len);
+/* From drain, the room idle: act on a delete heard and answer the
+ * requester of one that was answered. */
+void cn_del_drain(struct mx_cnode *n, struct cn_room *cr);
+/* 1 while a delete is pending for the room (asked, in flight, heard or
+ * not yet answered): the room's requests wait, its bookkeeping stays. */
+int cn_del_pending(const struct cn_room *cr);
 
 /* cluster_snapshot.c */
 /* The room is settled at its confirmed head: store a snapshot when one is

@@ -203,8 +203,17 @@ void mx_engine_handle_again(mx_engine *e, struct mx_conn *c, const char *msg, si
 /* A room loaded from Redis joins the rooms in memory: 0, or -1 (OOM). */
 int mx_engine_adopt_room(mx_engine *e, struct mx_room *r);
 /* Drop a room from memory; its subscribers are unsubscribed, and told
- * (error no_such_room) when tell is 1. */
+ * (error no_such_room) unless tell is MX_FORGET_QUIET: "the room is gone
+ * from the cluster" (a resync), or "the room was deleted" - the words of
+ * single-node deletion (docs/PROTOCOL.md "Deletion notice"). */
+enum { MX_FORGET_QUIET = 0, MX_FORGET_GONE = 1, MX_FORGET_DELETED = 2 };
 void mx_engine_forget_room(mx_engine *e, struct mx_room *r, int tell);
+/* Cluster mode: the admin API deletes a room through the cluster node;
+ * 0 when its answer comes to c later (mx_engine_admin_deleted), else a
+ * negative mx_err to answer now. */
+int mx_engine_delete_room_cluster(mx_engine *e, struct mx_conn *c, const char *id, size_t len);
+/* The answer to that delete for c: {"deleted":true}, or the error. */
+void mx_engine_admin_deleted(mx_engine *e, struct mx_conn *c, int err);
 /* An entry applied from Redis goes to the room's local subscribers. */
 void mx_engine_fwd(mx_engine *e, struct mx_room *r, const uint8_t *prev, const char *entry, size_t len);
 

@@ -90,6 +90,29 @@ test('incarnation: set at create, checked by an append that names it, answered a
   }
 });
 
+// movexd_delete (docs/CLUSTER.md "Deleting a room"): every key of the
+// room in one call, "delete INC" published on its channel; "none" and no
+// message when there is no such room.
+test('delete: removes head, log, hi, dd and snap at once and publishes the incarnation deleted', async () => {
+  const rm = room();
+  await r.ok('FCALL', 'movexd_create', 1, rm.head, 'S0', '{}', 'cc33');
+  await r.cmd('FCALL', 'movexd_append', 4, ...rm.keys, rm.ch, 1024, 0, 0, 'S0', 1700000000000, 1, ...act('c1', 1, 'a', 'S1', '[]'), 'cc33');
+  await r.ok('HSET', rm.snap, 'seq', '1');
+  const sub = await redis.connect();
+  await sub.subscribe(rm.ch);
+  const del = (x) => r.cmd('FCALL', 'movexd_delete', 5, x.head, x.log, x.keys[2], x.keys[3], x.snap, x.ch);
+  assert.deepEqual(await del(rm), ['deleted', 'cc33']);
+  assert.equal(await sub.nextMessage(), 'delete cc33');
+  for (const k of [rm.head, rm.log, rm.keys[2], rm.keys[3], rm.snap]) assert.equal(await r.ok('EXISTS', k), 0, k);
+  assert.deepEqual(await del(rm), ['none']);
+  // a room from before incarnations: "delete " + nothing
+  const old = await created();
+  assert.deepEqual(await del(old), ['deleted', '']);
+  sub.close();
+  const e = await r.cmd('FCALL', 'movexd_delete', 1, rm.head, rm.ch);
+  assert.ok(e instanceof Error && /bad arguments/.test(e.message), String(e));
+});
+
 test('applies get gap-free seqs (IDs seq-0), effects verbatim, a hash chain over the published bytes', async () => {
   const rm = await created();
   const sub = await redis.connect();

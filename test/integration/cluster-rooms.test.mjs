@@ -60,3 +60,89 @@ test('a room deleted and created again never takes the old room\'s entries from 
   assert.equal(again.state.old1, undefined);
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
 });
+
+const adminDelete = (d, room) => httpRequest(d, {
+  method: 'DELETE', path: `/admin/rooms/${encodeURIComponent(room)}`, headers: { authorization: `Bearer ${d.token}` },
+});
+const DELETED = (room) => (m) => m.type === 'error' && m.room === room && m.code === 'no_such_room';
+
+// DELETE /admin/rooms/R on one node of a cluster (on old main: 503
+// unavailable, the room untouched): one FCALL removes every key of the
+// room, each node holding it drops it and tells its subscribers exactly
+// as single-node deletion does, the presence of the room goes with it, a
+// second DELETE is 404, and the room created again starts at seq 0 with
+// nothing of the old one (history, exactly-once memory, presence).
+test('the admin API deletes a room across the cluster: keys, every node\'s subscribers told, presence gone', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const b = await node(g, 'n2');
+  const c = await node(g, 'n3'); // never had the room
+  const room = 'del:1';
+  const sa = await connectHello(a, 'ann');
+  await sa.request({ type: 'subscribe', room });
+  const sb = await connectHello(b, 'bob');
+  await sb.request({ type: 'subscribe', room });
+  assert.equal((await sa.request(add(room, 1, 'a1'))).type, 'ack');
+  assert.equal((await sb.request(add(room, 1, 'b1'))).type, 'ack');
+  assert.equal((await sa.request({ type: 'presence', room, state: { at: 'a' } })).type, 'presence_ok');
+  await sb.next((m) => m.type === 'presence' && m.client === 'ann', 'bob sees ann\'s presence');
+  await sa.next((m) => m.type === 'fwd' && m.seq === 2, 'ann has bob\'s entry');
+  const keys = async () => redisAt(g.primary.port, 'KEYS', `${PREFIX}{${room}}:*`);
+  assert.ok((await keys()).length >= 4, String(await keys()));
+
+  const r = await adminDelete(b, room);
+  assert.equal(r.status, 200, r.body);
+  assert.deepEqual(JSON.parse(r.body), { deleted: true });
+  // the notice of docs/PROTOCOL.md, byte for byte the single-node one
+  for (const s of [sa, sb]) {
+    const m = await s.next(DELETED(room), `${s === sa ? 'ann' : 'bob'} told`);
+    assert.deepEqual(m, { type: 'error', room, code: 'no_such_room', message: 'the room was deleted' });
+  }
+  assert.deepEqual(await keys(), []);
+  assert.equal((await adminDelete(a, room)).status, 404);
+  assert.equal((await adminDelete(c, room)).status, 404);
+  // unsubscribed: an action there is refused, nothing reaches the log
+  const late = await sa.request(add(room, 2, 'late'));
+  assert.equal(late.type, 'error', JSON.stringify(late));
+  assert.deepEqual(await keys(), []);
+  // created again (create_on_subscribe): a new room, nothing of the old
+  const again = await sb.request({ type: 'subscribe', room });
+  assert.equal(again.seq, 0);
+  assert.deepEqual(again.state, {});
+  assert.deepEqual(again.presence, []);
+  assert.equal(again.next_n, 1);
+  const ann2 = await sa.request({ type: 'subscribe', room });
+  assert.equal(ann2.seq, 0);
+  assert.deepEqual(ann2.presence, []);
+  assert.equal((await sa.request(add(room, 1, 'new'))).type, 'ack');
+  await sb.next((m) => m.type === 'fwd' && m.seq === 1, 'bob has the new room\'s first entry');
+  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
+});
+
+// A delete that lands among pipelined actions: every action is answered
+// (acked before the delete, or refused after it: never lost silently), the
+// writer is told, and nothing recreates the room behind the delete.
+test('a delete among pipelined writes: every action answered, the room stays deleted', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'del:busy';
+  const w = await connectHello(a, 'w');
+  await w.request({ type: 'subscribe', room });
+  const replies = [];
+  for (let n = 1; n <= 60; n++) {
+    w.send({ ...add(room, n, `k${n}`), id: 100 + n });
+    replies.push(w.next((m) => m.id === 100 + n, `reply ${n}`));
+    if (n === 20) replies.push(adminDelete(a, room));
+  }
+  const all = await Promise.all(replies);
+  const del = all.find((x) => x.status !== undefined);
+  assert.equal(del.status, 200, del.body);
+  const acks = all.filter((x) => x.type === 'ack').map((x) => x.seq);
+  acks.forEach((s, i) => assert.equal(s, i + 1, `acks in order: ${acks}`));
+  for (const x of all) if (x.type && x.type !== 'ack') assert.match(`${x.type} ${x.code}`, /^(error|reject) /, JSON.stringify(x));
+  await w.next(DELETED(room), 'the writer is told');
+  assert.deepEqual(await redisAt(g.primary.port, 'KEYS', `${PREFIX}{${room}}:*`), []);
+  const s = await stateOn(a, room);
+  assert.equal(s.seq, 0);
+  assert.deepEqual(s.state, {});
+});

@@ -1,8 +1,8 @@
 /* alloc.c - the allocation seam (alloc.h): plain libc in normal builds; in
  * MX_FAULT_INJECTION builds, a counter that makes one chosen allocation
  * fail, so tests can walk every ENOMEM branch the code under test reaches.
- * jansson's allocator pair keeps small freed blocks for reuse in normal
- * builds (alloc.h, mx_jansson_free).
+ * Small freed blocks - jansson's values, message buffers, frames, log
+ * entries - are kept for reuse in normal builds (alloc.h, mx_block_free).
  *
  * Invariants: a failed allocation changes nothing (a failed mx_realloc
  * leaves the block as it was, like realloc); at most one allocation fails
@@ -16,54 +16,58 @@ static uint64_t json_failures;
 #if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
 #include <malloc.h>
 
-/* Free lists of small blocks by glibc chunk size (16-byte steps up to 272:
- * usable sizes 24..264). A free block's first word links the list. Chunk
- * size of a request: glibc's request2size; a block's: its usable size + 8. */
-#define JC_CLASSES 18
-static struct {
+/* Free lists of small blocks by glibc chunk size (16-byte steps up to
+ * MX_BLOCK_MAX usable bytes). A free block's first word links the list.
+ * Chunk size of a request: glibc's request2size; a block's: its usable size
+ * + 8. The lists are per thread (the loop thread does all the hot work; a
+ * block freed on another thread stays there), so no lock is needed. */
+#define JC_CLASSES ((MX_BLOCK_MAX + 8) / 16 + 1)
+static _Thread_local struct {
     void *head;
     unsigned n;
 } jcache[JC_CLASSES];
+static _Thread_local size_t jcache_bytes;
 
 static size_t chunk_of_request(size_t n) { return n + 8 + 15 < 32 ? 32 : (n + 8 + 15) & ~(size_t)15; }
 
-void *mx_json_malloc(size_t n)
+void *mx_block_alloc(size_t n)
 {
     size_t c = chunk_of_request(n) / 16;
     if (c < JC_CLASSES && jcache[c].head) {
         void *p = jcache[c].head;
         memcpy(&jcache[c].head, p, sizeof(void *));
         jcache[c].n--;
+        jcache_bytes -= c * 16;
         return p;
     }
-    void *p = mx_malloc(n);
-    json_failures += !p;
-    return p;
+    return mx_malloc(n);
 }
 
-void mx_jansson_free(void *p)
+void mx_block_free(void *p)
 {
     if (!p)
         return;
     size_t c = (malloc_usable_size(p) + 8) / 16;
-    if (c < JC_CLASSES && jcache[c].n < MX_JSON_CACHE) {
+    if (c < JC_CLASSES && jcache[c].n < MX_BLOCK_CACHE && jcache_bytes + c * 16 <= MX_BLOCK_CACHE_BYTES) {
         memcpy(p, &jcache[c].head, sizeof(void *));
         jcache[c].head = p;
         jcache[c].n++;
+        jcache_bytes += c * 16;
         return;
     }
     free(p);
 }
 #else
+void *mx_block_alloc(size_t n) { return mx_malloc(n); }
+void mx_block_free(void *p) { free(p); }
+#endif
+
 void *mx_json_malloc(size_t n)
 {
-    void *p = mx_malloc(n);
+    void *p = mx_block_alloc(n);
     json_failures += !p;
     return p;
 }
-
-void mx_jansson_free(void *p) { free(p); }
-#endif
 
 uint64_t mx_json_alloc_failures(void) { return json_failures; }
 

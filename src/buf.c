@@ -17,7 +17,7 @@ void mx_buf_init(mx_buf *b, size_t pre)
 
 void mx_buf_free(mx_buf *b)
 {
-    free(b->mem);
+    mx_block_free(b->mem);
     b->mem = NULL;
     b->len = b->cap = 0;
     b->oom = 0;
@@ -47,7 +47,9 @@ int mx_buf_grow(mx_buf *b, size_t extra)
         }
         ncap *= 2;
     }
-    char *m = mx_realloc(b->mem, b->pre + ncap + 1);
+    /* a first allocation of a reply, entry or frame size is a block reused
+     * from one freed earlier (alloc.h) */
+    char *m = b->mem ? mx_realloc(b->mem, b->pre + ncap + 1) : mx_block_alloc(b->pre + ncap + 1);
     if (!m) {
         b->oom = 1;
         return -1;

@@ -75,7 +75,7 @@ mx_engine *mx_engine_new(const struct mx_config *cfg, const struct mx_storage *s
 {
     /* jansson through the project's allocator: its failures are counted
      * (it reports them as syntax errors) and can be injected in tests */
-    json_set_alloc_funcs(mx_json_malloc, mx_jansson_free);
+    json_set_alloc_funcs(mx_json_malloc, mx_block_free);
     mx_engine *e = mx_calloc(1, sizeof(*e));
     if (!e)
         return NULL;

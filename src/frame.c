@@ -3,6 +3,7 @@
  * complete WebSocket text frame (RFC 6455 5.2: FIN, opcode 1, no mask, the
  * shortest length encoding) and never change while the frame is alive. */
 #include "movexd/frame.h"
+#include "movexd/alloc.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,5 +58,5 @@ unsigned mx_frame_header(char *end, size_t len)
 void mx_frame_unref(mx_frame *f)
 {
     if (f && --f->refs == 0)
-        free(f->mem); /* the struct is part of it */
+        mx_block_free(f->mem); /* the struct is part of it; reused (alloc.h) */
 }

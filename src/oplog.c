@@ -45,7 +45,7 @@ static void drop_oldest(mx_oplog *l, size_t k)
     for (size_t i = 0; i < k; i++) {
         struct mx_oplog_entry *e = at(l, 0);
         l->bytes -= e->len;
-        free(e->text);
+        mx_block_free(e->text); /* the next entry's buffer (alloc.h) */
         e->text = NULL;
         l->head = (l->head + 1) % l->alloc;
         l->count--;

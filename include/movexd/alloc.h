@@ -8,7 +8,7 @@
  * allocation is numbered from 1, and the one numbered `fail_at` returns
  * NULL (once), as SQLite's malloc tests do. That is how the ENOMEM branches
  * are run (test/unit/test_alloc_fail.c). Hand jansson the same allocator
- * with json_set_alloc_funcs(mx_json_malloc, mx_jansson_free) to count its allocations
+ * with json_set_alloc_funcs(mx_json_malloc, mx_block_free) to count its allocations
  * too. Not thread-safe: only the event-loop thread is counted.
  */
 #ifndef MOVEXD_ALLOC_H
@@ -42,24 +42,33 @@ static inline void *mx_realloc(void *p, size_t n) { return realloc(p, n); }
 static inline char *mx_strdup(const char *s) { return strdup(s); }
 #endif
 
-/* For json_set_alloc_funcs (a function pointer, also in normal builds).
- * jansson reports a failed allocation as a syntax error, so this counts
- * them: a parse that fails while the count moves ran out of memory. */
+/* Small blocks, reused. In normal builds mx_block_free keeps freed blocks
+ * of at most MX_BLOCK_MAX usable bytes on per-thread free lists by size (up
+ * to MX_BLOCK_CACHE blocks per size and MX_BLOCK_CACHE_BYTES in all) and
+ * mx_block_alloc hands them out again: an action's parsed tree is ~30 small
+ * jansson allocations, and its message buffers, frames and log entry are a
+ * few hundred bytes each; they are freed at the end of the message, the
+ * turn, or when the log drops its oldest entry, and the next action wants
+ * the same sizes (glibc's own per-size cache holds 7; past it a free
+ * consolidates with cold neighbours). The blocks are plain malloc blocks,
+ * sorted by malloc_usable_size(), so either function may be paired with
+ * the C library's (a block from mx_block_alloc may be realloc'd or freed
+ * with free(), and mx_block_free takes any malloc block). Sanitizer /
+ * fault-injection builds cache nothing (every allocation is real, counted
+ * and checked). */
+void *mx_block_alloc(size_t n);
+void mx_block_free(void *p);
+#define MX_BLOCK_MAX 1032
+#define MX_BLOCK_CACHE 4096
+#define MX_BLOCK_CACHE_BYTES (4u << 20)
+
+/* jansson's allocator, for json_set_alloc_funcs(mx_json_malloc,
+ * mx_block_free) (a function pointer, also in normal builds): mx_block_alloc
+ * that counts failures, since jansson reports a failed allocation as a
+ * syntax error: a parse that fails while the count moves ran out of
+ * memory. */
 void *mx_json_malloc(size_t n);
 uint64_t mx_json_alloc_failures(void);
-
-/* jansson's free, paired with mx_json_malloc. In normal builds the two keep
- * freed small blocks (at most 256 bytes, up to MX_JSON_CACHE blocks per
- * size) on free lists for the next message's values: an action's parsed
- * tree is ~30 small allocations, freed at the end of the message, and the
- * next message wants the same sizes (glibc's own per-size cache holds 7).
- * The blocks are plain malloc blocks, sorted by malloc_usable_size(), so
- * either function may be paired with the C library's: a value allocated
- * before jansson was switched to these, or freed after it was switched
- * back, is fine. Sanitizer / fault-injection builds cache nothing (every
- * allocation is real, counted and checked). */
-void mx_jansson_free(void *p);
-#define MX_JSON_CACHE 1024
 
 /* json_loadb that tells running out of memory apart from bad input: NULL
  * with *oom = 1 when any allocation failed during the parse. jansson (2.14)

@@ -118,3 +118,24 @@ test('ceiling relay: loadgen W1 and W4 against it, correct counters, clean exit'
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }
 });
+
+const ENGINE_BENCH = join(ROOT, 'build/release/bench/engine_bench');
+test('engine_bench: W4 and W1 through the engine and the WAL, every action acked, one JSON line', {
+  skip: existsSync(ENGINE_BENCH) ? false : 'build/release/bench/engine_bench missing: make VARIANT=release bench-bin',
+}, async () => {
+  for (const [wl, perRep] of [['w4', 64 * 16 * 3], ['w1', 64 * 3]]) {
+    // 2 reps of 3 turns: it exits 1 unless every action got its ack
+    const p = spawn(ENGINE_BENCH, [wl, '2', '3'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    const code = await withTimeout(new Promise((res) => p.on('close', res)), 6 * TIMEOUT, 'engine_bench did not finish')
+      .catch((e) => { p.kill('SIGKILL'); throw e; });
+    assert.equal(code, 0, err);
+    const r = JSON.parse(out.trim());
+    assert.equal(r.workload, wl);
+    assert.equal(r.actions_per_rep, perRep);
+    assert.ok(r.ns_per_ack > 0 && r.min <= r.ns_per_ack && r.ns_per_ack <= r.max, out);
+  }
+});

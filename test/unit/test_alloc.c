@@ -1,29 +1,40 @@
-/* Unit tests for alloc.c's jansson allocator pair (mx_json_malloc /
- * mx_jansson_free): in normal builds freed small blocks are reused for the
- * next allocation of their size; blocks stay ordinary malloc blocks, so
- * either function may be paired with the C library's; big blocks and
- * sanitizer builds are never cached. */
+/* Unit tests for alloc.c's small-block cache (mx_block_alloc /
+ * mx_block_free, and jansson's pair mx_json_malloc / mx_block_free): in
+ * normal builds freed small blocks are reused for the next allocation of
+ * their size - jansson values, message buffers, frames, log entries; blocks
+ * stay ordinary malloc blocks, so either function may be paired with the C
+ * library's; big blocks and sanitizer builds are never cached. */
 #include <check.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
 #include "movexd/alloc.h"
+#include "movexd/buf.h"
+#include "movexd/frame.h"
+#include "movexd/oplog.h"
+
+#if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
+#define CACHED 1
+#else
+#define CACHED 0
+#endif
 
 START_TEST(small_blocks_are_reused)
 {
     void *a = mx_json_malloc(40);
     ck_assert_ptr_nonnull(a);
     memset(a, 0xab, 40);
-    mx_jansson_free(a);
+    mx_block_free(a);
     void *b = mx_json_malloc(40);
     ck_assert_ptr_nonnull(b);
 #if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
     ck_assert_ptr_eq(a, b); /* the cached block, not a new one */
 #endif
     memset(b, 0xcd, 40); /* the whole requested size is usable */
-    mx_jansson_free(b);
+    mx_block_free(b);
 }
 END_TEST
 
@@ -33,13 +44,13 @@ START_TEST(pairs_with_the_c_library)
     for (size_t n = 1; n <= 300; n += 7) {
         void *p = malloc(n);
         ck_assert_ptr_nonnull(p);
-        mx_jansson_free(p);
+        mx_block_free(p);
         void *q = mx_json_malloc(n);
         ck_assert_ptr_nonnull(q);
         memset(q, 1, n);
         free(q); /* and a cached block freed by free() */
     }
-    mx_jansson_free(NULL);
+    mx_block_free(NULL);
 }
 END_TEST
 
@@ -47,7 +58,7 @@ START_TEST(many_values_through_jansson)
 {
     /* jansson on the pair: build and free many trees; every size class is
      * taken from and given back to the cache, beyond its bound */
-    json_set_alloc_funcs(mx_json_malloc, mx_jansson_free);
+    json_set_alloc_funcs(mx_json_malloc, mx_block_free);
     for (int round = 0; round < 3; round++) {
         json_t *all = json_array();
         for (int i = 0; i < 3000; i++) {
@@ -62,8 +73,97 @@ START_TEST(many_values_through_jansson)
     }
     void *big = mx_json_malloc(4096); /* never cached */
     ck_assert_ptr_nonnull(big);
-    mx_jansson_free(big);
+    mx_block_free(big);
     json_set_alloc_funcs(malloc, free);
+}
+END_TEST
+
+/* The hot path's buffers go through the cache: a reply buffer, a frame
+ * (its struct lives in the buffer) and a log entry dropped as the log
+ * wraps each give their block to the next one of that size. */
+START_TEST(buffers_frames_and_log_entries_reuse_blocks)
+{
+    mx_buf b;
+    mx_buf_init(&b, MX_FRAME_PRE);
+    ck_assert_int_eq(mx_buf_puts(&b, "{\"type\":\"ack\"}"), 0);
+    void *first = b.mem;
+    mx_buf_free(&b);
+    mx_buf_init(&b, MX_FRAME_PRE);
+    ck_assert_int_eq(mx_buf_puts(&b, "{\"type\":\"fwd\"}"), 0);
+    if (CACHED)
+        ck_assert_ptr_eq(b.mem, first);
+    /* a frame made of it frees into the cache when its last ref goes */
+    mx_frame *f = mx_frame_from_buf(&b);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(f->len, strlen("{\"type\":\"fwd\"}"));
+    ck_assert_int_eq(memcmp(mx_frame_data(f), "{\"type\":\"fwd\"}", f->len), 0);
+    void *fm = f->mem;
+    mx_frame_unref(f);
+    mx_buf_init(&b, MX_FRAME_PRE);
+    ck_assert_int_eq(mx_buf_putc(&b, 'x'), 0);
+    if (CACHED)
+        ck_assert_ptr_eq(b.mem, fm);
+    mx_buf_free(&b);
+
+    /* a log of 2: the third entry drops the first, whose block is next */
+    mx_oplog *l = mx_oplog_new(2);
+    ck_assert_ptr_nonnull(l);
+    uint8_t d[16] = {0};
+    char *text[3];
+    for (int i = 0; i < 3; i++) {
+        mx_buf e;
+        mx_buf_init(&e, 0);
+        ck_assert_int_eq(mx_buf_printf(&e, "{\"seq\":%d}", i + 1), 0);
+        size_t len = e.len;
+        text[i] = mx_buf_steal(&e);
+        ck_assert_int_eq(mx_oplog_append_take(l, (uint64_t)i + 1, d, d, text[i], len), 0);
+    }
+    ck_assert_uint_eq(mx_oplog_count(l), 2);
+    ck_assert_str_eq(mx_oplog_get(l, 3)->text, "{\"seq\":3}");
+    void *again = mx_block_alloc(257); /* the size a log entry's buffer starts at */
+    ck_assert_ptr_nonnull(again);
+    if (CACHED)
+        ck_assert_ptr_eq(again, text[0]);
+    memset(again, 0, 257);
+    mx_block_free(again);
+    mx_oplog_free(l);
+}
+END_TEST
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Past the per-size bound the blocks go back to the C library; the cache
+ * hands out no block twice. */
+START_TEST(bounded_and_never_twice)
+{
+    enum { N = MX_BLOCK_CACHE + 100 };
+    void **p = malloc(N * sizeof(void *));
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < N; i++) {
+        p[i] = mx_block_alloc(100);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], i & 0xff, 100);
+    }
+    for (int i = 0; i < N; i++)
+        mx_block_free(p[i]);
+    for (int i = 0; i < N; i++) {
+        p[i] = mx_block_alloc(100);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0x5a, 100);
+    }
+    /* all distinct: a block on the list twice would come out twice */
+    qsort(p, N, sizeof(void *), cmp_ptr);
+    int twice = 0;
+    for (int i = 1; i < N; i++)
+        twice += p[i] == p[i - 1];
+    ck_assert_int_eq(twice, 0);
+    for (int i = 0; i < N; i++)
+        free(p[i]);
+    free(p);
 }
 END_TEST
 
@@ -74,6 +174,8 @@ Suite *mx_suite_alloc(void)
     tcase_add_test(tc, small_blocks_are_reused);
     tcase_add_test(tc, pairs_with_the_c_library);
     tcase_add_test(tc, many_values_through_jansson);
+    tcase_add_test(tc, buffers_frames_and_log_entries_reuse_blocks);
+    tcase_add_test(tc, bounded_and_never_twice);
     suite_add_tcase(s, tc);
     return s;
 }

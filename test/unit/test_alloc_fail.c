@@ -370,7 +370,7 @@ START_TEST(json_parse_never_returns_altered_text)
 {
     static const char text[] = "{\"type\":\"subscribe\",\"id\":7,\"room\":\"t:a\",\"since\":{\"seq\":0,"
                                "\"checksum\":\"4ccbe3a80f8112da36171794db81f2d5\"},\"k\":[\"abcdefghijklmnop\"]}";
-    json_set_alloc_funcs(mx_json_malloc, mx_jansson_free);
+    json_set_alloc_funcs(mx_json_malloc, mx_block_free);
     json_error_t err;
     int oom = 0;
     json_t *want = mx_json_loadb(text, sizeof text - 1, 0, &err, &oom);
@@ -409,7 +409,7 @@ START_TEST(engine_corpus_every_allocation_can_fail)
     struct mx_config cfg;
     char err[256];
     ck_assert_msg(mx_config_parse(&cfg, conf_text, "alloc_fail.conf", err, sizeof err) == 0, "%s", err);
-    json_set_alloc_funcs(mx_json_malloc, mx_jansson_free);
+    json_set_alloc_funcs(mx_json_malloc, mx_block_free);
     mx_log_set_level(MX_LOG_ERROR); /* failed allocations are logged; keep the output short */
 
     DIR *d = opendir(dir);

@@ -228,7 +228,7 @@ END_TEST
  * leaked (ASan), and the next attempt succeeds. */
 START_TEST(allocation_failures)
 {
-    json_set_alloc_funcs(mx_json_malloc, mx_jansson_free);
+    json_set_alloc_funcs(mx_json_malloc, mx_block_free);
     const char *msg = "{\"type\":\"action\",\"id\":1,\"room\":\"r\",\"n\":1,\"action\":{\"type\":\"patch\","
                       "\"payload\":[{\"op\":\"add\",\"path\":\"/k\",\"value\":\"a\\nb\"}]},"
                       "\"k\\tey\":[1.5,true]}";

@@ -16,7 +16,7 @@ CONF ?= conf/movexd.conf
 PKGS := libwebsockets jansson libsodium openssl lua5.4 hiredis libuv
 # '=' (not ':='): evaluated when used, so pkg-config runs after install-deps.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lm
+PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lm -pthread
 CHECK_LIBS = $(shell pkg-config --libs check)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter

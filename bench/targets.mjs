@@ -25,7 +25,9 @@
 //
 // Usage: node bench/targets.mjs [--reps 3] [--fsync-reps 5] [--only idle,storm,p99,fsync]
 //   [--idle 10000,100000] [--storm 10000] [--rates 10000,2000] [--duration 5]
-//   [--dir /tmp] [--json FILE]
+//   [--dir /tmp] [--json FILE] [--bins A,B]
+// --bins: daemon binaries to compare in the p99 cells (default
+// build/release/movexd), interleaved within each repetition.
 import { writeFileSync, existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir, loadavg } from 'node:os';
@@ -37,7 +39,7 @@ const LOADGEN = join(ROOT, 'build/release/bench/loadgen');
 const MOVEXD = join(ROOT, 'build/release/movexd');
 
 function parseArgs(argv) {
-  const o = { reps: 3, 'fsync-reps': 5, only: 'idle,storm,p99,fsync', idle: '10000,100000', storm: 10000, rates: '10000,2000', duration: 5, dir: tmpdir(), json: '' };
+  const o = { reps: 3, 'fsync-reps': 5, only: 'idle,storm,p99,fsync', idle: '10000,100000', storm: 10000, rates: '10000,2000', duration: 5, dir: tmpdir(), json: '', bins: '' };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
     if (!(k in o)) { console.error(`unknown option ${argv[i]}`); process.exit(2); }
@@ -47,6 +49,7 @@ function parseArgs(argv) {
   o.only = o.only.split(',');
   o.idle = o.idle.split(',').map(Number);
   o.rates = o.rates.split(',').map(Number);
+  o.bins = o.bins ? o.bins.split(',').map((b) => resolve(b)) : [MOVEXD];
   return o;
 }
 
@@ -63,9 +66,9 @@ function fdCap(n) {
 
 // One fresh daemon (fd limit raised through a shell that execs it, so the
 // PID is the daemon's), one loadgen run against it.
-async function cell(o, fsync, args, nofile = 0) {
-  const bin = nofile ? '/bin/sh' : MOVEXD;
-  const pre = nofile ? ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, MOVEXD] : [];
+async function cell(o, fsync, args, nofile = 0, daemon = MOVEXD) {
+  const bin = nofile ? '/bin/sh' : daemon;
+  const pre = nofile ? ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, daemon] : [];
   const d = await startMovexd({ fsync, dir: o.dir, bin, prefixArgs: pre });
   const r = await runDriver(LOADGEN, ['--quiet', '--port', String(d.port), '--server-pid', String(d.pid), ...args], 900000);
   r.load = loadavg()[0];
@@ -81,7 +84,7 @@ function line(name, r) {
 
 async function main() {
   const o = parseArgs(process.argv);
-  for (const f of [LOADGEN, MOVEXD]) if (!existsSync(f)) { console.error(`${f} missing: make VARIANT=release all bench-bin`); process.exit(2); }
+  for (const f of [LOADGEN, MOVEXD, ...o.bins]) if (!existsSync(f)) { console.error(`${f} missing: make VARIANT=release all bench-bin`); process.exit(2); }
   const out = {};
   const report = [];
 
@@ -121,15 +124,21 @@ async function main() {
   // the target's rate first; lower ones show the latency where the daemon keeps up
   for (const rate of o.only.includes('p99') ? o.rates : []) {
     for (const fsync of ['always', 'no']) {
-      const rs = [];
+      const by = o.bins.map(() => []);
       for (let i = 0; i < o.reps; i++) {
-        const r = await cell(o, fsync, ['--writers', '1', '--window', '64', '--subscribers', '10', '--rate', String(rate), '--warmup', '1', '--duration', String(o.duration)]);
-        console.log(line(`p99 ${rate}/s fsync ${fsync} #${i + 1}`, r));
-        rs.push(r);
+        for (let b = 0; b < o.bins.length; b++) {
+          const r = await cell(o, fsync, ['--writers', '1', '--window', '64', '--subscribers', '10', '--rate', String(rate), '--warmup', '1', '--duration', String(o.duration)], 0, o.bins[b]);
+          console.log(line(`p99 ${rate}/s fsync ${fsync} ${o.bins.length > 1 ? `${o.bins[b]} ` : ''}#${i + 1}`, r));
+          by[b].push(r);
+        }
       }
-      out[`p99_${rate}_${fsync}`] = rs;
-      const p99 = rs.map((r) => r.ack_p99_us / 1000);
-      report.push(`W1 at a steady ${fmt(rate)} actions/s, fsync ${fsync}: achieved ${fmt(median(rs.map((r) => r.acked_per_s)))}/s, ack p50 ${fmt(median(rs.map((r) => r.ack_p50_us / 1000)), 2)} ms, p99 ${fmt(median(p99), 2)} ms [${span(p99.map((x) => x * 1000))} µs], p999 ${fmt(median(rs.map((r) => r.ack_p999_us / 1000)), 2)} ms; fwd p99 ${fmt(median(rs.map((r) => r.fwd_p99_us / 1000)), 2)} ms; all correct: ${rs.every((r) => r.final_ok)} (target p99 < 2 ms)`);
+      for (let b = 0; b < o.bins.length; b++) {
+        const rs = by[b];
+        out[`p99_${rate}_${fsync}${b ? `_${b}` : ''}`] = rs;
+        const ms = (k) => rs.map((r) => r[k] / 1000);
+        const p99 = ms('ack_p99_us');
+        report.push(`W1 at a steady ${fmt(rate)} actions/s, fsync ${fsync}${o.bins.length > 1 ? ` (${o.bins[b]})` : ''}: achieved ${fmt(median(rs.map((r) => r.acked_per_s)))}/s, ack p50 ${fmt(median(ms('ack_p50_us')), 2)} ms, p99 ${fmt(median(p99), 2)} ms [${span(p99.map((x) => x * 1000))} µs], p999 ${fmt(median(ms('ack_p999_us')), 2)} ms [${span(rs.map((r) => r.ack_p999_us))} µs], max ${fmt(median(ms('ack_max_us')), 2)} ms [${span(rs.map((r) => r.ack_max_us))} µs]; fwd p99 ${fmt(median(ms('fwd_p99_us')), 2)} ms; server ${fmt(median(rs.map((r) => r.server_cpu_us_per_ack)), 1)} µs CPU/ack; load ${rs.map((r) => fmt(r.load, 1)).join('/')}; all correct: ${rs.every((r) => r.final_ok)} (target p99 < 2 ms)`);
+      }
     }
   }
   if (o.only.includes('fsync')) {

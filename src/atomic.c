@@ -25,6 +25,7 @@
 
 #define ATOMIC_HEADER 16 /* magic[8], u32 len, u32 crc */
 #define DIR_FAULT(dir) MX_FAULT_DIR(dir)
+#define ATOMIC_PATH_MAX 4096
 
 /* write() all of p, consulting the fault file first. 0 or an errno value. */
 static int write_all(int fd, const char *dir, const void *p, size_t n)
@@ -51,8 +52,54 @@ static int valid_name(const char *name)
            strcmp(name, "..") != 0;
 }
 
-int mx_atomic_write(const char *dir, const char *name, const char magic[8], const void *payload,
-                    size_t len, char *err, size_t errlen)
+/* The file work of mx_atomic_write, with no allocation and no logging, so
+ * the snapshot writer's thread may run it (alloc.c's counter and log.c's
+ * table of recent lines belong to the loop thread). Returns 0 or an errno
+ * value; *op and *file say which step failed. */
+static int write_file(const char *dir, const char *name, const char magic[8], const void *payload,
+                      size_t len, const char **op, const char **file, char *tmp, char *path)
+{
+    *op = "open";
+    *file = tmp;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    uint8_t h[ATOMIC_HEADER];
+    memcpy(h, magic, 8);
+    mx_le32_put(h + 8, (uint32_t)len);
+    mx_le32_put(h + 12, mx_wal_frame_crc(h + 8, payload, len));
+    *op = "write";
+    int e = write_all(fd, dir, h, sizeof h);
+    if (!e)
+        e = write_all(fd, dir, payload, len);
+    if (!e) {
+        *op = "fsync";
+        e = DIR_FAULT(dir);
+        if (!e && fsync(fd) != 0)
+            e = errno;
+    }
+    if (close(fd) != 0 && !e) {
+        *op = "close";
+        e = errno;
+    }
+    if (e) {
+        unlink(tmp);
+        return e;
+    }
+    *op = "rename";
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return e;
+    }
+    *op = "fsync";
+    *file = dir;
+    e = DIR_FAULT(dir);
+    return e ? e : mx_fsync_dir(dir);
+}
+
+int mx_atomic_write_quiet(const char *dir, const char *name, const char magic[8], const void *payload,
+                          size_t len, char *err, size_t errlen)
 {
     if (!valid_name(name)) {
         mx_wal_errf(err, errlen, "%s: bad file name", name ? name : "(null)");
@@ -62,63 +109,30 @@ int mx_atomic_write(const char *dir, const char *name, const char magic[8], cons
         mx_wal_errf(err, errlen, "%s/%s: %zu bytes is more than a file can frame", dir, name, len);
         return MX_ETOO_LARGE;
     }
-    char *path = mx_path_join(dir, name, "");
-    char *tmp = mx_path_join(dir, name, ".tmp");
-    if (!path || !tmp) {
-        free(path);
-        free(tmp);
-        mx_wal_errf(err, errlen, "out of memory");
-        return MX_ENOMEM;
-    }
-    const char *op = "open";
-    const char *file = tmp;
+    char path[ATOMIC_PATH_MAX], tmp[ATOMIC_PATH_MAX];
+    const char *op = "open", *file = dir;
     int e = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        e = errno;
-        goto out;
-    }
-    uint8_t h[ATOMIC_HEADER];
-    memcpy(h, magic, 8);
-    mx_le32_put(h + 8, (uint32_t)len);
-    mx_le32_put(h + 12, mx_wal_frame_crc(h + 8, payload, len));
-    op = "write";
-    e = write_all(fd, dir, h, sizeof h);
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path ||
+        snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp)
+        e = ENAMETOOLONG;
+    else
+        e = write_file(dir, name, magic, payload, len, &op, &file, tmp, path);
     if (!e)
-        e = write_all(fd, dir, payload, len);
-    if (!e) {
-        op = "fsync";
-        e = DIR_FAULT(dir);
-        if (!e && fsync(fd) != 0)
-            e = errno;
-    }
-    if (close(fd) != 0 && !e) {
-        op = "close";
-        e = errno;
-    }
-    if (e) {
-        unlink(tmp);
-        goto out;
-    }
-    op = "rename";
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        unlink(tmp);
-        goto out;
-    }
-    op = "fsync";
-    file = dir;
-    e = DIR_FAULT(dir);
-    if (!e)
-        e = mx_fsync_dir(dir);
-out:
-    if (e) {
-        mx_wal_errf(err, errlen, "%s: %s: %s", file, op, strerror(e));
-        mx_err("event=atomic_write_failed op=%s file=\"%s\" error=\"%s\"", op, file, strerror(e));
-    }
-    free(path);
-    free(tmp);
-    return !e ? 0 : mx_retry_later(e) ? MX_EUNAVAILABLE : MX_EINTERNAL;
+        return 0;
+    mx_wal_errf(err, errlen, "%s: %s: %s", file, op, strerror(e));
+    return mx_retry_later(e) ? MX_EUNAVAILABLE : MX_EINTERNAL;
+}
+
+int mx_atomic_write(const char *dir, const char *name, const char magic[8], const void *payload,
+                    size_t len, char *err, size_t errlen)
+{
+    char buf[ATOMIC_PATH_MAX + 64];
+    int rc = mx_atomic_write_quiet(dir, name, magic, payload, len, buf, sizeof buf);
+    if (rc && rc != MX_ETOO_LARGE && valid_name(name))
+        mx_err("event=atomic_write_failed error=\"%s\"", buf);
+    if (rc)
+        mx_wal_errf(err, errlen, "%s", buf);
+    return rc;
 }
 
 int mx_atomic_write_many(const char *dir, size_t n, char *const names[], const char magic[8],

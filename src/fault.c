@@ -17,7 +17,13 @@
  * kept) or kept; then the process kills itself with SIGKILL before doing
  * the operation it was about to do. (SQLite's crash VFS is the model.)
  * Invariant: a range is forgotten only after an fdatasync of its file
- * returned 0.
+ * that started after the range was written returned 0.
+ *
+ * Threads: the loop writes and syncs the WAL, the snapshot writer's thread
+ * (snapshot_writer.c) syncs it and writes snapshot files, both consult
+ * FAULT. One mutex guards the journal and the power-cut countdown; no
+ * allocation here is counted (alloc.c's counter is the loop's) except
+ * mx_fault_wrote's, which only the loop calls.
  */
 #include "movexd/fault.h"
 #include "movexd/alloc.h"
@@ -25,11 +31,14 @@
 #ifdef MX_FAULT_INJECTION
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "movexd/log.h"
@@ -43,10 +52,13 @@ struct unsynced {
     char *path; /* to reach the file at the crash: no descriptor is held,
                  * so the journal never shows up as a leak */
     uint64_t off, len;
+    uint64_t seq; /* order of the write among all journalled writes */
 };
 
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct unsynced *pending;
 static size_t npending, cappending;
+static uint64_t next_seq;
 
 void mx_fault_wrote(int fd, uint64_t off, uint64_t len)
 {
@@ -57,6 +69,7 @@ void mx_fault_wrote(int fd, uint64_t off, uint64_t len)
     if (len == 0 || fstat(fd, &st) != 0 || n <= 0)
         abort(); /* the simulation would lie: stop the test loudly */
     path[n] = '\0';
+    pthread_mutex_lock(&lock);
     if (npending == cappending) {
         /* plain realloc/strdup: test machinery, kept out of the
          * allocation-failure count (alloc.h) so it never changes what that
@@ -71,25 +84,33 @@ void mx_fault_wrote(int fd, uint64_t off, uint64_t len)
     char *p = mx_strdup(path);
     if (!p)
         abort();
-    pending[npending++] = (struct unsynced){st.st_dev, st.st_ino, p, off, len};
+    pending[npending++] = (struct unsynced){st.st_dev, st.st_ino, p, off, len, next_seq++};
+    pthread_mutex_unlock(&lock);
 }
 
 int mx_fault_fdatasync(int fd)
 {
+    /* only writes made before the call are surely covered by it (another
+     * thread may write while it runs) */
+    pthread_mutex_lock(&lock);
+    uint64_t before = next_seq;
+    pthread_mutex_unlock(&lock);
     if (fdatasync(fd) != 0)
         return -1;
     struct stat st;
     if (fstat(fd, &st) != 0)
         return 0;
+    pthread_mutex_lock(&lock);
     size_t keep = 0;
     for (size_t i = 0; i < npending; i++) {
-        if (pending[i].dev == st.st_dev && pending[i].ino == st.st_ino) {
+        if (pending[i].dev == st.st_dev && pending[i].ino == st.st_ino && pending[i].seq < before) {
             free(pending[i].path);
             continue;
         }
         pending[keep++] = pending[i];
     }
     npending = keep;
+    pthread_mutex_unlock(&lock);
     return 0;
 }
 
@@ -158,6 +179,9 @@ static void powercut_tick(const char *text)
         power_cut(seed);
 }
 
+/* PAUSED: FAULT holds "pause" (see mx_wal_fault) */
+#define PAUSED (-1)
+
 static int fault_from_fd(int fd)
 {
     if (fd < 0)
@@ -180,20 +204,44 @@ static int fault_from_fd(int fd)
         return EDQUOT;
     if (strcmp(text, "eio") == 0)
         return EIO;
-    if (strncmp(text, "powercut ", 9) == 0)
+    if (strcmp(text, "pause") == 0)
+        return PAUSED;
+    if (strncmp(text, "powercut ", 9) == 0) {
+        pthread_mutex_lock(&lock); /* held through a power cut: it never returns */
         powercut_tick(text);
+        pthread_mutex_unlock(&lock);
+    }
     return 0;
 }
 
 int mx_wal_fault(const char *dir)
 {
-    char *p = mx_path_join(dir, "FAULT", "");
-    if (!p)
+    char p[4200], mark[4300]; /* on the stack: any thread may ask */
+    if (snprintf(p, sizeof p, "%s/FAULT", dir) >= (int)sizeof p)
         return 0;
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    free(p);
-    return fault_from_fd(fd);
+    int e = fault_from_fd(open(p, O_RDONLY | O_CLOEXEC));
+    if (e != PAUSED)
+        return e;
+    /* "pause": a check made off the event-loop thread (the snapshot
+     * writer's) waits while FAULT says so, with DIR/FAULT.paused present
+     * meanwhile, so a test can act (kill the daemon) while a snapshot is
+     * half done; the loop thread reads it as no fault */
+    if (syscall(SYS_gettid) == getpid())
+        return 0;
+    snprintf(mark, sizeof mark, "%s.paused", p);
+    int m = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (m >= 0)
+        close(m);
+    struct timespec step = {0, 5 * 1000 * 1000};
+    while ((e = fault_from_fd(open(p, O_RDONLY | O_CLOEXEC))) == PAUSED)
+        nanosleep(&step, NULL); /* polls a file a test controls; no timing is assumed */
+    unlink(mark);
+    return e;
 }
 
-int mx_fault_at(int dirfd) { return fault_from_fd(openat(dirfd, "FAULT", O_RDONLY | O_CLOEXEC)); }
+int mx_fault_at(int dirfd)
+{
+    int e = fault_from_fd(openat(dirfd, "FAULT", O_RDONLY | O_CLOEXEC));
+    return e == PAUSED ? 0 : e; /* the loop's checks never pause */
+}
 #endif

@@ -19,6 +19,19 @@
  *  - a room's records stay in the WAL until a snapshot covers them; old
  *    segments are deleted only when no room in memory has records in them
  *    that no snapshot covers (rooms leave memory only with a snapshot).
+ *
+ * Off the loop: the snapshot a room owes after snapshot_every records is
+ * encoded here, on the loop, and its file work (WAL fdatasync, wal/STATE,
+ * write, fsync, rename, directory fsync) goes to the writer thread
+ * (snapshot_writer.c), one job at a time; a room that comes due while one
+ * is in flight waits in `due` (coalesced: the next job covers all its
+ * records). While a job is in flight its room's disk_* fields still say
+ * what the disk held before it (so it looks dirty and pins its segments);
+ * they change only when the loop collects the finished job
+ * (mx_swal_collect: after each commit, each tick, /metrics), and records
+ * appended meanwhile are counted aside (job_after_*). Every other path that
+ * writes snapshot files or STATE, removes segments, or frees a room waits
+ * for the job first (or, eviction and checkpoints, tries again later).
  */
 #include <errno.h>
 #include <dirent.h>
@@ -39,6 +52,7 @@
 #include "movexd/proto.h"
 #include "movexd/room.h"
 #include "movexd/snapshot.h"
+#include "movexd/snapshot_writer.h"
 #include "movexd/storage.h"
 #include "movexd/storage_wal.h"
 #include "movexd/wal.h"
@@ -99,6 +113,11 @@ static int rec_end(struct mx_walstore *s, struct mx_room *r)
         return MX_ENOMEM;
     if (!r->disk_first_lsn)
         r->disk_first_lsn = lsn;
+    if (r == s->job_room) { /* not covered by the snapshot in flight */
+        if (!s->job_after_first)
+            s->job_after_first = lsn;
+        s->job_after_records++;
+    }
     if (++r->disk_records >= s->cfg->snapshot_every)
         queue_due(s, r);
     return 0;
@@ -163,6 +182,8 @@ static int st_reject(void *ctx, struct mx_room *r, const char *client, size_t cl
 static int st_room_deleted(void *ctx, struct mx_room *r)
 {
     struct mx_walstore *s = ctx;
+    if (r == s->job_room)
+        mx_swal_collect(s, 1); /* the room is freed next; its file must be final */
     unqueue_due(s, r);
     rec_begin(s, MX_REC_DELETE, r);
     int rc = rec_end(s, r);
@@ -205,6 +226,7 @@ void mx_swal_sync_dir(const char *dir)
 int mx_swal_set_aside_snapshot(struct mx_walstore *s, const char *id, size_t len)
 {
     char path[2400], aside[2500];
+    mx_swal_collect(s, 1);
     snprintf(path, sizeof(path), "%s/%.*s.snap", s->snapdir, (int)len, id);
     snprintf(aside, sizeof(aside), "%s.damaged", path);
     if (rename(path, aside) != 0)
@@ -235,6 +257,7 @@ static int st_flush(void *ctx)
         s->failed = 0;
     }
     if (s->nunlink) {
+        mx_swal_collect(s, 1); /* no rename may land after the unlink */
         for (size_t i = 0; i < s->nunlink; i++) {
             char path[2400];
             snprintf(path, sizeof(path), "%s/%s", s->snapdir, s->unlink_after_flush[i]);
@@ -252,9 +275,21 @@ static int st_flush(void *ctx)
     return 0;
 }
 
+static void submit_snapshot(struct mx_walstore *s, struct mx_room *r);
+
+/* A room that came due while a snapshot was in flight goes at the next
+ * commit; with no more commits (traffic stopped), from the tick. */
+static void submit_due(struct mx_walstore *s)
+{
+    if (s->ndue && !s->job && !s->failed && !mx_wal_pending_bytes(s->wal))
+        submit_snapshot(s, s->due[s->ndue - 1]);
+}
+
 static int st_tick(void *ctx)
 {
     struct mx_walstore *s = ctx;
+    mx_swal_collect(s, 0);
+    submit_due(s);
     if (s->failed)
         return st_flush(s);
     return mx_wal_tick(s->wal);
@@ -275,15 +310,24 @@ static uint64_t covered_lsn(const struct mx_walstore *s)
  * end-zeros flag goes on once the writer has its own segment (every older
  * one is then followed by it, so only segments of this writer can be
  * last). 0 or a negative mx_err (the snapshot must not be written). */
-int mx_swal_state_cover(struct mx_walstore *s, uint64_t lsn)
+static int state_needed(const struct mx_walstore *s, uint64_t lsn, struct mx_wal_state *n)
 {
     if (s->state_known && lsn <= s->state.snap_max &&
         (!s->wal || !mx_wal_has_segment(s->wal) || (s->state.flags & MX_WAL_STATE_END_ZEROS)))
         return 0;
-    struct mx_wal_state n = s->state;
+    *n = s->state;
     if (s->wal && mx_wal_has_segment(s->wal))
-        n.flags |= MX_WAL_STATE_END_ZEROS;
-    n.snap_max = lsn;
+        n->flags |= MX_WAL_STATE_END_ZEROS;
+    n->snap_max = lsn;
+    return 1;
+}
+
+int mx_swal_state_cover(struct mx_walstore *s, uint64_t lsn)
+{
+    mx_swal_collect(s, 1); /* the writer may be replacing STATE */
+    struct mx_wal_state n;
+    if (!state_needed(s, lsn, &n))
+        return 0;
     char err[300];
     int rc = mx_wal_state_write(s->waldir, &n, err, sizeof(err));
     if (rc) {
@@ -340,15 +384,108 @@ int mx_swal_ready_for_snapshots(struct mx_walstore *s)
 
 static uint64_t snapshot_all_dirty(struct mx_walstore *s, mx_map *rooms, uint64_t limit);
 
+void mx_swal_collect(struct mx_walstore *s, int wait)
+{
+    if (!s->job)
+        return;
+    struct mx_snapjob *j = mx_snapwriter_done(s->writer, wait);
+    if (!j)
+        return;
+    struct mx_room *r = s->job_room;
+    s->job = NULL;
+    s->job_room = NULL;
+    if (j->wal_seg[0])
+        mx_wal_sync_done(s->wal, j->wal_seg, j->sync_us, j->sync_errno); /* fails the WAL on error */
+    if (j->sync_errno) {
+        /* nothing was written; the WAL is failed and the next flush says so */
+    } else if (j->state_rc) {
+        mx_err("event=wal_state_failed error=\"%s\"", j->err);
+    } else {
+        if (j->write_state) {
+            s->state = j->state;
+            s->state_known = 1;
+        }
+        if (j->rc) {
+            mx_err("event=snapshot_failed room=%s error=\"%s\"", r->id, j->err);
+        } else {
+            s->st.snapshots_written++;
+            s->st.snapshot_bytes += j->payload.len;
+            if (!r->disk_snap_lsn)
+                s->st.rooms_on_disk++;
+            r->disk_first_lsn = s->job_after_first;
+            r->disk_records = s->job_after_records;
+            r->disk_snap_lsn = s->job_lsn;
+            if (r->disk_records < s->cfg->snapshot_every)
+                unqueue_due(s, r);
+            mx_debug("event=snapshot_written room=%s lsn=%llu bytes=%zu encode_us=%llu "
+                     "wal_sync_us=%llu write_us=%llu",
+                     r->id, (unsigned long long)s->job_lsn, j->payload.len,
+                     (unsigned long long)s->job_encode_us, (unsigned long long)j->sync_us,
+                     (unsigned long long)j->write_us);
+        }
+    }
+    /* a failure leaves the room due (it is still dirty): the next commit
+     * tries again, one job at a time */
+    mx_buf_free(&j->payload);
+}
+
+/* Encode r's snapshot here and hand its file work to the writer thread.
+ * The WAL holds nothing unwritten (after a successful flush). */
+static void submit_snapshot(struct mx_walstore *s, struct mx_room *r)
+{
+    if (!s->writer && !(s->writer = mx_snapwriter_new())) {
+        if (mx_swal_ready_for_snapshots(s))
+            write_snapshot(s, r); /* out of memory: the old way, on the loop */
+        return;
+    }
+    struct mx_snapjob *j = &s->jobmem;
+    j->wal_fd = -1;
+    j->wal_seg[0] = '\0';
+    int rc = mx_wal_sync_handle(s->wal, &j->wal_fd, j->wal_seg);
+    if (rc == MX_EUNAVAILABLE && !s->failed)
+        rc = mx_wal_sync(s->wal); /* no descriptor for the thread: sync here */
+    if (rc)
+        return;
+    uint64_t lsn = covered_lsn(s);
+    j->write_state = state_needed(s, lsn, &j->state);
+    mx_buf_init(&j->payload, 0);
+    uint64_t t0 = mx_now_us();
+    int erc = mx_snapshot_encode(r, lsn, &j->payload);
+    s->job_encode_us = mx_now_us() - t0;
+    if (erc) {
+        mx_buf_free(&j->payload);
+        if (j->wal_fd >= 0)
+            close(j->wal_fd);
+        return;
+    }
+    snap_name(r, j->name, sizeof(j->name));
+    j->waldir = s->waldir;
+    j->snapdir = s->snapdir;
+    s->job = j;
+    s->job_room = r;
+    s->job_lsn = lsn;
+    s->job_after_first = 0;
+    s->job_after_records = 0;
+    mx_snapwriter_submit(s->writer, j);
+}
+
 static void st_after_commit(void *ctx, mx_map *rooms)
 {
     struct mx_walstore *s = ctx;
+    mx_swal_collect(s, 0);
     /* over wal_max_bytes (or, after a checkpoint that could not get under
      * it, over the size it left plus a quarter of the bound) */
     uint64_t bound = s->cfg->wal_max_bytes > s->checkpoint_floor ? s->cfg->wal_max_bytes : s->checkpoint_floor;
     int need_checkpoint = mx_wal_disk_bytes(s->wal) > bound;
     if (!s->ndue && !need_checkpoint)
         return;
+    if (s->job)
+        return; /* one snapshot at a time; the due rooms wait for the next commit */
+    if (!need_checkpoint) {
+        submit_due(s);
+        return;
+    }
+    /* the checkpoint stays on the loop (rare: once per wal_max_bytes) */
     if (!mx_swal_ready_for_snapshots(s))
         return;
     while (s->ndue)
@@ -382,6 +519,7 @@ static void st_after_commit(void *ctx, mx_map *rooms)
  * now loadable from disk. */
 size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, size_t n)
 {
+    mx_swal_collect(s, 1);
     uint64_t lsn = covered_lsn(s);
     char **names = mx_calloc(n, sizeof(char *));
     const void **payloads = mx_calloc(n, sizeof(void *));
@@ -448,6 +586,9 @@ out:
 static size_t st_evict(void *ctx, struct mx_room **rooms, size_t n)
 {
     struct mx_walstore *s = ctx;
+    mx_swal_collect(s, 0);
+    if (s->job)
+        return 0; /* a snapshot in flight: the next tick tries again */
     return mx_swal_ready_for_snapshots(s) ? mx_swal_snapshot_batch(s, rooms, n) : 0;
 }
 
@@ -522,6 +663,7 @@ int mx_swal_load_snapshot(struct mx_walstore *s, const char *id, size_t len, str
 static void st_stats(void *ctx, struct mx_storage_stats *out)
 {
     struct mx_walstore *s = ctx;
+    mx_swal_collect(s, 0);
     *out = s->st;
     out->rooms_on_disk += s->pending_nosnap; /* created in the WAL tail, not rebuilt yet */
     out->rooms_unreplayed = s->pending_rooms;
@@ -533,6 +675,9 @@ static void st_stats(void *ctx, struct mx_storage_stats *out)
 static void st_close(void *ctx, mx_map *rooms)
 {
     struct mx_walstore *s = ctx;
+    mx_swal_collect(s, 1);
+    mx_snapwriter_free(s->writer);
+    s->writer = NULL;
     if (rooms && st_flush(s) == 0 && mx_swal_ready_for_snapshots(s)) {
         snapshot_all_dirty(s, rooms, 0);
         if (s->pending)

@@ -599,6 +599,35 @@ int mx_wal_sync(mx_wal *w)
     return rc;
 }
 
+int mx_wal_sync_handle(mx_wal *w, int *fd, char name[MX_WAL_SEG_NAME_LEN])
+{
+    *fd = -1;
+    if (w->failed)
+        return MX_EINTERNAL;
+    if (w->fd < 0)
+        return 0; /* older segments were synced when they were closed */
+    int rc = write_buffer(w);
+    if (rc != 0 || !w->dirty)
+        return rc;
+    /* a new description, not dup(): see wal.h */
+    int d = openat(w->dirfd, w->name, O_RDONLY | O_CLOEXEC);
+    if (d < 0)
+        return MX_EUNAVAILABLE;
+    memcpy(name, w->name, MX_WAL_SEG_NAME_LEN);
+    *fd = d;
+    return 0;
+}
+
+void mx_wal_sync_done(mx_wal *w, const char *name, uint64_t us, int e)
+{
+    w->fsyncs++;
+    mx_hist_observe(&mx_metric_fsync_latency, (double)us / 1e6);
+    /* dirty stays set: writes may have followed the handle, and an extra
+     * fdatasync is only slower, never wrong */
+    if (e && !w->failed)
+        wal_fail(w, "fdatasync", name, e);
+}
+
 int mx_wal_tick(mx_wal *w)
 {
     if (w->failed)

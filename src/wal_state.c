@@ -47,12 +47,25 @@ int mx_wal_state_read(const char *waldir, struct mx_wal_state *st, char *err, si
     return 0;
 }
 
-int mx_wal_state_write(const char *waldir, const struct mx_wal_state *st, char *err, size_t errlen)
+static int state_write(const char *waldir, const struct mx_wal_state *st, char *err, size_t errlen,
+                       int quiet)
 {
     uint8_t b[STATE_BYTES];
     mx_le32_put(b, 1);
     mx_le32_put(b + 4, st->flags);
     mx_le32_put(b + 8, (uint32_t)st->snap_max);
     mx_le32_put(b + 12, (uint32_t)(st->snap_max >> 32));
-    return mx_atomic_write(waldir, STATE_NAME, STATE_MAGIC, b, sizeof b, err, errlen);
+    return quiet ? mx_atomic_write_quiet(waldir, STATE_NAME, STATE_MAGIC, b, sizeof b, err, errlen)
+                 : mx_atomic_write(waldir, STATE_NAME, STATE_MAGIC, b, sizeof b, err, errlen);
+}
+
+int mx_wal_state_write(const char *waldir, const struct mx_wal_state *st, char *err, size_t errlen)
+{
+    return state_write(waldir, st, err, errlen, 0);
+}
+
+int mx_wal_state_write_quiet(const char *waldir, const struct mx_wal_state *st, char *err,
+                             size_t errlen)
+{
+    return state_write(waldir, st, err, errlen, 1);
 }

@@ -12,6 +12,7 @@
 #include "movexd/buf.h"
 #include "movexd/map.h"
 #include "movexd/room.h"
+#include "movexd/snapshot_writer.h"
 #include "movexd/storage.h"
 #include "movexd/wal.h"
 
@@ -47,6 +48,14 @@ struct mx_walstore {
     struct mx_wal_state state; /* wal/STATE as on disk (wal_state.c) */
     int state_known;          /* state holds what the file holds */
     int floor_scanned;        /* start-up read every snapshot header (no usable STATE) */
+    /* the snapshot in flight on the writer thread (storage_wal.c, "Off the
+     * loop"); job is NULL when none */
+    mx_snapwriter *writer;    /* NULL until the first one */
+    struct mx_snapjob jobmem, *job;
+    struct mx_room *job_room; /* stays in memory until the job is collected */
+    uint64_t job_lsn;         /* the LSN it covers */
+    uint64_t job_encode_us;   /* time its encoding took on the loop (logged at debug) */
+    uint64_t job_after_first, job_after_records; /* job_room's records appended since */
 };
 
 /* ---- storage_wal.c, for recovery ---- */
@@ -56,6 +65,10 @@ void mx_swal_sync_dir(const char *dir);
 int mx_swal_set_aside_snapshot(struct mx_walstore *s, const char *id, size_t len);
 /* 1 when the WAL holds nothing unwritten and is synced (snapshots may go). */
 int mx_swal_ready_for_snapshots(struct mx_walstore *s);
+/* Collect the snapshot in flight on the writer thread, if it is finished
+ * (wait: until it is), and apply its outcome. Every path that touches
+ * snapshot files, wal/STATE or segments, or frees a room, waits first. */
+void mx_swal_collect(struct mx_walstore *s, int wait);
 /* Snapshot the dirty rooms of rooms[0..n) as one batch; how many, from the
  * first on, are loadable from disk now. */
 size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, size_t n);

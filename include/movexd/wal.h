@@ -88,6 +88,18 @@ int mx_wal_reserve(mx_wal *w, size_t len);
  * append reserves by itself when the record does not fit). */
 uint64_t mx_wal_append(mx_wal *w, const void *payload, size_t len);
 
+/* For a sync made off the loop (snapshot_writer.c): write what is buffered;
+ * then, when the current segment holds writes not yet synced, *fd is a new
+ * read-only descriptor of it - its own open file description, so an
+ * fdatasync error on it is not consumed from the writer's (errseq_t is per
+ * description) - and name gets the segment's name; else *fd is -1 (nothing
+ * to sync). The caller closes *fd and reports with mx_wal_sync_done.
+ * Returns as mx_wal_flush (an open failure: MX_EUNAVAILABLE, not sticky). */
+int mx_wal_sync_handle(mx_wal *w, int *fd, char name[32]);
+/* The outcome of that fdatasync: counted (fsyncs, the fsync histogram);
+ * e != 0 fails the WAL as a failed fdatasync of its own would (sticky). */
+void mx_wal_sync_done(mx_wal *w, const char *name, uint64_t us, int e);
+
 /* Write everything buffered and sync per policy: `always` fdatasyncs on
  * every flush that wrote something; `everysec` when the last sync is more
  * than a second old (and from mx_wal_tick); `no` never (only when a full
@@ -181,6 +193,10 @@ void mx_wal_reader_close(mx_wal_reader *r);
  * replaced but not known durable; retrying is safe, it writes a new file. */
 int mx_atomic_write(const char *dir, const char *name, const char magic[8], const void *payload,
                     size_t len, char *err, size_t errlen);
+/* The same without allocating and without logging (err is filled): safe on
+ * the snapshot writer's thread (snapshot_writer.c), whose caller logs. */
+int mx_atomic_write_quiet(const char *dir, const char *name, const char magic[8],
+                          const void *payload, size_t len, char *err, size_t errlen);
 /* Write n such files in DIR sharing the syncs (one syncfs, one directory
  * fsync): for evicting many rooms at once. Returns how many were made
  * durable, in order (all, or fewer after an error, which is logged and put
@@ -218,6 +234,9 @@ struct mx_wal_state {
 int mx_wal_state_read(const char *waldir, struct mx_wal_state *st, char *err, size_t errlen);
 /* Replace WALDIR/STATE atomically and durably. As mx_atomic_write. */
 int mx_wal_state_write(const char *waldir, const struct mx_wal_state *st, char *err, size_t errlen);
+/* The same through mx_atomic_write_quiet (for the snapshot writer's thread). */
+int mx_wal_state_write_quiet(const char *waldir, const struct mx_wal_state *st, char *err,
+                             size_t errlen);
 
 /* ---- fault injection (test builds only) ----
  * Built with -DMX_FAULT_INJECTION (the asan test variant), the WAL checks

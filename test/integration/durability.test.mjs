@@ -448,9 +448,10 @@ test('damaged snapshot while the WAL still holds the room from its create record
     const ha = await head(a, 'snapw:a');
     const hb = await head(a, 'snapw:b');
     await a.close();
-    await d.kill('SIGKILL');
     const snap = join(d.dataDir, 'rooms', 'snapw:a.snap');
-    assert.ok(existsSync(snap), 'a snapshot was written (snapshot_every 5)');
+    // the writer thread renames it into place (src/snapshot_writer.c)
+    await waitFor(() => existsSync(snap), 'a snapshot was written (snapshot_every 5)');
+    await d.kill('SIGKILL');
     const buf = readFileSync(snap);
     buf[buf.length - 3] ^= 0x40;
     writeFileSync(snap, buf);

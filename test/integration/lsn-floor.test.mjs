@@ -10,10 +10,10 @@
 // with SIGKILL and restart it on the same data directory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDaemon, connectHello, makeConf, patchAction, runDaemonToExit } from './lib.mjs';
+import { startDaemon, connectHello, makeConf, patchAction, runDaemonToExit, waitFor } from './lib.mjs';
 
 const conf = (extra = []) => makeConf({ global: ['fsync always', 'snapshot_every 10', ...extra] });
 
@@ -41,6 +41,16 @@ async function head(d, room) {
   return g;
 }
 
+// The LSN a room's snapshot covers (its first payload word, after the
+// 16-byte atomic-file header: docs/STORAGE.md), 0 when there is none.
+function snapLsn(dataDir, room) {
+  try {
+    return Number(readFileSync(join(dataDir, 'rooms', `${room}.snap`)).readBigUInt64LE(16));
+  } catch {
+    return 0;
+  }
+}
+
 // The documented procedure for a damaged segment: move it and every later
 // one out of the way. `from` picks the first segment to move (0: all).
 function moveSegments(dataDir, dest, from = 0) {
@@ -54,16 +64,20 @@ test('actions acked after every WAL segment was moved away survive the next cras
   const dir = mkdtempSync(join(tmpdir(), 'movexd-lsn-'));
   try {
     let d = await startDaemon({ conf: conf(), dir });
-    // 35 actions: snapshots at 10, 20, 30 records cover LSNs up to ~31
+    // 35 actions: snapshots every 10 records (LSN 1 is the create: seq = LSN - 1)
     let ack = await incs(d, 'w', 'lsn:a', 1, 35);
     assert.equal(ack.seq, 35);
+    // snapshots are written by the writer thread (src/snapshot_writer.c),
+    // one at a time: wait until one covers seq 20 or more
+    await waitFor(() => snapLsn(d.dataDir, 'lsn:a') >= 21, 'a snapshot covering LSN 21 (seq 20)');
+    const covered = snapLsn(d.dataDir, 'lsn:a');
     await d.kill('SIGKILL');
     const moved = moveSegments(d.dataDir, join(dir, 'moved'));
     assert.ok(moved.length >= 1, 'there was a segment to move');
 
     d = await startDaemon({ conf: conf(), dir });
     const m = /event=recovered .*next_lsn=(\d+)/.exec(d.stderr);
-    assert.ok(m && Number(m[1]) > 30, `next_lsn must be above the snapshot's LSN; log: ${m && m[0]}`);
+    assert.ok(m && Number(m[1]) > covered, `next_lsn must be above the snapshot's LSN ${covered}; log: ${m && m[0]}`);
     let g = await head(d, 'lsn:a');
     const base = g.seq; // what the snapshot holds (the unsnapshotted tail went with the moved segments)
     assert.ok(base >= 20, `the snapshot holds seq ${base}`);

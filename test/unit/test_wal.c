@@ -538,6 +538,46 @@ START_TEST(early_writeback_per_mib)
 }
 END_TEST
 
+/* The snapshot writer thread syncs the WAL through mx_wal_sync_handle: no
+ * descriptor when nothing is unsynced; otherwise one of its own (an
+ * independent file offset shows it is not a dup of the writer's), of the
+ * current segment; a failure reported back fails the WAL for good. */
+START_TEST(sync_handle_for_the_writer_thread)
+{
+    FD_BEGIN;
+    char *dir = make_tmpdir();
+    mx_wal *w = open_wal(dir, MX_FSYNC_NO, 64 << 10, 1);
+    int fd = 123;
+    char name[32] = "";
+    ck_assert_int_eq(mx_wal_sync_handle(w, &fd, name), 0);
+    ck_assert_int_eq(fd, -1); /* nothing written yet */
+    APPEND(w, 1, 20, fixed100, 0); /* buffered, not flushed */
+    ck_assert_int_eq(mx_wal_sync_handle(w, &fd, name), 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_uint_eq(mx_wal_pending_bytes(w), 0); /* the handle wrote the buffer first */
+    ck_assert_str_eq(name, "wal-00000000000000000001.log");
+    ck_assert_int_eq(lseek(fd, 0, SEEK_CUR), 0);
+    ck_assert_int_eq(lseek(fd, 100, SEEK_SET), 100);
+    int again;
+    ck_assert_int_eq(mx_wal_sync_handle(w, &again, name), 0);
+    ck_assert_int_eq(lseek(again, 0, SEEK_CUR), 0); /* its own description */
+    close(again);
+    ck_assert_int_eq(fdatasync(fd), 0);
+    close(fd);
+    uint64_t before = mx_wal_fsyncs(w);
+    mx_wal_sync_done(w, name, 10, 0);
+    ck_assert_uint_eq(mx_wal_fsyncs(w), before + 1);
+    ck_assert_int_eq(mx_wal_flush(w), 0);
+    mx_wal_sync_done(w, name, 10, EIO); /* as a failed fdatasync of its own */
+    ck_assert_int_eq(mx_wal_flush(w), MX_EINTERNAL);
+    ck_assert_int_eq(mx_wal_sync_handle(w, &fd, name), MX_EINTERNAL);
+    mx_wal_close(w);
+    VERIFY(dir, 1, 20, fixed100, END_CLEAN);
+    drop_tmpdir(dir);
+    FD_END;
+}
+END_TEST
+
 START_TEST(rotation_names_follow_lsns)
 {
     FD_BEGIN;
@@ -1594,6 +1634,7 @@ Suite *mx_suite_wal(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, roundtrip_many);
     tcase_add_test(tc, early_writeback_per_mib);
+    tcase_add_test(tc, sync_handle_for_the_writer_thread);
     tcase_add_test(tc, rotation_names_follow_lsns);
     tcase_add_test(tc, reopen_starts_new_segment);
     tcase_add_test(tc, open_creates_dir);

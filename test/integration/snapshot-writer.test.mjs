@@ -1,0 +1,115 @@
+// The snapshot writer thread (src/snapshot_writer.c, docs/STORAGE.md "Off
+// the loop"): a snapshot's file work - the WAL fdatasync, wal/STATE, the
+// file, its fsync and rename - runs off the event loop. A -DMX_FAULT_INJECTION
+// build (the ASan variant) parks that thread where DIR/FAULT says "pause"
+// (it creates DIR/FAULT.paused while parked; the loop's own checks ignore
+// "pause"). So these tests hold a snapshot half done, show that acks keep
+// coming meanwhile, kill -9 the daemon there, and check after the restart
+// that every acked action is in place; and that a room deleted while its
+// snapshot is in flight stays deleted.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checksum } from '../../client/movex.js';
+import { startDaemon, connectHello, makeConf, patchAction, waitFor, httpRequest, ASAN } from './lib.mjs';
+
+const skip = ASAN ? false : 'needs a build with -DMX_FAULT_INJECTION (MOVEXD_ASAN=1)';
+const EVERY = 20;
+const ACT = [{ op: 'inc', path: '/count', value: 1 }];
+
+async function ackAll(c, room, from, to) {
+  for (let n = from; n <= to; n++) {
+    const r = await c.request(patchAction(room, n, ACT));
+    assert.equal(r.type, 'ack', JSON.stringify(r));
+  }
+}
+
+async function get(c, room) {
+  const g = await c.request({ type: 'get', room });
+  assert.equal(g.type, 'snapshot', JSON.stringify(g));
+  assert.equal(checksum(g.state), g.checksum);
+  return g;
+}
+
+// Park the writer at `where` (wal: before the WAL fdatasync; rooms: before
+// the snapshot file's first write), keep acking, kill -9, restart.
+for (const [where, fsync] of [['rooms', 'no'], ['rooms', 'always'], ['wal', 'no']]) {
+  test(`kill -9 while the writer thread is parked in a snapshot (${where}/FAULT pause, fsync ${fsync}): acks go on meanwhile, every acked action survives`, { skip }, async () => {
+    const conf = makeConf({ global: [`fsync ${fsync}`, `snapshot_every ${EVERY}`] });
+    let d = await startDaemon({ conf, keepDir: true });
+    try {
+      const c = await connectHello(d, 'w');
+      assert.equal((await c.request({ type: 'subscribe', room: 'sw:a' })).type, 'snapshot');
+      const fault = join(d.dataDir, where, 'FAULT');
+      writeFileSync(fault, 'pause\n');
+      await ackAll(c, 'sw:a', 1, EVERY + 5); // the room comes due: its snapshot goes to the thread
+      await waitFor(() => existsSync(`${fault}.paused`), `the writer thread parked at ${where}/FAULT`);
+      // the loop is not waiting for the thread: more actions are acked,
+      // the room comes due again (coalesced with the one in flight)
+      await ackAll(c, 'sw:a', EVERY + 6, 3 * EVERY);
+      const before = await get(c, 'sw:a');
+      assert.equal(before.seq, 3 * EVERY);
+      assert.ok(existsSync(`${fault}.paused`), 'still parked: everything above was acked while a snapshot was half done');
+      assert.ok(!existsSync(join(d.dataDir, 'rooms', 'sw:a.snap')), 'the snapshot was not written');
+      await c.close();
+      await d.kill('SIGKILL');
+      rmSync(fault, { force: true });
+      rmSync(`${fault}.paused`, { force: true });
+      d = await startDaemon({ conf, dir: d.dir });
+      const c2 = await connectHello(d, 'w');
+      const after = await get(c2, 'sw:a');
+      assert.equal(after.seq, before.seq);
+      assert.equal(after.checksum, before.checksum);
+      assert.deepEqual(after.state, { count: 3 * EVERY });
+      assert.equal((await c2.request({ type: 'subscribe', room: 'sw:a' })).type, 'snapshot');
+      const dup = await c2.request(patchAction('sw:a', 3 * EVERY, ACT));
+      assert.equal(dup.duplicate, true, JSON.stringify(dup));
+      // and snapshots work again after the restart
+      await ackAll(c2, 'sw:a', 3 * EVERY + 1, 4 * EVERY + 1);
+      await waitFor(() => existsSync(join(d.dataDir, 'rooms', 'sw:a.snap')), 'a snapshot after the restart');
+      await c2.close();
+      await d.stop();
+    } finally {
+      if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
+      d.cleanup();
+    }
+  });
+}
+
+test('a room deleted while its snapshot is in flight stays deleted after kill -9 (the delete waits for the writer; the file is unlinked after it)', { skip }, async () => {
+  const dir0 = mkdtempSync(join(tmpdir(), 'movexd-sw-'));
+  const token = 'sw-admin-token-0123456789abcdef0123';
+  const tokenFile = join(dir0, 'admin.token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const conf = makeConf({ global: ['fsync always', `snapshot_every ${EVERY}`, `admin_token_file ${tokenFile}`] });
+  let d = await startDaemon({ conf, dir: dir0 });
+  try {
+    const c = await connectHello(d, 'w');
+    assert.equal((await c.request({ type: 'subscribe', room: 'sw:d' })).type, 'snapshot');
+    const fault = join(d.dataDir, 'rooms', 'FAULT');
+    writeFileSync(fault, 'pause\n');
+    await ackAll(c, 'sw:d', 1, EVERY + 2);
+    await waitFor(() => existsSync(`${fault}.paused`), 'the writer thread parked');
+    await c.close();
+    const del = httpRequest(d, {
+      method: 'DELETE', path: '/admin/rooms/sw:d', headers: { authorization: `Bearer ${token}` },
+    });
+    rmSync(fault, { force: true }); // the writer goes on; the delete completes after it
+    const r = await del;
+    assert.equal(r.status, 200, r.body);
+    assert.ok(!existsSync(join(d.dataDir, 'rooms', 'sw:d.snap')), 'the snapshot written in flight is unlinked');
+    await d.kill('SIGKILL');
+    d = await startDaemon({ conf, dir: dir0 });
+    const c2 = await connectHello(d, 'w');
+    const g = await c2.request({ type: 'get', room: 'sw:d' });
+    assert.equal(g.type, 'error', JSON.stringify(g));
+    assert.equal(g.code, 'no_such_room', JSON.stringify(g));
+    await c2.close();
+    await d.stop();
+  } finally {
+    if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
+    d.cleanup();
+  }
+});

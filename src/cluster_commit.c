@@ -728,23 +728,19 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
 /* Eviction (docs/CLUSTER.md "Eviction"): the replica leaves memory only
  * when nothing of the room is in motion here - no call, queue, batch,
  * create, snapshot call, rollback hold or pending resync, nothing published
- * past the confirmed head - and the journal keeps none of this node's
- * batches of it. The journal is keyed by room name, but a rollback is found
- * by comparing Redis's head with what this node's replica and subscribers
- * saw (cn_rb_check_reload, the epoch change's walk over n->rooms); a fresh
- * load has neither, so an evicted room's batches could never be replayed,
- * and after an epoch change they could be replayed into a new room of the
- * same name. Such a room stays until the journal lets its batches go. */
+ * past the confirmed head. This node's journal batches of it may stay
+ * behind: a fresh load compares them with Redis's head (cn_rb_check_load),
+ * so does each link-up for rooms not in memory (cn_rb_check_journal), and
+ * an epoch change forgets the whole journal. */
 int mx_cnode_evict(struct mx_cnode *n, struct mx_room *r)
 {
     struct cn_room *cr = mx_map_get(n->rooms, r->id, r->idlen);
     if (!cr)
         return 1; /* nothing of it here (never loaded through the node) */
-    static const struct mx_cluster_head zero;
     if (!cr->known || cr->busy || cr->nq || cr->nforming || cr->ninflight || cr->due || cr->dirty ||
         cr->rb_hold || cr->snapping || cr->epoch_stale || cr->create_due || cr->drop_room ||
         cr->recheck || cr->loaded || n->pass == cr || r->seq != cr->head.seq || cn_del_pending(cr) ||
-        cr->seen_seq > cr->head.seq || mx_journal_lost(n->journal, cr->id, &zero, NULL, 0))
+        cr->seen_seq > cr->head.seq)
         return 0;
     if (n->cur == cr) {
         n->cur = NULL; /* it only names the room between a gate and its decision */
@@ -789,10 +785,12 @@ static void on_library(int ok, const char *err, void *priv)
 {
     struct mx_cnode *n = priv;
     n->lib_ok = ok;
-    if (ok)
+    if (ok) {
         mx_info("event=cluster_ready node=%s", n->cfg->cluster.node_id);
-    else
+        cn_rb_check_journal(n); /* after the epoch: its reply came first */
+    } else {
         mx_warn("event=cluster_library_failed error=\"%s\"", err);
+    }
 }
 
 /* Every room's replica may have missed entries: each catches up at the

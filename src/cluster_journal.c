@@ -1,6 +1,6 @@
 /* cluster_journal.c - a node's in-memory journal of the append batches it
  * had acknowledged, per room (include/movexd/cluster_journal.h says what
- * it is for and why it is in memory).
+ * it is for; cluster_journal_file.c keeps it on disk through the sink).
  *
  * What it owns: deep copies of batches (the actions' strings and deps in
  * one allocation per batch), kept on two lists - the room's, in the order
@@ -48,6 +48,8 @@ struct mx_journal {
     struct lws_context *ctx; /* replays wait on its timers (patience_ms > 0) */
     int patience_ms;
     struct replay *waiting;  /* replays with a retry timer pending */
+    struct mx_journal_sink sink;
+    uint64_t tag;            /* given to batches added now */
 };
 
 int mx_cluster_id_cmp(const struct mx_cluster_head *a, const struct mx_cluster_head *b)
@@ -197,6 +199,7 @@ int mx_journal_add(struct mx_journal *j, const char *room, const struct mx_clust
     b->gprev = j->newest;
     *(j->newest ? &j->newest->gnext : &j->oldest) = b;
     j->newest = b;
+    b->b.tag = j->tag;
     j->st.batches++;
     j->st.bytes += b->b.bytes;
     j->st.added++;
@@ -205,6 +208,8 @@ int mx_journal_add(struct mx_journal *j, const char *room, const struct mx_clust
         remove_batch(j, j->oldest);
         j->st.evicted++;
     }
+    if (j->sink.added) /* last: the sink may evict older tags, never b's */
+        j->sink.added(j->sink.priv, room, &b->b);
     return 0;
 }
 
@@ -225,7 +230,12 @@ size_t mx_journal_lost(const struct mx_journal *j, const char *room, const struc
 
 void mx_journal_forget(struct mx_journal *j, const char *room, uint64_t seq, uint64_t sub)
 {
-    struct jroom *r = mx_map_get(j->rooms, room, strlen(room));
+    struct jroom *r = room ? mx_map_get(j->rooms, room, strlen(room)) : NULL;
+    int any = r || (!room && j->oldest);
+    if (!room) {
+        while (j->oldest)
+            remove_batch(j, j->oldest);
+    }
     struct mx_cluster_head upto = { .seq = seq, .sub = sub };
     while (r && r->first && (seq == UINT64_MAX || mx_cluster_id_cmp(&r->first->b.after, &upto) <= 0)) {
         int last = r->first == r->last;
@@ -233,6 +243,8 @@ void mx_journal_forget(struct mx_journal *j, const char *room, uint64_t seq, uin
         if (last)
             break;
     }
+    if (any && j->sink.forgot) /* after: the sink sees what is left */
+        j->sink.forgot(j->sink.priv, room, seq, sub);
 }
 
 /* One replay in flight: the next batch is always looked up again from the
@@ -368,3 +380,44 @@ int mx_journal_replay(struct mx_journal *j, struct mx_redis *r, const char *pref
 }
 
 void mx_journal_stats(const struct mx_journal *j, struct mx_journal_stats *out) { *out = j->st; }
+
+void mx_journal_set_sink(struct mx_journal *j, const struct mx_journal_sink *s)
+{
+    if (s)
+        j->sink = *s;
+    else
+        memset(&j->sink, 0, sizeof j->sink);
+}
+
+void mx_journal_set_tag(struct mx_journal *j, uint64_t tag) { j->tag = tag; }
+
+uint64_t mx_journal_oldest_tag(const struct mx_journal *j) { return j->oldest ? j->oldest->b.tag : UINT64_MAX; }
+
+void mx_journal_evict_tag(struct mx_journal *j, uint64_t tag)
+{
+    /* tags grow with the global list, so the ones at or below are its front */
+    while (j->oldest && j->oldest->b.tag <= tag) {
+        remove_batch(j, j->oldest);
+        j->st.evicted++;
+    }
+}
+
+const struct mx_journal_batch *mx_journal_newest(const struct mx_journal *j, const char *room)
+{
+    const struct jroom *r = mx_map_get(j->rooms, room, strlen(room));
+    return r ? &r->last->b : NULL;
+}
+
+int mx_journal_next_room(const struct mx_journal *j, size_t *it, const char **room,
+                         const struct mx_journal_batch **newest)
+{
+    const char *key;
+    size_t len;
+    void *val;
+    if (!mx_map_next(j->rooms, it, &key, &len, &val))
+        return 0;
+    const struct jroom *r = val;
+    *room = r->name;
+    *newest = &r->last->b;
+    return 1;
+}

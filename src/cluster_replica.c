@@ -21,6 +21,7 @@
  *   what they had not seen.
  */
 #include "movexd/alloc.h"
+#include "movexd/cluster_journal.h"
 #include "movexd/cluster_room.h"
 #include "movexd/digest.h"
 #include "movexd/engine.h"
@@ -416,6 +417,14 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
         return;
     }
     fl.cap = had ? rep->elements : 0;
+    /* a fresh load: this node's journal batches of the room, to compare
+     * the hash at each one's `after` ID with the log's (a fork) */
+    const struct mx_journal_batch **jb = NULL, *forked = NULL;
+    size_t njb = had ? 0 : mx_journal_lost(n->journal, cr->id, &(struct mx_cluster_head){ 0 }, NULL, 0), ji = 0;
+    if (njb && (jb = mx_malloc(njb * sizeof *jb)))
+        mx_journal_lost(n->journal, cr->id, &(struct mx_cluster_head){ 0 }, jb, njb);
+    else
+        njb = 0; /* out of memory: only the newest batch is compared (cn_rb_check_load) */
     for (size_t i = 0; i < rep->elements; i++) {
         const char *id, *e;
         size_t idlen, elen;
@@ -426,23 +435,40 @@ static void on_range_full(struct mx_redis *rd, redisReply *rep, void *priv)
             keep_old(&fl, cr->fwd_seq, id, idlen, e, elen);
             continue;
         }
+        while (rc == 0 && !forked && ji < njb && mx_cluster_id_cmp(&jb[ji]->after, &h) <= 0) {
+            if (mx_cluster_id_cmp(&jb[ji]->after, &h) == 0 && strcmp(jb[ji]->after.hash, h.hash))
+                forked = jb[ji];
+            ji++;
+        }
         if (rc == -2 && cr->load_gaps < 3) {
             /* another node stored a newer snapshot and trimmed between our
              * two reads: read both again */
             cr->load_gaps++;
             mx_room_free(r);
             free(fl.v);
+            free(jb);
             cn_replica_load(n, cr);
             return;
         }
         if (rc != 0) {
             mx_room_free(r);
             free(fl.v);
+            free(jb);
             load_failed(n, cr, "an entry of the stream does not apply (see cluster_entry_refused)");
             return;
         }
     }
     cr->load_gaps = 0;
+    free(jb);
+    if (!had && cn_rb_check_load(n, cr, &h, forked)) {
+        /* Redis lost batches this node had acked (while the room was not
+         * here): they are sent again, then the room is loaded anew */
+        free(fl.v);
+        mx_room_free(r);
+        free(cr->init);
+        cr->init = NULL;
+        return;
+    }
     struct mx_room *have = had;
     /* what local subscribers have not had must be forwardable, from this
      * load's entries or the loaded history; if not (a snapshot taken past

@@ -29,6 +29,7 @@
 #include "movexd/alloc.h"
 #include "movexd/cluster.h"
 #include "movexd/cluster_journal.h"
+#include "movexd/cluster_journal_file.h"
 #include "movexd/cluster_room.h"
 #include "movexd/digest.h"
 #include "movexd/oplog.h"
@@ -46,9 +47,11 @@
 #include <string.h>
 
 /* The journal's bounds: enough for the batches of the last seconds of a
- * busy node, which is what a failover can lose. */
+ * busy node, which is what a failover can lose. On disk: segments of an
+ * eighth of that, at most twice that in all (cluster_journal_file.c). */
 #define JOURNAL_BATCHES 65536
 #define JOURNAL_BYTES (64u << 20)
+#define JOURNAL_SEGMENT (JOURNAL_BYTES / 8)
 
 /* A replay of one room's journal, then maybe a hold (see on_replayed). */
 struct replay {
@@ -68,11 +71,26 @@ int cn_rb_init(struct mx_cnode *n)
     /* a replay waits for other nodes' lost entries as long as a command may
      * take: they find the rollback on their next append */
     mx_journal_set_patience(n->journal, n->ctx, n->cfg->cluster.command_timeout_ms);
+    /* what a previous run of this node confirmed: its epoch too, so a Redis
+     * that lost its data meanwhile is told apart from one that did not */
+    char dir[1100], err[1400];
+    mx_config_journal_dir(n->cfg, dir, sizeof dir);
+    if (mx_jfile_open(dir, JOURNAL_SEGMENT, 2 * (size_t)JOURNAL_BYTES, n->journal, n->epoch, sizeof n->epoch,
+                      &n->jfile, err, sizeof err)) {
+        mx_err("event=start_failed reason=\"cluster journal\" error=\"%s\"", err);
+        return -1;
+    }
+    struct mx_journal_stats js;
+    mx_journal_stats(n->journal, &js);
+    mx_info("event=cluster_journal dir=%s batches=%llu bytes=%llu epoch=%s", dir,
+            (unsigned long long)js.batches, (unsigned long long)js.bytes, n->epoch[0] ? n->epoch : "-");
     return 0;
 }
 
 void cn_rb_free(struct mx_cnode *n)
 {
+    mx_jfile_close(n->jfile); /* first: freeing the journal writes nothing */
+    n->jfile = NULL;
     mx_journal_free(n->journal);
     n->journal = NULL;
     /* rooms holding after a replay: their poll timer goes with them */
@@ -126,12 +144,14 @@ static void on_epoch(int ok, const char *epoch, void *priv)
                 "is reloaded and its subscribers resync\"",
                 n->epoch, epoch);
         n->st.epoch_changes++;
+        /* every room's batches, loaded here or not: they were for the data
+         * Redis lost, and must never be replayed into rooms made anew */
+        mx_journal_forget(n->journal, NULL, UINT64_MAX, 0);
         size_t it = 0, len;
         const char *key;
         void *val;
         while (mx_map_next(n->rooms, &it, &key, &len, &val)) {
             struct cn_room *cr = val;
-            mx_journal_forget(n->journal, cr->id, UINT64_MAX, 0);
             if (cr->busy == CN_IDLE)
                 resync_room(n, cr);
             else
@@ -139,6 +159,8 @@ static void on_epoch(int ok, const char *epoch, void *priv)
         }
     }
     snprintf(n->epoch, sizeof n->epoch, "%s", epoch);
+    if (n->jfile)
+        mx_jfile_epoch(n->jfile, n->epoch);
 }
 
 void cn_rb_link_up(struct mx_cnode *n, struct mx_redis *r)
@@ -353,6 +375,126 @@ int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_c
     return 1;
 }
 
+int cn_rb_check_load(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *h,
+                     const struct mx_journal_batch *forked)
+{
+    const struct mx_journal_batch *newest = mx_journal_newest(n->journal, cr->id);
+    if (!newest)
+        return 0;
+    cr->head = newest->after; /* what this node had confirmed: the replay's goal */
+    if (cn_rb_check_inc(n, cr, h))
+        return 1; /* the room was created again: its batches are lost, not replayed */
+    if (!forked)
+        return cn_rb_check_append(n, cr, h); /* behind it, or another hash at its ID */
+    n->st.rollbacks++;
+    mx_warn("event=cluster_rollback room=%s redis_head=%llu-%llu confirmed=%llu-%llu note=\"the log has "
+            "another hash at %llu-%llu, a batch of this node's journal\"",
+            cr->id, (unsigned long long)h->seq, (unsigned long long)h->sub,
+            (unsigned long long)newest->after.seq, (unsigned long long)newest->after.sub,
+            (unsigned long long)forked->after.seq, (unsigned long long)forked->after.sub);
+    struct mx_cluster_head from = forked->expected;
+    start_replay(n, cr, &from);
+    return 1;
+}
+
+/* The link-up check of one journal room (see cn_rb_check_journal). */
+struct jcheck {
+    struct mx_cnode *n;
+    char room[];
+};
+
+static void on_jcheck(struct mx_redis *rd, redisReply *rep, void *priv)
+{
+    struct jcheck *c = priv;
+    struct mx_cnode *n = c->n;
+    (void)rd;
+    const struct mx_journal_batch *newest = n->closing ? NULL : mx_journal_newest(n->journal, c->room);
+    size_t len = strlen(c->room);
+    int ok = newest && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4;
+    /* a room loaded meanwhile is checked by its load */
+    if (!ok || mx_map_get(n->rooms, c->room, len)) {
+        free(c);
+        return;
+    }
+    if (rep->element[0]->type != REDIS_REPLY_STRING) {
+        /* the room is gone from Redis (deleted, or its creation lost too):
+         * its batches cannot be appended without it */
+        size_t lost = mx_journal_lost(n->journal, c->room, &(struct mx_cluster_head){ 0 }, NULL, 0);
+        mx_warn("event=cluster_journal_room_gone room=%s lost=%zu note=\"the room has no head in Redis: "
+                "this node's acked batches of it cannot come back\"",
+                c->room, lost);
+        n->st.lost_batches += lost;
+        mx_journal_forget(n->journal, c->room, UINT64_MAX, 0);
+        free(c);
+        return;
+    }
+    struct mx_cluster_head h = { 0 };
+    h.seq = strtoull(rep->element[0]->str, NULL, 10);
+    h.sub = rep->element[1]->type == REDIS_REPLY_STRING ? strtoull(rep->element[1]->str, NULL, 10) : 0;
+    if (rep->element[2]->type == REDIS_REPLY_STRING && rep->element[2]->len < sizeof h.hash)
+        memcpy(h.hash, rep->element[2]->str, rep->element[2]->len + 1);
+    if (rep->element[3]->type == REDIS_REPLY_STRING && rep->element[3]->len < sizeof h.inc)
+        memcpy(h.inc, rep->element[3]->str, rep->element[3]->len + 1);
+    if (strcmp(h.inc, newest->after.inc)) {
+        /* deleted and created again: nothing of the old room goes into it */
+        size_t lost = mx_journal_lost(n->journal, c->room, &(struct mx_cluster_head){ 0 }, NULL, 0);
+        mx_warn("event=cluster_incarnation_changed room=%s was=%s now=%s journal_batches_lost=%zu", c->room,
+                newest->after.inc[0] ? newest->after.inc : "-", h.inc[0] ? h.inc : "-", lost);
+        n->st.lost_batches += lost;
+        mx_journal_forget(n->journal, c->room, UINT64_MAX, 0);
+        free(c);
+        return;
+    }
+    int cmp = mx_cluster_id_cmp(&h, &newest->after);
+    if (cmp > 0 || (cmp == 0 && !strcmp(h.hash, newest->after.hash))) {
+        free(c); /* at or past it: a fork further back shows when the room is loaded */
+        return;
+    }
+    struct cn_room *cr = cn_room_get(n, c->room, len, 1);
+    free(c);
+    if (!cr)
+        return;
+    cr->head = newest->after;
+    if (!cn_rb_check_append(n, cr, &h))
+        cn_due(n, cr); /* cannot happen (checked above); the drain lets the room go */
+}
+
+void cn_rb_check_journal(struct mx_cnode *n)
+{
+    size_t it = 0, k = 0, cap = 0;
+    const char *room;
+    const struct mx_journal_batch *newest;
+    struct jcheck **v = NULL;
+    /* collected first: a command failing at once runs its callback now */
+    while (mx_journal_next_room(n->journal, &it, &room, &newest)) {
+        if (mx_map_get(n->rooms, room, strlen(room)))
+            continue; /* in memory: its next append or reload compares */
+        if (k == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct jcheck **nv = realloc(v, cap * sizeof *nv);
+            if (!nv)
+                break;
+            v = nv;
+        }
+        size_t len = strlen(room);
+        if (!(v[k] = mx_malloc(sizeof **v + len + 1)))
+            break;
+        v[k]->n = n;
+        memcpy(v[k]->room, room, len + 1);
+        k++;
+    }
+    for (size_t i = 0; i < k; i++) {
+        char key[1100];
+        snprintf(key, sizeof key, "%s{%s}:head", n->cfg->cluster.key_prefix, v[i]->room);
+        const char *argv[] = { "HMGET", key, "seq", "sub", "hash", "inc" };
+        size_t lens[] = { 5, strlen(key), 3, 3, 4, 3 };
+        mx_redis_command(n->cmd, 6, argv, lens, on_jcheck, v[i]);
+    }
+    if (k)
+        mx_info("event=cluster_journal_check rooms=%zu", k);
+    free(v);
+}
+
 void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b)
 {
     const struct mx_cnode_stats *s = &n->st;
@@ -372,4 +514,11 @@ void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_resyncs_total", "rooms whose subscribers were told to resync", s->resyncs);
     mx_metrics_gauge(b, "movexd_cluster_journal_batches", "batches in the journal", js.batches);
     mx_metrics_gauge(b, "movexd_cluster_journal_bytes", "bytes of the journal", js.bytes);
+    struct mx_jfile_stats fs = { 0 };
+    if (n->jfile)
+        mx_jfile_stats(n->jfile, &fs);
+    mx_metrics_gauge(b, "movexd_cluster_journal_disk_bytes", "bytes of the journal's segments on disk", fs.bytes);
+    mx_metrics_gauge(b, "movexd_cluster_journal_segments", "the journal's segment files", fs.segments);
+    mx_metrics_counter(b, "movexd_cluster_journal_write_failures_total",
+                       "journal records that could not be written to disk", fs.write_failures);
 }

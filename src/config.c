@@ -159,6 +159,7 @@ static const struct key cluster_keys[] = {
     C("append_retries", K_COUNT, 0, 1000, append_retries),
     C("wait_replicas", K_INT, 0, 16, wait_replicas),
     C("wait_timeout_ms", K_MS, 1, 600000, wait_timeout_ms),
+    C("journal_dir", K_PATH, 0, 0, journal_dir),
 };
 
 #define NGLOBAL (sizeof global_keys / sizeof global_keys[0])
@@ -921,6 +922,14 @@ static int check_cluster(const struct mx_cluster_config *cl, const size_t *set, 
     return 0;
 }
 
+void mx_config_journal_dir(const struct mx_config *c, char *out, size_t n)
+{
+    if (c->cluster.journal_dir[0])
+        snprintf(out, n, "%s", c->cluster.journal_dir);
+    else
+        snprintf(out, n, "%s/cluster-journal", c->data_dir);
+}
+
 static int cmp_type(const void *a, const void *b)
 {
     return strcmp(((const struct mx_room_type *)a)->name, ((const struct mx_room_type *)b)->name);
@@ -1313,6 +1322,10 @@ int mx_config_key_line(const char *path, const char *key)
     FILE *f = path ? fopen(path, "rb") : NULL;
     if (!f)
         return 0;
+    /* "cluster.journal_dir": a key of the cluster block */
+    int in_cluster = !strncmp(key, "cluster.", 8), inside = 0;
+    if (in_cluster)
+        key += 8;
     char line[1200];
     int n = 0, found = 0, depth = 0;
     size_t kl = strlen(key);
@@ -1321,12 +1334,12 @@ int mx_config_key_line(const char *path, const char *key)
         const char *p = line;
         while (*p == ' ' || *p == '\t')
             p++;
-        if (!strncmp(p, key, kl) && (p[kl] == ' ' || p[kl] == '\t') && !depth)
+        if (!strncmp(p, key, kl) && (p[kl] == ' ' || p[kl] == '\t') && (in_cluster ? inside : !depth))
             found = n; /* also a block's own line: "cluster {" */
         else if ((!strncmp(p, "room ", 5) || !strncmp(p, "cluster ", 8)) && strchr(p, '{'))
-            depth = 1;
+            depth = 1, inside = !strncmp(p, "cluster ", 8);
         else if (*p == '}')
-            depth = 0;
+            depth = 0, inside = 0;
         if (!strchr(line, '\n')) { /* a long line: skip its rest */
             int ch;
             while ((ch = fgetc(f)) != EOF && ch != '\n')

@@ -29,6 +29,7 @@
 #include <sodium.h>
 
 #include "movexd/admin.h"
+#include "movexd/cluster_journal_file.h"
 #include "movexd/cluster_node.h"
 #include "movexd/cluster_presence.h"
 #include "movexd/config.h"
@@ -437,6 +438,18 @@ int main(int argc, char **argv)
         }
         sodium_memzero(&probe, sizeof(probe));
     }
+    if (cfg.cluster.enabled) {
+        /* the journal's directory must be usable before Redis is relied on */
+        char jdir[1100];
+        mx_config_journal_dir(&cfg, jdir, sizeof jdir);
+        if (mx_jfile_check_dir(jdir, err, sizeof(err))) {
+            if (cfg.cluster.journal_dir[0])
+                at_key("cluster.journal_dir", err, sizeof(err));
+            fprintf(stderr, "movexd: %s\n", err);
+            mx_config_free(&cfg);
+            return 1;
+        }
+    }
     if (test_only) {
         /* event_loop uv on a host without the plugin would refuse to start */
         if (choose_loop(err, sizeof err) < 0) {
@@ -549,7 +562,8 @@ int main(int argc, char **argv)
     if (cfg.cluster.enabled) {
         cnode = mx_cnode_new(&cfg, engine, server.ctx, lws_get_vhost_by_name(server.ctx, "default"));
         if (!cnode) {
-            mx_err("event=start_failed reason=\"out of memory\"");
+            mx_err("event=start_failed reason=\"the cluster node could not start (out of memory, or "
+                   "its journal: see above)\"");
             mx_server_destroy(&server);
             return 2;
         }

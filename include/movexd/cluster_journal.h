@@ -15,12 +15,12 @@
  * exactly-once memory. A batch answered `moved` cannot be restored so
  * (another node appended first): it and the later ones are reported lost.
  *
- * In memory, not on disk: the journal guards against Redis losing data,
- * not against the node's own crash (a node crash together with a Redis
- * loss is a double failure), and writing it to disk would put an fsync
- * back on the ack path that cluster mode moves to Redis. Bounded: at most
- * max_batches per room and max_bytes in all (the oldest batches go first,
- * evictions counted); a rollback deeper than what is kept loses acks.
+ * This is the journal in memory: what a replay reads. Its changes also go
+ * to a sink (mx_journal_set_sink): cluster_journal_file.c writes them to
+ * local disk, so a node killed during a failover reads them back at start
+ * (docs/CLUSTER.md "The journal on disk"). Bounded: at most max_batches
+ * and max_bytes in all (the oldest batches go first, evictions counted); a
+ * rollback deeper than what is kept loses acks.
  */
 #ifndef MOVEXD_CLUSTER_JOURNAL_H
 #define MOVEXD_CLUSTER_JOURNAL_H
@@ -43,6 +43,7 @@ struct mx_journal_batch {
     uint64_t now_ms;                 /* the call's time and dedup window: */
     size_t window;                   /* a resend must be byte for byte the same */
     size_t bytes;                    /* what it costs the journal */
+    uint64_t tag;                    /* the tag current when it was added (the file's segment) */
 };
 
 struct mx_journal_stats {
@@ -73,10 +74,38 @@ size_t mx_journal_lost(const struct mx_journal *j, const char *room, const struc
                        const struct mx_journal_batch **out, size_t max);
 
 /* Forget every batch of room up to and including ID (seq, sub) (they are
- * safe, or given up), or all of them with seq = UINT64_MAX. */
+ * safe, or given up), or all of them with seq = UINT64_MAX; room NULL:
+ * every batch of every room (Redis lost its data). */
 void mx_journal_forget(struct mx_journal *j, const char *room, uint64_t seq, uint64_t sub);
 
 void mx_journal_stats(const struct mx_journal *j, struct mx_journal_stats *out);
+
+/* Where the journal's changes go besides memory: added after a batch is
+ * kept (not for one mx_journal_add refuses), forgot for every
+ * mx_journal_forget (room NULL: every room, seq UINT64_MAX: all of the
+ * room). Evictions for the bounds are not reported: the file drops whole
+ * segments by tag instead. s NULL: none. The sink is copied. */
+struct mx_journal_sink {
+    void (*added)(void *priv, const char *room, const struct mx_journal_batch *b);
+    void (*forgot)(void *priv, const char *room, uint64_t seq, uint64_t sub);
+    void *priv;
+};
+void mx_journal_set_sink(struct mx_journal *j, const struct mx_journal_sink *s);
+
+/* Batches added from now on carry tag (it only ever grows); the tag of the
+ * oldest batch kept (UINT64_MAX when empty); evict every batch whose tag
+ * is at or below tag (counted as evictions). */
+void mx_journal_set_tag(struct mx_journal *j, uint64_t tag);
+uint64_t mx_journal_oldest_tag(const struct mx_journal *j);
+void mx_journal_evict_tag(struct mx_journal *j, uint64_t tag);
+
+/* The newest batch of room, or NULL when it has none. */
+const struct mx_journal_batch *mx_journal_newest(const struct mx_journal *j, const char *room);
+
+/* The rooms with batches: *it = 0 first; 1 with room and its newest batch
+ * while there is one. The journal must not change during the walk. */
+int mx_journal_next_room(const struct mx_journal *j, size_t *it, const char **room,
+                         const struct mx_journal_batch **newest);
 
 /* done(ok, restored, lost, head, priv): ok = 0 when a call failed (the
  * link; what is left stays in the journal for the next try); restored =

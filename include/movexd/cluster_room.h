@@ -23,6 +23,8 @@
 
 struct mx_redis;
 struct mx_journal;
+struct mx_journal_batch;
+struct mx_jfile;
 
 /* A message waiting for its room, or the message of a slot. */
 struct cn_msg {
@@ -121,6 +123,7 @@ struct mx_cnode {
     int closing;
     struct mx_cnode_stats st;
     struct mx_journal *journal; /* this node's confirmed batches (cluster_rollback.c) */
+    struct mx_jfile *jfile;     /* ... on disk */
     char epoch[64];             /* Redis's epoch as last seen; "" before the first link */
 };
 
@@ -201,6 +204,16 @@ int cn_rb_check_reload(struct mx_cnode *n, struct cn_room *cr, const struct mx_c
  * (counted lost: they belong to the old room), the room is forgotten with
  * its subscribers told (they subscribe again) and the room idle. */
 int cn_rb_check_inc(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis);
+/* A fresh load (no replica here before) ended at head h: 1 when the
+ * journal has this node's batches past h, or forked - one whose `after`
+ * ID the load found with another hash (NULL: none) - then they are
+ * replayed (the room busy meanwhile) and the caller drops what it loaded. */
+int cn_rb_check_load(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *h,
+                     const struct mx_journal_batch *forked);
+/* The command link is up with the library loaded: compare Redis's head of
+ * every journal room not in memory (evicted, or from before a restart)
+ * with the journal's newest batch of it, and replay what Redis lost. */
+void cn_rb_check_journal(struct mx_cnode *n);
 /* The room is idle again: 1 when an epoch change made it resync. */
 int cn_rb_settled(struct mx_cnode *n, struct cn_room *cr);
 void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b);

@@ -77,6 +77,7 @@ struct mx_cluster_config {
     size_t append_retries;     /* head moved under an append: retries on the fresh head */
     int wait_replicas;         /* > 0: each append batch is followed by WAIT N (group commit) */
     int wait_timeout_ms;       /* ... WAIT's timeout; fewer replicas by then: unavailable */
+    char journal_dir[1024];    /* the journal on disk; "" = DATA_DIR/cluster-journal */
 };
 
 struct mx_config {
@@ -145,6 +146,9 @@ int mx_config_load(struct mx_config *c, const char *path, char *err, size_t errl
 /* The same from a string (tests); `name` stands in for the file name. */
 int mx_config_parse(struct mx_config *c, const char *text, const char *name, char *err, size_t errlen);
 
+/* The cluster journal's directory: journal_dir, or under data_dir. */
+void mx_config_journal_dir(const struct mx_config *c, char *out, size_t n);
+
 /* Settings for a room type (the named block, or the default block). */
 const struct mx_room_type *mx_config_room_type(const struct mx_config *c, const char *type, size_t len);
 
@@ -168,7 +172,8 @@ size_t mx_config_diff(const struct mx_config *a, const struct mx_config *b, char
 
 /* The line of the conf file at path where the top-level key is set, or 0
  * (not set there, or the file cannot be read): for FILE:LINE in messages
- * about values that parse but cannot be used. */
+ * about values that parse but cannot be used. "cluster.KEY": KEY inside
+ * the cluster block. */
 int mx_config_key_line(const char *path, const char *key);
 
 void mx_config_free(struct mx_config *c);

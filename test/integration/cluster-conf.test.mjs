@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT, TIMEOUT } from './lib.mjs';
@@ -58,4 +58,29 @@ test('movexd -t refuses a bad cluster block with FILE:LINE', () => {
       assert.match(r.stderr, want);
       assert.ok(r.stderr.includes(path), r.stderr);
     });
+});
+
+test('movexd -t checks the journal directory: usable or creatable passes (nothing made), a file in the way fails with FILE:LINE', () => {
+  withConf('', (_, dir) => {
+    const later = join(dir, 'not', 'yet');
+    withConf(`${GOOD.replace('}\n', `  journal_dir ${later}\n}\n`)}`, (path) => {
+      const r = run(['-t', '-c', path]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(existsSync(later), false, '-t creates nothing');
+    });
+    const file = join(dir, 'file');
+    writeFileSync(file, 'x');
+    withConf(`${GOOD.replace('}\n', `  journal_dir ${join(file, 'j')}\n}\n`)}`, (path) => {
+      const r = run(['-t', '-c', path]);
+      assert.equal(r.status, 1, r.stdout);
+      assert.match(r.stderr, /:5: journal directory .*is not a writable directory/);
+      assert.ok(r.stderr.includes(path), r.stderr);
+    });
+    // the default, under data_dir: the data dir given on the command line
+    withConf(GOOD, (path) => {
+      const r = run(['-t', '-c', path, '--data-dir', join(file, 'data')]);
+      assert.equal(r.status, 1, r.stdout);
+      assert.match(r.stderr, /journal directory .*cluster-journal/);
+    });
+  });
 });

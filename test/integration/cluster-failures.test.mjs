@@ -19,6 +19,9 @@ import {
   startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks, until,
 } from './cluster-lib.mjs';
 import { Client, TIMEOUT, patchAction, httpRequest, waitFor } from './lib.mjs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 after(stopAll);
 
@@ -296,6 +299,53 @@ test('a failover that loses acked writes (no WAIT): the node finds the rollback 
   assert.deepEqual(missingAcks(res, room, lostAcks, { sameSeq: true }), [], 'the rolled-back acks are back at their seqs');
   await a.close();
   await b.close();
+});
+
+test('the writing node killed (-9) before it notices a failover that lost its acks: restarted, its journal on disk restores them at their seqs', async () => {
+  const g = await startRedisGroup({ replicas: 1, sentinels: 3 });
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-jdisk-'));
+  const n1 = await startNode(g, 'n1', { dir });
+  await ready(n1);
+  const n2 = await startNode(g, 'n2');
+  await ready(n2);
+  const room = 'jdisk';
+  const a = new Writer('da', room, [n1], 0);
+  const b = new Writer('db', room, [n2], 0);
+  await a.connect();
+  await b.connect();
+  for (let k = 0; k < 5; k++) { await a.write(); await b.write(); }
+  assert.equal(await g.primary.cmd('WAIT', 1, 10000), 1);
+  assert.equal(await g.primary.cmd('ACL', 'SETUSER', 'default', '-psync', '-sync'), 'OK');
+  assert.ok((await g.primary.cmd('CLIENT', 'KILL', 'TYPE', 'replica')) >= 1);
+  for (let k = 0; k < 6; k++) await a.write(); // acked, only on the primary
+  const lostAcks = a.acks.slice(-6);
+  assert.equal(await g.primary.cmd('WAIT', 1, 200), 0, 'the replica does not have them');
+  // n1 dies first: it never sees the failover, its memory is gone
+  await n1.kill('SIGKILL');
+  a.c = null;
+  await g.primary.kill('SIGKILL');
+  await g.waitFailover();
+  const head = await until(async () => {
+    const h = await g.primary.cmd('HGET', `movexd:{${room}}:head`, 'seq');
+    return typeof h === 'string' ? Number(h) : null;
+  }, 'the promoted replica has the room');
+  assert.equal(head, 10, 'the promoted replica lacks the last 6 acked actions');
+  // restarted on its directory: no client touches the room, the node
+  // compares Redis's head with its journal once Redis is usable
+  const n1b = await startNode(g, 'n1', { dir });
+  await ready(n1b);
+  await until(async () => (await metric(n1b, 'movexd_cluster_journal_restored_total')) >= 1, 'n1 restored its batches from disk');
+  assert.equal(await metric(n1b, 'movexd_cluster_journal_lost_total'), 0);
+  assert.ok(/event=cluster_journal dir=\S+ batches=(\d+)/.exec(n1b.stderr)[1] >= 6, 'the batches were read back');
+  // everyone writes on: the log continues after the restored tail
+  a.nodeList = [n1b];
+  for (let k = 0; k < 3; k++) { await a.write(); await b.write(); }
+  const res = await checkAll(g, [n1b, n2], room, [a, b]);
+  assert.deepEqual(missingAcks(res, room, lostAcks, { sameSeq: true }), [], 'the rolled-back acks are back at their seqs');
+  await a.close();
+  await b.close();
+  await n1b.stop();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 // A failover that loses a tail of acked writes alternating between two

@@ -264,6 +264,24 @@ test('kill -9 the Redis primary while writers run (wait_replicas 1): Sentinel fa
   for (const w of writers) await w.close();
 });
 
+// The replica is cut off (the primary refuses its PSYNC from now on): what
+// is acked after this is only on the primary, as with a replica that lags.
+async function cutOffReplica(g) {
+  assert.equal(await g.primary.cmd('WAIT', 1, 10000), 1);
+  assert.equal(await g.primary.cmd('ACL', 'SETUSER', 'default', '-psync', '-sync'), 'OK');
+  assert.ok((await g.primary.cmd('CLIENT', 'KILL', 'TYPE', 'replica')) >= 1);
+}
+
+// The primary killed, Sentinel promotes the replica: the room's head seq there.
+async function failOver(g, room) {
+  await g.primary.kill('SIGKILL');
+  await g.waitFailover();
+  return until(async () => {
+    const h = await g.primary.cmd('HGET', `movexd:{${room}}:head`, 'seq');
+    return typeof h === 'string' ? Number(h) : null;
+  }, 'the promoted replica has the room');
+}
+
 test('a failover that loses acked writes (no WAIT): the node finds the rollback and its journal restores them with their seqs', async () => {
   const g = await startRedisGroup({ replicas: 1, sentinels: 3 });
   const ns = await nodes(g, 2);
@@ -273,21 +291,11 @@ test('a failover that loses acked writes (no WAIT): the node finds the rollback 
   await a.connect();
   await b.connect();
   for (let k = 0; k < 5; k++) { await a.write(); await b.write(); }
-  // the replica is cut off (the primary refuses its PSYNC from now on):
-  // what is acked now is only on the primary, as with a replica that lags
-  assert.equal(await g.primary.cmd('WAIT', 1, 10000), 1);
-  assert.equal(await g.primary.cmd('ACL', 'SETUSER', 'default', '-psync', '-sync'), 'OK');
-  assert.ok((await g.primary.cmd('CLIENT', 'KILL', 'TYPE', 'replica')) >= 1);
+  await cutOffReplica(g);
   for (let k = 0; k < 6; k++) await a.write(); // only node n1 writes these
   const lostAcks = a.acks.slice(-6);
   assert.equal(await g.primary.cmd('WAIT', 1, 200), 0, 'the replica does not have them');
-  await g.primary.kill('SIGKILL');
-  await g.waitFailover();
-  const head = await until(async () => {
-    const h = await g.primary.cmd('HGET', `movexd:{${room}}:head`, 'seq');
-    return typeof h === 'string' ? Number(h) : null;
-  }, 'the promoted replica has the room');
-  assert.equal(head, 10, 'the promoted replica lacks the last 6 acked actions (the rollback to restore)');
+  assert.equal(await failOver(g, room), 10, 'the promoted replica lacks the last 6 acked actions (the rollback to restore)');
   // the next write of n1 meets the rolled-back head: the journal restores
   // its 6 batches before it is decided again
   await a.write();
@@ -314,22 +322,14 @@ test('the writing node killed (-9) before it notices a failover that lost its ac
   await a.connect();
   await b.connect();
   for (let k = 0; k < 5; k++) { await a.write(); await b.write(); }
-  assert.equal(await g.primary.cmd('WAIT', 1, 10000), 1);
-  assert.equal(await g.primary.cmd('ACL', 'SETUSER', 'default', '-psync', '-sync'), 'OK');
-  assert.ok((await g.primary.cmd('CLIENT', 'KILL', 'TYPE', 'replica')) >= 1);
+  await cutOffReplica(g);
   for (let k = 0; k < 6; k++) await a.write(); // acked, only on the primary
   const lostAcks = a.acks.slice(-6);
   assert.equal(await g.primary.cmd('WAIT', 1, 200), 0, 'the replica does not have them');
   // n1 dies first: it never sees the failover, its memory is gone
   await n1.kill('SIGKILL');
   a.c = null;
-  await g.primary.kill('SIGKILL');
-  await g.waitFailover();
-  const head = await until(async () => {
-    const h = await g.primary.cmd('HGET', `movexd:{${room}}:head`, 'seq');
-    return typeof h === 'string' ? Number(h) : null;
-  }, 'the promoted replica has the room');
-  assert.equal(head, 10, 'the promoted replica lacks the last 6 acked actions');
+  assert.equal(await failOver(g, room), 10, 'the promoted replica lacks the last 6 acked actions');
   // restarted on its directory: no client touches the room, the node
   // compares Redis's head with its journal once Redis is usable
   const n1b = await startNode(g, 'n1', { dir });
@@ -359,9 +359,7 @@ async function interleavedLoss(room, together) {
   await a.connect();
   await b.connect();
   for (let k = 0; k < 3; k++) { await a.write(); await b.write(); }
-  assert.equal(await g.primary.cmd('WAIT', 1, 10000), 1);
-  assert.equal(await g.primary.cmd('ACL', 'SETUSER', 'default', '-psync', '-sync'), 'OK');
-  assert.ok((await g.primary.cmd('CLIENT', 'KILL', 'TYPE', 'replica')) >= 1);
+  await cutOffReplica(g);
   for (let k = 0; k < 3; k++) { await a.write(); await b.write(); } // only on the primary
   const lostAcks = [...a.acks.slice(-3), ...b.acks.slice(-3)];
   await g.primary.kill('SIGKILL');

@@ -81,6 +81,19 @@ static struct mx_jfile *open_ok(struct mx_journal *j, char *epoch, size_t seg, s
     return f;
 }
 
+/* A new journal (batches kept at most, 1 MiB) with the directory read into it. */
+static struct mx_jfile *open_new(struct mx_journal **j, char *epoch, size_t batches, size_t seg, size_t max)
+{
+    *j = mx_journal_new(batches, 1 << 20);
+    return open_ok(*j, epoch, seg, max);
+}
+
+static void shut(struct mx_journal *j, struct mx_jfile *f)
+{
+    mx_jfile_close(f);
+    mx_journal_free(j);
+}
+
 /* Batch k of a room: one applied action with deps and a body, one
  * recorded reject (no body). */
 static void add(struct mx_journal *j, const char *room, uint64_t k)
@@ -136,8 +149,8 @@ START_TEST(what_was_written_comes_back)
 {
     mkdir_tmp();
     char epoch[64];
-    struct mx_journal *j = mx_journal_new(1000, 1 << 20);
-    struct mx_jfile *f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    struct mx_journal *j;
+    struct mx_jfile *f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     ck_assert_str_eq(epoch, "");
     mx_jfile_epoch(f, "ep1");
     for (uint64_t k = 1; k <= 5; k++) {
@@ -146,12 +159,10 @@ START_TEST(what_was_written_comes_back)
     }
     mx_journal_forget(j, "t:a", 2, 1); /* the first two of t:a */
     mx_journal_forget(j, "t:b", UINT64_MAX, 0);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
 
     /* as after kill -9: nothing was closed cleanly (close only closes) */
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     ck_assert_str_eq(epoch, "ep1");
     const struct mx_journal_batch *out[8];
     ck_assert_uint_eq(mx_journal_lost(j, "t:a", &ZERO, out, 8), 3);
@@ -160,17 +171,14 @@ START_TEST(what_was_written_comes_back)
     ck_assert_uint_eq(mx_journal_lost(j, "t:b", &ZERO, out, 8), 0);
     /* what is added now goes on from there, and survives another open */
     add(j, "t:a", 6);
-    mx_jfile_close(f);
-    mx_journal_free(j);
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    shut(j, f);
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     ck_assert_uint_eq(mx_journal_lost(j, "t:a", &ZERO, out, 8), 4);
     check_batch(out[3], 6);
     struct mx_jfile_stats st;
     mx_jfile_stats(f, &st);
     ck_assert_uint_eq(st.torn, 0);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
     rm_tmp();
 }
 END_TEST
@@ -179,12 +187,11 @@ START_TEST(a_torn_tail_is_ignored)
 {
     mkdir_tmp();
     char epoch[64], last[300], p[600];
-    struct mx_journal *j = mx_journal_new(1000, 1 << 20);
-    struct mx_jfile *f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    struct mx_journal *j;
+    struct mx_jfile *f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     for (uint64_t k = 1; k <= 4; k++)
         add(j, "t:a", k);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
     /* the last record cut short, as a write interrupted by a crash */
     ck_assert_int_eq(segments(last, sizeof last), 1);
     snprintf(p, sizeof p, "%s/%s", dir, last);
@@ -192,8 +199,7 @@ START_TEST(a_torn_tail_is_ignored)
     ck_assert_int_eq(stat(p, &sb), 0);
     ck_assert_int_eq(truncate(p, sb.st_size - 5), 0);
 
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     const struct mx_journal_batch *out[8];
     ck_assert_uint_eq(mx_journal_lost(j, "t:a", &ZERO, out, 8), 3);
     check_batch(out[2], 3);
@@ -203,8 +209,7 @@ START_TEST(a_torn_tail_is_ignored)
     /* new records go to a new segment, never behind the torn one */
     ck_assert_int_eq(segments(NULL, 0), 2);
     add(j, "t:a", 5);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
 
     /* damage inside a record (a flipped byte): the CRC stops the read there */
     snprintf(p, sizeof p, "%s/%s", dir, last);
@@ -215,14 +220,12 @@ START_TEST(a_torn_tail_is_ignored)
     c ^= 0x40;
     ck_assert_int_eq(pwrite(fd, &c, 1, 60), 1);
     close(fd);
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     /* the damaged segment held batches 1-3 (its epoch record comes first,
      * so offset 60 is in batch 1): only 5, from the next segment, is left */
     ck_assert_uint_eq(mx_journal_lost(j, "t:a", &ZERO, out, 8), 1);
     check_batch(out[0], 5);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
     rm_tmp();
 }
 END_TEST
@@ -232,27 +235,23 @@ START_TEST(old_segments_go_and_the_directory_stays_bounded)
     mkdir_tmp();
     char epoch[64];
     /* the journal keeps 4 batches; segments of ~300 bytes (one batch each) */
-    struct mx_journal *j = mx_journal_new(4, 1 << 20);
-    struct mx_jfile *f = open_ok(j, epoch, 300, 1 << 20);
+    struct mx_journal *j;
+    struct mx_jfile *f = open_new(&j, epoch, 4, 300, 1 << 20);
     for (uint64_t k = 1; k <= 40; k++)
         add(j, "t:a", k);
     int segs = segments(NULL, 0);
     ck_assert_msg(segs <= 6, "%d segments for 4 batches kept", segs);
-    mx_jfile_close(f);
-    mx_journal_free(j);
-    j = mx_journal_new(4, 1 << 20);
-    f = open_ok(j, epoch, 300, 1 << 20);
+    shut(j, f);
+    f = open_new(&j, epoch, 4, 300, 1 << 20);
     const struct mx_journal_batch *out[8];
     ck_assert_uint_eq(mx_journal_lost(j, "t:a", &ZERO, out, 8), 4);
     check_batch(out[0], 37);
     check_batch(out[3], 40);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
 
     /* the directory's own bound: the journal would keep 1000, the
      * directory holds ~2 KB, so older batches are evicted to keep it so */
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 300, 2048);
+    f = open_new(&j, epoch, 1000, 300, 2048);
     for (uint64_t k = 41; k <= 100; k++)
         add(j, "t:a", k);
     struct mx_jfile_stats st;
@@ -263,14 +262,11 @@ START_TEST(old_segments_go_and_the_directory_stays_bounded)
     ck_assert_uint_gt(js.evicted, 0);
     ck_assert_uint_lt(js.batches, 20);
     size_t kept = mx_journal_lost(j, "t:a", &ZERO, NULL, 0);
-    mx_jfile_close(f);
-    mx_journal_free(j);
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 300, 2048);
+    shut(j, f);
+    f = open_new(&j, epoch, 1000, 300, 2048);
     ck_assert_uint_ge(mx_journal_lost(j, "t:a", &ZERO, NULL, 0), kept); /* read back: at least those */
     ck_assert_uint_eq(mx_journal_newest(j, "t:a")->after.seq, 100);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
     rm_tmp();
 }
 END_TEST
@@ -279,30 +275,25 @@ START_TEST(another_epoch_is_not_read_back)
 {
     mkdir_tmp();
     char epoch[64];
-    struct mx_journal *j = mx_journal_new(1000, 1 << 20);
-    struct mx_jfile *f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    struct mx_journal *j;
+    struct mx_jfile *f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     mx_jfile_epoch(f, "e1");
     add(j, "t:a", 1);
     /* the node saw a new epoch and died before forgetting: the epoch
      * record alone ends the old batches */
     mx_jfile_epoch(f, "e2");
     add(j, "t:b", 1);
-    mx_jfile_close(f);
-    mx_journal_free(j);
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    shut(j, f);
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     ck_assert_str_eq(epoch, "e2");
     ck_assert_ptr_null(mx_journal_newest(j, "t:a"));
     ck_assert_ptr_nonnull(mx_journal_newest(j, "t:b"));
     /* forgetting every room is on disk too */
     mx_journal_forget(j, NULL, UINT64_MAX, 0);
-    mx_jfile_close(f);
-    mx_journal_free(j);
-    j = mx_journal_new(1000, 1 << 20);
-    f = open_ok(j, epoch, 1 << 20, 4 << 20);
+    shut(j, f);
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
     ck_assert_ptr_null(mx_journal_newest(j, "t:b"));
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
     rm_tmp();
 }
 END_TEST
@@ -316,8 +307,7 @@ START_TEST(one_process_per_directory_and_the_check)
     ck_assert_int_eq(mx_jfile_open(dir, 1 << 20, 4 << 20, j2, epoch, sizeof epoch, &f2, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "another movexd") != NULL, "%s", err);
     ck_assert_ptr_null(f2);
-    mx_jfile_close(f);
-    mx_journal_free(j);
+    shut(j, f);
     mx_journal_free(j2);
 
     char sub[400], file[400];

@@ -248,7 +248,7 @@ void mx_session_open(struct mx_session *s, struct mx_server *srv, struct lws *ws
     }
 
     s->tokens = (double)srv->cfg->rate_burst;
-    s->refill_us = (uint64_t)lws_now_usecs();
+    s->refill_us = mx_now_us(); /* the clock of mx_session_receive */
 
     char uri[64];
     int n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
@@ -303,12 +303,15 @@ static void flow_check(struct mx_session *s)
     }
 }
 
-static int receive(struct mx_session *s, const void *in, size_t len);
+static int receive(struct mx_session *s, const void *in, size_t len, uint64_t now_us);
 
 int mx_session_receive(struct mx_session *s, const void *in, size_t len)
 {
-    mx_idle_alive(&s->srv->idle, &s->idle, mx_now_us());
-    int rc = receive(s, in, len);
+    /* one clock read per chunk: the idle list, the rate limit and the
+     * engine (the message's arrival: ack latency, room activity) share it */
+    uint64_t now_us = mx_now_us();
+    mx_idle_alive(&s->srv->idle, &s->idle, now_us);
+    int rc = receive(s, in, len, now_us);
     if (!rc && !s->closing)
         flow_check(s);
     return rc;
@@ -323,9 +326,9 @@ static void drop_rx(struct mx_session *s)
     s->rxlen = s->rxcap = 0;
 }
 
-static void dispatch(struct mx_session *s, const char *msg, size_t mlen);
+static void dispatch(struct mx_session *s, const char *msg, size_t mlen, uint64_t now_us);
 
-static int receive(struct mx_session *s, const void *in, size_t len)
+static int receive(struct mx_session *s, const void *in, size_t len, uint64_t now_us)
 {
     struct lws *wsi = s->wsi;
     mx_metric_bytes_in += len;
@@ -349,7 +352,7 @@ static int receive(struct mx_session *s, const void *in, size_t len)
     if (s->rxlen == 0 && lws_is_final_fragment(wsi)) {
         /* the whole message in one chunk: decode it where lws put it
          * (valid for this callback); no copy, no allocation */
-        dispatch(s, in, len);
+        dispatch(s, in, len, now_us);
         return 0;
     }
     if (s->rxlen + len > s->rxcap) {
@@ -369,13 +372,14 @@ static int receive(struct mx_session *s, const void *in, size_t len)
     s->rxlen += len;
     if (!lws_is_final_fragment(wsi))
         return 0;
-    dispatch(s, s->rx, s->rxlen);
+    dispatch(s, s->rx, s->rxlen, now_us);
     drop_rx(s);
     return 0;
 }
 
-/* A complete inbound message (msg is valid only during the call). */
-static void dispatch(struct mx_session *s, const char *msg, size_t mlen)
+/* A complete inbound message (msg is valid only during the call), read
+ * at now_us. */
+static void dispatch(struct mx_session *s, const char *msg, size_t mlen, uint64_t now_us)
 {
     struct lws *wsi = s->wsi;
     if (lws_frame_is_binary(wsi)) {
@@ -385,11 +389,10 @@ static void dispatch(struct mx_session *s, const char *msg, size_t mlen)
     }
     /* token bucket: rate_messages_per_sec, bursts up to rate_burst */
     const struct mx_config *cfg = s->srv->cfg;
-    uint64_t now = (uint64_t)lws_now_usecs();
-    s->tokens += (double)(now - s->refill_us) * (double)cfg->rate_messages_per_sec / 1e6;
+    s->tokens += (double)(now_us - s->refill_us) * (double)cfg->rate_messages_per_sec / 1e6;
     if (s->tokens > (double)cfg->rate_burst)
         s->tokens = (double)cfg->rate_burst;
-    s->refill_us = now;
+    s->refill_us = now_us;
     if (s->tokens < 1) {
         s->srv->rate_limited++;
         if (++s->limited_in_row > cfg->rate_close_after) {
@@ -408,7 +411,7 @@ static void dispatch(struct mx_session *s, const char *msg, size_t mlen)
     s->tokens -= 1;
     s->limited_in_row = 0;
     int had_hello = s->conn.hello;
-    mx_engine_handle(s->srv->engine, &s->conn, msg, mlen);
+    mx_engine_handle_at(s->srv->engine, &s->conn, msg, mlen, now_us);
     if (!had_hello && s->conn.hello) {
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
         if (s->conn.authed && s->conn.token.exp)

@@ -77,6 +77,9 @@ void mx_engine_conn_closed(mx_engine *e, struct mx_conn *c);
 /* Handle one complete inbound text message. Replies are queued in the
  * outbox; nothing is delivered until mx_engine_commit(). */
 void mx_engine_handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len);
+/* The same for a message that arrived at t_us (mx_now_us's clock), so
+ * the edge's clock read serves both (the engine reads none per message). */
+void mx_engine_handle_at(mx_engine *e, struct mx_conn *c, const char *msg, size_t len, uint64_t t_us);
 
 /* Refuse a message without handling it (rate limit): an error reply that
  * echoes the message's top-level id when it has one. */

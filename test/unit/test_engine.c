@@ -26,6 +26,7 @@
 #include "movexd/engine.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/metrics.h"
 #include "movexd/room.h"
 #include "movexd/storage.h"
 
@@ -167,6 +168,32 @@ START_TEST(durable_nothing_is_delivered_before_the_commit)
     ck_assert_str_eq(s_of(ack, "type"), "ack");
     ck_assert_uint_eq(u_of(ack, "seq"), 1);
     ck_assert_str_eq(s_of(next(&conns[1]), "type"), "fwd");
+}
+END_TEST
+
+/* The edge's clock read is the message's arrival (mx_engine_handle_at):
+ * the ack latency counts from it and the engine reads no clock of its own
+ * for it. A message stamped 2 s ago is acked 2 s "late"; one stamped now
+ * within a second. */
+START_TEST(handle_at_takes_the_edges_arrival_time)
+{
+    join(&conns[0], "alice", "t:a");
+    const char *a = ACT(2, 1, INC);
+    uint64_t n0 = mx_metric_ack_latency.n;
+    double sum0 = mx_metric_ack_latency.sum;
+    mx_engine_handle_at(e, &conns[0].conn, a, strlen(a), mx_now_us() - 2000000);
+    commit_ok();
+    ck_assert_str_eq(s_of(next(&conns[0]), "type"), "ack");
+    ck_assert_uint_eq(mx_metric_ack_latency.n, n0 + 1);
+    double late = mx_metric_ack_latency.sum - sum0;
+    ck_assert_msg(late >= 2.0 && late < 60.0, "ack latency %f s", late);
+    const char *b = ACT(3, 2, INC);
+    mx_engine_handle_at(e, &conns[0].conn, b, strlen(b), mx_now_us());
+    commit_ok();
+    json_t *ack = next(&conns[0]);
+    ck_assert_str_eq(s_of(ack, "type"), "ack");
+    ck_assert_uint_eq(u_of(ack, "seq"), 2);
+    ck_assert_msg(mx_metric_ack_latency.sum - sum0 - late < 1.0, "second ack latency");
 }
 END_TEST
 
@@ -716,6 +743,7 @@ Suite *mx_suite_engine(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, durable_nothing_is_delivered_before_the_commit);
+    tcase_add_test(tc, handle_at_takes_the_edges_arrival_time);
     tcase_add_test(tc, entry_action_is_the_canonical_encoding);
     tcase_add_test(tc, durable_acks_held_while_the_flush_fails);
     tcase_add_test(tc, durable_a_decision_not_logged_is_never_acked);

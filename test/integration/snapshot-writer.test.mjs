@@ -99,6 +99,13 @@ test('a room deleted while its snapshot is in flight stays deleted after kill -9
     rmSync(fault, { force: true }); // the writer goes on; the delete completes after it
     const r = await del;
     assert.equal(r.status, 200, r.body);
+    // the job's outcome is applied (collected) by /metrics at the latest:
+    // the room it names is gone by then, and the daemon must not touch it
+    const written = async () => {
+      const m = await httpRequest(d, { path: '/metrics' });
+      return Number((/^movexd_snapshots_written_total (\d+)$/m.exec(m.body) || [])[1]) >= 1;
+    };
+    await waitFor(written, 'the snapshot job collected');
     assert.ok(!existsSync(join(d.dataDir, 'rooms', 'sw:d.snap')), 'the snapshot written in flight is unlinked');
     await d.kill('SIGKILL');
     d = await startDaemon({ conf, dir: dir0 });

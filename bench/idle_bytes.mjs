@@ -11,15 +11,16 @@
 // (--only idle), not from here.
 //
 // Usage: node bench/idle_bytes.mjs [--counts 1000,10000] [--bin build/release/movexd]
-//   [--top 25]
+//   [--top 25] [--tls no|yes (a TLS daemon, loadgen --tls batch; throwaway
+//   certificate from the openssl CLI)]
 import { readFileSync, existsSync, rmSync, mkdtempSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, execFileSync } from 'node:child_process';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startMovexd, runDriver, fmt } from './compare.mjs';
 
 const ROOT = resolve(new URL('..', import.meta.url).pathname);
-const o = { counts: '1000,10000', bin: join(ROOT, 'build/release/movexd'), top: 25 };
+const o = { counts: '1000,10000', bin: join(ROOT, 'build/release/movexd'), top: 25, tls: 'no' };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, '');
   if (!(k in o)) { console.error(`unknown option ${process.argv[i]}`); process.exit(2); }
@@ -55,7 +56,13 @@ async function waitTables(n) {
 const nofile = counts[counts.length - 1] + 1000;
 process.env.LD_PRELOAD = SHIM;
 process.env.ALLOCSITES_OUT = out;
-const d = await startMovexd({ fsync: 'no', bin: '/bin/sh', prefixArgs: ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, o.bin] });
+let extra = '';
+if (o.tls === 'yes') {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+    '-subj', '/CN=localhost', '-keyout', join(tmp, 'key.pem'), '-out', join(tmp, 'cert.pem')], { stdio: 'pipe' });
+  extra = `tls_cert_file ${join(tmp, 'cert.pem')}\ntls_key_file ${join(tmp, 'key.pem')}\n`;
+}
+const d = await startMovexd({ fsync: 'no', extra, bin: '/bin/sh', prefixArgs: ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, o.bin] });
 delete process.env.LD_PRELOAD; // loadgen runs without the shim
 delete process.env.ALLOCSITES_OUT;
 const snaps = [];
@@ -64,7 +71,8 @@ try {
   snaps.push({ n: 0, t: await waitTables(1) });
   for (const n of counts) {
     const r = await runDriver(LOADGEN, ['--quiet', '--port', String(d.port), '--server-pid', String(d.pid), '--ready-signal', '12',
-      '--writers', '0', '--subscribers', String(n), '--rooms', '100', '--warmup', '3', '--duration', '1', '--ready-timeout', '600'], 900000);
+      '--writers', '0', '--subscribers', String(n), '--rooms', '100', '--warmup', '3', '--duration', '1', '--ready-timeout', '600',
+      ...(o.tls === 'yes' ? ['--tls', 'batch'] : [])], 900000);
     if (!r.final_ok) throw new Error(`loadgen ${n}: ${r.error || r.problem}`);
     snaps.push({ n, t: await waitTables(snaps.length + 1) });
   }

@@ -29,6 +29,13 @@
  * Past ~28k connections per address the ephemeral ports run out, so
  * connections are bound round-robin to 127.0.0.1..127.0.0.N (--sources, by
  * default one per 20,000 connections) with IP_BIND_ADDRESS_NO_PORT.
+ *
+ * --tls batch|frame speaks TLS (OpenSSL, no certificate check: loopback
+ * only) after the TCP connect: `batch` writes a connection's gathered bytes
+ * with one SSL_write per loop turn (one record per turn, as a batching
+ * client would), `frame` with one SSL_write, so one TLS record, per
+ * WebSocket frame (as browsers send them). Reads drain OpenSSL until it
+ * wants the socket again, so nothing waits in its buffers unseen by epoll.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -51,13 +58,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "wsjson.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-enum { ST_FREE, ST_CONNECTING, ST_UPGRADE, ST_HELLO, ST_SUB, ST_READY, ST_DEAD };
+enum { ST_FREE, ST_CONNECTING, ST_TLS, ST_UPGRADE, ST_HELLO, ST_SUB, ST_READY, ST_DEAD };
 enum { R_WRITER, R_SUB, R_CHECKER };
 enum { ID_SUB = 1, ID_GET_BASE = 100 }; /* request ids; actions use id = n */
 
@@ -66,6 +76,7 @@ enum { ID_SUB = 1, ID_GET_BASE = 100 }; /* request ids; actions use id = n */
 
 struct conn {
     int fd;
+    SSL *ssl; /* --tls: the connection's TLS session, else NULL */
     uint8_t state, role;
     bool dirty, want_out, storm_pending;
     uint32_t room;
@@ -112,6 +123,8 @@ static struct {
     int server_pid;
     int ready_signal; /* sent to server_pid once every connection is ready */
     bool quiet;
+    int tls;          /* --tls: 0 plain, 1 batch (a record per turn), 2 frame (a record per frame) */
+    SSL_CTX *ssl_ctx; /* --tls */
     /* state */
     int ep;
     struct conn *c;
@@ -311,10 +324,62 @@ static void out_text(struct conn *c, const char *p, int n)
 
 static void conn_drop(struct conn *c, bool expected);
 
+/* Length of the (masked, client) frame at p, at most n. */
+static uint32_t frame_len(const unsigned char *p, uint32_t n)
+{
+    if (n < 2)
+        return n;
+    uint64_t len = p[1] & 0x7f;
+    uint32_t hl = 2 + 4;
+    if (len == 126 && n >= 4) {
+        len = (uint64_t)p[2] << 8 | p[3];
+        hl += 2;
+    } else if (len == 127 && n >= 10) {
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | p[2 + i];
+        hl += 8;
+    }
+    return len + hl < n ? (uint32_t)(len + hl) : n;
+}
+
+/* send() or SSL_write(): > 0 bytes written, or -1 with errno (EAGAIN: try
+ * again when writable). */
+static ssize_t io_send(struct conn *c, const char *p, uint32_t n)
+{
+    if (!c->ssl)
+        return send(c->fd, p, n, MSG_NOSIGNAL);
+    if (G.tls == 2 && c->state != ST_UPGRADE)
+        n = frame_len((const unsigned char *)p, n); /* one record per frame */
+    ERR_clear_error();
+    int k = SSL_write(c->ssl, p, (int)n);
+    if (k > 0)
+        return k;
+    int e = SSL_get_error(c->ssl, k);
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+    return -1;
+}
+
+/* recv() or SSL_read(): as recv (0: the peer closed). */
+static ssize_t io_recv(struct conn *c, char *buf, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, buf, n, 0);
+    ERR_clear_error();
+    int k = SSL_read(c->ssl, buf, n > 1u << 30 ? 1 << 30 : (int)n);
+    if (k > 0)
+        return k;
+    int e = SSL_get_error(c->ssl, k);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
 static void flush_conn(struct conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t k = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t k = io_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (k > 0) {
             c->out_off += (uint32_t)k;
             continue;
@@ -345,7 +410,7 @@ static void flush_all(void)
     for (uint32_t i = 0; i < G.ndirty; i++) {
         struct conn *c = &G.c[G.dirty[i]];
         c->dirty = false;
-        if (c->state != ST_FREE && c->state != ST_DEAD && c->state != ST_CONNECTING)
+        if (c->state != ST_FREE && c->state != ST_DEAD && c->state != ST_CONNECTING && c->state != ST_TLS)
             flush_conn(c);
     }
     G.ndirty = 0;
@@ -801,20 +866,22 @@ keep:
 
 static void on_readable(struct conn *c)
 {
-    for (int round = 0; round < 4; round++) {
+    /* TLS: until OpenSSL wants the socket (a record read leaves the next
+     * one in the kernel or in OpenSSL's buffer, which epoll cannot see) */
+    for (int round = 0; round < 4 || c->ssl; round++) {
         ssize_t k;
         if (c->in_len) {
             if (c->in_cap - c->in_len < 65536) {
                 c->in_cap = c->in_len + 131072;
                 c->in = xrealloc(c->in, c->in_cap);
             }
-            k = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+            k = io_recv(c, c->in + c->in_len, c->in_cap - c->in_len);
             if (k > 0) {
                 uint32_t total = c->in_len + (uint32_t)k;
                 consume(c, c->in, total);
             }
         } else {
-            k = recv(c->fd, G.rd, RDBUF, 0);
+            k = io_recv(c, G.rd, RDBUF);
             if (k > 0)
                 consume(c, G.rd, (uint32_t)k);
         }
@@ -828,7 +895,7 @@ static void on_readable(struct conn *c)
                 conn_drop(c, false);
             return;
         }
-        if (c->state == ST_DEAD || (size_t)k < RDBUF / 2)
+        if (c->state == ST_DEAD || (!c->ssl && (size_t)k < RDBUF / 2))
             return;
     }
 }
@@ -867,6 +934,8 @@ static void conn_start(struct conn *c)
     epoll_ctl(G.ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
+static void tls_step(struct conn *c);
+
 static void on_connected(struct conn *c)
 {
     int err = 0;
@@ -880,8 +949,43 @@ static void on_connected(struct conn *c)
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - G.c)};
     epoll_ctl(G.ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->want_out = false;
+    if (G.tls) {
+        c->ssl = SSL_new(G.ssl_ctx);
+        if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+            problem("SSL_new failed");
+            conn_drop(c, false);
+            return;
+        }
+        SSL_set_connect_state(c->ssl);
+        c->state = ST_TLS;
+        tls_step(c);
+        return;
+    }
     c->state = ST_UPGRADE;
     upgrade_request(c);
+}
+
+/* The TLS handshake, one step per event; then the upgrade request. */
+static void tls_step(struct conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    int e = r == 1 ? 0 : SSL_get_error(c->ssl, r);
+    if (r != 1 && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        char msg[160];
+        ERR_error_string_n(ERR_get_error(), msg, sizeof msg);
+        problem("TLS handshake: %s", msg);
+        conn_drop(c, false);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | (e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : 0),
+                             .data.u32 = (uint32_t)(c - G.c)};
+    epoll_ctl(G.ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = e == SSL_ERROR_WANT_WRITE;
+    if (r == 1) {
+        c->state = ST_UPGRADE;
+        upgrade_request(c);
+    }
 }
 
 static void conn_drop(struct conn *c, bool expected)
@@ -893,6 +997,10 @@ static void conn_drop(struct conn *c, bool expected)
     if (c->state == ST_READY && G.ready)
         G.ready--;
     epoll_ctl(G.ep, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     c->state = ST_DEAD;
@@ -957,7 +1065,8 @@ static void usage(void)
             "usage: loadgen --port P | --ports P1,P2,.. (connections spread over them) [--cpu-pids A,B,..] [--host 127.0.0.1] [--path /ws] [--writers 1] [--window 64]\n"
             "  [--subscribers 10] [--rooms 1] [--duration 5] [--warmup 1] [--rate 0 (actions/s, 0 = as fast as acks)]\n"
             "  [--server-pid PID] [--ready-signal SIG (to PID once all are ready)] [--prefix NAME] [--sources N] [--connect-batch 1000]\n"
-            "  [--storm-at S (reconnect storm S s into the window)] [--drain-timeout 20] [--ready-timeout 120] [--quiet]\n");
+            "  [--storm-at S (reconnect storm S s into the window)] [--drain-timeout 20] [--ready-timeout 120]\n"
+            "  [--tls batch|frame (TLS; one record per loop turn or per frame)] [--quiet]\n");
     exit(2);
 }
 
@@ -1035,6 +1144,11 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(a, "--host"))
             G.host = v;
+        else if (!strcmp(a, "--tls")) {
+            G.tls = !strcmp(v, "batch") ? 1 : !strcmp(v, "frame") ? 2 : -1;
+            if (G.tls < 0)
+                usage();
+        }
         else if (!strcmp(a, "--path"))
             G.path = v;
         else if (!strcmp(a, "--writers"))
@@ -1086,6 +1200,17 @@ int main(int argc, char **argv)
         G.sources = G.nconn / 20000 + 1;
     raise_nofile((uint64_t)G.nconn + 64);
     signal(SIGPIPE, SIG_IGN);
+    if (G.tls) {
+        /* loopback benchmarks against a throwaway certificate: no check */
+        G.ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (!G.ssl_ctx) {
+            fprintf(stderr, "loadgen: SSL_CTX_new failed\n");
+            return 2;
+        }
+        SSL_CTX_set_verify(G.ssl_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(G.ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_read_ahead(G.ssl_ctx, 1); /* on_readable drains to WANT_READ */
+    }
 
     uint32_t ring = 4096;
     while (ring < G.window * 256u)
@@ -1151,6 +1276,10 @@ int main(int argc, char **argv)
                 continue;
             if (c->state == ST_CONNECTING) {
                 on_connected(c);
+                continue;
+            }
+            if (c->state == ST_TLS) {
+                tls_step(c);
                 continue;
             }
             if (evs[i].events & EPOLLOUT)
@@ -1272,12 +1401,12 @@ int main(int argc, char **argv)
     double srv_cpu_s = G.server_pid ? (double)(G.srv_ticks1 - G.srv_ticks0) / (double)sysconf(_SC_CLK_TCK) : -1;
     double gen_cpu_s = G.gen_cpu1 - G.gen_cpu0;
     uint32_t nconns = G.writers + G.subs;
-    printf("{\"writers\":%u,\"subscribers\":%u,\"rooms\":%u,\"window\":%u,\"rate_target\":%.0f,"
+    printf("{\"tls\":\"%s\",\"writers\":%u,\"subscribers\":%u,\"rooms\":%u,\"window\":%u,\"rate_target\":%.0f,"
            "\"connections\":%u,\"sources\":%u,\"connect_s\":%.3f,\"window_s\":%.3f,"
            "\"acked\":%" PRIu64 ",\"acked_per_s\":%.0f,\"deliveries_per_s\":%.0f,"
            "\"ack_p50_us\":%.1f,\"ack_p99_us\":%.1f,\"ack_p999_us\":%.1f,\"ack_max_us\":%.1f,"
            "\"fwd_p50_us\":%.1f,\"fwd_p99_us\":%.1f,\"fwd_p999_us\":%.1f,",
-           G.writers, G.subs, G.rooms, G.window, G.rate, nconns, G.sources,
+           G.tls == 1 ? "batch" : G.tls == 2 ? "frame" : "no", G.writers, G.subs, G.rooms, G.window, G.rate, nconns, G.sources,
            G.t_ready ? secs(G.t0, G.t_ready) : -1.0, win, G.acks_all, win > 0 ? (double)G.acks_win / win : 0,
            win > 0 ? (double)G.fwds_win / win : 0, hist_pct_us(&G.h_ack, 0.5), hist_pct_us(&G.h_ack, 0.99),
            hist_pct_us(&G.h_ack, 0.999), hist_pct_us(&G.h_ack, 1.0), hist_pct_us(&G.h_fwd, 0.5), hist_pct_us(&G.h_fwd, 0.99),

@@ -19,9 +19,17 @@
  *   socket's, in order, cut into smaller reads. The descriptor is listed.
  *   When the arena is full, the read is lws's own size, and a read that
  *   filled it lists the descriptor too (the kernel keeps the rest).
- * - TLS: OpenSSL buffers a record and lws reads on while SSL_pending(); an
- *   SSL_read() that filled lws's buffer lists the descriptor, since the
- *   next record may be waiting in the socket.
+ * - TLS: one SSL_read() returns the plaintext of one record at most, and
+ *   lws reads on only while SSL_pending() (the rest of that record). A
+ *   client that sends a record per message (browsers do) thus had one
+ *   message read, decided and answered per loop turn: 10x the CPU per
+ *   action of the same load in large records (docs/PERFORMANCE.md "TLS").
+ *   The SSL_read() wrapper (wsmask.c) calls mx_readmore_ssl, which appends
+ *   the records already in the socket (FIONREAD) or in OpenSSL's buffer
+ *   to what lws asked for, up to its length; a read that filled lws's
+ *   buffer lists the descriptor, since more records may be waiting.
+ *   Nothing is read ahead of lws here: OpenSSL (no read_ahead) leaves
+ *   every record it has not returned in the kernel, where poll sees it.
  * - After lws_service(), mx_readmore_service() serves each listed
  *   descriptor with lws_service_fd() and a POLLIN event, in rounds, until
  *   none is listed or MX_READMORE_ROUNDS reads were made in the turn (32 x
@@ -60,8 +68,11 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 enum { LISTED = 1, CARRIED = 2 }; /* slot.listed: 0, or in the pending list */
 
@@ -142,10 +153,30 @@ static void note(int fd)
     pending[npending++] = fd;
 }
 
-void mx_readmore_note(int fd, size_t got, size_t len)
+int mx_readmore_ssl(SSL *ssl, int fd, unsigned char *buf, int n, int num,
+                    int (*next)(SSL *, void *, int))
 {
-    if (got == len && len > 0)
+    int got = n;
+    while (got < num) {
+        /* only when a record may be complete: else the extra SSL_read
+         * would be a failed read() of an empty socket */
+        int avail = 0;
+        if (!SSL_has_pending(ssl) && (ioctl(fd, FIONREAD, &avail) != 0 || avail <= 0))
+            break;
+        int k = next(ssl, buf + got, num - got);
+        if (k <= 0) {
+            /* a partial record (WANT_READ), or an error or a close that
+             * OpenSSL keeps: lws's next SSL_read meets it again and acts
+             * on it; the queue must not make another connection's
+             * SSL_get_error say "error" */
+            ERR_clear_error();
+            break;
+        }
+        got += k;
+    }
+    if (got == num)
         note(fd);
+    return got;
 }
 
 static void drop_ahead(struct slot *sl)

@@ -19,8 +19,8 @@
  * bytes lws hands over). Descriptors not watched pass through with
  * one table lookup; MSG_PEEK reads are not parsed. A watched descriptor is
  * read through readmore.c (reading ahead of lws's 1 KiB buffer; for TLS,
- * a read that filled the buffer is reported to it); the parser sees the
- * bytes as lws gets them.
+ * filling it from the records already arrived); the parser sees the bytes
+ * as lws gets them.
  *
  * Invariant: a watched descriptor's parser is at a frame boundary or
  * inside one frame whose remaining header and payload bytes it knows.
@@ -213,8 +213,8 @@ int SSL_read(SSL *ssl, void *buf, int num)
     struct watch *w;
     int fd;
     if (n > 0 && (w = watch_of(fd = SSL_get_fd(ssl)))) {
-        scan(w, buf, (size_t)n);
-        mx_readmore_note(fd, (size_t)n, (size_t)num);
+        n = mx_readmore_ssl(ssl, fd, buf, n, num, next);
+        scan(w, buf, (size_t)n); /* the bytes as lws gets them */
     }
     return n;
 }

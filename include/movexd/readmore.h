@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 struct lws_context;
+struct ssl_st; /* OpenSSL's SSL */
 
 /* Reads per connection per loop turn at most, the one from poll included:
  * with a 1 KiB receive buffer, 32 KiB, what one read of the former 32 KiB
@@ -30,10 +31,13 @@ struct lws_context;
 ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
                          ssize_t (*next)(int, void *, size_t, int),
                          size_t (*cut)(int fd, const void *p, size_t n, size_t len));
-/* An SSL_read of descriptor fd returned got of len bytes: when it filled
- * the buffer, more may be waiting (lws reads on while SSL_pending, and
- * this covers the next record). */
-void mx_readmore_note(int fd, size_t got, size_t len);
+/* An SSL_read (next) of ssl, descriptor fd, returned n > 0 of num bytes
+ * into buf (the wrapper in wsmask.c calls this): appends the plaintext of
+ * the records already arrived, while buf has room, and returns the total
+ * (> 0; an error of the extra reads is left for lws's next SSL_read to
+ * meet). When that fills buf, fd is listed: more may be waiting. */
+int mx_readmore_ssl(struct ssl_st *ssl, int fd, unsigned char *buf, int n, int num,
+                    int (*next)(struct ssl_st *, void *, int));
 /* The session lets lws read fd again (end of a backpressure pause): bytes
  * read ahead for it are served at the next round or turn, which comes at
  * once (lws_cancel_service). */

@@ -11,9 +11,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, TIMEOUT, startDaemon, makeConf, withTimeout } from './lib.mjs';
+import { ROOT, TIMEOUT, startDaemon, makeConf, makeTestCert, withTimeout } from './lib.mjs';
 
 const LOADGEN = join(ROOT, 'build/release/bench/loadgen');
 const CEILING = join(ROOT, 'build/release/bench/ceiling');
@@ -64,6 +64,22 @@ test('loadgen against movexd: W1 and W4 shapes, correct counters, nonzero rates'
     assert.ok(paced.result.acked_per_s > 100 && paced.result.acked_per_s < 300, JSON.stringify(paced.result));
   } finally {
     await d.stop();
+  }
+});
+
+test('loadgen over TLS (--tls batch and --tls frame: a record per turn or per frame) against a TLS daemon: correct counters', { skip: missing }, async () => {
+  const cert = makeTestCert();
+  const d = await startDaemon({ conf: makeConf({ global: ['rate_messages_per_sec 1000000', 'rate_burst 10000000', `tls_cert_file ${cert.cert}`, `tls_key_file ${cert.key}`] }) });
+  try {
+    for (const mode of ['batch', 'frame']) {
+      const r = await loadgen(['--port', String(d.port), '--server-pid', String(d.pid), '--tls', mode, '--writers', '1', '--window', '16', '--subscribers', '4']);
+      assertGood(r, `W1 --tls ${mode}`);
+      assert.equal(r.result.tls, mode);
+      assert.ok(r.result.deliveries_per_s > 0, JSON.stringify(r.result));
+    }
+  } finally {
+    await d.stop();
+    rmSync(cert.dir, { recursive: true, force: true });
   }
 });
 

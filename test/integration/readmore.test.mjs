@@ -12,8 +12,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { withDaemon, makeConf, httpRequest, makeTestCert, TIMEOUT } from './lib.mjs';
-import { wsFrame, parseFrames, rawWebSocket } from './rawhttp.mjs';
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import { Duplex } from 'node:stream';
+import { withDaemon, makeConf, httpRequest, makeTestCert, withTimeout, TIMEOUT } from './lib.mjs';
+import { wsFrame, parseFrames, rawWebSocket, RawConn, upgradeRequest } from './rawhttp.mjs';
 
 let CERT;
 before(() => { CERT = makeTestCert(); });
@@ -22,11 +26,22 @@ after(() => rmSync(CERT.dir, { recursive: true, force: true }));
 const text = (o) => wsFrame(1, JSON.stringify(o));
 const inc = (id, n, pad = '') => ({ type: 'action', id, room: 'rm:burst', n, action: { type: 'patch', payload: [{ op: 'inc', path: '/count', value: 1 }] }, ...(pad ? { pad } : {}) });
 
-async function readsAgain(d) {
-  const r = await httpRequest(d, { path: '/metrics' });
+async function readsAgain(d, ca) {
+  const r = ca ? await httpsGet(d.port, '/metrics', ca) : await httpRequest(d, { path: '/metrics' });
   const m = /^movexd_reads_again_total (\d+)$/m.exec(r.body);
   assert.ok(m, 'movexd_reads_again_total is exported');
   return Number(m[1]);
+}
+
+function httpsGet(port, path, ca) {
+  return withTimeout(new Promise((res, rej) => {
+    https.get({ host: '127.0.0.1', port, path, ca, servername: 'localhost', agent: false }, (r) => {
+      let body = '';
+      r.setEncoding('utf8');
+      r.on('data', (x) => { body += x; });
+      r.on('end', () => res({ status: r.statusCode, body }));
+    }).on('error', rej);
+  }), TIMEOUT, `GET ${path}`);
 }
 
 // One write: hello, subscribe, then `small` pipelined actions with pings
@@ -96,6 +111,76 @@ test('plain TCP: a 100 KB pipelined burst in one write is read past the 1 KiB bu
 test('TLS: the same burst through SSL_read', async () => {
   await withDaemon({ conf: conf([`tls_cert_file ${CERT.cert}`, `tls_key_file ${CERT.key}`]) }, async (d) => {
     check(await burst(d, CERT.ca, 300));
+  });
+});
+
+// A TLS client whose TCP bytes the test holds back: `hold()`, then
+// writes (each c.write is one TLS record, as browsers send a record per
+// WebSocket message), then `release()` sends every held record in one TCP
+// write, so they are all in the daemon's socket when it reads.
+async function heldTls(port, ca) {
+  const tcp = await withTimeout(new Promise((res, rej) => {
+    const s = net.connect(port, '127.0.0.1', () => res(s));
+    s.once('error', rej);
+  }), TIMEOUT, 'TCP connect');
+  let held = null;
+  const wire = new Duplex({
+    read() {},
+    write(chunk, enc, cb) {
+      if (held) held.push(chunk);
+      else tcp.write(chunk);
+      cb();
+    },
+  });
+  tcp.on('data', (d) => wire.push(d));
+  tcp.on('end', () => wire.push(null));
+  tcp.on('error', () => wire.destroy());
+  const c = new RawConn();
+  await withTimeout(new Promise((res, rej) => {
+    c.sock = tls.connect({ socket: wire, ca, servername: 'localhost' }, res);
+    c.sock.once('error', rej);
+  }), TIMEOUT, 'TLS connect');
+  c.connected = true;
+  c.attach();
+  c.write(upgradeRequest());
+  await c.until((x) => x.buf.indexOf('\r\n\r\n') > 0, '101 Switching Protocols');
+  const start = c.buf.indexOf('\r\n\r\n') + 4;
+  return {
+    c, start, tcp,
+    hold() { held = []; },
+    // each write gives its record to the wire before its callback runs
+    async writeRecords(frames) { for (const f of frames) await new Promise((res) => c.sock.write(f, res)); },
+    release() { const all = Buffer.concat(held); held = null; tcp.write(all); return all.length; },
+  };
+}
+
+// OpenSSL returns one record per SSL_read; lws reads on only while
+// SSL_pending() (the rest of that record). Records of one message each
+// used to be read one per loop turn, each decided and answered alone
+// (10x the CPU per action, docs/PERFORMANCE.md "TLS"); readmore.c fills
+// lws's buffer from the records already in the socket. Filling it is what
+// movexd_reads_again_total counts: with ~100 B records it never grows
+// unless several records go into one read.
+test('TLS with one record per message: records already arrived are read together (lws\'s buffer filled), every request answered once, in order', async () => {
+  await withDaemon({ conf: conf([`tls_cert_file ${CERT.cert}`, `tls_key_file ${CERT.key}`]) }, async (d) => {
+    const h = await heldTls(d.port, CERT.ca);
+    const { c, start } = h;
+    const replies = () => parseFrames(c.buf, start).filter((f) => f.opcode === 1).map((f) => JSON.parse(f.payload.toString('utf8')));
+    await h.writeRecords([text({ type: 'hello', client: 'records' }), text({ type: 'subscribe', id: 1, room: 'rm:records' })]);
+    await c.until(() => replies().some((m) => m.id === 1), 'the snapshot');
+    const before0 = await readsAgain(d, CERT.ca);
+    const N = 200;
+    h.hold();
+    await h.writeRecords(Array.from({ length: N }, (_, i) => text({ ...inc(10 + i, i + 1), room: 'rm:records' })));
+    const bytes = h.release();
+    assert.ok(bytes > 10 * 1024, `${N} records in one TCP write: ${bytes} B`);
+    await c.until(() => replies().filter((m) => m.id >= 10).length >= N, `${N} acks`, TIMEOUT * 3);
+    const acks = replies().filter((m) => m.id >= 10);
+    assert.deepEqual(acks.map((m) => m.id), Array.from({ length: N }, (_, i) => 10 + i), 'one reply per request, in order');
+    assert.ok(acks.every((m, i) => m.type === 'ack' && m.seq === i + 1), JSON.stringify(acks.find((m, i) => m.type !== 'ack' || m.seq !== i + 1)));
+    assert.ok(await readsAgain(d, CERT.ca) > before0, 'several records went into one of lws\'s 1 KiB reads');
+    c.sock.destroy();
+    h.tcp.destroy();
   });
 });
 

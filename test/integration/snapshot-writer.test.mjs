@@ -5,11 +5,12 @@
 // (it creates DIR/FAULT.paused while parked; the loop's own checks ignore
 // "pause"). So these tests hold a snapshot half done, show that acks keep
 // coming meanwhile, kill -9 the daemon there, and check after the restart
-// that every acked action is in place; and that a room deleted while its
+// that every acked action is in place; that a SIGTERM then waits for the
+// job and still snapshots everything; and that a room deleted while its
 // snapshot is in flight stays deleted.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checksum } from '../../client/movex.js';
@@ -77,6 +78,42 @@ for (const [where, fsync] of [['rooms', 'no'], ['rooms', 'always'], ['wal', 'no'
     }
   });
 }
+
+test('SIGTERM while the writer thread is parked in a snapshot: the shutdown waits for it, then snapshots the rest (covering the last record); the restart has every action', { skip }, async () => {
+  const conf = makeConf({ global: ['fsync no', `snapshot_every ${EVERY}`] });
+  let d = await startDaemon({ conf, keepDir: true });
+  try {
+    const c = await connectHello(d, 'w');
+    assert.equal((await c.request({ type: 'subscribe', room: 'sw:t' })).type, 'snapshot');
+    const fault = join(d.dataDir, 'rooms', 'FAULT');
+    writeFileSync(fault, 'pause\n');
+    await ackAll(c, 'sw:t', 1, EVERY + 2);
+    await waitFor(() => existsSync(`${fault}.paused`), 'the writer thread parked');
+    await ackAll(c, 'sw:t', EVERY + 3, 2 * EVERY + 7); // due again meanwhile
+    const before = await get(c, 'sw:t');
+    await c.close();
+    d.proc.kill('SIGTERM');
+    rmSync(fault, { force: true }); // the stop cannot finish before this
+    const st = await d.waitExit();
+    assert.equal(st.code, 0, d.stderr.slice(-2000));
+    // the stop's own snapshot covers every record (the 16-byte file header,
+    // then the LSN it covers: docs/STORAGE.md)
+    const lsn = Number(readFileSync(join(d.dataDir, 'rooms', 'sw:t.snap')).readBigUInt64LE(16));
+    d = await startDaemon({ conf, dir: d.dir });
+    const next = Number(/event=recovered .*next_lsn=(\d+)/.exec(d.stderr)[1]);
+    assert.equal(lsn, next - 1, 'the snapshot written at the stop covers the last record');
+    const c2 = await connectHello(d, 'w');
+    const after = await get(c2, 'sw:t');
+    assert.equal(after.seq, before.seq);
+    assert.equal(after.checksum, before.checksum);
+    assert.deepEqual(after.state, { count: 2 * EVERY + 7 });
+    await c2.close();
+    await d.stop();
+  } finally {
+    if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
+    d.cleanup();
+  }
+});
 
 test('a room deleted while its snapshot is in flight stays deleted after kill -9 (the delete waits for the writer; the file is unlinked after it)', { skip }, async () => {
   const dir0 = mkdtempSync(join(tmpdir(), 'movexd-sw-'));

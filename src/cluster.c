@@ -256,10 +256,20 @@ int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *r
                            const struct mx_cluster_action *a, size_t n, int wait_replicas,
                            int wait_timeout_ms, mx_cluster_appended_fn done, void *priv)
 {
+    return mx_cluster_append_turn(r, prefix, room, expected, window, now_ms, a, n, wait_replicas,
+                                  wait_timeout_ms, NULL, done, priv);
+}
+
+int mx_cluster_append_turn(struct mx_redis *r, const char *prefix, const char *room,
+                           const struct mx_cluster_head *expected, size_t window, uint64_t now_ms,
+                           const struct mx_cluster_action *a, size_t n, int wait_replicas,
+                           int wait_timeout_ms, const char *turn, mx_cluster_appended_fn done,
+                           void *priv)
+{
     size_t ndeps = 0, keylen = strlen(prefix) + strlen(room) + 8; /* "{" "}:" "head" NUL */
     for (size_t i = 0; i < n; i++)
         ndeps += a[i].ndeps;
-    size_t argc = FIXED_ARGS + ACTION_ARGS * n;
+    size_t argc = FIXED_ARGS + ACTION_ARGS * n + (turn != NULL);
     size_t text = 5 * keylen + 6 * NUM_MAX + n * (3 * NUM_MAX) + ndeps * NUM_MAX;
     struct append *st = NULL;
     const char **argv = NULL;
@@ -313,6 +323,8 @@ int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *r
         lens[k++] = a[i].applied && a[i].body ? a[i].body_len : 0;
     }
     ARG_STR(expected->inc); /* the function refuses a batch of another incarnation */
+    if (turn)
+        ARG_STR(turn); /* the room's turn after a loss (cluster_fn.lua "Taking turns") */
 #undef ARG_STR
 #undef ARG_FMT
     st->done = done;

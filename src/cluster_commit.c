@@ -14,9 +14,13 @@
  *   for the batch's answer, so no reply ever shows unconfirmed state;
  * - every reply to an action of a batch is held behind its slot's gate
  *   until Redis answered: an ack leaves only once Redis has the entry;
+ * - a batch's decisions stay undoable (mx_room_batch_begin at its first
+ *   slot) until the answer: confirmed whole, they are committed; otherwise
+ *   the whole batch is rolled back before anything else touches the room;
  * - slots pass in order up to the first one Redis did not confirm; that one
  *   and the later ones fail, and their messages are handled again first, on
- *   the room reloaded from Redis;
+ *   the fresh head (the rolled-back replica brought forward, or reloaded
+ *   after a fork, a rollback or a failed call);
  * - the engine is called (handling messages again, forgetting a room) only
  *   from cn_drain, at mx_cnode_flush: callbacks may run inside the engine
  *   (a command that fails at once), see cluster_room.h;
@@ -329,6 +333,15 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
         return MX_CNODE_DOWN;
     }
     s->m.retries = n->pass_retries;
+    if (!cr->nforming) {
+        /* the batch's decisions stay undoable until Redis answers: a
+         * `moved` rolls them back in place (on_appended) */
+        struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
+        if (r && mx_room_batch_begin(r)) {
+            slot_free(n, s);
+            return MX_CNODE_DOWN;
+        }
+    }
     cr->forming_bytes += len;
     n->cur_slot = (long)cr->nforming++;
     *gate = mx_gate_ref(s->gate);
@@ -463,15 +476,25 @@ static void on_created(struct mx_redis *rd, redisReply *rep, void *priv)
 }
 
 /* Slots from `from` on failed: their replies are dropped, their messages
- * handled again first (after `moved`, up to append_retries times). */
-static void fail_slots(struct mx_cnode *n, struct cn_room *cr, size_t from, int unavailable)
+ * handled again first. After `moved`, a refusal that came with progress
+ * (other nodes appended: the room is busy, not stuck) costs no retry - a
+ * hot room written from several nodes must not answer `unavailable`
+ * because its writers take turns - but every action is answered
+ * `unavailable` once it has waited command_timeout_ms since it arrived
+ * (the patience of one call); a refusal without progress (Redis's memory
+ * answered otherwise, a head that does not match) counts, up to
+ * append_retries. */
+static void fail_slots(struct mx_cnode *n, struct cn_room *cr, size_t from, int unavailable, int progress)
 {
+    uint64_t now = mx_now_us(), patience = (uint64_t)n->cfg->cluster.command_timeout_ms * 1000;
     for (size_t i = cr->ninflight; i > from; i--) {
         struct cn_slot *s = &cr->inflight[i - 1];
         s->gate->state = MX_GATE_FAILED;
         if (s->m.conn) {
-            s->m.retries++;
-            s->m.unavailable |= unavailable || s->m.retries > n->cfg->cluster.append_retries;
+            if (!progress)
+                s->m.retries++;
+            s->m.unavailable |= unavailable || s->m.retries > n->cfg->cluster.append_retries ||
+                                now - s->m.t_us > patience;
             if (!cn_queue_front(n, cr, &s->m))
                 s->m.msg = NULL; /* taken over by the queue */
         }
@@ -493,13 +516,16 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
     struct cn_room *cr = priv;
     struct mx_cnode *n = cr->node;
     cr->busy = CN_IDLE;
+    struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
     if (!ok) {
+        if (r)
+            mx_room_batch_rollback(r); /* back to the confirmed head; reloaded before use */
         /* the outcome is unknown (the call may have been applied): every
          * action is answered unavailable; a resend of the same (client, n)
          * is answered from Redis's exactly-once memory */
         n->st.call_failures++;
         mx_warn("event=cluster_append_failed room=%s actions=%zu error=\"%s\"", cr->id, cr->ninflight, err);
-        fail_slots(n, cr, 0, 1);
+        fail_slots(n, cr, 0, 1, 0);
         free_inflight(n, cr);
         cr->known = 0;
         cn_due(n, cr);
@@ -523,6 +549,8 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
             cr->fwd_seq = s->seq;
     }
     if (bad == cr->ninflight) {
+        if (r)
+            mx_room_batch_commit(r);
         cn_rb_confirmed(n, cr, &cr->head, head); /* the journal, for a rollback */
         cr->head = *head;
         free_inflight(n, cr);
@@ -530,16 +558,38 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
         cn_due(n, cr);
         return;
     }
-    /* the head moved (or Redis's memory knew better): back to the
-     * confirmed head the simplest way - reload the room - and decide the
-     * rest again */
+    /* the head moved (or Redis's memory knew better): the whole batch is
+     * taken back in place - its confirmed prefix, if any, comes back from
+     * the log with the entries that moved the head, in Redis's order and
+     * checked by the hash chain - and the rest is decided again on the
+     * fresh head */
     n->st.moved++;
-    fail_slots(n, cr, bad, 0);
+    /* progress: other nodes appended; or a yield to the node whose turn
+     * it is (every action moved, the head as the batch expected it) */
+    int cmp = mx_cluster_id_cmp(head, &cr->head);
+    int yield = cmp == 0 && !strcmp(head->hash, cr->head.hash) && nout > 0;
+    for (size_t i = 0; i < nout && yield; i++)
+        yield = out[i].verdict == MX_CLUSTER_MOVED;
+    if (yield)
+        n->st.yields++;
+    fail_slots(n, cr, bad, 0, cmp > 0 || yield);
     free_inflight(n, cr);
+    int in_place = cr->known && r;
+    if (r)
+        mx_room_batch_rollback(r);
     cr->known = 0;
     /* a head behind the confirmed one is a rollback: the journal first */
-    if (!cn_rb_check_append(n, cr, head))
-        cn_replica_load(n, cr);
+    if (cn_rb_check_append(n, cr, head)) {
+        cn_due(n, cr);
+        return;
+    }
+    if (!in_place) {
+        cn_replica_load(n, cr); /* the replica was not the batch's (out of memory mid-decision) */
+    } else {
+        cr->known = 1;
+        n->st.rolled_back++;
+        cn_replica_forward(n, cr, head); /* from the channel, else one XRANGE */
+    }
     cn_due(n, cr);
 }
 
@@ -604,8 +654,8 @@ static void send_batch(struct mx_cnode *n, struct cn_room *cr)
      * replicas too): fewer replicas in time fails the call - unavailable */
     const struct mx_cluster_config *cc = &n->cfg->cluster;
     cr->sent_ms = wall_ms();
-    mx_cluster_append_wait(n->cmd, cc->key_prefix, cr->id, &cr->head, n->cfg->dedup_window, cr->sent_ms, a, k,
-                           cc->wait_replicas, cc->wait_timeout_ms, on_appended, cr);
+    mx_cluster_append_turn(n->cmd, cc->key_prefix, cr->id, &cr->head, n->cfg->dedup_window, cr->sent_ms, a, k,
+                           cc->wait_replicas, cc->wait_timeout_ms, cc->node_id, on_appended, cr);
     free(a);
 }
 
@@ -654,16 +704,16 @@ static void catch_up_seen(struct mx_cnode *n, struct cn_room *cr)
 {
     if (!cr->known || cr->busy || cr->nforming)
         return;
-    if (cr->seen_seq > cr->head.seq || (cr->seen_seq == cr->head.seq && cr->seen_sub > cr->head.sub)) {
-        cr->seen_seq = cr->seen_sub = 0;
-        cn_replica_catch_up(n, cr);
-    }
+    if (cr->seen_seq > cr->head.seq || (cr->seen_seq == cr->head.seq && cr->seen_sub > cr->head.sub))
+        cn_replica_forward(n, cr, NULL);
 }
 
 /* A room's memory (its messages and slots already released). */
 static void free_room(void *p)
 {
     struct cn_room *cr = p;
+    cn_replica_pub_clear(cr);
+    free(cr->pub);
     mx_room_free(cr->loaded);
     free(cr->q);
     free(cr->forming);
@@ -982,11 +1032,20 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_batched_actions_total", "actions sent in those calls",
                        s->batched_actions);
     mx_metrics_counter(b, "movexd_cluster_moved_total",
-                       "batches Redis refused in part (the head moved): the room was reloaded and the rest decided again",
+                       "batches Redis refused in part (the head moved): rolled back, the rest decided again on the fresh head",
                        s->moved);
     mx_metrics_counter(b, "movexd_cluster_call_failures_total",
                        "calls that failed (link down, timeout, error): their actions answered unavailable",
                        s->call_failures);
+    mx_metrics_counter(b, "movexd_cluster_rolled_back_total",
+                       "moved batches taken back in place (undo), the rest decided again on the fresh head",
+                       s->rolled_back);
+    mx_metrics_counter(b, "movexd_cluster_yields_total",
+                       "batches answered moved on an unchanged head: another node's turn after it lost a race",
+                       s->yields);
+    mx_metrics_counter(b, "movexd_cluster_forwarded_from_channel_total",
+                       "catch-ups done from the entries the channel brought while busy (no XRANGE)",
+                       s->forwarded_from_channel);
     mx_metrics_counter(b, "movexd_cluster_reloads_total", "rooms (re)loaded from Redis", s->reloads);
     mx_metrics_counter(b, "movexd_cluster_catchups_total", "XRANGE catch-ups of a room", s->catchups);
     mx_metrics_counter(b, "movexd_cluster_applied_foreign_total", "entries of other nodes applied",

@@ -91,17 +91,34 @@ end
 -- per action: "ack SEQ", "reject CODE", "dup ack SEQ", "dup reject CODE",
 -- "too_old", "bad_dep" or "moved"; then, when the incarnation was given,
 -- the head's incarnation.
+--
+-- Taking turns: with a last, optional argument TURN (the calling node's
+-- id, after the incarnation), a batch refused because the head moved gives
+-- its node the room's turn for TURN_MS (fields turn and turn_ms of the
+-- head; a fresh turn of another node is not taken over). While one node
+-- holds a fresh turn, another node's batch on the current head is answered
+-- "moved" for every action, nothing written and the head unchanged (a
+-- yield): the node that lost the race appends next, instead of losing
+-- again to the winner's next batch, which is always sent first (the
+-- winner's answer left first). The holder's next append ends its turn.
 local FIELDS = 8
+local TURN_MS = 100
+local function time_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local function append(keys, args)
   local head_k, log_k, hi_k, dd_k = keys[1], keys[2], keys[3], keys[4]
   local channel, window = args[1], int(args[2])
   local eseq, esub, esum = int(args[3]), int(args[4]), args[5]
   local now, count = int(args[6]), int(args[7])
   if not channel or not window or window < 1 or not eseq or not esub or not esum
-     or not now or not count or (#args ~= 7 + count * FIELDS and #args ~= 8 + count * FIELDS) then
+     or not now or not count or #args < 7 + count * FIELDS or #args > 9 + count * FIELDS
+     or args[9 + count * FIELDS] == '' then
     return redis.error_reply('ERR movexd: bad arguments')
   end
   local einc = args[8 + count * FIELDS] -- nil: not checked (callers before incarnations)
+  local turn = args[9 + count * FIELDS] -- nil: no turns (callers before them)
   -- every argument is checked before the first write: a function that
   -- fails half-way keeps its writes (Redis has no rollback)
   for i = 1, count do
@@ -125,10 +142,25 @@ local function append(keys, args)
     if einc then r[#r + 1] = h.inc end
     return r
   end
+  local holder, fresh, tnow = nil, false, 0
+  if turn then
+    local t = redis.call('HMGET', head_k, 'turn', 'turn_ms')
+    tnow = time_ms()
+    holder = t[1]
+    fresh = holder ~= false and holder ~= nil and tnow - (int(t[2] or '') or 0) < TURN_MS
+  end
   if h.seq ~= eseq or h.sub ~= esub or h.sum ~= esum or (einc and einc ~= h.inc) then
+    if turn and (not einc or einc == h.inc) and (not fresh or holder == turn) then
+      redis.call('HSET', head_k, 'turn', turn, 'turn_ms', dec(tnow))
+    end
     for i = 1, count do out[i] = 'moved' end
     return reply()
   end
+  if turn and fresh and holder ~= turn then
+    for i = 1, count do out[i] = 'moved' end -- a yield: the head as it was
+    return reply()
+  end
+  if turn and holder then redis.call('HDEL', head_k, 'turn', 'turn_ms') end
   local stopped = false
   for i = 1, count do
     local b = 7 + (i - 1) * FIELDS

@@ -190,9 +190,14 @@ static int apply_entry(struct mx_cnode *n, struct cn_room *cr, struct mx_cluster
             goto out;
         snprintf(h->sum, sizeof h->sum, "%s", sum);
         if (fwd) {
-            mx_engine_fwd(n->e, r, prev, body, blen);
-            cr->fwd_seq = seq;
-            n->st.applied_foreign++;
+            /* at or below fwd_seq: an entry of this node's own batch,
+             * confirmed and forwarded, applied again after the rollback of
+             * the batch's refused rest */
+            if (seq > cr->fwd_seq) {
+                mx_engine_fwd(n->e, r, prev, body, blen);
+                cr->fwd_seq = seq;
+                n->st.applied_foreign++;
+            }
         } else if (fl && seq > cr->fwd_seq && fl->n < fl->cap) {
             struct fwd_item *it = &fl->v[fl->n++];
             it->seq = seq;
@@ -369,6 +374,7 @@ static void swap_contents(struct mx_room *a, struct mx_room *b)
     SWAP(seq);
     SWAP(log);
     SWAP(dedup);
+    SWAP(batch); /* an open batch belongs to the contents it would undo */
     uint8_t sum[MX_DIGEST_LEN];
     memcpy(sum, a->checksum, MX_DIGEST_LEN);
     memcpy(a->checksum, b->checksum, MX_DIGEST_LEN);
@@ -524,6 +530,7 @@ void cn_replica_load(struct mx_cnode *n, struct cn_room *cr)
     cr->busy = CN_LOADING;
     cr->known = 0;
     cr->seen_seq = cr->seen_sub = 0;
+    cn_replica_pub_clear(cr); /* the load reads the stream after them */
     char key[300];
     snprintf(key, sizeof key, "%s{%s}:head", n->cfg->cluster.key_prefix, cr->id);
     const char *argv[] = {"HMGET", key, "seq", "init", "inc"};
@@ -559,6 +566,9 @@ static void on_range_more(struct mx_redis *rd, redisReply *rep, void *priv)
 
 void cn_replica_catch_up(struct mx_cnode *n, struct cn_room *cr)
 {
+    /* the XRANGE reads everything published before it runs; what comes
+     * after arrives on the channel later */
+    cn_replica_pub_clear(cr);
     cr->busy = CN_CATCHUP;
     n->st.catchups++;
     char key[300], from[48];
@@ -575,9 +585,105 @@ void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr)
     if (cr->busy || !cr->known)
         return;
     if (cr->seen_seq > cr->head.seq || (cr->seen_seq == cr->head.seq && cr->seen_sub > cr->head.sub))
-        cn_replica_catch_up(n, cr);
+        cn_replica_forward(n, cr, NULL);
+    else
+        cn_replica_pub_clear(cr);
     cr->seen_seq = cr->seen_sub = 0;
-    cn_snap_maybe(n, cr); /* only while the replica is exactly the head */
+    if (!cr->busy)
+        cn_snap_maybe(n, cr); /* only while the replica is exactly the head */
+}
+
+/* What the channel may keep for a busy room: beyond, the room catches up
+ * with XRANGE (a hot room writes far fewer entries per round trip). */
+#define PUB_MAX 4096
+#define PUB_MAX_BYTES (8u << 20)
+
+void cn_replica_pub_clear(struct cn_room *cr)
+{
+    for (size_t i = 0; i < cr->npub; i++)
+        free(cr->pub[i].msg);
+    cr->npub = 0;
+    cr->pub_bytes = 0;
+    cr->pub_lost = 0;
+    if (cr->cappub > 64) { /* a burst's array is not kept */
+        free(cr->pub);
+        cr->pub = NULL;
+        cr->cappub = 0;
+    }
+}
+
+static void pub_keep(struct cn_room *cr, const char *msg, size_t mlen)
+{
+    if (cr->pub_lost)
+        return;
+    if (cr->npub == cr->cappub) {
+        size_t ncap = cr->cappub ? cr->cappub * 2 : 16;
+        struct cn_pub *p = ncap <= PUB_MAX ? mx_realloc(cr->pub, ncap * sizeof *p) : NULL;
+        if (!p)
+            goto lost;
+        cr->pub = p;
+        cr->cappub = ncap;
+    }
+    char *c = cr->pub_bytes + mlen <= PUB_MAX_BYTES ? mx_malloc(mlen + 1) : NULL;
+    if (!c)
+        goto lost;
+    memcpy(c, msg, mlen);
+    c[mlen] = '\0';
+    cr->pub[cr->npub++] = (struct cn_pub){.msg = c, .len = mlen};
+    cr->pub_bytes += mlen;
+    return;
+lost:
+    cn_replica_pub_clear(cr);
+    cr->pub_lost = 1;
+}
+
+/* "ID HASH ENTRY" */
+static int split_pub(const char *msg, size_t mlen, const char **id, size_t *idlen, const char **hash,
+                     size_t *hashlen, const char **entry, size_t *elen)
+{
+    const char *sp1 = memchr(msg, ' ', mlen);
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', mlen - (size_t)(sp1 + 1 - msg)) : NULL;
+    if (!sp2)
+        return -1;
+    *id = msg;
+    *idlen = (size_t)(sp1 - msg);
+    *hash = sp1 + 1;
+    *hashlen = (size_t)(sp2 - *hash);
+    *entry = sp2 + 1;
+    *elen = mlen - (size_t)(*entry - msg);
+    return 0;
+}
+
+void cn_replica_forward(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *to)
+{
+    struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
+    int gap = cr->pub_lost || !r;
+    for (size_t i = 0; i < cr->npub && !gap; i++) {
+        const char *id, *hash, *entry;
+        size_t idlen, hashlen, elen;
+        int rc = split_pub(cr->pub[i].msg, cr->pub[i].len, &id, &idlen, &hash, &hashlen, &entry, &elen)
+                     ? -2
+                     : apply_entry(n, cr, &cr->head, r, id, idlen, entry, elen, hash, hashlen, 1, NULL);
+        if (rc == -1) { /* a fork: only a reload is sure */
+            cn_replica_load(n, cr);
+            return;
+        }
+        gap = rc == -2;
+    }
+    cn_replica_pub_clear(cr);
+    struct mx_cluster_head seen = {.seq = cr->seen_seq, .sub = cr->seen_sub};
+    cr->seen_seq = cr->seen_sub = 0;
+    int cmp = to ? mx_cluster_id_cmp(&cr->head, to) : 0;
+    if (to && cmp == 0 && strcmp(cr->head.hash, to->hash)) {
+        mx_warn("event=cluster_fork room=%s note=\"Redis's head has another hash; reloading\"", cr->id);
+        cn_replica_load(n, cr);
+        return;
+    }
+    if (cmp < 0 || mx_cluster_id_cmp(&cr->head, &seen) < 0) {
+        cn_replica_catch_up(n, cr);
+        return;
+    }
+    n->st.forwarded_from_channel++;
 }
 
 struct cn_room *cn_room_of_channel(struct mx_cnode *n, const char *channel, size_t clen)
@@ -597,22 +703,22 @@ void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, co
         cn_del_message(n, cr, msg + 7, mlen - 7);
         return;
     }
-    const char *sp1 = memchr(msg, ' ', mlen);
-    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', mlen - (size_t)(sp1 + 1 - msg)) : NULL;
-    if (!cr || !sp2)
+    const char *id, *hash, *entry;
+    size_t idlen, hashlen, elen;
+    if (!cr || split_pub(msg, mlen, &id, &idlen, &hash, &hashlen, &entry, &elen))
         return;
-    const char *id = msg, *hash = sp1 + 1, *entry = sp2 + 1;
-    size_t idlen = (size_t)(sp1 - msg), hashlen = (size_t)(sp2 - hash), elen = mlen - (size_t)(entry - msg);
     if (cr->busy || cr->nforming || !cr->known) {
         /* the replica holds a call's or a batch's state, or is being
          * (re)loaded: look again once it is settled (a message published
          * after the load's XRANGE was served would otherwise wait for the
-         * next tick's recheck) */
+         * next tick's recheck) - from the message itself, kept for then */
         uint64_t s, b;
         if (!parse_id(id, idlen, &s, &b) &&
             (s > cr->seen_seq || (s == cr->seen_seq && b > cr->seen_sub))) {
             cr->seen_seq = s;
             cr->seen_sub = b;
+            if (s > cr->head.seq || (s == cr->head.seq && b > cr->head.sub))
+                pub_keep(cr, msg, mlen);
         }
         return;
     }

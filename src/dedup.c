@@ -30,10 +30,24 @@ struct record {
     int dropped;
 };
 
+/* What one mx_dedup_record did under a hold, to undo it (mx_dedup_rewind). */
+struct undo {
+    struct record *rec;
+    char *client;         /* a record made by it: its key, to remove it again */
+    size_t clen;
+    uint64_t highest;     /* the record's before */
+    int dropped;
+    int overwrote;        /* the ring was at the window: old made way */
+    struct mx_outcome old;
+};
+
 struct mx_dedup {
     mx_map *clients; /* client id -> struct record */
     size_t window;
     size_t slots; /* sum of alloc over records */
+    int held;     /* records are undoable (mx_dedup_hold) */
+    struct undo *undo;
+    size_t nundo, capundo;
 };
 
 mx_dedup *mx_dedup_new(size_t window)
@@ -68,6 +82,7 @@ void mx_dedup_free(mx_dedup *d)
 {
     if (!d)
         return;
+    mx_dedup_release(d);
     mx_map_free(d->clients, record_free);
     free(d);
 }
@@ -125,6 +140,20 @@ static int grow(mx_dedup *d, struct record *r)
     return 0;
 }
 
+/* Room for one more undo step (a hold): 0 or -1. */
+static int undo_reserve(mx_dedup *d)
+{
+    if (d->nundo < d->capundo)
+        return 0;
+    size_t ncap = d->capundo ? d->capundo * 2 : 16;
+    struct undo *u = mx_realloc(d->undo, ncap * sizeof *u);
+    if (!u)
+        return -1;
+    d->undo = u;
+    d->capundo = ncap;
+    return 0;
+}
+
 int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct mx_outcome *o)
 {
     struct record *r = mx_map_get(d->clients, client, clen);
@@ -138,12 +167,27 @@ int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct m
             return -1;
         memcpy(msg, o->message, mlen + 1);
     }
+    struct undo *u = NULL;
+    if (d->held) {
+        if (undo_reserve(d) || (!r && !(d->undo[d->nundo].client = mx_malloc(clen + 1)))) {
+            free(msg);
+            return -1;
+        }
+        u = &d->undo[d->nundo];
+        if (r)
+            u->client = NULL;
+        else
+            memcpy(u->client, client, clen);
+        u->clen = clen;
+    }
     int fresh = 0;
     if (!r) {
         r = mx_calloc(1, sizeof *r);
         if (!r || mx_map_put(d->clients, client, clen, r) < 0) {
             free(r);
             free(msg);
+            if (u)
+                free(u->client);
             return -1;
         }
         fresh = 1;
@@ -154,13 +198,25 @@ int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct m
             free(r);
         }
         free(msg);
+        if (u)
+            free(u->client);
         return -1;
+    }
+    if (u) { /* nothing fails from here on: the step is recorded */
+        u->rec = r;
+        u->highest = r->highest;
+        u->dropped = r->dropped;
+        u->overwrote = r->count == r->alloc;
+        d->nundo++;
     }
     struct mx_outcome *slot;
     if (r->count == r->alloc) {
-        /* At the window: the oldest outcome makes way. */
+        /* At the window: the oldest outcome makes way (kept under a hold). */
         slot = &r->ring[r->head];
-        free(slot->message);
+        if (u)
+            u->old = *slot;
+        else
+            free(slot->message);
         r->head = (r->head + 1) % r->alloc;
         r->dropped = 1;
     } else {
@@ -171,6 +227,55 @@ int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct m
     slot->message = msg;
     r->highest = o->n;
     return 0;
+}
+
+void mx_dedup_hold(mx_dedup *d)
+{
+    mx_dedup_release(d);
+    d->held = 1;
+}
+
+void mx_dedup_release(mx_dedup *d)
+{
+    for (size_t i = 0; i < d->nundo; i++) {
+        if (d->undo[i].overwrote)
+            free(d->undo[i].old.message);
+        free(d->undo[i].client);
+    }
+    free(d->undo);
+    d->undo = NULL;
+    d->nundo = d->capundo = 0;
+    d->held = 0;
+}
+
+void mx_dedup_rewind(mx_dedup *d)
+{
+    /* newest first: each step finds its record as that step left it */
+    for (size_t i = d->nundo; i-- > 0;) {
+        struct undo *u = &d->undo[i];
+        struct record *r = u->rec;
+        size_t last = (r->head + r->count - 1) % r->alloc;
+        free(r->ring[last].message);
+        if (u->overwrote) {
+            /* the newest slot is the one the oldest gave up */
+            r->ring[last] = u->old;
+            r->head = last;
+            u->overwrote = 0; /* its message is the ring's again */
+        } else {
+            r->count--;
+        }
+        r->highest = u->highest;
+        r->dropped = u->dropped;
+        if (u->client) {
+            /* made by this step, the newest of the map's dense array:
+             * removing it restores the map's order too */
+            mx_map_del(d->clients, u->client, u->clen);
+            d->slots -= r->alloc;
+            free(r->ring);
+            free(r);
+        }
+    }
+    mx_dedup_release(d);
 }
 
 size_t mx_dedup_clients(const mx_dedup *d)

@@ -24,6 +24,13 @@ struct mx_oplog {
     size_t alloc, capacity;
     size_t head, count;
     size_t bytes;
+    /* a hold (mx_oplog_hold): the last seq then, and the entries of that
+     * time the ring dropped since, oldest first (kept for a rewind) */
+    int held;
+    uint64_t hold_seq;
+    size_t hold_count;
+    struct mx_oplog_entry *kept;
+    size_t nkept, capkept;
 };
 
 mx_oplog *mx_oplog_new(size_t capacity)
@@ -39,13 +46,17 @@ static struct mx_oplog_entry *at(const mx_oplog *l, size_t i)
     return &l->ring[(l->head + i) % l->alloc];
 }
 
-/* Free the oldest k entries. */
+/* Free the oldest k entries (under a hold, those of the hold's time go to
+ * kept instead: room for them was reserved before the append). */
 static void drop_oldest(mx_oplog *l, size_t k)
 {
     for (size_t i = 0; i < k; i++) {
         struct mx_oplog_entry *e = at(l, 0);
         l->bytes -= e->len;
-        mx_block_free(e->text); /* the next entry's buffer (alloc.h) */
+        if (l->held && e->seq <= l->hold_seq && l->nkept < l->capkept)
+            l->kept[l->nkept++] = *e;
+        else
+            mx_block_free(e->text); /* the next entry's buffer (alloc.h) */
         e->text = NULL;
         l->head = (l->head + 1) % l->alloc;
         l->count--;
@@ -72,9 +83,25 @@ static int realloc_ring(mx_oplog *l, size_t n)
     return 0;
 }
 
+static void kept_free(mx_oplog *l)
+{
+    for (size_t i = 0; i < l->nkept; i++)
+        mx_block_free(l->kept[i].text);
+    free(l->kept);
+    l->kept = NULL;
+    l->nkept = l->capkept = 0;
+}
+
 void mx_oplog_clear(mx_oplog *l)
 {
+    /* nothing of before a hold can come back after this */
+    int held = l->held;
+    l->held = 0;
     drop_oldest(l, l->count);
+    kept_free(l);
+    l->held = held;
+    l->hold_seq = 0;
+    l->hold_count = 0;
     /* An emptied room gives its ring back; it regrows on the next append. */
     free(l->ring);
     l->ring = NULL;
@@ -85,6 +112,7 @@ void mx_oplog_free(mx_oplog *l)
 {
     if (!l)
         return;
+    l->held = 0;
     mx_oplog_clear(l);
     free(l);
 }
@@ -103,8 +131,21 @@ int mx_oplog_append_take(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST
         if (realloc_ring(l, n) < 0)
             return -1;
     }
-    if (l->count == l->capacity)
+    if (l->count == l->capacity) {
+        /* a dropped entry of the hold's time is kept: reserve its slot
+         * first, so the append still fails with the log unchanged */
+        if (l->held && at(l, 0)->seq <= l->hold_seq && l->nkept == l->capkept) {
+            size_t ncap = l->capkept ? l->capkept * 2 : 8;
+            if (ncap > l->hold_count)
+                ncap = l->hold_count;
+            struct mx_oplog_entry *k = mx_realloc(l->kept, ncap * sizeof *k);
+            if (!k)
+                return -1;
+            l->kept = k;
+            l->capkept = ncap;
+        }
         drop_oldest(l, 1);
+    }
     struct mx_oplog_entry *e = at(l, l->count);
     e->seq = seq;
     memcpy(e->prev, prev, MX_DIGEST_LEN);
@@ -166,8 +207,55 @@ size_t mx_oplog_bytes(const mx_oplog *l)
     return l->bytes;
 }
 
+void mx_oplog_hold(mx_oplog *l)
+{
+    kept_free(l);
+    l->held = 1;
+    l->hold_seq = mx_oplog_last_seq(l);
+    l->hold_count = l->count;
+}
+
+void mx_oplog_release(mx_oplog *l)
+{
+    kept_free(l);
+    l->held = 0;
+}
+
+void mx_oplog_rewind(mx_oplog *l)
+{
+    if (!l->held)
+        return;
+    /* the newest entries, appended under the hold, go */
+    while (l->count && at(l, l->count - 1)->seq > l->hold_seq) {
+        struct mx_oplog_entry *e = at(l, l->count - 1);
+        l->bytes -= e->len;
+        mx_block_free(e->text);
+        e->text = NULL;
+        l->count--;
+    }
+    /* the dropped ones of before come back at the front, newest first:
+     * the ring had held them all at once, and it never shrinks under a
+     * hold (mx_oplog_set_capacity releases it) */
+    for (size_t i = l->nkept; i-- > 0;) {
+        if (l->count == l->alloc) {
+            mx_block_free(l->kept[i].text);
+            continue;
+        }
+        l->head = (l->head + l->alloc - 1) % l->alloc;
+        *at(l, 0) = l->kept[i];
+        l->bytes += l->kept[i].len;
+        l->count++;
+    }
+    l->nkept = 0;
+    if (l->count == 0)
+        l->head = 0;
+    mx_oplog_release(l);
+}
+
 int mx_oplog_set_capacity(mx_oplog *l, size_t capacity)
 {
+    /* a capacity change is not undone: what a hold kept is let go */
+    mx_oplog_release(l);
     if (capacity < l->alloc) {
         /* Shrink the ring first (it can fail), then drop: a failure leaves
          * the log as it was. The new ring takes the newest entries. */

@@ -9,7 +9,11 @@
  *    decided n is never applied;
  *  - a rejected action leaves the state, seq and checksum untouched (the
  *    patch engine's undo restores the tree; only digest caches along the
- *    touched paths are recomputed).
+ *    touched paths are recomputed);
+ *  - with a batch open (cluster mode), the patch undos of its applied
+ *    actions are kept newest last and the log and the exactly-once memory
+ *    are held, so the batch can be taken back newest first: LIFO keeps
+ *    every undo step's pointers and indexes valid, as within one patch.
  */
 #include "movexd/presence.h"
 #include "movexd/room.h"
@@ -58,10 +62,69 @@ fail:
     return NULL;
 }
 
+/* A batch's undo: the head at begin and the patch undos of its applied
+ * actions, oldest first. */
+struct mx_room_batch {
+    uint64_t seq;
+    uint8_t checksum[MX_DIGEST_LEN];
+    mx_patch_undo **undo;
+    size_t n, cap;
+};
+
+int mx_room_batch_begin(struct mx_room *r)
+{
+    if (r->batch)
+        return 0;
+    r->batch = mx_calloc(1, sizeof *r->batch);
+    if (!r->batch)
+        return MX_ENOMEM;
+    r->batch->seq = r->seq;
+    memcpy(r->batch->checksum, r->checksum, MX_DIGEST_LEN);
+    mx_oplog_hold(r->log);
+    mx_dedup_hold(r->dedup);
+    return 0;
+}
+
+static void batch_close(struct mx_room *r)
+{
+    free(r->batch->undo);
+    free(r->batch);
+    r->batch = NULL;
+}
+
+void mx_room_batch_commit(struct mx_room *r)
+{
+    if (!r->batch)
+        return;
+    for (size_t i = 0; i < r->batch->n; i++)
+        mx_patch_commit(r->batch->undo[i]);
+    mx_oplog_release(r->log);
+    mx_dedup_release(r->dedup);
+    batch_close(r);
+}
+
+void mx_room_batch_rollback(struct mx_room *r)
+{
+    struct mx_room_batch *b = r->batch;
+    if (!b)
+        return;
+    for (size_t i = b->n; i-- > 0;)
+        mx_patch_rollback(&r->state, b->undo[i]);
+    if (b->n)
+        mx_digest_refresh(r->state); /* only the paths the undo marked stale */
+    r->seq = b->seq;
+    memcpy(r->checksum, b->checksum, MX_DIGEST_LEN);
+    mx_oplog_rewind(r->log);
+    mx_dedup_rewind(r->dedup);
+    batch_close(r);
+}
+
 void mx_room_free(struct mx_room *r)
 {
     if (!r)
         return;
+    /* the tree goes too: commit only frees what the undos own */
+    mx_room_batch_commit(r);
     free(r->id);
     mx_json_free(r->state);
     mx_oplog_free(r->log);
@@ -234,6 +297,16 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         return reject(r, in, out, MX_ESTALE);
     }
 
+    if (r->batch && r->batch->n == r->batch->cap) {
+        /* room for this action's undo before anything changes */
+        size_t ncap = r->batch->cap ? r->batch->cap * 2 : 16;
+        mx_patch_undo **u = mx_realloc(r->batch->undo, ncap * sizeof *u);
+        if (!u)
+            return MX_ENOMEM;
+        r->batch->undo = u;
+        r->batch->cap = ncap;
+    }
+
     json_t *effects = NULL;
     int is_payload = 0;
     struct mx_reduce_ctx ctx = {.client = in->client, .clientlen = in->clientlen, .room = r->id,
@@ -335,7 +408,10 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
         uncommit(r, oldseq, prev, undo, effects, &b);
         return MX_ENOMEM;
     }
-    mx_patch_commit(undo);
+    if (r->batch)
+        r->batch->undo[r->batch->n++] = undo; /* kept until the batch ends */
+    else
+        mx_patch_commit(undo);
     if (is_payload)
         json_decref(effects);
     else
@@ -409,6 +485,11 @@ int mx_room_replay(struct mx_room *r, uint64_t seq, const uint8_t prev[MX_DIGEST
                    const uint8_t sum[MX_DIGEST_LEN], const char *client, size_t clen, uint64_t n,
                    const char *entry, size_t elen, int verify, char *err, size_t errlen)
 {
+    if (r->batch) {
+        /* a replayed entry would be taken back with the batch */
+        snprintf(err, errlen, "room %s: a batch is open", r->id);
+        return -1;
+    }
     if (seq != r->seq + 1 || memcmp(prev, r->checksum, MX_DIGEST_LEN) != 0) {
         snprintf(err, errlen, "room %s: record seq %llu does not follow seq %llu (checksum chain broken)",
                  r->id, (unsigned long long)seq, (unsigned long long)r->seq);

@@ -119,6 +119,17 @@ int mx_cluster_append_wait(struct mx_redis *r, const char *prefix, const char *r
                            const struct mx_cluster_action *a, size_t n, int wait_replicas,
                            int wait_timeout_ms, mx_cluster_appended_fn done, void *priv);
 
+/* As mx_cluster_append_wait, taking turns (src/cluster_fn.lua): turn is
+ * the calling node's id (non-empty). A batch refused because the head
+ * moved gives the node the room's turn for a moment, during which the
+ * other nodes' batches are answered "moved" with the head unchanged (a
+ * yield), so a node that lost a race appends next. NULL: no turns. */
+int mx_cluster_append_turn(struct mx_redis *r, const char *prefix, const char *room,
+                           const struct mx_cluster_head *expected, size_t window, uint64_t now_ms,
+                           const struct mx_cluster_action *a, size_t n, int wait_replicas,
+                           int wait_timeout_ms, const char *turn, mx_cluster_appended_fn done,
+                           void *priv);
+
 /* A decimal uint64 with nothing else (no sign, no spaces, no overflow)
  * from Redis's reply text. 0, or -1. */
 int mx_cluster_parse_u64(const char *s, size_t len, uint64_t *out);

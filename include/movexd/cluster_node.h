@@ -25,9 +25,13 @@
  *  4. The answer opens the gates of the slots Redis confirmed, in order. At
  *     the first slot whose verdict differs (`moved`: another node appended
  *     first; or Redis's dedup memory knew better) that slot and all later
- *     ones fail: their held replies are dropped, the replica is reloaded
- *     from Redis and their messages are handled again, first in the queue
- *     (at most append_retries times, then `reject unavailable`). A failed
+ *     ones fail: their held replies are dropped, the whole batch is rolled
+ *     back in place (mx_room_batch_rollback: the replica is at the
+ *     confirmed head again), the entries that moved the head are applied
+ *     (from the channel, else one XRANGE) and their messages are handled
+ *     again, first in the queue, on the fresh head (a refusal without
+ *     progress at most append_retries times; any action not appended
+ *     within command_timeout_ms is answered `reject unavailable`). A failed
  *     call (link down, timeout, error) fails every slot: each action is
  *     answered `unavailable` - safe only because a resend with the same
  *     (client, n) is answered from Redis's exactly-once memory, so an action
@@ -137,6 +141,7 @@ struct mx_cnode_stats {
     uint64_t rollbacks, epoch_changes, restored_batches, lost_batches, resyncs, journal_failures;
     uint64_t snapshots_stored, snapshots_refused, snapshots_failed, snapshot_loads;
     uint64_t evicted;
+    uint64_t rolled_back, forwarded_from_channel, yields;
 };
 void mx_cnode_stats(const struct mx_cnode *n, struct mx_cnode_stats *out);
 

@@ -26,6 +26,15 @@ struct mx_journal;
 struct mx_journal_batch;
 struct mx_jfile;
 
+/* A message published on a room's channel while the room was busy
+ * ("ID HASH ENTRY"): applied from here once the room settles, so a
+ * `moved` batch or a batch that had others' entries appended behind it
+ * needs no XRANGE when the channel already brought what it missed. */
+struct cn_pub {
+    char *msg;
+    size_t len;
+};
+
 /* A message waiting for its room, or the message of a slot. */
 struct cn_msg {
     struct mx_conn *conn; /* NULL once its connection closed */
@@ -76,6 +85,9 @@ struct cn_room {
     struct mx_cluster_head head; /* confirmed */
     uint64_t fwd_seq;            /* local subscribers have had fwds up to here */
     uint64_t seen_seq, seen_sub; /* highest ID published while busy */
+    struct cn_pub *pub;          /* what was published while busy, in order (cluster_replica.c) */
+    size_t npub, cappub, pub_bytes;
+    int pub_lost;                /* a message was not kept: only XRANGE can catch up */
     char *init;                  /* loading: the room's initial state (JSON) */
     char load_inc[MX_CLUSTER_INC_MAX + 1]; /* loading: the room's incarnation in Redis */
     struct cn_msg *q;            /* the queue: q[qh .. qh + nq) */
@@ -150,6 +162,13 @@ void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, co
 /* After a call of the room finished: catch up when something newer was
  * published meanwhile. */
 void cn_replica_settled(struct mx_cnode *n, struct cn_room *cr);
+/* The room is idle at its confirmed head (a `moved` batch rolled back):
+ * bring it to `to` (Redis's head; NULL: what was published) from the
+ * messages the channel brought while it was busy, or, when they do not
+ * reach it, with one XRANGE (busy = CN_CATCHUP). A fork reloads. */
+void cn_replica_forward(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *to);
+/* Forget what the channel brought while busy (a load reads it all). */
+void cn_replica_pub_clear(struct cn_room *cr);
 /* The recorded actions of slots (kind 'a' or 'r') as the append's
  * arguments, into out (room for n); how many. */
 size_t cn_batch_actions(const struct cn_slot *s, size_t n, struct mx_cluster_action *out);

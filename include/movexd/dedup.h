@@ -47,6 +47,16 @@ int mx_dedup_find(const mx_dedup *d, const char *client, size_t clen, uint64_t n
  * copied. Returns 0, or -1 (allocation failure / n not increasing). */
 int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct mx_outcome *o);
 
+/* A hold makes the records from now on undoable (cluster mode's batch,
+ * room.h mx_room_batch_begin): an outcome that makes way at the window is
+ * kept, not freed. mx_dedup_rewind undoes every record since the hold
+ * (newest first: outcomes, highest n, clients made by them - the memory
+ * and its iteration order are as they were); mx_dedup_release keeps them.
+ * Both end the hold; a new hold releases the previous one. */
+void mx_dedup_hold(mx_dedup *d);
+void mx_dedup_rewind(mx_dedup *d);
+void mx_dedup_release(mx_dedup *d);
+
 size_t mx_dedup_clients(const mx_dedup *d);
 
 /* Outcome slots allocated over all clients (each sizeof(struct mx_outcome),

@@ -57,4 +57,16 @@ int mx_oplog_set_capacity(mx_oplog *l, size_t capacity);
 /* Drop every entry (room deleted / reset). */
 void mx_oplog_clear(mx_oplog *l);
 
+/* A hold makes the appends from now on undoable (cluster mode's batch,
+ * room.h mx_room_batch_begin): entries the ring drops to make room are
+ * kept, not freed. mx_oplog_rewind pops every entry appended since the
+ * hold and puts the dropped ones back, so the log holds exactly what it
+ * held then; mx_oplog_release keeps the appends and frees what was kept.
+ * Both end the hold; a new hold releases the previous one. A capacity
+ * change or a clear under a hold lets go of what it kept (a rewind then
+ * only pops). */
+void mx_oplog_hold(mx_oplog *l);
+void mx_oplog_rewind(mx_oplog *l);
+void mx_oplog_release(mx_oplog *l);
+
 #endif

@@ -38,6 +38,7 @@ struct mx_room {
     struct mx_conn **subs;
     size_t nsubs, capsubs;
     struct mx_presence *presence; /* ephemeral, never stored (presence.h); NULL: none */
+    struct mx_room_batch *batch;  /* an open batch (mx_room_batch_begin), else NULL */
 
     /* Kept for the storage: */
     uint64_t disk_first_lsn; /* first WAL record not in a snapshot (0: none) */
@@ -123,6 +124,22 @@ struct mx_action_out {
 /* Decide one action. Returns 0 (out filled) or MX_ENOMEM (nothing changed).
  * The caller frees out->entry_owned and json_decref()s out->effects. */
 int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out);
+
+/* A batch of decisions that can be taken back whole (cluster mode: the
+ * actions decided on the confirmed head and sent to Redis as one append;
+ * docs/CLUSTER.md). While a batch is open, every mx_room_decide keeps its
+ * patch undo instead of committing it, and the log and the exactly-once
+ * memory hold what the batch's entries and outcomes replaced.
+ * mx_room_batch_rollback puts the room back exactly as it was at begin -
+ * state (the same nodes, digests refreshed), seq, checksum, log, memory -
+ * with no reducer run and no allocation; mx_room_batch_commit keeps the
+ * decisions and frees the undo. Both close the batch; begin on an open
+ * batch keeps it. Nothing but mx_room_decide may change the room while a
+ * batch is open (mx_room_replay refuses). mx_room_free drops an open batch
+ * with the room. begin: 0 or MX_ENOMEM. */
+int mx_room_batch_begin(struct mx_room *r);
+void mx_room_batch_commit(struct mx_room *r);
+void mx_room_batch_rollback(struct mx_room *r);
 
 /* 1 when the log can bring a client at `since` up to the head (then every
  * entry from since_seq + 1 to r->seq is in the log), else 0. */

@@ -37,9 +37,9 @@ function room() {
 const act = (client, n, kind, what, body = '', { deps = '', strict = '0', base = 0 } = {}) =>
   [client, n, deps, strict, base, kind, what, body];
 
-async function append(rm, [seq, sub, sum], actions, { window = 1024, now = 1700000000000 } = {}) {
+async function append(rm, [seq, sub, sum], actions, { window = 1024, now = 1700000000000, inc, turn } = {}) {
   return r.cmd('FCALL', 'movexd_append', 4, ...rm.keys, rm.ch, window, seq, sub, sum, now,
-    actions.length, ...actions.flat());
+    actions.length, ...actions.flat(), ...(inc !== undefined ? [inc] : []), ...(turn !== undefined ? [turn] : []));
 }
 
 async function created(sum = 'S0') {
@@ -148,6 +148,47 @@ test('a moved head refuses the whole batch and writes nothing; two nodes racing:
   ]);
   assert.deepEqual([a[4], b[4]], ['ack 2', 'moved']);
   assert.equal(await r.ok('XLEN', rm.log), 2);
+});
+
+// Taking turns (cluster_fn.lua): a node refused because the head moved
+// gets the room's turn; another node's batch on the current head is then
+// answered moved with the head unchanged and nothing written (a yield);
+// the holder's append goes in and ends the turn; a turn older than
+// TURN_MS is not honoured; callers that do not name a node never yield.
+// (The turn's time is set by hand where the test needs it fresh or stale.)
+test('turns: the node that lost a race appends next; the others yield meanwhile', async () => {
+  const rm = await created();
+  const t = { inc: '' };
+  assert.deepEqual((await append(rm, [0, 0, 'S0'], [act('a', 1, 'a', 'S1', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 1']);
+  // nB decided on 0: refused, and takes the turn
+  assert.deepEqual((await append(rm, [0, 0, 'S0'], [act('b', 1, 'a', 'SB', '[]')], { ...t, turn: 'nB' })).slice(4, 5), ['moved']);
+  assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB');
+  // (kept fresh for the test whatever the machine's speed: TURN_MS is short)
+  await r.ok('HSET', rm.head, 'turn_ms', String(Date.now() + 3600e3));
+  // nA's next batch on the current head yields: head unchanged, nothing written
+  const y = await append(rm, [1, 0, 'S1'], [act('a', 2, 'a', 'S2', '[]'), act('a', 3, 'a', 'S3', '[]')], { ...t, turn: 'nA' });
+  assert.deepEqual(y.slice(0, 3), ['1', '0', 'S1']);
+  assert.deepEqual(y.slice(4, 6), ['moved', 'moved']);
+  assert.equal(await r.ok('XLEN', rm.log), 1);
+  // a third node refused meanwhile does not take nB's fresh turn
+  await append(rm, [0, 0, 'S0'], [act('c', 1, 'a', 'SC', '[]')], { ...t, turn: 'nC' });
+  assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB');
+  // nB on the fresh head: appended, the turn ends
+  assert.deepEqual((await append(rm, [1, 0, 'S1'], [act('b', 1, 'a', 'S2', '[]')], { ...t, turn: 'nB' })).slice(4, 5), ['ack 2']);
+  assert.deepEqual(await r.ok('HMGET', rm.head, 'turn', 'turn_ms'), [null, null]);
+  assert.deepEqual((await append(rm, [2, 0, 'S2'], [act('a', 2, 'a', 'S3', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 3']);
+  // a stale turn (its holder never came back) is not honoured
+  await append(rm, [0, 0, 'S0'], [act('b', 2, 'a', 'SX', '[]')], { ...t, turn: 'nB' });
+  assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB');
+  await r.ok('HSET', rm.head, 'turn_ms', '0');
+  assert.deepEqual((await append(rm, [3, 0, 'S3'], [act('a', 3, 'a', 'S4', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 4']);
+  // without a node named, no turn is taken and none is honoured
+  await append(rm, [0, 0, 'S0'], [act('b', 2, 'a', 'SX', '[]')], { ...t, turn: 'nB' });
+  assert.deepEqual((await append(rm, [4, 0, 'S4'], [act('a', 4, 'a', 'S5', '[]')], t)).slice(4, 5), ['ack 5']);
+  await append(rm, [0, 0, 'S0'], [act('b', 2, 'a', 'SX', '[]')], t);
+  assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB'); // (untouched by a caller without turns)
+  const e = await append(rm, [5, 0, 'S5'], [act('a', 5, 'a', 'S6', '[]')], { ...t, turn: '' });
+  assert.ok(e instanceof Error && /bad arguments/.test(e.message), String(e));
 });
 
 test('rejects are recorded at seq-k without moving seq; the next apply is seq+1-0', async () => {

@@ -9,11 +9,16 @@
  *   strict: base != head is stale, base == head applies;
  *   a reject changes nothing but the exactly-once memory;
  *   catch-up is never partial: the log answers only when it holds every
- *     entry from since + 1 to the head and since's checksum matches.
+ *     entry from since + 1 to the head and since's checksum matches;
+ *   a batch (cluster mode) rolled back leaves the room exactly as before it
+ *     - state, checksum, log, exactly-once memory - with the json and the
+ *     Lua reducer; committed, it equals the same decisions made without one.
  * The room is driven directly with the json reducer, no engine. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -22,6 +27,7 @@
 #include "movexd/json.h"
 #include "movexd/oplog.h"
 #include "movexd/room.h"
+#include "movexd/snapshot.h"
 
 #define ID "todo:unit"
 
@@ -406,6 +412,257 @@ START_TEST(applied_entry_chains_prev_to_checksum)
 }
 END_TEST
 
+
+/* ---- batches (mx_room_batch_*) ---- */
+
+/* Everything a room remembers, as bytes: the snapshot encoding (state,
+ * seq, checksum, log entries, outcomes in the memory's order) plus what it
+ * leaves out - each client's highest n, and for every n up to it whether
+ * the memory knows it, never had it, or forgot it (the `dropped` flag) -
+ * and the state's digest recomputed from scratch. */
+struct seen {
+    mx_buf *b;
+    const struct mx_dedup *d;
+};
+
+static int seen_outcome(void *arg, const char *client, size_t clen, uint64_t highest,
+                        const struct mx_outcome *o)
+{
+    struct seen *s = arg;
+    char line[128];
+    snprintf(line, sizeof line, "|%.*s hi=%llu n=%llu:", (int)clen, client, (unsigned long long)highest,
+             (unsigned long long)o->n);
+    mx_buf_append(s->b, line, strlen(line));
+    for (uint64_t n = 1; n <= highest + 1; n++) {
+        int f = mx_dedup_find(s->d, client, clen, n, NULL);
+        mx_buf_append(s->b, f < 0 ? "-" : f ? "1" : "0", 1);
+    }
+    return 0;
+}
+
+static char *room_bytes(const struct mx_room *r, size_t *len)
+{
+    mx_buf b;
+    mx_buf_init(&b, 0);
+    ck_assert_int_eq(mx_snapshot_encode(r, 0, &b), 0);
+    struct seen s = {.b = &b, .d = r->dedup};
+    mx_dedup_foreach(r->dedup, seen_outcome, &s);
+    char line[96];
+    snprintf(line, sizeof line, "|log %zu %zu %llu..%llu", mx_oplog_count(r->log), mx_oplog_bytes(r->log),
+             (unsigned long long)mx_oplog_first_seq(r->log), (unsigned long long)mx_oplog_last_seq(r->log));
+    mx_buf_append(&b, line, strlen(line));
+    uint8_t d[MX_DIGEST_LEN];
+    mx_val *copy = NULL;
+    mx_buf t;
+    mx_buf_init(&t, 0);
+    ck_assert_int_eq(mx_json_dump(r->state, &t), 0);
+    json_t *j = json_loadb(t.mem + t.pre, t.len, JSON_DECODE_INT_AS_REAL, NULL);
+    copy = mx_json_from_jansson(j, 0, NULL);
+    json_decref(j);
+    mx_buf_free(&t);
+    ck_assert_int_eq(mx_digest_of(copy, d), 0);
+    mx_json_free(copy);
+    ck_assert_msg(!memcmp(d, r->checksum, MX_DIGEST_LEN), "the checksum is not the state's digest");
+    ck_assert_int_eq(mx_digest_of(r->state, d), 0);
+    ck_assert_msg(!memcmp(d, r->checksum, MX_DIGEST_LEN), "the state's digest caches are stale");
+    ck_assert(!b.oom);
+    *len = b.len;
+    return mx_buf_steal(&b);
+}
+
+static void assert_same_bytes(const struct mx_room *r, const char *was, size_t wlen, const char *what)
+{
+    size_t len;
+    char *now = room_bytes(r, &len);
+    ck_assert_msg(len == wlen && !memcmp(now, was, len), "%s: the room differs (%zu vs %zu bytes)", what, len,
+                  wlen);
+    free(now);
+}
+
+/* A json action: {"type":"patch","payload":...} or, with type set, any
+ * {"type":type,"payload":payload} for a Lua reducer. */
+static enum mx_decision decide_any(struct mx_room *r, const char *client, uint64_t n, const char *type,
+                                   const char *payload, int strict, uint64_t base)
+{
+    json_t *p = json_loads(payload, JSON_DECODE_ANY, NULL);
+    ck_assert_ptr_nonnull(p);
+    json_t *action = json_pack("{s:s, s:o}", "type", type, "payload", p);
+    struct mx_action_in in = {.client = client, .clientlen = strlen(client), .n = n, .has_base = strict,
+                              .strict = strict, .base = base, .action = action, .max_depth = 32,
+                              .time_ms = 1000 + n, .seed = n};
+    struct mx_action_out out;
+    ck_assert_int_eq(mx_room_decide(r, &in, &out), 0);
+    free(out.entry_owned);
+    json_decref(out.effects);
+    json_decref(action);
+    return out.decision;
+}
+
+/* One script of actions, run on a room: before the batch (filling the
+ * log past its history and a client's memory past its window, so the
+ * batch's appends and records overwrite) and in it (applies, recorded
+ * rejects, a duplicate, a stale strict, a new client, more entries than
+ * the history holds). */
+static void script_json(struct mx_room *r, int part)
+{
+    if (part == 0) {
+        ck_assert_int_eq(decide_any(r, "a", 1, "patch", "[{\"op\":\"add\",\"path\":\"/n\",\"value\":0}]", 0, 0),
+                         MX_DECIDED_APPLIED);
+        ck_assert_int_eq(decide_any(r, "a", 2, "patch", "[{\"op\":\"add\",\"path\":\"/l\",\"value\":[1,2]}]", 0, 0),
+                         MX_DECIDED_APPLIED);
+        for (uint64_t n = 3; n <= 6; n++)
+            decide_any(r, "a", n, "patch", INC, 0, 0);
+        ck_assert_int_eq(decide_any(r, "b", 1, "patch", FAILS, 0, 0), MX_DECIDED_REJECTED);
+        ck_assert_int_eq(decide_any(r, "b", 2, "patch", INC, 0, 0), MX_DECIDED_APPLIED);
+        return;
+    }
+    ck_assert_int_eq(decide_any(r, "a", 7, "patch", INC, 0, 0), MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "a", 8, "patch",
+                                "[{\"op\":\"remove\",\"path\":\"/l/0\"},{\"op\":\"add\",\"path\":\"/o\","
+                                "\"value\":{\"x\":[true,null,\"s\"]}}]", 0, 0),
+                     MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "a", 8, "patch", INC, 0, 0), MX_DECIDED_DUPLICATE);
+    ck_assert_int_eq(decide_any(r, "b", 3, "patch", FAILS, 0, 0), MX_DECIDED_REJECTED);
+    ck_assert_int_eq(decide_any(r, "c", 1, "patch", "[{\"op\":\"move\",\"from\":\"/o/x\",\"path\":\"/m\"}]", 0, 0),
+                     MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "c", 2, "patch", INC, 1, 1), MX_DECIDED_REJECTED); /* stale */
+    ck_assert_int_eq(decide_any(r, "d", 5, "patch", "[{\"op\":\"replace\",\"path\":\"\",\"value\":{\"z\":1}}]",
+                                0, 0),
+                     MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "d", 6, "patch", "[{\"op\":\"copy\",\"from\":\"/z\",\"path\":\"/y\"}]", 0, 0),
+                     MX_DECIDED_APPLIED);
+    for (uint64_t n = 9; n <= 12; n++)
+        decide_any(r, "a", n, "patch", "[{\"op\":\"add\",\"path\":\"/k\",\"value\":1}]", 0, 0);
+}
+
+static void batch_case(struct mx_room *r, struct mx_room *twin, void (*script)(struct mx_room *, int))
+{
+    script(r, 0);
+    script(twin, 0);
+    size_t len;
+    char *before = room_bytes(r, &len);
+    /* rolled back: as before, byte for byte */
+    ck_assert_int_eq(mx_room_batch_begin(r), 0);
+    script(r, 1);
+    ck_assert_uint_gt(r->seq, twin->seq);
+    mx_room_batch_rollback(r);
+    ck_assert_ptr_null(r->batch);
+    assert_same_bytes(r, before, len, "after a rollback");
+    /* twice in a row, the second time committed: the same room as one
+     * that decided it all without a batch */
+    ck_assert_int_eq(mx_room_batch_begin(r), 0);
+    script(r, 1);
+    mx_room_batch_commit(r);
+    script(twin, 1);
+    size_t tlen;
+    char *t = room_bytes(twin, &tlen);
+    assert_same_bytes(r, t, tlen, "after a commit");
+    free(t);
+    /* an empty batch changes nothing; one left open goes with the room */
+    free(before);
+    before = room_bytes(r, &len);
+    ck_assert_int_eq(mx_room_batch_begin(r), 0);
+    mx_room_batch_rollback(r);
+    assert_same_bytes(r, before, len, "after an empty batch");
+    free(before);
+    ck_assert_int_eq(mx_room_batch_begin(r), 0);
+    decide_any(r, "z", 1, "patch", INC, 0, 0); /* json: applied; lua: unknown_action */
+}
+
+START_TEST(batch_rollback_restores_the_room_json)
+{
+    /* history 3 and window 2: the batch overwrites log entries and
+     * outcomes of before it */
+    struct mx_room *r = room(3, 2), *twin = room(3, 2);
+    batch_case(r, twin, script_json);
+    mx_room_free(r); /* with its batch open */
+    mx_room_free(twin);
+}
+END_TEST
+
+START_TEST(batch_rollback_restores_the_room_history_0)
+{
+    struct mx_room *r = room(0, 1), *twin = room(0, 1);
+    batch_case(r, twin, script_json);
+    mx_room_free(r);
+    mx_room_free(twin);
+}
+END_TEST
+
+/* A Lua reducer that adds, removes, moves, counts and rejects; the
+ * rollback never calls it (the undo holds the effects' inverse). */
+static const char *LUA_SRC =
+    "local M = {}\n"
+    "function M.reduce(state, action, ctx)\n"
+    "  local p = action.payload\n"
+    "  if action.type == 'no' then return nil, 'said_no', 'no ' .. tostring(p) end\n"
+    "  if action.type == 'init' then\n"
+    "    return {{op = 'add', path = '/items', value = movex.array()},\n"
+    "            {op = 'add', path = '/count', value = 0}}\n"
+    "  end\n"
+    "  if action.type == 'push' then\n"
+    "    return {{op = 'add', path = '/items/-', value = {v = p, by = ctx.client, r = ctx.random(1000)}},\n"
+    "            {op = 'inc', path = '/count', value = 1}}\n"
+    "  end\n"
+    "  if action.type == 'shift' then\n"
+    "    if #state.items == 0 then return nil, 'empty', 'nothing to shift' end\n"
+    "    return {{op = 'move', from = '/items/0', path = '/last'}, {op = 'inc', path = '/count', value = -1}}\n"
+    "  end\n"
+    "  return nil, 'unknown_action', action.type\n"
+    "end\n"
+    "return M\n";
+
+static void script_lua(struct mx_room *r, int part)
+{
+    if (part == 0) {
+        ck_assert_int_eq(decide_any(r, "a", 1, "init", "0", 0, 0), MX_DECIDED_APPLIED);
+        for (uint64_t n = 2; n <= 5; n++)
+            ck_assert_int_eq(decide_any(r, "a", n, "push", "1", 0, 0), MX_DECIDED_APPLIED);
+        ck_assert_int_eq(decide_any(r, "b", 1, "no", "1", 0, 0), MX_DECIDED_REJECTED);
+        return;
+    }
+    ck_assert_int_eq(decide_any(r, "a", 6, "shift", "0", 0, 0), MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "b", 2, "push", "\"x\"", 0, 0), MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "b", 3, "no", "2", 0, 0), MX_DECIDED_REJECTED);
+    ck_assert_int_eq(decide_any(r, "c", 1, "push", "{\"deep\":[1,2,3]}", 0, 0), MX_DECIDED_APPLIED);
+    for (uint64_t n = 7; n <= 11; n++)
+        ck_assert_int_eq(decide_any(r, "a", n, "shift", "0", 0, 0), MX_DECIDED_APPLIED);
+    ck_assert_int_eq(decide_any(r, "a", 12, "shift", "0", 0, 0), MX_DECIDED_REJECTED); /* empty */
+    ck_assert_int_eq(decide_any(r, "a", 12, "push", "0", 0, 0), MX_DECIDED_DUPLICATE);
+}
+
+START_TEST(batch_rollback_restores_the_room_lua)
+{
+    char path[] = "/tmp/mx-batch-lua-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, LUA_SRC, strlen(LUA_SRC)), (ssize_t)strlen(LUA_SRC));
+    close(fd);
+    struct mx_room_type t;
+    memset(&t, 0, sizeof t);
+    strcpy(t.name, "batchlua");
+    strcpy(t.reducer, "lua");
+    t.reducer_path = path;
+    t.reducer_budget = 1000000;
+    t.reducer_memory = 16u << 20;
+    t.history = 4;
+    struct mx_room *rr[2];
+    for (int i = 0; i < 2; i++) {
+        int err = 0;
+        mx_val *state = mx_json_obj();
+        ck_assert_int_eq(mx_digest_refresh(state), 0);
+        rr[i] = mx_room_new("batchlua:1", 10, &t, state, 2, &err);
+        ck_assert_msg(rr[i] != NULL, "mx_room_new: %d", err);
+    }
+    unlink(path);
+    ck_assert(rr[0]->reducer->uses_ctx);
+    batch_case(rr[0], rr[1], script_lua);
+    mx_room_free(rr[0]);
+    mx_room_free(rr[1]);
+    mx_reducers_free();
+}
+END_TEST
+
 Suite *mx_suite_room(void)
 {
     Suite *s = suite_create("room");
@@ -421,6 +678,9 @@ Suite *mx_suite_room(void)
     tcase_add_test(tc, catch_up_never_partial);
     tcase_add_test(tc, applied_entry_chains_prev_to_checksum);
     tcase_add_test(tc, reserve_covers_the_record_before_commit);
+    tcase_add_test(tc, batch_rollback_restores_the_room_json);
+    tcase_add_test(tc, batch_rollback_restores_the_room_history_0);
+    tcase_add_test(tc, batch_rollback_restores_the_room_lua);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,6 +20,7 @@
  *    node's subscribers in seq order, also in a room with history 0 (whose
  *    log keeps none of them). */
 #include <check.h>
+#include <dirent.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ static void fake_close(struct mx_conn *c, int code, const char *reason)
 }
 
 struct nodex {
+    char jdir[64]; /* its own journal directory (two nodes in one process) */
     struct mx_config cfg;
     mx_engine *e;
     struct mx_cnode *cn;
@@ -70,14 +72,16 @@ static int rport;
 
 static void node_up(struct nodex *x, const char *id)
 {
-    char conf[512], err[256];
+    char conf[640], err[256];
+    snprintf(x->jdir, sizeof x->jdir, "/tmp/mx-cnode-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(x->jdir));
     snprintf(conf, sizeof conf,
              "evict_idle_ms 0\ndedup_window 1024\nroom default {\n reducer json\n history 100\n"
              " create_on_subscribe yes\n}\nroom h0 {\n reducer json\n history 0\n create_on_subscribe yes\n}\n"
              "room s {\n reducer json\n history 4\n create_on_subscribe yes\n}\n"
              "cluster {\n node_id %s\n redis 127.0.0.1:%d\n"
-             " connect_timeout_ms 500\n command_timeout_ms 2000\n reconnect_max_ms 100\n}\n",
-             id, rport);
+             " connect_timeout_ms 500\n command_timeout_ms 2000\n reconnect_max_ms 100\n journal_dir %s\n}\n",
+             id, rport, x->jdir);
     ck_assert_msg(mx_config_parse(&x->cfg, conf, "test_cluster_node.conf", err, sizeof err) == 0, "%s", err);
     x->e = mx_engine_new(&x->cfg, mx_storage_mem(), NULL);
     ck_assert_ptr_nonnull(x->e);
@@ -104,6 +108,16 @@ static void node_down(struct nodex *x)
     mx_cnode_free(x->cn);
     mx_engine_free(x->e);
     mx_config_free(&x->cfg);
+    DIR *d = opendir(x->jdir); /* the journal's files, then the directory */
+    for (struct dirent *de; d && (de = readdir(d));) {
+        char p[sizeof x->jdir + 256];
+        snprintf(p, sizeof p, "%s/%s", x->jdir, de->d_name);
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(x->jdir);
 }
 
 /* One loop turn and both nodes' commits (as server.c's loop does). */

@@ -12,6 +12,7 @@
  *    and the loop never touch the same job fields at once: the thread
  *    writes only the outcome fields, the loop reads them after collecting;
  *    the mutex hand-off orders the memory;
+ *  - the thread blocks all signals (they stay the loop thread's);
  *  - the thread touches nothing else of the daemon: no room, no mx_wal, no
  *    storage state, no metrics, no log (log.c and alloc.c's counter are
  *    not thread-safe), no mx_malloc. It does plain system calls on paths and
@@ -30,6 +31,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -122,10 +124,16 @@ void mx_snapwriter_submit(mx_snapwriter *w, struct mx_snapjob *job)
     job->state_rc = job->rc = 0;
     job->err[0] = '\0';
     if (!w->started && !w->no_thread) {
+        /* the thread blocks every signal: SIGTERM, SIGHUP and SIGINT keep
+         * going to the loop thread, whose handlers expect to run there */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
         if (pthread_create(&w->tid, NULL, thread_main, w) == 0)
             w->started = 1;
         else
             w->no_thread = 1; /* slower, never wrong: the loop does the work */
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     if (w->no_thread) {
         run_job(job);

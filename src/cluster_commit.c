@@ -769,7 +769,7 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
     cr->absent = 0;
     catch_up_seen(n, cr);
     if (!cr->known && !cr->busy && !cr->nq && !cr->nforming && !cr->subscribed && !cr->due &&
-        !cr->dirty && !cn_del_pending(cr) && !mx_engine_room(n->e, cr->id, cr->idlen)) {
+        !cr->dirty && !cn_del_pending(cr) && !cr->hc_inflight && !mx_engine_room(n->e, cr->id, cr->idlen)) {
         mx_map_del(n->rooms, cr->id, cr->idlen);
         free_room(cr);
     }
@@ -790,7 +790,7 @@ int mx_cnode_evict(struct mx_cnode *n, struct mx_room *r)
     if (!cr->known || cr->busy || cr->nq || cr->nforming || cr->ninflight || cr->due || cr->dirty ||
         cr->rb_hold || cr->snapping || cr->epoch_stale || cr->create_due || cr->drop_room ||
         cr->recheck || cr->loaded || n->pass == cr || r->seq != cr->head.seq || cn_del_pending(cr) ||
-        cr->seen_seq > cr->head.seq)
+        cr->hc_inflight || cr->seen_seq > cr->head.seq)
         return 0;
     if (n->cur == cr) {
         n->cur = NULL; /* it only names the room between a gate and its decision */
@@ -1019,6 +1019,7 @@ void mx_cnode_tick(struct mx_cnode *n)
             cn_replica_load(n, cr); /* a replica left stale by a failed call: readers need it too */
         }
     }
+    cn_hc_tick(n); /* rollbacks and deletions a reading node would not see otherwise */
 }
 
 void mx_cnode_stats(const struct mx_cnode *n, struct mx_cnode_stats *out) { *out = n->st; }
@@ -1058,4 +1059,5 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
                        "idle replicas let go (channel unsubscribed; the next use loads from Redis)", s->evicted);
     cn_rb_metrics(n, b);
     cn_snap_metrics(n, b);
+    cn_hc_metrics(n, b);
 }

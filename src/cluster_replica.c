@@ -286,6 +286,7 @@ static void on_head(struct mx_redis *rd, redisReply *rep, void *priv)
          * (create, or no_such_room); a room this node had is gone */
         cr->busy = CN_IDLE;
         cr->absent = 1;
+        cn_rb_gone(n, cr);
         if (mx_engine_room(n->e, cr->id, cr->idlen)) {
             cr->drop_room = 1;
             cr->drop_tell = 1;

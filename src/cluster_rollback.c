@@ -301,17 +301,33 @@ static void start_replay(struct mx_cnode *n, struct cn_room *cr, const struct mx
     }
 }
 
+/* Every journal batch of the room, given up (counted lost): how many. */
+static size_t give_up_journal(struct mx_cnode *n, const char *room)
+{
+    static const struct mx_cluster_head zero;
+    size_t mine = mx_journal_lost(n->journal, room, &zero, NULL, 0);
+    n->st.lost_batches += mine;
+    mx_journal_forget(n->journal, room, UINT64_MAX, 0);
+    return mine;
+}
+
+void cn_rb_gone(struct mx_cnode *n, struct cn_room *cr)
+{
+    size_t mine = give_up_journal(n, cr->id);
+    if (mine)
+        mx_warn("event=cluster_room_gone room=%s journal_batches_lost=%zu note=\"no such room in Redis: "
+                "its batches cannot be appended again\"",
+                cr->id, mine);
+}
+
 int cn_rb_check_inc(struct mx_cnode *n, struct cn_room *cr, const struct mx_cluster_head *redis)
 {
     if (!strcmp(redis->inc, cr->head.inc))
         return 0;
-    static const struct mx_cluster_head zero;
-    size_t mine = mx_journal_lost(n->journal, cr->id, &zero, NULL, 0);
+    size_t mine = give_up_journal(n, cr->id);
     mx_warn("event=cluster_incarnation_changed room=%s was=%s now=%s journal_batches_lost=%zu "
             "note=\"the room was deleted and created again: its subscribers resync\"",
             cr->id, cr->head.inc[0] ? cr->head.inc : "-", redis->inc[0] ? redis->inc : "-", mine);
-    n->st.lost_batches += mine;
-    mx_journal_forget(n->journal, cr->id, UINT64_MAX, 0);
     cr->busy = CN_IDLE;
     resync_room(n, cr);
     return 1;
@@ -419,12 +435,10 @@ static void on_jcheck(struct mx_redis *rd, redisReply *rep, void *priv)
     if (rep->element[0]->type != REDIS_REPLY_STRING) {
         /* the room is gone from Redis (deleted, or its creation lost too):
          * its batches cannot be appended without it */
-        size_t lost = mx_journal_lost(n->journal, c->room, &(struct mx_cluster_head){ 0 }, NULL, 0);
+        size_t lost = give_up_journal(n, c->room);
         mx_warn("event=cluster_journal_room_gone room=%s lost=%zu note=\"the room has no head in Redis: "
                 "this node's acked batches of it cannot come back\"",
                 c->room, lost);
-        n->st.lost_batches += lost;
-        mx_journal_forget(n->journal, c->room, UINT64_MAX, 0);
         free(c);
         return;
     }
@@ -437,11 +451,12 @@ static void on_jcheck(struct mx_redis *rd, redisReply *rep, void *priv)
         memcpy(h.inc, rep->element[3]->str, rep->element[3]->len + 1);
     if (strcmp(h.inc, newest->after.inc)) {
         /* deleted and created again: nothing of the old room goes into it */
-        size_t lost = mx_journal_lost(n->journal, c->room, &(struct mx_cluster_head){ 0 }, NULL, 0);
+        const char *was = newest->after.inc[0] ? newest->after.inc : "-"; /* newest goes with the journal */
+        char wasbuf[MX_CLUSTER_INC_MAX + 1];
+        snprintf(wasbuf, sizeof wasbuf, "%s", was);
+        size_t lost = give_up_journal(n, c->room);
         mx_warn("event=cluster_incarnation_changed room=%s was=%s now=%s journal_batches_lost=%zu", c->room,
-                newest->after.inc[0] ? newest->after.inc : "-", h.inc[0] ? h.inc : "-", lost);
-        n->st.lost_batches += lost;
-        mx_journal_forget(n->journal, c->room, UINT64_MAX, 0);
+                wasbuf, h.inc[0] ? h.inc : "-", lost);
         free(c);
         return;
     }

@@ -109,6 +109,9 @@ struct cn_room {
     int del_done, del_err;       /* answered: 0 or a negative mx_err, given back at drain */
     int deleted_seen;            /* "delete INC" heard on the channel: drop at drain */
     char deleted_inc[MX_CLUSTER_INC_MAX + 1];
+    /* the periodic head check (cluster_headcheck.c) */
+    int hc_inflight;             /* a head read in flight */
+    struct mx_cluster_head hc_head; /* the confirmed head when it was sent */
 };
 
 struct mx_cnode {
@@ -137,6 +140,7 @@ struct mx_cnode {
     struct mx_journal *journal; /* this node's confirmed batches (cluster_rollback.c) */
     struct mx_jfile *jfile;     /* ... on disk */
     char epoch[64];             /* Redis's epoch as last seen; "" before the first link */
+    size_t hc_next;             /* cluster_headcheck.c: the eligible room this tick's check starts at */
 };
 
 /* cluster_commit.c */
@@ -184,6 +188,11 @@ void cn_del_drain(struct mx_cnode *n, struct cn_room *cr);
 /* 1 while a delete is pending for the room (asked, in flight, heard or
  * not yet answered): the room's requests wait, its bookkeeping stays. */
 int cn_del_pending(const struct cn_room *cr);
+
+/* cluster_headcheck.c: Redis's head of the rooms with local subscribers,
+ * read once a tick (bounded) and compared with the confirmed head */
+void cn_hc_tick(struct mx_cnode *n);
+void cn_hc_metrics(const struct mx_cnode *n, mx_buf *b);
 
 /* cluster_snapshot.c */
 /* The room is settled at its confirmed head: store a snapshot when one is
@@ -233,6 +242,9 @@ int cn_rb_check_load(struct mx_cnode *n, struct cn_room *cr, const struct mx_clu
  * every journal room not in memory (evicted, or from before a restart)
  * with the journal's newest batch of it, and replay what Redis lost. */
 void cn_rb_check_journal(struct mx_cnode *n);
+/* A load found no such room in Redis: the journal's batches of it are
+ * given up (counted lost: a room created again is another incarnation). */
+void cn_rb_gone(struct mx_cnode *n, struct cn_room *cr);
 /* The room is idle again: 1 when an epoch change made it resync. */
 int cn_rb_settled(struct mx_cnode *n, struct cn_room *cr);
 void cn_rb_metrics(const struct mx_cnode *n, mx_buf *b);

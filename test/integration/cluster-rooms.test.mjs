@@ -146,3 +146,57 @@ test('a delete among pipelined writes: every action answered, the room stays del
   assert.equal(s.seq, 0);
   assert.deepEqual(s.state, {});
 });
+
+// The head check (docs/CLUSTER.md "The head check"): a node whose clients
+// only read a room learns of a rollback without writing. n2 writes 5
+// entries and dies (its journal with it); Redis then loses the tail 4..5
+// (the head set back to entry 3, entries 4 and 5 deleted - what a
+// failover to a replica that missed them leaves). n1 forwarded 4 and 5 to
+// its reader and never writes: on old main it noticed nothing and kept
+// serving seq 5; now its head check (once a tick) finds Redis behind,
+// reloads, and the reader is told to resync, then reads seq 3.
+test('a node with only readers notices a lost tail by its head check: its subscribers resync, no write needed', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const b = await node(g, 'n2');
+  const room = 'hc:tail';
+  const reader = await connectHello(a, 'reader');
+  await reader.request({ type: 'subscribe', room });
+  const w = await connectHello(b, 'w');
+  await w.request({ type: 'subscribe', room });
+  for (let n = 1; n <= 5; n++) assert.equal((await w.request(add(room, n, `k${n}`))).type, 'ack');
+  await reader.next((m) => m.type === 'fwd' && m.seq === 5, 'the reader has seq 5');
+  await b.kill();
+  const k = (s) => `${PREFIX}{${room}}:${s}`;
+  const [[, fields]] = await redisAt(g.primary.port, 'XRANGE', k('log'), '3-0', '3-0');
+  const f = Object.fromEntries([[fields[0], fields[1]], [fields[2], fields[3]]]);
+  await redisAt(g.primary.port, 'XDEL', k('log'), '4-0', '5-0');
+  await redisAt(g.primary.port, 'HSET', k('head'), 'seq', '3', 'sub', '0', 'sum', JSON.parse(f.e).sum, 'hash', f.h);
+  const t0 = Date.now();
+  await reader.next(DELETED(room), 'the reader is told to resync');
+  const took = Date.now() - t0;
+  const again = await reader.request({ type: 'subscribe', room });
+  assert.equal(again.seq, 3);
+  assert.deepEqual(Object.keys(again.state).sort(), ['k1', 'k2', 'k3']);
+  assert.ok(await nodeMetric(a, 'movexd_cluster_head_check_mismatches_total') >= 1);
+  assert.ok(await nodeMetric(a, 'movexd_cluster_rollbacks_total') >= 1);
+  assert.ok(await nodeMetric(a, 'movexd_cluster_head_checks_total') >= 1);
+  console.log(`# the reader was told after ${took} ms`);
+  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a] });
+});
+
+// A node that missed a room's deletion (here: its keys deleted by hand,
+// no message) drops it at its next head check and tells its subscribers;
+// on old main its readers kept the room until they wrote.
+test('a room gone from Redis without a message is dropped by the head check: its subscribers are told', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'hc:gone';
+  const reader = await connectHello(a, 'reader');
+  await reader.request({ type: 'subscribe', room });
+  assert.equal((await reader.request(add(room, 1, 'x'))).type, 'ack');
+  for (const s of KEYS) await redisAt(g.primary.port, 'DEL', `${PREFIX}{${room}}:${s}`);
+  const m = await reader.next(DELETED(room), 'the reader is told');
+  assert.equal(m.id, undefined);
+  assert.ok(await nodeMetric(a, 'movexd_cluster_head_check_mismatches_total') >= 1);
+});

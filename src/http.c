@@ -53,6 +53,7 @@
 #include "movexd/admin.h"
 #include "movexd/buf.h"
 #include "movexd/json.h"
+#include "movexd/heaptrim.h"
 #include "movexd/log.h"
 #include "movexd/metrics.h"
 #include "movexd/version.h"
@@ -119,6 +120,9 @@ static int http_metrics(struct lws *wsi, struct mx_http *h, struct mx_server *sr
         {"movexd_reads_again_total",
          "extra reads of a connection in the same loop turn, after a read that filled the receive buffer",
          mx_metric_reads_again},
+        {"movexd_heap_trims_total",
+         "times the heap was trimmed (malloc_trim) after a storm of connections opened or closed",
+         mx_heaptrim_count()},
         {"movexd_read_pauses_total",
          "times a connection stopped being read until its replies drained (backpressure)",
          mx_metric_rx_pauses},

@@ -36,6 +36,7 @@
 
 #include "movexd/err.h"
 #include "movexd/evloop.h"
+#include "movexd/heaptrim.h"
 #include "movexd/http.h"
 #include "movexd/listen.h"
 #include "movexd/log.h"
@@ -171,6 +172,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         p->ws = 1;
         mx_session_open(&p->u.sess, srv, wsi);
         srv->connections++;
+        mx_heaptrim_churn();
         if (srv->connections > srv->cfg->max_connections) {
             static const char why[] = "server at max_connections; try again later";
             lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)why, strlen(why));
@@ -215,6 +217,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             mx_session_closed(&p->u.sess);
             p->ws = 0;
             srv->connections--;
+            mx_heaptrim_churn();
         }
         return 0;
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
@@ -624,6 +627,7 @@ int mx_server_run(struct mx_server *s)
             s->tick_due = 0;
             mx_log_flush(); /* the counts of log storms that stopped */
             mx_session_expire_idle(s);
+            mx_heaptrim_tick(); /* after a connection storm: its freed memory */
             /* the tick retries a failed flush; then held acks can go */
             int trc = mx_engine_tick(s->engine);
             rc = trc ? trc : mx_engine_commit(s->engine);

@@ -193,6 +193,7 @@ const EXPECTED = {
   movexd_frames_out_total: 'counter',
   movexd_send_calls_total: 'counter',
   movexd_send_partials_total: 'counter',
+  movexd_heap_trims_total: 'counter',
   movexd_read_pauses_total: 'counter',
   movexd_reads_again_total: 'counter',
   movexd_slow_consumer_closes_total: 'counter',

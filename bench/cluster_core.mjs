@@ -16,7 +16,13 @@
 // and [min..max] of the repetitions, the load average of each run.
 //
 // Usage: node bench/cluster_core.mjs [--reps 3] [--duration 3] [--configs wal-no,wal-always,c1,c2,c3]
-//   [--workloads hot,rooms]
+//   [--workloads hot,rooms] [--bins old=PATH,new=PATH]
+//
+// --bins: every configuration runs with each movexd binary, all
+// interleaved in one rotation (old and new builds side by side); a cell
+// is then "config@name". Reported too: rejects (in these workloads every
+// reject is `unavailable`: loadgen's actions always apply) and the nodes'
+// movexd_cluster_{moved,reloads,yields}_total at the end of the run.
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startMovexd, runDriver, median, range, fmt } from './compare.mjs';
@@ -28,28 +34,39 @@ const WORKLOADS = {
   hot: ['--writers', '3', '--window', '32', '--subscribers', '6', '--rooms', '1'],
   rooms: ['--writers', '48', '--window', '8', '--subscribers', '0', '--rooms', '16'],
 };
-const o = { reps: 3, duration: 3, configs: 'wal-no,wal-always,c1,c2,c3', workloads: 'hot,rooms' };
+const o = { reps: 3, duration: 3, configs: 'wal-no,wal-always,c1,c2,c3', workloads: 'hot,rooms', bins: '' };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, '');
   if (!(k in o)) { console.error(`unknown option ${process.argv[i]}`); process.exit(2); }
   o[k] = typeof o[k] === 'number' ? Number(process.argv[i + 1]) : process.argv[i + 1];
 }
-const configs = o.configs.split(',');
+const bins = o.bins ? o.bins.split(',').map((x) => x.split('=')) : [['', undefined]];
+const configs = o.configs.split(',').flatMap((c) => bins.map(([name, bin]) => ({ c, name, bin, key: name ? `${c}@${name}` : c })));
 const workloads = o.workloads.split(',');
 
 // One run: the servers of config, loadgen over them, everything stopped.
-async function run(config, wl) {
+async function metricSum(procs, name) {
+  let sum = 0;
+  for (const d of procs) {
+    const r = await fetch(`http://127.0.0.1:${d.port}/metrics`).catch(() => null);
+    const m = r && new RegExp(`^${name} (\\d+)`, 'm').exec(await r.text());
+    sum += m ? Number(m[1]) : NaN;
+  }
+  return sum;
+}
+
+async function run({ c: config, bin }, wl) {
   const procs = [];
   let redis = null;
   try {
     if (config.startsWith('wal-')) {
-      procs.push(await startMovexd({ fsync: config.slice(4) }));
+      procs.push(await startMovexd({ fsync: config.slice(4), bin }));
     } else {
       redis = await startRedisServer();
       const n = Number(config.slice(1));
       for (let i = 1; i <= n; i++) {
         const block = `cluster {\n    node_id b${i}\n    redis 127.0.0.1:${redis.port}\n}\n`;
-        procs.push(await startMovexd({ fsync: 'no', extra: block }));
+        procs.push(await startMovexd({ fsync: 'no', extra: block, bin }));
       }
       // ready: the library loaded on every node
       for (const d of procs) {
@@ -67,6 +84,11 @@ async function run(config, wl) {
       ...(others.length ? ['--cpu-pids', others.join(',')] : []), ...WORKLOADS[wl],
       '--warmup', '1', '--duration', String(o.duration)], 120000);
     x.load = loadavg()[0];
+    if (redis) {
+      x.moved = await metricSum(procs, 'movexd_cluster_moved_total');
+      x.reloads = await metricSum(procs, 'movexd_cluster_reloads_total');
+      x.yields = await metricSum(procs, 'movexd_cluster_yields_total');
+    }
     if (!x.error) {
       const by = x.cpu_us_per_ack_by_pid || {};
       x.node_us = x.server_cpu_us_per_ack + procs.slice(1).reduce((s, d) => s + (by[d.pid] || 0), 0);
@@ -85,16 +107,16 @@ for (let r = 0; r < o.reps; r++) {
     for (let k = 0; k < configs.length; k++) {
       const c = configs[(k + r) % configs.length];
       const x = await run(c, wl);
-      (res[`${wl} ${c}`] ||= []).push(x);
-      console.log(`${wl} ${c} #${r + 1}: ${x.error ? `ERROR ${x.error}` : `${fmt(x.acked_per_s)} acked/s, ack p50/p99 ${(x.ack_p50_us / 1000).toFixed(2)}/${(x.ack_p99_us / 1000).toFixed(2)} ms, nodes ${x.node_us.toFixed(2)} us/ack, redis ${Number.isFinite(x.redis_us) ? x.redis_us.toFixed(2) : '-'} us/ack, final_ok ${x.final_ok}${x.final_ok ? "" : ` (${x.problem}; rejects ${x.rejects} errors ${x.errors} gaps ${x.gaps} dups ${x.dups} lost ${x.lost_updates} behind ${x.behind})`}, load ${x.load.toFixed(1)}`}`);
+      (res[`${wl} ${c.key}`] ||= []).push(x);
+      console.log(`${wl} ${c.key} #${r + 1}: ${x.error ? `ERROR ${x.error}` : `${fmt(x.acked_per_s)} acked/s, rejects ${x.rejects}, moved/reloads/yields ${x.moved}/${x.reloads}/${x.yields}, ack p50/p99 ${(x.ack_p50_us / 1000).toFixed(2)}/${(x.ack_p99_us / 1000).toFixed(2)} ms, nodes ${x.node_us.toFixed(2)} us/ack, redis ${Number.isFinite(x.redis_us) ? x.redis_us.toFixed(2) : '-'} us/ack, final_ok ${x.final_ok}${x.final_ok ? "" : ` (${x.problem}; rejects ${x.rejects} errors ${x.errors} gaps ${x.gaps} dups ${x.dups} lost ${x.lost_updates} behind ${x.behind})`}, load ${x.load.toFixed(1)}`}`);
     }
   }
 }
 const span = (a, d = 0) => { const [lo, hi] = range(a); return `${fmt(lo, d)}..${fmt(hi, d)}`; };
-console.log('\n| workload | config | acked/s median [min..max] | ack p50 / p99 ms | nodes µs/ack | redis µs/ack | correct runs |');
-console.log('|---|---|---|---|---|---|---|');
+console.log('\n| workload | config | acked/s median [min..max] | unavailable per run median [min..max] | ack p50 / p99 ms | nodes µs/ack | redis µs/ack | moved / reloads / yields (median) | correct runs |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const wl of workloads) {
-  for (const c of configs) {
+  for (const { key: c } of configs) {
     const all = res[`${wl} ${c}`] || [];
     const ok = all.filter((x) => !x.error);
     const ps = ok.map((x) => x.acked_per_s);
@@ -102,6 +124,8 @@ for (const wl of workloads) {
     const p99 = median(ok.map((x) => x.ack_p99_us / 1000));
     const nu = ok.map((x) => x.node_us);
     const ru = ok.map((x) => x.redis_us);
-    console.log(`| ${wl} | ${c} | ${fmt(median(ps))} [${span(ps)}] | ${fmt(p50, 2)} / ${fmt(p99, 2)} | ${fmt(median(nu), 1)} [${span(nu, 1)}] | ${fmt(median(ru), 1)} | ${ok.filter((x) => x.final_ok).length}/${all.length} |`);
+    const rj = ok.map((x) => x.rejects);
+    const mv = ['moved', 'reloads', 'yields'].map((f) => fmt(median(ok.map((x) => x[f])))).join(' / ');
+    console.log(`| ${wl} | ${c} | ${fmt(median(ps))} [${span(ps)}] | ${fmt(median(rj))} [${span(rj)}] | ${fmt(p50, 2)} / ${fmt(p99, 2)} | ${fmt(median(nu), 1)} [${span(nu, 1)}] | ${fmt(median(ru), 1)} | ${mv} | ${ok.filter((x) => x.final_ok).length}/${all.length} |`);
   }
 }

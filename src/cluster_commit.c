@@ -510,6 +510,60 @@ static void free_inflight(struct mx_cnode *n, struct cn_room *cr)
     cr->ninflight = 0;
 }
 
+/* ---- yields: waiting for the node whose turn it is ---- */
+
+struct yield_timer {
+    lws_sorted_usec_list_t sul;
+    struct cn_room *cr;
+};
+
+static void on_yield_timer(lws_sorted_usec_list_t *sul)
+{
+    struct yield_timer *t = lws_container_of(sul, struct yield_timer, sul);
+    cn_yield_end(t->cr->node, t->cr); /* the holder did not append in time */
+}
+
+static void yield_timer_stop(struct cn_room *cr)
+{
+    struct yield_timer *t = cr->yield_timer;
+    if (!t)
+        return;
+    lws_sul_schedule(cr->node->ctx, 0, &t->sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    free(t);
+    cr->yield_timer = NULL;
+}
+
+/* The channel brought entries past the confirmed head while the call was
+ * in flight (after a yield: the holder's, already here). */
+static int published_past_head(const struct cn_room *cr)
+{
+    return cr->seen_seq > cr->head.seq || (cr->seen_seq == cr->head.seq && cr->seen_sub > cr->head.sub);
+}
+
+/* The room waits (CN_YIELDING) for the channel or CN_TURN_MS: 1, or 0 when
+ * out of memory (then it decides again at once). */
+static int yield_wait(struct mx_cnode *n, struct cn_room *cr)
+{
+    struct yield_timer *t = mx_calloc(1, sizeof *t);
+    if (!t)
+        return 0;
+    t->cr = cr;
+    cr->yield_timer = t;
+    cr->busy = CN_YIELDING;
+    lws_sul_schedule(n->ctx, 0, &t->sul, on_yield_timer, (lws_usec_t)CN_TURN_MS * 1000);
+    return 1;
+}
+
+void cn_yield_end(struct mx_cnode *n, struct cn_room *cr)
+{
+    if (cr->busy != CN_YIELDING)
+        return;
+    yield_timer_stop(cr);
+    cr->busy = CN_IDLE;
+    cn_replica_forward(n, cr, NULL); /* what the channel brought meanwhile */
+    cn_due(n, cr);
+}
+
 static void on_appended(int ok, const char *err, const struct mx_cluster_head *head,
                         const struct mx_cluster_outcome *out, size_t nout, void *priv)
 {
@@ -585,6 +639,12 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
     }
     if (!in_place) {
         cn_replica_load(n, cr); /* the replica was not the batch's (out of memory mid-decision) */
+    } else if (yield && n->ctx && !published_past_head(cr) && yield_wait(n, cr)) {
+        /* the turn's holder appends next: deciding again before its
+         * entries are here would only be refused again */
+        cr->known = 1;
+        n->st.rolled_back++;
+        return;
     } else {
         cr->known = 1;
         n->st.rolled_back++;
@@ -712,6 +772,7 @@ static void catch_up_seen(struct mx_cnode *n, struct cn_room *cr)
 static void free_room(void *p)
 {
     struct cn_room *cr = p;
+    yield_timer_stop(cr);
     cn_replica_pub_clear(cr);
     free(cr->pub);
     mx_room_free(cr->loaded);

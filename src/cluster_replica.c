@@ -721,6 +721,8 @@ void cn_replica_message(struct mx_cnode *n, const char *channel, size_t clen, co
             if (s > cr->head.seq || (s == cr->head.seq && b > cr->head.sub))
                 pub_keep(cr, msg, mlen);
         }
+        if (cr->busy == CN_YIELDING)
+            cn_yield_end(n, cr); /* the turn's holder appended: decide on its entries */
         return;
     }
     struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);

@@ -63,7 +63,14 @@ struct cn_slot {
     size_t body_len;
 };
 
-enum cn_busy { CN_IDLE = 0, CN_LOADING, CN_CATCHUP, CN_CREATING, CN_APPENDING, CN_DELETING };
+/* CN_YIELDING: the room's last batch yielded to another node's turn; it
+ * waits for that node's entries on the channel (or CN_TURN_MS) before
+ * deciding again (cluster_commit.c). */
+enum cn_busy { CN_IDLE = 0, CN_LOADING, CN_CATCHUP, CN_CREATING, CN_APPENDING, CN_DELETING, CN_YIELDING };
+
+/* How long a turn lasts (cluster_fn.lua TURN_MS): a yielding room waits at
+ * most this long for the holder's entries. */
+#define CN_TURN_MS 100
 
 struct cn_room {
     struct mx_cnode *node;
@@ -85,6 +92,7 @@ struct cn_room {
     struct mx_cluster_head head; /* confirmed */
     uint64_t fwd_seq;            /* local subscribers have had fwds up to here */
     uint64_t seen_seq, seen_sub; /* highest ID published while busy */
+    void *yield_timer;           /* CN_YIELDING: its timer (cluster_commit.c), else NULL */
     struct cn_pub *pub;          /* what was published while busy, in order (cluster_replica.c) */
     size_t npub, cappub, pub_bytes;
     int pub_lost;                /* a message was not kept: only XRANGE can catch up */
@@ -145,6 +153,9 @@ struct mx_cnode {
 
 /* cluster_commit.c */
 void cn_due(struct mx_cnode *n, struct cn_room *cr);
+/* A yielding room heard from the channel, or its wait ran out: it is idle
+ * again and catches up (cn_replica_forward) before deciding again. */
+void cn_yield_end(struct mx_cnode *n, struct cn_room *cr);
 struct cn_room *cn_room_get(struct mx_cnode *n, const char *id, size_t len, int make);
 int cn_msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, const char *msg, size_t len,
                 uint64_t t_us, int type);

@@ -3,6 +3,7 @@
 // generous timeouts; nothing sleeps for a fixed time.
 import { execFileSync, spawn } from 'node:child_process';
 import { request as nodeHttpRequest } from 'node:http';
+import { get as nodeHttpsGet } from 'node:https';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -405,6 +406,19 @@ scmp_filter_ctx seccomp_init(uint32_t def_action);
 int seccomp_rule_add_array(scmp_filter_ctx, uint32_t action, int syscall, unsigned int n, const struct scmp_arg_cmp *a);
 int seccomp_syscall_resolve_name(const char *name);
 int seccomp_load(scmp_filter_ctx);`;
+
+// GET path from a TLS daemon (d.port), trusting `ca` (PEM, makeTestCert's):
+// resolves {status, body}.
+export function httpsGet(d, path, ca) {
+  return withTimeout(new Promise((res, rej) => {
+    nodeHttpsGet({ host: '127.0.0.1', port: d.port, path, ca, servername: 'localhost', agent: false }, (r) => {
+      let body = '';
+      r.setEncoding('utf8');
+      r.on('data', (x) => { body += x; });
+      r.on('end', () => res({ status: r.statusCode, body }));
+    }).on('error', rej);
+  }), TIMEOUT, `GET ${path}`);
+}
 
 // A throwaway self-signed P-256 certificate for localhost/127.0.0.1 in a
 // fresh temporary dir (openssl CLI): {dir, cert, key (paths), ca (the PEM)}.

@@ -12,11 +12,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Duplex } from 'node:stream';
-import { withDaemon, makeConf, httpRequest, makeTestCert, withTimeout, TIMEOUT } from './lib.mjs';
+import { withDaemon, makeConf, httpRequest, httpsGet, makeTestCert, withTimeout, TIMEOUT } from './lib.mjs';
 import { wsFrame, parseFrames, rawWebSocket, RawConn, upgradeRequest } from './rawhttp.mjs';
 
 let CERT;
@@ -27,21 +26,10 @@ const text = (o) => wsFrame(1, JSON.stringify(o));
 const inc = (id, n, pad = '') => ({ type: 'action', id, room: 'rm:burst', n, action: { type: 'patch', payload: [{ op: 'inc', path: '/count', value: 1 }] }, ...(pad ? { pad } : {}) });
 
 async function readsAgain(d, ca) {
-  const r = ca ? await httpsGet(d.port, '/metrics', ca) : await httpRequest(d, { path: '/metrics' });
+  const r = ca ? await httpsGet(d, '/metrics', ca) : await httpRequest(d, { path: '/metrics' });
   const m = /^movexd_reads_again_total (\d+)$/m.exec(r.body);
   assert.ok(m, 'movexd_reads_again_total is exported');
   return Number(m[1]);
-}
-
-function httpsGet(port, path, ca) {
-  return withTimeout(new Promise((res, rej) => {
-    https.get({ host: '127.0.0.1', port, path, ca, servername: 'localhost', agent: false }, (r) => {
-      let body = '';
-      r.setEncoding('utf8');
-      r.on('data', (x) => { body += x; });
-      r.on('end', () => res({ status: r.statusCode, body }));
-    }).on('error', rej);
-  }), TIMEOUT, `GET ${path}`);
 }
 
 // One write: hello, subscribe, then `small` pipelined actions with pings

@@ -11,8 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
-import https from 'node:https';
-import { withDaemon, makeConf, makeTestCert, waitFor, withTimeout, ASAN, TIMEOUT } from './lib.mjs';
+import { withDaemon, makeConf, makeTestCert, httpsGet, waitFor, ASAN, TIMEOUT } from './lib.mjs';
 import { rawWebSocket, wsFrame, parseFrames } from './rawhttp.mjs';
 
 const N = 200;
@@ -24,19 +23,11 @@ after(() => rmSync(CERT.dir, { recursive: true, force: true }));
 
 const rssAnon = (pid) => Number(/^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
 
-function metric(d, name) {
-  return withTimeout(new Promise((res, rej) => {
-    https.get({ host: '127.0.0.1', port: d.port, path: '/metrics', ca: CERT.ca, servername: 'localhost', agent: false }, (r) => {
-      let body = '';
-      r.setEncoding('utf8');
-      r.on('data', (x) => { body += x; });
-      r.on('end', () => {
-        const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(body);
-        if (m) res(Number(m[1]));
-        else rej(new Error(`${name} not in /metrics`));
-      });
-    }).on('error', rej);
-  }), TIMEOUT, 'GET /metrics');
+async function metric(d, name) {
+  const { body } = await httpsGet(d, '/metrics', CERT.ca);
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(body);
+  if (!m) throw new Error(`${name} not in /metrics`);
+  return Number(m[1]);
 }
 
 test(`${N} TLS connections at once: once the storm is over the heap is trimmed, and each idle connection keeps less than ${BOUND_B} B`, async (t) => {

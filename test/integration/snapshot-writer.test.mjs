@@ -27,6 +27,31 @@ async function ackAll(c, room, from, to) {
   }
 }
 
+// Run fn(live) on a daemon whose directory outlives its restarts (each
+// restart replaces live.d); always kill what is left and remove the dir.
+async function withKept(opts, fn) {
+  const live = { d: await startDaemon({ keepDir: true, ...opts }) };
+  try {
+    await fn(live);
+  } finally {
+    const { d } = live;
+    if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
+    d.cleanup();
+  }
+}
+
+// Subscribe c to room, park the writer thread at DIR/FAULT (where: rooms or
+// wal), ack actions 1..n (the room comes due on the way, its snapshot goes
+// to the thread) and wait until the thread is parked. Returns FAULT's path.
+async function parkWriter(d, c, room, where, n) {
+  assert.equal((await c.request({ type: 'subscribe', room })).type, 'snapshot');
+  const fault = join(d.dataDir, where, 'FAULT');
+  writeFileSync(fault, 'pause\n');
+  await ackAll(c, room, 1, n);
+  await waitFor(() => existsSync(`${fault}.paused`), `the writer thread parked at ${where}/FAULT`);
+  return fault;
+}
+
 async function get(c, room) {
   const g = await c.request({ type: 'get', room });
   assert.equal(g.type, 'snapshot', JSON.stringify(g));
@@ -39,14 +64,10 @@ async function get(c, room) {
 for (const [where, fsync] of [['rooms', 'no'], ['rooms', 'always'], ['wal', 'no']]) {
   test(`kill -9 while the writer thread is parked in a snapshot (${where}/FAULT pause, fsync ${fsync}): acks go on meanwhile, every acked action survives`, { skip }, async () => {
     const conf = makeConf({ global: [`fsync ${fsync}`, `snapshot_every ${EVERY}`] });
-    let d = await startDaemon({ conf, keepDir: true });
-    try {
+    await withKept({ conf }, async (live) => {
+      let { d } = live;
       const c = await connectHello(d, 'w');
-      assert.equal((await c.request({ type: 'subscribe', room: 'sw:a' })).type, 'snapshot');
-      const fault = join(d.dataDir, where, 'FAULT');
-      writeFileSync(fault, 'pause\n');
-      await ackAll(c, 'sw:a', 1, EVERY + 5); // the room comes due: its snapshot goes to the thread
-      await waitFor(() => existsSync(`${fault}.paused`), `the writer thread parked at ${where}/FAULT`);
+      const fault = await parkWriter(d, c, 'sw:a', where, EVERY + 5);
       // the loop is not waiting for the thread: more actions are acked,
       // the room comes due again (coalesced with the one in flight)
       await ackAll(c, 'sw:a', EVERY + 6, 3 * EVERY);
@@ -58,7 +79,7 @@ for (const [where, fsync] of [['rooms', 'no'], ['rooms', 'always'], ['wal', 'no'
       await d.kill('SIGKILL');
       rmSync(fault, { force: true });
       rmSync(`${fault}.paused`, { force: true });
-      d = await startDaemon({ conf, dir: d.dir });
+      d = live.d = await startDaemon({ conf, dir: d.dir });
       const c2 = await connectHello(d, 'w');
       const after = await get(c2, 'sw:a');
       assert.equal(after.seq, before.seq);
@@ -72,23 +93,16 @@ for (const [where, fsync] of [['rooms', 'no'], ['rooms', 'always'], ['wal', 'no'
       await waitFor(() => existsSync(join(d.dataDir, 'rooms', 'sw:a.snap')), 'a snapshot after the restart');
       await c2.close();
       await d.stop();
-    } finally {
-      if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
-      d.cleanup();
-    }
+    });
   });
 }
 
 test('SIGTERM while the writer thread is parked in a snapshot: the shutdown waits for it, then snapshots the rest (covering the last record); the restart has every action', { skip }, async () => {
   const conf = makeConf({ global: ['fsync no', `snapshot_every ${EVERY}`] });
-  let d = await startDaemon({ conf, keepDir: true });
-  try {
+  await withKept({ conf }, async (live) => {
+    let { d } = live;
     const c = await connectHello(d, 'w');
-    assert.equal((await c.request({ type: 'subscribe', room: 'sw:t' })).type, 'snapshot');
-    const fault = join(d.dataDir, 'rooms', 'FAULT');
-    writeFileSync(fault, 'pause\n');
-    await ackAll(c, 'sw:t', 1, EVERY + 2);
-    await waitFor(() => existsSync(`${fault}.paused`), 'the writer thread parked');
+    const fault = await parkWriter(d, c, 'sw:t', 'rooms', EVERY + 2);
     await ackAll(c, 'sw:t', EVERY + 3, 2 * EVERY + 7); // due again meanwhile
     const before = await get(c, 'sw:t');
     await c.close();
@@ -99,7 +113,7 @@ test('SIGTERM while the writer thread is parked in a snapshot: the shutdown wait
     // the stop's own snapshot covers every record (the 16-byte file header,
     // then the LSN it covers: docs/STORAGE.md)
     const lsn = Number(readFileSync(join(d.dataDir, 'rooms', 'sw:t.snap')).readBigUInt64LE(16));
-    d = await startDaemon({ conf, dir: d.dir });
+    d = live.d = await startDaemon({ conf, dir: d.dir });
     const next = Number(/event=recovered .*next_lsn=(\d+)/.exec(d.stderr)[1]);
     assert.equal(lsn, next - 1, 'the snapshot written at the stop covers the last record');
     const c2 = await connectHello(d, 'w');
@@ -109,26 +123,19 @@ test('SIGTERM while the writer thread is parked in a snapshot: the shutdown wait
     assert.deepEqual(after.state, { count: 2 * EVERY + 7 });
     await c2.close();
     await d.stop();
-  } finally {
-    if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
-    d.cleanup();
-  }
+  });
 });
 
 test('a room deleted while its snapshot is in flight stays deleted after kill -9 (the delete waits for the writer; the file is unlinked after it)', { skip }, async () => {
-  const dir0 = mkdtempSync(join(tmpdir(), 'movexd-sw-'));
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-sw-'));
   const token = 'sw-admin-token-0123456789abcdef0123';
-  const tokenFile = join(dir0, 'admin.token');
+  const tokenFile = join(dir, 'admin.token');
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   const conf = makeConf({ global: ['fsync always', `snapshot_every ${EVERY}`, `admin_token_file ${tokenFile}`] });
-  let d = await startDaemon({ conf, dir: dir0 });
-  try {
+  await withKept({ conf, dir }, async (live) => {
+    let { d } = live;
     const c = await connectHello(d, 'w');
-    assert.equal((await c.request({ type: 'subscribe', room: 'sw:d' })).type, 'snapshot');
-    const fault = join(d.dataDir, 'rooms', 'FAULT');
-    writeFileSync(fault, 'pause\n');
-    await ackAll(c, 'sw:d', 1, EVERY + 2);
-    await waitFor(() => existsSync(`${fault}.paused`), 'the writer thread parked');
+    const fault = await parkWriter(d, c, 'sw:d', 'rooms', EVERY + 2);
     await c.close();
     const del = httpRequest(d, {
       method: 'DELETE', path: '/admin/rooms/sw:d', headers: { authorization: `Bearer ${token}` },
@@ -145,15 +152,12 @@ test('a room deleted while its snapshot is in flight stays deleted after kill -9
     await waitFor(written, 'the snapshot job collected');
     assert.ok(!existsSync(join(d.dataDir, 'rooms', 'sw:d.snap')), 'the snapshot written in flight is unlinked');
     await d.kill('SIGKILL');
-    d = await startDaemon({ conf, dir: dir0 });
+    d = live.d = await startDaemon({ conf, dir });
     const c2 = await connectHello(d, 'w');
     const g = await c2.request({ type: 'get', room: 'sw:d' });
     assert.equal(g.type, 'error', JSON.stringify(g));
     assert.equal(g.code, 'no_such_room', JSON.stringify(g));
     await c2.close();
     await d.stop();
-  } finally {
-    if (d.proc.exitCode === null && d.proc.signalCode === null) await d.kill().catch(() => {});
-    d.cleanup();
-  }
+  });
 });

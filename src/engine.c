@@ -1870,12 +1870,18 @@ static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
     int depth = -1;
     /* the action's source text, when the log entry can copy it as is */
     struct mx_json_raw raw = {.key = "action", .keylen = 6};
-    int fast = mx_json_parse(msg, len, &j, &depth, &raw);
+    /* an ordinary request: its members as a flat list, no top-level
+     * object built (json_parse.h); else the whole tree */
+    struct mx_json_top top;
+    int fast = mx_json_parse_top(msg, len, &top, &depth, &raw);
+    int flat = fast == MX_JP_OK;
+    if (fast == MX_JP_FALLBACK)
+        fast = mx_json_parse(msg, len, &j, &depth, &raw);
     if (fast == MX_JP_OOM)
         oom = 1;
     else if (fast == MX_JP_FALLBACK)
         j = mx_json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr, &oom);
-    if (!j && (oom || json_error_code(&jerr) == json_error_stack_overflow)) {
+    if (!flat && !j && (oom || json_error_code(&jerr) == json_error_stack_overflow)) {
         char why[120];
         snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
         uint64_t id = 0;
@@ -1884,7 +1890,7 @@ static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
                     oom ? "out of memory; the message was not handled" : why);
         return;
     }
-    if (!j || !json_is_object(j)) {
+    if (!flat && (!j || !json_is_object(j))) {
         char why[220];
         if (j)
             snprintf(why, sizeof(why), "a message must be a JSON object");
@@ -1913,11 +1919,15 @@ static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
         depth = mx_json_depth(j, e->cfg->max_depth);
     if (depth > e->cfg->max_depth) {
         snprintf(why, sizeof(why), "message nests deeper than max_depth %d", e->cfg->max_depth);
-        mx_proto_decode(j, &q, why + strlen(why), 0); /* only to echo a valid id */
+        /* only to echo a valid id */
+        if (flat)
+            mx_proto_decode_top(&top, &q, why + strlen(why), 0);
+        else
+            mx_proto_decode(j, &q, why + strlen(why), 0);
         reply_error(e, c, q.has_id, q.id, MX_ETOO_DEEP, why);
         goto done;
     }
-    rc = mx_proto_decode(j, &q, why, sizeof(why));
+    rc = flat ? mx_proto_decode_top(&top, &q, why, sizeof(why)) : mx_proto_decode(j, &q, why, sizeof(why));
     q.msglen = len;
     q.action_text = raw.text;
     q.action_len = raw.len;
@@ -1972,4 +1982,5 @@ done:
     mx_gate_unref(e->gate);
     e->gate = NULL;
     json_decref(j);
+    mx_json_top_free(&top);
 }

@@ -275,6 +275,18 @@ static int after_item(struct parser *ps, unsigned char close)
     return take(ps, close) ? 0 : -1;
 }
 
+/* After a top-level member's value (it began at vstart, with nc
+ * non-canonical spots before it): its source text, when it is the member
+ * asked for and canonical. */
+static void note_raw(struct parser *ps, const char *k, size_t kn, const unsigned char *vstart, size_t nc)
+{
+    if (ps->raw && ps->depth == 1 && kn == ps->raw->keylen && memcmp(k, ps->raw->key, kn) == 0 &&
+        ps->noncanon == nc) {
+        ps->raw->text = (const char *)vstart;
+        ps->raw->len = (size_t)(ps->p - vstart);
+    }
+}
+
 static json_t *object(struct parser *ps)
 {
     json_t *o = json_object();
@@ -326,11 +338,7 @@ static json_t *object(struct parser *ps)
             free(kheap);
             goto out;
         }
-        if (ps->raw && ps->depth == 1 && kn == ps->raw->keylen && memcmp(k, ps->raw->key, kn) == 0 &&
-            ps->noncanon == nc) {
-            ps->raw->text = (const char *)vstart;
-            ps->raw->len = (size_t)(ps->p - vstart);
-        }
+        note_raw(ps, k, kn, vstart, nc);
         int rc = json_object_setn_new_nocheck(o, k, kn, v);
         free(kheap);
         if (rc) {
@@ -443,4 +451,99 @@ int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth, struct 
     *out = j;
     *depth = ps.max_depth;
     return MX_JP_OK;
+}
+
+/* The top-level object of mx_json_parse_top, past its '{': members into
+ * top (keys point into the input). 0, or -1 with ps->status set. */
+static int top_members(struct parser *ps, struct mx_json_top *top)
+{
+    skip_ws(ps);
+    if (take(ps, '}'))
+        return 0;
+    for (;;) {
+        if (ps->p >= ps->end || *ps->p != '"')
+            break;
+        ps->p++;
+        const char *k;
+        size_t kn;
+        if (string(ps, &k, &kn))
+            return -1;
+        /* an escaped key (decoded into ps->tmp) or more members than the
+         * list holds: the whole-tree path takes it */
+        if (k == ps->tmp || top->n == MX_JP_TOP_MAX)
+            break;
+        for (size_t i = 0; i < top->n; i++)
+            if (top->m[i].keylen == kn && memcmp(top->m[i].key, k, kn) == 0)
+                goto bad; /* duplicate key: jansson refuses it */
+        skip_ws(ps);
+        if (!take(ps, ':'))
+            break;
+        skip_ws(ps);
+        const unsigned char *vstart = ps->p;
+        size_t nc = ps->noncanon;
+        json_t *v = value(ps);
+        if (!v)
+            return -1;
+        note_raw(ps, k, kn, vstart, nc);
+        top->m[top->n].key = k;
+        top->m[top->n].keylen = kn;
+        top->m[top->n].val = v;
+        top->n++;
+        int more = after_item(ps, '}');
+        if (more < 0)
+            break;
+        if (!more)
+            return 0;
+    }
+bad:
+    fail(ps, MX_JP_FALLBACK);
+    return -1;
+}
+
+int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int *depth, struct mx_json_raw *raw)
+{
+    top->n = 0;
+    if (raw) {
+        raw->text = NULL;
+        raw->len = 0;
+    }
+    struct parser ps = {.p = (const unsigned char *)buf, .end = (const unsigned char *)buf + len, .raw = raw};
+    skip_ws(&ps);
+    if (ps.p >= ps.end || *ps.p != '{')
+        return MX_JP_FALLBACK; /* an array, or jansson's error */
+    ps.p++;
+    ps.depth = ps.max_depth = 1; /* the object itself, as container() counts it */
+    int rc = top_members(&ps, top);
+    free(ps.tmp);
+    if (!rc) {
+        skip_ws(&ps);
+        if (ps.p != ps.end) { /* trailing bytes */
+            fail(&ps, MX_JP_FALLBACK);
+            rc = -1;
+        }
+    }
+    if (rc) {
+        mx_json_top_free(top);
+        if (raw)
+            raw->text = NULL;
+        return ps.status;
+    }
+    *depth = ps.max_depth;
+    return MX_JP_OK;
+}
+
+json_t *mx_json_top_get(const struct mx_json_top *top, const char *key)
+{
+    size_t kn = strlen(key);
+    for (size_t i = 0; i < top->n; i++)
+        if (top->m[i].keylen == kn && memcmp(top->m[i].key, key, kn) == 0)
+            return top->m[i].val;
+    return NULL;
+}
+
+void mx_json_top_free(struct mx_json_top *top)
+{
+    for (size_t i = 0; i < top->n; i++)
+        json_decref(top->m[i].val);
+    top->n = 0;
 }

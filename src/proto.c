@@ -15,6 +15,7 @@
 
 #include "movexd/digest.h"
 #include "movexd/err.h"
+#include "movexd/json_parse.h"
 #include "movexd/jwt.h"
 
 static int room_char(unsigned char c)
@@ -79,9 +80,22 @@ static int get_uint(const json_t *v, uint64_t *out)
         return MX_EBAD_REQUEST;                                                \
     } while (0)
 
-static int decode_room(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+/* The request's top-level members: a jansson object, or the flat list of
+ * the fast parser (json_parse.h, mx_json_parse_top) - the same values
+ * either way. Nested values are always jansson's. */
+struct view {
+    const json_t *obj;
+    const struct mx_json_top *top;
+};
+
+static const json_t *get(const struct view *m, const char *key)
 {
-    const json_t *r = json_object_get(msg, "room");
+    return m->top ? mx_json_top_get(m->top, key) : json_object_get(m->obj, key);
+}
+
+static int decode_room(const struct view *msg, struct mx_request *req, char *why, size_t whylen)
+{
+    const json_t *r = get(msg, "room");
     if (!json_is_string(r))
         FAIL("\"room\" must be a string");
     req->room = json_string_value(r);
@@ -95,10 +109,10 @@ static int decode_room(const json_t *msg, struct mx_request *req, char *why, siz
     return 0;
 }
 
-static int decode_since(const json_t *msg, struct mx_request *req, int required, char *why,
+static int decode_since(const struct view *msg, struct mx_request *req, int required, char *why,
                         size_t whylen)
 {
-    const json_t *s = json_object_get(msg, "since");
+    const json_t *s = get(msg, "since");
     if (!s || json_is_null(s)) {
         if (required)
             FAIL("\"since\" is required: {\"seq\": integer, \"checksum\": 32 hex}");
@@ -119,15 +133,15 @@ static int decode_since(const json_t *msg, struct mx_request *req, int required,
     return 0;
 }
 
-static int decode_action(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+static int decode_action(const struct view *msg, struct mx_request *req, char *why, size_t whylen)
 {
-    int rc = get_uint(json_object_get(msg, "n"), &req->n);
+    int rc = get_uint(get(msg, "n"), &req->n);
     if (rc == NOT_UINT || (rc == 0 && req->n == 0))
         FAIL("\"n\" must be a positive integer");
     /* the reply's next_n (n + 1) must stay an integer a client holds exactly */
     if (rc == PAST_MAX || req->n > MX_N_MAX)
         FAIL("\"n\" must be at most 2^53-2 (9007199254740990)");
-    const json_t *v = json_object_get(msg, "base");
+    const json_t *v = get(msg, "base");
     if (v && !json_is_null(v)) {
         rc = get_uint(v, &req->base);
         if (rc == PAST_MAX)
@@ -136,7 +150,7 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
             FAIL("\"base\" must be a non-negative integer");
         req->has_base = 1;
     }
-    v = json_object_get(msg, "dep");
+    v = get(msg, "dep");
     if (v && !json_is_null(v)) {
         /* one n, or an array of up to MX_DEPS_MAX of them (protocol
          * refinement: an action built on several earlier ones) */
@@ -156,7 +170,7 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
             req->deps[req->ndeps++] = d;
         }
     }
-    v = json_object_get(msg, "strict");
+    v = get(msg, "strict");
     if (v && !json_is_null(v)) {
         if (!json_is_boolean(v))
             FAIL("\"strict\" must be a boolean");
@@ -164,7 +178,7 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
         if (req->strict && !req->has_base)
             FAIL("a strict action needs \"base\"");
     }
-    v = json_object_get(msg, "action");
+    v = get(msg, "action");
     if (!json_is_object(v))
         FAIL("\"action\" must be an object {\"type\": string, \"payload\": any}");
     if (!json_is_string(json_object_get(v, "type")))
@@ -173,16 +187,16 @@ static int decode_action(const json_t *msg, struct mx_request *req, char *why, s
     return 0;
 }
 
-int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+static int decode(const struct view *msg, struct mx_request *req, char *why, size_t whylen)
 {
     memset(req, 0, sizeof(*req));
-    const json_t *id = json_object_get(msg, "id");
+    const json_t *id = get(msg, "id");
     int id_bad = 0;
     if (id && !json_is_null(id)) {
         id_bad = get_uint(id, &req->id);
         req->has_id = !id_bad;
     }
-    const char *type = json_string_value(json_object_get(msg, "type"));
+    const char *type = json_string_value(get(msg, "type"));
     if (!type)
         FAIL("\"type\" must be a string");
     if (id_bad == PAST_MAX)
@@ -192,7 +206,7 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
     int rc;
     if (!strcmp(type, "hello")) {
         req->type = MX_REQ_HELLO;
-        const json_t *c = json_object_get(msg, "client");
+        const json_t *c = get(msg, "client");
         if (c && !json_is_null(c)) {
             if (!json_is_string(c) || !mx_proto_client_ok(json_string_value(c), json_string_length(c)))
                 FAIL("\"client\" must be 1..128 bytes of A-Z a-z 0-9 _ . : @ -");
@@ -201,7 +215,7 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
             req->client = json_string_value(c);
             req->clientlen = json_string_length(c);
         }
-        const json_t *t = json_object_get(msg, "token");
+        const json_t *t = get(msg, "token");
         if (t && !json_is_null(t)) {
             if (!json_is_string(t))
                 FAIL("\"token\" must be a string");
@@ -243,7 +257,7 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
         return rc;
     switch (req->type) {
     case MX_REQ_CREATE: {
-        const json_t *s = json_object_get(msg, "state");
+        const json_t *s = get(msg, "state");
         req->state = s; /* any JSON value; absent means {} */
         return 0;
     }
@@ -255,11 +269,21 @@ int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t
         return decode_action(msg, req, why, whylen);
     case MX_REQ_PRESENCE:
         /* any JSON value; null clears (so it must be there, even as null) */
-        req->presence = json_object_get(msg, "state");
+        req->presence = get(msg, "state");
         if (!req->presence)
             FAIL("\"state\" is required (any JSON value; null clears the presence)");
         return 0;
     default:
         return 0;
     }
+}
+
+int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t whylen)
+{
+    return decode(&(struct view){.obj = msg}, req, why, whylen);
+}
+
+int mx_proto_decode_top(const struct mx_json_top *top, struct mx_request *req, char *why, size_t whylen)
+{
+    return decode(&(struct view){.top = top}, req, why, whylen);
 }

@@ -51,4 +51,29 @@ struct mx_json_raw {
  * MX_JP_OK is returned). */
 int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth, struct mx_json_raw *raw);
 
+/* A request's top level without jansson's object: the members of a
+ * top-level object as a flat list (keys point into buf, in input order;
+ * each value is the jansson tree mx_json_parse builds for it, owned by
+ * the list). Building the object - its hash table, a pair per member -
+ * and looking the protocol's fields up in it was ~5% of the daemon's CPU
+ * per action (docs/PERFORMANCE.md, step 9). MX_JP_OK only for input on
+ * which mx_json_parse returns MX_JP_OK with an object whose members are
+ * these; besides mx_json_parse's cases it falls back on more than
+ * MX_JP_TOP_MAX members and on a key with an escape (then use
+ * mx_json_parse, whose tree is the same thing). *depth and raw as there. */
+#define MX_JP_TOP_MAX 16
+struct mx_json_top {
+    size_t n;
+    struct {
+        const char *key;
+        size_t keylen;
+        json_t *val;
+    } m[MX_JP_TOP_MAX];
+};
+int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int *depth, struct mx_json_raw *raw);
+/* The member's value, or NULL (key is NUL-terminated). */
+json_t *mx_json_top_get(const struct mx_json_top *top, const char *key);
+/* Drop the values (a list with n == 0 is fine). */
+void mx_json_top_free(struct mx_json_top *top);
+
 #endif

@@ -68,6 +68,10 @@ struct mx_request {
  * in why; req->has_id/id are set whenever the id itself was valid, so the
  * error reply can echo it. */
 int mx_proto_decode(const json_t *msg, struct mx_request *req, char *why, size_t whylen);
+/* The same for a message parsed by mx_json_parse_top (json_parse.h): its
+ * members' values are borrowed exactly as from the object. */
+struct mx_json_top;
+int mx_proto_decode_top(const struct mx_json_top *top, struct mx_request *req, char *why, size_t whylen);
 
 /* Room id: 1..200 bytes of [A-Za-z0-9_.:-]; the type is the part before the
  * first ':' (the whole id when there is none) and must not be empty.

@@ -80,6 +80,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(st == MX_JP_FALLBACK, "status %d", st);
         CHECK(fast == NULL, "a tree with status %d", st);
     }
+    /* the flat top level: only where the whole-tree parse gives an object,
+     * and then its members, in order, with the same values, depth and raw
+     * text of "action" */
+    struct mx_json_top top;
+    struct mx_json_raw rt = {.key = "action", .keylen = 6}, rf = rt;
+    int dt = -1;
+    int stt = mx_json_parse_top(buf, size, &top, &dt, &rt);
+    if (stt == MX_JP_OK) {
+        json_t *whole = NULL;
+        int dw = -1;
+        CHECK(mx_json_parse(buf, size, &whole, &dw, &rf) == MX_JP_OK, "top handled, tree not");
+        CHECK(json_is_object(whole) && json_object_size(whole) == top.n, "member count");
+        size_t i = 0;
+        const char *k;
+        size_t kn;
+        json_t *v;
+        json_object_keylen_foreach(whole, k, kn, v)
+        {
+            CHECK(top.m[i].keylen == kn && memcmp(top.m[i].key, k, kn) == 0, "key %zu", i);
+            CHECK(mx_test_json_same(top.m[i].val, v), "value of key %zu", i);
+            i++;
+        }
+        CHECK(dt == dw, "depth %d vs %d", dt, dw);
+        CHECK(rt.len == rf.len && (rt.text == NULL) == (rf.text == NULL) &&
+                  (!rt.text || memcmp(rt.text, rf.text, rt.len) == 0),
+              "raw action text");
+        json_decref(whole);
+        mx_json_top_free(&top);
+    } else {
+        CHECK(stt == MX_JP_FALLBACK, "top status %d", stt);
+        CHECK(top.n == 0 && rt.text == NULL, "a list with status %d", stt);
+    }
     json_decref(fast);
     json_decref(ref);
     return 0;

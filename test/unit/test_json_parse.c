@@ -6,7 +6,9 @@
  * mutation test checks the contract on ~30k corrupted protocol messages;
  * the allocation test (fault-injection builds) makes each allocation fail
  * in turn. test/fuzz/fuzz_json_parse.c checks the same contract with
- * libFuzzer. */
+ * libFuzzer. Every input also goes through mx_json_parse_top, the flat
+ * top level (check_top): handled only where the tree is an object, and
+ * then its members in order with the same values, depth and raw text. */
 #include <check.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +24,45 @@
 #include "movexd/json_parse.h"
 
 #define FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL)
+
+/* mx_json_parse_top on the same input: against the whole-tree parse
+ * (fast, st, depth, raw: what check_one got). Returns its status. */
+static int check_top(const char *buf, size_t len, int st, const json_t *fast, int depth,
+                     const struct mx_json_raw *raw)
+{
+    struct mx_json_top top;
+    struct mx_json_raw rt = {.key = "action", .keylen = 6};
+    int dt = -1;
+    int stt = mx_json_parse_top(buf, len, &top, &dt, &rt);
+    if (stt != MX_JP_OK) {
+        ck_assert_int_eq(stt, MX_JP_FALLBACK);
+        ck_assert_uint_eq(top.n, 0);
+        ck_assert_ptr_null(rt.text);
+        return stt;
+    }
+    ck_assert_msg(st == MX_JP_OK && json_is_object(fast), "top handled what the tree did not: %.*s", (int)len,
+                  buf);
+    ck_assert_uint_eq(top.n, json_object_size(fast));
+    size_t i = 0;
+    const char *k;
+    size_t kn;
+    json_t *v;
+    json_object_keylen_foreach((json_t *)fast, k, kn, v)
+    {
+        ck_assert_msg(top.m[i].keylen == kn && memcmp(top.m[i].key, k, kn) == 0, "key %zu of %.*s", i,
+                      (int)len, buf);
+        ck_assert_msg(mx_test_json_same(top.m[i].val, v), "value %zu of %.*s", i, (int)len, buf);
+        ck_assert_ptr_eq(mx_json_top_get(&top, k), top.m[i].val);
+        i++;
+    }
+    ck_assert_ptr_null(mx_json_top_get(&top, "no such key"));
+    ck_assert_int_eq(dt, depth);
+    ck_assert_uint_eq(rt.len, raw->len);
+    ck_assert(!rt.text == !raw->text && (!rt.text || memcmp(rt.text, raw->text, rt.len) == 0));
+    mx_json_top_free(&top);
+    ck_assert_uint_eq(top.n, 0);
+    return stt;
+}
 
 /* Parse with both; the contract must hold. Returns the fast status. */
 static int check_one(const char *buf, size_t len)
@@ -50,6 +91,7 @@ static int check_one(const char *buf, size_t len)
         ck_assert_ptr_null(fast);
         ck_assert_int_eq(st, MX_JP_FALLBACK);
     }
+    check_top(buf, len, st, fast, depth, &raw);
     json_decref(fast);
     json_decref(ref);
     return st;
@@ -168,6 +210,52 @@ START_TEST(falls_back_to_jansson)
 }
 END_TEST
 
+/* The flat top level handles the requests clients send and leaves to the
+ * whole tree what its list does not hold: an escaped key, more than
+ * MX_JP_TOP_MAX members; duplicates and non-objects fall back as before. */
+START_TEST(top_level_as_a_list)
+{
+    static const char *const handled[] = {
+        "{}",
+        " {\"type\":\"ping\",\"id\":7} ",
+        "{\"type\":\"action\",\"id\":4,\"room\":\"todo:a\",\"n\":17,\"base\":5,\"dep\":[15,16],"
+        "\"action\":{\"type\":\"patch\",\"payload\":[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1}]}}",
+        "{\"type\":\"subscribe\",\"id\":2,\"room\":\"todo:a\",\"since\":{\"seq\":5,\"checksum\":\"ab\"}}",
+        "{\"k\\u00e9\":1}", /* not handled: a \\u escape in a key falls back for both */
+    };
+    for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++) {
+        struct mx_json_top top;
+        int d;
+        int st = mx_json_parse_top(handled[i], strlen(handled[i]), &top, &d, NULL);
+        int want = i + 1 < sizeof(handled) / sizeof(handled[0]) ? MX_JP_OK : MX_JP_FALLBACK;
+        ck_assert_int_eq(st, want);
+        mx_json_top_free(&top);
+        check_str(handled[i]);
+    }
+    struct mx_json_top top;
+    int d;
+    const char *esc = "{\"a\\tb\":1,\"id\":2}"; /* the tree handles it; the list does not */
+    ck_assert_int_eq(check_str(esc), MX_JP_OK);
+    ck_assert_int_eq(mx_json_parse_top(esc, strlen(esc), &top, &d, NULL), MX_JP_FALLBACK);
+    char many[400] = "{";
+    for (int i = 0; i <= MX_JP_TOP_MAX; i++) /* MX_JP_TOP_MAX + 1 members */
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s\"k%d\":%d", i ? "," : "", i, i);
+    strcat(many, "}");
+    ck_assert_int_eq(check_str(many), MX_JP_OK);
+    ck_assert_int_eq(mx_json_parse_top(many, strlen(many), &top, &d, NULL), MX_JP_FALLBACK);
+    strcpy(strrchr(many, ',') , "}"); /* exactly MX_JP_TOP_MAX */
+    ck_assert_int_eq(mx_json_parse_top(many, strlen(many), &top, &d, NULL), MX_JP_OK);
+    ck_assert_uint_eq(top.n, MX_JP_TOP_MAX);
+    mx_json_top_free(&top);
+    static const char *const fb[] = {"[1]", "{\"a\":1,\"a\":2}", "{\"a\":1,\"b\":{\"c\":1,\"c\":2}}",
+                                     "{\"a\":1} x", "{\"a\":1,}", "{\"a\" 1}", "{\"a\":1"};
+    for (size_t i = 0; i < sizeof(fb) / sizeof(fb[0]); i++) {
+        ck_assert_int_eq(mx_json_parse_top(fb[i], strlen(fb[i]), &top, &d, NULL), MX_JP_FALLBACK);
+        ck_assert_uint_eq(top.n, 0);
+    }
+}
+END_TEST
+
 /* xorshift64*: a fixed sequence, so a failure reproduces */
 static uint64_t rnd_state = 0x9E3779B97F4A7C15ull;
 static uint64_t rnd(void)
@@ -251,6 +339,29 @@ START_TEST(allocation_failures)
     }
     mx_alloc_fault_reset(0);
     ck_assert_int_gt(failed, 10);
+    /* the flat top level too (its keys have no escape) */
+    const char *req = "{\"type\":\"action\",\"id\":1,\"room\":\"r\",\"n\":1,\"action\":{\"type\":"
+                      "\"patch\",\"payload\":[{\"op\":\"add\",\"path\":\"/k\",\"value\":\"a\\nb\"}]}}";
+    failed = 0;
+    for (uint64_t at = 1;; at++) {
+        mx_alloc_fault_reset(at);
+        mx_alloc_fault_enable(1);
+        struct mx_json_top top;
+        int depth;
+        int st = mx_json_parse_top(req, strlen(req), &top, &depth, NULL);
+        mx_alloc_fault_enable(0);
+        if (!mx_alloc_fault_fired()) {
+            ck_assert_int_eq(st, MX_JP_OK);
+            ck_assert_uint_eq(top.n, 5);
+            mx_json_top_free(&top);
+            break;
+        }
+        ck_assert_int_eq(st, MX_JP_OOM);
+        ck_assert_uint_eq(top.n, 0);
+        failed++;
+    }
+    mx_alloc_fault_reset(0);
+    ck_assert_int_gt(failed, 10);
 }
 END_TEST
 #endif
@@ -262,6 +373,7 @@ Suite *mx_suite_json_parse(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, handled_like_jansson);
     tcase_add_test(tc, falls_back_to_jansson);
+    tcase_add_test(tc, top_level_as_a_list);
     tcase_add_test(tc, raw_action_text);
     tcase_add_test(tc, mutated_messages);
 #ifdef MX_FAULT_INJECTION

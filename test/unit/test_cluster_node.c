@@ -259,6 +259,10 @@ START_TEST(same_turn_on_two_nodes_one_is_moved)
     struct nodex *a = &nx[0], *b = &nx[1];
     join(a, 0, "ca", "m");
     join(b, 0, "cb", "m");
+    struct mx_cnode_stats s1, s2;
+    mx_cnode_stats(a->cn, &s1);
+    mx_cnode_stats(b->cn, &s2);
+    uint64_t loads = s1.reloads + s2.reloads;
     /* both decided on seq 0 in the same turn: Redis takes one first */
     sendf(&a->f[0], a->e, ACT(2, 1, "m", "[{\"op\":\"add\",\"path\":\"/a\",\"value\":1}]"));
     sendf(&b->f[0], b->e, ACT(2, 1, "m", "[{\"op\":\"add\",\"path\":\"/b\",\"value\":2}]"));
@@ -273,10 +277,12 @@ START_TEST(same_turn_on_two_nodes_one_is_moved)
     uint64_t sa = u_of(ack_a, "seq"), sb = u_of(ack_b, "seq");
     ck_assert_msg((sa == 1 && sb == 2) || (sa == 2 && sb == 1), "seqs %llu %llu", (unsigned long long)sa,
                   (unsigned long long)sb);
-    struct mx_cnode_stats s1, s2;
     mx_cnode_stats(a->cn, &s1);
     mx_cnode_stats(b->cn, &s2);
     ck_assert_uint_eq(s1.moved + s2.moved, 1);
+    /* the loser took its batch back in place and decided again: no reload */
+    ck_assert_uint_eq(s1.rolled_back + s2.rolled_back, 1);
+    ck_assert_uint_eq(s1.reloads + s2.reloads, loads);
     /* both replicas at seq 2 with one checksum */
     TURN_UNTIL(mx_engine_room(a->e, "m", 1)->seq == 2 && mx_engine_room(b->e, "m", 1)->seq == 2);
     ck_assert_int_eq(memcmp(mx_engine_room(a->e, "m", 1)->checksum, mx_engine_room(b->e, "m", 1)->checksum,
@@ -285,7 +291,7 @@ START_TEST(same_turn_on_two_nodes_one_is_moved)
 END_TEST
 
 /* Both nodes send a batch of 10 on the same head in the same turn: the
- * loser reloads and brings the winner's 10 entries, more than the room's
+ * loser rolls back and brings the winner's 10 entries, more than the room's
  * history (4) holds; its other local subscriber still gets all of them as
  * fwds, in order, before the loser's own entries. */
 START_TEST(reload_forwards_more_than_history)

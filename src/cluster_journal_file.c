@@ -96,7 +96,7 @@ static int push_seg(struct mx_jfile *f, uint64_t id, uint64_t bytes)
 {
     if (f->nsegs == f->capsegs) {
         size_t cap = f->capsegs ? f->capsegs * 2 : 16;
-        struct seg *s = realloc(f->segs, cap * sizeof *s);
+        struct seg *s = mx_realloc(f->segs, cap * sizeof *s);
         if (!s)
             return -1;
         f->segs = s;
@@ -472,7 +472,7 @@ static int list_segments(const char *dir, uint64_t **ids, size_t *n, char *err, 
             continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
-            uint64_t *v = realloc(*ids, cap * sizeof *v);
+            uint64_t *v = mx_realloc(*ids, cap * sizeof *v);
             if (!v) {
                 closedir(d);
                 snprintf(err, errlen, "out of memory");

@@ -486,7 +486,7 @@ void cn_rb_check_journal(struct mx_cnode *n)
             continue; /* in memory: its next append or reload compares */
         if (k == cap) {
             cap = cap ? cap * 2 : 64;
-            struct jcheck **nv = realloc(v, cap * sizeof *nv);
+            struct jcheck **nv = mx_realloc(v, cap * sizeof *nv);
             if (!nv)
                 break;
             v = nv;

@@ -453,6 +453,25 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* 1 when name is a segment's (seg_path's: 20 digits, ".mxj"), its id into
+ * *id. Digits only: strtoull/sscanf would also take a sign, leading space
+ * or a value past 2^64 - a stray file then stood for a segment whose own
+ * name does not exist (the open failed) or for one read twice. */
+static int segment_id(const char *name, uint64_t *id)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        unsigned d = (unsigned char)name[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    if (strcmp(name + 20, ".mxj"))
+        return 0;
+    *id = v;
+    return 1;
+}
+
 /* The ids of the directory's segments, ascending. */
 static int list_segments(const char *dir, uint64_t **ids, size_t *n, char *err, size_t errlen)
 {
@@ -466,9 +485,8 @@ static int list_segments(const char *dir, uint64_t **ids, size_t *n, char *err, 
     *n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        unsigned long long id;
-        char tail[8];
-        if (strlen(e->d_name) != 24 || sscanf(e->d_name, "%20llu%7s", &id, tail) != 2 || strcmp(tail, ".mxj"))
+        uint64_t id;
+        if (!segment_id(e->d_name, &id))
             continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;

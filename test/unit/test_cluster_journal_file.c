@@ -322,6 +322,45 @@ START_TEST(one_process_per_directory_and_the_check)
 }
 END_TEST
 
+/* Only names of 20 digits are segments: a stray file whose name strtoull
+ * would still read (a sign, a space, more than 2^64) is not one. Read as
+ * one, "-0000000000000000001.mxj" was segment 2^64-1 - whose own name does
+ * not exist, so the open failed and the node could not start - and
+ * "+0000000000000000001.mxj" was segment 1 a second time. */
+START_TEST(only_twenty_digit_names_are_segments)
+{
+    mkdir_tmp();
+    char epoch[64], p[600];
+    struct mx_journal *j;
+    struct mx_jfile *f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
+    add(j, "t:a", 1);
+    shut(j, f);
+    static const char *const stray[] = { "-0000000000000000001.mxj", "+0000000000000000001.mxj",
+                                         " 0000000000000000001.mxj", "99999999999999999999.mxj" };
+    for (size_t i = 0; i < sizeof stray / sizeof *stray; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, stray[i]);
+        FILE *fp = fopen(p, "w");
+        ck_assert_ptr_nonnull(fp);
+        fputs("not a journal segment", fp);
+        fclose(fp);
+    }
+    f = open_new(&j, epoch, 1000, 1 << 20, 4 << 20);
+    const struct mx_journal_batch *out[4];
+    ck_assert_uint_eq(mx_journal_lost(j, "t:a", &ZERO, out, 4), 1); /* once, not twice */
+    check_batch(out[0], 1);
+    struct mx_jfile_stats st;
+    mx_jfile_stats(f, &st);
+    ck_assert_uint_eq(st.torn, 0);
+    ck_assert_uint_eq(st.segments, 2); /* the one read back and the new one */
+    shut(j, f);
+    for (size_t i = 0; i < sizeof stray / sizeof *stray; i++) { /* left alone */
+        snprintf(p, sizeof p, "%s/%s", dir, stray[i]);
+        ck_assert_int_eq(access(p, F_OK), 0);
+    }
+    rm_tmp();
+}
+END_TEST
+
 Suite *mx_suite_cluster_journal_file(void)
 {
     Suite *s = suite_create("cluster_journal_file");
@@ -331,6 +370,7 @@ Suite *mx_suite_cluster_journal_file(void)
     tcase_add_test(tc, old_segments_go_and_the_directory_stays_bounded);
     tcase_add_test(tc, another_epoch_is_not_read_back);
     tcase_add_test(tc, one_process_per_directory_and_the_check);
+    tcase_add_test(tc, only_twenty_digit_names_are_segments);
     suite_add_tcase(s, tc);
     return s;
 }

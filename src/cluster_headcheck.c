@@ -4,7 +4,10 @@
  * of everything else - a rollback that lost the tail it forwarded, a room
  * deleted or created again while its subscriber link was down - only when
  * it next writes or reloads. So once a tick (about a second) it reads
- * Redis's head of the rooms its local subscribers are in and compares it
+ * Redis's head of the rooms its local subscribers are in (and of the rooms
+ * in memory it wrote itself, with batches in its journal: nobody may write
+ * there again soon, and rooms not in memory are checked at each link-up,
+ * cluster_rollback.c) and compares it
  * with its confirmed head: the same ID, hash and incarnation - nothing to
  * do; ahead - a catch-up (a published entry was missed); anything else
  * (behind, a fork at the same ID, another incarnation, no head at all) -
@@ -39,6 +42,7 @@
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Head reads per tick: 256 small HMGETs a second cost Redis about as much
  * as one busy room's appends, and cover 256 rooms a second. */
@@ -48,6 +52,18 @@ static int settled(const struct mx_cnode *n, const struct cn_room *cr)
 {
     return cr->known && !cr->busy && !cr->nforming && !cr->nq && !cr->ninflight && !cr->rb_hold &&
            !cr->create_due && !cr->drop_room && !cr->epoch_stale && !cn_del_pending(cr) && !n->closing;
+}
+
+/* A room without subscribers that eviction takes this tick: not checked
+ * (a check in flight would hold it back, tick after tick); once evicted,
+ * the link-up and load checks of its journal batches cover it. The
+ * engine's clock for last_active_ms. */
+static int evicting(const struct mx_cnode *n, const struct mx_room *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return n->cfg->evict_idle_ms > 0 && now - r->last_active_ms >= (uint64_t)n->cfg->evict_idle_ms;
 }
 
 static int same_head(const struct mx_cluster_head *a, const struct mx_cluster_head *b)
@@ -126,8 +142,10 @@ void cn_hc_tick(struct mx_cnode *n)
         struct cn_room *cr = val;
         if (cr->hc_inflight || !settled(n, cr))
             continue;
+        /* rooms with local subscribers, and rooms this node wrote (its
+         * journal has batches of them: a lost tail is theirs to restore) */
         const struct mx_room *r = mx_engine_room(n->e, cr->id, cr->idlen);
-        if (!r || !r->nsubs)
+        if (!r || (!r->nsubs && (!mx_journal_newest(n->journal, cr->id) || evicting(n, r))))
             continue;
         if (k++ < n->hc_next)
             continue;

@@ -176,3 +176,23 @@ test('a room this node wrote, evicted, then rolled back in Redis: restored from 
   await c.close();
   await n1.stop();
 });
+
+test('a room this node wrote, still in memory without a subscriber, rolled back in Redis: the head check restores it, no client needed', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const n1 = await startReadyNode(g, 'n1'); // evicts after 300 s: the room stays
+  const c = await connectHello(n1, 'jm');
+  const room = 'rb:mem';
+  assert.equal((await c.request({ type: 'subscribe', room })).type, 'snapshot');
+  for (let n = 1; n <= 3; n++) assert.equal((await c.request(patchAction(room, n, [{ op: 'add', path: `/k${n}`, value: n }]))).type, 'ack');
+  await copyRoom(g, room);
+  const acks = [];
+  for (let n = 4; n <= 6; n++) acks.push(await c.request(patchAction(room, n, [{ op: 'add', path: `/k${n}`, value: n }])));
+  assert.equal((await c.request({ type: 'unsubscribe', room })).type, 'unsubscribed');
+  assert.equal(await metric(n1, 'movexd_cluster_rooms'), 1, 'still in memory');
+  await rollBack(g, room);
+  await until(async () => (await g.primary.cmd('HGET', `movexd:{${room}}:head`, 'seq')) === '6', 'restored within a few ticks');
+  const res = await checkInvariants(g.primary.port, { rooms: [room], nodes: [n1] });
+  assert.deepEqual(missingAcks(res, room, acks.map((a, i) => ({ client: 'jm', n: i + 4, seq: a.seq })), { sameSeq: true }), []);
+  await c.close();
+  await n1.stop();
+});

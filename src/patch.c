@@ -912,7 +912,10 @@ int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *li
         const struct opdef *def = NULL;
         c.index = i;
         c.missing = MX_EBAD_PATCH;
-        check_op(&c, op, &def); /* validated above; sets the name and def */
+        /* validated above: only the name (for error messages) and def */
+        const char *name = json_string_value(json_object_get(op, "op"));
+        clip(c.opname, name, NAME_CLIP);
+        def = find_op(name);
         rc = steps_reserve(c.u, 2) ? oom(&c) : def->apply(&c, op);
     }
     if (c.tok != c.small_tok)

@@ -458,9 +458,12 @@ int main(int argc, char **argv)
             return 1;
         }
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
-        if (cfg.cluster.enabled)
-            printf("movexd: cluster mode: node %s, %s\n", cfg.cluster.node_id,
-                   cfg.cluster.nsentinels ? "via Sentinel" : "one Redis");
+        if (cfg.cluster.enabled) {
+            char jdir[1100];
+            mx_config_journal_dir(&cfg, jdir, sizeof jdir);
+            printf("movexd: cluster mode: node %s, %s, journal %s\n", cfg.cluster.node_id,
+                   cfg.cluster.nsentinels ? "via Sentinel" : "one Redis", jdir);
+        }
         sodium_memzero(&keys, sizeof(keys));
         mx_config_free(&cfg);
         return 0;

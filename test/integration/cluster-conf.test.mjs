@@ -66,6 +66,7 @@ test('movexd -t checks the journal directory: usable or creatable passes (nothin
     withConf(`${GOOD.replace('}\n', `  journal_dir ${later}\n}\n`)}`, (path) => {
       const r = run(['-t', '-c', path]);
       assert.equal(r.status, 0, r.stderr);
+      assert.ok(r.stdout.includes(`cluster mode: node n1, one Redis, journal ${later}\n`), r.stdout);
       assert.equal(existsSync(later), false, '-t creates nothing');
     });
     const file = join(dir, 'file');
@@ -78,6 +79,9 @@ test('movexd -t checks the journal directory: usable or creatable passes (nothin
     });
     // the default, under data_dir: the data dir given on the command line
     withConf(GOOD, (path) => {
+      const ok = run(['-t', '-c', path, '--data-dir', join(dir, 'data')]);
+      assert.equal(ok.status, 0, ok.stderr);
+      assert.ok(ok.stdout.includes(`journal ${join(dir, 'data', 'cluster-journal')}\n`), ok.stdout);
       const r = run(['-t', '-c', path, '--data-dir', join(file, 'data')]);
       assert.equal(r.status, 1, r.stdout);
       assert.match(r.stderr, /journal directory .*cluster-journal/);

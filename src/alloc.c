@@ -12,8 +12,9 @@
 
 static uint64_t json_failures;
 
-/* no cache under a sanitizer: it would hide a use after free of a block */
-#if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
+/* no cache under a sanitizer: it would hide a use after free of a block
+ * (alloc.h, MX_BLOCK_CACHING) */
+#if MX_BLOCK_CACHING
 #include <malloc.h>
 
 /* Free lists of small blocks by glibc chunk size (16-byte steps up to

@@ -58,6 +58,26 @@ static inline char *mx_strdup(const char *s) { return strdup(s); }
  * and checked). */
 void *mx_block_alloc(size_t n);
 void mx_block_free(void *p);
+
+/* MX_BLOCK_CACHING: 1 when mx_block_free caches. Never under a sanitizer -
+ * a cached block handed out again is never freed as far as ASan knows (a
+ * use after free of it goes unseen), and under TSan/MSan's own malloc
+ * malloc_usable_size() is the requested size, not glibc's chunk - nor in a
+ * fault-injection build. GCC names a sanitizer with __SANITIZE_*__; clang
+ * (the fuzz build's compiler) only answers __has_feature. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_HWADDRESS__)
+#define MX_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer) || __has_feature(hwaddress_sanitizer)
+#define MX_SANITIZED 1
+#endif
+#endif
+#if !defined(MX_FAULT_INJECTION) && !defined(MX_SANITIZED) && defined(__GLIBC__)
+#define MX_BLOCK_CACHING 1
+#else
+#define MX_BLOCK_CACHING 0
+#endif
 #define MX_BLOCK_MAX 1032
 #define MX_BLOCK_CACHE 4096
 #define MX_BLOCK_CACHE_BYTES (4u << 20)

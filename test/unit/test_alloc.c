@@ -16,11 +16,7 @@
 #include "movexd/frame.h"
 #include "movexd/oplog.h"
 
-#if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
-#define CACHED 1
-#else
-#define CACHED 0
-#endif
+#define CACHED MX_BLOCK_CACHING
 
 START_TEST(small_blocks_are_reused)
 {
@@ -30,7 +26,7 @@ START_TEST(small_blocks_are_reused)
     mx_block_free(a);
     void *b = mx_json_malloc(40);
     ck_assert_ptr_nonnull(b);
-#if !defined(MX_FAULT_INJECTION) && !defined(__SANITIZE_ADDRESS__) && defined(__GLIBC__)
+#if CACHED
     ck_assert_ptr_eq(a, b); /* the cached block, not a new one */
 #endif
     memset(b, 0xcd, 40); /* the whole requested size is usable */

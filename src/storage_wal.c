@@ -257,8 +257,11 @@ static int st_flush(void *ctx)
         s->failed = 0;
     }
     if (s->nunlink) {
-        mx_swal_collect(s, 1); /* no rename may land after the unlink */
         for (size_t i = 0; i < s->nunlink; i++) {
+            /* no rename may land after the unlink (deleting the job's room
+             * waited for it already: this only guards that rule) */
+            if (s->job && !strcmp(s->jobmem.name, s->unlink_after_flush[i]))
+                mx_swal_collect(s, 1);
             char path[2400];
             snprintf(path, sizeof(path), "%s/%s", s->snapdir, s->unlink_after_flush[i]);
             if (unlink(path) == 0) {

@@ -51,6 +51,14 @@ function snapLsn(dataDir, room) {
   }
 }
 
+// Snapshots are written by the writer thread, one at a time, the last one
+// some time after the last ack (src/snapshot_writer.c): wait until room's
+// snapshot leaves fewer than snapshot_every (10) of its records up to
+// lastLsn uncovered, as it eventually must.
+function snapshotsSettled(d, room, lastLsn) {
+  return waitFor(() => snapLsn(d.dataDir, room) > lastLsn - 10, `${room}'s snapshot within 10 records of LSN ${lastLsn}`);
+}
+
 // The documented procedure for a damaged segment: move it and every later
 // one out of the way. `from` picks the first segment to move (0: all).
 function moveSegments(dataDir, dest, from = 0) {
@@ -103,6 +111,7 @@ test('only the later segments moved: the rest of the WAL is folded into snapshot
     let d = await startDaemon({ conf: c, dir });
     await incs(d, 'w', 'lsn:b', 1, 3); // no snapshot: lives only in the first segments
     await incs(d, 'w', 'lsn:a', 1, 80, 3000); // ~4 segments; snapshots up to near the end
+    await snapshotsSettled(d, 'lsn:a', 85); // 4 records of lsn:b, then lsn:a's create and 80 actions
     await d.kill('SIGKILL');
     const segs = readdirSync(join(d.dataDir, 'wal')).filter((f) => f.endsWith('.log'));
     assert.ok(segs.length >= 3, `several segments: ${segs}`);
@@ -139,6 +148,11 @@ test('moved segments put back after the daemon went on are refused (exit 2), not
   try {
     let d = await startDaemon({ conf: conf(), dir });
     await incs(d, 'w', 'lsn:a', 1, 25);
+    await snapshotsSettled(d, 'lsn:a', 26);
+    // the moved segments must hold a record no snapshot covers (then the
+    // LSNs handed out after the move overlap them); a snapshot written late
+    // may cover all 26
+    if (snapLsn(d.dataDir, 'lsn:a') >= 26) await incs(d, 'w', 'lsn:a', 26, 1);
     await d.kill('SIGKILL');
     const moved = moveSegments(d.dataDir, join(dir, 'moved'));
     d = await startDaemon({ conf: conf(), dir });

@@ -265,7 +265,7 @@ export async function startNodes(g, n, { room = [], cluster = [], global = [], i
 
 // dir: the daemon's directory (conf, data dir, the journal under it) - pass
 // the `dir` of an earlier node to restart it on its data.
-export async function startNode(g, id, { room = [], cluster = [], global = [], dir } = {}) {
+export async function startNode(g, id, { room = [], cluster = [], global = [], dir, bin } = {}) {
   const tdir = mkdtempSync(join(tmpdir(), 'movexd-token-'));
   const token = createHash('sha256').update(`${id}${Math.random()}`).digest('hex');
   const tokenFile = join(tdir, 'token');
@@ -276,7 +276,7 @@ export async function startNode(g, id, { room = [], cluster = [], global = [], d
     clusterBlock(g, id, cluster), ''].join('\n');
   let d;
   try {
-    d = await startDaemon({ conf, dir });
+    d = await startDaemon({ conf, dir, bin }); // bin: another binary (benchmarks interleave two)
   } finally {
     if (!d) rmSync(tdir, { recursive: true, force: true });
   }

@@ -6,6 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedisGroup, startNode, stopAll, checkInvariants, nodeMetric, redisAt, PREFIX } from './cluster-lib.mjs';
 import { connectHello, httpRequest, waitFor, patchAction } from './lib.mjs';
+import { RawConn } from './rawhttp.mjs';
 
 after(stopAll);
 
@@ -58,7 +59,7 @@ test('a room deleted and created again never takes the old room\'s entries from 
   assert.equal((await wb.request(add(room, 1, 'new1'))).type, 'ack');
   const again = await wa.request({ type: 'subscribe', room });
   assert.equal(again.state.old1, undefined);
-  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
+  await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });  for (const d of [a, b]) await d.stop();
 });
 
 const adminDelete = (d, room) => httpRequest(d, {
@@ -117,6 +118,7 @@ test('the admin API deletes a room across the cluster: keys, every node\'s subsc
   assert.equal((await sa.request(add(room, 1, 'new'))).type, 'ack');
   await sb.next((m) => m.type === 'fwd' && m.seq === 1, 'bob has the new room\'s first entry');
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
+  for (const d of [a, b, c]) await d.stop(); // a clean exit (under ASan: no leak)
 });
 
 // A delete that lands among pipelined actions: every action is answered
@@ -145,6 +147,40 @@ test('a delete among pipelined writes: every action answered, the room stays del
   const s = await stateOn(a, room);
   assert.equal(s.seq, 0);
   assert.deepEqual(s.state, {});
+});
+
+// The admin client goes away while its delete waits for Redis (stopped):
+// the answer finds no connection (under ASan: no use after free), the
+// delete still happens once Redis answers, and the node goes on.
+test('a delete whose HTTP client left before Redis answered still deletes; the node goes on', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'del:left';
+  const reader = await connectHello(a, 'reader');
+  await reader.request({ type: 'subscribe', room });
+  assert.equal((await reader.request(add(room, 1, 'x'))).type, 'ack');
+  g.primary.proc.kill('SIGSTOP');
+  let resumed = false;
+  try {
+    const raw = await RawConn.open(a.port);
+    raw.sock.write(`DELETE /admin/rooms/${room} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\n\r\n`);
+    await waitFor(() => a.stderr.includes(`event=admin_delete room=${room}`), 'the delete is under way');
+    raw.sock.destroy(); // gone before Redis (stopped) answers the delete
+    g.primary.proc.kill('SIGCONT');
+    resumed = true;
+  } finally {
+    if (!resumed) g.primary.proc.kill('SIGCONT');
+  }
+  // answered deleted (Redis in time) or unavailable (the link timed out):
+  // either way, once Redis answers again the room is gone or goes
+  await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 200, 'ready again');
+  const gone = await reader.next(DELETED(room), 'the reader is told');
+  assert.equal(gone.id, undefined);
+  if ((await redisAt(g.primary.port, 'EXISTS', `${PREFIX}{${room}}:head`)) === 1) {
+    assert.equal((await adminDelete(a, room)).status, 200); /* the first one timed out before Redis ran it */
+  }
+  assert.deepEqual(await redisAt(g.primary.port, 'KEYS', `${PREFIX}{${room}}:*`), []);
+  await a.stop();
 });
 
 // The head check (docs/CLUSTER.md "The head check"): a node whose clients
@@ -183,6 +219,7 @@ test('a node with only readers notices a lost tail by its head check: its subscr
   assert.ok(await nodeMetric(a, 'movexd_cluster_head_checks_total') >= 1);
   console.log(`# the reader was told after ${took} ms`);
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a] });
+  await a.stop();
 });
 
 // A node that missed a room's deletion (here: its keys deleted by hand,
@@ -199,4 +236,5 @@ test('a room gone from Redis without a message is dropped by the head check: its
   const m = await reader.next(DELETED(room), 'the reader is told');
   assert.equal(m.id, undefined);
   assert.ok(await nodeMetric(a, 'movexd_cluster_head_check_mismatches_total') >= 1);
+  await a.stop();
 });

@@ -19,7 +19,7 @@
 #
 # Environment: FUZZ_JOBS (harnesses run at once, default 1), FUZZ_BIN_DIR
 # (where the harness binaries are, default build/fuzz),
-# FUZZ_TMPDIR (scratch files of the WAL and JWT harnesses; default
+# FUZZ_TMPDIR (scratch files of the WAL, JWT and journal harnesses; default
 # /dev/shm when writable, as fsync on a real disk slows them fivefold),
 # FUZZ_ARGS (extra libFuzzer flags).
 set -uo pipefail

@@ -302,8 +302,9 @@ static int read_batch(struct mx_jfile *f, mx_cursor *c)
     const char *room = mx_get_bytes(c, &rl);
     struct mx_cluster_head exp, after;
     char name[1024];
+    /* a batch ends beyond the head it was decided on: anything else is damage */
     if (c->bad || rl == 0 || rl >= sizeof name || memchr(room, '\0', rl) || get_head(c, &exp) ||
-        get_head(c, &after))
+        get_head(c, &after) || mx_cluster_id_cmp(&after, &exp) <= 0)
         return -1;
     memcpy(name, room, rl);
     name[rl] = '\0';
@@ -321,7 +322,9 @@ static int read_batch(struct mx_jfile *f, mx_cursor *c)
         a[i].strict = mx_get_u8(c);
         a[i].applied = mx_get_u8(c);
         uint32_t nd = mx_get_u32(c);
-        if (!a[i].client || c->bad || nd > c->left / 8 || (nd && !(deps[i] = mx_calloc(nd, sizeof **deps)))) {
+        /* flags are written as 0 or 1: anything else is damage */
+        if (!a[i].client || c->bad || a[i].strict > 1 || a[i].applied > 1 || nd > c->left / 8 ||
+            (nd && !(deps[i] = mx_calloc(nd, sizeof **deps)))) {
             rc = -1;
             break;
         }
@@ -335,7 +338,7 @@ static int read_batch(struct mx_jfile *f, mx_cursor *c)
         const char *body = mx_get_bytes(c, &bl);
         a[i].body = has_body ? body : NULL;
         a[i].body_len = has_body ? bl : 0;
-        if (!a[i].what || c->bad)
+        if (!a[i].what || c->bad || has_body > 1 || (!has_body && bl))
             rc = -1;
     }
     /* out of order (another epoch's batches went before) is not damage */

@@ -85,6 +85,7 @@ struct slot {
     unsigned char listed; /* CARRIED: to be served at the next turn, not this one */
     unsigned char idle;   /* rounds of this turn in which lws read none of it */
     unsigned char full;   /* the socket read filled MX_READAHEAD: it may hold more */
+    unsigned char paused; /* the session stopped lws reading it (mx_readmore_pause) */
 };
 
 static struct slot *slots; /* indexed by descriptor */
@@ -248,12 +249,31 @@ ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
     return (ssize_t)k;
 }
 
+void mx_readmore_pause(int fd)
+{
+    struct slot *sl = slot_of(fd);
+    if (sl)
+        sl->paused = 1;
+}
+
+int mx_readmore_paused(int fd)
+{
+    return fd >= 0 && (size_t)fd < nslots && slots[fd].paused;
+}
+
 void mx_readmore_resume(int fd, struct lws_context *ctx)
 {
-    if (fd < 0 || (size_t)fd >= nslots || !has_ahead(&slots[fd]))
+    /* Served at the next round or turn even with nothing read ahead here:
+     * the pause may have come in the middle of a read, whose unparsed rest
+     * lws keeps in its own buflist - under TLS a read holds several
+     * records (mx_readmore_ssl), so the whole burst may be out of the
+     * socket - and neither poll nor lws's own loop brings that connection
+     * back by itself. A read with nothing there is an EAGAIN for lws. */
+    struct slot *sl = slot_of(fd);
+    if (!sl)
         return;
-    struct slot *sl = &slots[fd];
     sl->idle = 0;
+    sl->paused = 0;
     if (sl->listed == CARRIED)
         sl->listed = LISTED;
     else if (!sl->listed)
@@ -269,6 +289,7 @@ void mx_readmore_forget(int fd)
         drop_ahead(&slots[fd]);
         slots[fd].listed = 0;
         slots[fd].idle = 0;
+        slots[fd].paused = 0;
     }
 }
 

@@ -295,6 +295,7 @@ static void flow_check(struct mx_session *s)
         s->rx_paused = 1;
         mx_metric_rx_pauses++;
         lws_rx_flow_control(s->wsi, 0);
+        mx_readmore_pause(lws_get_socket_fd(s->wsi));
     } else if (s->rx_paused && held <= bound / 4) {
         s->rx_paused = 0;
         lws_rx_flow_control(s->wsi, 1);

@@ -3,7 +3,8 @@
  * A client must mask every frame it sends; a server must close the
  * connection (1002) on an unmasked one. libwebsockets 4.1.6 accepts them
  * silently and tells its callbacks nothing about the mask bit, so movexd
- * watches the bytes lws reads. This file defines recv() and SSL_read():
+ * watches the bytes lws reads. This file defines recv() and SSL_read()
+ * (and SSL_pending(), for readmore.h's pause):
  * libwebsockets reads a plain connection with recv() and a TLS one with
  * SSL_read(), both through its PLT, so the definitions in the executable
  * take their place; each calls the next definition (libc's, libssl's, or a
@@ -202,6 +203,19 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     if (n > 0 && !(flags & MSG_PEEK))
         scan(w, buf, (size_t)n); /* the bytes as lws gets them */
     return n;
+}
+
+/* lws asks it after each read, and loops while it is non-zero: not while
+ * the session has paused the connection (readmore.h, mx_readmore_paused). */
+int SSL_pending(const SSL *ssl)
+{
+    static int (*next)(const SSL *);
+    if (!next)
+        *(void **)&next = dlsym(RTLD_NEXT, "SSL_pending");
+    int fd = SSL_get_fd(ssl);
+    if (watch_of(fd) && mx_readmore_paused(fd))
+        return 0;
+    return next(ssl);
 }
 
 int SSL_read(SSL *ssl, void *buf, int num)

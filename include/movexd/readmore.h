@@ -38,6 +38,16 @@ ssize_t mx_readmore_recv(int fd, void *buf, size_t len, int flags,
  * meet). When that fills buf, fd is listed: more may be waiting. */
 int mx_readmore_ssl(struct ssl_st *ssl, int fd, unsigned char *buf, int n, int num,
                     int (*next)(struct ssl_st *, void *, int));
+/* The session stops lws reading fd (backpressure) until
+ * mx_readmore_resume: meanwhile mx_readmore_paused(fd) is 1. */
+void mx_readmore_pause(int fd);
+/* 1 while fd is paused. The SSL_pending() wrapper (wsmask.c) answers 0
+ * then: lws 4.1.6 loops on a flow-controlled connection for as long as
+ * SSL_pending() is non-zero and its buflist holds the unparsed rest of a
+ * read (rops_handle_POLLIN_ws: drain, parse nothing, `goto read`) - a
+ * busy loop that never ends. The plaintext waits in OpenSSL; the resume
+ * brings the connection back to lws. */
+int mx_readmore_paused(int fd);
 /* The session lets lws read fd again (end of a backpressure pause): bytes
  * read ahead for it are served at the next round or turn, which comes at
  * once (lws_cancel_service). */

@@ -172,6 +172,39 @@ test('TLS with one record per message: records already arrived are read together
   });
 });
 
+// More records at once than one loop turn reads (32 reads of 1 KiB), and
+// records that wait while the connection is paused by backpressure: every
+// request is still answered (none may wait in OpenSSL's buffers unseen).
+test('TLS, one record per message: a burst larger than a turn\'s reads, and one that waits out a backpressure pause, are answered in full', async () => {
+  await withDaemon({ conf: conf([`tls_cert_file ${CERT.cert}`, `tls_key_file ${CERT.key}`, 'max_queue_bytes 256k']) }, async (d) => {
+    const h = await heldTls(d.port, CERT.ca);
+    const { c, start } = h;
+    const replies = () => parseFrames(c.buf, start).filter((f) => f.opcode === 1).map((f) => JSON.parse(f.payload.toString('utf8')));
+    await h.writeRecords([text({ type: 'hello', client: 'records2' }), text({ type: 'subscribe', id: 1, room: 'rm:big' })]);
+    await c.until(() => replies().some((m) => m.id === 1), 'the snapshot');
+    for (const N of [290, 300, 310, 330, 370]) { // ~32-41 KB: the end of a turn's reads falls in different records
+      const base = 1000 * N;
+      h.hold();
+      await h.writeRecords(Array.from({ length: N }, (_, i) => text({ type: 'ping', id: base + i })));
+      h.release();
+      await c.until(() => replies().filter((m) => m.id >= base && m.id < base + N).length >= N, `${N} pongs`, TIMEOUT * 3);
+    }
+    // a 50 KB room, then 60 gets (~3 MB of replies) as 60 records in one write
+    await h.writeRecords([text({ type: 'action', id: 2, room: 'rm:big', n: 1, action: { type: 'patch', payload: [{ op: 'add', path: '/big', value: 'z'.repeat(50000) }] } })]);
+    await c.until(() => replies().some((m) => m.id === 2), 'the ack of the 50 KB state');
+    const GETS = 60;
+    h.hold();
+    await h.writeRecords(Array.from({ length: GETS }, (_, i) => text({ type: 'get', id: 100 + i, room: 'rm:big' })));
+    h.release();
+    await c.until(() => replies().filter((m) => m.id >= 100 && m.id < 100 + GETS).length >= GETS, `${GETS} snapshots`, TIMEOUT * 3);
+    const got = replies().filter((m) => m.id >= 100 && m.id < 100 + GETS);
+    assert.deepEqual(got.map((m) => m.id), Array.from({ length: GETS }, (_, i) => 100 + i));
+    assert.ok(got.every((m) => m.type === 'snapshot' && m.state.big.length === 50000));
+    c.sock.destroy();
+    h.tcp.destroy();
+  });
+});
+
 // A connection paused by backpressure (its replies fill half of
 // max_queue_bytes) stops being read by lws, while the rest of its
 // requests may already be read ahead out of the socket (the socket is

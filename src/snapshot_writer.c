@@ -10,8 +10,10 @@
  *    until it marks it done (under the mutex), and to the loop again from
  *    mx_snapwriter_done on. At most one job exists at a time, so the thread
  *    and the loop never touch the same job fields at once: the thread
- *    writes only the outcome fields, the loop reads them after collecting;
- *    the mutex hand-off orders the memory;
+ *    writes only the outcome fields, the loop reads them after collecting
+ *    (the fields the loop set before submitting are only read by both, so
+ *    the loop may look at them meanwhile); the mutex hand-off orders the
+ *    memory;
  *  - the thread blocks all signals (they stay the loop thread's);
  *  - the thread touches nothing else of the daemon: no room, no mx_wal, no
  *    storage state, no metrics, no log (log.c and alloc.c's counter are
@@ -21,7 +23,8 @@
  *  - what the outcome means (room's disk_* fields, a failed WAL, the log
  *    lines, the counters) is decided on the loop when it collects the job
  *    (storage_wal.c), and every loop path that touches snapshot files, STATE
- *    or WAL segments, or frees a room, first waits for the job in flight.
+ *    or WAL segments, or frees a room, first waits for the job in flight
+ *    (eviction and checkpoints instead skip and try again later).
  * Order inside a job, as on the loop before: the WAL is synced before the
  * snapshot that covers it, STATE is raised before the snapshot is
  * written; a failed step stops the job.

@@ -926,8 +926,9 @@ void mx_config_journal_dir(const struct mx_config *c, char *out, size_t n)
 {
     if (c->cluster.journal_dir[0])
         snprintf(out, n, "%s", c->cluster.journal_dir);
-    else
-        snprintf(out, n, "%s/cluster-journal", c->data_dir);
+    else /* per node: several nodes of one host may share a data_dir (and a
+          * conf), but never a journal - its LOCK would stop the second */
+        snprintf(out, n, "%s/cluster-journal-%s", c->data_dir, c->cluster.node_id);
 }
 
 static int cmp_type(const void *a, const void *b)

@@ -146,7 +146,7 @@ int mx_config_load(struct mx_config *c, const char *path, char *err, size_t errl
 /* The same from a string (tests); `name` stands in for the file name. */
 int mx_config_parse(struct mx_config *c, const char *text, const char *name, char *err, size_t errlen);
 
-/* The cluster journal's directory: journal_dir, or under data_dir. */
+/* The cluster journal's directory: journal_dir, or DATA_DIR/cluster-journal-NODE_ID. */
 void mx_config_journal_dir(const struct mx_config *c, char *out, size_t n);
 
 /* Settings for a room type (the named block, or the default block). */

@@ -81,10 +81,10 @@ test('movexd -t checks the journal directory: usable or creatable passes (nothin
     withConf(GOOD, (path) => {
       const ok = run(['-t', '-c', path, '--data-dir', join(dir, 'data')]);
       assert.equal(ok.status, 0, ok.stderr);
-      assert.ok(ok.stdout.includes(`journal ${join(dir, 'data', 'cluster-journal')}\n`), ok.stdout);
+      assert.ok(ok.stdout.includes(`journal ${join(dir, 'data', 'cluster-journal-n1')}\n`), ok.stdout);
       const r = run(['-t', '-c', path, '--data-dir', join(file, 'data')]);
       assert.equal(r.status, 1, r.stdout);
-      assert.match(r.stderr, /journal directory .*cluster-journal/);
+      assert.match(r.stderr, /journal directory .*cluster-journal-n1/);
     });
   });
 });

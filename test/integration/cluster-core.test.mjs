@@ -10,6 +10,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, redisAt, PREFIX } from './cluster-lib.mjs';
 import { Client, connectHello, patchAction, httpRequest, waitFor } from './lib.mjs';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 after(stopAll);
 
@@ -100,6 +102,27 @@ test('two nodes: clients of one room on different nodes see each other, same seq
   await x2.close();
   checkStream(await stream(r, 'two'));
   await checkInvariants(r.primary.port, { rooms: ['two'], nodes: [a, b] });
+  await c1.close();
+  await c2.close();
+});
+
+// docs/CLUSTER.md "Trying it on one machine" starts two nodes from one
+// conf, so with one data_dir: the journal's default directory is per node
+// (DATA_DIR/cluster-journal-NODE_ID). It was DATA_DIR/cluster-journal, whose
+// LOCK the first node held: the second exited at start ("another movexd is
+// using this journal directory").
+test('two nodes sharing a data_dir both start, each with its own journal directory, and serve one room', async () => {
+  const r = await redis();
+  const a = await node(r, 'n1');
+  const b = await node(r, 'n2', { dir: a.dir }); // the same DIR/data
+  assert.equal(b.dataDir, a.dataDir);
+  for (const id of ['n1', 'n2']) assert.ok(existsSync(join(a.dataDir, `cluster-journal-${id}`, 'LOCK')), id);
+  const c1 = await connectHello(a, 'alice');
+  const c2 = await connectHello(b, 'bob');
+  for (const c of [c1, c2]) assert.equal((await c.request({ type: 'subscribe', room: 'shared' })).type, 'snapshot');
+  const ack = await c1.request(patchAction('shared', 1, [{ op: 'add', path: '/x', value: 1 }]));
+  assert.equal(ack.type, 'ack', JSON.stringify(ack));
+  assert.equal((await c2.next((m) => m.type === 'fwd')).seq, ack.seq);
   await c1.close();
   await c2.close();
 });

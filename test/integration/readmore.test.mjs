@@ -175,7 +175,7 @@ test('TLS with one record per message: records already arrived are read together
 // More records at once than one loop turn reads (32 reads of 1 KiB), and
 // records that wait while the connection is paused by backpressure: every
 // request is still answered (none may wait in OpenSSL's buffers unseen).
-test('TLS, one record per message: a burst larger than a turn\'s reads, and one that waits out a backpressure pause, are answered in full', async () => {
+test('TLS: a burst of records larger than a turn\'s reads, and bursts that wait out a backpressure pause (a record per message, then one record for all), are answered in full', async () => {
   await withDaemon({ conf: conf([`tls_cert_file ${CERT.cert}`, `tls_key_file ${CERT.key}`, 'max_queue_bytes 256k']) }, async (d) => {
     const h = await heldTls(d.port, CERT.ca);
     const { c, start } = h;
@@ -200,6 +200,13 @@ test('TLS, one record per message: a burst larger than a turn\'s reads, and one 
     const got = replies().filter((m) => m.id >= 100 && m.id < 100 + GETS);
     assert.deepEqual(got.map((m) => m.id), Array.from({ length: GETS }, (_, i) => 100 + i));
     assert.ok(got.every((m) => m.type === 'snapshot' && m.state.big.length === 50000));
+    // the same 60 gets in ONE record (4 KB, more than lws's 1 KiB read):
+    // the pause comes with plaintext left in OpenSSL (SSL_pending > 0) -
+    // lws 4.1.6 spun on that before the SSL_pending wrapper, whatever the
+    // read size
+    await h.writeRecords([Buffer.concat(Array.from({ length: GETS }, (_, i) => text({ type: 'get', id: 200 + i, room: 'rm:big' })))]);
+    await c.until(() => replies().filter((m) => m.id >= 200 && m.id < 200 + GETS).length >= GETS, `${GETS} snapshots (one record)`, TIMEOUT * 3);
+    assert.ok(replies().filter((m) => m.id >= 200 && m.id < 200 + GETS).every((m) => m.type === 'snapshot' && m.state.big.length === 50000));
     c.sock.destroy();
     h.tcp.destroy();
   });

@@ -579,6 +579,7 @@ static void on_appended(int ok, const char *err, const struct mx_cluster_head *h
          * is answered from Redis's exactly-once memory */
         n->st.call_failures++;
         mx_warn("event=cluster_append_failed room=%s actions=%zu error=\"%s\"", cr->id, cr->ninflight, err);
+        cn_library_check(n, err);
         fail_slots(n, cr, 0, 1, 0);
         free_inflight(n, cr);
         cr->known = 0;
@@ -892,6 +893,32 @@ void mx_cnode_conn_closed(struct mx_cnode *n, struct mx_conn *c)
     }
 }
 
+static void on_library_again(int ok, const char *err, void *priv)
+{
+    struct mx_cnode *n = priv;
+    n->lib_reloading = 0;
+    if (!ok)
+        mx_warn("event=cluster_library_failed error=\"%s\"", err);
+}
+
+/* A call refused as if Redis had another library than this binary's: a
+ * node of another version loaded its own after ours (FUNCTION LOAD
+ * REPLACE at each link-up; the last one wins). Ours is loaded again - the
+ * previous version's nodes work with it, this version's not with theirs
+ * (docs/OPERATIONS.md) - one load at a time. */
+void cn_library_check(struct mx_cnode *n, const char *err)
+{
+    if (!err || n->lib_reloading || !mx_cnode_ready(n) ||
+        (!strstr(err, "movexd: bad arguments") && !strstr(err, "Function not found")))
+        return;
+    n->lib_reloading = 1;
+    n->st.library_reloads++;
+    mx_warn("event=cluster_library_reload reason=\"%s\" note=\"another library than this node's: loading "
+            "ours again\"",
+            err);
+    mx_cluster_load_library(n->cmd, on_library_again, n);
+}
+
 static void on_library(int ok, const char *err, void *priv)
 {
     struct mx_cnode *n = priv;
@@ -1116,6 +1143,10 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_creates_lost_total", "creates another node won", s->create_lost);
     mx_metrics_gauge(b, "movexd_cluster_rooms", "rooms this node tracks (replicas, loads, queues)",
                      mx_map_len(n->rooms));
+    mx_metrics_counter(b, "movexd_cluster_library_reloads_total",
+                       "calls refused by another library than this node's (a node of another version loaded it): "
+                       "ours loaded again",
+                       s->library_reloads);
     mx_metrics_counter(b, "movexd_cluster_rooms_evicted_total",
                        "idle replicas let go (channel unsubscribed; the next use loads from Redis)", s->evicted);
     cn_rb_metrics(n, b);

@@ -97,6 +97,7 @@ static void on_deleted(struct mx_redis *rd, redisReply *rep, void *priv)
                 !rep ? "link down" : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
         cr->del_err = MX_EUNAVAILABLE;
         cr->known = 0;
+        cn_library_check(n, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : NULL);
     }
     cn_due(n, cr);
 }

@@ -148,6 +148,7 @@ struct mx_cnode {
     struct mx_journal *journal; /* this node's confirmed batches (cluster_rollback.c) */
     struct mx_jfile *jfile;     /* ... on disk */
     char epoch[64];             /* Redis's epoch as last seen; "" before the first link */
+    int lib_reloading;          /* cn_library_check: a FUNCTION LOAD in flight */
     size_t hc_next;             /* cluster_headcheck.c: the eligible room this tick's check starts at */
 };
 
@@ -161,6 +162,9 @@ int cn_msg_copy(struct mx_cnode *n, struct cn_msg *m, struct mx_conn *c, const c
                 uint64_t t_us, int type);
 void cn_msg_free(struct mx_cnode *n, struct cn_msg *m);
 int cn_mark_dirty(struct mx_cnode *n, struct cn_room *cr);
+/* A call failed with Redis's error err: when it says the library is not
+ * this node's (an older node's replaced it), load ours again. */
+void cn_library_check(struct mx_cnode *n, const char *err);
 int cn_queue_front(struct mx_cnode *n, struct cn_room *cr, const struct cn_msg *m);
 void cn_fail_queue(struct cn_room *cr);
 

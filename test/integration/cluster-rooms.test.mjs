@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import { startRedisGroup, startNode, stopAll, checkInvariants, nodeMetric, redisAt, PREFIX } from './cluster-lib.mjs';
 import { connectHello, httpRequest, waitFor, patchAction } from './lib.mjs';
 import { RawConn } from './rawhttp.mjs';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './lib.mjs';
 
 after(stopAll);
 
@@ -236,5 +239,39 @@ test('a room gone from Redis without a message is dropped by the head check: its
   const m = await reader.next(DELETED(room), 'the reader is told');
   assert.equal(m.id, undefined);
   assert.ok(await nodeMetric(a, 'movexd_cluster_head_check_mismatches_total') >= 1);
+  await a.stop();
+});
+
+// A node of the previous version connecting after this one loads its own
+// library (FUNCTION LOAD REPLACE, the last one wins): one whose append
+// takes no incarnation and has no movexd_delete - built here from this
+// one's text. This node's appends are then refused ("bad arguments"):
+// it loads its library again, and the resend is acked (on old main
+// - before incarnations - there was nothing to reload for).
+test('a library replaced by an older one is loaded again at the first refused call; writes and deletes go on', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'lib:again';
+  const w = await connectHello(a, 'w');
+  await w.request({ type: 'subscribe', room });
+  assert.equal((await w.request(add(room, 1, 'k1'))).type, 'ack');
+  const lib = readFileSync(join(ROOT, 'src/cluster_fn.lua'), 'utf8');
+  // the previous version: no argument after the actions, no delete
+  const older = lib.replace("redis.register_function('movexd_append', append)",
+    "redis.register_function('movexd_append', function(keys, args) if #args > 7 + (tonumber(args[7]) or 0) * 8 then " +
+    "return redis.error_reply('ERR movexd: bad arguments') end return append(keys, args) end)")
+    .replace("redis.register_function('movexd_delete', delete)", '');
+  assert.equal(older.includes('movexd_delete\''), false);
+  assert.ok(older.includes('#args > 7 +'));
+  assert.equal(await redisAt(g.primary.port, 'FUNCTION', 'LOAD', 'REPLACE', older), 'movexd');
+  const r2 = await w.request(add(room, 2, 'k2'));
+  assert.equal(r2.type, 'reject', JSON.stringify(r2));
+  assert.equal(r2.code, 'unavailable');
+  await waitFor(async () => (await nodeMetric(a, 'movexd_cluster_library_reloads_total')) === 1, 'the library loaded again');
+  let again;
+  await waitFor(async () => (again = await w.request(add(room, 2, 'k2'))).code !== 'unavailable', 'the resend is decided');
+  assert.equal(again.type, 'ack', JSON.stringify(again));
+  assert.equal(again.seq, 2);
+  assert.equal((await adminDelete(a, room)).status, 200);
   await a.stop();
 });

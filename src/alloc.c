@@ -33,7 +33,8 @@ static size_t chunk_of_request(size_t n) { return n + 8 + 15 < 32 ? 32 : (n + 8 
 
 void *mx_block_alloc(size_t n)
 {
-    size_t c = chunk_of_request(n) / 16;
+    /* n first: chunk_of_request(n) wraps for n near SIZE_MAX */
+    size_t c = n <= MX_BLOCK_MAX ? chunk_of_request(n) / 16 : JC_CLASSES;
     if (c < JC_CLASSES && jcache[c].head) {
         void *p = jcache[c].head;
         memcpy(&jcache[c].head, p, sizeof(void *));

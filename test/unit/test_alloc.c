@@ -163,6 +163,22 @@ START_TEST(bounded_and_never_twice)
 }
 END_TEST
 
+/* A size whose glibc chunk size does not fit in size_t is refused like
+ * malloc refuses it: n + 23 wrapped to a small number, so a request near
+ * SIZE_MAX was handed a cached 24-byte block. */
+START_TEST(an_impossible_size_is_refused)
+{
+    if (!CACHED)
+        return; /* plain malloc (and ASan would abort on the size instead of answering NULL) */
+    for (size_t n = 24; n <= 72; n += 16) /* blocks of the small classes, cached */
+        mx_block_free(mx_block_alloc(n));
+    for (size_t k = 0; k < 24; k++) {
+        void *p = mx_block_alloc(SIZE_MAX - k);
+        ck_assert_msg(p == NULL, "mx_block_alloc(SIZE_MAX - %zu) gave a block", k);
+    }
+}
+END_TEST
+
 Suite *mx_suite_alloc(void)
 {
     Suite *s = suite_create("alloc");
@@ -172,6 +188,7 @@ Suite *mx_suite_alloc(void)
     tcase_add_test(tc, many_values_through_jansson);
     tcase_add_test(tc, buffers_frames_and_log_entries_reuse_blocks);
     tcase_add_test(tc, bounded_and_never_twice);
+    tcase_add_test(tc, an_impossible_size_is_refused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -88,6 +88,9 @@ async function run({ c: config, bin }, wl) {
       x.moved = await metricSum(procs, 'movexd_cluster_moved_total');
       x.reloads = await metricSum(procs, 'movexd_cluster_reloads_total');
       x.yields = await metricSum(procs, 'movexd_cluster_yields_total');
+      // NaN for builds before these counters
+      x.yield_timeouts = await metricSum(procs, 'movexd_cluster_yield_timeouts_total');
+      x.yield_wait_ms = (await metricSum(procs, 'movexd_cluster_yield_wait_us_total')) / 1000;
     }
     if (!x.error) {
       const by = x.cpu_us_per_ack_by_pid || {};
@@ -108,7 +111,7 @@ for (let r = 0; r < o.reps; r++) {
       const c = configs[(k + r) % configs.length];
       const x = await run(c, wl);
       (res[`${wl} ${c.key}`] ||= []).push(x);
-      console.log(`${wl} ${c.key} #${r + 1}: ${x.error ? `ERROR ${x.error}` : `${fmt(x.acked_per_s)} acked/s, rejects ${x.rejects}, moved/reloads/yields ${x.moved}/${x.reloads}/${x.yields}, ack p50/p99 ${(x.ack_p50_us / 1000).toFixed(2)}/${(x.ack_p99_us / 1000).toFixed(2)} ms, nodes ${x.node_us.toFixed(2)} us/ack, redis ${Number.isFinite(x.redis_us) ? x.redis_us.toFixed(2) : '-'} us/ack, final_ok ${x.final_ok}${x.final_ok ? "" : ` (${x.problem}; rejects ${x.rejects} errors ${x.errors} gaps ${x.gaps} dups ${x.dups} lost ${x.lost_updates} behind ${x.behind})`}, load ${x.load.toFixed(1)}`}`);
+      console.log(`${wl} ${c.key} #${r + 1}: ${x.error ? `ERROR ${x.error}` : `${fmt(x.acked_per_s)} acked/s, rejects ${x.rejects}, moved/reloads/yields ${x.moved}/${x.reloads}/${x.yields}, yield timeouts ${x.yield_timeouts} wait ${Number.isFinite(x.yield_wait_ms) ? x.yield_wait_ms.toFixed(0) : '-'} ms, ack p50/p99 ${(x.ack_p50_us / 1000).toFixed(2)}/${(x.ack_p99_us / 1000).toFixed(2)} ms, nodes ${x.node_us.toFixed(2)} us/ack, redis ${Number.isFinite(x.redis_us) ? x.redis_us.toFixed(2) : '-'} us/ack, final_ok ${x.final_ok}${x.final_ok ? "" : ` (${x.problem}; rejects ${x.rejects} errors ${x.errors} gaps ${x.gaps} dups ${x.dups} lost ${x.lost_updates} behind ${x.behind})`}, load ${x.load.toFixed(1)}`}`);
     }
   }
 }

@@ -515,11 +515,13 @@ static void free_inflight(struct mx_cnode *n, struct cn_room *cr)
 struct yield_timer {
     lws_sorted_usec_list_t sul;
     struct cn_room *cr;
+    uint64_t since_us; /* when the wait began: the time yields cost, in /metrics */
 };
 
 static void on_yield_timer(lws_sorted_usec_list_t *sul)
 {
     struct yield_timer *t = lws_container_of(sul, struct yield_timer, sul);
+    t->cr->node->st.yield_timeouts++;
     cn_yield_end(t->cr->node, t->cr); /* the holder did not append in time */
 }
 
@@ -528,6 +530,7 @@ static void yield_timer_stop(struct cn_room *cr)
     struct yield_timer *t = cr->yield_timer;
     if (!t)
         return;
+    cr->node->st.yield_wait_us += mx_now_us() - t->since_us;
     lws_sul_schedule(cr->node->ctx, 0, &t->sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
     free(t);
     cr->yield_timer = NULL;
@@ -548,6 +551,7 @@ static int yield_wait(struct mx_cnode *n, struct cn_room *cr)
     if (!t)
         return 0;
     t->cr = cr;
+    t->since_us = mx_now_us();
     cr->yield_timer = t;
     cr->busy = CN_YIELDING;
     lws_sul_schedule(n->ctx, 0, &t->sul, on_yield_timer, (lws_usec_t)CN_TURN_MS * 1000);
@@ -1132,6 +1136,11 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_yields_total",
                        "batches answered moved on an unchanged head: another node's turn after it lost a race",
                        s->yields);
+    mx_metrics_counter(b, "movexd_cluster_yield_timeouts_total",
+                       "yields whose wait ran out (CN_TURN_MS) before the turn's holder appended", s->yield_timeouts);
+    mx_metrics_counter(b, "movexd_cluster_yield_wait_us_total",
+                       "microseconds rooms spent waiting after a yield (for the holder's entries or the timer)",
+                       s->yield_wait_us);
     mx_metrics_counter(b, "movexd_cluster_forwarded_from_channel_total",
                        "catch-ups done from the entries the channel brought while busy (no XRANGE)",
                        s->forwarded_from_channel);

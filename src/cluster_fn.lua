@@ -100,7 +100,13 @@ end
 -- "moved" for every action, nothing written and the head unchanged (a
 -- yield): the node that lost the race appends next, instead of losing
 -- again to the winner's next batch, which is always sent first (the
--- winner's answer left first). The holder's next append ends its turn.
+-- winner's answer left first). The holder's next append ends its turn -
+-- or hands it on: a node refused because the head moved while another
+-- held a fresh turn is put in line (field next, one node), and the
+-- holder's append gives it the turn at once (turn_ms = now), so with three
+-- or more nodes the one refused meanwhile goes next instead of racing the
+-- holder's and the others' next batches again. A stale turn's line is
+-- dropped with it.
 local FIELDS = 8
 local TURN_MS = 100
 local function time_ms()
@@ -150,8 +156,13 @@ local function append(keys, args)
     fresh = holder ~= false and holder ~= nil and tnow - (int(t[2] or '') or 0) < TURN_MS
   end
   if h.seq ~= eseq or h.sub ~= esub or h.sum ~= esum or (einc and einc ~= h.inc) then
-    if turn and (not einc or einc == h.inc) and (not fresh or holder == turn) then
-      redis.call('HSET', head_k, 'turn', turn, 'turn_ms', dec(tnow))
+    if turn and (not einc or einc == h.inc) then
+      if not fresh or holder == turn then
+        redis.call('HSET', head_k, 'turn', turn, 'turn_ms', dec(tnow))
+        if not fresh then redis.call('HDEL', head_k, 'next') end
+      elseif not redis.call('HGET', head_k, 'next') then
+        redis.call('HSET', head_k, 'next', turn) -- in line after the holder
+      end
     end
     for i = 1, count do out[i] = 'moved' end
     return reply()
@@ -160,7 +171,17 @@ local function append(keys, args)
     for i = 1, count do out[i] = 'moved' end -- a yield: the head as it was
     return reply()
   end
-  if turn and holder then redis.call('HDEL', head_k, 'turn', 'turn_ms') end
+  if turn and holder then
+    -- the holder's append hands the turn to the node in line (refused
+    -- meanwhile): it goes next, instead of racing the others again
+    local nxt = fresh and redis.call('HGET', head_k, 'next')
+    if nxt and nxt ~= turn then
+      redis.call('HSET', head_k, 'turn', nxt, 'turn_ms', dec(tnow))
+    else
+      redis.call('HDEL', head_k, 'turn', 'turn_ms')
+    end
+    redis.call('HDEL', head_k, 'next')
+  end
   local stopped = false
   for i = 1, count do
     local b = 7 + (i - 1) * FIELDS

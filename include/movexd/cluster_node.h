@@ -141,7 +141,7 @@ struct mx_cnode_stats {
     uint64_t rollbacks, epoch_changes, restored_batches, lost_batches, resyncs, journal_failures;
     uint64_t snapshots_stored, snapshots_refused, snapshots_failed, snapshot_loads;
     uint64_t evicted;
-    uint64_t rolled_back, forwarded_from_channel, yields;
+    uint64_t rolled_back, forwarded_from_channel, yields, yield_timeouts, yield_wait_us;
     uint64_t head_checks, head_mismatches, library_reloads;
 };
 void mx_cnode_stats(const struct mx_cnode *n, struct mx_cnode_stats *out);

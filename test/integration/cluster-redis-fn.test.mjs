@@ -153,7 +153,8 @@ test('a moved head refuses the whole batch and writes nothing; two nodes racing:
 // Taking turns (cluster_fn.lua): a node refused because the head moved
 // gets the room's turn; another node's batch on the current head is then
 // answered moved with the head unchanged and nothing written (a yield);
-// the holder's append goes in and ends the turn; a turn older than
+// the holder's append goes in and ends the turn, or hands it to the node
+// refused meanwhile (next in line); a turn older than
 // TURN_MS is not honoured; callers that do not name a node never yield.
 // (The turn's time is set by hand where the test needs it fresh or stale.)
 test('turns: the node that lost a race appends next; the others yield meanwhile', async () => {
@@ -170,24 +171,34 @@ test('turns: the node that lost a race appends next; the others yield meanwhile'
   assert.deepEqual(y.slice(0, 3), ['1', '0', 'S1']);
   assert.deepEqual(y.slice(4, 6), ['moved', 'moved']);
   assert.equal(await r.ok('XLEN', rm.log), 1);
-  // a third node refused meanwhile does not take nB's fresh turn
+  // a third node refused meanwhile does not take nB's fresh turn: it is
+  // next in line
   await append(rm, [0, 0, 'S0'], [act('c', 1, 'a', 'SC', '[]')], { ...t, turn: 'nC' });
-  assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB');
-  // nB on the fresh head: appended, the turn ends
+  assert.deepEqual(await r.ok('HMGET', rm.head, 'turn', 'next'), ['nB', 'nC']);
+  // nB on the fresh head: appended, its turn passes to nC at once
   assert.deepEqual((await append(rm, [1, 0, 'S1'], [act('b', 1, 'a', 'S2', '[]')], { ...t, turn: 'nB' })).slice(4, 5), ['ack 2']);
-  assert.deepEqual(await r.ok('HMGET', rm.head, 'turn', 'turn_ms'), [null, null]);
-  assert.deepEqual((await append(rm, [2, 0, 'S2'], [act('a', 2, 'a', 'S3', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 3']);
-  // a stale turn (its holder never came back) is not honoured
+  assert.deepEqual(await r.ok('HMGET', rm.head, 'turn', 'next'), ['nC', null]);
+  await r.ok('HSET', rm.head, 'turn_ms', String(Date.now() + 3600e3));
+  // so nA, whose next batch raced nC's, yields again; nC appends, the turn ends
+  assert.deepEqual((await append(rm, [2, 0, 'S2'], [act('a', 2, 'a', 'S3', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['moved']);
+  assert.deepEqual((await append(rm, [2, 0, 'S2'], [act('c', 1, 'a', 'S3', '[]')], { ...t, turn: 'nC' })).slice(4, 5), ['ack 3']);
+  assert.deepEqual(await r.ok('HMGET', rm.head, 'turn', 'turn_ms', 'next'), [null, null, null]);
+  assert.deepEqual((await append(rm, [3, 0, 'S3'], [act('a', 2, 'a', 'S4', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 4']);
+  // a stale turn (its holder never came back) is not honoured, nor is its line
   await append(rm, [0, 0, 'S0'], [act('b', 2, 'a', 'SX', '[]')], { ...t, turn: 'nB' });
   assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB');
+  await r.ok('HSET', rm.head, 'turn_ms', String(Date.now() + 3600e3));
+  await append(rm, [0, 0, 'S0'], [act('c', 2, 'a', 'SX', '[]')], { ...t, turn: 'nC' });
+  assert.equal(await r.ok('HGET', rm.head, 'next'), 'nC');
   await r.ok('HSET', rm.head, 'turn_ms', '0');
-  assert.deepEqual((await append(rm, [3, 0, 'S3'], [act('a', 3, 'a', 'S4', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 4']);
+  assert.deepEqual((await append(rm, [4, 0, 'S4'], [act('a', 3, 'a', 'S5', '[]')], { ...t, turn: 'nA' })).slice(4, 5), ['ack 5']);
+  assert.deepEqual(await r.ok('HMGET', rm.head, 'turn', 'next'), [null, null]);
   // without a node named, no turn is taken and none is honoured
   await append(rm, [0, 0, 'S0'], [act('b', 2, 'a', 'SX', '[]')], { ...t, turn: 'nB' });
-  assert.deepEqual((await append(rm, [4, 0, 'S4'], [act('a', 4, 'a', 'S5', '[]')], t)).slice(4, 5), ['ack 5']);
+  assert.deepEqual((await append(rm, [5, 0, 'S5'], [act('a', 4, 'a', 'S6', '[]')], t)).slice(4, 5), ['ack 6']);
   await append(rm, [0, 0, 'S0'], [act('b', 2, 'a', 'SX', '[]')], t);
   assert.equal(await r.ok('HGET', rm.head, 'turn'), 'nB'); // (untouched by a caller without turns)
-  const e = await append(rm, [5, 0, 'S5'], [act('a', 5, 'a', 'S6', '[]')], { ...t, turn: '' });
+  const e = await append(rm, [6, 0, 'S6'], [act('a', 5, 'a', 'S7', '[]')], { ...t, turn: '' });
   assert.ok(e instanceof Error && /bad arguments/.test(e.message), String(e));
 });
 

@@ -290,7 +290,16 @@ export async function startNode(g, id, { room = [], cluster = [], global = [], d
       return r && r.status === 200 ? JSON.parse(r.body) : null;
     },
   });
-  live.add({ kill: async () => { d.proc.kill('SIGCONT'); await d.kill().catch(() => {}); d.cleanup(); rmSync(tdir, { recursive: true, force: true }); } });
+  live.add({
+    kill: async () => {
+      d.proc.kill('SIGCONT');
+      await d.kill().catch(() => {});
+      // MOVEXD_CLUSTER_LOGS=DIR keeps each node's log (a flaky run's evidence)
+      if (process.env.MOVEXD_CLUSTER_LOGS) writeFileSync(join(process.env.MOVEXD_CLUSTER_LOGS, `${id}-${d.proc.pid}.log`), d.stderr);
+      d.cleanup();
+      rmSync(tdir, { recursive: true, force: true });
+    },
+  });
   return node;
 }
 

@@ -109,6 +109,15 @@ end
 -- dropped with it.
 local FIELDS = 8
 local TURN_MS = 100
+-- Restoring after a rollback: a batch decided on a head Redis no longer
+-- has (a failover lost the tail) marks that head (restore_seq/sub, the
+-- highest such, restore_ms). Until the log is back there - the nodes'
+-- journal replays, which name no node, append regardless - or for
+-- RESTORE_MS at most, every other batch naming a node yields (all
+-- "moved", the head unchanged): a node whose own part of the lost tail
+-- is back must not decide something new on a seq another node's replay
+-- is about to restore (it may never have seen that entry).
+local RESTORE_MS = 3000
 local function time_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -149,13 +158,25 @@ local function append(keys, args)
     return r
   end
   local holder, fresh, tnow = nil, false, 0
+  local mseq, msub, mfresh = nil, nil, false -- the restore mark (below)
   if turn then
-    local t = redis.call('HMGET', head_k, 'turn', 'turn_ms')
+    local t = redis.call('HMGET', head_k, 'turn', 'turn_ms', 'restore_seq', 'restore_sub', 'restore_ms')
     tnow = time_ms()
     holder = t[1]
     fresh = holder ~= false and holder ~= nil and tnow - (int(t[2] or '') or 0) < TURN_MS
+    mseq, msub = int(t[3] or ''), int(t[4] or '')
+    mfresh = mseq ~= nil and msub ~= nil and tnow - (int(t[5] or '') or 0) < RESTORE_MS
   end
   if h.seq ~= eseq or h.sub ~= esub or h.sum ~= esum or (einc and einc ~= h.inc) then
+    if turn and (not einc or einc == h.inc) and (h.seq < eseq or (h.seq == eseq and h.sub < esub)) then
+      -- the caller had a head Redis no longer has: a rollback. Mark it
+      -- (the highest such head) so that no new decision takes the seqs
+      -- the nodes' journals are about to restore
+      if not mfresh or eseq > mseq or (eseq == mseq and esub > msub) then
+        mseq, msub = eseq, esub
+      end
+      redis.call('HSET', head_k, 'restore_seq', dec(mseq), 'restore_sub', dec(msub), 'restore_ms', dec(tnow))
+    end
     if turn and (not einc or einc == h.inc) then
       if not fresh or holder == turn then
         redis.call('HSET', head_k, 'turn', turn, 'turn_ms', dec(tnow))
@@ -166,6 +187,13 @@ local function append(keys, args)
     end
     for i = 1, count do out[i] = 'moved' end
     return reply()
+  end
+  if turn and mseq then
+    if mfresh and (h.seq < mseq or (h.seq == mseq and h.sub < msub)) then
+      for i = 1, count do out[i] = 'moved' end -- a yield to the journals' replays
+      return reply()
+    end
+    redis.call('HDEL', head_k, 'restore_seq', 'restore_sub', 'restore_ms')
   end
   if turn and fresh and holder ~= turn then
     for i = 1, count do out[i] = 'moved' end -- a yield: the head as it was

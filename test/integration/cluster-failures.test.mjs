@@ -363,12 +363,13 @@ async function interleavedLoss(room, together) {
   for (let k = 0; k < 3; k++) { await a.write(); await b.write(); } // only on the primary
   const lostAcks = [...a.acks.slice(-3), ...b.acks.slice(-3)];
   // Both nodes applied the whole tail before it is lost: a node's replay
-  // holds its room until Redis is back at the head IT had, so n1 must have
-  // had b's last entry (seq 12) from the channel. Without this wait n1 was
-  // at 11 in 2 runs of 116 under load (release): it restored a's three,
-  // found itself whole at 11, and its next write took seq 12 before n2
-  // restored b's last batch there (counted lost: docs/CLUSTER.md
-  // "Rollback, epoch and the journal", what a node never saw).
+  // holds its room until Redis is back at the head IT had. Without this
+  // wait n1 was at 11 in 2 runs of 116 under load (release): it restored
+  // a's three, found itself whole at 11, and its next write took seq 12
+  // before n2 restored b's last batch there. Redis's restore mark now
+  // holds that write (docs/CLUSTER.md "Rollback, epoch and the journal"),
+  // but only when n2 found the rollback by an append first - this test is
+  // about replays waiting for each other, so it starts from there.
   const head = lostAcks.reduce((m, x) => Math.max(m, x.seq), 0);
   for (const d of ns) await until(async () => (await d.room(room))?.seq === head, `${d.id} at seq ${head}`);
   // not together: n2 is stopped through the failover and past n1's

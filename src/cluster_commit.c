@@ -289,8 +289,11 @@ enum mx_cnode_verdict mx_cnode_gate(struct mx_cnode *n, struct mx_conn *c, const
     n->cur = NULL;
     n->cur_slot = -1;
     if (!cr) {
-        if (!mx_cnode_ready(n))
+        if (!mx_cnode_ready(n)) {
+            if (q->type == MX_REQ_ACTION)
+                n->st.refused_down++;
             return MX_CNODE_DOWN;
+        }
         cr = room_get(n, q->room, q->roomlen, 1);
         if (!cr)
             return MX_CNODE_DOWN;
@@ -807,6 +810,8 @@ static void drain(struct mx_cnode *n, struct cn_room *cr)
         if (m->conn && !m->unavailable) {
             if (!mx_cnode_ready(n)) {
                 m->unavailable = 1;
+                if (m->type == MX_REQ_ACTION)
+                    n->st.refused_down++; /* queued while the link was up, never sent */
             } else if (!cr->known && !cr->absent) {
                 cn_replica_load(n, cr);
                 if (cr->busy)
@@ -1130,6 +1135,10 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b)
     mx_metrics_counter(b, "movexd_cluster_call_failures_total",
                        "calls that failed (link down, timeout, error): their actions answered unavailable",
                        s->call_failures);
+    mx_metrics_counter(b, "movexd_cluster_refused_down_total",
+                       "actions answered unavailable without a call: the command link to Redis was down or the "
+                       "library not loaded when they came to be sent",
+                       s->refused_down);
     mx_metrics_counter(b, "movexd_cluster_rolled_back_total",
                        "moved batches taken back in place (undo), the rest decided again on the fresh head",
                        s->rolled_back);

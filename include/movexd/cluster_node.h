@@ -137,6 +137,7 @@ void mx_cnode_metrics(const struct mx_cnode *n, mx_buf *b);
 
 struct mx_cnode_stats {
     uint64_t calls, batched_actions, moved, reloads, catchups, applied_foreign, call_failures;
+    uint64_t refused_down; /* actions answered unavailable without a call: the link was down */
     uint64_t creates, create_lost;
     uint64_t rollbacks, epoch_changes, restored_batches, lost_batches, resyncs, journal_failures;
     uint64_t snapshots_stored, snapshots_refused, snapshots_failed, snapshot_loads;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { startRedisGroup, startNode, stopAll, checkInvariants, waitConverged, missingAcks, redisAt, PREFIX } from './cluster-lib.mjs';
-import { connectHello, httpRequest, waitFor, patchAction } from './lib.mjs';
+import { connectHello, httpRequest, waitFor, patchAction, TIMEOUT } from './lib.mjs';
 
 after(stopAll);
 
@@ -72,24 +72,63 @@ test('a Lua reducer\'s own reject code is the same on every node: the deciding o
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
 });
 
+// A TCP proxy in front of Redis for one node that stops at the first
+// FCALL movexd_append once armed: it holds that chunk (and what follows
+// on its link) and tells; release() sends it on. Until then Redis answers
+// everything, so no earlier command (a head check's HMGET) can time the
+// link out before the append is sent; after release() all passes.
+function appendGate(redisPort) {
+  const st = { armed: false, seen: false, released: false, held: [] };
+  const srv = net.createServer((cl) => {
+    const up = net.connect(redisPort, '127.0.0.1');
+    let tail = '', hold = false;
+    cl.on('data', (d) => {
+      const s = tail + d.toString('latin1');
+      tail = s.slice(-32); // a name split across two reads is still seen
+      if (!hold && st.armed && !st.seen && s.includes('movexd_append')) { hold = true; st.seen = true; }
+      if (hold && !st.released) { st.held.push(() => up.write(d)); return; }
+      up.write(d);
+    });
+    up.on('data', (d) => cl.write(d));
+    const end = () => { cl.destroy(); up.destroy(); };
+    cl.on('error', end); up.on('error', end); cl.on('close', end); up.on('close', end);
+  });
+  st.listen = () => new Promise((r) => srv.listen(0, '127.0.0.1', () => r(srv.address().port)));
+  st.release = () => { st.released = true; for (const f of st.held.splice(0)) f(); };
+  st.close = () => srv.close();
+  return st;
+}
+
 // Evidence for "a call that times out after Redis applied it": a Redis
 // that accepts and never answers (SIGSTOP). The node answers `unavailable`
 // after command_timeout_ms naming the confirmed head, /readyz says 503 and
 // /metrics counts the failure; once Redis runs again the FCALL it had
 // buffered is applied after the node gave up on it, so the resend of the
 // same n is answered from Redis's memory - once in the log, never twice.
+// Redis is stopped only once the node has sent the append (appendGate):
+// stopped before, a head check's HMGET sent first could time the link out
+// before the action arrived, which is then refused without a call (counted
+// in movexd_cluster_refused_down_total, no stale call to land) - the ASan
+// run saw that path.
 test('a Redis that never answers: unavailable, 503; the stale call lands later and the resend is a duplicate', async () => {
   const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
-  const a = await node(g, 'n1');
+  const px = appendGate(g.primary.port);
+  const pport = await px.listen();
+  after(() => px.close());
+  const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
   const room = 'stop';
   const c = await connectHello(a, 'alice');
   await c.request({ type: 'subscribe', room });
   const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
   assert.equal(r1.type, 'ack');
+  px.armed = true;
+  const p2 = c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+  await waitFor(() => px.seen, 'the node sends the append');
   g.primary.proc.kill('SIGSTOP');
+  px.release();
   let resumed = false;
   try {
-    const r2 = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+    const r2 = await p2;
     assert.equal(r2.type, 'reject');
     assert.equal(r2.code, 'unavailable');
     assert.equal(r2.seq, 1, 'unavailable names the confirmed head');
@@ -97,7 +136,8 @@ test('a Redis that never answers: unavailable, 503; the stale call lands later a
     assert.equal((await httpRequest(a, { path: '/readyz' })).status, 503);
     const { body } = await httpRequest(a, { path: '/metrics' });
     assert.match(body, /^movexd_cluster_redis_up 0$/m);
-    assert.match(body, /^movexd_cluster_call_failures_total [1-9]/m);
+    assert.match(body, /^movexd_cluster_calls_total 2$/m);
+    assert.match(body, /^movexd_cluster_call_failures_total 1$/m);
     g.primary.proc.kill('SIGCONT');
     resumed = true;
   } finally {
@@ -118,6 +158,46 @@ test('a Redis that never answers: unavailable, 503; the stale call lands later a
   // fwd when the call landed after the node gave up, or as the resend's ack)
   const seen = c.all.filter((m) => m.room === room && ((m.type === 'ack' && !m.duplicate) || m.type === 'fwd')).map((m) => m.seq);
   assert.deepEqual(seen, [1, 2]);
+});
+
+// The other path to `unavailable`: an action that arrives once the link
+// is already down is refused without a call - counted apart from the
+// calls that failed (movexd_cluster_refused_down_total), so /metrics
+// accounts for every action answered unavailable for a link failure.
+test('an action while the link to Redis is down: unavailable without a call, counted as refused_down', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const a = await node(g, 'n1');
+  const room = 'down';
+  const c = await connectHello(a, 'alice');
+  await c.request({ type: 'subscribe', room });
+  const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
+  assert.equal(r1.type, 'ack');
+  g.primary.proc.kill('SIGSTOP');
+  let resumed = false;
+  try {
+    // the head check's read of the subscribed room times the link out
+    await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 503, 'the link is down', TIMEOUT * 3);
+    const r2 = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+    assert.equal(r2.type, 'reject');
+    assert.equal(r2.code, 'unavailable');
+    const { body } = await httpRequest(a, { path: '/metrics' });
+    assert.match(body, /^movexd_cluster_calls_total 1$/m);
+    assert.match(body, /^movexd_cluster_call_failures_total 0$/m);
+    assert.match(body, /^movexd_cluster_refused_down_total 1$/m);
+    assert.match(body, /^movexd_actions_total\{outcome="unavailable"\} 1$/m);
+    g.primary.proc.kill('SIGCONT');
+    resumed = true;
+  } finally {
+    if (!resumed) g.primary.proc.kill('SIGCONT');
+  }
+  await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 200, 'ready again');
+  let again;
+  await waitFor(async () => {
+    again = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+    return again.code !== 'unavailable';
+  }, 'the resend is decided');
+  assert.equal(again.type, 'ack', JSON.stringify(again));
+  assert.equal(again.seq, 2);
 });
 
 // Evidence for "clean shutdown while calls are in flight": SIGTERM with

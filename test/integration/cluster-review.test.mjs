@@ -72,6 +72,30 @@ test('a Lua reducer\'s own reject code is the same on every node: the deciding o
   await checkInvariants(g.primary.port, { rooms: [room], nodes: [a, b] });
 });
 
+// fn() runs while the group's primary is SIGSTOPped; the primary runs
+// again afterwards, whether fn passed or threw.
+async function whileStopped(g, fn) {
+  g.primary.proc.kill('SIGSTOP');
+  try {
+    await fn();
+  } finally {
+    g.primary.proc.kill('SIGCONT');
+  }
+}
+
+// Once the node is ready again, alice's n=2 in room is resent until it is
+// decided: acked at seq 2 (from Redis's memory if a stale call landed).
+async function resendN2(a, c, room) {
+  await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 200, 'ready again');
+  let again;
+  await waitFor(async () => {
+    again = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+    return again.code !== 'unavailable';
+  }, 'the resend is decided');
+  assert.equal(again.type, 'ack', JSON.stringify(again));
+  assert.equal(again.seq, 2);
+}
+
 // A TCP proxy in front of Redis for one node that stops at the first
 // FCALL movexd_append once armed: it holds that chunk (and what follows
 // on its link) and tells; release() sends it on. Until then Redis answers
@@ -124,10 +148,8 @@ test('a Redis that never answers: unavailable, 503; the stale call lands later a
   px.armed = true;
   const p2 = c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
   await waitFor(() => px.seen, 'the node sends the append');
-  g.primary.proc.kill('SIGSTOP');
-  px.release();
-  let resumed = false;
-  try {
+  await whileStopped(g, async () => {
+    px.release();
     const r2 = await p2;
     assert.equal(r2.type, 'reject');
     assert.equal(r2.code, 'unavailable');
@@ -138,19 +160,8 @@ test('a Redis that never answers: unavailable, 503; the stale call lands later a
     assert.match(body, /^movexd_cluster_redis_up 0$/m);
     assert.match(body, /^movexd_cluster_calls_total 2$/m);
     assert.match(body, /^movexd_cluster_call_failures_total 1$/m);
-    g.primary.proc.kill('SIGCONT');
-    resumed = true;
-  } finally {
-    if (!resumed) g.primary.proc.kill('SIGCONT');
-  }
-  await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 200, 'ready again');
-  let again;
-  await waitFor(async () => {
-    again = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
-    return again.code !== 'unavailable';
-  }, 'the resend is decided');
-  assert.equal(again.type, 'ack', JSON.stringify(again));
-  assert.equal(again.seq, 2);
+  });
+  await resendN2(a, c, room);
   await waitConverged(g.primary.port, [a], [room]);
   const r = await checkInvariants(g.primary.port, { rooms: [room], nodes: [a] });
   assert.equal(r.rooms.get(room).byAction.get('alice 2').seq, 2, 'n=2 once in the log');
@@ -172,9 +183,7 @@ test('an action while the link to Redis is down: unavailable without a call, cou
   await c.request({ type: 'subscribe', room });
   const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
   assert.equal(r1.type, 'ack');
-  g.primary.proc.kill('SIGSTOP');
-  let resumed = false;
-  try {
+  await whileStopped(g, async () => {
     // the head check's read of the subscribed room times the link out
     await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 503, 'the link is down', TIMEOUT * 3);
     const r2 = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
@@ -185,19 +194,8 @@ test('an action while the link to Redis is down: unavailable without a call, cou
     assert.match(body, /^movexd_cluster_call_failures_total 0$/m);
     assert.match(body, /^movexd_cluster_refused_down_total 1$/m);
     assert.match(body, /^movexd_actions_total\{outcome="unavailable"\} 1$/m);
-    g.primary.proc.kill('SIGCONT');
-    resumed = true;
-  } finally {
-    if (!resumed) g.primary.proc.kill('SIGCONT');
-  }
-  await waitFor(async () => (await httpRequest(a, { path: '/readyz' })).status === 200, 'ready again');
-  let again;
-  await waitFor(async () => {
-    again = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
-    return again.code !== 'unavailable';
-  }, 'the resend is decided');
-  assert.equal(again.type, 'ack', JSON.stringify(again));
-  assert.equal(again.seq, 2);
+  });
+  await resendN2(a, c, room);
 });
 
 // Evidence for "clean shutdown while calls are in flight": SIGTERM with

@@ -99,8 +99,9 @@ async function resendN2(a, c, room) {
 // A TCP proxy in front of Redis for one node that stops at the first
 // FCALL movexd_append once armed: it holds that chunk (and what follows
 // on its link) and tells; release() sends it on. Until then Redis answers
-// everything, so no earlier command (a head check's HMGET) can time the
-// link out before the append is sent; after release() all passes.
+// everything, so no earlier read (a catch-up, a head check) can hold the
+// room or time the link out before the append is sent; after release()
+// all passes.
 function appendGate(redisPort) {
   const st = { armed: false, seen: false, released: false, held: [] };
   const srv = net.createServer((cl) => {
@@ -129,11 +130,14 @@ function appendGate(redisPort) {
 // /metrics counts the failure; once Redis runs again the FCALL it had
 // buffered is applied after the node gave up on it, so the resend of the
 // same n is answered from Redis's memory - once in the log, never twice.
-// Redis is stopped only once the node has sent the append (appendGate):
-// stopped before, a head check's HMGET sent first could time the link out
-// before the action arrived, which is then refused without a call (counted
-// in movexd_cluster_refused_down_total, no stale call to land) - the ASan
-// run saw that path.
+// Redis is stopped only once the node has sent the append (appendGate).
+// Stopped before, the ASan run saw another path (catchups_total 1,
+// head_checks_total 0, calls_total 1): the catch-up that the channel's
+// SUBSCRIBE confirmation asks for, done at the next tick once the room is
+// idle, went to the stopped Redis first; the action queued behind that
+// XRANGE and was answered unavailable when it timed the link out, without
+// a call (now counted in movexd_cluster_refused_down_total) and with no
+// stale call to land.
 test('a Redis that never answers: unavailable, 503; the stale call lands later and the resend is a duplicate', async () => {
   const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
   const px = appendGate(g.primary.port);

@@ -97,28 +97,31 @@ async function resendN2(a, c, room) {
 }
 
 // A TCP proxy in front of Redis for one node that stops at the first
-// FCALL movexd_append once armed: it holds that chunk (and what follows
-// on its link) and tells; release() sends it on. Until then Redis answers
-// everything, so no earlier read (a catch-up, a head check) can hold the
-// room or time the link out before the append is sent; after release()
-// all passes.
-function appendGate(redisPort) {
-  const st = { armed: false, seen: false, released: false, held: [] };
+// command naming `marker` once armed: it holds that chunk (and what
+// follows on its link) and tells; release() sends it on. Until then Redis
+// answers everything: with marker 'movexd_append', no earlier read (a
+// catch-up, a head check) can hold the room or time the link out before
+// the append is sent; after release() all passes. cutSubscribers() drops
+// the node's subscriber links (those that sent SUBSCRIBE).
+function holdGate(redisPort, marker) {
+  const st = { armed: false, seen: false, released: false, held: [], subs: new Set() };
   const srv = net.createServer((cl) => {
     const up = net.connect(redisPort, '127.0.0.1');
     let tail = '', hold = false;
     cl.on('data', (d) => {
       const s = tail + d.toString('latin1');
       tail = s.slice(-32); // a name split across two reads is still seen
-      if (!hold && st.armed && !st.seen && s.includes('movexd_append')) { hold = true; st.seen = true; }
+      if (s.includes('SUBSCRIBE')) st.subs.add(cl);
+      if (!hold && st.armed && !st.seen && s.includes(marker)) { hold = true; st.seen = true; }
       if (hold && !st.released) { st.held.push(() => up.write(d)); return; }
       up.write(d);
     });
     up.on('data', (d) => cl.write(d));
-    const end = () => { cl.destroy(); up.destroy(); };
+    const end = () => { cl.destroy(); up.destroy(); st.subs.delete(cl); };
     cl.on('error', end); up.on('error', end); cl.on('close', end); up.on('close', end);
   });
   st.listen = () => new Promise((r) => srv.listen(0, '127.0.0.1', () => r(srv.address().port)));
+  st.cutSubscribers = () => { for (const c of st.subs) c.destroy(); };
   st.release = () => { st.released = true; for (const f of st.held.splice(0)) f(); };
   st.close = () => srv.close();
   return st;
@@ -130,7 +133,7 @@ function appendGate(redisPort) {
 // /metrics counts the failure; once Redis runs again the FCALL it had
 // buffered is applied after the node gave up on it, so the resend of the
 // same n is answered from Redis's memory - once in the log, never twice.
-// Redis is stopped only once the node has sent the append (appendGate).
+// Redis is stopped only once the node has sent the append (holdGate).
 // Stopped before, the ASan run saw another path (catchups_total 1,
 // head_checks_total 0, calls_total 1): the catch-up that the channel's
 // SUBSCRIBE confirmation asks for, done at the next tick once the room is
@@ -140,7 +143,7 @@ function appendGate(redisPort) {
 // stale call to land.
 test('a Redis that never answers: unavailable, 503; the stale call lands later and the resend is a duplicate', async () => {
   const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
-  const px = appendGate(g.primary.port);
+  const px = holdGate(g.primary.port, 'movexd_append');
   const pport = await px.listen();
   after(() => px.close());
   const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
@@ -199,6 +202,37 @@ test('an action while the link to Redis is down: unavailable without a call, cou
     assert.match(body, /^movexd_cluster_refused_down_total 1$/m);
     assert.match(body, /^movexd_actions_total\{outcome="unavailable"\} 1$/m);
   });
+  await resendN2(a, c, room);
+});
+
+// The path the ASan run took, made deterministic: the room is busy with a
+// read Redis never answers (the catch-up a returning subscriber link asks
+// for, its XRANGE held by the proxy), the action queues behind it and is
+// answered unavailable when that read times the link out - never sent as
+// a call, counted in movexd_cluster_refused_down_total.
+test('an action queued behind a read that times the link out: unavailable without a call, counted as refused_down', async () => {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const px = holdGate(g.primary.port, 'XRANGE');
+  const pport = await px.listen();
+  after(() => px.close());
+  const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
+  const room = 'behind';
+  const c = await connectHello(a, 'alice');
+  await c.request({ type: 'subscribe', room });
+  const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
+  assert.equal(r1.type, 'ack');
+  px.armed = true;
+  px.cutSubscribers();
+  await waitFor(() => px.seen, 'the catch-up XRANGE is sent (and held)');
+  const r2 = await c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
+  assert.equal(r2.type, 'reject');
+  assert.equal(r2.code, 'unavailable');
+  assert.equal(r2.seq, 1);
+  const { body } = await httpRequest(a, { path: '/metrics' });
+  assert.match(body, /^movexd_cluster_calls_total 1$/m);
+  assert.match(body, /^movexd_cluster_call_failures_total 0$/m);
+  assert.match(body, /^movexd_cluster_refused_down_total 1$/m);
+  px.release();
   await resendN2(a, c, room);
 });
 

@@ -127,6 +127,21 @@ function holdGate(redisPort, marker) {
   return st;
 }
 
+// One node behind holdGate(marker) over a fresh Redis; alice subscribed
+// to room and acked at seq 1.
+async function gatedWriter(marker, room) {
+  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
+  const px = holdGate(g.primary.port, marker);
+  const pport = await px.listen();
+  after(() => px.close());
+  const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
+  const c = await connectHello(a, 'alice');
+  await c.request({ type: 'subscribe', room });
+  const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
+  assert.equal(r1.type, 'ack');
+  return { g, px, a, c, r1 };
+}
+
 // Evidence for "a call that times out after Redis applied it": a Redis
 // that accepts and never answers (SIGSTOP). The node answers `unavailable`
 // after command_timeout_ms naming the confirmed head, /readyz says 503 and
@@ -142,16 +157,8 @@ function holdGate(redisPort, marker) {
 // a call (now counted in movexd_cluster_refused_down_total) and with no
 // stale call to land.
 test('a Redis that never answers: unavailable, 503; the stale call lands later and the resend is a duplicate', async () => {
-  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
-  const px = holdGate(g.primary.port, 'movexd_append');
-  const pport = await px.listen();
-  after(() => px.close());
-  const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
   const room = 'stop';
-  const c = await connectHello(a, 'alice');
-  await c.request({ type: 'subscribe', room });
-  const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
-  assert.equal(r1.type, 'ack');
+  const { g, px, a, c, r1 } = await gatedWriter('movexd_append', room);
   px.armed = true;
   const p2 = c.request(patchAction(room, 2, [{ op: 'add', path: '/b', value: 2 }]));
   await waitFor(() => px.seen, 'the node sends the append');
@@ -211,16 +218,8 @@ test('an action while the link to Redis is down: unavailable without a call, cou
 // answered unavailable when that read times the link out - never sent as
 // a call, counted in movexd_cluster_refused_down_total.
 test('an action queued behind a read that times the link out: unavailable without a call, counted as refused_down', async () => {
-  const g = await startRedisGroup({ replicas: 0, sentinels: 0 });
-  const px = holdGate(g.primary.port, 'XRANGE');
-  const pport = await px.listen();
-  after(() => px.close());
-  const a = await node({ ...g, primary: { ...g.primary, port: pport } }, 'n1');
   const room = 'behind';
-  const c = await connectHello(a, 'alice');
-  await c.request({ type: 'subscribe', room });
-  const r1 = await c.request(patchAction(room, 1, [{ op: 'add', path: '/a', value: 1 }]));
-  assert.equal(r1.type, 'ack');
+  const { px, a, c } = await gatedWriter('XRANGE', room);
   px.armed = true;
   px.cutSubscribers();
   await waitFor(() => px.seen, 'the catch-up XRANGE is sent (and held)');

@@ -290,7 +290,7 @@ $(FUZZ_OBJ): $(FUZZ_DIR)/obj/%.o: src/%.c $(wildcard include/movexd/*.h)
 
 $(FUZZ_DIR)/obj/cluster.o: $(FUZZ_DIR)/cluster_fn.inc
 
-$(FUZZ_BIN): $(FUZZ_DIR)/%: test/fuzz/%.c $(FUZZ_OBJ) $(wildcard include/movexd/*.h)
+$(FUZZ_BIN): $(FUZZ_DIR)/%: test/fuzz/%.c $(FUZZ_OBJ) $(wildcard include/movexd/*.h) $(wildcard test/fuzz/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< $(FUZZ_OBJ) $(PKG_LIBS) $(LDFLAGS)

@@ -69,6 +69,8 @@
 
 #include "engine_script.h"
 
+#include "fuzz_det.h"
+
 #define MAX_INPUT_BYTES (64 * 1024)
 #define NCONN 3
 #define NTRACK 16 /* rooms tracked per connection (max_rooms_per_conn is 4) */
@@ -86,26 +88,6 @@
 
 static FILE *fuzz_err;
 
-/* ---- deterministic randomness ---- */
-
-static uint64_t rng;
-
-static uint32_t det_random(void)
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (uint32_t)(z ^ (z >> 31));
-}
-static void det_buf(void *const buf, const size_t size)
-{
-    unsigned char *p = buf;
-    for (size_t i = 0; i < size; i++)
-        p[i] = (unsigned char)det_random();
-}
-static const char *det_name(void) { return "fuzz-deterministic"; }
-static randombytes_implementation det_impl = {
-    .implementation_name = det_name, .random = det_random, .buf = det_buf};
 
 /* ---- fake connections, each with a client's model of its rooms ---- */
 

@@ -40,6 +40,8 @@
 #include "movexd/log.h"
 #include "movexd/wal.h"
 
+#include "fuzz_det.h"
+
 #define MAX_INPUT_BYTES (64 * 1024)
 #define MAX_SEGS 3
 #define BIG_BATCHES (1u << 20)
@@ -58,48 +60,13 @@
 static FILE *fuzz_err;
 static char base[512], dir1[600], dir2[600];
 
-/* ---- deterministic randomness (the maps' SipHash keys) ---- */
-
-static uint64_t rng;
-static uint32_t det_random(void)
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (uint32_t)(z ^ (z >> 31));
-}
-static void det_buf(void *const buf, const size_t size)
-{
-    unsigned char *p = buf;
-    for (size_t i = 0; i < size; i++)
-        p[i] = (unsigned char)det_random();
-}
-static const char *det_name(void) { return "fuzz-deterministic"; }
-static randombytes_implementation det_impl = {
-    .implementation_name = det_name, .random = det_random, .buf = det_buf};
 
 /* ---- scratch directories ---- */
 
-static void empty_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char path[1200];
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(d);
-}
-
 static void remove_scratch(void)
 {
-    empty_dir(dir1);
-    empty_dir(dir2);
+    fuzz_empty_dir(dir1);
+    fuzz_empty_dir(dir2);
     rmdir(dir1);
     rmdir(dir2);
     rmdir(base);
@@ -321,7 +288,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mx_buf_free(&d1);
     mx_buf_free(&d2);
     mx_buf_free(&d4);
-    empty_dir(dir1);
-    empty_dir(dir2);
+    fuzz_empty_dir(dir1);
+    fuzz_empty_dir(dir2);
     return 0;
 }

@@ -33,6 +33,8 @@
 #include "movexd/room.h"
 #include "movexd/snapshot.h"
 
+#include "fuzz_det.h"
+
 #define MAX_INPUT_BYTES (256 * 1024)
 
 #define CHECK(cond, ...)                                                       \
@@ -45,25 +47,6 @@
         }                                                                      \
     } while (0)
 
-/* ---- deterministic randomness (the maps' SipHash key) ---- */
-
-static uint64_t rng;
-static uint32_t det_random(void)
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (uint32_t)(z ^ (z >> 31));
-}
-static void det_buf(void *const buf, const size_t size)
-{
-    unsigned char *p = buf;
-    for (size_t i = 0; i < size; i++)
-        p[i] = (unsigned char)det_random();
-}
-static const char *det_name(void) { return "fuzz-deterministic"; }
-static randombytes_implementation det_impl = {
-    .implementation_name = det_name, .random = det_random, .buf = det_buf};
 
 static struct mx_config cfg;
 

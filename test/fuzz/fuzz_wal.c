@@ -52,6 +52,8 @@
 #include "movexd/storage.h"
 #include "movexd/wal.h"
 
+#include "fuzz_det.h"
+
 #define MAX_INPUT_BYTES (256 * 1024)
 #define MAX_SEGS 4
 #define MAX_RECS 4096
@@ -69,49 +71,14 @@
 static FILE *fuzz_err;
 static char base[512], waldir[600], snapdir[600];
 
-/* ---- deterministic randomness (the map's SipHash key) ---- */
-
-static uint64_t rng;
-static uint32_t det_random(void)
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (uint32_t)(z ^ (z >> 31));
-}
-static void det_buf(void *const buf, const size_t size)
-{
-    unsigned char *p = buf;
-    for (size_t i = 0; i < size; i++)
-        p[i] = (unsigned char)det_random();
-}
-static const char *det_name(void) { return "fuzz-deterministic"; }
-static randombytes_implementation det_impl = {
-    .implementation_name = det_name, .random = det_random, .buf = det_buf};
 
 /* ---- scratch directory ---- */
 
-static void empty_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char path[1200];
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(d);
-}
-
 static void clean(void)
 {
-    empty_dir(waldir);
-    empty_dir(snapdir);
-    empty_dir(base); /* files only; wal/ and rooms/ stay */
+    fuzz_empty_dir(waldir);
+    fuzz_empty_dir(snapdir);
+    fuzz_empty_dir(base); /* files only; wal/ and rooms/ stay */
 }
 
 static void remove_scratch(void)

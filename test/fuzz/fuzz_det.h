@@ -2,11 +2,14 @@
  * randomness made deterministic (the maps' SipHash keys, client and room
  * ids), so one input always takes one path and a crash replays exactly; and
  * emptying a scratch directory between inputs. Each harness resets `rng`
- * per input and calls randombytes_set_implementation(&det_impl) once. */
+ * per input and calls randombytes_set_implementation(&det_impl) once.
+ * And the scratch directory itself, made once per process. */
 #ifndef MOVEXD_TEST_FUZZ_DET_H
 #define MOVEXD_TEST_FUZZ_DET_H
 
 #include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <sodium.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +52,22 @@ static inline void fuzz_empty_dir(const char *dir)
         unlink(path);
     }
     closedir(d);
+}
+
+/* Makes the harness's scratch directory, NAME-XXXXXX under $FUZZ_TMPDIR,
+ * else $TMPDIR, else /tmp, into out (aborts when it cannot). */
+static inline void fuzz_make_scratch(char *out, size_t size, const char *name)
+{
+    const char *t = getenv("FUZZ_TMPDIR");
+    if (!t || !*t)
+        t = getenv("TMPDIR");
+    if (!t || !*t)
+        t = "/tmp";
+    snprintf(out, size, "%s/%s-XXXXXX", t, name);
+    if (!mkdtemp(out)) {
+        fprintf(stderr, "%s: mkdtemp %s: %s\n", name, out, strerror(errno));
+        abort();
+    }
 }
 
 #endif

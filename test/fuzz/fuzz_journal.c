@@ -187,16 +187,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     randombytes_set_implementation(&det_impl);
     if (sodium_init() < 0)
         abort();
-    const char *t = getenv("FUZZ_TMPDIR");
-    if (!t || !*t)
-        t = getenv("TMPDIR");
-    if (!t || !*t)
-        t = "/tmp";
-    snprintf(base, sizeof(base), "%s/fuzz_journal-XXXXXX", t);
-    if (!mkdtemp(base)) {
-        fprintf(stderr, "fuzz_journal: mkdtemp %s: %s\n", base, strerror(errno));
-        abort();
-    }
+    fuzz_make_scratch(base, sizeof(base), "fuzz_journal");
     snprintf(dir1, sizeof dir1, "%s/a", base);
     snprintf(dir2, sizeof dir2, "%s/b", base);
     if (mkdir(dir1, 0700) || mkdir(dir2, 0700))

@@ -43,6 +43,8 @@
 #include "movexd/err.h"
 #include "movexd/jwt.h"
 
+#include "fuzz_det.h"
+
 #define MAX_INPUT_BYTES (16 * 1024)
 #define NOW INT64_C(1700000000)
 #define LEEWAY 30
@@ -93,16 +95,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (mx_jwt_set_claims(&claimed, "https://auth.example/", "movexd"))
         abort();
 
-    const char *t = getenv("FUZZ_TMPDIR");
-    if (!t || !*t)
-        t = getenv("TMPDIR");
-    if (!t || !*t)
-        t = "/tmp";
-    snprintf(scratch, sizeof(scratch), "%s/fuzz_jwt-XXXXXX", t);
-    if (!mkdtemp(scratch)) {
-        fprintf(stderr, "fuzz_jwt: mkdtemp %s: %s\n", scratch, strerror(errno));
-        abort();
-    }
+    fuzz_make_scratch(scratch, sizeof(scratch), "fuzz_jwt");
     snprintf(keyfile, sizeof(keyfile), "%s/key", scratch);
     atexit(remove_scratch);
     return 0;

@@ -115,16 +115,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     randombytes_set_implementation(&det_impl);
     if (sodium_init() < 0)
         abort();
-    const char *t = getenv("FUZZ_TMPDIR");
-    if (!t || !*t)
-        t = getenv("TMPDIR");
-    if (!t || !*t)
-        t = "/tmp";
-    snprintf(base, sizeof(base), "%s/fuzz_wal-XXXXXX", t);
-    if (!mkdtemp(base)) {
-        fprintf(stderr, "fuzz_wal: mkdtemp %s: %s\n", base, strerror(errno));
-        abort();
-    }
+    fuzz_make_scratch(base, sizeof(base), "fuzz_wal");
     snprintf(waldir, sizeof(waldir), "%s/wal", base);
     snprintf(snapdir, sizeof(snapdir), "%s/rooms", base);
     if (mkdir(waldir, 0700) || mkdir(snapdir, 0700))

@@ -271,12 +271,25 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 {
     (void)user;
     switch (reason) {
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+        char why[256];
+        snprintf(why, sizeof why, "%.*s", in && len ? (int)(len < 255 ? len : 255) : 0,
+                 in ? (const char *)in : "");
         fprintf(stderr, "movexctl: cannot connect to %s: %s\n", g.o->url,
-                in && len ? (const char *)in : "connection failed");
+                why[0] ? why : "connection failed");
+        /* OpenSSL's reason for an untrusted certificate reads as
+         * "SSL err 1: error:00000001:lib(0)::reason(1)": say what it
+         * most likely is and the two ways past it */
+        if (strstr(why, "SSL") && !g.o->insecure)
+            fprintf(
+                stderr,
+                "movexctl: the TLS handshake failed: if the server's certificate is self-signed or "
+                "from a CA this machine does not trust, give SSL_CERT_FILE=CA.pem (or --insecure, "
+                "for testing only)\n");
         g.wsi = NULL;
         finish(3);
         break;
+    }
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         send_hello();
         break;

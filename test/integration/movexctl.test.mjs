@@ -15,9 +15,9 @@ import { BIN, ROOT, TIMEOUT, startDaemon, makeConf, connectHello, withTimeout } 
 const CTL = process.env.MOVEXCTL_BIN || join(dirname(BIN), 'movexctl');
 
 // Run movexctl to its end; resolves {code, out, err, lines}.
-function ctl(args, { onLine } = {}) {
+function ctl(args, { onLine, env } = {}) {
   return new Promise((res, rej) => {
-    const p = spawn(CTL, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(CTL, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '', err = '', seen = 0;
     p.stdout.on('data', (d) => {
       out += d;
@@ -330,6 +330,10 @@ test('wss://: --insecure accepts a self-signed certificate; without it the conne
       assert.equal(r.lines[0].type, 'ack');
       r = await ctl(['--url', url, '--timeout', '5', 'get', 'todo:tls']);
       assert.equal(r.code, 3, 'an unknown CA is refused without --insecure');
+      // and the refusal says what to do, not only OpenSSL's "lib(0)::reason(1)"
+      assert.match(r.err, /TLS handshake failed.*SSL_CERT_FILE=CA\.pem \(or --insecure/, r.err);
+      r = await ctl(['--url', url, '--timeout', '5', 'get', 'todo:tls'], { env: { SSL_CERT_FILE: cert } });
+      assert.equal(r.code, 0, `SSL_CERT_FILE naming the certificate is the other way past it: ${r.err}`);
     } finally {
       await d.stop();
     }

@@ -92,6 +92,19 @@ static void admin_deliver(struct mx_conn *c, mx_frame *f)
         int err = end ? mx_err_from_code(code + 8, (size_t)(end - code - 8)) : 0;
         status = err ? mx_err_http_status(err) : HTTP_STATUS_BAD_REQUEST;
     }
+    if (!h->body && h->wsi && h->method == 2 && status != HTTP_STATUS_OK) {
+        /* a cluster-wide delete Redis refused: the same {"code","message"}
+         * body as a single-node DELETE's error, not the WebSocket message */
+        json_t *m = json_loadb(t, f->len, 0, NULL);
+        const char *code = json_string_value(json_object_get(m, "code"));
+        const char *msg = json_string_value(json_object_get(m, "message"));
+        if (code && msg)
+            mx_http_json(h->wsi, h, status, code, msg);
+        else
+            mx_http_respond_len(h->wsi, h, status, "application/json", t, f->len);
+        json_decref(m);
+        return;
+    }
     if (!h->body && h->wsi)
         mx_http_respond_len(h->wsi, h, status, "application/json", t, f->len);
 }

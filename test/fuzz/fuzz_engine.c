@@ -88,7 +88,6 @@
 
 static FILE *fuzz_err;
 
-
 /* ---- fake connections, each with a client's model of its rooms ---- */
 
 /* What a client knows about one room: the last seq, its checksum, and the

@@ -60,7 +60,6 @@
 static FILE *fuzz_err;
 static char base[512], dir1[600], dir2[600];
 
-
 /* ---- scratch directories ---- */
 
 static void remove_scratch(void)

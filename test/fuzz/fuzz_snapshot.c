@@ -47,7 +47,6 @@
         }                                                                      \
     } while (0)
 
-
 static struct mx_config cfg;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

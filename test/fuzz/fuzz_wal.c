@@ -71,7 +71,6 @@
 static FILE *fuzz_err;
 static char base[512], waldir[600], snapdir[600];
 
-
 /* ---- scratch directory ---- */
 
 static void clean(void)

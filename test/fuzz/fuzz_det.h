@@ -3,7 +3,9 @@
  * ids), so one input always takes one path and a crash replays exactly; and
  * emptying a scratch directory between inputs. Each harness resets `rng`
  * per input and calls randombytes_set_implementation(&det_impl) once.
- * And the scratch directory itself, made once per process. */
+ * And the scratch directory itself, made once per process; and, for a
+ * harness that defines FUZZ_NAME first, its CHECK oracle, start-up and
+ * quiet logs (MX_FUZZ_LOG=1 shows them). */
 #ifndef MOVEXD_TEST_FUZZ_DET_H
 #define MOVEXD_TEST_FUZZ_DET_H
 
@@ -69,5 +71,48 @@ static inline void fuzz_make_scratch(char *out, size_t size, const char *name)
         abort();
     }
 }
+
+#ifdef FUZZ_NAME
+#include "movexd/log.h"
+
+/* A harness that defines FUZZ_NAME before including this header gets its
+ * oracle check (a failed promise is a crash, with what was expected) and
+ * the common start-up: checks report on fuzz_err, libsodium is made
+ * deterministic. */
+static FILE *fuzz_err;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(fuzz_err, FUZZ_NAME ": check failed: %s: ", #cond);        \
+            fprintf(fuzz_err, __VA_ARGS__);                                    \
+            fputc('\n', fuzz_err);                                             \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+/* Every log line is formatted (level debug, so the log code is fuzzed
+ * too) but thrown away unless MX_FUZZ_LOG=1: mx_log writes with stdio to
+ * `stderr`; libFuzzer and the sanitizers keep their own handles on fd 2,
+ * so their reports, and CHECK's on fuzz_err, still show. */
+static inline void fuzz_quiet_logs(void)
+{
+    mx_log_set_level(MX_LOG_DEBUG);
+    const char *log = getenv("MX_FUZZ_LOG");
+    if (!log || strcmp(log, "1")) {
+        FILE *null = fopen("/dev/null", "w");
+        if (null)
+            stderr = null;
+    }
+}
+
+static inline void fuzz_det_init(void)
+{
+    fuzz_err = stderr;
+    randombytes_set_implementation(&det_impl);
+    if (sodium_init() < 0)
+        abort();
+}
+#endif
 
 #endif

@@ -69,24 +69,13 @@
 
 #include "engine_script.h"
 
+#define FUZZ_NAME "fuzz_engine"
 #include "fuzz_det.h"
 
 #define MAX_INPUT_BYTES (64 * 1024)
 #define NCONN 3
 #define NTRACK 16 /* rooms tracked per connection (max_rooms_per_conn is 4) */
 #define NSEEN 32  /* room ids remembered for the end-of-input checks */
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(fuzz_err, "fuzz_engine: check failed: %s: ", #cond);       \
-            fprintf(fuzz_err, __VA_ARGS__);                                    \
-            fputc('\n', fuzz_err);                                             \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
-
-static FILE *fuzz_err;
 
 /* ---- fake connections, each with a client's model of its rooms ---- */
 
@@ -447,10 +436,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_err = stderr;
-    randombytes_set_implementation(&det_impl);
-    if (sodium_init() < 0)
-        abort();
+    fuzz_det_init();
     char err[256];
     if (mx_config_parse(&cfg, conf_text, "fuzz_engine.conf", err, sizeof(err))) {
         fprintf(stderr, "fuzz_engine: conf: %s\n", err);
@@ -461,15 +447,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     cfg_auth.auth = MX_AUTH_JWT; /* the key comes from mx_engine_set_keys, not a file */
-    mx_log_set_level(MX_LOG_DEBUG);
-    const char *log = getenv("MX_FUZZ_LOG");
-    if (!log || strcmp(log, "1")) {
-        /* mx_log writes with stdio to `stderr`; libFuzzer and the sanitizers
-         * keep their own handles on fd 2, so their reports still show. */
-        FILE *null = fopen("/dev/null", "w");
-        if (null)
-            stderr = null;
-    }
+    fuzz_quiet_logs();
     return 0;
 }
 

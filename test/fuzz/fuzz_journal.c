@@ -40,6 +40,7 @@
 #include "movexd/log.h"
 #include "movexd/wal.h"
 
+#define FUZZ_NAME "fuzz_journal"
 #include "fuzz_det.h"
 
 #define MAX_INPUT_BYTES (64 * 1024)
@@ -47,17 +48,6 @@
 #define BIG_BATCHES (1u << 20)
 #define BIG_BYTES (1u << 30)
 
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(fuzz_err, "fuzz_journal: check failed: %s: ", #cond);      \
-            fprintf(fuzz_err, __VA_ARGS__);                                    \
-            fputc('\n', fuzz_err);                                             \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
-
-static FILE *fuzz_err;
 static char base[512], dir1[600], dir2[600];
 
 /* ---- scratch directories ---- */
@@ -130,6 +120,17 @@ static size_t room_names(const struct mx_journal *j, char ***out)
     return n;
 }
 
+/* Every batch of room `name` (all past the zero head), in order, in a
+ * calloc'd array the caller frees; *k is how many. */
+static const struct mx_journal_batch **room_batches(const struct mx_journal *j, const char *name, size_t *k)
+{
+    *k = mx_journal_lost(j, name, &ZERO, NULL, 0);
+    const struct mx_journal_batch **bs = calloc(*k ? *k : 1, sizeof *bs);
+    CHECK(bs, "out of memory");
+    mx_journal_lost(j, name, &ZERO, bs, *k);
+    return bs;
+}
+
 /* Every room's batches with every field, as text. */
 static void describe(const struct mx_journal *j, const char *epoch, mx_buf *b)
 {
@@ -137,10 +138,8 @@ static void describe(const struct mx_journal *j, const char *epoch, mx_buf *b)
     char **names;
     size_t nr = room_names(j, &names);
     for (size_t r = 0; r < nr; r++) {
-        size_t k = mx_journal_lost(j, names[r], &ZERO, NULL, 0);
-        const struct mx_journal_batch **bs = calloc(k ? k : 1, sizeof *bs);
-        CHECK(bs, "out of memory");
-        mx_journal_lost(j, names[r], &ZERO, bs, k);
+        size_t k;
+        const struct mx_journal_batch **bs = room_batches(j, names[r], &k);
         mx_buf_printf(b, "room %s %zu\n", names[r], k);
         for (size_t i = 0; i < k; i++) {
             put_head(b, &bs[i]->expected);
@@ -182,23 +181,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_err = stderr;
-    randombytes_set_implementation(&det_impl);
-    if (sodium_init() < 0)
-        abort();
+    fuzz_det_init();
     fuzz_make_scratch(base, sizeof(base), "fuzz_journal");
     snprintf(dir1, sizeof dir1, "%s/a", base);
     snprintf(dir2, sizeof dir2, "%s/b", base);
     if (mkdir(dir1, 0700) || mkdir(dir2, 0700))
         abort();
     atexit(remove_scratch);
-    mx_log_set_level(MX_LOG_DEBUG);
-    const char *log = getenv("MX_FUZZ_LOG");
-    if (!log || strcmp(log, "1")) {
-        FILE *null = fopen("/dev/null", "w"); /* see fuzz_engine.c */
-        if (null)
-            stderr = null;
-    }
+    fuzz_quiet_logs();
     return 0;
 }
 
@@ -255,10 +245,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char **names;
     size_t nr = room_names(j1, &names);
     for (size_t r = 0; r < nr; r++) {
-        size_t k = mx_journal_lost(j1, names[r], &ZERO, NULL, 0);
-        const struct mx_journal_batch **bs = calloc(k ? k : 1, sizeof *bs);
-        CHECK(bs, "out of memory");
-        mx_journal_lost(j1, names[r], &ZERO, bs, k);
+        size_t k;
+        const struct mx_journal_batch **bs = room_batches(j1, names[r], &k);
         for (size_t i = 0; i < k; i++)
             CHECK(mx_journal_add(j3, names[r], &bs[i]->expected, &bs[i]->after, bs[i]->window, bs[i]->now_ms,
                                  bs[i]->a, bs[i]->n) == 0,

@@ -52,23 +52,13 @@
 #include "movexd/storage.h"
 #include "movexd/wal.h"
 
+#define FUZZ_NAME "fuzz_wal"
 #include "fuzz_det.h"
 
 #define MAX_INPUT_BYTES (256 * 1024)
 #define MAX_SEGS 4
 #define MAX_RECS 4096
 
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(fuzz_err, "fuzz_wal: check failed: %s: ", #cond);          \
-            fprintf(fuzz_err, __VA_ARGS__);                                    \
-            fputc('\n', fuzz_err);                                             \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
-
-static FILE *fuzz_err;
 static char base[512], waldir[600], snapdir[600];
 
 /* ---- scratch directory ---- */
@@ -110,10 +100,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_err = stderr;
-    randombytes_set_implementation(&det_impl);
-    if (sodium_init() < 0)
-        abort();
+    fuzz_det_init();
     fuzz_make_scratch(base, sizeof(base), "fuzz_wal");
     snprintf(waldir, sizeof(waldir), "%s/wal", base);
     snprintf(snapdir, sizeof(snapdir), "%s/rooms", base);
@@ -129,13 +116,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.def.history = 8;
     cfg.def.create_on_subscribe = 1;
 
-    mx_log_set_level(MX_LOG_DEBUG);
-    const char *log = getenv("MX_FUZZ_LOG");
-    if (!log || strcmp(log, "1")) {
-        FILE *null = fopen("/dev/null", "w"); /* see fuzz_engine.c */
-        if (null)
-            stderr = null;
-    }
+    fuzz_quiet_logs();
     return 0;
 }
 

@@ -26,12 +26,14 @@
 #include "movexd/wal.h"
 
 #include <dirent.h>
+#include <linux/magic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -509,22 +511,26 @@ static int list_segments(const char *dir, uint64_t **ids, size_t *n, char *err, 
     return 0;
 }
 
+/* mkdir -p: every missing level of dir (the default lives under data_dir,
+ * which may not exist yet, nor its parent). The check came first, so a
+ * failure here is one it cannot foresee (a race, a full disk). */
 static int make_dir(const char *dir, char *err, size_t errlen)
 {
-    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
-        return 0;
-    if (errno == ENOENT) { /* the default lives under data_dir, which may not exist yet */
-        char parent[1024];
-        snprintf(parent, sizeof parent, "%s", dir);
-        char *slash = strrchr(parent, '/');
-        if (slash && slash != parent) {
-            *slash = '\0';
-            if ((mkdir(parent, 0700) == 0 || errno == EEXIST) && (mkdir(dir, 0700) == 0 || errno == EEXIST))
-                return 0;
+    char p[1024];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "%s: cannot create %s: %s", dir, p, strerror(errno));
+            return -1;
         }
+        *s = c;
+        if (!c)
+            return 0;
     }
-    snprintf(err, errlen, "%s: cannot create: %s", dir, strerror(errno));
-    return -1;
 }
 
 int mx_jfile_open(const char *dir, size_t segment_bytes, size_t max_bytes, struct mx_journal *j,
@@ -549,7 +555,8 @@ int mx_jfile_open(const char *dir, size_t segment_bytes, size_t max_bytes, struc
         goto fail;
     }
     snprintf(f->dir, sizeof f->dir, "%s", dir);
-    if (make_dir(dir, err, errlen))
+    /* the same check as movexd -t's, so both refuse a path with one message */
+    if (mx_jfile_check_dir(dir, err, errlen) || make_dir(dir, err, errlen))
         goto fail;
     snprintf(lockpath, sizeof lockpath, "%s/LOCK", dir);
     f->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -604,6 +611,29 @@ void mx_jfile_stats(const struct mx_jfile *f, struct mx_jfile_stats *out)
     out->segments = f->nsegs;
 }
 
+/* Filesystems whose directories look writable to root but cannot hold the
+ * journal's files: mkdir fails there (proc, sysfs), or makes a kernel
+ * object that refuses plain files (cgroup). Named by statfs's f_type. */
+static const char *pseudo_fs(const char *path)
+{
+    static const struct {
+        unsigned long magic;
+        const char *name;
+    } known[] = {
+        {PROC_SUPER_MAGIC, "proc"},     {SYSFS_MAGIC, "sysfs"},         {CGROUP_SUPER_MAGIC, "cgroup"},
+        {CGROUP2_SUPER_MAGIC, "cgroup2"}, {DEVPTS_SUPER_MAGIC, "devpts"}, {DEBUGFS_MAGIC, "debugfs"},
+        {TRACEFS_MAGIC, "tracefs"},     {SECURITYFS_MAGIC, "securityfs"}, {BPF_FS_MAGIC, "bpf"},
+        {PSTOREFS_MAGIC, "pstore"},     {EFIVARFS_MAGIC, "efivarfs"},   {SELINUX_MAGIC, "selinuxfs"},
+    };
+    struct statfs sf;
+    if (statfs(path, &sf) != 0)
+        return NULL; /* the access check below decides */
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if ((unsigned long)sf.f_type == known[i].magic)
+            return known[i].name;
+    return NULL;
+}
+
 int mx_jfile_check_dir(const char *dir, char *err, size_t errlen)
 {
     char p[1024];
@@ -630,7 +660,15 @@ int mx_jfile_check_dir(const char *dir, char *err, size_t errlen)
             *slash = '\0';
         }
     }
-    if (!S_ISDIR(st.st_mode) || access(p, W_OK | X_OK)) {
+    const char *fs = pseudo_fs(p);
+    if (fs) {
+        snprintf(err, errlen, "journal directory %s: %s is on a %s filesystem, which cannot hold the journal's files",
+                 dir, p, fs);
+        return -1;
+    }
+    /* an existing journal directory is read back at start (R_OK) too */
+    int exists = !strcmp(p, dir);
+    if (!S_ISDIR(st.st_mode) || access(p, W_OK | X_OK | (exists ? R_OK : 0))) {
         snprintf(err, errlen, "journal directory %s: %s is not a writable directory", dir, p);
         return -1;
     }

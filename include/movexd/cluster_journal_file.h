@@ -32,7 +32,8 @@ struct mx_jfile_stats {
     uint64_t write_failures;    /* records that could not be written (a new segment follows) */
 };
 
-/* Open (creating it and, one level up, its parent) and lock directory dir,
+/* Check dir as mx_jfile_check_dir does (the same message), open (creating
+ * every missing level) and lock directory dir,
  * read every segment into j oldest first (which must be empty and have no
  * sink), then start a new segment and make the file j's sink. epoch gets
  * the newest epoch recorded ("" when none). segment_bytes: a segment is
@@ -51,9 +52,10 @@ void mx_jfile_close(struct mx_jfile *f);
 
 void mx_jfile_stats(const struct mx_jfile *f, struct mx_jfile_stats *out);
 
-/* For movexd -t: dir is a writable directory, or can be created (its
- * nearest existing ancestor is a writable directory). Creates nothing.
- * 0, or -1 with err. */
+/* For movexd -t and start-up alike: dir is a readable, writable directory,
+ * or can be created (its nearest existing ancestor is a writable
+ * directory), and is not on a filesystem that cannot hold files (proc,
+ * sysfs, cgroup, ...). Creates nothing. 0, or -1 with err. */
 int mx_jfile_check_dir(const char *dir, char *err, size_t errlen);
 
 #endif

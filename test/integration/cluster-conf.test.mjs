@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, ROOT, TIMEOUT } from './lib.mjs';
+import { BIN, ROOT, TIMEOUT, runDaemonToExit, withDaemon } from './lib.mjs';
 
 function run(args) {
   const r = spawnSync(BIN, args, { cwd: ROOT, encoding: 'utf8', timeout: TIMEOUT });
@@ -87,4 +87,48 @@ test('movexd -t checks the journal directory: usable or creatable passes (nothin
       assert.match(r.stderr, /journal directory .*cluster-journal-n1/);
     });
   });
+});
+
+// What start-up refuses, -t refuses, with the same words: a journal_dir on
+// proc or sysfs (root's access() calls them writable; mkdir fails there).
+// Start-up stops before it listens; -t used to say "valid".
+test('movexd -t refuses a journal_dir start-up would refuse (/proc, /sys) with the same message', async () => {
+  for (const [jd, fs] of [['/proc/movexd-test-journal', 'proc'], ['/sys/movexd-test-journal', 'sysfs']]) {
+    const conf = GOOD.replace('}\n', `  journal_dir ${jd}\n}\n`);
+    const t = withConf(conf, (path) => run(['-t', '-c', path]));
+    assert.equal(t.status, 1, t.stdout);
+    const msg = new RegExp(`journal directory ${jd}: /\\w+ is on a ${fs} filesystem, which cannot hold the journal's files`);
+    assert.match(t.stderr, msg);
+    const dir = mkdtempSync(join(tmpdir(), 'movexd-cluster-conf-'));
+    try {
+      const r = await runDaemonToExit({ dir, conf });
+      assert.equal(r.code, 1, r.stderr);
+      // the line -t printed, but for the conf file's name
+      const line = (s) => s.split('\n').find((l) => msg.test(l)).replace(/^.*?:\d+: /, '');
+      assert.equal(line(r.stderr), line(t.stderr));
+      assert.doesNotMatch(r.stderr, /event=listening/);
+      assert.equal(existsSync(jd), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+// -t accepts a journal_dir whose nearest existing ancestor is writable, so
+// start-up must make every missing level (it made only one level above).
+test('a journal_dir three missing levels deep: -t accepts it and start-up creates it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-cluster-conf-'));
+  try {
+    const deep = join(dir, 'a', 'b', 'c');
+    // Redis on port 1: nothing answers, the node starts and keeps retrying
+    const conf = GOOD.replace('127.0.0.1:6379', '127.0.0.1:1').replace('}\n', `  journal_dir ${deep}\n}\n`);
+    const t = withConf(conf, (path) => run(['-t', '-c', path]));
+    assert.equal(t.status, 0, t.stderr);
+    await withDaemon({ conf }, async (d) => {
+      await d.waitLog(new RegExp(`event=cluster_journal dir=${deep} `));
+      assert.ok(existsSync(join(deep, 'LOCK')));
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

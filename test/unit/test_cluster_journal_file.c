@@ -322,6 +322,49 @@ START_TEST(one_process_per_directory_and_the_check)
 }
 END_TEST
 
+/* A directory start-up would refuse is refused by the check movexd -t runs,
+ * with the message start-up gives (mx_jfile_open runs the same check): a
+ * path on proc or sysfs, which root's access() calls writable but where
+ * mkdir fails. And a path several missing levels deep is made whole (the
+ * check accepted it; start-up used to create only one level above it). */
+START_TEST(the_check_is_what_start_up_refuses)
+{
+    mkdir_tmp();
+    char epoch[64], err[512], err2[512];
+    struct mx_journal *j = mx_journal_new(10, 1 << 20);
+    struct mx_jfile *f = NULL;
+    const char *pseudo[][2] = { { "/proc/movexd-unit-journal", "proc" }, { "/sys/movexd-unit-journal", "sysfs" } };
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(mx_jfile_check_dir(pseudo[i][0], err, sizeof err), -1);
+        ck_assert_msg(strstr(err, pseudo[i][1]) && strstr(err, "cannot hold"), "%s", err);
+        ck_assert_int_eq(mx_jfile_open(pseudo[i][0], 1 << 20, 4 << 20, j, epoch, sizeof epoch, &f, err2, sizeof err2), -1);
+        ck_assert_str_eq(err2, err);
+        ck_assert_ptr_null(f);
+    }
+    char deep[400];
+    snprintf(deep, sizeof deep, "%s/a/b/c", dir);
+    ck_assert_int_eq(mx_jfile_check_dir(deep, err, sizeof err), 0);
+    int rc = mx_jfile_open(deep, 1 << 20, 4 << 20, j, epoch, sizeof epoch, &f, err, sizeof err);
+    ck_assert_msg(rc == 0, "open %s: %s", deep, err);
+    shut(j, f);
+    /* rm_tmp removes one level: the files of deep, then its three levels */
+    DIR *d = opendir(deep);
+    char p[700];
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.') {
+            snprintf(p, sizeof p, "%s/%s", deep, e->d_name);
+            unlink(p);
+        }
+    if (d)
+        closedir(d);
+    for (int up = 0; up < 3; up++) {
+        ck_assert_int_eq(rmdir(deep), 0);
+        *strrchr(deep, '/') = '\0';
+    }
+    rm_tmp();
+}
+END_TEST
+
 /* Only names of 20 digits are segments: a stray file whose name strtoull
  * would still read (a sign, a space, more than 2^64) is not one. Read as
  * one, "-0000000000000000001.mxj" was segment 2^64-1 - whose own name does
@@ -370,6 +413,7 @@ Suite *mx_suite_cluster_journal_file(void)
     tcase_add_test(tc, old_segments_go_and_the_directory_stays_bounded);
     tcase_add_test(tc, another_epoch_is_not_read_back);
     tcase_add_test(tc, one_process_per_directory_and_the_check);
+    tcase_add_test(tc, the_check_is_what_start_up_refuses);
     tcase_add_test(tc, only_twenty_digit_names_are_segments);
     suite_add_tcase(s, tc);
     return s;

@@ -232,6 +232,21 @@ static int choose_loop(char *err, size_t errlen)
     return loop;
 }
 
+/* movexd -t's line about the loop: which one start-up would run, and what
+ * chose it (the conf key or MOVEXD_EVLIB; auto: whether the plugin loads). */
+static void print_loop(int loop)
+{
+    static const char *const want[] = { "auto", "uv", "poll" }; /* enum mx_event_loop */
+    const char *evlib = getenv("MOVEXD_EVLIB");
+    const char *by = evlib && evlib[0] ? "MOVEXD_EVLIB" : "event_loop";
+    const char *why = cfg.event_loop != MX_LOOP_AUTO ? ""
+                      : loop == MX_LOOP_UV           ? ": the libuv plugin of libwebsockets loads"
+                                                     : ": the libuv plugin of libwebsockets cannot be loaded "
+                                                       "(evlib_fallback above)";
+    printf("movexd: event loop %s (%s %s%s)\n", loop == MX_LOOP_UV ? "uv" : "poll", by,
+           want[cfg.event_loop], why);
+}
+
 /* Token keys for c (auth jwt). 0, or -1 with err. */
 static int load_keys(const struct mx_config *c, struct mx_jwt_keys *keys, char *err, size_t errlen)
 {
@@ -451,13 +466,16 @@ int main(int argc, char **argv)
         }
     }
     if (test_only) {
-        /* event_loop uv on a host without the plugin would refuse to start */
-        if (choose_loop(err, sizeof err) < 0) {
+        /* event_loop uv on a host without the plugin would refuse to start;
+         * else the loop start-up would run, by the same check */
+        int loop = choose_loop(err, sizeof err);
+        if (loop < 0) {
             fprintf(stderr, "movexd: %s\n", err);
             mx_config_free(&cfg);
             return 1;
         }
         printf("movexd: configuration %s is valid\n", conf_path ? conf_path : "(built-in defaults)");
+        print_loop(loop);
         if (cfg.cluster.enabled) {
             char jdir[1100];
             mx_config_journal_dir(&cfg, jdir, sizeof jdir);

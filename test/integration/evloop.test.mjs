@@ -166,6 +166,31 @@ test('a failure of the uv context that is not the plugin (an unusable certificat
   }
 });
 
+// movexd -t names the loop start-up would run, by start-up's own check:
+// the same loop the start line then reports, in each environment.
+test('movexd -t says which loop would run (auto: uv with the plugin, poll without) and what chose it; start-up runs that loop', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-evloop-t-'));
+  try {
+    const cases = [
+      [makeConf(), {}, /^movexd: event loop uv \(event_loop auto: the libuv plugin of libwebsockets loads\)$/m, 'uv'],
+      [makeConf(), noPlugin, /^movexd: event loop poll \(event_loop auto: the libuv plugin of libwebsockets cannot be loaded/m, 'poll'],
+      [makeConf({ global: ['event_loop poll'] }), {}, /^movexd: event loop poll \(event_loop poll\)$/m, 'poll'],
+      [makeConf({ global: ['event_loop poll'] }), { MOVEXD_EVLIB: 'uv' }, /^movexd: event loop uv \(MOVEXD_EVLIB uv\)$/m, 'uv'],
+    ];
+    for (const [conf, env, want, loop] of cases) {
+      writeFileSync(join(dir, 'movexd.conf'), conf);
+      const t = spawnSync(BIN, ['-t', '-c', join(dir, 'movexd.conf')], { encoding: 'utf8', timeout: TIMEOUT, env: { ...process.env, ...env } });
+      assert.equal(t.status, 0, t.stderr);
+      assert.match(t.stdout, want);
+      await withDaemon({ conf, env }, async (d) => {
+        assert.match(d.stderr, new RegExp(`event=listening .* loop=${loop}$`, 'm'));
+      });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('MOVEXD_EVLIB with a value that is not a loop is refused (exit 1), by movexd -t too', () => {
   const t = spawnSync(BIN, ['-t'], { encoding: 'utf8', timeout: TIMEOUT, env: { ...process.env, MOVEXD_EVLIB: 'epoll' } });
   assert.equal(t.status, 1, t.stderr);

@@ -271,6 +271,19 @@ int mx_server_listen_is_loopback(const struct mx_config *cfg)
     return !strncmp(a, "127.", 4) || !strcmp(a, "::1") || !strcmp(a, "localhost") || !strcmp(a, "lo");
 }
 
+/* A listener to announce once start-up has succeeded: a start that fails
+ * after binding (a second listener, the cluster journal's lock, ...) must
+ * not have said event=listening before its start_failed. */
+static void add_bound(struct mx_server *s, const struct sockaddr *sa, socklen_t len, const char *from)
+{
+    if (s->nbound >= (int)(sizeof s->bound / sizeof s->bound[0]) || len > sizeof s->bound[0].sa)
+        return;
+    struct mx_server_bound *b = &s->bound[s->nbound++];
+    memset(&b->sa, 0, sizeof b->sa);
+    memcpy(&b->sa, sa, len);
+    snprintf(b->from, sizeof b->from, "%s", from);
+}
+
 /* The start-up line: the address and port really bound, and where they
  * came from (the configured listen, or systemd). */
 static void log_listening(const struct mx_server *s, const struct sockaddr *sa, const char *from)
@@ -355,7 +368,7 @@ static int check_bound(struct mx_server *s, struct lws_vhost *vh)
         }
         loopback &= mx_listen_is_loopback((struct sockaddr *)&sa);
         if (i == 0)
-            log_listening(s, (struct sockaddr *)&sa, asked);
+            add_bound(s, (struct sockaddr *)&sa, len, asked);
     }
     s->port = port;
     for (int i = 0; i < n && i < 8; i++)
@@ -386,7 +399,7 @@ static int adopt_inherited(struct mx_server *s, struct lws_vhost *vh, const int 
         if (i == 0)
             s->port = port;
         loopback &= mx_listen_is_loopback((struct sockaddr *)&sa);
-        log_listening(s, (struct sockaddr *)&sa, "systemd");
+        add_bound(s, (struct sockaddr *)&sa, len, "systemd");
     }
     bound_loopback = loopback;
     return 0;
@@ -590,6 +603,9 @@ int mx_server_run(struct mx_server *s)
     pres.srv = s;
     s->background_due = 1;
     s->watchdog_usec = mx_notify_watchdog_usec();
+    /* start-up has succeeded: announce, then READY (docs/OPERATIONS.md) */
+    for (int i = 0; i < s->nbound; i++)
+        log_listening(s, (struct sockaddr *)&s->bound[i].sa, s->bound[i].from);
     char status[160];
     snprintf(status, sizeof(status), "READY=1\nSTATUS=serving on port %d", s->port);
     mx_notify(status);

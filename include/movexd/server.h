@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "movexd/config.h"
 #include "movexd/engine.h"
 #include "movexd/idle.h"
@@ -48,6 +50,14 @@ struct mx_server {
     int spare_fd;
     int listen_fds[8];
     int nlisten_fds;
+    /* The listeners to announce (event=listening), and where each came
+     * from: logged by mx_server_run once start-up has succeeded, never by
+     * a start that fails after binding (server.c). */
+    struct mx_server_bound {
+        struct sockaddr_storage sa;
+        char from[200];
+    } bound[8];
+    int nbound;
     uint64_t fd_refusals; /* connections closed at accept: too few descriptors left */
 };
 
@@ -61,7 +71,7 @@ int mx_server_listen_is_loopback(const struct mx_config *cfg);
 
 /* Create the context and start listening on the configured address; the
  * address really bound is checked against it (event=bind_mismatch) and
- * logged (event=listening). 0 or -1 (logged). */
+ * kept for mx_server_run to log (event=listening). 0 or -1 (logged). */
 int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine *e);
 /* The same on the loop `loop` (MX_LOOP_UV or MX_LOOP_POLL, as
  * mx_evloop_choose() returned it; mx_server_start chooses by itself),
@@ -70,7 +80,9 @@ int mx_server_start(struct mx_server *s, const struct mx_config *cfg, mx_engine 
  * `listen` as mx_server_start does. */
 int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engine *e,
                        const int *fds, int nfds, int loop);
-/* Serve until s->stop is set (from a signal handler via mx_server_wake). */
+/* Serve until s->stop is set (from a signal handler via mx_server_wake).
+ * First logs event=listening for each listener and tells systemd READY=1:
+ * called only once every other part of start-up has succeeded. */
 int mx_server_run(struct mx_server *s);
 /* Async-signal-safe: ask the loop to look at s->stop. */
 void mx_server_wake(struct mx_server *s);

@@ -132,3 +132,25 @@ test('a journal_dir three missing levels deep: -t accepts it and start-up create
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// event=listening means serving: a start that fails after the port was
+// bound (here: the journal directory another node holds, found when the
+// cluster node starts) logs start_failed without a listening line before
+// it; a start that succeeds logs listening after the rest of start-up.
+test('a start that fails after binding (journal directory held by another node) never logs event=listening', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-cluster-conf-'));
+  try {
+    const conf = GOOD.replace('127.0.0.1:6379', '127.0.0.1:1').replace('}\n', `  journal_dir ${join(dir, 'journal')}\n}\n`);
+    await withDaemon({ conf }, async (d) => {
+      await d.waitLog(/event=started /);
+      const log = d.stderr;
+      assert.ok(log.indexOf('event=cluster_journal ') < log.indexOf('event=listening '), log);
+      const r = await runDaemonToExit({ dir: join(dir, 'second'), conf });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /event=start_failed reason="cluster journal" error=".*another movexd is using this journal directory"/);
+      assert.doesNotMatch(r.stderr, /event=listening|event=demo/);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -472,6 +472,41 @@ static void submit_snapshot(struct mx_walstore *s, struct mx_room *r)
     mx_snapwriter_submit(s->writer, j);
 }
 
+/* The lowest LSN a record still needs: the first record no snapshot
+ * covers of any room in memory (rooms leave memory only with a snapshot),
+ * or of a room recovery has not rebuilt yet; the next LSN when none. */
+static uint64_t oldest_needed_lsn(const struct mx_walstore *s, mx_map *rooms)
+{
+    uint64_t keep = mx_wal_next_lsn(s->wal);
+    size_t it = 0, len;
+    const char *key;
+    void *val;
+    while (mx_map_next(rooms, &it, &key, &len, &val)) {
+        const struct mx_room *r = val;
+        if (r->disk_first_lsn && r->disk_first_lsn < keep)
+            keep = r->disk_first_lsn;
+    }
+    return mx_recovery_keep(s, keep);
+}
+
+/* Delete the segments whose every record a snapshot on disk already
+ * covers - what a checkpoint ends with, without its snapshots. With the
+ * rooms snapshotted by the writer thread every snapshot_every records,
+ * this alone keeps the WAL under wal_max_bytes, and the checkpoint (every
+ * dirty room encoded and written on the loop: a stall of milliseconds per
+ * room) runs only when a room pins old records. Called with no job in
+ * flight, so every room's disk_* fields say what the disk holds. Returns
+ * whether the WAL is still over bound. */
+static int trim_segments(struct mx_walstore *s, mx_map *rooms, uint64_t bound)
+{
+    int n = mx_wal_remove_before(s->wal, oldest_needed_lsn(s, rooms));
+    uint64_t left = mx_wal_disk_bytes(s->wal);
+    if (n > 0) {
+        mx_info("event=wal_trimmed segments_removed=%d wal_bytes=%llu", n, (unsigned long long)left);
+    }
+    return left > bound;
+}
+
 static void st_after_commit(void *ctx, mx_map *rooms)
 {
     struct mx_walstore *s = ctx;
@@ -484,6 +519,8 @@ static void st_after_commit(void *ctx, mx_map *rooms)
         return;
     if (s->job)
         return; /* one snapshot at a time; the due rooms wait for the next commit */
+    if (need_checkpoint)
+        need_checkpoint = trim_segments(s, rooms, bound);
     if (!need_checkpoint) {
         submit_due(s);
         return;

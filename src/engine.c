@@ -1309,7 +1309,7 @@ static void do_action(mx_engine *e, struct mx_conn *c, const struct mx_request *
         return;
     struct mx_action_in in = {.client = c->client, .clientlen = c->clientlen, .n = q->n,
                               .has_base = q->has_base, .base = q->base, .ndeps = q->ndeps,
-                              .deps = q->deps, .strict = q->strict, .action = q->action,
+                              .deps = q->deps, .strict = q->strict, .action = q->action, .patch = q->patch,
                               .action_text = q->action_text, .action_len = q->action_len,
                               .max_depth = e->cfg->max_depth};
     if (r->reducer->uses_ctx) { /* only these see ctx (and log it) */
@@ -1873,7 +1873,9 @@ static void handle(mx_engine *e, struct mx_conn *c, const char *msg, size_t len)
     /* an ordinary request: its members as a flat list, no top-level
      * object built (json_parse.h); else the whole tree */
     struct mx_json_top top;
-    int fast = mx_json_parse_top(msg, len, &top, &depth, &raw);
+    /* an action's patch straight from the bytes, no tree (patch.h) */
+    struct mx_patch_view view;
+    int fast = mx_json_parse_action(msg, len, &top, &depth, &raw, &view);
     int flat = fast == MX_JP_OK;
     if (fast == MX_JP_FALLBACK)
         fast = mx_json_parse(msg, len, &j, &depth, &raw);

@@ -40,6 +40,7 @@ struct parser {
      * far; a value's text is canonical when this did not move across it */
     size_t noncanon;
     struct mx_json_raw *raw; /* the top-level member asked for, or NULL */
+    struct mx_patch_view *view; /* the "action" member's view asked for, or NULL */
 };
 
 static json_t *value(struct parser *ps);
@@ -453,6 +454,196 @@ int mx_json_parse(const char *buf, size_t len, json_t **out, int *depth, struct 
     return MX_JP_OK;
 }
 
+/* ---- the action as a patch view (patch.h) ------------------------------ */
+
+/* The string at ps->p (past its quote) copied NUL-terminated into the
+ * view's text. 1 done, 0 no room (not a view), -1 error (status set). */
+static int view_str(struct parser *ps, struct mx_patch_view *v, const char **out)
+{
+    const char *s;
+    size_t n;
+    if (string(ps, &s, &n))
+        return -1;
+    if (n + 1 > sizeof(v->text) - v->used)
+        return 0;
+    char *t = v->text + v->used;
+    memcpy(t, s, n);
+    t[n] = '\0';
+    v->used += n + 1;
+    *out = t;
+    return 1;
+}
+
+/* The key at ps->p (a '"' expected) and its ':'. 1 read, 0 not a plain
+ * key, -1 error. */
+static int view_key(struct parser *ps, const char **k, size_t *kn)
+{
+    if (!take(ps, '"'))
+        return 0;
+    if (string(ps, k, kn))
+        return -1;
+    skip_ws(ps);
+    if (!take(ps, ':'))
+        return 0;
+    skip_ws(ps);
+    return 1;
+}
+
+static int key_is(const char *k, size_t kn, const char *want)
+{
+    return kn == strlen(want) && memcmp(k, want, kn) == 0;
+}
+
+/* One op object {"op","path","from","value"} (ps->p past its '{'). 1 read
+ * into v->op[v->n], 0 not that shape, -1 error. */
+static int view_op(struct parser *ps, struct mx_patch_view *v)
+{
+    memset(&v->op[v->n], 0, sizeof(v->op[0]));
+    int seen_value = 0;
+    skip_ws(ps);
+    if (take(ps, '}'))
+        return 1;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        int rc = view_key(ps, &k, &kn);
+        if (rc <= 0)
+            return rc;
+        const char **slot = key_is(k, kn, "op")     ? &v->op[v->n].op
+                            : key_is(k, kn, "path") ? &v->op[v->n].path
+                            : key_is(k, kn, "from") ? &v->op[v->n].from
+                                                    : NULL;
+        if (slot) {
+            if (*slot || !take(ps, '"'))
+                return 0; /* a duplicate or not a string: the tree decides */
+            if ((rc = view_str(ps, v, slot)) <= 0)
+                return rc;
+        } else if (key_is(k, kn, "value") && !seen_value) {
+            seen_value = 1;
+            if (!(v->op[v->n].value = value(ps)))
+                return -1;
+        } else {
+            return 0;
+        }
+        rc = after_item(ps, '}');
+        if (rc < 0)
+            return 0;
+        if (!rc)
+            return 1;
+    }
+}
+
+/* Enter a container (ps->p at its bracket), counting depth as container(). */
+static void view_enter(struct parser *ps)
+{
+    ps->p++;
+    if (++ps->depth > ps->max_depth)
+        ps->max_depth = ps->depth;
+}
+
+/* The payload array (ps->p at '['). 1, 0 or -1 as view_op. */
+static int view_payload(struct parser *ps, struct mx_patch_view *v)
+{
+    view_enter(ps);
+    skip_ws(ps);
+    if (take(ps, ']'))
+        goto done;
+    for (;;) {
+        if (v->n == MX_PATCH_VIEW_OPS || ps->p >= ps->end || *ps->p != '{')
+            return 0;
+        view_enter(ps);
+        int rc = view_op(ps, v);
+        v->n++; /* its value (if any) is the view's to free, whatever rc */
+        if (rc <= 0)
+            return rc;
+        ps->depth--;
+        rc = after_item(ps, ']');
+        if (rc < 0)
+            return 0;
+        if (!rc)
+            break;
+    }
+done:
+    ps->depth--;
+    return 1;
+}
+
+/* The action {"type":"patch","payload":[...]} (ps->p at '{'), either
+ * order, nothing else. 1, 0 or -1 as view_op. */
+static int view_action(struct parser *ps, struct mx_patch_view *v)
+{
+    int type = 0, payload = 0;
+    view_enter(ps);
+    skip_ws(ps);
+    for (;;) {
+        const char *k;
+        size_t kn;
+        int rc = view_key(ps, &k, &kn);
+        if (rc <= 0)
+            return rc;
+        if (key_is(k, kn, "type") && !type) {
+            type = 1;
+            const char *t;
+            size_t tn;
+            if (!take(ps, '"'))
+                return 0;
+            if (string(ps, &t, &tn))
+                return -1;
+            if (!key_is(t, tn, "patch"))
+                return 0;
+        } else if (key_is(k, kn, "payload") && !payload) {
+            payload = 1;
+            if (ps->p >= ps->end || *ps->p != '[')
+                return 0;
+            if ((rc = view_payload(ps, v)) <= 0)
+                return rc;
+        } else {
+            return 0;
+        }
+        rc = after_item(ps, '}');
+        if (rc < 0)
+            return 0;
+        if (!rc)
+            break;
+    }
+    ps->depth--;
+    return type && payload;
+}
+
+static void view_free(struct mx_patch_view *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        json_decref(v->op[i].value);
+    v->n = 0;
+    v->used = 0;
+}
+
+/* The top-level "action" member's value at ps->p as ps->view. 1 read, 0
+ * not a view (ps as it was: parse it as a tree), -1 error (status set). */
+static int view_member(struct parser *ps)
+{
+    struct mx_patch_view *v = ps->view;
+    struct parser saved = *ps;
+    v->n = 0;
+    v->used = 0;
+    if (ps->p >= ps->end || *ps->p != '{')
+        return 0;
+    int rc = view_action(ps, v);
+    if (rc > 0) {
+        v->src = (const char *)saved.p;
+        v->srclen = (size_t)(ps->p - saved.p);
+        return 1;
+    }
+    view_free(v);
+    if (rc < 0)
+        return -1;
+    /* not a view: back to where the value began (tmp may have grown) */
+    saved.tmp = ps->tmp;
+    saved.tmpcap = ps->tmpcap;
+    *ps = saved;
+    return 0;
+}
+
 /* The top-level object of mx_json_parse_top, past its '{': members into
  * top (keys point into the input). 0, or -1 with ps->status set. */
 static int top_members(struct parser *ps, struct mx_json_top *top)
@@ -481,8 +672,15 @@ static int top_members(struct parser *ps, struct mx_json_top *top)
         skip_ws(ps);
         const unsigned char *vstart = ps->p;
         size_t nc = ps->noncanon;
-        json_t *v = value(ps);
-        if (!v)
+        json_t *v = NULL;
+        int as_view = 0;
+        if (ps->view && !top->view && key_is(k, kn, "action")) {
+            if ((as_view = view_member(ps)) < 0)
+                return -1;
+            if (as_view)
+                top->view = ps->view;
+        }
+        if (!as_view && !(v = value(ps)))
             return -1;
         note_raw(ps, k, kn, vstart, nc);
         top->m[top->n].key = k;
@@ -500,14 +698,17 @@ bad:
     return -1;
 }
 
-int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int *depth, struct mx_json_raw *raw)
+int mx_json_parse_action(const char *buf, size_t len, struct mx_json_top *top, int *depth,
+                         struct mx_json_raw *raw, struct mx_patch_view *view)
 {
     top->n = 0;
+    top->view = NULL;
     if (raw) {
         raw->text = NULL;
         raw->len = 0;
     }
-    struct parser ps = {.p = (const unsigned char *)buf, .end = (const unsigned char *)buf + len, .raw = raw};
+    struct parser ps = {.p = (const unsigned char *)buf, .end = (const unsigned char *)buf + len, .raw = raw,
+                        .view = view};
     skip_ws(&ps);
     if (ps.p >= ps.end || *ps.p != '{')
         return MX_JP_FALLBACK; /* an array, or jansson's error */
@@ -532,6 +733,11 @@ int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int 
     return MX_JP_OK;
 }
 
+int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int *depth, struct mx_json_raw *raw)
+{
+    return mx_json_parse_action(buf, len, top, depth, raw, NULL);
+}
+
 json_t *mx_json_top_get(const struct mx_json_top *top, const char *key)
 {
     size_t kn = strlen(key);
@@ -546,4 +752,7 @@ void mx_json_top_free(struct mx_json_top *top)
     for (size_t i = 0; i < top->n; i++)
         json_decref(top->m[i].val);
     top->n = 0;
+    if (top->view)
+        view_free(top->view);
+    top->view = NULL;
 }

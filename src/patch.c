@@ -659,27 +659,31 @@ static int convert(ctx *c, const char *path, const json_t *j, size_t depth, mx_v
 
 /* ---- operations -------------------------------------------------------- */
 
-static const char *member_str(const json_t *op, const char *name)
-{
-    return json_string_value(json_object_get(op, name));
-}
+/* One operation's members, from a jansson op object or from a view
+ * (patch.h): strings NULL when absent or not strings, value NULL when
+ * absent. Every check and every op reads only this, so both sources give
+ * the same answers. */
+struct pop {
+    const char *name, *path, *from;
+    const json_t *value;
+};
 
-static int op_add(ctx *c, const json_t *op)
+static int op_add(ctx *c, const struct pop *op)
 {
-    const char *path = member_str(op, "path");
+    const char *path = op->path;
     loc l;
     mx_val *v;
     int rc = locate(c, "path", path, 1, &l);
-    if (rc || (rc = convert(c, path, json_object_get(op, "value"), l.depth, &v)))
+    if (rc || (rc = convert(c, path, op->value, l.depth, &v)))
         return rc;
     if ((rc = put(c, path, &l, v, 1)))
         mx_json_free(v);
     return rc;
 }
 
-static int op_remove(ctx *c, const json_t *op)
+static int op_remove(ctx *c, const struct pop *op)
 {
-    const char *path = member_str(op, "path");
+    const char *path = op->path;
     loc l;
     mx_val *v;
     size_t idx;
@@ -692,23 +696,23 @@ static int op_remove(ctx *c, const json_t *op)
     return 0;
 }
 
-static int op_replace(ctx *c, const json_t *op)
+static int op_replace(ctx *c, const struct pop *op)
 {
-    const char *path = member_str(op, "path");
+    const char *path = op->path;
     loc l;
     mx_val *old, *v;
     size_t idx;
     int rc = locate(c, "path", path, 1, &l);
     if (rc || (rc = target(c, "path", path, &l, &old, &idx)) ||
-        (rc = convert(c, path, json_object_get(op, "value"), l.depth, &v)))
+        (rc = convert(c, path, op->value, l.depth, &v)))
         return rc;
     swap(c, &l, idx, v, 1);
     return 0;
 }
 
-static int op_move(ctx *c, const json_t *op)
+static int op_move(ctx *c, const struct pop *op)
 {
-    const char *from = member_str(op, "from"), *path = member_str(op, "path");
+    const char *from = op->from, *path = op->path;
     loc lf, lp;
     mx_val *v;
     size_t idx;
@@ -729,9 +733,9 @@ static int op_move(ctx *c, const json_t *op)
     return put(c, path, &lp, v, 0);
 }
 
-static int op_copy(ctx *c, const json_t *op)
+static int op_copy(ctx *c, const struct pop *op)
 {
-    const char *from = member_str(op, "from"), *path = member_str(op, "path");
+    const char *from = op->from, *path = op->path;
     loc lf, lp;
     mx_val *src, *v;
     size_t idx;
@@ -748,9 +752,9 @@ static int op_copy(ctx *c, const json_t *op)
     return rc;
 }
 
-static int op_test(ctx *c, const json_t *op)
+static int op_test(ctx *c, const struct pop *op)
 {
-    const char *path = member_str(op, "path");
+    const char *path = op->path;
     loc l;
     mx_val *have, *want;
     size_t idx;
@@ -759,7 +763,7 @@ static int op_test(ctx *c, const json_t *op)
     if (rc || (rc = target(c, "path", path, &l, &have, &idx)))
         return rc;
     const char *why = "out of memory";
-    if (!(want = mx_json_from_jansson(json_object_get(op, "value"), 0, &why)))
+    if (!(want = mx_json_from_jansson(op->value, 0, &why)))
         return strstr(why, "memory") ? oom(c)
                                      : fail(c, MX_EBAD_PATCH, "path", path, ": value is not valid");
     int same = mx_json_equal(have, want);
@@ -781,10 +785,10 @@ static int bump(ctx *c, const char *path, const loc *l, mx_val *t, double delta)
     return 0;
 }
 
-static int op_inc(ctx *c, const json_t *op)
+static int op_inc(ctx *c, const struct pop *op)
 {
-    const char *path = member_str(op, "path");
-    double delta = json_number_value(json_object_get(op, "value"));
+    const char *path = op->path;
+    double delta = json_number_value(op->value);
     loc l;
     mx_val *t;
     size_t idx;
@@ -810,7 +814,7 @@ static int op_inc(ctx *c, const json_t *op)
 
 struct opdef {
     const char *name;
-    int (*apply)(ctx *c, const json_t *op);
+    int (*apply)(ctx *c, const struct pop *op);
     uint8_t value; /* requires "value" */
     uint8_t from;  /* requires "from" */
 };
@@ -829,73 +833,114 @@ static const struct opdef *find_op(const char *name)
     return NULL;
 }
 
-/* A member that must be a JSON pointer string. */
-static int check_pointer(ctx *c, const json_t *op, const char *name)
+/* A member that must be a JSON pointer string (s: NULL when it is not a
+ * string). */
+static int check_pointer(ctx *c, const char *s, const char *name)
 {
-    const json_t *j = json_object_get(op, name);
     char tail[48];
-    if (!json_is_string(j) || strlen(json_string_value(j)) != json_string_length(j)) {
+    if (!s) {
         snprintf(tail, sizeof tail, "\"%s\" is missing or not a string", name);
         return fail(c, MX_EBAD_PATCH, NULL, NULL, tail);
     }
-    if (!pointer_ok(json_string_value(j)))
-        return fail(c, MX_EBAD_PATCH, name, json_string_value(j), " is not a JSON pointer");
+    if (!pointer_ok(s))
+        return fail(c, MX_EBAD_PATCH, name, s, " is not a JSON pointer");
     return 0;
 }
 
-static int check_op(ctx *c, const json_t *op, const struct opdef **def)
+/* A string member of a jansson op, NULL when absent, not a string, or
+ * holding a NUL (which no pointer may). */
+static const char *member_str(const json_t *op, const char *name)
+{
+    const json_t *j = json_object_get(op, name);
+    const char *s = json_string_value(j);
+    return s && strlen(s) == json_string_length(j) ? s : NULL;
+}
+
+/* The patch's ops, from either source. */
+struct ops {
+    const json_t *arr;               /* jansson array, or NULL */
+    const struct mx_patch_view *view; /* else this */
+    size_t n;
+};
+
+/* Op i's members; 0, or -1 when it is not an object (jansson only). */
+static int op_at(const struct ops *s, size_t i, struct pop *p)
+{
+    if (s->view) {
+        p->name = s->view->op[i].op;
+        p->path = s->view->op[i].path;
+        p->from = s->view->op[i].from;
+        p->value = s->view->op[i].value;
+        return 0;
+    }
+    const json_t *op = json_array_get(s->arr, i);
+    if (!json_is_object(op))
+        return -1;
+    /* the name as a C string, as before: the op's name up to a NUL */
+    p->name = json_string_value(json_object_get(op, "op"));
+    p->path = member_str(op, "path");
+    p->from = member_str(op, "from");
+    p->value = json_object_get(op, "value");
+    return 0;
+}
+
+static int check_op(ctx *c, const struct ops *s, size_t i, struct pop *op, const struct opdef **def)
 {
     strcpy(c->opname, "?");
-    if (!json_is_object(op))
+    if (op_at(s, i, op))
         return fail(c, MX_EBAD_PATCH, NULL, NULL, "operation is not an object");
-    const json_t *name = json_object_get(op, "op");
-    if (!json_is_string(name))
+    if (!op->name)
         return fail(c, MX_EBAD_PATCH, NULL, NULL, "\"op\" is missing or not a string");
-    clip(c->opname, json_string_value(name), NAME_CLIP);
-    if (!(*def = find_op(json_string_value(name))))
+    clip(c->opname, op->name, NAME_CLIP);
+    if (!(*def = find_op(op->name)))
         return fail(c, MX_EBAD_PATCH, NULL, NULL, "unknown op");
-    int rc = check_pointer(c, op, "path");
-    if (rc || ((*def)->from && (rc = check_pointer(c, op, "from"))))
+    int rc = check_pointer(c, op->path, "path");
+    if (rc || ((*def)->from && (rc = check_pointer(c, op->from, "from"))))
         return rc;
-    const json_t *value = json_object_get(op, "value");
-    if ((*def)->value && !value)
+    if ((*def)->value && !op->value)
         return fail(c, MX_EBAD_PATCH, NULL, NULL, "\"value\" is missing");
-    if ((*def)->apply == op_inc && !json_is_number(value))
+    if ((*def)->apply == op_inc && !json_is_number(op->value))
         return fail(c, MX_EBAD_PATCH, NULL, NULL, "\"value\" must be a number");
     return 0;
 }
 
-int mx_patch_validate(const json_t *patch, const mx_patch_limits *lim, mx_patch_error *err)
+static int validate(const struct ops *s, const mx_patch_limits *lim, mx_patch_error *err)
 {
     mx_patch_error dummy;
     ctx c = {.err = err ? err : &dummy};
-    if (!json_is_array(patch))
-        return patch_fail(c.err, "patch is not an array");
-    size_t n = json_array_size(patch);
-    if (lim && lim->max_ops && n > lim->max_ops) {
+    if (lim && lim->max_ops && s->n > lim->max_ops) {
         char msg[96];
-        snprintf(msg, sizeof msg, "patch has %zu operations, the limit is %zu", n, lim->max_ops);
+        snprintf(msg, sizeof msg, "patch has %zu operations, the limit is %zu", s->n, lim->max_ops);
         return patch_fail(c.err, msg);
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < s->n; i++) {
         const struct opdef *def;
+        struct pop op;
         c.index = i;
-        int rc = check_op(&c, json_array_get(patch, i), &def);
+        int rc = check_op(&c, s, i, &op, &def);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *lim,
-                   mx_patch_undo **undo, mx_patch_error *err)
+int mx_patch_validate(const json_t *patch, const mx_patch_limits *lim, mx_patch_error *err)
+{
+    if (!json_is_array(patch))
+        return patch_fail(err ? err : &(mx_patch_error){0}, "patch is not an array");
+    struct ops s = {.arr = patch, .n = json_array_size(patch)};
+    return validate(&s, lim, err);
+}
+
+static int apply_ops(mx_val **root, const struct ops *s, const mx_patch_limits *lim,
+                     mx_patch_undo **undo, mx_patch_error *err)
 {
     mx_patch_error dummy;
     if (!err)
         err = &dummy;
     if (undo)
         *undo = NULL;
-    int rc = mx_patch_validate(patch, lim, err);
+    int rc = validate(s, lim, err);
     if (rc)
         return rc;
     ctx c = {.root = root, .max_depth = lim ? lim->max_depth : 0, .err = err};
@@ -907,16 +952,14 @@ int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *li
     c.u->cap = SMALL_STEPS;
     c.u->anc = c.u->small_anc;
     c.u->anc_cap = SMALL_ANC;
-    for (size_t i = 0; i < json_array_size(patch) && !rc; i++) {
-        const json_t *op = json_array_get(patch, i);
-        const struct opdef *def = NULL;
+    for (size_t i = 0; i < s->n && !rc; i++) {
+        struct pop op;
         c.index = i;
         c.missing = MX_EBAD_PATCH;
-        /* validated above: only the name (for error messages) and def */
-        const char *name = json_string_value(json_object_get(op, "op"));
-        clip(c.opname, name, NAME_CLIP);
-        def = find_op(name);
-        rc = steps_reserve(c.u, 2) ? oom(&c) : def->apply(&c, op);
+        op_at(s, i, &op); /* validated above */
+        clip(c.opname, op.name, NAME_CLIP);
+        const struct opdef *def = find_op(op.name);
+        rc = steps_reserve(c.u, 2) ? oom(&c) : def->apply(&c, &op);
     }
     if (c.tok != c.small_tok)
         free(c.tok);
@@ -932,4 +975,22 @@ int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *li
     else
         mx_patch_commit(c.u);
     return 0;
+}
+
+int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *lim,
+                   mx_patch_undo **undo, mx_patch_error *err)
+{
+    if (undo)
+        *undo = NULL;
+    if (!json_is_array(patch))
+        return patch_fail(err ? err : &(mx_patch_error){0}, "patch is not an array");
+    struct ops s = {.arr = patch, .n = json_array_size(patch)};
+    return apply_ops(root, &s, lim, undo, err);
+}
+
+int mx_patch_apply_view(mx_val **root, const struct mx_patch_view *patch, const mx_patch_limits *lim,
+                        mx_patch_undo **undo, mx_patch_error *err)
+{
+    struct ops s = {.view = patch, .n = patch->n};
+    return apply_ops(root, &s, lim, undo, err);
 }

@@ -178,6 +178,12 @@ static int decode_action(const struct view *msg, struct mx_request *req, char *w
         if (req->strict && !req->has_base)
             FAIL("a strict action needs \"base\"");
     }
+    if (msg->top && msg->top->view) {
+        /* read as a patch view (json_parse.h): an object whose type is
+         * the string "patch", so both checks below hold */
+        req->patch = msg->top->view;
+        return 0;
+    }
     v = get(msg, "action");
     if (!json_is_object(v))
         FAIL("\"action\" must be an object {\"type\": string, \"payload\": any}");

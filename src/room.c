@@ -26,6 +26,7 @@
 #include "movexd/digest.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/json_parse.h"
 #include "movexd/patch.h"
 #include "movexd/proto.h"
 
@@ -248,10 +249,10 @@ static int check_deps(struct mx_room *r, const struct mx_action_in *in, struct m
 
 /* Encode the log entry (the wire form of an applied action); a reducer
  * that uses ctx has ctx.time and the seed logged with its effects. */
-static int encode_entry(const struct mx_room *r, const struct mx_action_in *in,
+static int encode_entry(const struct mx_room *r, const struct mx_action_in *in, const json_t *action,
                         const json_t *effects, int effects_is_payload, mx_buf *b)
 {
-    struct mx_msg_entry m = {.seq = r->seq, .checksum = r->checksum, .action = in->action,
+    struct mx_msg_entry m = {.seq = r->seq, .checksum = r->checksum, .action = action,
                              .action_text = in->action_text, .action_len = in->action_len,
                              .client = in->client, .clientlen = in->clientlen, .n = in->n,
                              .effects = effects_is_payload ? NULL : effects,
@@ -273,7 +274,33 @@ static void uncommit(struct mx_room *r, uint64_t oldseq, const uint8_t *prev, mx
     mx_buf_free(b);
 }
 
+static int decide_new(struct mx_room *r, const struct mx_action_in *in, const json_t *action,
+                      struct mx_action_out *out);
+
 int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_action_out *out)
+{
+    if (in->action || !in->patch)
+        return decide_new(r, in, in->action, out);
+    /* A patch view (json_parse.h): a json room applies it as it is; any
+     * other reducer sees the very tree the parser would have built, and so
+     * does the log entry when it cannot copy the client's text. */
+    if (r->reducer == &mx_reducer_json && in->action_text)
+        return decide_new(r, in, NULL, out);
+    json_t *tree = NULL;
+    int depth;
+    if (mx_json_parse(in->patch->src, in->patch->srclen, &tree, &depth, NULL) != MX_JP_OK) {
+        memset(out, 0, sizeof(*out));
+        return MX_ENOMEM; /* the text parsed once already: only memory can fail */
+    }
+    int rc = decide_new(r, in, tree, out);
+    json_decref(tree);
+    return rc;
+}
+
+/* Decide with the action's tree, or (action NULL) with in->patch applied
+ * by the json reducer's rule: its ops are the effects. */
+static int decide_new(struct mx_room *r, const struct mx_action_in *in, const json_t *action,
+                      struct mx_action_out *out)
 {
     memset(out, 0, sizeof(*out));
     if (in->n <= mx_dedup_highest(r->dedup, in->client, in->clientlen))
@@ -314,17 +341,22 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
                                 .seed = in->seed, .max_depth = in->max_depth,
                                 .max_ops = r->type.max_ops,
                                 .max_bytes = r->type.max_state_bytes};
-    code = r->reducer->reduce(r->reducer, r->state, in->action, &ctx, &effects, &is_payload,
-                              out->message, sizeof(out->message));
-    if (code == MX_ENOMEM)
-        return MX_ENOMEM;
-    if (code)
-        return reject(r, in, out, code);
+    if (action) {
+        code = r->reducer->reduce(r->reducer, r->state, action, &ctx, &effects, &is_payload,
+                                  out->message, sizeof(out->message));
+        if (code == MX_ENOMEM)
+            return MX_ENOMEM;
+        if (code)
+            return reject(r, in, out, code);
+    } else {
+        is_payload = 1; /* json reducer: type "patch", payload an array */
+    }
 
     mx_patch_limits lim = {.max_depth = in->max_depth, .max_ops = r->type.max_ops};
     mx_patch_undo *undo = NULL;
     mx_patch_error perr;
-    code = mx_patch_apply(&r->state, effects, &lim, &undo, &perr);
+    code = action ? mx_patch_apply(&r->state, effects, &lim, &undo, &perr)
+                  : mx_patch_apply_view(&r->state, in->patch, &lim, &undo, &perr);
     if (code) {
         json_decref(effects);
         if (code == MX_ENOMEM)
@@ -366,7 +398,7 @@ int mx_room_decide(struct mx_room *r, const struct mx_action_in *in, struct mx_a
     struct mx_outcome o = {.n = in->n, .kind = MX_OUTCOME_ACK, .seq = r->seq};
     memcpy(o.prev, prev, MX_DIGEST_LEN);
     memcpy(o.checksum, newsum, MX_DIGEST_LEN);
-    int enc = encode_entry(r, in, effects, is_payload, &b);
+    int enc = encode_entry(r, in, action, effects, is_payload, &b);
     /* The record's real size is known only now (a reducer's effects may be
      * far larger than the message the engine reserved for): reserve it
      * before committing, so an ack never rests on unreserved log space. The

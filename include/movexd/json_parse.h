@@ -18,6 +18,8 @@
 
 #include <jansson.h>
 
+#include "movexd/patch.h"
+
 enum {
     MX_JP_OK = 0,       /* *out is the tree */
     MX_JP_FALLBACK = 1, /* not handled here: use json_loadb */
@@ -67,13 +69,21 @@ struct mx_json_top {
     struct {
         const char *key;
         size_t keylen;
-        json_t *val;
+        json_t *val; /* NULL only for the member read as *view */
     } m[MX_JP_TOP_MAX];
+    struct mx_patch_view *view; /* mx_json_parse_action: the "action" member's view, else NULL */
 };
 int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int *depth, struct mx_json_raw *raw);
+/* mx_json_parse_top, with a top-level "action" member of a patch's shape
+ * read into *view (patch.h) instead of a tree: then top->view == view and
+ * that member's val is NULL. Same result, depth and raw text otherwise;
+ * the action's tree, when wanted, is mx_json_parse(view->src, view->srclen)
+ * (test_json_parse checks the view against it). */
+int mx_json_parse_action(const char *buf, size_t len, struct mx_json_top *top, int *depth,
+                         struct mx_json_raw *raw, struct mx_patch_view *view);
 /* The member's value, or NULL (key is NUL-terminated). */
 json_t *mx_json_top_get(const struct mx_json_top *top, const char *key);
-/* Drop the values (a list with n == 0 is fine). */
+/* Drop the values and the view's (a list with n == 0 is fine). */
 void mx_json_top_free(struct mx_json_top *top);
 
 #endif

@@ -32,6 +32,29 @@ typedef struct {
     size_t max_ops; /* 0 = no limit */
 } mx_patch_limits;
 
+/* A patch read straight from a message's bytes (json_parse.h,
+ * mx_json_parse_action): the ops of an action {"type":"patch","payload":
+ * [...]} whose every op is an object of at most "op", "path", "from"
+ * (strings) and "value" (any JSON). The parser builds no jansson tree for
+ * the action, its payload array or the op objects - three containers and
+ * their strings per op, ~11% of the engine's CPU per action
+ * (docs/PERFORMANCE.md, step 11) - only each "value". Anything else (other
+ * members, non-string op/path/from, more than MX_PATCH_VIEW_OPS ops, long
+ * pointers) is parsed as a tree as before. */
+#define MX_PATCH_VIEW_OPS 8
+#define MX_PATCH_VIEW_TEXT 320
+struct mx_patch_view {
+    size_t n;
+    struct {
+        const char *op, *path, *from; /* NUL-terminated, in text; NULL = absent */
+        json_t *value;                /* owned; NULL = absent */
+    } op[MX_PATCH_VIEW_OPS];
+    const char *src; /* the action's source text (in the message) */
+    size_t srclen;
+    size_t used; /* bytes of text used */
+    char text[MX_PATCH_VIEW_TEXT];
+};
+
 /* Apply `patch` (a jansson array of operation objects) to *root. *root may
  * be replaced (an op on path "" replaces the whole document). On success
  * returns 0 and *undo (when undo != NULL) holds what mx_patch_rollback needs;
@@ -40,6 +63,11 @@ typedef struct {
  * *root unchanged and *undo NULL. */
 int mx_patch_apply(mx_val **root, const json_t *patch, const mx_patch_limits *lim,
                    mx_patch_undo **undo, mx_patch_error *err);
+
+/* The same for a view: exactly what mx_patch_apply does with the
+ * equivalent jansson array (same checks, same errors, same result). */
+int mx_patch_apply_view(mx_val **root, const struct mx_patch_view *patch, const mx_patch_limits *lim,
+                        mx_patch_undo **undo, mx_patch_error *err);
 
 /* Undo a successful apply (restores the exact previous tree) and free u. */
 void mx_patch_rollback(mx_val **root, mx_patch_undo *u);

@@ -15,6 +15,8 @@
 #include "movexd/buf.h"
 #include "movexd/json.h"
 
+struct mx_patch_view; /* patch.h */
+
 #define MX_ROOM_ID_MAX 200
 #define MX_CLIENT_ID_MAX 128
 #define MX_MAX_SAFE_INT 9007199254740991.0 /* 2^53 - 1: integers JS keeps exact */
@@ -56,7 +58,8 @@ struct mx_request {
     uint64_t base;
     size_t ndeps;                  /* action: entries of "dep" (0: none) */
     uint64_t deps[MX_DEPS_MAX];    /* each < n */
-    const json_t *action; /* action: the {type, payload} object */
+    const json_t *action; /* action: the {type, payload} object, or NULL when... */
+    const struct mx_patch_view *patch; /* ...read as a patch view instead (json_parse.h) */
     const char *action_text; /* its source text when exactly as mx_proto_entry would
                               * encode it (json_parse.h), else NULL; set by the engine */
     size_t action_len;

@@ -68,6 +68,8 @@ struct mx_conn *mx_room_sub_del_at(struct mx_room *r, size_t i);
  * prefixes: ~110 bytes in storage_wal.c); this bounds the fixed part. */
 #define MX_ROOM_RECORD_OVERHEAD 256
 
+struct mx_patch_view; /* patch.h */
+
 struct mx_action_in {
     const char *client;
     size_t clientlen;
@@ -77,6 +79,10 @@ struct mx_action_in {
     size_t ndeps;         /* the actions this one depends on (0: none) */
     const uint64_t *deps;
     const json_t *action;
+    /* or, when action is NULL, the action read as a patch view
+     * (json_parse.h): a json room applies it as it is, any other reducer
+     * (or a log entry that cannot copy action_text) gets its tree */
+    const struct mx_patch_view *patch;
     int max_depth;
     const char *action_text; /* NULL, or action's text exactly as mx_proto_entry
                               * encodes it (the log entry copies it) */

@@ -15,7 +15,7 @@ static uint64_t json_failures;
 /* no cache under a sanitizer: it would hide a use after free of a block
  * (alloc.h, MX_BLOCK_CACHING) */
 #if MX_BLOCK_CACHING
-#include <malloc.h>
+
 
 /* Free lists of small blocks by glibc chunk size (16-byte steps up to
  * MX_BLOCK_MAX usable bytes). A free block's first word links the list.
@@ -45,11 +45,25 @@ void *mx_block_alloc(size_t n)
     return mx_malloc(n);
 }
 
+/* The block's size class: its glibc chunk size / 16, read from the size
+ * word just before the block (its low 3 bits are flags; IS_MMAPPED is 2).
+ * The same number as (malloc_usable_size(p) + 8) / 16 for every block we
+ * may be given (an in-use chunk's usable size is its size - 8), without
+ * the library call and its read of the next chunk's header (the in-use
+ * bit: a block being freed is in use) - a cache miss when the block is a
+ * cold log entry. An mmapped chunk gets a class past every list. */
+size_t mx_block_class(const void *p)
+{
+    size_t h;
+    memcpy(&h, (const char *)p - sizeof h, sizeof h);
+    return (h & 2) ? JC_CLASSES : (h & ~(size_t)7) / 16;
+}
+
 void mx_block_free(void *p)
 {
     if (!p)
         return;
-    size_t c = (malloc_usable_size(p) + 8) / 16;
+    size_t c = mx_block_class(p);
     if (c < JC_CLASSES && jcache[c].n < MX_BLOCK_CACHE && jcache_bytes + c * 16 <= MX_BLOCK_CACHE_BYTES) {
         memcpy(p, &jcache[c].head, sizeof(void *));
         jcache[c].head = p;

@@ -81,6 +81,12 @@ void mx_block_free(void *p);
 #define MX_BLOCK_MAX 1032
 #define MX_BLOCK_CACHE 4096
 #define MX_BLOCK_CACHE_BYTES (4u << 20)
+#if MX_BLOCK_CACHING
+/* The free list a malloc block belongs on: (malloc_usable_size(p) + 8) /
+ * 16, read from glibc's chunk header; >= (MX_BLOCK_MAX + 8) / 16 + 1 for
+ * blocks too big to cache (exposed for its unit test). */
+size_t mx_block_class(const void *p);
+#endif
 
 /* jansson's allocator, for json_set_alloc_funcs(mx_json_malloc,
  * mx_block_free) (a function pointer, also in normal builds): mx_block_alloc

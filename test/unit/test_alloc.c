@@ -12,6 +12,8 @@
 #include <jansson.h>
 
 #include "movexd/alloc.h"
+
+#include <malloc.h>
 #include "movexd/buf.h"
 #include "movexd/frame.h"
 #include "movexd/oplog.h"
@@ -179,6 +181,44 @@ START_TEST(an_impossible_size_is_refused)
 }
 END_TEST
 
+#if MX_BLOCK_CACHING
+/* mx_block_free files a block by glibc's chunk header; that must be the
+ * class malloc_usable_size() gives, for every size the cache holds and
+ * past it, for blocks from malloc, calloc and realloc (grown and shrunk,
+ * so chunks are split and reused), and for an mmapped block (never
+ * cached). */
+START_TEST(size_class_is_malloc_usable_size)
+{
+    enum { MAXN = 2 * MX_BLOCK_MAX };
+    void **p = calloc(MAXN + 1, sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    for (size_t n = 0; n <= MAXN; n++) {
+        p[n] = (n % 3 == 0) ? calloc(1, n ? n : 1) : malloc(n ? n : 1);
+        ck_assert_ptr_nonnull(p[n]);
+    }
+    for (size_t n = 0; n <= MAXN; n++) {
+        size_t want = (malloc_usable_size(p[n]) + 8) / 16;
+        ck_assert_msg(mx_block_class(p[n]) == want, "size %zu: class %zu, malloc_usable_size says %zu", n,
+                      mx_block_class(p[n]), want);
+    }
+    for (size_t n = 0; n <= MAXN; n++) {
+        size_t to = (n * 7) % (MAXN + 1) + 1;
+        void *q = realloc(p[n], to);
+        ck_assert_ptr_nonnull(q);
+        p[n] = q;
+        ck_assert_uint_eq(mx_block_class(q), (malloc_usable_size(q) + 8) / 16);
+    }
+    for (size_t n = 0; n <= MAXN; n++)
+        free(p[n]);
+    free(p);
+    void *big = malloc(4u << 20); /* mmapped by glibc */
+    ck_assert_ptr_nonnull(big);
+    ck_assert_uint_ge(mx_block_class(big), (MX_BLOCK_MAX + 8) / 16 + 1);
+    mx_block_free(big); /* back to the C library, not cached */
+}
+END_TEST
+#endif
+
 Suite *mx_suite_alloc(void)
 {
     Suite *s = suite_create("alloc");
@@ -189,6 +229,9 @@ Suite *mx_suite_alloc(void)
     tcase_add_test(tc, buffers_frames_and_log_entries_reuse_blocks);
     tcase_add_test(tc, bounded_and_never_twice);
     tcase_add_test(tc, an_impossible_size_is_refused);
+#if MX_BLOCK_CACHING
+    tcase_add_test(tc, size_class_is_malloc_usable_size);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }

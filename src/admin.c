@@ -26,6 +26,7 @@
 #include "movexd/buf.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
+#include "movexd/proto.h"
 #include "movexd/server.h"
 
 int mx_admin_load_token(struct mx_server *s, const struct mx_config *cfg, char *err, size_t errlen)
@@ -175,6 +176,12 @@ int mx_admin_route(struct mx_server *srv, struct lws *wsi, struct mx_http *h)
     const char *room = rest + 1;
     const char *slash = strchr(room, '/');
     size_t roomlen = slash ? (size_t)(slash - room) : strlen(room);
+    /* one answer for a name that cannot be a room, whatever the method:
+     * decoded control bytes, invalid UTF-8, ... (GET said bad_room, DELETE
+     * no_such_room) */
+    if (!mx_proto_room_type_len(room, roomlen))
+        return mx_http_json(wsi, h, mx_err_http_status(MX_EBAD_ROOM), mx_err_code(MX_EBAD_ROOM),
+                            mx_err_message(MX_EBAD_ROOM));
     if (slash) {
         if (strcmp(slash, "/actions") || h->method != 1)
             return mx_http_json(wsi, h, HTTP_STATUS_NOT_FOUND, "bad_request", "POST /admin/rooms/ROOM/actions");

@@ -42,6 +42,7 @@
 #include "movexd/log.h"
 #include "movexd/map.h"
 #include "movexd/metrics.h"
+#include "movexd/httpfail.h"
 #include "movexd/notify.h"
 #include "movexd/readmore.h"
 #include "movexd/redis_adapter.h"
@@ -154,10 +155,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     }
     case LWS_CALLBACK_HTTP:
+        mx_httpfail_parsed(lws_get_socket_fd(wsi));
         return mx_http_request(srv, wsi, &p->u.http, (const char *)in);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return mx_http_writeable(wsi, &p->u.http);
     case LWS_CALLBACK_HTTP_BODY:
+        mx_httpfail_parsed(lws_get_socket_fd(wsi));
         return mx_http_body(srv, &p->u.http, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         return mx_http_body_done(srv, wsi, &p->u.http);
@@ -255,6 +258,8 @@ static void lws_log_emit(int level, const char *line)
      * 23); there is no other hook for it */
     if (strstr(line, "accept: errno 24") || strstr(line, "accept: errno 23"))
         accept_out_of_fds = 1;
+    if (strstr(line, "Ran out of header data space"))
+        mx_httpfail_too_large(); /* the request's answer is 431 (httpfail.c) */
     mx_log(level == LLL_ERR ? MX_LOG_ERROR : level == LLL_WARN ? MX_LOG_WARN : MX_LOG_DEBUG,
            "event=lws message=\"%.*s\"", (int)n, line);
 }

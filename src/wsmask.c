@@ -23,12 +23,16 @@
  * filling it from the records already arrived); the parser sees the bytes
  * as lws gets them.
  *
+ * Reads of descriptors not watched (HTTP requests, before any upgrade) are
+ * reported to httpfail.c, which answers a request lws cannot parse.
+ *
  * Invariant: a watched descriptor's parser is at a frame boundary or
  * inside one frame whose remaining header and payload bytes it knows.
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "movexd/wsmask.h"
 #include "movexd/alloc.h"
+#include "movexd/httpfail.h"
 #include "movexd/readmore.h"
 
 #include <dlfcn.h>
@@ -197,8 +201,12 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     if (!next)
         *(void **)&next = dlsym(RTLD_NEXT, "recv");
     struct watch *w = watch_of(fd);
-    if (!w)
-        return next(fd, buf, len, flags);
+    if (!w) {
+        ssize_t r = next(fd, buf, len, flags);
+        if (!(flags & MSG_PEEK))
+            mx_httpfail_rx(fd, r); /* an HTTP request's bytes, maybe */
+        return r;
+    }
     ssize_t n = mx_readmore_recv(fd, buf, len, flags, next, mx_wsmask_cut);
     if (n > 0 && !(flags & MSG_PEEK))
         scan(w, buf, (size_t)n); /* the bytes as lws gets them */
@@ -229,6 +237,8 @@ int SSL_read(SSL *ssl, void *buf, int num)
     if (n > 0 && (w = watch_of(fd = SSL_get_fd(ssl)))) {
         n = mx_readmore_ssl(ssl, fd, buf, n, num, next);
         scan(w, buf, (size_t)n); /* the bytes as lws gets them */
+    } else if (!watch_of(fd = SSL_get_fd(ssl))) {
+        mx_httpfail_rx(fd, n); /* an HTTP request's bytes, maybe */
     }
     return n;
 }

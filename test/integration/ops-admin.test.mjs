@@ -617,3 +617,42 @@ test('PUT and PATCH on /admin/rooms/ROOM are 405, not served as GET', async () =
     rmSync(t.dir, { recursive: true, force: true });
   }
 });
+
+// A room name with a %-escape that decodes to NUL never reaches a callback
+// (lws 4.1.6's parser fails and used to close without a word); other
+// control bytes and invalid UTF-8 reach admin.c, which answered GET with
+// bad_room but DELETE with no_such_room. Every method now gets one JSON
+// 4xx, and the daemon serves on.
+test('admin routes with a room name that is no room id (%00, control bytes, invalid UTF-8): a JSON 4xx for GET, DELETE and POST, daemon healthy', async () => {
+  const t = tokenDir();
+  try {
+    await withDaemon({ conf: adminConf(t.file) }, async (d) => {
+      const body = '{"key":"k1","action":{"type":"patch","payload":[]}}';
+      const cases = [
+        ['x%00', 400, 'bad_request'], ['todo:x%00y', 400, 'bad_request'],
+        ['x%01', 400, 'bad_room'], ['x%1f', 400, 'bad_room'], ['x%7f', 400, 'bad_room'],
+        ['x%ff', 400, 'bad_room'], ['x%c3%28', 400, 'bad_room'], ['a%20b', 400, 'bad_room'],
+      ];
+      for (const [name, status, code] of cases) {
+        for (const [method, path] of [['GET', name], ['DELETE', name], ['POST', `${name}/actions`]]) {
+          const len = method === 'POST' ? `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n` : '';
+          const r = await rawHttp(d.port, `${method} /admin/rooms/${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\n${len}Connection: close\r\n\r\n${method === 'POST' ? body : ''}`);
+          const what = `${method} /admin/rooms/${path}: ${JSON.stringify(r.text)}`;
+          assert.match(r.text, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+          assert.match(r.text, /\r\ncontent-type: application\/json\r\n/i, what);
+          const json = JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4));
+          assert.equal(json.code, code, what);
+          assert.equal(typeof json.message, 'string', what);
+          assert.equal((r.text.match(/HTTP\/1\.[01] /g) || []).length, 1, `one response: ${what}`);
+        }
+      }
+      const h = await httpRequest(d, { path: '/healthz' });
+      assert.equal(h.status, 200);
+      // nothing was created or deleted by any of them
+      const list = await admin(d, t.token, 'GET', '/admin/rooms');
+      assert.deepEqual(list.json.loaded, []);
+    });
+  } finally {
+    rmSync(t.dir, { recursive: true, force: true });
+  }
+});

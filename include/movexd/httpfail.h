@@ -1,0 +1,16 @@
+/* httpfail.h - answering an HTTP request libwebsockets could not parse
+ * (httpfail.c), instead of closing the connection without a word. */
+#ifndef MOVEXD_HTTPFAIL_H
+#define MOVEXD_HTTPFAIL_H
+
+#include <sys/types.h>
+
+/* A read of n bytes (or an end / error: n <= 0) on descriptor fd that is
+ * not a WebSocket: called from the recv()/SSL_read() wrappers (wsmask.c). */
+void mx_httpfail_rx(int fd, ssize_t n);
+/* lws's log said its header space ran out: the answer is 431. */
+void mx_httpfail_too_large(void);
+/* A request (or its body) on fd reached the callbacks. */
+void mx_httpfail_parsed(int fd);
+
+#endif

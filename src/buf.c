@@ -81,20 +81,29 @@ int mx_buf_printf(mx_buf *b, const char *fmt, ...)
 
 int mx_buf_put_u64(mx_buf *b, unsigned long long v)
 {
-    char tmp[20];
-    return mx_buf_append(b, tmp, mx_u64_digits(v, tmp));
+    if (mx_buf_reserve(b, 20))
+        return -1;
+    b->len += mx_u64_digits(v, b->mem + b->pre + b->len);
+    b->mem[b->pre + b->len] = '\0';
+    return 0;
 }
 
 int mx_buf_put_hex(mx_buf *b, const unsigned char *p, size_t n)
 {
-    static const char hx[] = "0123456789abcdef";
+    /* both hex digits of each byte: one load and one 2-byte store */
+    static const char pairs[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                                   "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+                                   "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+                                   "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+                                   "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+                                   "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                                   "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                                   "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
     if (mx_buf_reserve(b, n * 2))
         return -1;
     char *o = b->mem + b->pre + b->len;
-    for (size_t i = 0; i < n; i++) {
-        o[2 * i] = hx[p[i] >> 4];
-        o[2 * i + 1] = hx[p[i] & 15];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(o + 2 * i, pairs + 2 * p[i], 2);
     b->len += n * 2;
     b->mem[b->pre + b->len] = '\0';
     return 0;

@@ -84,14 +84,28 @@ static void shortest(double d, unsigned long long *best, int *best_e)
     }
 }
 
+/* "00".."99": two digits per division (half the divisions of one at a
+ * time; the encoders format 4-6 integers per action) */
+static const char DIGITS2[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                 "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                 "8081828384858687888990919293949596979899";
+
 size_t mx_u64_digits(unsigned long long v, char out[20])
 {
     char t[20];
     size_t k = sizeof(t);
-    do {
-        t[--k] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        k -= 2;
+        memcpy(t + k, DIGITS2 + 2 * r, 2);
+    }
+    if (v >= 10) {
+        k -= 2;
+        memcpy(t + k, DIGITS2 + 2 * v, 2);
+    } else {
+        t[--k] = (char)('0' + v);
+    }
     memcpy(out, t + k, sizeof(t) - k);
     return sizeof(t) - k;
 }

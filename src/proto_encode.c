@@ -60,12 +60,38 @@ void mx_proto_field_u64(mx_buf *out, const char *name, uint64_t v)
     mx_buf_put_u64(out, v);
 }
 
+/* The hex text of the last checksums encoded, per thread. An action's
+ * checksum goes out up to four times (the entry's, the ack's "prev" and
+ * "checksum", the fwd's "prev"), and its "prev" is the action before's
+ * checksum: with these few kept, each checksum is encoded about once.
+ * Keyed by the digest's bytes, so an entry is never stale. */
+#define HEX_KEPT 4
+static _Thread_local struct {
+    uint8_t dig[MX_DIGEST_LEN];
+    char hex[2 * MX_DIGEST_LEN];
+    int used;
+} hex_kept[HEX_KEPT];
+static _Thread_local unsigned hex_next;
+
 void mx_proto_field_hex(mx_buf *out, const char *name, const uint8_t dig[MX_DIGEST_LEN])
 {
     mx_buf_puts(out, ",\"");
     mx_buf_puts(out, name);
     mx_buf_puts(out, "\":\"");
-    mx_buf_put_hex(out, dig, MX_DIGEST_LEN);
+    for (unsigned i = 0; i < HEX_KEPT; i++) {
+        if (hex_kept[i].used && memcmp(hex_kept[i].dig, dig, MX_DIGEST_LEN) == 0) {
+            mx_buf_append(out, hex_kept[i].hex, sizeof(hex_kept[i].hex));
+            mx_buf_putc(out, '"');
+            return;
+        }
+    }
+    size_t at = out->len;
+    if (!mx_buf_put_hex(out, dig, MX_DIGEST_LEN)) {
+        unsigned k = hex_next++ % HEX_KEPT;
+        memcpy(hex_kept[k].dig, dig, MX_DIGEST_LEN);
+        memcpy(hex_kept[k].hex, mx_buf_data(out) + at, sizeof(hex_kept[k].hex));
+        hex_kept[k].used = 1;
+    }
     mx_buf_putc(out, '"');
 }
 

@@ -196,6 +196,26 @@ START_TEST(u64_digits)
         ck_assert_uint_eq(n, strlen(cases[i].text));
         ck_assert(memcmp(out, cases[i].text, n) == 0);
     }
+    /* two digits at a time: every length, every boundary around a power of
+     * ten, and a walk over many values, against snprintf */
+    unsigned long long p = 1;
+    for (int e = 0; e < 20; e++, p *= 10) {
+        unsigned long long vs[] = {p - 1, p, p + 1, p + 9, p + 10, p + 99, p * 2 - 1};
+        for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+            char out[20], want[24];
+            size_t n = mx_u64_digits(vs[i], out);
+            int w = snprintf(want, sizeof want, "%llu", vs[i]);
+            ck_assert_uint_eq(n, (size_t)w);
+            ck_assert(memcmp(out, want, n) == 0);
+        }
+    }
+    for (unsigned long long v = 0, step = 1; v < 1000000000000000000ull; v += step, step += step / 7 + 1) {
+        char out[20], want[24];
+        size_t n = mx_u64_digits(v, out);
+        int w = snprintf(want, sizeof want, "%llu", v);
+        ck_assert_uint_eq(n, (size_t)w);
+        ck_assert(memcmp(out, want, n) == 0);
+    }
 }
 END_TEST
 

@@ -534,6 +534,36 @@ START_TEST(error_messages)
 }
 END_TEST
 
+/* Op names are matched whole (find_op looks at the first letters first):
+ * prefixes, extensions, other cases and names sharing a first letter. */
+START_TEST(op_names_matched_exactly)
+{
+    static const char *unknown[] = {"", "a", "ad", "addx", "Add", "r", "re", "rem", "rep", "removes",
+                                    "replac", "repla", "m", "mov", "c", "cop", "t", "tes", "i", "in",
+                                    "incr", "x", "remove\u00e9"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        mx_val *doc = parse("{\"a\":1,\"b\":2}");
+        mx_patch_error err;
+        char patch[160];
+        snprintf(patch, sizeof patch, "[{\"op\":\"%s\",\"path\":\"/a\",\"from\":\"/b\",\"value\":1}]",
+                 unknown[i]);
+        ck_assert_int_eq(apply_text(&doc, patch, NULL, NULL, &err), MX_EBAD_PATCH);
+        ck_assert_msg(strstr(err.message, "unknown op") != NULL, "%s: %s", unknown[i], err.message);
+        mx_json_free(doc);
+    }
+    static const char *known[] = {"add", "remove", "replace", "move", "copy", "test", "inc"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        mx_val *doc = parse("{\"a\":1,\"b\":1}");
+        mx_patch_error err;
+        char patch[160];
+        snprintf(patch, sizeof patch, "[{\"op\":\"%s\",\"path\":\"/a\",\"from\":\"/b\",\"value\":1}]",
+                 known[i]);
+        ck_assert_msg(apply_text(&doc, patch, NULL, NULL, &err) == 0, "%s: %s", known[i], err.message);
+        mx_json_free(doc);
+    }
+}
+END_TEST
+
 START_TEST(patch_must_be_array)
 {
     mx_val *doc = parse("{\"a\":1}");
@@ -622,6 +652,7 @@ Suite *mx_suite_patch(void)
     tcase_add_test(tc, max_depth_limit);
     tcase_add_test(tc, error_messages);
     tcase_add_test(tc, patch_must_be_array);
+    tcase_add_test(tc, op_names_matched_exactly);
     tcase_add_test(tc, validate_shape_only);
     suite_add_tcase(s, tc);
     return s;

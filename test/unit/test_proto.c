@@ -397,6 +397,38 @@ START_TEST(decode_presence)
 }
 END_TEST
 
+/* mx_proto_field_hex keeps the hex of the last few checksums (an action's
+ * checksum goes out up to four times): whatever the order of digests -
+ * repeats, the last few again, long-gone ones, digests one bit apart - the
+ * text is always the digest's own hex. */
+START_TEST(checksum_hex_kept_is_always_its_own)
+{
+    uint8_t d[64][MX_DIGEST_LEN];
+    uint32_t x = 12345;
+    for (int i = 0; i < 64; i++)
+        for (int k = 0; k < MX_DIGEST_LEN; k++) {
+            x = x * 1103515245u + 12345u;
+            d[i][k] = (uint8_t)(x >> 16);
+        }
+    memcpy(d[1], d[0], MX_DIGEST_LEN);
+    d[1][MX_DIGEST_LEN - 1] ^= 1; /* one bit from d[0] */
+    for (int step = 0; step < 5000; step++) {
+        x = x * 1103515245u + 12345u;
+        int i = (x >> 16) % 8 < 6 ? (int)((x >> 8) % 6) : (int)((x >> 8) % 64);
+        mx_buf b;
+        mx_buf_init(&b, 0);
+        mx_proto_field_hex(&b, "checksum", d[i]);
+        char want[2 * MX_DIGEST_LEN + 16] = ",\"checksum\":\"";
+        char *w = want + strlen(want);
+        for (int k = 0; k < MX_DIGEST_LEN; k++)
+            w += sprintf(w, "%02x", d[i][k]);
+        strcat(want, "\"");
+        ck_assert_str_eq(mx_buf_data(&b), want);
+        mx_buf_free(&b);
+    }
+}
+END_TEST
+
 Suite *mx_suite_proto(void)
 {
     Suite *s = suite_create("proto");
@@ -409,6 +441,7 @@ Suite *mx_suite_proto(void)
     tcase_add_test(enc, each_message_as_documented);
     tcase_add_test(enc, optional_fields_absent_when_zero);
     tcase_add_test(enc, broken_inputs_never_make_a_message);
+    tcase_add_test(enc, checksum_hex_kept_is_always_its_own);
     suite_add_tcase(s, enc);
     TCase *dec = tcase_create("decode");
     tcase_add_test(dec, decode_dep_forms);

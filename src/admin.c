@@ -243,6 +243,24 @@ int mx_admin_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, 
         if (!lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH))
             return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
                                 "a POST needs a Content-Length body");
+        /* both framings: which one frames the body is the classic request
+         * smuggling question; refused rather than answered (RFC 9112 6.3) */
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING))
+            return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                                "a POST with both Content-Length and Transfer-Encoding is refused");
+        /* answered before the body, as a 401 is: a body past the bound was
+         * cut off with the connection (no answer), and a length lws cannot
+         * read (-1, 1e3) left the request waiting for a body never counted */
+        char cl[32];
+        int cln = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+        char *end = NULL;
+        unsigned long long want = cln > 0 && cl[0] >= '0' && cl[0] <= '9' ? strtoull(cl, &end, 10) : 0;
+        if (cln <= 0 || !end || *end)
+            return mx_http_json(wsi, h, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                                "Content-Length must be a decimal number");
+        if (want > srv->cfg->max_message_bytes)
+            return mx_http_json(wsi, h, mx_err_http_status(MX_ETOO_LARGE), mx_err_code(MX_ETOO_LARGE),
+                                "the body is larger than max_message_bytes");
         h->awaiting_body = 1;
         /* lws does not answer "Expect: 100-continue"; a client that waits
          * for it would wait for the body timeout */

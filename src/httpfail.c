@@ -5,7 +5,8 @@
  * decodes to a NUL byte (`/admin/rooms/x%00`: lws_parse_urldecode returns
  * -1), a request line or headers past its header space ("Ran out of header
  * data space": a 5 KB URL, a 64 KiB header), a WebSocket upgrade it
- * refuses (no Sec-WebSocket-Key, HTTP/1.0). No callback sees the request,
+ * refuses (no Sec-WebSocket-Key, HTTP/1.0, only subprotocols it does not
+ * serve). No callback sees the request,
  * and none runs before lws shuts the socket down (the protocol is not bound
  * yet): the parser fails inside lws's read, and lws closes at once with
  * shutdown(fd, SHUT_WR) (plain) or SSL_shutdown() (TLS).
@@ -73,7 +74,7 @@ static int answer(char *out, size_t n)
           "server takes\"}\n"
         : "{\"code\":\"bad_request\",\"message\":\"the request cannot be parsed (a %-escape that "
           "decodes to a NUL byte, a malformed request line or header, or a WebSocket upgrade "
-          "without its headers)\"}\n";
+          "that cannot be accepted: no Sec-WebSocket-Key, HTTP/1.0, no subprotocol served)\"}\n";
     int len = snprintf(out, n,
                        "HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
                        "cache-control: no-store\r\nconnection: close\r\n\r\n%s",

@@ -656,3 +656,39 @@ test('admin routes with a room name that is no room id (%00, control bytes, inva
     rmSync(t.dir, { recursive: true, force: true });
   }
 });
+
+// The body's framing is decided before the body is read: a length over
+// max_message_bytes was cut off with the connection (no answer), a
+// length lws cannot read left the request hanging, and Content-Length
+// with Transfer-Encoding was served by Content-Length alone.
+test('admin POST framing: Content-Length over the bound 413 at once, not a decimal 400, with Transfer-Encoding 400; the smuggled request is never served', async () => {
+  const t = tokenDir();
+  try {
+    await withDaemon({ conf: adminConf(t.file, 'max_message_bytes 65536\n') }, async (d) => {
+      const c = await connectHello(d, 'fr');
+      await c.request({ type: 'subscribe', room: 'todo:fr' });
+      const head = `POST /admin/rooms/todo:fr/actions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\nContent-Type: application/json\r\n`;
+      const smuggled = `DELETE /admin/rooms/todo:fr HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.token}\r\n\r\n`;
+      const cases = [
+        ['Content-Length: 99999999999\r\n\r\n{}', 413, 'too_large'],
+        ['Content-Length: -1\r\n\r\n{}', 400, 'bad_request'],
+        ['Content-Length: 2\r\nContent-Length: 20\r\n\r\n{}', 400, 'bad_request'],
+        [`Content-Length: ${5 + smuggled.length}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`, 400, 'bad_request'],
+      ];
+      for (const [rest, status, code] of cases) {
+        const r = await rawHttp(d.port, head + rest);
+        const what = `${rest.slice(0, 60)}: ${JSON.stringify(r.text.slice(0, 300))}`;
+        assert.match(r.text, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+        assert.equal(JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)).code, code, what);
+        assert.equal((r.text.match(/HTTP\/1\.[01] /g) || []).length, 1, `one response: ${what}`);
+      }
+      // the DELETE behind the chunked terminator was never served
+      const room = await admin(d, t.token, 'GET', '/admin/rooms/todo:fr');
+      assert.equal(room.status, 200, room.body);
+      assert.equal((await httpRequest(d, { path: '/healthz' })).status, 200);
+      await c.close();
+    });
+  } finally {
+    rmSync(t.dir, { recursive: true, force: true });
+  }
+});

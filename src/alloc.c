@@ -8,6 +8,7 @@
  * leaves the block as it was, like realloc); at most one allocation fails
  * per reset; nothing is counted while counting is disabled.
  */
+#define _GNU_SOURCE /* dladdr, Dl_info */
 #include "movexd/alloc.h"
 
 static uint64_t json_failures;
@@ -15,7 +16,8 @@ static uint64_t json_failures;
 /* no cache under a sanitizer: it would hide a use after free of a block
  * (alloc.h, MX_BLOCK_CACHING) */
 #if MX_BLOCK_CACHING
-
+#include <dlfcn.h>
+#include <malloc.h>
 
 /* Free lists of small blocks by glibc chunk size (16-byte steps up to
  * MX_BLOCK_MAX usable bytes). A free block's first word links the list.
@@ -45,6 +47,49 @@ void *mx_block_alloc(size_t n)
     return mx_malloc(n);
 }
 
+/* 1 when malloc is glibc's own, so the word before a block is its chunk
+ * header. A process may run with another allocator interposed (jemalloc
+ * or tcmalloc by LD_PRELOAD, valgrind's memcheck, a tracing shim): then
+ * that word is someone else's bytes, and filing a block by it would hand a
+ * small block out for a large request. So it is decided once, before main
+ * and before any thread: the malloc this process calls must live in
+ * libc.so, and for every size up to past MX_BLOCK_MAX the header must agree
+ * with malloc_usable_size(). Otherwise nothing is cached: mx_block_alloc
+ * and mx_block_free are malloc and free. */
+static int glibc_chunks;
+
+/* the chunk size / 16 in the size word before p (low 3 bits are flags;
+ * IS_MMAPPED, 2, gives a class past every list); out of line so the
+ * compiler does not see a read before a block it just got from malloc */
+__attribute__((noinline)) static size_t header_class(const void *p)
+{
+    size_t h;
+    memcpy(&h, (const char *)p - sizeof h, sizeof h);
+    return (h & 2) ? JC_CLASSES : (h & ~(size_t)7) / 16;
+}
+
+static int probe_glibc_chunks(void)
+{
+    Dl_info info;
+    void *(*m)(size_t) = malloc;
+    if (!dladdr(*(void **)&m, &info) || !info.dli_fname || !strstr(info.dli_fname, "/libc.so"))
+        return 0;
+    for (size_t n = 1; n <= MX_BLOCK_MAX + 64; n += 5) {
+        void *p = malloc(n);
+        if (!p)
+            return 0;
+        int same = header_class(p) == (malloc_usable_size(p) + 8) / 16;
+        free(p);
+        if (!same)
+            return 0;
+    }
+    return 1;
+}
+
+__attribute__((constructor)) static void decide_glibc_chunks(void) { glibc_chunks = probe_glibc_chunks(); }
+
+int mx_block_caching(void) { return glibc_chunks; }
+
 /* The block's size class: its glibc chunk size / 16, read from the size
  * word just before the block (its low 3 bits are flags; IS_MMAPPED is 2).
  * The same number as (malloc_usable_size(p) + 8) / 16 for every block we
@@ -54,15 +99,17 @@ void *mx_block_alloc(size_t n)
  * cold log entry. An mmapped chunk gets a class past every list. */
 size_t mx_block_class(const void *p)
 {
-    size_t h;
-    memcpy(&h, (const char *)p - sizeof h, sizeof h);
-    return (h & 2) ? JC_CLASSES : (h & ~(size_t)7) / 16;
+    return glibc_chunks ? header_class(p) : (malloc_usable_size((void *)p) + 8) / 16;
 }
 
 void mx_block_free(void *p)
 {
     if (!p)
         return;
+    if (!glibc_chunks) {
+        free(p);
+        return;
+    }
     size_t c = mx_block_class(p);
     if (c < JC_CLASSES && jcache[c].n < MX_BLOCK_CACHE && jcache_bytes + c * 16 <= MX_BLOCK_CACHE_BYTES) {
         memcpy(p, &jcache[c].head, sizeof(void *));
@@ -76,6 +123,7 @@ void mx_block_free(void *p)
 #else
 void *mx_block_alloc(size_t n) { return mx_malloc(n); }
 void mx_block_free(void *p) { free(p); }
+int mx_block_caching(void) { return 0; }
 #endif
 
 void *mx_json_malloc(size_t n)

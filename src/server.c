@@ -34,6 +34,7 @@
 #include <libwebsockets.h>
 #include <uv.h>
 
+#include "movexd/alloc.h"
 #include "movexd/err.h"
 #include "movexd/evloop.h"
 #include "movexd/heaptrim.h"
@@ -300,8 +301,9 @@ static void log_listening(const struct mx_server *s, const struct sockaddr *sa, 
     const char *tls = s->cfg->tls_cert_file[0] ? "on" : "off";
     const char *scheme = s->cfg->tls_cert_file[0] ? "wss" : "ws";
     const char *host = wild ? "localhost" : a;
-    mx_info("event=listening addr=%s port=%d listen=%s tls=%s ws=%s://%s%s%s:%d/ws loop=%s", a, port,
-            from, tls, scheme, v6 ? "[" : "", host, v6 ? "]" : "", port, s->uvloop ? "uv" : "poll");
+    mx_info("event=listening addr=%s port=%d listen=%s tls=%s ws=%s://%s%s%s:%d/ws block_cache=%s loop=%s",
+            a, port, from, tls, scheme, v6 ? "[" : "", host, v6 ? "]" : "", port, mx_block_caching() ? "on" : "off",
+            s->uvloop ? "uv" : "poll");
     /* what a new user opens first (make run shows it) */
     if (s->cfg->serve_demo)
         mx_info("event=demo url=%s://%s%s%s:%d/ note=\"open it in two windows\"",

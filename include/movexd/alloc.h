@@ -58,6 +58,11 @@ static inline char *mx_strdup(const char *s) { return strdup(s); }
  * and checked). */
 void *mx_block_alloc(size_t n);
 void mx_block_free(void *p);
+/* 1 when this process caches small blocks: a normal build (MX_BLOCK_CACHING)
+ * whose malloc is glibc's own; 0 under an interposed allocator (jemalloc,
+ * valgrind, ...), where the blocks go straight back to free(). Decided once
+ * before main (alloc.c). */
+int mx_block_caching(void);
 
 /* MX_BLOCK_CACHING: 1 when mx_block_free caches. Never under a sanitizer -
  * a cached block handed out again is never freed as far as ASan knows (a

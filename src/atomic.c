@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "movexd/err.h"
@@ -46,6 +47,44 @@ static int write_all(int fd, const char *dir, const void *p, size_t n)
     return 0;
 }
 
+/* writev() all of iov[0..n), in batches of at most 1024 pieces, consulting
+ * the fault file before each. 0 or an errno value. */
+static int writev_all(int fd, const char *dir, const struct iovec *iov, size_t n)
+{
+    enum { BATCH = 1024 };
+    struct iovec b[BATCH];
+    while (n > 0) {
+        size_t k = n < BATCH ? n : BATCH;
+        memcpy(b, iov, k * sizeof *b);
+        iov += k;
+        n -= k;
+        struct iovec *p = b;
+        while (k > 0) {
+            int e = DIR_FAULT(dir);
+            if (e)
+                return e;
+            ssize_t w = writev(fd, p, (int)k);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                return errno;
+            size_t left = (size_t)w;
+            while (k > 0 && left >= p->iov_len) { /* whole pieces written */
+                left -= p->iov_len;
+                p++;
+                k--;
+            }
+            if (k > 0) {
+                if (w == 0 && p->iov_len)
+                    return ENOSPC;
+                p->iov_base = (char *)p->iov_base + left;
+                p->iov_len -= left;
+            }
+        }
+    }
+    return 0;
+}
+
 static int valid_name(const char *name)
 {
     return name && name[0] && strchr(name, '/') == NULL && strcmp(name, ".") != 0 &&
@@ -56,8 +95,8 @@ static int valid_name(const char *name)
  * the snapshot writer's thread may run it (alloc.c's counter and log.c's
  * table of recent lines belong to the loop thread). Returns 0 or an errno
  * value; *op and *file say which step failed. */
-static int write_file(const char *dir, const char *name, const char magic[8], const void *payload,
-                      size_t len, const char **op, const char **file, char *tmp, char *path)
+static int write_file(const char *dir, const char *name, const char magic[8], const struct iovec *iov,
+                      size_t niov, size_t len, const char **op, const char **file, char *tmp, char *path)
 {
     *op = "open";
     *file = tmp;
@@ -67,11 +106,14 @@ static int write_file(const char *dir, const char *name, const char magic[8], co
     uint8_t h[ATOMIC_HEADER];
     memcpy(h, magic, 8);
     mx_le32_put(h + 8, (uint32_t)len);
-    mx_le32_put(h + 12, mx_wal_frame_crc(h + 8, payload, len));
+    uint32_t crc = mx_crc32c(0, h + 8, 4); /* mx_wal_frame_crc over the pieces */
+    for (size_t i = 0; i < niov; i++)
+        crc = mx_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+    mx_le32_put(h + 12, crc);
     *op = "write";
     int e = write_all(fd, dir, h, sizeof h);
     if (!e)
-        e = write_all(fd, dir, payload, len);
+        e = writev_all(fd, dir, iov, niov);
     if (!e) {
         *op = "fsync";
         e = DIR_FAULT(dir);
@@ -101,6 +143,16 @@ static int write_file(const char *dir, const char *name, const char magic[8], co
 int mx_atomic_write_quiet(const char *dir, const char *name, const char magic[8], const void *payload,
                           size_t len, char *err, size_t errlen)
 {
+    struct iovec one = {.iov_base = (void *)payload, .iov_len = len};
+    return mx_atomic_writev_quiet(dir, name, magic, &one, 1, err, errlen);
+}
+
+int mx_atomic_writev_quiet(const char *dir, const char *name, const char magic[8], const struct iovec *iov,
+                           size_t niov, char *err, size_t errlen)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < niov; i++)
+        len += iov[i].iov_len;
     if (!valid_name(name)) {
         mx_wal_errf(err, errlen, "%s: bad file name", name ? name : "(null)");
         return MX_EINTERNAL;
@@ -116,7 +168,7 @@ int mx_atomic_write_quiet(const char *dir, const char *name, const char magic[8]
         snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp)
         e = ENAMETOOLONG;
     else
-        e = write_file(dir, name, magic, payload, len, &op, &file, tmp, path);
+        e = write_file(dir, name, magic, iov, niov, len, &op, &file, tmp, path);
     if (!e)
         return 0;
     mx_wal_errf(err, errlen, "%s: %s: %s", file, op, strerror(e));

@@ -10,6 +10,10 @@
  *   - bytes is the sum of the held entries' text lengths.
  * When count == capacity an append overwrites the oldest entry. Capacity 0
  * keeps nothing: appends succeed and are dropped at once.
+ *   - under a pin (mx_oplog_pin) no text of an entry with seq <= pin_seq is
+ *     freed: whatever path lets go of one (dropped, cleared, released from
+ *     a hold) moves it to pinned[], reserved at the pin, and the unpin
+ *     frees them. Every text goes through let_go() for this.
  */
 #include "movexd/oplog.h"
 #include "movexd/alloc.h"
@@ -31,7 +35,22 @@ struct mx_oplog {
     size_t hold_count;
     struct mx_oplog_entry *kept;
     size_t nkept, capkept;
+    /* a pin (mx_oplog_pin): texts of seq <= pin_seq let go meanwhile */
+    int pinned_on;
+    uint64_t pin_seq;
+    char **pinned;
+    size_t npinned, cappinned;
 };
+
+/* A text the log no longer holds: freed, or kept for the pin's reader. */
+static void let_go(mx_oplog *l, uint64_t seq, char *text)
+{
+    if (text && l->pinned_on && seq <= l->pin_seq && l->npinned < l->cappinned) {
+        l->pinned[l->npinned++] = text;
+        return;
+    }
+    mx_block_free(text); /* the next entry's buffer (alloc.h) */
+}
 
 mx_oplog *mx_oplog_new(size_t capacity)
 {
@@ -56,7 +75,7 @@ static void drop_oldest(mx_oplog *l, size_t k)
         if (l->held && e->seq <= l->hold_seq && l->nkept < l->capkept)
             l->kept[l->nkept++] = *e;
         else
-            mx_block_free(e->text); /* the next entry's buffer (alloc.h) */
+            let_go(l, e->seq, e->text);
         e->text = NULL;
         l->head = (l->head + 1) % l->alloc;
         l->count--;
@@ -86,7 +105,7 @@ static int realloc_ring(mx_oplog *l, size_t n)
 static void kept_free(mx_oplog *l)
 {
     for (size_t i = 0; i < l->nkept; i++)
-        mx_block_free(l->kept[i].text);
+        let_go(l, l->kept[i].seq, l->kept[i].text);
     free(l->kept);
     l->kept = NULL;
     l->nkept = l->capkept = 0;
@@ -114,7 +133,40 @@ void mx_oplog_free(mx_oplog *l)
         return;
     l->held = 0;
     mx_oplog_clear(l);
+    mx_oplog_unpin(l); /* no reader may be left by now (storage_wal.c) */
     free(l);
+}
+
+int mx_oplog_pin(mx_oplog *l)
+{
+    if (l->pinned_on)
+        return -1;
+    /* every text there is now: the ring's and a hold's kept ones */
+    size_t n = l->count + l->nkept;
+    char **p = n ? mx_malloc(n * sizeof *p) : NULL;
+    if (n && !p)
+        return -1;
+    l->pinned = p;
+    l->npinned = 0;
+    l->cappinned = n;
+    l->pin_seq = mx_oplog_last_seq(l);
+    for (size_t i = 0; i < l->nkept; i++)
+        if (l->kept[i].seq > l->pin_seq)
+            l->pin_seq = l->kept[i].seq;
+    l->pinned_on = 1;
+    return 0;
+}
+
+void mx_oplog_unpin(mx_oplog *l)
+{
+    if (!l->pinned_on)
+        return;
+    l->pinned_on = 0;
+    for (size_t i = 0; i < l->npinned; i++)
+        mx_block_free(l->pinned[i]);
+    free(l->pinned);
+    l->pinned = NULL;
+    l->npinned = l->cappinned = 0;
 }
 
 int mx_oplog_append_take(mx_oplog *l, uint64_t seq, const uint8_t prev[MX_DIGEST_LEN],
@@ -229,7 +281,7 @@ void mx_oplog_rewind(mx_oplog *l)
     while (l->count && at(l, l->count - 1)->seq > l->hold_seq) {
         struct mx_oplog_entry *e = at(l, l->count - 1);
         l->bytes -= e->len;
-        mx_block_free(e->text);
+        let_go(l, e->seq, e->text);
         e->text = NULL;
         l->count--;
     }
@@ -238,7 +290,7 @@ void mx_oplog_rewind(mx_oplog *l)
      * hold (mx_oplog_set_capacity releases it) */
     for (size_t i = l->nkept; i-- > 0;) {
         if (l->count == l->alloc) {
-            mx_block_free(l->kept[i].text);
+            let_go(l, l->kept[i].seq, l->kept[i].text);
             continue;
         }
         l->head = (l->head + l->alloc - 1) % l->alloc;

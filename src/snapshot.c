@@ -48,12 +48,17 @@ static int put_outcome(void *arg, const char *client, size_t clen, uint64_t high
     return 0;
 }
 
-int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out)
+/* The snapshot of r in file order. With iov == NULL, everything goes into
+ * out. Otherwise each log entry's text stays where the log keeps it: out
+ * gets the rest (the head and state, then every entry's fixed fields as 44
+ * bytes - seq, prev, checksum, text length - then the outcomes), and iov[]
+ * lists the pieces in file order. */
+static int encode(const struct mx_room *r, uint64_t lsn, mx_buf *out, struct iovec *iov, size_t *niov)
 {
     /* room for the state and the whole log at once: grown by doubling, a
      * snapshot of a full log (megabytes) was copied over and over */
     size_t count = mx_oplog_count(r->log);
-    mx_buf_reserve(out, 64 + r->idlen + r->state->jsize + mx_oplog_bytes(r->log) +
+    mx_buf_reserve(out, 64 + r->idlen + r->state->jsize + (iov ? 0 : mx_oplog_bytes(r->log)) +
                             count * (8 + 2 * MX_DIGEST_LEN + 4));
     mx_put_u64(out, lsn);
     mx_put_bytes(out, r->id, r->idlen);
@@ -71,25 +76,63 @@ int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out)
         p[3] = (unsigned char)(slen >> 24);
     }
     mx_put_u32(out, (uint32_t)count);
+    size_t first = out->len, n = 0; /* the entries' fixed fields start here */
     for (uint64_t s = mx_oplog_first_seq(r->log); count && s <= mx_oplog_last_seq(r->log); s++) {
         const struct mx_oplog_entry *e = mx_oplog_get(r->log, s);
         mx_put_u64(out, e->seq);
         mx_buf_append(out, e->prev, MX_DIGEST_LEN);
         mx_buf_append(out, e->checksum, MX_DIGEST_LEN);
-        mx_put_bytes(out, e->text, e->len);
+        if (!iov) {
+            mx_put_bytes(out, e->text, e->len);
+            continue;
+        }
+        mx_put_u32(out, (uint32_t)e->len);
+        iov[1 + 2 * n + 1] = (struct iovec){.iov_base = e->text, .iov_len = e->len};
+        n++;
     }
-    at = out->len;
+    size_t tail = out->len;
     mx_put_u32(out, 0); /* outcome count, patched below */
     struct count_ctx cc = {out, 0};
     mx_dedup_foreach(r->dedup, put_outcome, &cc);
     if (!out->oom) {
-        unsigned char *p = (unsigned char *)mx_buf_data(out) + at;
+        unsigned char *p = (unsigned char *)mx_buf_data(out) + tail;
         p[0] = (unsigned char)cc.n;
         p[1] = (unsigned char)(cc.n >> 8);
         p[2] = (unsigned char)(cc.n >> 16);
         p[3] = (unsigned char)(cc.n >> 24);
     }
-    return out->oom ? -1 : 0;
+    if (out->oom)
+        return -1;
+    if (iov) {
+        /* out is final now: point at its pieces */
+        char *b = mx_buf_data(out);
+        iov[0] = (struct iovec){.iov_base = b, .iov_len = first};
+        for (size_t i = 0; i < n; i++)
+            iov[1 + 2 * i] = (struct iovec){.iov_base = b + first + i * MX_SNAPSHOT_ENTRY_FIXED,
+                                            .iov_len = MX_SNAPSHOT_ENTRY_FIXED};
+        iov[1 + 2 * n] = (struct iovec){.iov_base = b + tail, .iov_len = out->len - tail};
+        *niov = 2 + 2 * n;
+    }
+    return 0;
+}
+
+int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out)
+{
+    return encode(r, lsn, out, NULL, NULL);
+}
+
+int mx_snapshot_encode_gather(const struct mx_room *r, uint64_t lsn, mx_buf *out, struct iovec **iov,
+                              size_t *niov, size_t *iovcap)
+{
+    size_t need = 2 + 2 * mx_oplog_count(r->log);
+    if (need > *iovcap) {
+        struct iovec *n = mx_realloc(*iov, need * sizeof *n);
+        if (!n)
+            return -1;
+        *iov = n;
+        *iovcap = need;
+    }
+    return encode(r, lsn, out, *iov, niov);
 }
 
 #define BAD(...)                                                               \

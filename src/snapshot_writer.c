@@ -1,6 +1,7 @@
 /* snapshot_writer.c - the snapshot writer thread: a room's snapshot is
- * encoded on the event loop (storage_wal.c), and everything after that
- * which waits for the disk - the WAL fdatasync the snapshot depends on,
+ * encoded on the event loop (storage_wal.c) - all of it but the log's
+ * texts, which the thread writes from where the log keeps them - and
+ * everything after that which waits for the disk - the WAL fdatasync the snapshot depends on,
  * wal/STATE, writing the file, its fsync, the rename, the directory fsync
  * (5-16 ms once a second at 10,000 actions/s, docs/PERFORMANCE.md) - runs
  * here, so the loop keeps answering meanwhile.
@@ -15,9 +16,12 @@
  *    the loop may look at them meanwhile); the mutex hand-off orders the
  *    memory;
  *  - the thread blocks all signals (they stay the loop thread's);
- *  - the thread touches nothing else of the daemon: no room, no mx_wal, no
- *    storage state, no metrics, no log (log.c and alloc.c's counter are
- *    not thread-safe), no mx_malloc. It does plain system calls on paths and
+ *  - the thread reads the room's log texts a gathered job points at
+ *    (iov): the loop pinned them (mx_oplog_pin) before submitting and
+ *    unpins them only after collecting, so they are alive and unchanged
+ *    while the thread runs. It touches nothing else of the daemon: no
+ *    room, no mx_wal, no storage state, no metrics, no log (log.c and
+ *    alloc.c's counter are not thread-safe), no mx_malloc. It does plain system calls on paths and
  *    on the job's own WAL descriptor, through mx_atomic_write_quiet and
  *    the fault hooks (fault.c locks its journal);
  *  - what the outcome means (room's disk_* fields, a failed WAL, the log
@@ -85,8 +89,10 @@ static void run_job(struct mx_snapjob *j)
             return;
         }
     }
-    j->rc = mx_atomic_write_quiet(j->snapdir, j->name, MX_SNAPSHOT_MAGIC, mx_buf_data(&j->payload),
-                                  j->payload.len, j->err, sizeof j->err);
+    j->rc = j->niov ? mx_atomic_writev_quiet(j->snapdir, j->name, MX_SNAPSHOT_MAGIC, j->iov, j->niov, j->err,
+                                             sizeof j->err)
+                    : mx_atomic_write_quiet(j->snapdir, j->name, MX_SNAPSHOT_MAGIC, mx_buf_data(&j->payload),
+                                            j->payload.len, j->err, sizeof j->err);
     j->write_us = mono_us() - t1;
 }
 

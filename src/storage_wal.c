@@ -397,6 +397,10 @@ void mx_swal_collect(struct mx_walstore *s, int wait)
     struct mx_room *r = s->job_room;
     s->job = NULL;
     s->job_room = NULL;
+    if (j->niov) {
+        mx_oplog_unpin(r->log); /* the thread is done with its texts */
+        j->niov = 0;
+    }
     if (j->wal_seg[0])
         mx_wal_sync_done(s->wal, j->wal_seg, j->sync_us, j->sync_errno); /* fails the WAL on error */
     if (j->sync_errno) {
@@ -412,7 +416,7 @@ void mx_swal_collect(struct mx_walstore *s, int wait)
             mx_err("event=snapshot_failed room=%s error=\"%s\"", r->id, j->err);
         } else {
             s->st.snapshots_written++;
-            s->st.snapshot_bytes += j->payload.len;
+            s->st.snapshot_bytes += j->bytes;
             if (!r->disk_snap_lsn)
                 s->st.rooms_on_disk++;
             r->disk_first_lsn = s->job_after_first;
@@ -422,7 +426,7 @@ void mx_swal_collect(struct mx_walstore *s, int wait)
                 unqueue_due(s, r);
             mx_debug("event=snapshot_written room=%s lsn=%llu bytes=%zu encode_us=%llu "
                      "wal_sync_us=%llu write_us=%llu",
-                     r->id, (unsigned long long)s->job_lsn, j->payload.len,
+                     r->id, (unsigned long long)s->job_lsn, j->bytes,
                      (unsigned long long)s->job_encode_us, (unsigned long long)j->sync_us,
                      (unsigned long long)j->write_us);
         }
@@ -453,7 +457,28 @@ static void submit_snapshot(struct mx_walstore *s, struct mx_room *r)
     j->write_state = state_needed(s, lsn, &j->state);
     mx_buf_init(&j->payload, 0);
     uint64_t t0 = mx_now_us();
-    int erc = mx_snapshot_encode(r, lsn, &j->payload);
+    /* the log's texts (most of a room's bytes, cold) are not copied here:
+     * the thread writes them from where the log keeps them, pinned until
+     * the job is collected; the whole encoding is the fallback */
+    j->niov = 0;
+    int erc = -1;
+    if (mx_oplog_pin(r->log) == 0) {
+        erc = mx_snapshot_encode_gather(r, lsn, &j->payload, &j->iov, &j->niov, &j->iovcap);
+        if (erc) {
+            mx_oplog_unpin(r->log);
+            j->niov = 0;
+            mx_buf_free(&j->payload);
+            mx_buf_init(&j->payload, 0);
+        }
+    }
+    if (erc)
+        erc = mx_snapshot_encode(r, lsn, &j->payload);
+    j->bytes = j->payload.len;
+    if (j->niov) {
+        j->bytes = 0;
+        for (size_t i = 0; i < j->niov; i++)
+            j->bytes += j->iov[i].iov_len;
+    }
     s->job_encode_us = mx_now_us() - t0;
     if (erc) {
         mx_buf_free(&j->payload);
@@ -718,6 +743,9 @@ static void st_close(void *ctx, mx_map *rooms)
     mx_swal_collect(s, 1);
     mx_snapwriter_free(s->writer);
     s->writer = NULL;
+    free(s->jobmem.iov);
+    s->jobmem.iov = NULL;
+    s->jobmem.iovcap = 0;
     if (rooms && st_flush(s) == 0 && mx_swal_ready_for_snapshots(s)) {
         snapshot_all_dirty(s, rooms, 0);
         if (s->pending)

@@ -65,6 +65,16 @@ void mx_oplog_clear(mx_oplog *l);
  * Both end the hold; a new hold releases the previous one. A capacity
  * change or a clear under a hold lets go of what it kept (a rewind then
  * only pops). */
+/* A pin keeps every text the log holds now (the ring's, and a hold's kept
+ * ones) alive and unchanged until mx_oplog_unpin, whatever happens to the
+ * log meanwhile (appends that drop the oldest, clear, rewind, capacity
+ * changes): another thread may read them (the snapshot writer writes a
+ * room's log straight from its texts). The texts the log lets go of
+ * meanwhile are freed at the unpin. One pin at a time; -1 when one is on
+ * or out of memory (nothing changed). */
+int mx_oplog_pin(mx_oplog *l);
+void mx_oplog_unpin(mx_oplog *l);
+
 void mx_oplog_hold(mx_oplog *l);
 void mx_oplog_rewind(mx_oplog *l);
 void mx_oplog_release(mx_oplog *l);

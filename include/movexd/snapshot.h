@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "movexd/buf.h"
 #include "movexd/config.h"
@@ -15,6 +16,17 @@
 
 /* Append the encoding of r (covering WAL records up to lsn) to out. 0 / -1 OOM. */
 int mx_snapshot_encode(const struct mx_room *r, uint64_t lsn, mx_buf *out);
+
+/* The same bytes as a gather list, without copying the log's texts: out
+ * gets everything else (the head and state, each entry's fixed fields -
+ * MX_SNAPSHOT_ENTRY_FIXED bytes - and the outcomes), and (*iov)[0..*niov)
+ * lists out's pieces and the texts, where the log keeps them, in file
+ * order; *iov grows as needed (*iovcap slots; the caller frees it). The
+ * list is valid while out is unchanged and the texts are alive
+ * (mx_oplog_pin). 0 / -1 OOM. */
+#define MX_SNAPSHOT_ENTRY_FIXED (8 + 2 * MX_DIGEST_LEN + 4)
+int mx_snapshot_encode_gather(const struct mx_room *r, uint64_t lsn, mx_buf *out, struct iovec **iov,
+                              size_t *niov, size_t *iovcap);
 
 /* The payload starts with the LSN it covers: mx_atomic_peek reads this
  * many bytes, mx_snapshot_peek_lsn decodes them. */

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "movexd/buf.h"
 #include "movexd/proto.h" /* MX_ROOM_ID_MAX */
 #include "movexd/wal.h"
@@ -23,6 +25,12 @@ struct mx_snapjob {
     struct mx_wal_state state;
     char name[MX_ROOM_ID_MAX + 8];
     mx_buf payload;    /* the encoded snapshot (encoded on the loop) */
+    /* when niov > 0 the file is iov[0..niov) instead: payload's pieces and
+     * the room's log texts, pinned by the loop until it collects the job
+     * (mx_snapshot_encode_gather, mx_oplog_pin) */
+    struct iovec *iov;
+    size_t niov, iovcap;
+    size_t bytes;      /* the snapshot's size (payload.len, or the pieces') */
     /* set by the thread; the loop reads them once it has collected the job */
     int sync_errno;    /* the WAL fdatasync failed: nothing else was done */
     uint64_t sync_us, write_us;

@@ -41,6 +41,7 @@
 #include "movexd/http.h"
 #include "movexd/listen.h"
 #include "movexd/log.h"
+#include "movexd/lua_json.h" /* mx_lua_utf8_ok */
 #include "movexd/map.h"
 #include "movexd/metrics.h"
 #include "movexd/httpfail.h"
@@ -205,6 +206,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
          * it - a second close frame (RFC 6455 5.5.1: one each way) */
         if (p && p->ws && p->u.sess.close_sent)
             return -1;
+        /* RFC 6455 5.5.1, 7.1.6: a close payload is empty, or a code and a
+         * UTF-8 reason. lws 4.1.6 turns a code that is not allowed into
+         * 1002 but echoes a 1-byte payload, and a reason that is not
+         * UTF-8, back as they came */
+        if (len == 1 || (len > 2 && !mx_lua_utf8_ok((const char *)in + 2, len - 2))) {
+            static const char why[] = "malformed close frame";
+            lws_close_reason(wsi, len == 1 ? LWS_CLOSE_STATUS_PROTOCOL_ERR : LWS_CLOSE_STATUS_INVALID_PAYLOAD,
+                             (unsigned char *)why, strlen(why));
+            return -1;
+        }
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (p && p->ws)

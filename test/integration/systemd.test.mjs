@@ -20,7 +20,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ASAN, BIN, ROOT, SECCOMP_DECLS, TIMEOUT, connectHello, patchAction, startDaemon, waitFor, withTimeout } from './lib.mjs';
+import { ASAN, BIN, ROOT, SECCOMP_DECLS, TIMEOUT, connectHello, patchAction, runDaemonToExit, startDaemon, waitFor, withTimeout } from './lib.mjs';
 
 const VARIANT = process.env.VARIANT
   || (/^build\/([^/]+)\/movexd$/.exec(relative(ROOT, BIN)) || [])[1]
@@ -177,6 +177,41 @@ test('sd_notify: READY=1 once listening, WATCHDOG=1 keep-alives, RELOADING=1/REA
   } finally {
     if (d) await d.kill('SIGKILL').catch(() => {});
     if (d) d.cleanup();
+    rx.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// READY=1 and event=listening mean the same: start-up succeeded as a whole.
+// A start that fails after its port is bound - here a cluster node whose
+// journal directory another node holds - sends no READY=1 (systemd would
+// count the unit as started) and logs no listening line.
+test('sd_notify: a start that fails after binding sends no READY=1', async (t) => {
+  if (!has('python3')) {
+    t.skip('python3 is not installed (it stands in for systemd\'s notify socket)');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-notify-fail-'));
+  const sock = join(dir, 'notify');
+  const rx = await startReceiver(sock);
+  let first;
+  try {
+    // Redis on port 1: nothing answers; the node starts and keeps retrying
+    const conf = `cluster {\n  node_id n1\n  redis 127.0.0.1:1\n  journal_dir ${join(dir, 'journal')}\n}\n`;
+    first = await startDaemon({ conf, dir: join(dir, 'first') });
+    await first.waitLog(/event=started /);
+    const r = await runDaemonToExit({ dir: join(dir, 'second'), conf, env: { NOTIFY_SOCKET: sock } });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /event=start_failed reason="cluster journal"/);
+    assert.doesNotMatch(r.stderr, /event=listening/);
+    // datagrams arrive in order: a marker sent after the exit comes after
+    // anything the failed daemon sent
+    const mark = spawnSync('python3', ['-c', 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b"MARK=1", sys.argv[1])', sock], { timeout: TIMEOUT });
+    assert.equal(mark.status, 0, String(mark.stderr));
+    const at = await rx.waitFor('MARK=1');
+    assert.equal(rx.find('READY=1'), -1, `no READY=1 before the mark: ${JSON.stringify(rx.msgs.slice(0, at + 1).map((m) => m.msg))}`);
+  } finally {
+    if (first) await first.stop();
     rx.stop();
     rmSync(dir, { recursive: true, force: true });
   }

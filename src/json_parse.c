@@ -52,7 +52,18 @@ static json_t *fail(struct parser *ps, int status)
     return NULL;
 }
 
-static void skip_ws(struct parser *ps)
+static void skip_ws_run(struct parser *ps);
+
+/* Most tokens follow one another with no whitespace (a protocol message
+ * has none): one compare, inlined, for that case. */
+static inline void skip_ws(struct parser *ps)
+{
+    if (ps->p < ps->end && *ps->p > ' ')
+        return;
+    skip_ws_run(ps);
+}
+
+static void skip_ws_run(struct parser *ps)
 {
     const unsigned char *s = ps->p;
     while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\n' || *ps->p == '\r' || *ps->p == '\t'))
@@ -90,6 +101,17 @@ static size_t utf8_len(const unsigned char *s, const unsigned char *end)
     return need + 1;
 }
 
+/* 1 for the bytes a string holds as they are: printable ASCII other than
+ * '"' and '\\' */
+static const unsigned char str_plain[256] = {
+#define R8(x) x, x, x, x, x, x, x, x
+    R8(0), R8(0), R8(0), R8(0),                      /* 0x00-0x1f: control */
+    1, 1, 0, 1, 1, 1, 1, 1, R8(1), R8(1), R8(1),     /* 0x20-0x3f; '"' 0x22 */
+    R8(1), R8(1), R8(1), 1, 1, 1, 1, 0, 1, 1, 1,     /* 0x40-0x5f; '\\' 0x5c */
+    R8(1), R8(1), R8(1), R8(1),                      /* 0x60-0x7f */
+#undef R8
+};
+
 /* The string at ps->p (just past its opening quote): its bytes in *s, *n.
  * Plain strings point into the input; escaped ones are decoded into
  * ps->tmp. 0, or -1 with ps->status set. */
@@ -97,7 +119,12 @@ static int string(struct parser *ps, const char **s, size_t *n)
 {
     const unsigned char *start = ps->p, *q = ps->p;
     int escaped = 0;
-    while (q < ps->end && *q != '"') {
+    for (;;) {
+        /* plain printable ASCII, one table look-up a byte */
+        while (q < ps->end && str_plain[*q])
+            q++;
+        if (q >= ps->end || *q == '"')
+            break;
         unsigned char c = *q;
         if (c < 0x20) {
             fail(ps, MX_JP_FALLBACK); /* control character: jansson's error */
@@ -489,10 +516,8 @@ static int view_key(struct parser *ps, const char **k, size_t *kn)
     return 1;
 }
 
-static int key_is(const char *k, size_t kn, const char *want)
-{
-    return kn == strlen(want) && memcmp(k, want, kn) == 0;
-}
+/* want: a string literal (a compare of known length, inlined) */
+#define key_is(k, kn, want) ((kn) == sizeof(want) - 1 && memcmp((k), "" want, sizeof(want) - 1) == 0)
 
 /* One op object {"op","path","from","value"} (ps->p past its '{'). 1 read
  * into v->op[v->n], 0 not that shape, -1 error. */
@@ -740,11 +765,7 @@ int mx_json_parse_top(const char *buf, size_t len, struct mx_json_top *top, int 
 
 json_t *mx_json_top_get(const struct mx_json_top *top, const char *key)
 {
-    size_t kn = strlen(key);
-    for (size_t i = 0; i < top->n; i++)
-        if (top->m[i].keylen == kn && memcmp(top->m[i].key, key, kn) == 0)
-            return top->m[i].val;
-    return NULL;
+    return mx_json_top_getn(top, key, strlen(key));
 }
 
 void mx_json_top_free(struct mx_json_top *top)

@@ -88,10 +88,12 @@ struct view {
     const struct mx_json_top *top;
 };
 
-static const json_t *get(const struct view *m, const char *key)
+static const json_t *get_n(const struct view *m, const char *key, size_t kn)
 {
-    return m->top ? mx_json_top_get(m->top, key) : json_object_get(m->obj, key);
+    return m->top ? mx_json_top_getn(m->top, key, kn) : json_object_getn(m->obj, key, kn);
 }
+/* key: a string literal (its length is known at compile time) */
+#define get(m, key) get_n((m), "" key, sizeof(key) - 1)
 
 static int decode_room(const struct view *msg, struct mx_request *req, char *why, size_t whylen)
 {

@@ -47,42 +47,59 @@ static int write_all(int fd, const char *dir, const void *p, size_t n)
     return 0;
 }
 
-/* writev() all of iov[0..n), in batches of at most 1024 pieces, consulting
- * the fault file before each. 0 or an errno value. */
-static int writev_all(int fd, const char *dir, const struct iovec *iov, size_t n)
+/* pwrite() all of p at off, consulting the fault file first. 0 or an
+ * errno value. */
+static int pwrite_all(int fd, const char *dir, const void *p, size_t n, off_t off)
 {
-    enum { BATCH = 1024 };
-    struct iovec b[BATCH];
+    const uint8_t *b = p;
     while (n > 0) {
-        size_t k = n < BATCH ? n : BATCH;
-        memcpy(b, iov, k * sizeof *b);
-        iov += k;
-        n -= k;
-        struct iovec *p = b;
-        while (k > 0) {
-            int e = DIR_FAULT(dir);
-            if (e)
-                return e;
-            ssize_t w = writev(fd, p, (int)k);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0)
-                return errno;
-            size_t left = (size_t)w;
-            while (k > 0 && left >= p->iov_len) { /* whole pieces written */
-                left -= p->iov_len;
-                p++;
-                k--;
-            }
-            if (k > 0) {
-                if (w == 0 && p->iov_len)
-                    return ENOSPC;
-                p->iov_base = (char *)p->iov_base + left;
-                p->iov_len -= left;
+        int e = DIR_FAULT(dir);
+        if (e)
+            return e;
+        ssize_t k = pwrite(fd, b, n, off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k < 0 ? errno : ENOSPC;
+        b += k;
+        n -= (size_t)k;
+        off += k;
+    }
+    return 0;
+}
+
+/* The payload iov[0..niov) at offset ATOMIC_HEADER, through stage (a
+ * buffer of stagecap bytes, hot in cache, reused): the pieces - hundreds
+ * of bytes each for a room's log - are copied into it and written a stage
+ * at a time, the CRC taken over the stage as it fills (one pass over the
+ * cold pieces; a writev of thousands of small pieces cost the kernel more
+ * than these copies). *crc goes in and out. 0 or an errno value. */
+static int write_staged(int fd, const char *dir, const struct iovec *iov, size_t niov, char *stage,
+                        size_t stagecap, uint32_t *crc)
+{
+    off_t off = ATOMIC_HEADER;
+    size_t at = 0;
+    for (size_t i = 0; i < niov; i++) {
+        const char *p = iov[i].iov_base;
+        size_t n = iov[i].iov_len;
+        while (n > 0) {
+            size_t k = stagecap - at < n ? stagecap - at : n;
+            memcpy(stage + at, p, k);
+            at += k;
+            p += k;
+            n -= k;
+            if (at == stagecap) {
+                *crc = mx_crc32c(*crc, stage, at);
+                int e = pwrite_all(fd, dir, stage, at, off);
+                if (e)
+                    return e;
+                off += (off_t)at;
+                at = 0;
             }
         }
     }
-    return 0;
+    *crc = mx_crc32c(*crc, stage, at);
+    return at ? pwrite_all(fd, dir, stage, at, off) : 0;
 }
 
 static int valid_name(const char *name)
@@ -96,7 +113,8 @@ static int valid_name(const char *name)
  * table of recent lines belong to the loop thread). Returns 0 or an errno
  * value; *op and *file say which step failed. */
 static int write_file(const char *dir, const char *name, const char magic[8], const struct iovec *iov,
-                      size_t niov, size_t len, const char **op, const char **file, char *tmp, char *path)
+                      size_t niov, size_t len, char *stage, size_t stagecap, const char **op,
+                      const char **file, char *tmp, char *path)
 {
     *op = "open";
     *file = tmp;
@@ -107,13 +125,22 @@ static int write_file(const char *dir, const char *name, const char magic[8], co
     memcpy(h, magic, 8);
     mx_le32_put(h + 8, (uint32_t)len);
     uint32_t crc = mx_crc32c(0, h + 8, 4); /* mx_wal_frame_crc over the pieces */
-    for (size_t i = 0; i < niov; i++)
-        crc = mx_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
-    mx_le32_put(h + 12, crc);
     *op = "write";
-    int e = write_all(fd, dir, h, sizeof h);
-    if (!e)
-        e = writev_all(fd, dir, iov, niov);
+    int e;
+    if (stage && niov > 1) {
+        /* the payload first, then the header with its CRC */
+        e = write_staged(fd, dir, iov, niov, stage, stagecap, &crc);
+        mx_le32_put(h + 12, crc);
+        if (!e)
+            e = pwrite_all(fd, dir, h, sizeof h, 0);
+    } else {
+        for (size_t i = 0; i < niov; i++)
+            crc = mx_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+        mx_le32_put(h + 12, crc);
+        e = write_all(fd, dir, h, sizeof h);
+        for (size_t i = 0; !e && i < niov; i++)
+            e = write_all(fd, dir, iov[i].iov_base, iov[i].iov_len);
+    }
     if (!e) {
         *op = "fsync";
         e = DIR_FAULT(dir);
@@ -144,11 +171,11 @@ int mx_atomic_write_quiet(const char *dir, const char *name, const char magic[8]
                           size_t len, char *err, size_t errlen)
 {
     struct iovec one = {.iov_base = (void *)payload, .iov_len = len};
-    return mx_atomic_writev_quiet(dir, name, magic, &one, 1, err, errlen);
+    return mx_atomic_writev_quiet(dir, name, magic, &one, 1, NULL, 0, err, errlen);
 }
 
 int mx_atomic_writev_quiet(const char *dir, const char *name, const char magic[8], const struct iovec *iov,
-                           size_t niov, char *err, size_t errlen)
+                           size_t niov, char *stage, size_t stagecap, char *err, size_t errlen)
 {
     size_t len = 0;
     for (size_t i = 0; i < niov; i++)
@@ -168,7 +195,7 @@ int mx_atomic_writev_quiet(const char *dir, const char *name, const char magic[8
         snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp)
         e = ENAMETOOLONG;
     else
-        e = write_file(dir, name, magic, iov, niov, len, &op, &file, tmp, path);
+        e = write_file(dir, name, magic, iov, niov, len, stage, stagecap, &op, &file, tmp, path);
     if (!e)
         return 0;
     mx_wal_errf(err, errlen, "%s: %s: %s", file, op, strerror(e));

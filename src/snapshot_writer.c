@@ -89,8 +89,8 @@ static void run_job(struct mx_snapjob *j)
             return;
         }
     }
-    j->rc = j->niov ? mx_atomic_writev_quiet(j->snapdir, j->name, MX_SNAPSHOT_MAGIC, j->iov, j->niov, j->err,
-                                             sizeof j->err)
+    j->rc = j->niov ? mx_atomic_writev_quiet(j->snapdir, j->name, MX_SNAPSHOT_MAGIC, j->iov, j->niov, j->stage,
+                                             MX_SNAPJOB_STAGE, j->err, sizeof j->err)
                     : mx_atomic_write_quiet(j->snapdir, j->name, MX_SNAPSHOT_MAGIC, mx_buf_data(&j->payload),
                                             j->payload.len, j->err, sizeof j->err);
     j->write_us = mono_us() - t1;

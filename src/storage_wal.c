@@ -462,7 +462,9 @@ static void submit_snapshot(struct mx_walstore *s, struct mx_room *r)
      * the job is collected; the whole encoding is the fallback */
     j->niov = 0;
     int erc = -1;
-    if (mx_oplog_pin(r->log) == 0) {
+    if (!j->stage)
+        j->stage = mx_malloc(MX_SNAPJOB_STAGE); /* kept for the next jobs */
+    if (j->stage && mx_oplog_pin(r->log) == 0) {
         erc = mx_snapshot_encode_gather(r, lsn, &j->payload, &j->iov, &j->niov, &j->iovcap);
         if (erc) {
             mx_oplog_unpin(r->log);
@@ -746,6 +748,8 @@ static void st_close(void *ctx, mx_map *rooms)
     free(s->jobmem.iov);
     s->jobmem.iov = NULL;
     s->jobmem.iovcap = 0;
+    free(s->jobmem.stage);
+    s->jobmem.stage = NULL;
     if (rooms && st_flush(s) == 0 && mx_swal_ready_for_snapshots(s)) {
         snapshot_all_dirty(s, rooms, 0);
         if (s->pending)

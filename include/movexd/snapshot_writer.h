@@ -30,6 +30,7 @@ struct mx_snapjob {
      * (mx_snapshot_encode_gather, mx_oplog_pin) */
     struct iovec *iov;
     size_t niov, iovcap;
+    char *stage;       /* MX_SNAPJOB_STAGE bytes the thread writes the pieces through */
     size_t bytes;      /* the snapshot's size (payload.len, or the pieces') */
     /* set by the thread; the loop reads them once it has collected the job */
     int sync_errno;    /* the WAL fdatasync failed: nothing else was done */
@@ -38,6 +39,8 @@ struct mx_snapjob {
     int rc;            /* the snapshot file: 0 or a negative mx_err */
     char err[600];     /* what failed (state or snapshot) */
 };
+
+#define MX_SNAPJOB_STAGE (256u << 10)
 
 typedef struct mx_snapwriter mx_snapwriter;
 

@@ -198,10 +198,13 @@ int mx_atomic_write(const char *dir, const char *name, const char magic[8], cons
 int mx_atomic_write_quiet(const char *dir, const char *name, const char magic[8],
                           const void *payload, size_t len, char *err, size_t errlen);
 /* The same with the payload in pieces, iov[0..niov) in order (the CRC and
- * the file are those of their concatenation; written with writev). */
+ * the file are those of their concatenation). With stage (stagecap > 0
+ * bytes of the caller's), many pieces are copied into it and written a
+ * stage at a time. */
 struct iovec;
 int mx_atomic_writev_quiet(const char *dir, const char *name, const char magic[8],
-                           const struct iovec *iov, size_t niov, char *err, size_t errlen);
+                           const struct iovec *iov, size_t niov, char *stage, size_t stagecap,
+                           char *err, size_t errlen);
 /* Write n such files in DIR sharing the syncs (one syncfs, one directory
  * fsync): for evicting many rooms at once. Returns how many were made
  * durable, in order (all, or fewer after an error, which is logged and put

@@ -619,12 +619,14 @@ test('snapshots and WAL segment deletion: wal-*.log files stay bounded past wal_
     }
     // the WAL passed 1m at 16 segments of 64k; a checkpoint (after the
     // commit that crossed it) snapshots every dirty room and deletes all but
-    // the current segment. So at most ~17 exist at once; 20 leaves slack for
-    // the commit that crosses the bound.
+    // the current segment. So at most ~17 exist at once; 24 leaves slack for
+    // the commit that crosses the bound and for the commits that pass while
+    // a snapshot is in flight on the writer thread (both the trim and the
+    // checkpoint wait for it; seconds under ASan on a loaded machine).
     // (or the trim before it found every old record covered already: then
     // no room is snapshotted on the loop; see the next test)
     assert.match(d.stderr, /event=(checkpoint|wal_trimmed) segments_removed=[1-9]/, 'segments were removed');
-    assert.ok(maxFiles <= 20, `at most 20 wal segments at a time (saw ${maxFiles})`);
+    assert.ok(maxFiles <= 24, `at most 24 wal segments at a time (saw ${maxFiles})`);
     const names = walFiles(d.dataDir);
     const lastLsn = Number(names[names.length - 1].slice(4, 24));
     assert.ok(lastLsn > 1000, `segments were deleted: ${names.length} files, newest starts at LSN ${lastLsn}`);
@@ -645,7 +647,7 @@ test('snapshots and WAL segment deletion: wal-*.log files stay bounded past wal_
     assert.equal(sy.actions.length, heads['seg:a'].seq);
     await c.close();
     await d.stop();
-    assert.ok(walFiles(d.dataDir).length <= 20);
+    assert.ok(walFiles(d.dataDir).length <= 24);
   });
 });
 

@@ -5,6 +5,7 @@
  * files. Every test works in its own mkdtemp directory under /tmp and checks
  * that it leaves no descriptor open. */
 #include <check.h>
+#include <sys/uio.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1309,6 +1310,76 @@ START_TEST(atomic_roundtrip)
 }
 END_TEST
 
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(n > 0 ? (size_t)n : 1);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+/* A payload in pieces (a snapshot written from the log's texts): the file
+ * is the one mx_atomic_write makes of their concatenation, byte for byte,
+ * through a stage smaller than the payload and than some pieces, with
+ * empty pieces, and without a stage. */
+START_TEST(atomic_pieces_are_one_payload)
+{
+    FD_BEGIN;
+    char *dir = make_tmpdir();
+    char err[512];
+    enum { TOTAL = 300000, STAGE = 4096 };
+    uint8_t *buf = malloc(TOTAL);
+    char *stage = malloc(STAGE);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_ptr_nonnull(stage);
+    fill(buf, TOTAL, 7);
+    struct iovec iov[600];
+    size_t n = 0, at = 0;
+    for (size_t k = 0; at < TOTAL && n < 599; k++) {
+        size_t len = (k * 7919) % 9000; /* 0 .. 8999: some bigger than the stage, some empty */
+        if (len > TOTAL - at)
+            len = TOTAL - at;
+        iov[n++] = (struct iovec){.iov_base = buf + at, .iov_len = len};
+        at += len;
+    }
+    iov[n++] = (struct iovec){.iov_base = buf + at, .iov_len = TOTAL - at};
+    ck_assert_int_eq(mx_atomic_write(dir, "whole.snap", MAGIC, buf, TOTAL, err, sizeof err), 0);
+    ck_assert_int_eq(mx_atomic_writev_quiet(dir, "staged.snap", MAGIC, iov, n, stage, STAGE, err, sizeof err), 0);
+    ck_assert_int_eq(mx_atomic_writev_quiet(dir, "plain.snap", MAGIC, iov, n, NULL, 0, err, sizeof err), 0);
+    char p[512];
+    snprintf(p, sizeof p, "%s/whole.snap", dir);
+    size_t wl;
+    char *whole = slurp(p, &wl);
+    ck_assert_uint_eq(wl, 16 + TOTAL);
+    const char *names[] = {"staged.snap", "plain.snap"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        size_t l;
+        char *got = slurp(p, &l);
+        ck_assert_uint_eq(l, wl);
+        ck_assert_msg(!memcmp(got, whole, wl), "%s differs from the one-piece file", names[i]);
+        free(got);
+        void *out = NULL;
+        size_t len = 0;
+        ck_assert_msg(mx_atomic_read(dir, names[i], MAGIC, &out, &len, err, sizeof err) == 0, "%s", err);
+        ck_assert_uint_eq(len, TOTAL);
+        free(out);
+    }
+    free(whole);
+    free(stage);
+    free(buf);
+    drop_tmpdir(dir);
+    FD_END;
+}
+END_TEST
+
 START_TEST(atomic_damage_detected)
 {
     FD_BEGIN;
@@ -1659,6 +1730,7 @@ Suite *mx_suite_wal(void)
 
     tc = tcase_create("atomic");
     tcase_add_test(tc, atomic_roundtrip);
+    tcase_add_test(tc, atomic_pieces_are_one_payload);
     tcase_add_test(tc, atomic_damage_detected);
     suite_add_tcase(s, tc);
 

@@ -22,18 +22,17 @@
 #include "movexd/alloc.h"
 #include "movexd/cluster_journal.h"
 #include "movexd/codec.h"
+#include "movexd/dircheck.h"
 #include "movexd/log.h"
 #include "movexd/wal.h"
 
 #include <dirent.h>
-#include <linux/magic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -511,28 +510,6 @@ static int list_segments(const char *dir, uint64_t **ids, size_t *n, char *err, 
     return 0;
 }
 
-/* mkdir -p: every missing level of dir (the default lives under data_dir,
- * which may not exist yet, nor its parent). The check came first, so a
- * failure here is one it cannot foresee (a race, a full disk). */
-static int make_dir(const char *dir, char *err, size_t errlen)
-{
-    char p[1024];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != '\0')
-            continue;
-        char c = *s;
-        *s = '\0';
-        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "%s: cannot create %s: %s", dir, p, strerror(errno));
-            return -1;
-        }
-        *s = c;
-        if (!c)
-            return 0;
-    }
-}
-
 int mx_jfile_open(const char *dir, size_t segment_bytes, size_t max_bytes, struct mx_journal *j,
                   char *epoch, size_t epochlen, struct mx_jfile **out, char *err, size_t errlen)
 {
@@ -556,7 +533,7 @@ int mx_jfile_open(const char *dir, size_t segment_bytes, size_t max_bytes, struc
     }
     snprintf(f->dir, sizeof f->dir, "%s", dir);
     /* the same check as movexd -t's, so both refuse a path with one message */
-    if (mx_jfile_check_dir(dir, err, errlen) || make_dir(dir, err, errlen))
+    if (mx_jfile_check_dir(dir, err, errlen) || mx_dir_make(dir, err, errlen))
         goto fail;
     snprintf(lockpath, sizeof lockpath, "%s/LOCK", dir);
     f->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -611,66 +588,7 @@ void mx_jfile_stats(const struct mx_jfile *f, struct mx_jfile_stats *out)
     out->segments = f->nsegs;
 }
 
-/* Filesystems whose directories look writable to root but cannot hold the
- * journal's files: mkdir fails there (proc, sysfs), or makes a kernel
- * object that refuses plain files (cgroup). Named by statfs's f_type. */
-static const char *pseudo_fs(const char *path)
-{
-    static const struct {
-        unsigned long magic;
-        const char *name;
-    } known[] = {
-        {PROC_SUPER_MAGIC, "proc"},     {SYSFS_MAGIC, "sysfs"},         {CGROUP_SUPER_MAGIC, "cgroup"},
-        {CGROUP2_SUPER_MAGIC, "cgroup2"}, {DEVPTS_SUPER_MAGIC, "devpts"}, {DEBUGFS_MAGIC, "debugfs"},
-        {TRACEFS_MAGIC, "tracefs"},     {SECURITYFS_MAGIC, "securityfs"}, {BPF_FS_MAGIC, "bpf"},
-        {PSTOREFS_MAGIC, "pstore"},     {EFIVARFS_MAGIC, "efivarfs"},   {SELINUX_MAGIC, "selinuxfs"},
-    };
-    struct statfs sf;
-    if (statfs(path, &sf) != 0)
-        return NULL; /* the access check below decides */
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if ((unsigned long)sf.f_type == known[i].magic)
-            return known[i].name;
-    return NULL;
-}
-
 int mx_jfile_check_dir(const char *dir, char *err, size_t errlen)
 {
-    char p[1024];
-    if (!dir[0] || strlen(dir) >= sizeof p) {
-        snprintf(err, errlen, "journal directory '%s': empty or too long", dir);
-        return -1;
-    }
-    snprintf(p, sizeof p, "%s", dir);
-    struct stat st;
-    /* the nearest existing ancestor decides whether it can be made */
-    while (stat(p, &st) != 0) {
-        char *slash = strrchr(p, '/');
-        int absent = errno == ENOENT || errno == ENOTDIR; /* ENOTDIR: a file on the way, found above */
-        if (!absent || !slash) {
-            if (absent) /* a relative name: the current directory */
-                snprintf(p, sizeof p, ".");
-            else {
-                snprintf(err, errlen, "journal directory %s: %s", p, strerror(errno));
-                return -1;
-            }
-        } else if (slash == p) {
-            p[1] = '\0';
-        } else {
-            *slash = '\0';
-        }
-    }
-    const char *fs = pseudo_fs(p);
-    if (fs) {
-        snprintf(err, errlen, "journal directory %s: %s is on a %s filesystem, which cannot hold the journal's files",
-                 dir, p, fs);
-        return -1;
-    }
-    /* an existing journal directory is read back at start (R_OK) too */
-    int exists = !strcmp(p, dir);
-    if (!S_ISDIR(st.st_mode) || access(p, W_OK | X_OK | (exists ? R_OK : 0))) {
-        snprintf(err, errlen, "journal directory %s: %s is not a writable directory", dir, p);
-        return -1;
-    }
-    return 0;
+    return mx_dir_check("journal directory", dir, err, errlen);
 }

@@ -33,6 +33,7 @@
 #include "movexd/cluster_node.h"
 #include "movexd/cluster_presence.h"
 #include "movexd/config.h"
+#include "movexd/dircheck.h"
 #include "movexd/evloop.h"
 #include "movexd/engine.h"
 #include "movexd/jwt.h"
@@ -453,7 +454,17 @@ int main(int argc, char **argv)
         }
         sodium_memzero(&probe, sizeof(probe));
     }
-    if (cfg.cluster.enabled) {
+    if (!cfg.cluster.enabled) {
+        /* the data directory: what start-up's storage refuses, -t refuses
+         * (one check, dircheck.c) */
+        if (mx_dir_check("data directory", cfg.data_dir, err, sizeof(err))) {
+            if (!opt_data_dir) /* else the command line chose it, not a conf line */
+                at_key("data_dir", err, sizeof(err));
+            fprintf(stderr, "movexd: %s\n", err);
+            mx_config_free(&cfg);
+            return 1;
+        }
+    } else {
         /* the journal's directory must be usable before Redis is relied on */
         char jdir[1100];
         mx_config_journal_dir(&cfg, jdir, sizeof jdir);

@@ -46,6 +46,7 @@
 #include "movexd/codec.h"
 #include "movexd/alloc.h"
 #include "movexd/digest.h"
+#include "movexd/dircheck.h"
 #include "movexd/err.h"
 #include "movexd/log.h"
 #include "movexd/metrics.h"
@@ -779,13 +780,20 @@ static int make_dir(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* data_dir: movexd -t's check first (the same message), then every
+ * missing level */
+static int make_data_dir(const char *path, char *err, size_t errlen)
+{
+    return mx_dir_check("data directory", path, err, errlen) || mx_dir_make(path, err, errlen) ? -1 : 0;
+}
+
 static void free_room(void *r) { mx_room_free(r); }
 
 static int make_dirs(struct mx_walstore *s, char *err, size_t errlen)
 {
     snprintf(s->waldir, sizeof(s->waldir), "%s/wal", s->cfg->data_dir);
     snprintf(s->snapdir, sizeof(s->snapdir), "%s/rooms", s->cfg->data_dir);
-    return make_dir(s->cfg->data_dir, err, errlen) || make_dir(s->waldir, err, errlen) ||
+    return make_data_dir(s->cfg->data_dir, err, errlen) || make_dir(s->waldir, err, errlen) ||
                    make_dir(s->snapdir, err, errlen)
                ? -1
                : 0;

@@ -52,10 +52,8 @@ void mx_jfile_close(struct mx_jfile *f);
 
 void mx_jfile_stats(const struct mx_jfile *f, struct mx_jfile_stats *out);
 
-/* For movexd -t and start-up alike: dir is a readable, writable directory,
- * or can be created (its nearest existing ancestor is a writable
- * directory), and is not on a filesystem that cannot hold files (proc,
- * sysfs, cgroup, ...). Creates nothing. 0, or -1 with err. */
+/* For movexd -t and start-up alike: mx_dir_check (dircheck.h) of dir as
+ * the "journal directory". Creates nothing. 0, or -1 with err. */
 int mx_jfile_check_dir(const char *dir, char *err, size_t errlen);
 
 #endif

@@ -141,3 +141,40 @@ for (const sig of ['SIGTERM', 'SIGINT']) {
     }
   });
 }
+
+// data_dir: -t runs start-up's own check (dircheck.c) and says what
+// start-up would say; -t used to call a data directory on /proc, or below
+// a file, valid. Start-up makes every missing level.
+test('movexd -t refuses a data_dir start-up would refuse, with start-up\'s message; a nested new one is created at start', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'movexd-datadir-'));
+  try {
+    const file = join(dir, 'file');
+    writeFileSync(file, 'x');
+    const cases = [
+      ['/proc/movexd-test-data', /data directory \/proc\/movexd-test-data: \/proc is on a proc filesystem, which cannot hold files/],
+      [join(file, 'data'), /data directory .*file\/data: .*file is not a writable directory/],
+    ];
+    for (const [dd, want] of cases) {
+      const t = run(['-t', '--data-dir', dd]);
+      assert.equal(t.status, 1, t.stdout);
+      assert.match(t.stderr, want);
+      const s = run(['--listen', '127.0.0.1:0', '--data-dir', dd]); // refused before it listens
+      assert.equal(s.status, 1, s.stderr);
+      assert.equal(s.stderr, t.stderr);
+    }
+    // from the conf: FILE:LINE
+    const conf = join(dir, 'movexd.conf');
+    writeFileSync(conf, 'log_level info\ndata_dir /proc/movexd-test-data\n');
+    const c = run(['-t', '-c', conf]);
+    assert.equal(c.status, 1, c.stdout);
+    assert.ok(c.stderr.includes(`${conf}:2: data directory /proc/movexd-test-data: `), c.stderr);
+    // three missing levels: -t accepts (and creates nothing), start-up makes them
+    const deep = join(dir, 'a', 'b', 'c');
+    assert.equal(run(['-t', '--data-dir', deep]).status, 0);
+    await withDaemon({ args: ['--data-dir', deep] }, async (d) => {
+      await d.waitLog(/event=started /);
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

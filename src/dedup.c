@@ -48,7 +48,30 @@ struct mx_dedup {
     int held;     /* records are undoable (mx_dedup_hold) */
     struct undo *undo;
     size_t nundo, capundo;
+    /* The record looked up last and its client id (lookup): a decision
+     * asks for the same client's record twice (highest, then record), and
+     * a map look-up is a SipHash of the id. Forgotten before any record
+     * leaves the map. */
+    struct record *last;
+    size_t last_clen;
+    char last_client[128];
 };
+
+/* client's record, or NULL. d is not changed but for the one-entry
+ * memory of the last look-up (a cache: d is const to callers). */
+static struct record *lookup(const mx_dedup *d, const char *client, size_t clen)
+{
+    mx_dedup *m = (mx_dedup *)d;
+    if (m->last && m->last_clen == clen && memcmp(m->last_client, client, clen) == 0)
+        return m->last;
+    struct record *r = mx_map_get(d->clients, client, clen);
+    if (r && clen <= sizeof(m->last_client)) {
+        m->last = r;
+        m->last_clen = clen;
+        memcpy(m->last_client, client, clen);
+    }
+    return r;
+}
 
 mx_dedup *mx_dedup_new(size_t window)
 {
@@ -89,14 +112,14 @@ void mx_dedup_free(mx_dedup *d)
 
 uint64_t mx_dedup_highest(const mx_dedup *d, const char *client, size_t clen)
 {
-    const struct record *r = mx_map_get(d->clients, client, clen);
+    const struct record *r = lookup(d, client, clen);
     return r ? r->highest : 0;
 }
 
 int mx_dedup_find(const mx_dedup *d, const char *client, size_t clen, uint64_t n,
                   const struct mx_outcome **out)
 {
-    const struct record *r = mx_map_get(d->clients, client, clen);
+    const struct record *r = lookup(d, client, clen);
     if (!r || n > r->highest)
         return 0;
     if (n < rec_at(r, 0)->n)
@@ -156,7 +179,7 @@ static int undo_reserve(mx_dedup *d)
 
 int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct mx_outcome *o)
 {
-    struct record *r = mx_map_get(d->clients, client, clen);
+    struct record *r = lookup(d, client, clen);
     if (o->n <= (r ? r->highest : 0))
         return -1;
     char *msg = NULL;
@@ -194,6 +217,7 @@ int mx_dedup_record(mx_dedup *d, const char *client, size_t clen, const struct m
     }
     if (r->count == r->alloc && r->alloc < d->window && grow(d, r) < 0) {
         if (fresh) {
+            d->last = NULL; /* lookup() may hold it */
             mx_map_del(d->clients, client, clen);
             free(r);
         }
@@ -269,6 +293,7 @@ void mx_dedup_rewind(mx_dedup *d)
         if (u->client) {
             /* made by this step, the newest of the map's dense array:
              * removing it restores the map's order too */
+            d->last = NULL; /* lookup() may hold it */
             mx_map_del(d->clients, u->client, u->clen);
             d->slots -= r->alloc;
             free(r->ring);

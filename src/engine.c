@@ -838,6 +838,8 @@ static struct mx_msg_head reply_head(const struct mx_request *q, const struct mx
     if (r) {
         h.room = r->id;
         h.roomlen = r->idlen;
+        h.room_field = r->room_field;
+        h.room_fieldlen = r->room_fieldlen;
     }
     return h;
 }

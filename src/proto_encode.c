@@ -26,7 +26,9 @@ static void begin(mx_buf *out, const char *type, const struct mx_msg_head *h)
     mx_buf_putc(out, '"');
     if (h->has_id)
         mx_proto_field_u64(out, "id", h->id);
-    if (h->room)
+    if (h->room_field)
+        mx_buf_append(out, h->room_field, h->room_fieldlen);
+    else if (h->room)
         mx_proto_field_str(out, "room", h->room, h->roomlen);
 }
 

@@ -56,6 +56,16 @@ struct mx_room *mx_room_new(const char *id, size_t idlen, const struct mx_room_t
     memcpy(r->id, id, idlen);
     r->id[idlen] = '\0';
     r->idlen = idlen;
+    mx_buf f;
+    mx_buf_init(&f, 0);
+    mx_proto_field_str(&f, "room", id, idlen);
+    r->room_fieldlen = f.len;
+    if (f.oom || !(r->room_field = mx_malloc(f.len))) {
+        mx_buf_free(&f);
+        goto fail;
+    }
+    memcpy(r->room_field, mx_buf_data(&f), f.len);
+    mx_buf_free(&f);
     *err = 0;
     return r;
 fail:
@@ -127,6 +137,7 @@ void mx_room_free(struct mx_room *r)
     /* the tree goes too: commit only frees what the undos own */
     mx_room_batch_commit(r);
     free(r->id);
+    free(r->room_field);
     mx_json_free(r->state);
     mx_oplog_free(r->log);
     mx_dedup_free(r->dedup);

@@ -107,6 +107,10 @@ struct mx_msg_head {
     uint64_t id;
     const char *room;
     size_t roomlen;
+    /* optional: room's field `,"room":"<room>"` already encoded
+     * (mx_room.room_field), copied instead of escaping room again */
+    const char *room_field;
+    size_t room_fieldlen;
 };
 
 struct mx_msg_welcome {

@@ -28,6 +28,10 @@ struct mx_conn;
 struct mx_room {
     char *id;
     size_t idlen;
+    /* `,"room":"<id>"` as the encoders write it, made once (every ack and
+     * fwd of the room carries it: mx_msg_head.room_field) */
+    char *room_field;
+    size_t room_fieldlen;
     struct mx_room_type type; /* settings copied from the config */
     const struct mx_reducer *reducer;
     mx_val *state;

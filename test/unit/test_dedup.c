@@ -52,6 +52,31 @@ static int find(const mx_dedup *d, const char *c, size_t clen, uint64_t n)
     return r;
 }
 
+/* The last record looked up is remembered (dedup.c lookup): a record a
+ * rewind removes must be forgotten with it, and a remembered client must
+ * not answer for another (same length, other bytes; a prefix). */
+START_TEST(remembered_record_never_outlives_it)
+{
+    mx_dedup *d = mx_dedup_new(4);
+    ck_assert_int_eq(rec(d, "alice", 5, ack(1, 10)), 0);
+    ck_assert_uint_eq(mx_dedup_highest(d, "alice", 5), 1);
+    ck_assert_uint_eq(mx_dedup_highest(d, "alicf", 5), 0);
+    ck_assert_uint_eq(mx_dedup_highest(d, "alic", 4), 0);
+    ck_assert_uint_eq(mx_dedup_highest(d, "alice", 5), 1);
+    mx_dedup_hold(d);
+    ck_assert_int_eq(rec(d, "bob", 3, ack(1, 11)), 0); /* a new record, under a hold */
+    ck_assert_uint_eq(mx_dedup_highest(d, "bob", 3), 1); /* now remembered */
+    mx_dedup_rewind(d);                                  /* removes bob's record */
+    ck_assert_uint_eq(mx_dedup_highest(d, "bob", 3), 0);
+    ck_assert_int_eq(find(d, "bob", 3, 1), 0);
+    ck_assert_uint_eq(mx_dedup_clients(d), 1);
+    ck_assert_int_eq(rec(d, "bob", 3, ack(1, 12)), 0);
+    ck_assert_uint_eq(mx_dedup_highest(d, "bob", 3), 1);
+    ck_assert_uint_eq(mx_dedup_highest(d, "alice", 5), 1);
+    mx_dedup_free(d);
+}
+END_TEST
+
 START_TEST(highest_and_find_basic)
 {
     mx_dedup *d = mx_dedup_new(1024);
@@ -373,6 +398,7 @@ Suite *mx_suite_dedup(void)
     tcase_add_test(tc, lazy_growth);
     tcase_add_test(tc, foreach_order);
     tcase_add_test(tc, many_clients);
+    tcase_add_test(tc, remembered_record_never_outlives_it);
     suite_add_tcase(s, tc);
     return s;
 }

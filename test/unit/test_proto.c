@@ -429,6 +429,32 @@ START_TEST(checksum_hex_kept_is_always_its_own)
 }
 END_TEST
 
+/* A head with the room's field made once (mx_room.room_field, what
+ * mx_room_new builds with mx_proto_field_str) encodes byte for byte as a
+ * head that escapes the room each time. */
+START_TEST(room_field_made_once_is_the_same_bytes)
+{
+    const char *room = "game:lobby-1.x_y";
+    mx_buf f, a, b;
+    mx_buf_init(&f, 0);
+    mx_buf_init(&a, 0);
+    mx_buf_init(&b, 0);
+    mx_proto_field_str(&f, "room", room, strlen(room));
+    ck_assert_str_eq(mx_buf_data(&f), ",\"room\":\"game:lobby-1.x_y\"");
+    uint8_t p[MX_DIGEST_LEN] = {1}, c[MX_DIGEST_LEN] = {2};
+    struct mx_msg_ack m = {.h = {.has_id = 1, .id = 9, .room = room, .roomlen = strlen(room)},
+                           .n = 3, .seq = 4, .prev = p, .checksum = c};
+    mx_proto_ack(&a, &m);
+    m.h.room_field = mx_buf_data(&f);
+    m.h.room_fieldlen = f.len;
+    mx_proto_ack(&b, &m);
+    ck_assert_str_eq(mx_buf_data(&a), mx_buf_data(&b));
+    mx_buf_free(&f);
+    mx_buf_free(&a);
+    mx_buf_free(&b);
+}
+END_TEST
+
 Suite *mx_suite_proto(void)
 {
     Suite *s = suite_create("proto");
@@ -442,6 +468,7 @@ Suite *mx_suite_proto(void)
     tcase_add_test(enc, optional_fields_absent_when_zero);
     tcase_add_test(enc, broken_inputs_never_make_a_message);
     tcase_add_test(enc, checksum_hex_kept_is_always_its_own);
+    tcase_add_test(enc, room_field_made_once_is_the_same_bytes);
     suite_add_tcase(s, enc);
     TCase *dec = tcase_create("decode");
     tcase_add_test(dec, decode_dep_forms);

@@ -124,6 +124,11 @@ static void assert_unchanged(const struct mx_room *r, struct head *h, const char
 START_TEST(applied_entry_is_the_logs_copy)
 {
     struct mx_room *r = room(4, 16);
+    /* the room's field for reply heads, made once at creation */
+    char field[256];
+    snprintf(field, sizeof field, ",\"room\":\"%s\"", ID);
+    ck_assert_uint_eq(r->room_fieldlen, strlen(field));
+    ck_assert(memcmp(r->room_field, field, r->room_fieldlen) == 0);
     json_t *action = json_pack("{s:s, s:[{s:s, s:s, s:i}]}", "type", "patch", "payload", "op", "add",
                                "path", "/a", "value", 1);
     struct mx_action_in in = {.client = "c", .clientlen = 1, .n = 1, .action = action, .max_depth = 32};

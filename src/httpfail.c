@@ -25,6 +25,11 @@
  * cleared it, so nothing is added behind it. Best effort: a socket that
  * cannot take the few hundred bytes at once gets nothing, as before.
  *
+ * Only in a process that serves (mx_httpfail_enable, at server start): the
+ * daemon's only recv() users are the connections lws accepted (Redis is
+ * read with read()), while movexctl's client connections, which lws also
+ * shuts down, are never answered into.
+ *
  * Not answered: a connection closed by the peer (an end was read) or by a
  * timeout (another descriptor was read since, or nothing new was).
  *
@@ -46,9 +51,14 @@
 
 static int rx_fd = -1;
 static int too_large; /* lws's header space ran out since rx_fd's read */
+static int enabled;   /* a server runs in this process: every read is of a connection it accepted */
+
+void mx_httpfail_enable(void) { enabled = 1; }
 
 void mx_httpfail_rx(int fd, ssize_t n)
 {
+    if (!enabled)
+        return;
     if (n > 0) {
         rx_fd = fd;
         too_large = 0;

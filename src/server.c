@@ -544,6 +544,7 @@ int mx_server_start_on(struct mx_server *s, const struct mx_config *cfg, mx_engi
     }
     /* a commit's replies are written as soon as it is made (session.c) */
     mx_engine_set_released(e, mx_session_flush_released, s);
+    mx_httpfail_enable(); /* a request lws cannot parse gets an answer */
     return 0;
 }
 

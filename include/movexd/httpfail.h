@@ -5,6 +5,10 @@
 
 #include <sys/types.h>
 
+/* This process serves HTTP (server.c, at start): until then nothing is
+ * tracked or written - movexctl and the tests link the same code, and
+ * their client connections must never get an answer written into them. */
+void mx_httpfail_enable(void);
 /* A read of n bytes (or an end / error: n <= 0) on descriptor fd that is
  * not a WebSocket: called from the recv()/SSL_read() wrappers (wsmask.c). */
 void mx_httpfail_rx(int fd, ssize_t n);

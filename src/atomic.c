@@ -28,28 +28,9 @@
 #define DIR_FAULT(dir) MX_FAULT_DIR(dir)
 #define ATOMIC_PATH_MAX 4096
 
-/* write() all of p, consulting the fault file first. 0 or an errno value. */
-static int write_all(int fd, const char *dir, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n > 0) {
-        int e = DIR_FAULT(dir);
-        if (e)
-            return e;
-        ssize_t k = write(fd, b, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? errno : ENOSPC;
-        b += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* pwrite() all of p at off, consulting the fault file first. 0 or an
- * errno value. */
-static int pwrite_all(int fd, const char *dir, const void *p, size_t n, off_t off)
+/* pwrite() all of p at file offset off, consulting the fault file
+ * first. 0 or an errno value. */
+static int write_at(int fd, const char *dir, const void *p, size_t n, off_t off)
 {
     const uint8_t *b = p;
     while (n > 0) {
@@ -90,7 +71,7 @@ static int write_staged(int fd, const char *dir, const struct iovec *iov, size_t
             n -= k;
             if (at == stagecap) {
                 *crc = mx_crc32c(*crc, stage, at);
-                int e = pwrite_all(fd, dir, stage, at, off);
+                int e = write_at(fd, dir, stage, at, off);
                 if (e)
                     return e;
                 off += (off_t)at;
@@ -99,7 +80,7 @@ static int write_staged(int fd, const char *dir, const struct iovec *iov, size_t
         }
     }
     *crc = mx_crc32c(*crc, stage, at);
-    return at ? pwrite_all(fd, dir, stage, at, off) : 0;
+    return at ? write_at(fd, dir, stage, at, off) : 0;
 }
 
 static int valid_name(const char *name)
@@ -132,14 +113,15 @@ static int write_file(const char *dir, const char *name, const char magic[8], co
         e = write_staged(fd, dir, iov, niov, stage, stagecap, &crc);
         mx_le32_put(h + 12, crc);
         if (!e)
-            e = pwrite_all(fd, dir, h, sizeof h, 0);
+            e = write_at(fd, dir, h, sizeof h, 0);
     } else {
         for (size_t i = 0; i < niov; i++)
             crc = mx_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
         mx_le32_put(h + 12, crc);
-        e = write_all(fd, dir, h, sizeof h);
-        for (size_t i = 0; !e && i < niov; i++)
-            e = write_all(fd, dir, iov[i].iov_base, iov[i].iov_len);
+        e = write_at(fd, dir, h, sizeof h, 0);
+        off_t off = ATOMIC_HEADER;
+        for (size_t i = 0; !e && i < niov; off += (off_t)iov[i].iov_len, i++)
+            e = write_at(fd, dir, iov[i].iov_base, iov[i].iov_len, off);
     }
     if (!e) {
         *op = "fsync";
@@ -246,9 +228,9 @@ int mx_atomic_write_many(const char *dir, size_t n, char *const names[], const c
         mx_le32_put(h + 8, (uint32_t)lens[done]);
         mx_le32_put(h + 12, mx_wal_frame_crc(h + 8, payloads[done], lens[done]));
         op = "write";
-        e = write_all(fd, dir, h, sizeof h);
+        e = write_at(fd, dir, h, sizeof h, 0);
         if (!e)
-            e = write_all(fd, dir, payloads[done], lens[done]);
+            e = write_at(fd, dir, payloads[done], lens[done], ATOMIC_HEADER);
         if (close(fd) != 0 && !e)
             e = errno;
         if (e) {

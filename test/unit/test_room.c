@@ -669,6 +669,21 @@ START_TEST(batch_rollback_restores_the_room_lua)
 }
 END_TEST
 
+/* r encoded whole into *whole and, with its log pinned, gathered: the
+ * pieces' own bytes in *rest, the list in *iov / *niov. */
+static void encode_both(struct mx_room *r, uint64_t lsn, mx_buf *whole, mx_buf *rest, struct iovec **iov,
+                        size_t *niov)
+{
+    size_t cap = 0;
+    mx_buf_init(whole, 0);
+    mx_buf_init(rest, 0);
+    ck_assert_int_eq(mx_snapshot_encode(r, lsn, whole), 0);
+    *iov = NULL;
+    ck_assert_int_eq(mx_oplog_pin(r->log), 0);
+    ck_assert_int_eq(mx_oplog_pin(r->log), -1); /* one pin at a time */
+    ck_assert_int_eq(mx_snapshot_encode_gather(r, lsn, rest, iov, niov, &cap), 0);
+}
+
 /* The gathered snapshot (storage_wal.c's writer-thread path) is the same
  * bytes as mx_snapshot_encode, and its texts are the log's own blocks,
  * not copies; pinned, they stay intact while the room goes on deciding
@@ -679,14 +694,9 @@ START_TEST(gathered_snapshot_is_the_encoding)
     for (uint64_t n = 1; n <= 12; n++)
         decide(r, n % 2 ? "alice" : "bob", (n + 1) / 2, n == 3 ? FAILS : INC, NULL);
     mx_buf whole, rest;
-    mx_buf_init(&whole, 0);
-    mx_buf_init(&rest, 0);
-    ck_assert_int_eq(mx_snapshot_encode(r, 77, &whole), 0);
-    struct iovec *iov = NULL;
-    size_t niov = 0, cap = 0;
-    ck_assert_int_eq(mx_oplog_pin(r->log), 0);
-    ck_assert_int_eq(mx_oplog_pin(r->log), -1); /* one pin at a time */
-    ck_assert_int_eq(mx_snapshot_encode_gather(r, 77, &rest, &iov, &niov, &cap), 0);
+    struct iovec *iov;
+    size_t niov = 0;
+    encode_both(r, 77, &whole, &rest, &iov, &niov);
     ck_assert_uint_eq(niov, 2 + 2 * mx_oplog_count(r->log));
     /* the texts are the log's blocks */
     for (size_t i = 0; i < mx_oplog_count(r->log); i++)
@@ -722,13 +732,9 @@ START_TEST(gathered_snapshot_of_an_empty_log)
     struct mx_room *r = room(0, 4);
     decide(r, "alice", 1, INC, NULL);
     mx_buf whole, rest;
-    mx_buf_init(&whole, 0);
-    mx_buf_init(&rest, 0);
-    ck_assert_int_eq(mx_snapshot_encode(r, 5, &whole), 0);
-    struct iovec *iov = NULL;
-    size_t niov = 0, cap = 0;
-    ck_assert_int_eq(mx_oplog_pin(r->log), 0);
-    ck_assert_int_eq(mx_snapshot_encode_gather(r, 5, &rest, &iov, &niov, &cap), 0);
+    struct iovec *iov;
+    size_t niov = 0;
+    encode_both(r, 5, &whole, &rest, &iov, &niov);
     ck_assert_uint_eq(niov, 2);
     ck_assert_uint_eq(iov[0].iov_len + iov[1].iov_len, whole.len);
     ck_assert(!memcmp(iov[0].iov_base, mx_buf_data(&whole), iov[0].iov_len));

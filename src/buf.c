@@ -88,7 +88,7 @@ int mx_buf_put_u64(mx_buf *b, unsigned long long v)
     return 0;
 }
 
-int mx_buf_put_hex(mx_buf *b, const unsigned char *p, size_t n)
+void mx_hex_encode(char *o, const unsigned char *p, size_t n)
 {
     /* both hex digits of each byte: one load and one 2-byte store */
     static const char pairs[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
@@ -99,11 +99,15 @@ int mx_buf_put_hex(mx_buf *b, const unsigned char *p, size_t n)
                                    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
                                    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
                                    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-    if (mx_buf_reserve(b, n * 2))
-        return -1;
-    char *o = b->mem + b->pre + b->len;
     for (size_t i = 0; i < n; i++)
         memcpy(o + 2 * i, pairs + 2 * p[i], 2);
+}
+
+int mx_buf_put_hex(mx_buf *b, const unsigned char *p, size_t n)
+{
+    if (mx_buf_reserve(b, n * 2))
+        return -1;
+    mx_hex_encode(b->mem + b->pre + b->len, p, n);
     b->len += n * 2;
     b->mem[b->pre + b->len] = '\0';
     return 0;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "movexd/err.h"
+#include "movexd/numfmt.h"
 #include "movexd/oplog.h"
 #include "movexd/reducer.h"
 
@@ -54,55 +55,77 @@ static void field_raw(mx_buf *out, const char *name, const char *json, size_t le
     mx_buf_append(out, json, len);
 }
 
-void mx_proto_field_u64(mx_buf *out, const char *name, uint64_t v)
+/* `,"name":` at o (namelen + 4 bytes, reserved by the caller). */
+static char *put_name(char *o, const char *name, size_t namelen)
 {
-    mx_buf_puts(out, ",\"");
-    mx_buf_puts(out, name);
-    mx_buf_puts(out, "\":");
-    mx_buf_put_u64(out, v);
+    o[0] = ',';
+    o[1] = '"';
+    memcpy(o + 2, name, namelen);
+    o[namelen + 2] = '"';
+    o[namelen + 3] = ':';
+    return o + namelen + 4;
+}
+
+void mx_proto_field_u64n(mx_buf *out, const char *name, size_t namelen, uint64_t v)
+{
+    if (mx_buf_reserve(out, namelen + 4 + 20))
+        return;
+    char *o = put_name(out->mem + out->pre + out->len, name, namelen);
+    o += mx_u64_digits(v, o);
+    out->len = (size_t)(o - (out->mem + out->pre));
+    *o = '\0';
 }
 
 /* The hex text of the last checksums encoded, per thread. An action's
  * checksum goes out up to four times (the entry's, the ack's "prev" and
  * "checksum", the fwd's "prev"), and its "prev" is the action before's
  * checksum: with these few kept, each checksum is encoded about once.
- * Keyed by the digest's bytes, so an entry is never stale. */
+ * Keyed by the digest's bytes (two 64-bit words), so an entry is never
+ * stale. */
 #define HEX_KEPT 4
+_Static_assert(MX_DIGEST_LEN == 16, "the kept digests are compared as two 64-bit words");
 static _Thread_local struct {
-    uint8_t dig[MX_DIGEST_LEN];
+    uint64_t w0, w1;
     char hex[2 * MX_DIGEST_LEN];
     int used;
 } hex_kept[HEX_KEPT];
 static _Thread_local unsigned hex_next;
 
-void mx_proto_field_hex(mx_buf *out, const char *name, const uint8_t dig[MX_DIGEST_LEN])
+void mx_proto_field_hexn(mx_buf *out, const char *name, size_t namelen, const uint8_t dig[MX_DIGEST_LEN])
 {
-    mx_buf_puts(out, ",\"");
-    mx_buf_puts(out, name);
-    mx_buf_puts(out, "\":\"");
-    for (unsigned i = 0; i < HEX_KEPT; i++) {
-        if (hex_kept[i].used && memcmp(hex_kept[i].dig, dig, MX_DIGEST_LEN) == 0) {
-            mx_buf_append(out, hex_kept[i].hex, sizeof(hex_kept[i].hex));
-            mx_buf_putc(out, '"');
-            return;
-        }
-    }
-    size_t at = out->len;
-    if (!mx_buf_put_hex(out, dig, MX_DIGEST_LEN)) {
+    if (mx_buf_reserve(out, namelen + 4 + 2 + 2 * MX_DIGEST_LEN))
+        return;
+    char *o = put_name(out->mem + out->pre + out->len, name, namelen);
+    *o++ = '"';
+    uint64_t w0, w1;
+    memcpy(&w0, dig, 8);
+    memcpy(&w1, dig + 8, 8);
+    unsigned i = 0;
+    while (i < HEX_KEPT && !(hex_kept[i].used && hex_kept[i].w0 == w0 && hex_kept[i].w1 == w1))
+        i++;
+    if (i < HEX_KEPT) {
+        memcpy(o, hex_kept[i].hex, 2 * MX_DIGEST_LEN);
+    } else {
+        mx_hex_encode(o, dig, MX_DIGEST_LEN);
         unsigned k = hex_next++ % HEX_KEPT;
-        memcpy(hex_kept[k].dig, dig, MX_DIGEST_LEN);
-        memcpy(hex_kept[k].hex, mx_buf_data(out) + at, sizeof(hex_kept[k].hex));
+        hex_kept[k].w0 = w0;
+        hex_kept[k].w1 = w1;
+        memcpy(hex_kept[k].hex, o, 2 * MX_DIGEST_LEN);
         hex_kept[k].used = 1;
     }
-    mx_buf_putc(out, '"');
+    o += 2 * MX_DIGEST_LEN;
+    *o++ = '"';
+    out->len = (size_t)(o - (out->mem + out->pre));
+    *o = '\0';
 }
 
-void mx_proto_field_str(mx_buf *out, const char *name, const char *s, size_t len)
+void mx_proto_field_strn(mx_buf *out, const char *name, size_t namelen, const char *s, size_t len)
 {
-    mx_buf_puts(out, ",\"");
-    mx_buf_puts(out, name);
-    mx_buf_puts(out, "\":");
-    mx_json_dump_string(s, len, out);
+    if (mx_buf_reserve(out, namelen + 4))
+        return;
+    put_name(out->mem + out->pre + out->len, name, namelen);
+    out->len += namelen + 4;
+    mx_json_dump_string(s, len, out); /* terminates the text */
 }
 
 /* Bytes of the well-formed UTF-8 sequence at s (1..4), or 0 with *bad set
@@ -155,7 +178,7 @@ static void field_str_utf8(mx_buf *out, const char *name, const char *s, size_t 
     while (i < len && (n = utf8_seq(p + i, len - i, &bad)))
         i += n;
     if (i == len) {
-        mx_proto_field_str(out, name, s, len);
+        mx_proto_field_strn(out, name, strlen(name), s, len);
         return;
     }
     mx_buf t;
@@ -174,7 +197,7 @@ static void field_str_utf8(mx_buf *out, const char *name, const char *s, size_t 
     if (t.oom)
         out->oom = 1; /* never the unchecked text */
     else
-        mx_proto_field_str(out, name, mx_buf_data(&t), t.len);
+        mx_proto_field_strn(out, name, strlen(name), mx_buf_data(&t), t.len);
     mx_buf_free(&t);
 }
 

@@ -61,6 +61,8 @@ int mx_buf_printf(mx_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int mx_buf_put_u64(mx_buf *b, unsigned long long v);
 int mx_buf_put_hex(mx_buf *b, const unsigned char *p, size_t n);
+/* The 2n lowercase hex digits of p[0..n) at out (no NUL). */
+void mx_hex_encode(char *out, const unsigned char *p, size_t n);
 
 static inline char *mx_buf_data(const mx_buf *b) { return b->mem ? b->mem + b->pre : (char *)""; }
 

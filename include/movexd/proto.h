@@ -230,8 +230,13 @@ void mx_proto_error(mx_buf *out, int has_id, uint64_t id, int err, const char *m
 int mx_proto_entry(mx_buf *out, const struct mx_msg_entry *m);
 
 /* Field helpers for other JSON the server writes (admin API bodies). */
-void mx_proto_field_u64(mx_buf *out, const char *name, uint64_t v);
-void mx_proto_field_hex(mx_buf *out, const char *name, const uint8_t dig[MX_DIGEST_LEN]);
-void mx_proto_field_str(mx_buf *out, const char *name, const char *s, size_t len);
+void mx_proto_field_u64n(mx_buf *out, const char *name, size_t namelen, uint64_t v);
+void mx_proto_field_hexn(mx_buf *out, const char *name, size_t namelen, const uint8_t dig[MX_DIGEST_LEN]);
+void mx_proto_field_strn(mx_buf *out, const char *name, size_t namelen, const char *s, size_t len);
+/* name: a string literal (its length known at compile time: the encoders
+ * write a dozen such fields per action) */
+#define mx_proto_field_u64(out, name, v) mx_proto_field_u64n((out), "" name, sizeof(name) - 1, (v))
+#define mx_proto_field_hex(out, name, dig) mx_proto_field_hexn((out), "" name, sizeof(name) - 1, (dig))
+#define mx_proto_field_str(out, name, s, len) mx_proto_field_strn((out), "" name, sizeof(name) - 1, (s), (len))
 
 #endif

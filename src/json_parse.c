@@ -519,12 +519,13 @@ static int view_key(struct parser *ps, const char **k, size_t *kn)
 /* want: a string literal (a compare of known length, inlined) */
 #define key_is(k, kn, want) ((kn) == sizeof(want) - 1 && memcmp((k), "" want, sizeof(want) - 1) == 0)
 
-/* One op object {"op","path","from","value"} (ps->p past its '{'). 1 read
- * into v->op[v->n], 0 not that shape, -1 error. */
-static int view_op(struct parser *ps, struct mx_patch_view *v)
+/* The members of an object (ps->p past its '{'), each handed to
+ * member(ps, ctx, key, keylen) with ps->p at its value: 1 taken, 0 not a
+ * view's shape, -1 error. Returns 1 at the object's end, else what member
+ * or the syntax said (anything unexpected is 0: the tree decides). */
+static int view_members(struct parser *ps, int (*member)(struct parser *, void *, const char *, size_t),
+                        void *ctx)
 {
-    memset(&v->op[v->n], 0, sizeof(v->op[0]));
-    int seen_value = 0;
     skip_ws(ps);
     if (take(ps, '}'))
         return 1;
@@ -532,30 +533,39 @@ static int view_op(struct parser *ps, struct mx_patch_view *v)
         const char *k;
         size_t kn;
         int rc = view_key(ps, &k, &kn);
-        if (rc <= 0)
+        if (rc <= 0 || (rc = member(ps, ctx, k, kn)) <= 0)
             return rc;
-        const char **slot = key_is(k, kn, "op")     ? &v->op[v->n].op
-                            : key_is(k, kn, "path") ? &v->op[v->n].path
-                            : key_is(k, kn, "from") ? &v->op[v->n].from
-                                                    : NULL;
-        if (slot) {
-            if (*slot || !take(ps, '"'))
-                return 0; /* a duplicate or not a string: the tree decides */
-            if ((rc = view_str(ps, v, slot)) <= 0)
-                return rc;
-        } else if (key_is(k, kn, "value") && !seen_value) {
-            seen_value = 1;
-            if (!(v->op[v->n].value = value(ps)))
-                return -1;
-        } else {
-            return 0;
-        }
         rc = after_item(ps, '}');
-        if (rc < 0)
-            return 0;
-        if (!rc)
-            return 1;
+        if (rc <= 0)
+            return rc < 0 ? 0 : 1;
     }
+}
+
+/* A member of an op object: "op", "path", "from" (strings) or "value",
+ * each once, into v->op[v->n]. */
+static int op_member(struct parser *ps, void *ctx, const char *k, size_t kn)
+{
+    struct mx_patch_view *v = ctx;
+    const char **slot = key_is(k, kn, "op")     ? &v->op[v->n].op
+                        : key_is(k, kn, "path") ? &v->op[v->n].path
+                        : key_is(k, kn, "from") ? &v->op[v->n].from
+                                                : NULL;
+    if (slot) {
+        if (*slot || !take(ps, '"'))
+            return 0; /* a duplicate or not a string: the tree decides */
+        return view_str(ps, v, slot);
+    }
+    if (!key_is(k, kn, "value") || v->op[v->n].value)
+        return 0;
+    return (v->op[v->n].value = value(ps)) ? 1 : -1;
+}
+
+/* One op object (ps->p past its '{'). 1 read into v->op[v->n], 0 not that
+ * shape, -1 error. */
+static int view_op(struct parser *ps, struct mx_patch_view *v)
+{
+    memset(&v->op[v->n], 0, sizeof(v->op[0]));
+    return view_members(ps, op_member, v);
 }
 
 /* Enter a container (ps->p at its bracket), counting depth as container(). */
@@ -593,46 +603,45 @@ done:
     return 1;
 }
 
+struct action_seen {
+    struct mx_patch_view *v;
+    int type, payload;
+};
+
+/* A member of the action: "type" (the string "patch") or "payload", each
+ * once. */
+static int action_member(struct parser *ps, void *ctx, const char *k, size_t kn)
+{
+    struct action_seen *a = ctx;
+    if (key_is(k, kn, "type") && !a->type) {
+        a->type = 1;
+        const char *t;
+        size_t tn;
+        if (!take(ps, '"'))
+            return 0;
+        if (string(ps, &t, &tn))
+            return -1;
+        return key_is(t, tn, "patch");
+    }
+    if (!key_is(k, kn, "payload") || a->payload)
+        return 0;
+    a->payload = 1;
+    if (ps->p >= ps->end || *ps->p != '[')
+        return 0;
+    return view_payload(ps, a->v);
+}
+
 /* The action {"type":"patch","payload":[...]} (ps->p at '{'), either
  * order, nothing else. 1, 0 or -1 as view_op. */
 static int view_action(struct parser *ps, struct mx_patch_view *v)
 {
-    int type = 0, payload = 0;
+    struct action_seen a = {.v = v};
     view_enter(ps);
-    skip_ws(ps);
-    for (;;) {
-        const char *k;
-        size_t kn;
-        int rc = view_key(ps, &k, &kn);
-        if (rc <= 0)
-            return rc;
-        if (key_is(k, kn, "type") && !type) {
-            type = 1;
-            const char *t;
-            size_t tn;
-            if (!take(ps, '"'))
-                return 0;
-            if (string(ps, &t, &tn))
-                return -1;
-            if (!key_is(t, tn, "patch"))
-                return 0;
-        } else if (key_is(k, kn, "payload") && !payload) {
-            payload = 1;
-            if (ps->p >= ps->end || *ps->p != '[')
-                return 0;
-            if ((rc = view_payload(ps, v)) <= 0)
-                return rc;
-        } else {
-            return 0;
-        }
-        rc = after_item(ps, '}');
-        if (rc < 0)
-            return 0;
-        if (!rc)
-            break;
-    }
+    int rc = view_members(ps, action_member, &a);
+    if (rc <= 0)
+        return rc;
     ps->depth--;
-    return type && payload;
+    return a.type && a.payload;
 }
 
 static void view_free(struct mx_patch_view *v)

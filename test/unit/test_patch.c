@@ -534,6 +534,17 @@ START_TEST(error_messages)
 }
 END_TEST
 
+/* A patch of one op named name on {"a":1,"b":1}: its status, *err set. */
+static int apply_named(const char *name, mx_patch_error *err)
+{
+    mx_val *doc = parse("{\"a\":1,\"b\":1}");
+    char patch[160];
+    snprintf(patch, sizeof patch, "[{\"op\":\"%s\",\"path\":\"/a\",\"from\":\"/b\",\"value\":1}]", name);
+    int rc = apply_text(&doc, patch, NULL, NULL, err);
+    mx_json_free(doc);
+    return rc;
+}
+
 /* Op names are matched whole (find_op looks at the first letters first):
  * prefixes, extensions, other cases and names sharing a first letter. */
 START_TEST(op_names_matched_exactly)
@@ -541,26 +552,14 @@ START_TEST(op_names_matched_exactly)
     static const char *unknown[] = {"", "a", "ad", "addx", "Add", "r", "re", "rem", "rep", "removes",
                                     "replac", "repla", "m", "mov", "c", "cop", "t", "tes", "i", "in",
                                     "incr", "x", "remove\u00e9"};
+    mx_patch_error err;
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
-        mx_val *doc = parse("{\"a\":1,\"b\":2}");
-        mx_patch_error err;
-        char patch[160];
-        snprintf(patch, sizeof patch, "[{\"op\":\"%s\",\"path\":\"/a\",\"from\":\"/b\",\"value\":1}]",
-                 unknown[i]);
-        ck_assert_int_eq(apply_text(&doc, patch, NULL, NULL, &err), MX_EBAD_PATCH);
+        ck_assert_int_eq(apply_named(unknown[i], &err), MX_EBAD_PATCH);
         ck_assert_msg(strstr(err.message, "unknown op") != NULL, "%s: %s", unknown[i], err.message);
-        mx_json_free(doc);
     }
     static const char *known[] = {"add", "remove", "replace", "move", "copy", "test", "inc"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        mx_val *doc = parse("{\"a\":1,\"b\":1}");
-        mx_patch_error err;
-        char patch[160];
-        snprintf(patch, sizeof patch, "[{\"op\":\"%s\",\"path\":\"/a\",\"from\":\"/b\",\"value\":1}]",
-                 known[i]);
-        ck_assert_msg(apply_text(&doc, patch, NULL, NULL, &err) == 0, "%s: %s", known[i], err.message);
-        mx_json_free(doc);
-    }
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        ck_assert_msg(apply_named(known[i], &err) == 0, "%s: %s", known[i], err.message);
 }
 END_TEST
 

@@ -241,24 +241,48 @@ static int carries_body(struct lws *wsi)
            lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
 }
 
+/* An answer written at once, in the callback that refuses the request
+ * (the caller then closes): status, "connection: close", an optional extra
+ * header, the JSON body. -1 (what the caller returns). */
+static int refuse_now(struct lws *wsi, unsigned status, const char *hname, const char *hval, const char *body)
+{
+    size_t blen = strlen(body);
+    unsigned char buf[LWS_PRE + 512 + 256], *start = &buf[LWS_PRE], *w = start;
+    unsigned char *end = &buf[LWS_PRE + 512];
+    if (blen > 256 ||
+        lws_add_http_common_headers(wsi, status, "application/json", blen, &w, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &w, end) ||
+        (hname && lws_add_http_header_by_name(wsi, (const unsigned char *)hname, (const unsigned char *)hval,
+                                              (int)strlen(hval), &w, end)) ||
+        lws_finalize_write_http_header(wsi, start, &w, end))
+        return -1;
+    memcpy(start, body, blen);
+    lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL);
+    return -1;
+}
+
 /* A request with a body behind another one: answer 400 now, in
  * LWS_CALLBACK_HTTP, and close (the caller returns -1 before lws starts
  * reading the body; see the top of the file). */
 static int refuse_pipelined_body(struct lws *wsi)
 {
-    static const char body[] = "{\"code\":\"bad_request\",\"message\":\"a request with a body must be the "
-                               "first on its connection; send it on a new connection\"}\n";
-    unsigned char buf[LWS_PRE + 512 + sizeof(body)], *start = &buf[LWS_PRE], *w = start;
-    unsigned char *end = &buf[LWS_PRE + 512];
-    if (lws_add_http_common_headers(wsi, HTTP_STATUS_BAD_REQUEST, "application/json", sizeof(body) - 1, &w,
-                                    end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &w, end) ||
-        lws_finalize_write_http_header(wsi, start, &w, end))
-        return -1;
-    memcpy(start, body, sizeof(body) - 1);
-    lws_write(wsi, start, sizeof(body) - 1, LWS_WRITE_HTTP_FINAL);
     mx_debug("event=http_pipelined_body_refused");
-    return -1;
+    return refuse_now(wsi, HTTP_STATUS_BAD_REQUEST, NULL, NULL,
+                      "{\"code\":\"bad_request\",\"message\":\"a request with a body must be the "
+                      "first on its connection; send it on a new connection\"}\n");
+}
+
+int mx_http_ws_version_ok(struct lws *wsi)
+{
+    char v[8];
+    if (lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_VERSION) > 0 && !strcmp(v, "13"))
+        return 1;
+    /* RFC 6455 4.2.2: a version the server does not speak is refused with
+     * the one it does; lws 4.1.6 would answer 101 and speak 13 anyway */
+    refuse_now(wsi, 426, "sec-websocket-version:", "13",
+               "{\"code\":\"bad_request\",\"message\":\"WebSocket version 13 only "
+               "(Sec-WebSocket-Version: 13)\"}\n");
+    return 0;
 }
 
 int mx_http_request(struct mx_server *srv, struct lws *wsi, struct mx_http *h, const char *uri)

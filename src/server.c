@@ -156,6 +156,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     }
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return mx_http_ws_version_ok(wsi) ? 0 : 1;
     case LWS_CALLBACK_HTTP:
         mx_httpfail_parsed(lws_get_socket_fd(wsi));
         return mx_http_request(srv, wsi, &p->u.http, (const char *)in);

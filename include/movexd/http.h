@@ -38,6 +38,10 @@ int mx_http_writeable(struct lws *wsi, struct mx_http *h);
 int mx_http_body(struct mx_server *srv, struct mx_http *h, const void *in, size_t len);
 /* LWS_CALLBACK_HTTP_BODY_COMPLETION: the whole body is in. */
 int mx_http_body_done(struct mx_server *srv, struct lws *wsi, struct mx_http *h);
+/* LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: 1 when the upgrade asks for
+ * WebSocket version 13; else a 426 naming it is written and 0 returned
+ * (the caller refuses the upgrade). */
+int mx_http_ws_version_ok(struct lws *wsi);
 /* The connection closed or left HTTP: free what h holds. */
 void mx_http_closed(struct mx_server *srv, struct mx_http *h);
 

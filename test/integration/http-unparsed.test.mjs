@@ -84,3 +84,22 @@ test('over TLS too: a %00 URL and a 64 KiB header get their JSON error', async (
     rmSync(cert.dir, { recursive: true, force: true });
   }
 });
+
+// RFC 6455 4.2.2: a handshake for a version the server does not speak is
+// refused with an HTTP error naming the version it does. lws 4.1.6 answered
+// 101 to any Sec-WebSocket-Version (or none) and spoke 13 anyway.
+test('a WebSocket upgrade for a version other than 13 (or none) gets 426 with Sec-WebSocket-Version: 13; 13 is upgraded', async () => {
+  await withDaemon({ conf: makeConf() }, async (d) => {
+    const up = (v) => `GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${v === null ? '' : `Sec-WebSocket-Version: ${v}\r\n`}\r\n`;
+    for (const v of ['99', '8', '', null]) {
+      const { responses, raw } = await exchange(() => rawConnect(d.port), up(v));
+      assert.equal(responses.length, 1, raw);
+      assert.equal(responses[0].status, 426, raw);
+      assert.equal(responses[0].headers['sec-websocket-version'], '13', raw);
+      assert.equal(JSON.parse(responses[0].body).code, 'bad_request');
+    }
+    const ws = await connectHello(d, 'v13');
+    assert.equal((await ws.request({ type: 'ping' })).type, 'pong');
+    ws.close();
+  });
+});

@@ -17,6 +17,7 @@
 
 #include "movexd/err.h"
 #include "movexd/json.h"
+#include "movexd/json_parse.h"
 #include "movexd/oplog.h"
 #include "movexd/proto.h"
 
@@ -383,6 +384,64 @@ START_TEST(decode_dep_forms)
 }
 END_TEST
 
+/* The flat list's decoder reads the members once into slots by name
+ * (proto.c key_slot): it must decode exactly as the object does, names
+ * that differ only in one letter or in length included. */
+START_TEST(decode_top_same_as_object)
+{
+    static const char *msgs[] = {
+        "{\"type\":\"hello\",\"client\":\"c1\",\"token\":\"t\"}",
+        "{\"token\":\"t\",\"client\":\"c1\",\"type\":\"hello\",\"clients\":1,\"tokens\":2}",
+        "{\"type\":\"subscribe\",\"id\":3,\"room\":\"t:a\",\"since\":{\"seq\":2,\"checksum\":\"00\"}}",
+        "{\"type\":\"subscribe\",\"id\":3,\"room\":\"t:a\",\"sinse\":5,\"rooms\":1}",
+        "{\"type\":\"sync\",\"id\":4,\"room\":\"t:a\"}",
+        "{\"type\":\"get\",\"id\":5,\"room\":\"t:a\",\"ids\":1,\"i\":2}",
+        "{\"type\":\"create\",\"id\":6,\"room\":\"t:a\",\"state\":{\"x\":1},\"stats\":1}",
+        "{\"type\":\"presence\",\"id\":7,\"room\":\"t:a\",\"stale\":1}",
+        "{\"type\":\"action\",\"id\":8,\"room\":\"t:a\",\"n\":2,\"base\":1,\"strict\":true,"
+        "\"dep\":[1],\"action\":{\"type\":\"x\"}}",
+        "{\"type\":\"action\",\"id\":8,\"room\":\"t:a\",\"n\":2,\"bass\":1,\"strict\":true,"
+        "\"action\":{\"type\":\"x\"}}",
+        "{\"type\":\"action\",\"id\":8,\"room\":\"t:a\",\"m\":2,\"dip\":3,\"strikt\":1,\"acti0n\":{}}",
+        "{\"tipe\":\"action\",\"id\":8}",
+        "{\"type\":\"ping\",\"id\":9,\"ib\":1,\"typo\":2,\"roam\":3,\"bade\":4,\"tolen\":5,\"slate\":6,"
+        "\"strixt\":7,\"actiom\":8,\"clienq\":9}",
+        "{\"type\":\"unsubscribe\",\"id\":10,\"room\":\"t:a\"}",
+        "{\"type\":\"nope\",\"id\":11}",
+    };
+    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        struct mx_request a, b;
+        char wa[200] = "", wb[200] = "";
+        json_t *j = parse(msgs[i]);
+        int ra = mx_proto_decode(j, &a, wa, sizeof wa);
+        struct mx_json_top top;
+        int d;
+        ck_assert_int_eq(mx_json_parse_top(msgs[i], strlen(msgs[i]), &top, &d, NULL), MX_JP_OK);
+        int rb = mx_proto_decode_top(&top, &b, wb, sizeof wb);
+        ck_assert_msg(ra == rb, "%s: %d vs %d", msgs[i], ra, rb);
+        ck_assert_str_eq(wa, wb);
+        ck_assert_int_eq(a.type, b.type);
+        ck_assert_int_eq(a.has_id, b.has_id);
+        ck_assert_uint_eq(a.id, b.id);
+        ck_assert_uint_eq(a.roomlen, b.roomlen);
+        ck_assert(!a.room == !b.room && (!a.room || !memcmp(a.room, b.room, a.roomlen)));
+        ck_assert(!a.client == !b.client && (!a.client || !strcmp(a.client, b.client)));
+        ck_assert(!a.token == !b.token && (!a.token || !strcmp(a.token, b.token)));
+        ck_assert_uint_eq(a.n, b.n);
+        ck_assert_int_eq(a.has_base, b.has_base);
+        ck_assert_uint_eq(a.base, b.base);
+        ck_assert_int_eq(a.strict, b.strict);
+        ck_assert_uint_eq(a.ndeps, b.ndeps);
+        ck_assert(!a.action == !b.action);
+        ck_assert(!a.state == !b.state);
+        ck_assert(!a.presence == !b.presence);
+        ck_assert(memcmp(&a.since, &b.since, sizeof a.since) == 0);
+        mx_json_top_free(&top);
+        json_decref(j);
+    }
+}
+END_TEST
+
 START_TEST(decode_presence)
 {
     struct mx_request q;
@@ -473,6 +532,7 @@ Suite *mx_suite_proto(void)
     TCase *dec = tcase_create("decode");
     tcase_add_test(dec, decode_dep_forms);
     tcase_add_test(dec, decode_presence);
+    tcase_add_test(dec, decode_top_same_as_object);
     suite_add_tcase(s, dec);
     return s;
 }

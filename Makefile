@@ -1,8 +1,11 @@
 # movexd build. `make run` and `make test` are the two commands a new user
 # needs; both install missing Debian packages first (scripts/install-deps.sh).
 #
-# Two build variants share the sources: build/release (optimised) and
-# build/asan (AddressSanitizer + UBSan). `make test` builds and tests both.
+# Three build variants share the sources: build/release (optimised),
+# build/asan (AddressSanitizer + UBSan) and build/tsan (ThreadSanitizer, for
+# what crosses the snapshot writer thread). `make test` builds and tests all
+# three (the tsan one only on the suites that touch the thread:
+# scripts/run-tests.sh).
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -10,6 +13,10 @@ VARIANT ?= release
 BUILD := build/$(VARIANT)
 # any VARIANT whose name starts with 'asan' is a sanitizer build
 SAN := $(if $(filter asan%,$(VARIANT)),1,0)
+# any VARIANT whose name starts with 'tsan' is a ThreadSanitizer build (TSan
+# and ASan cannot share a binary). It has fault injection too, so the
+# integration tests that make the writer thread fail run on it.
+TSAN := $(if $(filter tsan%,$(VARIANT)),1,0)
 CC ?= cc
 CONF ?= conf/movexd.conf
 
@@ -24,6 +31,9 @@ STD := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 ifeq ($(SAN),1)
 OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DMX_FAULT_INJECTION
 LDOPT := -fsanitize=address,undefined
+else ifeq ($(TSAN),1)
+OPT := -O1 -g -fsanitize=thread -fno-omit-frame-pointer -DMX_FAULT_INJECTION
+LDOPT := -fsanitize=thread
 else
 OPT := -O2 -g -DNDEBUG
 LDOPT :=
@@ -64,6 +74,7 @@ run: deps
 test: test-deps
 	@$(MAKE) --no-print-directory VARIANT=release all unit-bin bench-bin
 	@$(MAKE) --no-print-directory VARIANT=asan all unit-bin
+	@$(MAKE) --no-print-directory VARIANT=tsan all unit-bin
 	@scripts/run-tests.sh
 
 unit-bin: $(BUILD)/unit-tests

@@ -13,9 +13,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, TIMEOUT, startDaemon, makeConf, makeTestCert, withTimeout } from './lib.mjs';
+import { ROOT, TIMEOUT, startDaemon, makeConf, makeTestCert, withTimeout, LOADGEN, runLoadgen, assertLoadgenGood as assertGood } from './lib.mjs';
 
-const LOADGEN = join(ROOT, 'build/release/bench/loadgen');
 const CEILING = join(ROOT, 'build/release/bench/ceiling');
 const missing = !existsSync(LOADGEN) || !existsSync(CEILING)
   ? 'build/release/bench/{loadgen,ceiling} missing: make VARIANT=release bench-bin' : false;
@@ -24,42 +23,19 @@ const missing = !existsSync(LOADGEN) || !existsSync(CEILING)
 // default per-connection rate
 const CONF = makeConf({ global: ['rate_messages_per_sec 1000000', 'rate_burst 10000000', 'max_connections_per_ip 100000'] });
 
-// Runs loadgen with args; resolves {code, result (the JSON line), stderr}.
-function loadgen(args) {
-  const p = spawn(LOADGEN, ['--warmup', '0.2', '--duration', '1', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  p.stdout.on('data', (d) => { out += d; });
-  p.stderr.on('data', (d) => { err += d; });
-  const done = new Promise((res) => p.on('close', (code) => {
-    let result = null;
-    try { result = JSON.parse(out.trim().split('\n').pop()); } catch { /* asserted below */ }
-    res({ code, result, out, stderr: err });
-  }));
-  return withTimeout(done, 6 * TIMEOUT, 'loadgen did not finish').catch((e) => { p.kill('SIGKILL'); throw e; });
-}
-
-function assertGood(r, what) {
-  assert.ok(r.result, `${what}: no JSON result line; stdout ${r.out} stderr ${r.stderr}`);
-  assert.equal(r.result.final_ok, true, `${what}: ${JSON.stringify(r.result)}`);
-  assert.equal(r.code, 0, what);
-  assert.equal(r.result.lost_updates, 0, what);
-  assert.ok(r.result.acked > 0, `${what}: nothing acked`);
-}
-
 test('loadgen against movexd: W1 and W4 shapes, correct counters, nonzero rates', { skip: missing }, async () => {
   const d = await startDaemon({ conf: CONF });
   try {
-    const w1 = await loadgen(['--port', String(d.port), '--server-pid', String(d.pid), '--writers', '1', '--window', '16', '--subscribers', '4']);
+    const w1 = await runLoadgen(['--port', String(d.port), '--server-pid', String(d.pid), '--writers', '1', '--window', '16', '--subscribers', '4']);
     assertGood(w1, 'W1');
     assert.ok(w1.result.acked_per_s > 0 && w1.result.deliveries_per_s > 0, JSON.stringify(w1.result));
     assert.ok(w1.result.ack_p50_us > 0 && w1.result.fwd_p50_us > 0, 'latencies measured');
     assert.ok(w1.result.server_cpu_us_per_ack > 0, 'server CPU read from /proc');
-    const w4 = await loadgen(['--port', String(d.port), '--writers', '8', '--rooms', '2', '--window', '4', '--subscribers', '0']);
+    const w4 = await runLoadgen(['--port', String(d.port), '--writers', '8', '--rooms', '2', '--window', '4', '--subscribers', '0']);
     assertGood(w4, 'W4');
     assert.ok(w4.result.deliveries_per_s > 0, 'writers of a room see each other');
     // paced: 200 actions/s in total over 2 writers
-    const paced = await loadgen(['--port', String(d.port), '--writers', '2', '--subscribers', '1', '--rate', '200']);
+    const paced = await runLoadgen(['--port', String(d.port), '--writers', '2', '--subscribers', '1', '--rate', '200']);
     assertGood(paced, 'paced');
     assert.ok(paced.result.acked_per_s > 100 && paced.result.acked_per_s < 300, JSON.stringify(paced.result));
   } finally {
@@ -72,7 +48,7 @@ test('loadgen over TLS (--tls batch and --tls frame: a record per turn or per fr
   const d = await startDaemon({ conf: makeConf({ global: ['rate_messages_per_sec 1000000', 'rate_burst 10000000', `tls_cert_file ${cert.cert}`, `tls_key_file ${cert.key}`] }) });
   try {
     for (const mode of ['batch', 'frame']) {
-      const r = await loadgen(['--port', String(d.port), '--server-pid', String(d.pid), '--tls', mode, '--writers', '1', '--window', '16', '--subscribers', '4']);
+      const r = await runLoadgen(['--port', String(d.port), '--server-pid', String(d.pid), '--tls', mode, '--writers', '1', '--window', '16', '--subscribers', '4']);
       assertGood(r, `W1 --tls ${mode}`);
       assert.equal(r.result.tls, mode);
       assert.ok(r.result.deliveries_per_s > 0, JSON.stringify(r.result));
@@ -86,7 +62,7 @@ test('loadgen over TLS (--tls batch and --tls frame: a record per turn or per fr
 test('loadgen reconnect storm against movexd: every subscriber catches up with since, nothing lost or repeated', { skip: missing }, async () => {
   const d = await startDaemon({ conf: CONF });
   try {
-    const r = await loadgen(['--port', String(d.port), '--writers', '1', '--subscribers', '20', '--rate', '300', '--storm-at', '0.3']);
+    const r = await runLoadgen(['--port', String(d.port), '--writers', '1', '--subscribers', '20', '--rate', '300', '--storm-at', '0.3']);
     assertGood(r, 'storm');
     assert.equal(r.result.storm_clients, 20, JSON.stringify(r.result));
     assert.ok(r.result.storm_catchup_ms >= 0, JSON.stringify(r.result));
@@ -102,9 +78,9 @@ test('loadgen catches a counter that differs from the acked increments', { skip:
   try {
     // the same rooms twice: the second run finds the first run's increments
     const prefix = `smoke${process.pid}`;
-    const first = await loadgen(['--port', String(d.port), '--prefix', prefix, '--subscribers', '1', '--window', '4']);
+    const first = await runLoadgen(['--port', String(d.port), '--prefix', prefix, '--subscribers', '1', '--window', '4']);
     assertGood(first, 'first run');
-    const second = await loadgen(['--port', String(d.port), '--prefix', prefix, '--subscribers', '1', '--window', '4']);
+    const second = await runLoadgen(['--port', String(d.port), '--prefix', prefix, '--subscribers', '1', '--window', '4']);
     assert.equal(second.code, 1, second.out);
     assert.equal(second.result.final_ok, false);
     assert.equal(second.result.surplus_updates, first.result.acked, JSON.stringify(second.result));
@@ -122,10 +98,10 @@ test('ceiling relay: loadgen W1 and W4 against it, correct counters, clean exit'
       p.stderr.on('data', (d) => { err += d; const m = /ceiling port=(\d+)/.exec(err); if (m) res(Number(m[1])); });
       p.on('error', rej);
     }), TIMEOUT, 'ceiling did not start');
-    const w1 = await loadgen(['--port', String(port), '--server-pid', String(p.pid), '--subscribers', '4']);
+    const w1 = await runLoadgen(['--port', String(port), '--server-pid', String(p.pid), '--subscribers', '4']);
     assertGood(w1, 'ceiling W1');
     assert.ok(w1.result.acked_per_s > 0 && w1.result.deliveries_per_s > 0);
-    const w4 = await loadgen(['--port', String(port), '--writers', '8', '--rooms', '2', '--window', '4', '--subscribers', '0']);
+    const w4 = await runLoadgen(['--port', String(port), '--writers', '8', '--rooms', '2', '--window', '4', '--subscribers', '0']);
     assertGood(w4, 'ceiling W4');
     p.kill('SIGTERM');
     const r = await withTimeout(exited, TIMEOUT, 'ceiling did not stop');

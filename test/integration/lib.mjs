@@ -7,10 +7,13 @@ import { get as nodeHttpsGet } from 'node:https';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import assert from 'node:assert/strict';
 import WebSocket from '../node_modules/ws/index.js';
 
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const BIN = resolve(ROOT, process.env.MOVEXD_BIN || 'build/release/movexd');
+// MOVEXD_ASAN=1: a sanitizer build with -DMX_FAULT_INJECTION (the asan or
+// the tsan variant): slower, and the FAULT file works.
 export const ASAN = !!process.env.MOVEXD_ASAN;
 // Sanitizer builds are several times slower: scale every timeout.
 export const SLOW = ASAN ? 4 : 1;
@@ -262,6 +265,33 @@ export async function waitFor(cond, what, ms = TIMEOUT) {
     if (Date.now() > end) throw new Error(`timeout waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+// The load generator (bench/loadgen.c) from `make VARIANT=release bench-bin`
+// (part of `make test`). runLoadgen(args) runs it for about a second and
+// resolves {code, result (its JSON line), out, stderr}; assertLoadgenGood
+// fails unless its own checks passed (final counters = acked increments,
+// seq order, nothing lost).
+export const LOADGEN = join(ROOT, 'build/release/bench/loadgen');
+export function runLoadgen(args) {
+  const p = spawn(LOADGEN, ['--warmup', '0.2', '--duration', '1', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (d) => { out += d; });
+  p.stderr.on('data', (d) => { err += d; });
+  const done = new Promise((res) => p.on('close', (code) => {
+    let result = null;
+    try { result = JSON.parse(out.trim().split('\n').pop()); } catch { /* asserted by the caller */ }
+    res({ code, result, out, stderr: err });
+  }));
+  return withTimeout(done, 6 * TIMEOUT, 'loadgen did not finish').catch((e) => { p.kill('SIGKILL'); throw e; });
+}
+export function assertLoadgenGood(r, what) {
+  assert.ok(r.result, `${what}: no JSON result line; stdout ${r.out} stderr ${r.stderr}`);
+  assert.equal(r.result.final_ok, true, `${what}: ${JSON.stringify(r.result)}`);
+  assert.equal(r.code, 0, what);
+  assert.equal(r.result.lost_updates, 0, what);
+  assert.ok(r.result.acked > 0, `${what}: nothing acked`);
 }
 
 // Start a daemon, run fn(d), always stop it (asserting a clean exit).

@@ -24,6 +24,9 @@ if [[ "${1:-}" == "--test" ]]; then
   # test/e2e/ drives /usr/bin/chromium through playwright-core (Playwright's
   # own browser downloads are not used)
   pkgs+=(chromium)
+  # alloc-interposed.test.mjs runs movexd -t under memcheck (the block cache's
+  # probe must read nothing it does not own there)
+  pkgs+=(valgrind)
 fi
 
 missing=()

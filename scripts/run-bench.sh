@@ -2,7 +2,7 @@
 # run-bench.sh - build and run every benchmark in bench/, print a summary.
 # `make bench` calls this. Sections 1-4 take about 4 minutes on an idle
 # 2-core machine, 7-8 on a busy one; the side-by-side comparison (5) and the
-# connection/latency targets (6) add about 25 minutes (docs/BENCHMARKS.md);
+# connection/latency targets (6) add about 29 minutes (docs/BENCHMARKS.md);
 # the environment below can shorten it.
 #
 # Environment (all optional):

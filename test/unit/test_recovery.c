@@ -545,14 +545,20 @@ END_TEST
 
 /* ---- found in review (each failed before its fix) ---- */
 
-static void act(struct env *v, const char *room, int id, int n)
+/* A patch action with this payload (a JSON array), acked. */
+static void act_patch(struct env *v, const char *room, int id, int n, const char *payload)
 {
-    char msg[256];
+    char msg[1024];
     snprintf(msg, sizeof(msg),
              "{\"type\":\"action\",\"id\":%d,\"room\":\"%s\",\"n\":%d,\"action\":{\"type\":\"patch\","
-             "\"payload\":[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1}]}}",
-             id, room, n);
+             "\"payload\":%s}}",
+             id, room, n, payload);
     ck_reply_has(v, msg, "\"ack\"");
+}
+
+static void act(struct env *v, const char *room, int id, int n)
+{
+    act_patch(v, room, id, n, "[{\"op\":\"inc\",\"path\":\"/n\",\"value\":1}]");
 }
 
 /* Delete room and check it is gone, also after a crash (the connection
@@ -989,13 +995,10 @@ START_TEST(log_drops_pinned_texts_while_the_writer_runs)
     ck_reply_has(&v, "{\"type\":\"hello\",\"client\":\"c1\"}", "\"welcome\"");
     ck_reply_has(&v, "{\"type\":\"create\",\"id\":1,\"room\":\"t:p\",\"state\":{\"s\":\"\"}}", "\"created\"");
     ck_reply_has(&v, "{\"type\":\"subscribe\",\"id\":2,\"room\":\"t:p\"}", "\"snapshot\"");
-    char msg[512];
+    char payload[512];
     for (int i = 1; i <= 200; i++) {
-        snprintf(msg, sizeof(msg),
-                 "{\"type\":\"action\",\"id\":%d,\"room\":\"t:p\",\"n\":%d,\"action\":{\"type\":\"patch\","
-                 "\"payload\":[{\"op\":\"replace\",\"path\":\"/s\",\"value\":\"%d %0200d\"}]}}",
-                 10 + i, i, i, i);
-        ck_reply_has(&v, msg, "\"ack\"");
+        snprintf(payload, sizeof(payload), "[{\"op\":\"replace\",\"path\":\"/s\",\"value\":\"%d %0200d\"}]", i, i);
+        act_patch(&v, "t:p", 10 + i, i, payload);
     }
     mx_swal_collect(v.st->ctx, 1);
     ck_assert_uint_ge(stats_of(&v).snapshots_written, 1);

@@ -13,7 +13,9 @@
  *   - under a pin (mx_oplog_pin) no text of an entry with seq <= pin_seq is
  *     freed: whatever path lets go of one (dropped, cleared, released from
  *     a hold) moves it to pinned[], reserved at the pin, and the unpin
- *     frees them. Every text goes through let_go() for this.
+ *     frees them. Every text goes through let_go() for this. A rewind
+ *     lowers pin_seq to the hold's seq: the seqs after it are reused by
+ *     texts the pin never saw.
  */
 #include "movexd/oplog.h"
 #include "movexd/alloc.h"
@@ -285,6 +287,11 @@ void mx_oplog_rewind(mx_oplog *l)
         e->text = NULL;
         l->count--;
     }
+    /* the texts of after the hold that a pin saw are in pinned[] now;
+     * appends from here reuse their seqs with texts no reader saw, which
+     * must not take the slots kept for the ones still in the ring */
+    if (l->pinned_on && l->pin_seq > l->hold_seq)
+        l->pin_seq = l->hold_seq;
     /* the dropped ones of before come back at the front, newest first:
      * the ring had held them all at once, and it never shrinks under a
      * hold (mx_oplog_set_capacity releases it) */

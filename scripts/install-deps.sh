@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# build-essential's gcc-12 brings the sanitizer runtimes `make test` uses
+# (libasan8, libubsan1, libtsan2 via libgcc-12-dev): no package of their own
 pkgs=(build-essential pkg-config libwebsockets-dev libjansson-dev libsodium-dev libssl-dev liblua5.4-dev libhiredis-dev)
 # the daemon's event loop: libwebsockets' libuv plugin, loaded at run time
 # (libwebsockets-dev pulls it in, the runtime package libwebsockets17 does

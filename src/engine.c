@@ -218,6 +218,9 @@ void mx_engine_metrics(const mx_engine *e, mx_buf *b)
     mx_metrics_counter(b, "movexd_snapshot_bytes_written_total", "bytes of room snapshots written",
                        ss.snapshot_bytes);
     mx_metrics_counter(b, "movexd_storage_flush_failures_total", "WAL flushes that failed", ss.flush_failures);
+    mx_metrics_gauge(b, "movexd_storage_unlinks_pending",
+                     "snapshot files of deleted rooms not unlinked yet (a failed unlink is retried at each flush)",
+                     (double)ss.unlinks_pending);
     mx_metrics_gauge(b, "movexd_storage_failing", "1 while the disk refuses writes (acks held)", ss.failed);
     mx_metrics_gauge(b, "movexd_recovery_rooms_pending",
                      "rooms indexed at start-up and not rebuilt yet (rebuilt on first use or in the background)",

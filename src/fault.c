@@ -239,6 +239,22 @@ int mx_wal_fault(const char *dir)
     return e;
 }
 
+int mx_fault_unlink(const char *dir)
+{
+    char p[4200], text[32];
+    if (snprintf(p, sizeof p, "%s/FAULT", dir) >= (int)sizeof p)
+        return 0;
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    return strncmp(text, "unlink-eio", 10) == 0 ? EIO : 0;
+}
+
 int mx_fault_at(int dirfd)
 {
     int e = fault_from_fd(openat(dirfd, "FAULT", O_RDONLY | O_CLOEXEC));

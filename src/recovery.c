@@ -24,6 +24,7 @@
 #include "movexd/alloc.h"
 #include "movexd/digest.h"
 #include "movexd/err.h"
+#include "movexd/fault.h"
 #include "movexd/log.h"
 #include "movexd/metrics.h"
 #include "movexd/proto.h"
@@ -171,10 +172,18 @@ static int scan_record(struct scan *sc, const uint8_t *payload, size_t plen, uin
                 pending_clear(pe);
                 return 0;
             }
-            if (unlink(path) == 0) {
+            int e = MX_FAULT_UNLINK(s->snapdir);
+            if (!e && unlink(path) == 0) {
                 mx_swal_sync_dir(s->snapdir);
                 if (s->st.rooms_on_disk)
                     s->st.rooms_on_disk--;
+            } else if (e || errno != ENOENT) {
+                /* still on disk: retried after each flush, and this DELETE
+                 * record is kept in the WAL until it goes (storage_wal.c) */
+                mx_warn("event=unlink_failed file=%s error=\"%s\" note=\"retried at the next flush\"",
+                        path, strerror(e ? e : errno));
+                if (mx_swal_queue_unlink(s, strrchr(path, '/') + 1, lsn))
+                    SFAIL("out of memory indexing the WAL (record %llu)", (unsigned long long)lsn);
             }
             pe->has_snap = 0;
             mx_map_del(sc->snaps, id, idlen);

@@ -18,7 +18,14 @@
  *    and LSNs after recovery never fall below a snapshot's;
  *  - a room's records stay in the WAL until a snapshot covers them; old
  *    segments are deleted only when no room in memory has records in them
- *    that no snapshot covers (rooms leave memory only with a snapshot).
+ *    that no snapshot covers (rooms leave memory only with a snapshot);
+ *  - a deleted room's snapshot is unlinked after the flush that makes its
+ *    DELETE record durable; while it is still on disk (the unlink failed:
+ *    it stays queued and is retried after every flush) no segment at or
+ *    after that DELETE record is removed, by trimming or a checkpoint
+ *    (unlink_keep), or the next start-up would load the room again. A new
+ *    snapshot under the same name (the room made again) replaces the file
+ *    and ends the retries (drop_unlink).
  *
  * Off the loop: the snapshot a room owes after snapshot_every records is
  * encoded here, on the loop, and its file work (WAL fdatasync, wal/STATE,
@@ -48,6 +55,7 @@
 #include "movexd/digest.h"
 #include "movexd/dircheck.h"
 #include "movexd/err.h"
+#include "movexd/fault.h"
 #include "movexd/log.h"
 #include "movexd/metrics.h"
 #include "movexd/proto.h"
@@ -198,9 +206,14 @@ static int st_room_deleted(void *ctx, struct mx_room *r)
     /* the snapshot goes only once the DELETE record is durable */
     char name[MX_ROOM_ID_MAX + 8];
     snap_name(r, name, sizeof(name));
+    return mx_swal_queue_unlink(s, name, mx_wal_next_lsn(s->wal) - 1);
+}
+
+int mx_swal_queue_unlink(struct mx_walstore *s, const char *name, uint64_t delete_lsn)
+{
     if (s->nunlink == s->capunlink) {
         size_t ncap = s->capunlink ? s->capunlink * 2 : 8;
-        char **n = mx_realloc(s->unlink_after_flush, ncap * sizeof(*n));
+        struct mx_unlink *n = mx_realloc(s->unlink_after_flush, ncap * sizeof(*n));
         if (!n)
             return MX_ENOMEM;
         s->unlink_after_flush = n;
@@ -209,8 +222,33 @@ static int st_room_deleted(void *ctx, struct mx_room *r)
     char *copy = mx_strdup(name);
     if (!copy)
         return MX_ENOMEM;
-    s->unlink_after_flush[s->nunlink++] = copy;
+    s->unlink_after_flush[s->nunlink++] = (struct mx_unlink){copy, delete_lsn, 0};
+    s->st.unlinks_pending = s->nunlink;
     return 0;
+}
+
+/* A new snapshot of the same name replaced the deleted room's file (the
+ * room was made again): nothing is left to unlink, and unlinking later
+ * would remove the new room's snapshot. */
+static void drop_unlink(struct mx_walstore *s, const char *name)
+{
+    for (size_t i = 0; i < s->nunlink; i++)
+        if (!strcmp(s->unlink_after_flush[i].name, name)) {
+            free(s->unlink_after_flush[i].name);
+            s->unlink_after_flush[i--] = s->unlink_after_flush[--s->nunlink];
+        }
+    s->st.unlinks_pending = s->nunlink;
+}
+
+/* The lowest LSN the WAL must keep for the deleted rooms whose snapshot is
+ * still on disk: their DELETE records. Without its DELETE record a
+ * left-over snapshot would bring the room back at the next start-up. */
+static uint64_t unlink_keep(const struct mx_walstore *s, uint64_t keep)
+{
+    for (size_t i = 0; i < s->nunlink; i++)
+        if (s->unlink_after_flush[i].lsn < keep)
+            keep = s->unlink_after_flush[i].lsn;
+    return keep;
 }
 
 void mx_swal_sync_dir(const char *dir)
@@ -257,24 +295,40 @@ static int st_flush(void *ctx)
         mx_warn("event=disk_recovered dir=%s", s->waldir);
         s->failed = 0;
     }
+    /* no rename may land after an unlink: a job in flight for a listed
+     * name (the room made again while its old file's unlink keeps
+     * failing) is waited for first; its success drops the entry */
+    for (size_t i = 0; s->job && i < s->nunlink; i++)
+        if (!strcmp(s->jobmem.name, s->unlink_after_flush[i].name))
+            mx_swal_collect(s, 1);
     if (s->nunlink) {
+        size_t kept = 0;
         for (size_t i = 0; i < s->nunlink; i++) {
-            /* no rename may land after the unlink (deleting the job's room
-             * waited for it already: this only guards that rule) */
-            if (s->job && !strcmp(s->jobmem.name, s->unlink_after_flush[i]))
-                mx_swal_collect(s, 1);
+            struct mx_unlink u = s->unlink_after_flush[i];
             char path[2400];
-            snprintf(path, sizeof(path), "%s/%s", s->snapdir, s->unlink_after_flush[i]);
-            if (unlink(path) == 0) {
+            snprintf(path, sizeof(path), "%s/%s", s->snapdir, u.name);
+            int e = MX_FAULT_UNLINK(s->snapdir);
+            if (!e && unlink(path) == 0) {
                 if (s->st.rooms_on_disk)
                     s->st.rooms_on_disk--;
-            } else if (errno != ENOENT) {
-                mx_warn("event=unlink_failed file=%s error=\"%s\"", path, strerror(errno));
+            } else if (e || errno != ENOENT) {
+                /* kept: retried at the next flush, and its DELETE record
+                 * stays in the WAL until then (unlink_keep) */
+                if (!u.warned)
+                    mx_warn("event=unlink_failed file=%s error=\"%s\" note=\"retried at each flush; "
+                            "the WAL is kept from lsn %llu until it succeeds\"",
+                            path, strerror(e ? e : errno), (unsigned long long)u.lsn);
+                u.warned = 1;
+                s->unlink_after_flush[kept++] = u;
+                continue;
             }
-            free(s->unlink_after_flush[i]);
+            free(u.name);
         }
-        s->nunlink = 0;
-        mx_swal_sync_dir(s->snapdir);
+        int removed = kept < s->nunlink;
+        s->nunlink = kept;
+        s->st.unlinks_pending = kept;
+        if (removed)
+            mx_swal_sync_dir(s->snapdir);
     }
     return 0;
 }
@@ -365,6 +419,7 @@ static int write_snapshot(struct mx_walstore *s, struct mx_room *r)
         mx_err("event=snapshot_failed room=%s error=\"%s\"", r->id, err);
         return rc;
     }
+    drop_unlink(s, name);
     s->st.snapshots_written++;
     s->st.snapshot_bytes += len;
     if (!r->disk_snap_lsn)
@@ -416,6 +471,7 @@ void mx_swal_collect(struct mx_walstore *s, int wait)
         if (j->rc) {
             mx_err("event=snapshot_failed room=%s error=\"%s\"", r->id, j->err);
         } else {
+            drop_unlink(s, j->name);
             s->st.snapshots_written++;
             s->st.snapshot_bytes += j->bytes;
             if (!r->disk_snap_lsn)
@@ -514,7 +570,7 @@ static uint64_t oldest_needed_lsn(const struct mx_walstore *s, mx_map *rooms)
         if (r->disk_first_lsn && r->disk_first_lsn < keep)
             keep = r->disk_first_lsn;
     }
-    return mx_recovery_keep(s, keep);
+    return unlink_keep(s, mx_recovery_keep(s, keep));
 }
 
 /* Delete the segments whose every record a snapshot on disk already
@@ -565,6 +621,7 @@ static void st_after_commit(void *ctx, mx_map *rooms)
      * segments no remaining record needs. */
     uint64_t keep = snapshot_all_dirty(s, rooms, mx_wal_next_lsn(s->wal));
     keep = mx_recovery_keep(s, keep); /* rooms not rebuilt since start-up */
+    keep = unlink_keep(s, keep);        /* deleted rooms' snapshots still on disk */
     int n = mx_wal_remove_before(s->wal, keep);
     uint64_t left = mx_wal_disk_bytes(s->wal);
     mx_info("event=checkpoint segments_removed=%d wal_bytes=%llu", n, (unsigned long long)left);
@@ -629,6 +686,7 @@ size_t mx_swal_snapshot_batch(struct mx_walstore *s, struct mx_room **rooms, siz
         }
         if (d >= written)
             break;
+        drop_unlink(s, names[d]);
         s->st.snapshots_written++;
         s->st.snapshot_bytes += lens[d];
         if (!r->disk_snap_lsn)
@@ -698,7 +756,7 @@ int mx_swal_load_snapshot(struct mx_walstore *s, const char *id, size_t len, str
     snprintf(name, sizeof(name), "%.*s.snap", (int)len, id);
     /* deleted, its snapshot not yet unlinked (waits for the next flush) */
     for (size_t i = 0; i < s->nunlink; i++)
-        if (!strcmp(s->unlink_after_flush[i], name))
+        if (!strcmp(s->unlink_after_flush[i].name, name))
             return MX_ENO_SUCH_ROOM;
     void *p = NULL;
     size_t plen = 0;
@@ -760,7 +818,7 @@ static void st_close(void *ctx, mx_map *rooms)
         mx_recovery_free(s);
     mx_wal_close(s->wal);
     for (size_t i = 0; i < s->nunlink; i++)
-        free(s->unlink_after_flush[i]);
+        free(s->unlink_after_flush[i].name);
     free(s->unlink_after_flush);
     free(s->due);
     mx_buf_free(&s->rec);

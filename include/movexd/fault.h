@@ -21,12 +21,18 @@ void mx_fault_wrote(int fd, uint64_t off, uint64_t len);
 /* fdatasync(fd) that also forgets the file's written ranges when it
  * succeeds. -1 with errno set on failure. */
 int mx_fault_fdatasync(int fd);
+/* The errno the unlink of a deleted room's snapshot in DIR must fail
+ * with: EIO while DIR/FAULT holds "unlink-eio" (a word no other check
+ * reads, so snapshots keep being written meanwhile), else 0. */
+int mx_fault_unlink(const char *dir);
 #define MX_FAULT_FD(dirfd) mx_fault_at(dirfd)
+#define MX_FAULT_UNLINK(dir) mx_fault_unlink(dir)
 #define MX_FAULT_DIR(dir) mx_wal_fault(dir)
 #define MX_FAULT_WROTE(fd, off, len) mx_fault_wrote(fd, off, len)
 #define MX_FDATASYNC(fd) mx_fault_fdatasync(fd)
 #else
 #define MX_FAULT_FD(dirfd) 0
+#define MX_FAULT_UNLINK(dir) 0
 #define MX_FAULT_DIR(dir) 0
 #define MX_FAULT_WROTE(fd, off, len) ((void)0)
 #define MX_FDATASYNC(fd) fdatasync(fd)

@@ -40,6 +40,9 @@ struct mx_storage_action {
 struct mx_storage_stats {
     uint64_t wal_bytes, fsyncs, snapshots_written, snapshot_bytes;
     uint64_t flushes, flush_failures;
+    /* snapshots of deleted rooms still on disk (their unlink failed or
+     * waits for the next flush): each pins the WAL from its DELETE on */
+    uint64_t unlinks_pending;
     int failed; /* 1 while the storage cannot accept writes */
     uint64_t rooms_on_disk; /* rooms with a snapshot file, or only WAL records */
     /* recovery: rooms indexed at start-up and not rebuilt yet; records

@@ -29,7 +29,14 @@ struct mx_walstore {
     mx_buf rec;
     struct mx_room **due; /* rooms whose snapshot is due */
     size_t ndue, capdue;
-    char **unlink_after_flush; /* snapshot files of deleted rooms */
+    /* snapshot files of deleted rooms, to unlink after the next flush;
+     * one whose unlink failed stays (retried at each flush) and pins the
+     * WAL from its DELETE record's LSN on (storage_wal.c) */
+    struct mx_unlink {
+        char *name;
+        uint64_t lsn; /* of the room's DELETE record */
+        int warned;   /* its failure was logged (once, not at every flush) */
+    } *unlink_after_flush;
     size_t nunlink, capunlink;
     int failed; /* a flush failed for lack of space; cleared by the next good one */
     struct mx_storage_stats st;
@@ -62,6 +69,9 @@ struct mx_walstore {
 /* fsync a directory (best effort). */
 void mx_swal_sync_dir(const char *dir);
 /* Rename a damaged ROOM.snap to ROOM.snap.damaged. 0 or an errno value. */
+/* Queue snapshot file `name` (of a room deleted by the DELETE record at
+ * delete_lsn) for unlinking after the next flush. 0 or MX_ENOMEM. */
+int mx_swal_queue_unlink(struct mx_walstore *s, const char *name, uint64_t delete_lsn);
 int mx_swal_set_aside_snapshot(struct mx_walstore *s, const char *id, size_t len);
 /* 1 when the WAL holds nothing unwritten and is synced (snapshots may go). */
 int mx_swal_ready_for_snapshots(struct mx_walstore *s);

@@ -1079,3 +1079,86 @@ test('disk full: a connection with nothing held still gets its pong and `unavail
     await d.stop();
   });
 });
+
+// docs/STORAGE.md "Deleting a room": a deleted room's snapshot is unlinked
+// after the flush that makes its DELETE record durable. When that unlink
+// fails (rooms/FAULT = unlink-eio: only this unlink fails, snapshots are
+// still written), the file stays queued and is retried at each flush, and
+// the WAL keeps the DELETE record's segment meanwhile - trimming and
+// checkpoints alike, in the run that deleted the room and in the next one
+// (start-up meets the same failure). Without that, the segment goes, and
+// the next start-up loads the deleted room from its old snapshot.
+// ~2.5 x wal_max_bytes (1m) of ~450-byte records to `filler`: past the
+// bound, so trimming and checkpoints run; returns the next n.
+async function pushBytes(c, filler, firstN) {
+  let n = firstN;
+  for (let round = 0; round < 30; round++) {
+    const rs = await pipeline(c, filler, n, 200, (k) => [{ op: 'replace', path: '/big', value: `${BIG}${k}` }]);
+    assert.ok(rs.every((r) => r.type === 'ack'), JSON.stringify(rs.find((r) => r.type !== 'ack')));
+    n += 200;
+  }
+  return n;
+}
+
+test('deleted room whose snapshot unlink fails (FAULT=unlink-eio): retried at each flush, its DELETE record outlives segment trimming, the room never comes back across restarts', { skip: skipNoFault }, async () => {
+  await withKeptDaemon({ conf: SNAPCONF }, async (live) => {
+    let d = live.d;
+    const tokenFile = join(d.dir, 'admin.token');
+    writeFileSync(tokenFile, 'unlink-admin-token-0123456789abcdef\n', { mode: 0o600 });
+    // the filler writes ~4 MB in bursts: no rate limit in the way
+    const cf = SNAPCONF.replace(/^/, `admin_token_file ${tokenFile}\nrate_messages_per_sec 1000000\nrate_burst 1000000\n`);
+    await d.stop();
+    d = live.d = await startDaemon({ conf: cf, dir: d.dir });
+    const auth = { authorization: 'Bearer unlink-admin-token-0123456789abcdef' };
+    const room = 'gone:a', filler = 'gone:filler';
+    const snap = join(d.dataDir, 'rooms', `${room}.snap`);
+    const fault = join(d.dataDir, 'rooms', 'FAULT');
+    const getRoom = async () => (await httpRequest(d, { path: `/admin/rooms/${room}`, headers: auth })).status;
+    const pending = async () => Number(/^movexd_storage_unlinks_pending (\d+)$/m.exec((await httpRequest(d, { path: '/metrics' })).body)[1]);
+    let c = await connectHello(d, 'alice');
+    await subscribe(c, room);
+    const rs = await pipeline(c, room, 1, 45, ACT);
+    assert.ok(rs.every((r) => r.type === 'ack'));
+    await waitFor(() => existsSync(snap), 'the room has a snapshot');
+    await subscribe(c, filler);
+    writeFileSync(fault, 'unlink-eio\n');
+    let from = d.stderr.length;
+    const del = await httpRequest(d, { method: 'DELETE', path: `/admin/rooms/${room}`, headers: auth });
+    assert.equal(del.status, 200, del.body);
+    // the unlink follows the next flush: one more write makes sure there was one
+    assert.equal((await c.request(patchAction(filler, 1, [{ op: 'add', path: '/big', value: 'x' }]))).type, 'ack');
+    await d.waitLog(/event=unlink_failed file=\S*gone:a\.snap/, TIMEOUT, from);
+    assert.ok(existsSync(snap), 'the snapshot is still there');
+    assert.equal(await pending(), 1);
+    // enough writes that every older segment would be trimmed twice over
+    let n = await pushBytes(c, filler, 2);
+    assert.equal(await getRoom(), 404, 'deleted while the daemon runs');
+    await c.close();
+    // a crash with the file still there: start-up sees the DELETE record
+    await d.kill('SIGKILL');
+    from = 0;
+    d = live.d = await startDaemon({ conf: cf, dir: d.dir });
+    assert.equal(await getRoom(), 404, 'not back after the first restart');
+    await d.waitLog(/event=unlink_failed file=\S*gone:a\.snap/, TIMEOUT, from);
+    assert.equal(await pending(), 1, 'start-up queued the failed unlink again');
+    c = await connectHello(d, 'alice');
+    await subscribe(c, filler);
+    n = await pushBytes(c, filler, n);
+    await c.close();
+    await d.kill('SIGKILL');
+    d = live.d = await startDaemon({ conf: cf, dir: d.dir });
+    assert.equal(await getRoom(), 404, 'not back after trimming in the second run either');
+    // the disk recovers: the next flush's retry removes the file
+    rmSync(fault);
+    c = await connectHello(d, 'alice');
+    await subscribe(c, filler);
+    assert.equal((await c.request(patchAction(filler, n, [{ op: 'add', path: '/x', value: n }]))).type, 'ack');
+    await waitFor(async () => (await pending()) === 0, 'the retried unlink succeeded');
+    assert.ok(!existsSync(snap), 'the snapshot is gone');
+    await c.close();
+    await d.kill('SIGKILL');
+    d = live.d = await startDaemon({ conf: cf, dir: d.dir });
+    assert.equal(await getRoom(), 404, 'still deleted');
+    await d.stop();
+  });
+});

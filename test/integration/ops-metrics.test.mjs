@@ -184,6 +184,7 @@ const EXPECTED = {
   movexd_snapshots_written_total: 'counter',
   movexd_snapshot_bytes_written_total: 'counter',
   movexd_storage_flush_failures_total: 'counter',
+  movexd_storage_unlinks_pending: 'gauge',
   movexd_storage_failing: 'gauge',
   movexd_recovery_rooms_pending: 'gauge',
   movexd_recovery_records_replayed_total: 'counter',

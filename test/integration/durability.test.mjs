@@ -1100,46 +1100,56 @@ async function pushBytes(c, filler, firstN) {
   return n;
 }
 
+const UNLINK_AUTH = { authorization: 'Bearer unlink-admin-token-0123456789abcdef' };
+const unlinksPending = async (d) => Number(/^movexd_storage_unlinks_pending (\d+)$/m.exec((await httpRequest(d, { path: '/metrics' })).body)[1]);
+// Restart live.d with the admin API and no rate limit (the filler writes
+// ~4 MB in bursts); give `room` a snapshot (45 actions); with
+// rooms/FAULT = unlink-eio delete it and wait until its unlink failed.
+// Returns the conf, an open connection subscribed to `filler` (its n 1
+// used), the snapshot's and the FAULT file's paths.
+async function deleteWithFailingUnlink(live, room, filler) {
+  const tokenFile = join(live.d.dir, 'admin.token');
+  writeFileSync(tokenFile, 'unlink-admin-token-0123456789abcdef\n', { mode: 0o600 });
+  const cf = SNAPCONF.replace(/^/, `admin_token_file ${tokenFile}\nrate_messages_per_sec 1000000\nrate_burst 1000000\n`);
+  await live.d.stop();
+  const d = live.d = await startDaemon({ conf: cf, dir: live.d.dir });
+  const snap = join(d.dataDir, 'rooms', `${room}.snap`);
+  const fault = join(d.dataDir, 'rooms', 'FAULT');
+  const c = await connectHello(d, 'alice');
+  await subscribe(c, room);
+  const rs = await pipeline(c, room, 1, 45, ACT);
+  assert.ok(rs.every((r) => r.type === 'ack'));
+  await waitFor(() => existsSync(snap), 'the room has a snapshot');
+  await subscribe(c, filler);
+  writeFileSync(fault, 'unlink-eio\n');
+  const from = d.stderr.length;
+  const del = await httpRequest(d, { method: 'DELETE', path: `/admin/rooms/${room}`, headers: UNLINK_AUTH });
+  assert.equal(del.status, 200, del.body);
+  // the unlink follows the next flush: one more write makes sure there was one
+  assert.equal((await c.request(patchAction(filler, 1, [{ op: 'add', path: '/big', value: 'x' }]))).type, 'ack');
+  await d.waitLog(new RegExp(`event=unlink_failed file=\\S*${room}\\.snap`), TIMEOUT, from);
+  assert.ok(existsSync(snap), 'the snapshot is still there');
+  assert.equal(await unlinksPending(d), 1);
+  return { cf, c, snap, fault };
+}
+
 test('deleted room whose snapshot unlink fails (FAULT=unlink-eio): retried at each flush, its DELETE record outlives segment trimming, the room never comes back across restarts', { skip: skipNoFault }, async () => {
   await withKeptDaemon({ conf: SNAPCONF }, async (live) => {
-    let d = live.d;
-    const tokenFile = join(d.dir, 'admin.token');
-    writeFileSync(tokenFile, 'unlink-admin-token-0123456789abcdef\n', { mode: 0o600 });
-    // the filler writes ~4 MB in bursts: no rate limit in the way
-    const cf = SNAPCONF.replace(/^/, `admin_token_file ${tokenFile}\nrate_messages_per_sec 1000000\nrate_burst 1000000\n`);
-    await d.stop();
-    d = live.d = await startDaemon({ conf: cf, dir: d.dir });
-    const auth = { authorization: 'Bearer unlink-admin-token-0123456789abcdef' };
     const room = 'gone:a', filler = 'gone:filler';
-    const snap = join(d.dataDir, 'rooms', `${room}.snap`);
-    const fault = join(d.dataDir, 'rooms', 'FAULT');
-    const getRoom = async () => (await httpRequest(d, { path: `/admin/rooms/${room}`, headers: auth })).status;
-    const pending = async () => Number(/^movexd_storage_unlinks_pending (\d+)$/m.exec((await httpRequest(d, { path: '/metrics' })).body)[1]);
-    let c = await connectHello(d, 'alice');
-    await subscribe(c, room);
-    const rs = await pipeline(c, room, 1, 45, ACT);
-    assert.ok(rs.every((r) => r.type === 'ack'));
-    await waitFor(() => existsSync(snap), 'the room has a snapshot');
-    await subscribe(c, filler);
-    writeFileSync(fault, 'unlink-eio\n');
-    let from = d.stderr.length;
-    const del = await httpRequest(d, { method: 'DELETE', path: `/admin/rooms/${room}`, headers: auth });
-    assert.equal(del.status, 200, del.body);
-    // the unlink follows the next flush: one more write makes sure there was one
-    assert.equal((await c.request(patchAction(filler, 1, [{ op: 'add', path: '/big', value: 'x' }]))).type, 'ack');
-    await d.waitLog(/event=unlink_failed file=\S*gone:a\.snap/, TIMEOUT, from);
-    assert.ok(existsSync(snap), 'the snapshot is still there');
-    assert.equal(await pending(), 1);
+    const { cf, snap, fault, ...r } = await deleteWithFailingUnlink(live, room, filler);
+    let c = r.c;
+    let d = live.d;
+    const getRoom = async () => (await httpRequest(d, { path: `/admin/rooms/${room}`, headers: UNLINK_AUTH })).status;
+    const pending = () => unlinksPending(d);
     // enough writes that every older segment would be trimmed twice over
     let n = await pushBytes(c, filler, 2);
     assert.equal(await getRoom(), 404, 'deleted while the daemon runs');
     await c.close();
     // a crash with the file still there: start-up sees the DELETE record
     await d.kill('SIGKILL');
-    from = 0;
     d = live.d = await startDaemon({ conf: cf, dir: d.dir });
     assert.equal(await getRoom(), 404, 'not back after the first restart');
-    await d.waitLog(/event=unlink_failed file=\S*gone:a\.snap/, TIMEOUT, from);
+    await d.waitLog(/event=unlink_failed file=\S*gone:a\.snap/, TIMEOUT, 0);
     assert.equal(await pending(), 1, 'start-up queued the failed unlink again');
     c = await connectHello(d, 'alice');
     await subscribe(c, filler);
@@ -1159,6 +1169,42 @@ test('deleted room whose snapshot unlink fails (FAULT=unlink-eio): retried at ea
     await d.kill('SIGKILL');
     d = live.d = await startDaemon({ conf: cf, dir: d.dir });
     assert.equal(await getRoom(), 404, 'still deleted');
+    await d.stop();
+  });
+});
+
+// The same room made again while the old snapshot's unlink keeps failing:
+// the new incarnation's first snapshot replaces the file and ends the
+// retries. A retry after it (once the disk recovers) would unlink the new
+// room's snapshot, and with its records trimmed from the WAL the new room
+// would be lost at the next start-up.
+test('a room made again while its old snapshot cannot be unlinked (FAULT=unlink-eio): its new snapshot ends the retries; the new room survives trimming and a restart', { skip: skipNoFault }, async () => {
+  await withKeptDaemon({ conf: SNAPCONF }, async (live) => {
+    const room = 'again:a', filler = 'again:filler';
+    const { cf, snap, fault, ...r } = await deleteWithFailingUnlink(live, room, filler);
+    let c = r.c;
+    let d = live.d;
+    const pending = () => unlinksPending(d);
+    await c.close();
+    // made again (create_on_subscribe): 40 actions, snapshot_every 20
+    c = await connectHello(d, 'bob');
+    const fresh = await subscribe(c, room);
+    assert.equal(fresh.seq, 0, JSON.stringify(fresh));
+    assert.ok((await pipeline(c, room, 1, 40, ACT)).every((r) => r.type === 'ack'));
+    await waitFor(async () => (await pending()) === 0, 'the new snapshot ended the retries');
+    const h = await head(c, room);
+    assert.equal(h.seq, 40);
+    // the disk recovers; flushes and trimming go on
+    rmSync(fault);
+    await subscribe(c, filler);
+    await pushBytes(c, filler, 2);
+    assert.ok(existsSync(snap), 'the new room\'s snapshot is still there');
+    await c.close();
+    await d.kill('SIGKILL');
+    d = live.d = await startDaemon({ conf: cf, dir: d.dir });
+    const c2 = await connectHello(d, 'bob');
+    assertSameHead(await head(c2, room), h, 'the new room after a restart');
+    await c2.close();
     await d.stop();
   });
 });

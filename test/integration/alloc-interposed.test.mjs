@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withDaemon, connectHello, patchAction, ASAN, BIN } from './lib.mjs';
+import { withDaemon, connectHello, patchAction, buildPreloadShim, ASAN, BIN } from './lib.mjs';
 
 const SHIM = String.raw`#define _GNU_SOURCE
 #include <dlfcn.h>
@@ -107,11 +107,8 @@ let shimEnv;
 
 before(() => {
   if (ASAN) return; // the ASan build caches nothing and owns malloc itself
-  shimDir = mkdtempSync(join(tmpdir(), 'movexd-alloc-shim-'));
-  writeFileSync(join(shimDir, 'lie.c'), SHIM);
-  const so = join(shimDir, 'lie.so');
-  const cc = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', so, join(shimDir, 'lie.c'), '-ldl'], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, `cannot build the allocator shim: ${cc.stderr}`);
+  const { dir, so } = buildPreloadShim('alloc-lie', SHIM);
+  shimDir = dir;
   shimEnv = { LD_PRELOAD: so };
 });
 

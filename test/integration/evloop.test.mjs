@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withDaemon, connectHello, runDaemonToExit, makeConf, makeTestCert, BIN, ASAN, TIMEOUT } from './lib.mjs';
+import { withDaemon, connectHello, runDaemonToExit, makeConf, makeTestCert, buildPreloadShim, BIN, ASAN, TIMEOUT } from './lib.mjs';
 
 function holdsEpoll(pid) {
   return readdirSync(`/proc/${pid}/fd`).some((fd) => {
@@ -60,11 +60,8 @@ let shimDir;
 let noPlugin; // the environment that hides the plugin from the daemon
 
 before(() => {
-  shimDir = mkdtempSync(join(tmpdir(), 'movexd-evloop-'));
-  writeFileSync(join(shimDir, 'hide.c'), SHIM);
-  const so = join(shimDir, 'hide.so');
-  const cc = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', so, join(shimDir, 'hide.c'), '-ldl'], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, `cannot build the dlopen shim: ${cc.stderr}`);
+  const { dir, so } = buildPreloadShim('evloop-hide', SHIM);
+  shimDir = dir;
   noPlugin = { LD_PRELOAD: so };
   if (ASAN) {
     // ASan wants its runtime first among the loaded libraries; the shim is

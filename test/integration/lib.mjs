@@ -1,7 +1,7 @@
 // Test harness: start the real movexd on a free loopback port and talk to it
 // over real WebSockets (package `ws`). Everything waits on conditions with
 // generous timeouts; nothing sleeps for a fixed time.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { request as nodeHttpRequest } from 'node:http';
 import { get as nodeHttpsGet } from 'node:https';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
@@ -476,4 +476,15 @@ export function walRecords(buf) {
     off += 8 + len;
   }
   return { recs, end: off };
+}
+
+// An LD_PRELOAD shim: C source compiled with cc into a fresh temporary
+// directory as NAME.so. Returns { dir, so }; the caller removes dir.
+export function buildPreloadShim(name, source) {
+  const dir = mkdtempSync(join(tmpdir(), `movexd-${name}-`));
+  writeFileSync(join(dir, `${name}.c`), source);
+  const so = join(dir, `${name}.so`);
+  const cc = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', so, join(dir, `${name}.c`), '-ldl'], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cannot build the ${name} shim: ${cc.stderr}`);
+  return { dir, so };
 }

@@ -11,7 +11,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, ASAN } from './lib.mjs';
+import { ROOT, ASAN, TIMEOUT } from './lib.mjs';
 import {
   startRedisGroup, startRedisServer, stopAll, until, redisAt, checkInvariants, checkRoomLog,
   listRooms, missingAcks, PREFIX,
@@ -37,9 +37,13 @@ test('Sentinel fails over when the primary is killed; the old primary comes back
     assert.equal(await np.cmd('GET', 'k'), 'v1');
     assert.equal(await np.cmd('SET', 'k', 'v2'), 'OK');
     // the old primary restarted (same port and directory) is told by the
-    // Sentinels to follow the new one, and gets its data
+    // Sentinels to follow the new one, and gets its data. Sentinel waits on
+    // purpose before it converts a returning master: the instance must be
+    // up and report its role for 8 s (4 publish periods), and Sentinel
+    // reads a replica's INFO every 10 s - about 20 s on an idle machine
+    // (24 s measured for the whole test), so the wait is generous
     await old.start();
-    await until(async () => (await old.role()) === 'slave' && (await old.cmd('GET', 'k')) === 'v2', 'old primary becomes a replica of the new one');
+    await until(async () => (await old.role()) === 'slave' && (await old.cmd('GET', 'k')) === 'v2', 'old primary becomes a replica of the new one', 9 * TIMEOUT);
     assert.equal(await g.masterPort(), rep.port);
   } finally {
     await g.stop();

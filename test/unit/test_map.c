@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "movexd/map.h"
+#include "test_rand.h"
 
 static int vals[16];
 
@@ -237,15 +238,8 @@ START_TEST(iterate_deleting)
 }
 END_TEST
 
-/* xorshift: deterministic, no libc rand() state shared with other tests */
 static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
+static uint64_t rng(void) { return mx_test_xorshift(&rng_state); }
 
 START_TEST(random_against_reference)
 {

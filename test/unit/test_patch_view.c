@@ -28,6 +28,7 @@
 #include "movexd/json.h"
 #include "movexd/json_parse.h"
 #include "movexd/patch.h"
+#include "test_rand.h"
 
 #define JFLAGS (JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES)
 
@@ -254,15 +255,9 @@ START_TEST(what_makes_a_view)
 }
 END_TEST
 
-/* xorshift: the same mutations on every run */
+/* the same mutations on every run */
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+static uint64_t next_rand(void) { return mx_test_xorshift(&rng); }
 
 START_TEST(mutated_messages_the_same)
 {
